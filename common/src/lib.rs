@@ -1,0 +1,1 @@
+//! Code both enforcement points run: the gateway and the extension.

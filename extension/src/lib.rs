@@ -1,0 +1,4 @@
+//! The hoop extension.
+use pgrx::prelude::*;
+
+::pgrx::pg_module_magic!();

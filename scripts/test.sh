@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The README's Tests command: installs what is missing (scripts/setup.sh), then
+# runs every test in the workspace, stage by stage:
+#   lint      cargo fmt --check, cargo clippy -D warnings (common, proxy, extension)
+#   unit      cargo test for common and the gateway (incl. its raw-protocol tests)
+#   pgrx      cargo pgrx test on pg15, pg17, pg18, run as the postgres user
+#   regress   the extension's SQL regression suite + attack corpus on pg15/17/18
+#   e2e       end-to-end: real clusters, the gateway, real clients (tests/run.sh)
+# A failing stage is named at the end with the command to rerun it alone.
+# HOOP_TEST_STAGES="unit pgrx" runs a subset.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+bash scripts/setup.sh || exit 1
+# shellcheck source=/dev/null
+. "${HOOP_CACHE:-/var/cache/hoop}/env.sh"
+
+stages=${HOOP_TEST_STAGES:-lint unit pgrx regress e2e}
+pg_versions=${HOOP_PG_VERSIONS:-15 17 18}
+failed=()
+passed=()
+
+# run_stage NAME CMD...: runs CMD, records the outcome, keeps going.
+run_stage() {
+    local name=$1
+    shift
+    printf '\n==> [%s] %s\n' "$name" "$*"
+    local start=$SECONDS
+    if "$@"; then
+        passed+=("$name")
+        printf '==> [%s] ok (%ss)\n' "$name" $((SECONDS - start))
+    else
+        failed+=("$name: $*")
+        printf '==> [%s] FAILED (%ss)\n' "$name" $((SECONDS - start))
+    fi
+}
+
+want() { case " $stages " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+if want lint; then
+    run_stage fmt cargo fmt --all -- --check
+    run_stage clippy cargo clippy -p hoop-common -p hoop-proxy --all-targets -- -D warnings
+    run_stage clippy-ext cargo clippy -p hoop --features "pg15 pg_test" --no-default-features --all-targets -- -D warnings
+fi
+if want unit; then
+    run_stage unit cargo test -p hoop-common -p hoop-proxy
+fi
+if want pgrx; then
+    for v in $pg_versions; do
+        install -d -o postgres -g postgres /tmp/hoop-pgrx
+        run_stage "pgrx-pg$v" bash -c "cd '$root/extension' && cargo pgrx test pg$v --runas postgres --pgdata /tmp/hoop-pgrx/pg$v"
+    done
+fi
+if want regress; then
+    for v in $pg_versions; do
+        run_stage "regress-pg$v" bash scripts/regress.sh "pg$v"
+    done
+fi
+if want e2e; then
+    run_stage e2e bash tests/run.sh
+fi
+
+printf '\n==> summary: %d stage(s) ok' "${#passed[@]}"
+if [ ${#failed[@]} -gt 0 ]; then
+    printf ', %d FAILED:\n' "${#failed[@]}"
+    printf '    %s\n' "${failed[@]}"
+    printf 'Rerun one stage alone with HOOP_TEST_STAGES=<stage> bash scripts/test.sh\n'
+    exit 1
+fi
+printf ' (%s)\n' "${passed[*]}"
