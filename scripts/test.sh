@@ -2,7 +2,8 @@
 # The README's Tests command: installs what is missing (scripts/setup.sh), then
 # runs every test in the workspace, stage by stage:
 #   lint      cargo fmt --check, cargo clippy -D warnings (common, proxy, extension)
-#   unit      cargo test for common and the gateway (incl. its raw-protocol tests)
+#   unit      cargo test for every crate but the extension (common, gateway,
+#             policy, audit), incl. the gateway's raw-protocol tests
 #   pgrx      cargo pgrx test on pg15, pg17, pg18, run as the postgres user
 #   regress   the extension's SQL regression suite + attack corpus on pg15/17/18
 #   e2e       end-to-end: real clusters, the gateway, real clients (tests/run.sh)
@@ -40,11 +41,11 @@ want() { case " $stages " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 if want lint; then
     run_stage fmt cargo fmt --all -- --check
-    run_stage clippy cargo clippy -p hoop-common -p hoop-proxy --all-targets -- -D warnings
+    run_stage clippy cargo clippy --workspace --exclude hoop --all-targets -- -D warnings
     run_stage clippy-ext cargo clippy -p hoop --features "pg15 pg_test" --no-default-features --all-targets -- -D warnings
 fi
 if want unit; then
-    run_stage unit cargo test -p hoop-common -p hoop-proxy
+    run_stage unit cargo test --workspace --exclude hoop
 fi
 if want pgrx; then
     for v in $pg_versions; do

@@ -1,0 +1,384 @@
+//! Masking strategies: what a card number turns into when a session may not
+//! see it.
+//!
+//! Two entry points with different assumptions:
+//! - [`Masker::mask_value`] masks the whole value of a column declared with
+//!   `hoop_mask()`: the value is a card number by declaration, valid or not,
+//!   so nothing is detected, everything is masked.
+//! - [`Masker::mask_text`] / [`Masker::mask_bytes`] mask only the PANs that
+//!   [`crate::pan::find_pans`] detects in free text (notes, error messages,
+//!   JSON), leaving everything else byte for byte.
+//!
+//! Both are idempotent and never emit a PAN: masking a masked value changes
+//! nothing, which is what lets the extension and the gateway both mask
+//! without coordinating.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::pan;
+
+/// How a card number is masked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Every digit but the last four becomes `*`: `**** **** **** 1111`.
+    PanLast4,
+    /// First six (the BIN) and last four digits kept, the PCI DSS 3.4.1
+    /// maximum: `4111 11** **** 1111`.
+    PanBinLast4,
+    /// A keyed, stable token: `tok_…`. Same card and key, same token, so
+    /// joins and counts still work; no digits, so it is never a PAN.
+    PanToken,
+    /// A fixed text: [`REDACTED`].
+    Redact,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 4] = [
+        Strategy::PanLast4,
+        Strategy::PanBinLast4,
+        Strategy::PanToken,
+        Strategy::Redact,
+    ];
+
+    /// The name used in SQL (`hoop_mask(…, 'pan_last4')`) and configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::PanLast4 => "pan_last4",
+            Strategy::PanBinLast4 => "pan_bin_last4",
+            Strategy::PanToken => "pan_token",
+            Strategy::Redact => "redact",
+        }
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = MaskError;
+
+    /// Accepts the names of [`Strategy::as_str`], ignoring ASCII case.
+    fn from_str(name: &str) -> Result<Strategy, MaskError> {
+        Strategy::ALL
+            .into_iter()
+            .find(|strategy| strategy.as_str().eq_ignore_ascii_case(name))
+            .ok_or_else(|| MaskError::UnknownStrategy(name.to_owned()))
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaskError {
+    UnknownStrategy(String),
+    MissingTokenKey,
+    TokenKeyTooShort,
+}
+
+impl fmt::Display for MaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaskError::UnknownStrategy(name) => write!(
+                f,
+                "unknown masking strategy {name:?}; use one of pan_last4, pan_bin_last4, pan_token, redact"
+            ),
+            MaskError::MissingTokenKey => f.write_str(
+                "masking strategy pan_token needs a token key (hoop.token_key) and none is set",
+            ),
+            MaskError::TokenKeyTooShort => write!(
+                f,
+                "the pan_token key is shorter than {MIN_TOKEN_KEY_LEN} bytes; use a longer random key"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MaskError {}
+
+/// Shortest accepted `pan_token` key. Tokens are only as secret as the key:
+/// with a guessable key, every token can be reversed by hashing the few
+/// billion PANs of a known BIN.
+pub const MIN_TOKEN_KEY_LEN: usize = 16;
+
+/// What [`Strategy::Redact`] puts in place of a card number.
+pub const REDACTED: &str = "[redacted]";
+
+/// Start of every `pan_token` token.
+const TOKEN_PREFIX: &str = "tok_";
+
+/// The token alphabet: 16 consonants. No digits, so a token can never contain
+/// (or be part of) a card number, and no vowels, so it never spells a word.
+const TOKEN_ALPHABET: &[u8; 16] = b"bcdfghjklmnpqrst";
+
+/// Bytes of the HMAC output kept: 128 bits, far beyond any collision risk for
+/// the number of cards a database can hold.
+const TOKEN_BYTES: usize = 16;
+
+/// Length of a whole token, prefix included.
+const TOKEN_LEN: usize = TOKEN_PREFIX.len() + 2 * TOKEN_BYTES;
+
+/// Separates `pan_token` tokens from any other use of the same key, and lets a
+/// future token format coexist with this one.
+const TOKEN_DOMAIN: &[u8] = b"hoop pan_token v1\0";
+
+/// Masked positions are written as this byte.
+const MASK_CHAR: u8 = b'*';
+
+/// A configured masker; cheap to clone and to share between threads.
+#[derive(Clone)]
+pub struct Masker {
+    method: Method,
+}
+
+/// A strategy with whatever it needs, so a `pan_token` masker without a key
+/// cannot exist.
+#[derive(Clone)]
+enum Method {
+    PanLast4,
+    PanBinLast4,
+    /// HMAC state already keyed; each token only hashes the digits.
+    PanToken(Hmac<Sha256>),
+    Redact,
+}
+
+impl fmt::Debug for Masker {
+    /// Shows the strategy only; the token key stays out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Masker")
+            .field("strategy", &self.strategy())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Masker {
+    /// `pan_token` requires a key of at least [`MIN_TOKEN_KEY_LEN`] bytes and
+    /// fails closed without one; other strategies ignore the key.
+    pub fn new(strategy: Strategy, token_key: Option<&[u8]>) -> Result<Masker, MaskError> {
+        let method = match strategy {
+            Strategy::PanLast4 => Method::PanLast4,
+            Strategy::PanBinLast4 => Method::PanBinLast4,
+            Strategy::Redact => Method::Redact,
+            Strategy::PanToken => {
+                let key = token_key.ok_or(MaskError::MissingTokenKey)?;
+                if key.len() < MIN_TOKEN_KEY_LEN {
+                    return Err(MaskError::TokenKeyTooShort);
+                }
+                let mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+                    .map_err(|_| MaskError::TokenKeyTooShort)?;
+                Method::PanToken(mac)
+            }
+        };
+        Ok(Masker { method })
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        match self.method {
+            Method::PanLast4 => Strategy::PanLast4,
+            Method::PanBinLast4 => Strategy::PanBinLast4,
+            Method::PanToken(_) => Strategy::PanToken,
+            Method::Redact => Strategy::Redact,
+        }
+    }
+
+    /// Masks the WHOLE value of a declared column, which is a card number by
+    /// declaration (valid or not, any formatting):
+    ///
+    /// - `pan_last4`: every ASCII digit but the last four becomes `*`, other
+    ///   characters are kept.
+    /// - `pan_bin_last4`: with at least 13 digit positions, the first six and
+    ///   the last four are kept and the digits between become `*`; otherwise
+    ///   like `pan_last4`. A `*` counts as a (masked) digit position, so a
+    ///   value masked once keeps its shape when masked again.
+    /// - `pan_token`: `tok_` and the token of the value's digits, so
+    ///   differently formatted copies of one card get one token. A value that
+    ///   already is a token is returned as it is.
+    /// - `redact`: [`REDACTED`].
+    ///
+    /// Idempotent, and the result never holds a PAN: at most four
+    /// (`pan_last4`) or ten (`pan_bin_last4`) ASCII digits survive, and tokens
+    /// have none.
+    pub fn mask_value(&self, value: &str) -> String {
+        let bytes = value.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len().max(TOKEN_LEN));
+        match &self.method {
+            Method::PanLast4 => mask_last4(bytes, &mut out),
+            Method::PanBinLast4 => mask_bin_last4(bytes, &mut out),
+            Method::PanToken(key) => {
+                if is_token(bytes) {
+                    return value.to_owned();
+                }
+                write_token(key, bytes, &mut out);
+            }
+            Method::Redact => return REDACTED.to_owned(),
+        }
+        ascii_edit_to_string(out)
+    }
+
+    /// Replaces every PAN [`pan::find_pans`] detects in `text`; everything
+    /// else is kept byte for byte. Borrowed when there is nothing to mask.
+    pub fn mask_text<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        match self.mask_bytes(text.as_bytes()) {
+            Cow::Borrowed(_) => Cow::Borrowed(text),
+            Cow::Owned(bytes) => Cow::Owned(ascii_edit_to_string(bytes)),
+        }
+    }
+
+    /// [`Masker::mask_text`] for bytes that need not be UTF-8 (COPY data,
+    /// bytea, other encodings): only the ASCII spans of detected PANs change.
+    ///
+    /// Masking changes what surrounds neighbouring digits: the last four
+    /// digits a masked PAN keeps may now start a card number with the digit
+    /// groups after it (`5555555555084111 1111 1111 1111` masks to
+    /// `************4111 1111 1111 1111`). So the output is checked again,
+    /// and if it still holds a PAN, every digit of every stretch of digits,
+    /// spaces and dashes holding 13 or more digits is masked. One check and
+    /// one fallback, not a loop until clean: a crafted chain of such numbers
+    /// would otherwise cost one full rescan per link. The result holds no PAN
+    /// (a PAN only lives in such a stretch), which is also what makes masking
+    /// idempotent.
+    pub fn mask_bytes<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut found = pan::pans(bytes).peekable();
+        if found.peek().is_none() {
+            return Cow::Borrowed(bytes);
+        }
+        let mut out = Vec::with_capacity(bytes.len() + TOKEN_LEN);
+        let mut copied = 0;
+        for pan in found {
+            out.extend_from_slice(&bytes[copied..pan.start]);
+            self.mask_detected(&bytes[pan.start..pan.end], &mut out);
+            copied = pan.end;
+        }
+        out.extend_from_slice(&bytes[copied..]);
+        if pan::contains_pan(&out) {
+            mask_long_digit_stretches(&mut out);
+        }
+        Cow::Owned(out)
+    }
+
+    /// Masks one detected PAN (digits and separators, 13 to 19 digits).
+    fn mask_detected(&self, span: &[u8], out: &mut Vec<u8>) {
+        match &self.method {
+            Method::PanLast4 => mask_last4(span, out),
+            Method::PanBinLast4 => mask_bin_last4(span, out),
+            Method::PanToken(key) => write_token(key, span, out),
+            Method::Redact => out.extend_from_slice(REDACTED.as_bytes()),
+        }
+    }
+}
+
+/// Every ASCII digit but the last four becomes `*`.
+fn mask_last4(value: &[u8], out: &mut Vec<u8>) {
+    let digits = value.iter().filter(|b| b.is_ascii_digit()).count();
+    let mut seen = 0;
+    for &byte in value {
+        if byte.is_ascii_digit() {
+            seen += 1;
+            out.push(if seen + 4 > digits { byte } else { MASK_CHAR });
+        } else {
+            out.push(byte);
+        }
+    }
+}
+
+/// First six and last four digit positions kept when there are at least 13;
+/// otherwise [`mask_last4`]. Positions are ASCII digits and `*`, so masking
+/// `411111******1111` again keeps it as it is instead of treating it as a
+/// ten-digit value.
+fn mask_bin_last4(value: &[u8], out: &mut Vec<u8>) {
+    let is_position = |b: &u8| b.is_ascii_digit() || *b == MASK_CHAR;
+    let positions = value.iter().filter(|b| is_position(b)).count();
+    if positions < pan::MIN_PAN_DIGITS {
+        mask_last4(value, out);
+        return;
+    }
+    let mut seen = 0;
+    for &byte in value {
+        if is_position(&byte) {
+            let keep = seen < 6 || seen + 4 >= positions;
+            seen += 1;
+            out.push(if keep { byte } else { MASK_CHAR });
+        } else {
+            out.push(byte);
+        }
+    }
+}
+
+/// Masks every digit of every maximal stretch of digits, spaces and dashes
+/// that holds at least 13 digits. Afterwards no stretch holds 13 digits (a
+/// masked stretch has none left, and `*` only splits stretches), so nothing
+/// shaped like a PAN remains.
+fn mask_long_digit_stretches(text: &mut [u8]) {
+    let in_stretch = |b: &u8| b.is_ascii_digit() || *b == b' ' || *b == b'-';
+    for stretch in text.split_mut(|b| !in_stretch(b)) {
+        if stretch.iter().filter(|b| b.is_ascii_digit()).count() >= pan::MIN_PAN_DIGITS {
+            for byte in stretch.iter_mut().filter(|b| b.is_ascii_digit()) {
+                *byte = MASK_CHAR;
+            }
+        }
+    }
+}
+
+/// `tok_` followed by the keyed hash of the ASCII digits of `value`.
+fn write_token(key: &Hmac<Sha256>, value: &[u8], out: &mut Vec<u8>) {
+    let mut mac = key.clone();
+    mac.update(TOKEN_DOMAIN);
+    // Digits only: `4111 1111 1111 1111` and `4111111111111111` are one card.
+    for chunk in value.split(|b| !b.is_ascii_digit()) {
+        mac.update(chunk);
+    }
+    let hash = mac.finalize().into_bytes();
+    out.extend_from_slice(TOKEN_PREFIX.as_bytes());
+    for &byte in &hash[..TOKEN_BYTES] {
+        out.push(TOKEN_ALPHABET[usize::from(byte >> 4)]);
+        out.push(TOKEN_ALPHABET[usize::from(byte & 0x0f)]);
+    }
+}
+
+/// Whether `value` has exactly the shape [`write_token`] produces.
+fn is_token(value: &[u8]) -> bool {
+    value.len() == TOKEN_LEN
+        && value.starts_with(TOKEN_PREFIX.as_bytes())
+        && value[TOKEN_PREFIX.len()..]
+            .iter()
+            .all(|b| TOKEN_ALPHABET.contains(b))
+}
+
+/// Back to a `String` after editing valid UTF-8 by replacing ASCII bytes with
+/// ASCII bytes, which keeps it valid; the lossy branch is never taken but
+/// spares a panic path.
+fn ascii_edit_to_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_masker() -> Masker {
+        Masker::new(Strategy::PanToken, Some(b"0123456789abcdef0123")).expect("valid key")
+    }
+
+    #[test]
+    fn tokens_have_the_recognised_shape() {
+        let token = token_masker().mask_value("4111111111111111");
+        assert_eq!(token.len(), TOKEN_LEN);
+        assert!(is_token(token.as_bytes()), "{token}");
+        assert!(!token.bytes().any(|b| b.is_ascii_digit()));
+    }
+
+    #[test]
+    fn alphabet_has_sixteen_distinct_letters() {
+        let mut letters = TOKEN_ALPHABET.to_vec();
+        letters.sort_unstable();
+        letters.dedup();
+        assert_eq!(letters.len(), 16);
+        assert!(letters.iter().all(u8::is_ascii_lowercase));
+    }
+}

@@ -1,0 +1,476 @@
+//! Finding primary account numbers (card numbers, PANs) in arbitrary bytes.
+//!
+//! The gateway runs this over every result cell, error message and notice, and
+//! the extension over every masked value, so it has to be fast on text without
+//! card numbers and precise on text full of other numbers. A PAN is reported
+//! only when all of the following hold:
+//!
+//! 1. **Shape.** Either one unbroken run of 13 to 19 ASCII digits, or digit
+//!    groups joined by one kind of separator (a single space or a single dash)
+//!    in a layout cards are actually printed with:
+//!
+//!    | digits | layout        | who prints it                               |
+//!    |-------:|---------------|---------------------------------------------|
+//!    | 13     | 4-4-5, 4-3-3-3| old 13-digit Visa                           |
+//!    | 14     | 4-6-4         | Diners Club                                 |
+//!    | 15     | 4-6-5         | American Express                            |
+//!    | 16     | 4-4-4-4       | almost everybody                            |
+//!    | 17–19  | 4-4-4-4-N     | long Discover, JCB, UnionPay, Maestro, Visa |
+//!
+//!    Mixed separators (`4111 1111-1111 1111`), doubled separators and
+//!    other layouts are not card numbers as anyone writes them.
+//!    When a longer run of groups starts with a valid layout the longest
+//!    valid prefix wins, so `5555 5555 5555 4444 12/25` (a PAN followed by
+//!    its expiry month) is still found.
+//! 2. **Standing alone.** The number is not part of a longer token: no
+//!    letter, digit or `_` touches it (`GB82WEST1234…`, `0x4111…`,
+//!    `ord_4111…`); it is not glued by a dash to a word or hex group
+//!    (UUIDs, `INV-…-…`); it is not the fraction or integer part of a
+//!    decimal (`0.4111111111111111` is a float); it does not follow `+`
+//!    (E.164 phone numbers); and a grouped number is not the tail of a longer
+//!    group sequence (`DE89 3704 0044 0532 0130 00`, an IBAN, is one
+//!    sequence whose first group touches letters; `GB82 WEST 1234 …` is
+//!    recognised by its country-code-and-check-digits first group).
+//! 3. **Brand.** The issuer prefix and the length fit a real brand (see
+//!    [`brand_of`]). No brand starts with 0, 1, 7, 8 or 9, which is what keeps
+//!    epoch timestamps (`1700000000000`, 13 to 19 digits starting with 1)
+//!    from ever matching.
+//! 4. **Luhn.** The check digit is right (see [`luhn_valid`]).
+//!
+//! Everything else — phone numbers, order and invoice numbers, IBANs, digit
+//! runs inside UUIDs and longer IDs — is left alone.
+
+/// Card brands recognised by issuer prefix (IIN/BIN range) and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Brand {
+    Visa,
+    Mastercard,
+    Amex,
+    Discover,
+    Jcb,
+    DinersClub,
+    UnionPay,
+    Maestro,
+}
+
+/// One card number found in the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PanMatch {
+    /// Byte offset of the first digit.
+    pub start: usize,
+    /// Byte offset just past the last digit; separators inside are included.
+    pub end: usize,
+    pub brand: Brand,
+}
+
+/// Shortest PAN we report. ISO/IEC 7812 allows 8 to 19 digits, but 12-digit
+/// Maestro cards are gone from circulation while 12-digit numbers are
+/// everywhere, so 13 is where recall stops costing precision.
+pub(crate) const MIN_PAN_DIGITS: usize = 13;
+
+/// Longest PAN ISO/IEC 7812 allows.
+pub(crate) const MAX_PAN_DIGITS: usize = 19;
+
+/// Printed layouts, as group lengths, tried in this order; a layout may match
+/// a prefix of a longer group sequence (see the module documentation), so
+/// longer layouts come before their own prefixes.
+const GROUP_LAYOUTS: [&[usize]; 8] = [
+    &[4, 4, 4, 4, 3],
+    &[4, 4, 4, 4, 2],
+    &[4, 4, 4, 4, 1],
+    &[4, 4, 4, 4],
+    &[4, 6, 5],
+    &[4, 6, 4],
+    &[4, 4, 5],
+    &[4, 3, 3, 3],
+];
+
+/// Most groups any layout has.
+const MAX_GROUPS: usize = 5;
+
+/// Longest single group in any layout.
+const MAX_GROUP_DIGITS: usize = 6;
+
+/// Every PAN in `input`, left to right, non-overlapping.
+pub fn find_pans(input: &[u8]) -> Vec<PanMatch> {
+    pans(input).collect()
+}
+
+/// Whether `input` holds at least one PAN; stops at the first and does not
+/// allocate, for callers that only need to decide whether to look closer.
+pub fn contains_pan(input: &[u8]) -> bool {
+    pans(input).next().is_some()
+}
+
+/// The Luhn (mod 10) check over ASCII digits, the last one being the check
+/// digit. Anything that is not an ASCII digit, and the empty slice, fails.
+pub fn luhn_valid(digits: &[u8]) -> bool {
+    // Value of a digit after doubling and adding the two digits of the result.
+    const DOUBLED: [u64; 10] = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9];
+    if digits.is_empty() {
+        return false;
+    }
+    let mut sum = 0u64;
+    for (position_from_right, &byte) in digits.iter().rev().enumerate() {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return false;
+        }
+        sum += if position_from_right % 2 == 1 {
+            DOUBLED[usize::from(digit)]
+        } else {
+            u64::from(digit)
+        };
+    }
+    sum % 10 == 0
+}
+
+/// The brand whose issuer prefix and allowed lengths fit `digits` (ASCII
+/// digits only, no separators), or `None`.
+///
+/// | brand       | prefixes                                        | lengths   |
+/// |-------------|-------------------------------------------------|-----------|
+/// | Visa        | 4                                               | 13, 16, 19|
+/// | Mastercard  | 51–55, 2221–2720                                | 16        |
+/// | Amex        | 34, 37                                          | 15        |
+/// | Discover    | 6011, 644–649, 65, 622126–622925                | 16–19     |
+/// | JCB         | 3528–3589                                       | 16–19     |
+/// | Diners Club | 300–305, 3095, 36, 38–39                        | 14–19     |
+/// | UnionPay    | 62 (other than the Discover co-brand range)     | 16–19     |
+/// | Maestro     | 5018, 5020, 5038, 5893, 6304, 6759, 6761–6763   | 13–19     |
+///
+/// Every prefix belongs to exactly one brand, so a wrong length means "not a
+/// card" rather than "try another brand". Maestro's 12-digit cards are left
+/// out on purpose (see `MIN_PAN_DIGITS`).
+pub fn brand_of(digits: &[u8]) -> Option<Brand> {
+    let len = digits.len();
+    if !(MIN_PAN_DIGITS..=MAX_PAN_DIGITS).contains(&len) || !digits.iter().all(|&b| is_digit(b)) {
+        return None;
+    }
+    // At least 13 digits, so every prefix below exists.
+    let prefix = |n: usize| {
+        digits[..n]
+            .iter()
+            .fold(0u32, |acc, &b| acc * 10 + u32::from(b - b'0'))
+    };
+    let (p2, p3, p4, p6) = (prefix(2), prefix(3), prefix(4), prefix(6));
+
+    let (brand, lengths) = if digits[0] == b'4' {
+        (Brand::Visa, &[13, 16, 19][..])
+    } else if p2 == 34 || p2 == 37 {
+        (Brand::Amex, &[15][..])
+    } else if (51..=55).contains(&p2) || (2221..=2720).contains(&p4) {
+        (Brand::Mastercard, &[16][..])
+    } else if matches!(p4, 5018 | 5020 | 5038 | 5893 | 6304 | 6759 | 6761..=6763) {
+        (Brand::Maestro, &[13, 14, 15, 16, 17, 18, 19][..])
+    } else if p4 == 6011 || (644..=649).contains(&p3) || p2 == 65 || (622126..=622925).contains(&p6)
+    {
+        // Checked before UnionPay: 622126–622925 is the co-branded range.
+        (Brand::Discover, &[16, 17, 18, 19][..])
+    } else if p2 == 62 {
+        (Brand::UnionPay, &[16, 17, 18, 19][..])
+    } else if (3528..=3589).contains(&p4) {
+        (Brand::Jcb, &[16, 17, 18, 19][..])
+    } else if (300..=305).contains(&p3) || p4 == 3095 || p2 == 36 || p2 == 38 || p2 == 39 {
+        (Brand::DinersClub, &[14, 15, 16, 17, 18, 19][..])
+    } else {
+        return None;
+    };
+    lengths.contains(&len).then_some(brand)
+}
+
+/// Lazily finds PANs; [`find_pans`] collects it, [`contains_pan`] takes the
+/// first, and the masker streams it without an intermediate vector.
+pub(crate) fn pans(input: &[u8]) -> Pans<'_> {
+    Pans {
+        input,
+        position: 0,
+        last_match_end: None,
+    }
+}
+
+pub(crate) struct Pans<'a> {
+    input: &'a [u8],
+    /// Where the search for the next digit resumes.
+    position: usize,
+    /// End of the previous match: a grouped number that follows a PAN after
+    /// one space starts a new number instead of continuing a sequence.
+    last_match_end: Option<usize>,
+}
+
+impl Iterator for Pans<'_> {
+    type Item = PanMatch;
+
+    fn next(&mut self) -> Option<PanMatch> {
+        loop {
+            let start = next_digit(self.input, self.position)?;
+            let run_end = end_of_digits(self.input, start);
+            if let Some(found) = match_at(self.input, start, run_end, self.last_match_end) {
+                self.position = found.end;
+                self.last_match_end = Some(found.end);
+                return Some(found);
+            }
+            self.position = run_end;
+        }
+    }
+}
+
+#[inline]
+fn is_digit(byte: u8) -> bool {
+    byte.wrapping_sub(b'0') < 10
+}
+
+/// Bytes that make a digit run part of a longer identifier.
+#[inline]
+fn is_word(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_'
+}
+
+/// Offset of the first ASCII digit at or after `from`.
+///
+/// Most text has long stretches without digits, so whole 32-byte blocks are
+/// tested at once: the OR-fold has no early exit, which lets the compiler turn
+/// it into a few SIMD compares per block instead of a branch per byte.
+#[inline]
+fn next_digit(input: &[u8], from: usize) -> Option<usize> {
+    const BLOCK: usize = 32;
+    // In number-dense text (JSON, CSV) the next digit is usually a few bytes
+    // away; look there before paying for block setup.
+    const NEAR: usize = 8;
+    let rest = input.get(from..)?;
+    if let Some(position) = rest.iter().take(NEAR).position(|&b| is_digit(b)) {
+        return Some(from + position);
+    }
+    let mut skipped = 0;
+    for block in rest.chunks_exact(BLOCK) {
+        let any_digit = block
+            .iter()
+            .fold(false, |seen, &byte| seen | is_digit(byte));
+        if any_digit {
+            break;
+        }
+        skipped += BLOCK;
+    }
+    let position = rest.get(skipped..)?.iter().position(|&b| is_digit(b))?;
+    Some(from + skipped + position)
+}
+
+/// Offset just past the digit run that starts at `start`.
+#[inline]
+fn end_of_digits(input: &[u8], start: usize) -> usize {
+    input
+        .get(start..)
+        .and_then(|rest| rest.iter().position(|&b| !is_digit(b)))
+        .map_or(input.len(), |length| start + length)
+}
+
+fn byte_before(input: &[u8], offset: usize, distance: usize) -> Option<u8> {
+    offset
+        .checked_sub(distance)
+        .and_then(|i| input.get(i))
+        .copied()
+}
+
+/// The PAN starting at the digit run `start..run_end`, if there is one.
+fn match_at(
+    input: &[u8],
+    start: usize,
+    run_end: usize,
+    last_match_end: Option<usize>,
+) -> Option<PanMatch> {
+    let run_length = run_end - start;
+    if (MIN_PAN_DIGITS..=MAX_PAN_DIGITS).contains(&run_length) {
+        let digits = &input[start..run_end];
+        let brand = brand_of(digits)?;
+        let standalone = left_boundary_ok(input, start)
+            && right_boundary_ok(input, run_end)
+            && !follows_iban_prefix(input, start);
+        return (standalone && luhn_valid(digits)).then_some(PanMatch {
+            start,
+            end: run_end,
+            brand,
+        });
+    }
+    if run_length == 4 {
+        return grouped_match_at(input, start, run_end, last_match_end);
+    }
+    None
+}
+
+/// A PAN printed in groups, starting with the 4-digit group `start..first_end`.
+fn grouped_match_at(
+    input: &[u8],
+    start: usize,
+    first_end: usize,
+    last_match_end: Option<usize>,
+) -> Option<PanMatch> {
+    let separator = *input.get(first_end)?;
+    if separator != b' ' && separator != b'-' {
+        return None;
+    }
+    if !input.get(first_end + 1).copied().is_some_and(is_digit) {
+        return None;
+    }
+    if !left_boundary_ok(input, start) || follows_iban_prefix(input, start) {
+        return None;
+    }
+    let continues_sequence = byte_before(input, start, 1) == Some(separator)
+        && byte_before(input, start, 2).is_some_and(is_digit)
+        && last_match_end != Some(start - 1);
+    if continues_sequence && digits_ending_at(input, start - 1) < MIN_PAN_DIGITS {
+        // The tail of a longer group sequence (IBAN, phone number, account
+        // number), not a number of its own. A whole PAN-length run before it
+        // is a separate number, though.
+        return None;
+    }
+
+    let mut group_lengths = [0usize; MAX_GROUPS];
+    let mut group_ends = [0usize; MAX_GROUPS];
+    let mut groups = 0;
+    let (mut group_start, mut group_end) = (start, first_end);
+    loop {
+        group_lengths[groups] = group_end - group_start;
+        group_ends[groups] = group_end;
+        groups += 1;
+        let more = groups < MAX_GROUPS
+            && input.get(group_end) == Some(&separator)
+            && input.get(group_end + 1).copied().is_some_and(is_digit);
+        if !more {
+            break;
+        }
+        group_start = group_end + 1;
+        group_end = end_of_digits(input, group_start);
+        if group_end - group_start > MAX_GROUP_DIGITS {
+            break;
+        }
+    }
+
+    for layout in GROUP_LAYOUTS {
+        if layout.len() > groups || group_lengths[..layout.len()] != *layout {
+            continue;
+        }
+        let end = group_ends[layout.len() - 1];
+        if !right_boundary_ok(input, end) {
+            continue;
+        }
+        let mut digits = [0u8; MAX_PAN_DIGITS];
+        let mut count = 0;
+        for &byte in &input[start..end] {
+            if is_digit(byte) {
+                digits[count] = byte;
+                count += 1;
+            }
+        }
+        let digits = &digits[..count];
+        if let Some(brand) = brand_of(digits) {
+            if luhn_valid(digits) {
+                return Some(PanMatch { start, end, brand });
+            }
+        }
+    }
+    None
+}
+
+/// Whether the byte before `start` lets a number begin there.
+fn left_boundary_ok(input: &[u8], start: usize) -> bool {
+    let Some(before) = byte_before(input, start, 1) else {
+        return true;
+    };
+    let two_before = byte_before(input, start, 2);
+    match before {
+        b if is_word(b) => false,
+        // E.164 phone numbers: +4915112345678.
+        b'+' => false,
+        // Dashed identifiers and UUID groups: INV-2024-…, …-446655440000.
+        b'-' => !two_before.is_some_and(is_word),
+        // The fraction of a decimal: 0.4111111111111111 is a float.
+        b'.' => !two_before.is_some_and(is_digit),
+        _ => true,
+    }
+}
+
+/// Whether the byte after `end` lets a number end there.
+fn right_boundary_ok(input: &[u8], end: usize) -> bool {
+    let Some(&after) = input.get(end) else {
+        return true;
+    };
+    let two_after = input.get(end + 1).copied();
+    match after {
+        b if is_word(b) => false,
+        b'-' => !two_after.is_some_and(is_word),
+        // The integer part of a decimal.
+        b'.' => !two_after.is_some_and(is_digit),
+        _ => true,
+    }
+}
+
+/// Number of consecutive digits ending just before `end`.
+fn digits_ending_at(input: &[u8], end: usize) -> usize {
+    input[..end]
+        .iter()
+        .rev()
+        .take_while(|&&b| is_digit(b))
+        .count()
+}
+
+/// Whether the number at `start` follows, after one space, a chain of
+/// 4-character groups that begins like an IBAN (two letters, two check
+/// digits): `GB82 WEST 1234 5698 7654 32`. Only chains of letter groups get
+/// here; a chain ending in digits is caught as a sequence continuation.
+fn follows_iban_prefix(input: &[u8], start: usize) -> bool {
+    // An IBAN has at most 34 characters, so at most 8 groups precede ours.
+    const MAX_GROUPS_BEFORE: usize = 8;
+    let mut space = start;
+    for _ in 0..MAX_GROUPS_BEFORE {
+        if byte_before(input, space, 1) != Some(b' ') {
+            return false;
+        }
+        let group_end = space - 1;
+        let group_length = input[..group_end]
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_alphanumeric())
+            .take(5)
+            .count();
+        if group_length != 4 {
+            return false;
+        }
+        let group = &input[group_end - 4..group_end];
+        let iban_start = group[..2].iter().all(u8::is_ascii_alphabetic)
+            && group[2..].iter().all(u8::is_ascii_digit);
+        if iban_start {
+            return true;
+        }
+        space = group_end - 4;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_digit_finds_digits_in_and_across_blocks() {
+        let mut text = vec![b'x'; 100];
+        assert_eq!(next_digit(&text, 0), None);
+        for at in [0, 1, 31, 32, 33, 63, 64, 99] {
+            text.fill(b'x');
+            text[at] = b'7';
+            assert_eq!(next_digit(&text, 0), Some(at), "digit at {at}");
+            assert_eq!(next_digit(&text, at), Some(at));
+            assert_eq!(next_digit(&text, at + 1), None);
+        }
+        assert_eq!(next_digit(&text, 1000), None);
+    }
+
+    #[test]
+    fn iban_prefix_chain() {
+        let text = b"GB82 WEST 1234 5698 7654 32";
+        assert!(follows_iban_prefix(text, 10));
+        let text = b"VISA 4111 1111 1111 1111";
+        assert!(!follows_iban_prefix(text, 5));
+        let text = b"paid with card 4111 1111 1111 1111";
+        assert!(!follows_iban_prefix(text, 15));
+    }
+}

@@ -1,0 +1,29 @@
+//! planner_hook: by planning time the rewriter has expanded views and rules,
+//! whose bodies post_parse_analyze never saw; the same rewrite runs again
+//! (already-masked references are left alone).
+
+use crate::masking;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::ffi::c_char;
+
+static mut PREVIOUS: pg_sys::planner_hook_type = None;
+
+pub(crate) unsafe fn install() {
+    PREVIOUS = pg_sys::planner_hook;
+    pg_sys::planner_hook = Some(planner);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn planner(
+    parse: *mut pg_sys::Query,
+    query_string: *const c_char,
+    cursor_options: i32,
+    bound_params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    masking::rewrite(parse);
+    match PREVIOUS {
+        Some(previous) => previous(parse, query_string, cursor_options, bound_params),
+        None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+    }
+}

@@ -1,0 +1,554 @@
+//! Masking: the query rewrite and the functions it inserts.
+//!
+//! Every `Var` that reads a masked column of a table is replaced by
+//! `hoop.mask_column(var, relid, attnum)`, and every whole-row `Var` of such a
+//! table by `hoop.mask_row(var, relid)`. The rewrite runs after parse analysis
+//! and again before planning (views and rules are expanded in between); it
+//! does not depend on who runs the query. Whether a value is shown raw is
+//! decided by the functions on every call, from the session state at that
+//! moment, so a cached plan can never carry one session's rights into another.
+
+use crate::compat;
+use crate::error::HoopError;
+use crate::guc;
+use crate::policy::{self, Extension, MaskedColumn, RelationPolicy};
+use crate::session;
+use hoop_common::mask::{Masker, Strategy};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::AnyElement;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{c_void, CStr};
+
+// ---------------------------------------------------------------------------
+// Small node helpers.
+
+pub(crate) unsafe fn list_length(list: *mut pg_sys::List) -> usize {
+    if list.is_null() {
+        0
+    } else {
+        (*list).length as usize
+    }
+}
+
+pub(crate) unsafe fn list_nth(list: *mut pg_sys::List, n: usize) -> *mut c_void {
+    (*(*list).elements.add(n)).ptr_value
+}
+
+pub(crate) unsafe fn list_ptrs(list: *mut pg_sys::List) -> impl Iterator<Item = *mut c_void> {
+    (0..list_length(list)).map(move |n| list_nth(list, n))
+}
+
+pub(crate) unsafe fn node_tag(node: *mut pg_sys::Node) -> pg_sys::NodeTag::Type {
+    (*node).type_
+}
+
+unsafe fn copy_node<T>(node: *mut T) -> *mut T {
+    pg_sys::copyObjectImpl(node as *const c_void) as *mut T
+}
+
+unsafe fn strip_relabel(mut node: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    while !node.is_null() && node_tag(node) == pg_sys::NodeTag::T_RelabelType {
+        node = (*(node as *mut pg_sys::RelabelType)).arg as *mut pg_sys::Node;
+    }
+    node
+}
+
+unsafe fn const_oid(node: *mut pg_sys::Node) -> Option<pg_sys::Oid> {
+    if node.is_null() || node_tag(node) != pg_sys::NodeTag::T_Const {
+        return None;
+    }
+    let c = node as *mut pg_sys::Const;
+    if (*c).constisnull {
+        return None;
+    }
+    Some(pg_sys::Oid::from((*c).constvalue.value() as u32))
+}
+
+unsafe fn const_int2(node: *mut pg_sys::Node) -> Option<i16> {
+    if node.is_null() || node_tag(node) != pg_sys::NodeTag::T_Const {
+        return None;
+    }
+    let c = node as *mut pg_sys::Const;
+    if (*c).constisnull {
+        return None;
+    }
+    Some((*c).constvalue.value() as i16)
+}
+
+unsafe fn make_oid_const(value: pg_sys::Oid) -> *mut pg_sys::Node {
+    pg_sys::makeConst(
+        pg_sys::OIDOID,
+        -1,
+        pg_sys::InvalidOid,
+        4,
+        pg_sys::Datum::from(value.to_u32()),
+        false,
+        true,
+    ) as *mut pg_sys::Node
+}
+
+unsafe fn make_int2_const(value: i16) -> *mut pg_sys::Node {
+    pg_sys::makeConst(
+        pg_sys::INT2OID,
+        -1,
+        pg_sys::InvalidOid,
+        2,
+        pg_sys::Datum::from(value),
+        false,
+        true,
+    ) as *mut pg_sys::Node
+}
+
+unsafe fn list_of(items: &[*mut pg_sys::Node]) -> *mut pg_sys::List {
+    let mut list = std::ptr::null_mut();
+    for item in items {
+        list = pg_sys::lappend(list, (*item).cast());
+    }
+    list
+}
+
+// ---------------------------------------------------------------------------
+// Detection: is there anything to rewrite or check at all?
+
+#[derive(Default)]
+struct Detection {
+    masked_relation: bool,
+    set_config_call: bool,
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn detect_walker(node: *mut pg_sys::Node, context: *mut c_void) -> bool {
+    if node.is_null() {
+        return false;
+    }
+    let found = &mut *(context as *mut Detection);
+    match node_tag(node) {
+        pg_sys::NodeTag::T_Query => {
+            return pg_sys::query_tree_walker(
+                node as *mut pg_sys::Query,
+                Some(detect_walker),
+                context,
+                pg_sys::QTW_EXAMINE_RTES_BEFORE as i32,
+            );
+        }
+        pg_sys::NodeTag::T_RangeTblEntry => {
+            let rte = node as *mut pg_sys::RangeTblEntry;
+            if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION
+                && policy::lookup((*rte).relid).is_some_and(|p| !p.masked.is_empty())
+            {
+                found.masked_relation = true;
+            }
+            return false;
+        }
+        pg_sys::NodeTag::T_FuncExpr => {
+            if (*(node as *mut pg_sys::FuncExpr)).funcid == pg_sys::Oid::from(pg_sys::F_SET_CONFIG) {
+                found.set_config_call = true;
+            }
+        }
+        _ => {}
+    }
+    pg_sys::expression_tree_walker(node, Some(detect_walker), context)
+}
+
+// ---------------------------------------------------------------------------
+// The rewrite.
+
+struct Frame {
+    rtable: *mut pg_sys::List,
+    /// `EXCLUDED` of INSERT … ON CONFLICT: the row being inserted, not stored data.
+    excluded_rel: i32,
+}
+
+struct Rewriter {
+    ext: Extension,
+    frames: Vec<Frame>,
+    refuse_set_config: bool,
+}
+
+impl Rewriter {
+    unsafe fn push(&mut self, query: *mut pg_sys::Query) {
+        let on_conflict = (*query).onConflict;
+        let excluded_rel = if on_conflict.is_null() { 0 } else { (*on_conflict).exclRelIndex };
+        self.frames.push(Frame { rtable: (*query).rtable, excluded_rel });
+    }
+
+    /// The relation and attribute a `Var` reads, when it reads a table directly.
+    unsafe fn resolve(&self, var: *mut pg_sys::Var) -> Option<(pg_sys::Oid, i16)> {
+        let levels = (*var).varlevelsup as usize;
+        if levels >= self.frames.len() {
+            return None;
+        }
+        let frame = &self.frames[self.frames.len() - 1 - levels];
+        let varno = (*var).varno as i32;
+        if varno <= 0 || varno == frame.excluded_rel || varno as usize > list_length(frame.rtable) {
+            return None;
+        }
+        let rte = list_nth(frame.rtable, varno as usize - 1) as *mut pg_sys::RangeTblEntry;
+        if (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION {
+            return None;
+        }
+        Some(((*rte).relid, (*var).varattno))
+    }
+
+    /// Whether `func` is already exactly the wrapper this rewrite would put
+    /// around its argument (the second hook sees the first hook's work).
+    unsafe fn is_wrapper(&self, func: *mut pg_sys::FuncExpr) -> bool {
+        let args = (*func).args;
+        if (*func).funcid == self.ext.mask_column_fn && list_length(args) == 3 {
+            let arg = strip_relabel(list_nth(args, 0) as *mut pg_sys::Node);
+            if arg.is_null() || node_tag(arg) != pg_sys::NodeTag::T_Var {
+                return false;
+            }
+            let Some((relid, attnum)) = self.resolve(arg as *mut pg_sys::Var) else {
+                return false;
+            };
+            return const_oid(list_nth(args, 1) as *mut pg_sys::Node) == Some(relid)
+                && const_int2(list_nth(args, 2) as *mut pg_sys::Node) == Some(attnum);
+        }
+        if (*func).funcid == self.ext.mask_row_fn && list_length(args) == 2 {
+            let arg = list_nth(args, 0) as *mut pg_sys::Node;
+            if arg.is_null() || node_tag(arg) != pg_sys::NodeTag::T_Var {
+                return false;
+            }
+            let Some((relid, 0)) = self.resolve(arg as *mut pg_sys::Var) else {
+                return false;
+            };
+            return const_oid(list_nth(args, 1) as *mut pg_sys::Node) == Some(relid);
+        }
+        false
+    }
+
+    unsafe fn wrap(&self, var: *mut pg_sys::Var) -> Option<*mut pg_sys::Node> {
+        let (relid, attnum) = self.resolve(var)?;
+        let policy = policy::lookup(relid)?;
+        if policy.masked.is_empty() {
+            return None;
+        }
+        let copy = copy_node(var);
+        let collation = (*var).varcollid;
+        if attnum == 0 {
+            let func = pg_sys::makeFuncExpr(
+                self.ext.mask_row_fn,
+                (*var).vartype,
+                list_of(&[copy as *mut pg_sys::Node, make_oid_const(relid)]),
+                pg_sys::InvalidOid,
+                pg_sys::InvalidOid,
+                pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+            );
+            (*func).location = (*var).location;
+            return Some(func as *mut pg_sys::Node);
+        }
+        policy.masked_column(attnum)?;
+        let var_type = (*var).vartype;
+        let arg = if var_type == pg_sys::TEXTOID {
+            copy as *mut pg_sys::Node
+        } else {
+            pg_sys::makeRelabelType(
+                copy as *mut pg_sys::Expr,
+                pg_sys::TEXTOID,
+                -1,
+                collation,
+                pg_sys::CoercionForm::COERCE_IMPLICIT_CAST,
+            ) as *mut pg_sys::Node
+        };
+        let func = pg_sys::makeFuncExpr(
+            self.ext.mask_column_fn,
+            pg_sys::TEXTOID,
+            list_of(&[arg, make_oid_const(relid), make_int2_const(attnum)]),
+            collation,
+            collation,
+            pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+        );
+        (*func).location = (*var).location;
+        if var_type == pg_sys::TEXTOID {
+            Some(func as *mut pg_sys::Node)
+        } else {
+            Some(pg_sys::makeRelabelType(
+                func as *mut pg_sys::Expr,
+                var_type,
+                (*var).vartypmod,
+                collation,
+                pg_sys::CoercionForm::COERCE_IMPLICIT_CAST,
+            ) as *mut pg_sys::Node)
+        }
+    }
+
+    /// Rewrites one query level. With `in_place`, `query` itself is modified
+    /// (the hooks' own query); nested queries are copied, as mutators do.
+    unsafe fn rewrite_query(&mut self, query: *mut pg_sys::Query, in_place: bool) -> *mut pg_sys::Query {
+        // WITH CHECK OPTION and row-security quals are the administrator's
+        // access rules, not output: they keep seeing real values.
+        let check_options = (*query).withCheckOptions;
+        let security_quals: Vec<*mut pg_sys::List> = list_ptrs((*query).rtable)
+            .map(|rte| (*(rte as *mut pg_sys::RangeTblEntry)).securityQuals)
+            .collect();
+        self.push(query);
+        let context = self as *mut Rewriter as *mut c_void;
+        let flags = if in_place { pg_sys::QTW_DONT_COPY_QUERY as i32 } else { 0 };
+        let result = compat::query_tree_mutator(query, mask_mutator, context, flags);
+        self.frames.pop();
+        (*result).withCheckOptions = check_options;
+        for (n, quals) in security_quals.into_iter().enumerate() {
+            if n < list_length((*result).rtable) {
+                (*(list_nth((*result).rtable, n) as *mut pg_sys::RangeTblEntry)).securityQuals = quals;
+            }
+        }
+        result
+    }
+}
+
+/// Parameters that gateway sessions may not change through `set_config()`.
+pub(crate) fn is_protected_parameter(name: &str) -> bool {
+    let name = name.trim().to_ascii_lowercase();
+    name == "role" || name == "session_authorization" || name.starts_with("hoop.")
+}
+
+unsafe fn check_set_config(func: *mut pg_sys::FuncExpr) {
+    let args = (*func).args;
+    let name_arg = if list_length(args) > 0 {
+        strip_relabel(list_nth(args, 0) as *mut pg_sys::Node)
+    } else {
+        std::ptr::null_mut()
+    };
+    let name = if !name_arg.is_null() && node_tag(name_arg) == pg_sys::NodeTag::T_Const {
+        let c = name_arg as *mut pg_sys::Const;
+        if (*c).constisnull {
+            None
+        } else {
+            let text = pg_sys::text_to_cstring((*c).constvalue.cast_mut_ptr());
+            Some(CStr::from_ptr(text).to_string_lossy().into_owned())
+        }
+    } else {
+        None
+    };
+    match name {
+        Some(name) if !is_protected_parameter(&name) => {}
+        Some(name) => HoopError::Blocked {
+            command: format!("set_config('{name}', …)"),
+            why: "role, session_authorization and hoop.* parameters cannot be changed in a gateway session"
+                .to_string(),
+        }
+        .report(),
+        None => HoopError::Blocked {
+            command: "set_config() with a computed parameter name".to_string(),
+            why: "gateway sessions may call set_config() only with a literal parameter name".to_string(),
+        }
+        .report(),
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn mask_mutator(node: *mut pg_sys::Node, context: *mut c_void) -> *mut pg_sys::Node {
+    if node.is_null() {
+        return node;
+    }
+    let rewriter = &mut *(context as *mut Rewriter);
+    match node_tag(node) {
+        pg_sys::NodeTag::T_Query => {
+            return rewriter.rewrite_query(node as *mut pg_sys::Query, false) as *mut pg_sys::Node;
+        }
+        pg_sys::NodeTag::T_Var => {
+            if let Some(wrapped) = rewriter.wrap(node as *mut pg_sys::Var) {
+                return wrapped;
+            }
+        }
+        pg_sys::NodeTag::T_FuncExpr => {
+            let func = node as *mut pg_sys::FuncExpr;
+            if rewriter.refuse_set_config && (*func).funcid == pg_sys::Oid::from(pg_sys::F_SET_CONFIG) {
+                check_set_config(func);
+            }
+            if rewriter.is_wrapper(func) {
+                return copy_node(node);
+            }
+        }
+        pg_sys::NodeTag::T_OnConflictExpr => {
+            // The arbiter (ON CONFLICT (col)) must keep naming the real column
+            // so the unique index is found; only the update part reads data.
+            let original = node as *mut pg_sys::OnConflictExpr;
+            let copy = copy_node(original);
+            (*copy).onConflictSet =
+                mask_mutator((*original).onConflictSet as *mut pg_sys::Node, context) as *mut pg_sys::List;
+            (*copy).onConflictWhere = mask_mutator((*original).onConflictWhere, context);
+            return copy as *mut pg_sys::Node;
+        }
+        _ => {}
+    }
+    compat::expression_tree_mutator(node, mask_mutator, context)
+}
+
+/// Rewrites `query` in place: masks every read of a masked column and, in
+/// gateway sessions, refuses `set_config()` on protected parameters.
+pub(crate) unsafe fn rewrite(query: *mut pg_sys::Query) {
+    if query.is_null() || policy::internal() {
+        return;
+    }
+    let gateway = session::is_gateway_backend();
+    if !gateway && !policy::any_protected() {
+        return;
+    }
+    let mut found = Detection::default();
+    detect_walker(query as *mut pg_sys::Node, &mut found as *mut Detection as *mut c_void);
+    let refuse_set_config = gateway && found.set_config_call;
+    if !found.masked_relation && !refuse_set_config {
+        return;
+    }
+    let Some(ext) = policy::extension() else {
+        return;
+    };
+    let mut rewriter = Rewriter { ext, frames: Vec::new(), refuse_set_config };
+    rewriter.rewrite_query(query, true);
+}
+
+// ---------------------------------------------------------------------------
+// The decision, made on every call.
+
+/// Whether the current session may see `column` of `policy` unmasked: a valid
+/// gateway session whose token lists it, or (outside gateway backends) a
+/// superuser when `hoop.enforce_superuser` is off. The superuser test uses the
+/// session's role, not a SECURITY DEFINER function's owner.
+pub(crate) fn may_see_raw(policy: &RelationPolicy, column: &MaskedColumn) -> bool {
+    if let Some(session) = session::current() {
+        return session.claims.may_unmask(&policy.schema, &policy.table, &column.column);
+    }
+    if session::is_gateway_backend() {
+        return false;
+    }
+    !guc::ENFORCE_SUPERUSER.get() && unsafe { pg_sys::superuser_arg(pg_sys::GetOuterUserId()) }
+}
+
+thread_local! {
+    static MASKERS: RefCell<(Option<Vec<u8>>, HashMap<Strategy, Masker>)> =
+        RefCell::new((None, HashMap::new()));
+}
+
+/// The masker for `strategy` with the current `hoop.token_key`; errors (fail
+/// closed) when `pan_token` has no usable key.
+pub(crate) fn masker(strategy: Strategy, column: &str) -> Masker {
+    let key = guc::token_key();
+    let cached = MASKERS.with(|cache| {
+        let cache = cache.borrow();
+        if cache.0 == key {
+            cache.1.get(&strategy).cloned()
+        } else {
+            None
+        }
+    });
+    if let Some(masker) = cached {
+        return masker;
+    }
+    let masker = match Masker::new(strategy, key.as_deref()) {
+        Ok(masker) => masker,
+        Err(e) => HoopError::MaskingFailed { column: column.to_string(), why: e.to_string() }.report(),
+    };
+    MASKERS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != key {
+            *cache = (key, HashMap::new());
+        }
+        cache.1.insert(strategy, masker.clone());
+    });
+    masker
+}
+
+/// The value of a masked column as the current session may see it. Inserted
+/// by the rewrite; calling it directly reveals nothing the caller did not pass in.
+#[pg_extern(schema = "hoop", stable, strict, parallel_safe)]
+fn mask_column(value: &str, relid: pg_sys::Oid, attnum: i16) -> String {
+    let Some(policy) = policy::lookup(relid) else {
+        return value.to_string();
+    };
+    let Some(column) = policy.masked_column(attnum) else {
+        return value.to_string();
+    };
+    if may_see_raw(&policy, column) {
+        return value.to_string();
+    }
+    let name = format!("{}.{}", policy.qualified_name(), column.column);
+    masker(column.strategy, &name).mask_value(value)
+}
+
+/// A whole row of a protected table with its masked columns masked (for
+/// `SELECT t FROM t`, `row_to_json(t)`, `to_jsonb(t)`, `hstore(t)` …).
+#[pg_extern(schema = "hoop", stable, strict, parallel_safe)]
+fn mask_row(row: AnyElement, relid: pg_sys::Oid) -> AnyElement {
+    let Some(policy) = policy::lookup(relid) else {
+        return row;
+    };
+    let hidden: Vec<(i16, Masker)> = policy
+        .masked
+        .iter()
+        .filter(|column| !may_see_raw(&policy, column))
+        .map(|column| {
+            let name = format!("{}.{}", policy.qualified_name(), column.column);
+            (column.attnum, masker(column.strategy, &name))
+        })
+        .collect();
+    if hidden.is_empty() {
+        return row;
+    }
+    unsafe {
+        let header = pg_sys::pg_detoast_datum(row.datum().cast_mut_ptr()) as pg_sys::HeapTupleHeader;
+        let type_id = pgrx::heap_tuple_header_get_type_id(header);
+        let typmod = pgrx::heap_tuple_header_get_typmod(header);
+        let tupdesc = pg_sys::lookup_rowtype_tupdesc(type_id, typmod);
+        let natts = (*tupdesc).natts as usize;
+        let mut tuple = pg_sys::HeapTupleData {
+            t_len: pgrx::heap_tuple_header_get_datum_length(header) as u32,
+            t_data: header,
+            ..Default::default()
+        };
+        let mut values = vec![pg_sys::Datum::from(0); natts];
+        let mut nulls = vec![false; natts];
+        pg_sys::heap_deform_tuple(&mut tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        for (attnum, masker) in &hidden {
+            let index = (*attnum as usize).wrapping_sub(1);
+            if index >= natts || nulls[index] {
+                continue;
+            }
+            let raw = pg_sys::text_to_cstring(values[index].cast_mut_ptr());
+            let masked = masker.mask_value(&CStr::from_ptr(raw).to_string_lossy());
+            let masked = std::ffi::CString::new(masked.replace('\0', "")).unwrap_or_default();
+            values[index] = pg_sys::Datum::from(pg_sys::cstring_to_text(masked.as_ptr()));
+        }
+        let formed = pg_sys::heap_form_tuple(tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        let datum = pg_sys::HeapTupleHeaderGetDatum((*formed).t_data);
+        if (*tupdesc).tdrefcount >= 0 {
+            pg_sys::DecrTupleDescRefCount(tupdesc);
+        }
+        AnyElement::from_polymorphic_datum(datum, false, row.oid()).unwrap_or(row)
+    }
+}
+
+/// Masks `value` as a card number with `strategy` (the same code the gateway runs).
+#[pg_extern(schema = "hoop", stable, strict, parallel_safe)]
+fn mask_pan(value: &str, strategy: default!(&str, "'pan_last4'")) -> String {
+    masker(parse_strategy(strategy), "hoop.mask_pan()").mask_value(value)
+}
+
+/// Masks every card number found in free text with `strategy`.
+#[pg_extern(schema = "hoop", stable, strict, parallel_safe)]
+fn mask_text(value: &str, strategy: default!(&str, "'pan_last4'")) -> String {
+    masker(parse_strategy(strategy), "hoop.mask_text()").mask_text(value).into_owned()
+}
+
+/// Whether `value` contains something that looks like a card number.
+#[pg_extern(schema = "hoop", immutable, strict, parallel_safe)]
+fn contains_pan(value: &str) -> bool {
+    hoop_common::pan::contains_pan(value.as_bytes())
+}
+
+pub(crate) fn parse_strategy(name: &str) -> Strategy {
+    match name.parse::<Strategy>() {
+        Ok(strategy) => strategy,
+        Err(_) => HoopError::InvalidDeclaration {
+            message: format!("unknown masking strategy {name:?}"),
+            hint: Some(format!(
+                "Use one of: {}.",
+                Strategy::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+        }
+        .report(),
+    }
+}

@@ -1,0 +1,71 @@
+//! hoop's audit store: what the gateway did, recorded so that it cannot be
+//! altered unnoticed (PCI DSS 10.2, 10.3) and never holds a readable card
+//! number (3.5.1).
+//!
+//! The relay writes through [`AuditStore`]: `begin_statement` is durable
+//! before a statement is forwarded (or the statement is refused), and
+//! `complete_statement` adds its outcome. Each gateway instance appends to
+//! its own hash chain and signs checkpoints of it. Auditors read through
+//! [`AuditReader`] with the public key only: sessions, replay, export and
+//! verify (also offline, on an export directory).
+
+/// `[audit]` configuration: store, location, instance id, retention.
+pub mod config;
+
+/// The one error type.
+pub mod error;
+
+/// Timestamps as recorded (microseconds, RFC 3339 in text).
+pub mod time;
+
+/// What is recorded: sessions, statements, outcomes, events.
+pub mod record;
+
+/// Defense-in-depth masking of every recorded string.
+mod masking;
+
+/// Entries and their hash chain.
+pub mod chain;
+
+/// Signed checkpoints and their keys.
+pub mod checkpoint;
+
+/// Recomputing chains and checkpoints into a report.
+pub mod verify;
+
+/// SQLite and PostgreSQL behind one interface.
+mod backend;
+
+/// The group-commit writer thread.
+mod writer;
+
+/// The writing side: [`AuditStore`].
+mod store;
+
+/// The reading side: [`AuditReader`].
+mod reader;
+
+/// Session summaries for `hoop audit sessions`.
+mod sessions;
+
+/// The text timeline of `hoop audit replay`.
+mod replay;
+
+/// Evidence export to a directory, and its offline verification.
+mod export;
+
+pub use chain::{ChainHash, Entry};
+pub use checkpoint::{Checkpoint, CheckpointKeys, CheckpointKind, CheckpointSigner};
+pub use config::{AuditConfig, HumanDuration, StoreKind};
+pub use error::{AuditError, Result};
+pub use export::{verify_export, verify_export_with_keys, ExportFilter, ExportSummary};
+pub use reader::AuditReader;
+pub use record::{
+    Action, Decision, EndReason, Event, Identity, Record, ReviewOutcome, SessionEnd, SessionStart,
+    StatementBegin, StatementEnd, StatementOutcome,
+};
+pub use sessions::{SessionFilter, SessionSummary};
+pub use store::{AuditStore, StatementHandle};
+pub use time::Timestamp;
+pub use verify::{ChainReport, IncompleteStatement, Problem, VerifyReport};
+pub use writer::PurgeReport;

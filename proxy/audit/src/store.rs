@@ -1,0 +1,247 @@
+//! The writing side the relay calls: [`AuditStore`].
+//!
+//! Every call that records something returns only once the record is
+//! durable in the store, and returns an error when it could not be written:
+//! the relay then refuses the statement (no access without a record).
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use hoop_common::mask::Masker;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::backend;
+use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner};
+use crate::config::AuditConfig;
+use crate::error::{AuditError, Result};
+use crate::masking::{canonical_payload, mask_field, store_masker};
+use crate::record::{
+    Event, Record, SessionEnd, SessionStart, StatementBegin, StatementEnd, StatementOutcome,
+};
+use crate::time::Timestamp;
+use crate::writer::{Pending, PurgeReport, Request, Writer};
+
+/// Requests waiting for the writer; past this, callers wait (backpressure).
+const QUEUE_DEPTH: usize = 65_536;
+
+/// A handle on the audit store; cheap to clone and share between sessions.
+#[derive(Clone)]
+pub struct AuditStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    requests: mpsc::Sender<Request>,
+    masker: Masker,
+    instance: String,
+    record_rows: usize,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Returned by [`AuditStore::begin_statement`]; pass it to
+/// [`AuditStore::complete_statement`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementHandle {
+    pub session_id: String,
+    pub sequence: u64,
+    /// Chain position of the begin entry.
+    pub begin_seq: u64,
+}
+
+impl AuditStore {
+    /// Opens (creating if needed) the configured store, starts its writer
+    /// and records `recording_started`. Fails if the store cannot be
+    /// written: a gateway without a working audit store must not serve.
+    pub async fn open(config: &AuditConfig, signer: CheckpointSigner) -> Result<AuditStore> {
+        config.validate()?;
+        let masker = store_masker()?;
+        if mask_field(&masker, &config.instance_id) != config.instance_id {
+            return Err(AuditError::Config("instance_id must not look like a card number".into()));
+        }
+        let (requests, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let thread_config = config.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("hoop-audit-{}", config.instance_id))
+            .spawn(move || run_writer(thread_config, signer, receiver, ready_tx))
+            .map_err(|e| AuditError::Unavailable(format!("cannot start the audit writer: {e}")))?;
+        let opened = ready_rx.await.unwrap_or(Err(AuditError::Closed));
+        if let Err(error) = opened {
+            let _ = thread.join();
+            return Err(error);
+        }
+        let store = AuditStore {
+            inner: Arc::new(Inner {
+                requests,
+                masker,
+                instance: config.instance_id.clone(),
+                record_rows: config.record_rows,
+                thread: Mutex::new(Some(thread)),
+            }),
+        };
+        store
+            .record_event(&Event::RecordingStarted {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .await?;
+        Ok(store)
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.inner.instance
+    }
+
+    pub async fn record_event(&self, event: &Event) -> Result<()> {
+        self.append(&Record::Event(event.clone())).await.map(drop)
+    }
+
+    pub async fn begin_session(&self, session: &SessionStart) -> Result<()> {
+        self.append(&Record::SessionStart(session.clone())).await.map(drop)
+    }
+
+    pub async fn end_session(&self, end: &SessionEnd) -> Result<()> {
+        self.append(&Record::SessionEnd(end.clone())).await.map(drop)
+    }
+
+    /// Records a statement before it is forwarded. When this fails the
+    /// statement must be refused.
+    pub async fn begin_statement(&self, statement: &StatementBegin) -> Result<StatementHandle> {
+        let begin_seq = self.append(&Record::Statement(statement.clone())).await?;
+        Ok(StatementHandle {
+            session_id: statement.session_id.clone(),
+            sequence: statement.sequence,
+            begin_seq,
+        })
+    }
+
+    /// Records how the statement ended, as its own entry referencing the
+    /// begin entry. Result rows beyond `record_rows` are dropped.
+    pub async fn complete_statement(
+        &self,
+        handle: &StatementHandle,
+        outcome: &StatementOutcome,
+    ) -> Result<()> {
+        let mut outcome = outcome.clone();
+        outcome.result_rows.truncate(self.inner.record_rows);
+        if outcome.result_rows.is_empty() {
+            outcome.columns.clear();
+        }
+        let end = StatementEnd {
+            session_id: handle.session_id.clone(),
+            sequence: handle.sequence,
+            begin_seq: handle.begin_seq,
+            outcome,
+        };
+        self.append(&Record::StatementEnd(end)).await.map(drop)
+    }
+
+    /// Writes a signed checkpoint of the chain as it is now.
+    pub async fn checkpoint(&self) -> Result<Checkpoint> {
+        self.control(|reply| Request::Checkpoint {
+            kind: CheckpointKind::Manual,
+            reply,
+        })
+        .await
+    }
+
+    /// Deletes this instance's entries older than `before`, leaving a signed
+    /// purge anchor so what remains still verifies; records `purged`.
+    pub async fn purge_before(&self, before: Timestamp) -> Result<PurgeReport> {
+        let report = self
+            .control(|reply| Request::Purge { before, reply })
+            .await?;
+        if let Some(anchor) = &report.anchor {
+            self.record_event(&Event::Purged {
+                before,
+                through_seq: anchor.length,
+            })
+            .await?;
+        }
+        Ok(report)
+    }
+
+    /// Records `recording_stopped`, writes the final checkpoint and stops
+    /// the writer. Other clones of this handle get [`AuditError::Closed`].
+    pub async fn close(self, reason: &str) -> Result<Checkpoint> {
+        self.record_event(&Event::RecordingStopped {
+            reason: reason.to_owned(),
+        })
+        .await?;
+        let checkpoint = self.control(|reply| Request::Close { reply }).await;
+        let thread = self
+            .inner
+            .thread
+            .lock()
+            .map(|mut slot| slot.take())
+            .unwrap_or(None);
+        if let Some(thread) = thread {
+            // The writer exits right after answering Close.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        checkpoint
+    }
+
+    async fn append(&self, record: &Record) -> Result<u64> {
+        let payload = canonical_payload(&self.inner.masker, record)?;
+        let pending = Pending {
+            kind: record.kind(),
+            session_id: record
+                .session_id()
+                .map(|id| mask_field(&self.inner.masker, id)),
+            payload,
+        };
+        self.control(|reply| Request::Append { pending, reply }).await
+    }
+
+    async fn control<T>(&self, request: impl FnOnce(oneshot::Sender<Result<T>>) -> Request) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .requests
+            .send(request(reply))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        answer.await.unwrap_or(Err(AuditError::Closed))
+    }
+}
+
+/// The writer thread: its own current-thread runtime, so the store works
+/// the same under any caller runtime and blocking SQLite calls stall
+/// nothing else.
+fn run_writer(
+    config: AuditConfig,
+    signer: CheckpointSigner,
+    receiver: mpsc::Receiver<Request>,
+    ready: oneshot::Sender<Result<()>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = ready.send(Err(AuditError::Unavailable(format!(
+                "cannot start the audit writer runtime: {error}"
+            ))));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let backend = match backend::open_writer(&config).await {
+            Ok(backend) => backend,
+            Err(error) => {
+                let _ = ready.send(Err(error));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        Writer::new(
+            backend,
+            config.instance_id.clone(),
+            signer,
+            config.checkpoint_interval.0,
+        )
+        .run(receiver)
+        .await;
+    });
+}

@@ -1,0 +1,282 @@
+//! `decide(facts, identity, context, rules)`: allow, block or review.
+//!
+//! **The most restrictive matching rule wins**: if any `block` rule matches,
+//! the statement is blocked; otherwise if any `review` rule matches, it needs
+//! review; otherwise if any `allow` rule matches (or nothing matches and the
+//! rule set's default is allow) it runs. Among rules of the winning action the
+//! first in configuration order names the decision. So the order of rules
+//! never weakens anything: an `allow` rule cannot switch off a `block` rule
+//! above or below it — use `groups`/`except_groups` to scope rules instead.
+//!
+//! A statement the gateway did not understand ([`Kind::Unparsed`]) is refused
+//! unless a `review` rule matches it: `allow` rules never let it through.
+
+use std::collections::HashSet;
+
+use crate::classify::Classified;
+use crate::facts::{Kind, Parameter, StatementFacts};
+use crate::glob::glob_match;
+use crate::rules::{Action, Rule, RuleSet};
+
+/// Who sent the statement, as the gateway authenticated them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    pub subject: String,
+    pub groups: Vec<String>,
+}
+
+/// What the relay knows about the database that rules refer to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PolicyContext {
+    /// `schema.table` of every table with a masked column (from
+    /// `hoop.masked_columns`; see [`crate::ColumnPolicy::protected_tables`]).
+    pub protected_tables: HashSet<String>,
+}
+
+/// The outcome for one statement (or one query string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Block { rule: String, message: String },
+    Review { rule: String, message: String },
+}
+
+/// Rule name of the refusal for statements the gateway did not understand.
+pub const UNPARSED_RULE: &str = "unparsed-statement";
+
+/// Rule name of the refusal when no rule matched and the default is not allow.
+pub const DEFAULT_RULE: &str = "default";
+
+/// SQLSTATE of every policy refusal: insufficient_privilege.
+pub const SQLSTATE_INSUFFICIENT_PRIVILEGE: &str = "42501";
+
+impl Decision {
+    /// The rule behind a refusal.
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            Decision::Allow => None,
+            Decision::Block { rule, .. } | Decision::Review { rule, .. } => Some(rule),
+        }
+    }
+
+    /// What the client is told when the statement does not run: `None` for
+    /// `Allow`. Until approvals exist a `Review` is refused too, saying so.
+    pub fn client_error(&self) -> Option<(&'static str, String)> {
+        match self {
+            Decision::Allow => None,
+            Decision::Block { message, .. } => {
+                Some((SQLSTATE_INSUFFICIENT_PRIVILEGE, message.clone()))
+            }
+            Decision::Review { message, .. } => Some((
+                SQLSTATE_INSUFFICIENT_PRIVILEGE,
+                format!(
+                    "{message}; this gateway cannot hold statements for review yet, \
+                     so it was refused"
+                ),
+            )),
+        }
+    }
+
+    fn severity(&self) -> u8 {
+        match self {
+            Decision::Allow => 0,
+            Decision::Review { .. } => 1,
+            Decision::Block { .. } => 2,
+        }
+    }
+}
+
+/// Decides one statement. See the module documentation for how rules combine.
+pub fn decide(
+    facts: &StatementFacts,
+    identity: &Identity,
+    context: &PolicyContext,
+    rules: &RuleSet,
+) -> Decision {
+    let mut first_of = [None::<&Rule>; 3];
+    for rule in &rules.rules {
+        let slot = &mut first_of[action_index(rule.action)];
+        if slot.is_none() && applies_to(rule, identity) && matches(rule, facts, context) {
+            *slot = Some(rule);
+        }
+    }
+    let [allow, review, block] = first_of;
+    if let Some(rule) = block {
+        return refusal(Action::Block, rule);
+    }
+    if let Some(rule) = review {
+        return refusal(Action::Review, rule);
+    }
+    if facts.kind == Kind::Unparsed {
+        let reason = facts.unparsed_reason.as_deref().unwrap_or("unknown syntax");
+        return Decision::Block {
+            rule: UNPARSED_RULE.to_owned(),
+            message: format!(
+                "statement not understood by the gateway ({reason}); \
+                 gateway rule \"{UNPARSED_RULE}\""
+            ),
+        };
+    }
+    match (allow, rules.default_action) {
+        (Some(_), _) | (None, Action::Allow) => Decision::Allow,
+        (None, action) => {
+            let message = format!(
+                "no gateway rule allows this statement; gateway rule \"{DEFAULT_RULE}\""
+            );
+            let rule = DEFAULT_RULE.to_owned();
+            if action == Action::Review {
+                Decision::Review { rule, message }
+            } else {
+                Decision::Block { rule, message }
+            }
+        }
+    }
+}
+
+/// Decides every statement of a query string; the most restrictive decision
+/// wins (the first block, else the first review). A refused query string
+/// runs none of its statements.
+pub fn decide_all(
+    classified: &Classified,
+    identity: &Identity,
+    context: &PolicyContext,
+    rules: &RuleSet,
+) -> Decision {
+    let mut worst = Decision::Allow;
+    for facts in &classified.statements {
+        let decision = decide(facts, identity, context, rules);
+        if decision.severity() > worst.severity() {
+            worst = decision;
+        }
+    }
+    worst
+}
+
+fn action_index(action: Action) -> usize {
+    match action {
+        Action::Allow => 0,
+        Action::Review => 1,
+        Action::Block => 2,
+    }
+}
+
+fn refusal(action: Action, rule: &Rule) -> Decision {
+    let name = rule.name.clone();
+    let what = match action {
+        Action::Review => "statement requires review",
+        _ => "statement blocked",
+    };
+    let message = match &rule.message {
+        Some(text) => format!("{text} ({what} by gateway rule \"{name}\")"),
+        None => format!("{what} by gateway rule \"{name}\""),
+    };
+    match action {
+        Action::Review => Decision::Review {
+            rule: name,
+            message,
+        },
+        _ => Decision::Block {
+            rule: name,
+            message,
+        },
+    }
+}
+
+fn applies_to(rule: &Rule, identity: &Identity) -> bool {
+    let member = |groups: &[String]| groups.iter().any(|g| identity.groups.contains(g));
+    (rule.groups.is_empty() || member(&rule.groups)) && !member(&rule.except_groups)
+}
+
+/// A rule matches a statement when all its matchers match one level of it
+/// (the statement itself, or what an EXPLAIN/PREPARE/DECLARE wraps).
+fn matches(rule: &Rule, facts: &StatementFacts, context: &PolicyContext) -> bool {
+    facts
+        .levels()
+        .any(|level| matches_level(rule, level, context))
+}
+
+fn matches_level(rule: &Rule, facts: &StatementFacts, context: &PolicyContext) -> bool {
+    if !rule.kinds.is_empty() {
+        let kinds = std::iter::once(&facts.kind).chain(&facts.nested_kinds);
+        let mut names = kinds.flat_map(Kind::names);
+        if !names.any(|name| rule.kinds.contains(&name)) {
+            return false;
+        }
+    }
+    if !rule.tables.is_empty()
+        && !facts.tables.iter().any(|table| {
+            let qualified = table.qualified().to_lowercase();
+            let bare = table.name.to_lowercase();
+            rule.tables.iter().any(|pattern| {
+                if pattern.contains('.') {
+                    glob_match(pattern, &qualified)
+                } else {
+                    glob_match(pattern, &bare)
+                }
+            })
+        })
+    {
+        return false;
+    }
+    if rule.protected_tables_only
+        && !facts
+            .tables
+            .iter()
+            .any(|table| context.protected_tables.contains(&table.qualified()))
+    {
+        return false;
+    }
+    if !rule.columns.is_empty() && !facts.all_columns {
+        let mut columns = facts.columns_read.iter().chain(&facts.columns_written);
+        if !columns.any(|column| {
+            let column = column.to_lowercase();
+            rule.columns.iter().any(|p| glob_match(p, &column))
+        }) {
+            return false;
+        }
+    }
+    if !rule.functions.is_empty()
+        && !facts.functions.iter().any(|function| {
+            let last = function.rsplit('.').next().unwrap_or(function);
+            rule.functions
+                .iter()
+                .any(|p| glob_match(p, function) || glob_match(p, last))
+        })
+    {
+        return false;
+    }
+    if let Some(missing) = rule.missing_where {
+        let is_filtered_write = matches!(facts.kind, Kind::Update | Kind::Delete)
+            || facts
+                .nested_kinds
+                .iter()
+                .any(|k| matches!(k, Kind::Update | Kind::Delete));
+        if !is_filtered_write || facts.missing_where != missing {
+            return false;
+        }
+    }
+    if let Some(threshold) = &rule.predicate {
+        if !threshold.may_match(&facts.bounds) {
+            return false;
+        }
+    }
+    if !rule.set_parameters.is_empty()
+        && !facts.parameters.iter().any(|parameter| match parameter {
+            Parameter::Unknown => true,
+            Parameter::Named(name) => rule.set_parameters.iter().any(|p| glob_match(p, name)),
+        })
+    {
+        return false;
+    }
+    // A statement the gateway did not understand has no tables, functions or
+    // parameters to match; only rules that name it (or match everything) do.
+    if facts.kind == Kind::Unparsed
+        && (!rule.tables.is_empty()
+            || !rule.columns.is_empty()
+            || rule.protected_tables_only
+            || rule.predicate.is_some())
+    {
+        return false;
+    }
+    true
+}

@@ -1,0 +1,490 @@
+//! What the gateway knows about one statement: the output of
+//! [`crate::classify`] and the input of [`crate::decide`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// One statement's facts. Wrapper statements (`EXPLAIN`, `PREPARE`,
+/// `DECLARE … CURSOR`) carry their own kind here and the wrapped statement's
+/// facts in [`StatementFacts::inner`]; rules are checked against both.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StatementFacts {
+    pub kind: Kind,
+    /// Every relation named anywhere in the statement (CTE names excluded),
+    /// deduplicated, in order of first appearance.
+    pub tables: Vec<TableName>,
+    /// Column names read (last identifier part: `p.amount` → `amount`).
+    pub columns_read: Vec<String>,
+    /// Column names written by INSERT/UPDATE/MERGE/COPY FROM.
+    pub columns_written: Vec<String>,
+    /// `*`, `t.*`, INSERT or COPY without a column list, or MERGE: every
+    /// column of the tables may be touched, so every column matcher matches.
+    pub all_columns: bool,
+    /// Functions called anywhere, lowercased, as written (`pg_catalog.pg_read_file`
+    /// stays qualified; matchers also try the last part).
+    pub functions: Vec<String>,
+    /// Kinds of data-modifying statements nested in this one
+    /// (`WITH d AS (DELETE …) SELECT …` is a select that also deletes);
+    /// kind matchers see these too.
+    pub nested_kinds: Vec<Kind>,
+    /// UPDATE or DELETE (also a nested one) without a WHERE clause.
+    pub missing_where: bool,
+    /// Bounds implied on columns by WHERE clauses; see [`ColumnBounds`].
+    pub bounds: ColumnBounds,
+    /// Run-time parameters this statement sets or resets: `SET`, `RESET`,
+    /// `SET ROLE`, `SET SESSION AUTHORIZATION`, `set_config(…)`, `DISCARD ALL`,
+    /// `UPDATE pg_settings`.
+    pub parameters: Vec<Parameter>,
+    /// The statement an `EXPLAIN`, `PREPARE` or `DECLARE CURSOR` wraps.
+    pub inner: Option<Box<StatementFacts>>,
+    /// Why the statement was not understood (only for [`Kind::Unparsed`]).
+    pub unparsed_reason: Option<String>,
+}
+
+impl StatementFacts {
+    /// These facts and every wrapped statement's, outermost first.
+    pub fn levels(&self) -> impl Iterator<Item = &StatementFacts> {
+        std::iter::successors(Some(self), |facts| facts.inner.as_deref())
+    }
+
+    pub(crate) fn unparsed(reason: String) -> StatementFacts {
+        StatementFacts {
+            kind: Kind::Unparsed,
+            unparsed_reason: Some(reason),
+            ..StatementFacts::default()
+        }
+    }
+}
+
+/// Fine-grained statement kind. Rules match on the names listed by
+/// [`Kind::names`]; the full vocabulary is [`KIND_NAMES`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Kind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Merge,
+    Copy {
+        direction: CopyDirection,
+        target: CopyTarget,
+    },
+    Ddl {
+        verb: DdlVerb,
+        object: DdlObject,
+    },
+    Truncate,
+    CreateRole,
+    AlterRole,
+    DropRole,
+    Grant,
+    Revoke,
+    /// `REASSIGN OWNED`, `DROP OWNED`.
+    OwnedObjects,
+    AlterSystem,
+    /// `SET ROLE`, `RESET ROLE`, `SET role = …`.
+    SetRole,
+    /// `SET SESSION AUTHORIZATION`, `RESET SESSION AUTHORIZATION`.
+    SessionAuthorization,
+    /// `SET`/`RESET` of an ordinary parameter (named in `parameters`).
+    Set,
+    CreateExtension,
+    Load,
+    /// `DO` — an anonymous code block: dynamic SQL the gateway cannot see into.
+    Do,
+    Call,
+    Prepare {
+        name: String,
+    },
+    /// `EXECUTE name`: the relay resolves `name` to the prepared text.
+    Execute {
+        name: String,
+    },
+    /// `DEALLOCATE name`; `None` for `DEALLOCATE ALL`.
+    Deallocate {
+        name: Option<String>,
+    },
+    DeclareCursor {
+        name: String,
+        binary: bool,
+    },
+    /// `FETCH`, `MOVE`, `CLOSE`.
+    Cursor,
+    Transaction,
+    Explain {
+        analyze: bool,
+    },
+    Show,
+    Listen,
+    Notify,
+    Unlisten,
+    Discard,
+    Lock,
+    /// `VACUUM`, `ANALYZE`.
+    Maintenance,
+    #[default]
+    Other,
+    /// Not understood: refused unless a rule sends it to review.
+    Unparsed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyDirection {
+    /// `COPY … TO`: data leaves the database.
+    To,
+    /// `COPY … FROM`: data enters the database.
+    From,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyTarget {
+    Stdin,
+    Stdout,
+    /// A program run by the server.
+    Program,
+    /// A file on the server.
+    File,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DdlVerb {
+    Create,
+    Alter,
+    Drop,
+    Comment,
+}
+
+impl DdlVerb {
+    pub(crate) const ALL: [DdlVerb; 4] = [
+        DdlVerb::Create,
+        DdlVerb::Alter,
+        DdlVerb::Drop,
+        DdlVerb::Comment,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DdlVerb::Create => "create",
+            DdlVerb::Alter => "alter",
+            DdlVerb::Drop => "drop",
+            DdlVerb::Comment => "comment",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DdlObject {
+    Table,
+    View,
+    MaterializedView,
+    Index,
+    Schema,
+    Database,
+    Function,
+    Procedure,
+    Trigger,
+    Sequence,
+    Type,
+    Domain,
+    Policy,
+    Server,
+    Extension,
+    Other,
+}
+
+impl DdlObject {
+    pub(crate) const ALL: [DdlObject; 16] = [
+        DdlObject::Table,
+        DdlObject::View,
+        DdlObject::MaterializedView,
+        DdlObject::Index,
+        DdlObject::Schema,
+        DdlObject::Database,
+        DdlObject::Function,
+        DdlObject::Procedure,
+        DdlObject::Trigger,
+        DdlObject::Sequence,
+        DdlObject::Type,
+        DdlObject::Domain,
+        DdlObject::Policy,
+        DdlObject::Server,
+        DdlObject::Extension,
+        DdlObject::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DdlObject::Table => "table",
+            DdlObject::View => "view",
+            DdlObject::MaterializedView => "materialized_view",
+            DdlObject::Index => "index",
+            DdlObject::Schema => "schema",
+            DdlObject::Database => "database",
+            DdlObject::Function => "function",
+            DdlObject::Procedure => "procedure",
+            DdlObject::Trigger => "trigger",
+            DdlObject::Sequence => "sequence",
+            DdlObject::Type => "type",
+            DdlObject::Domain => "domain",
+            DdlObject::Policy => "policy",
+            DdlObject::Server => "server",
+            DdlObject::Extension => "extension",
+            DdlObject::Other => "other",
+        }
+    }
+}
+
+/// Every kind name a rule may use that is not a `ddl_<verb>[_<object>]`
+/// name (those are listed by [`is_kind_name`]).
+pub const KIND_NAMES: &[&str] = &[
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "merge",
+    "dml",
+    "copy",
+    "copy_to",
+    "copy_from",
+    "copy_stdin",
+    "copy_stdout",
+    "copy_program",
+    "copy_file",
+    "ddl",
+    "truncate",
+    "role",
+    "create_role",
+    "alter_role",
+    "drop_role",
+    "grant",
+    "revoke",
+    "owned_objects",
+    "alter_system",
+    "set_role",
+    "session_authorization",
+    "set",
+    "create_extension",
+    "load",
+    "do",
+    "call",
+    "prepare",
+    "execute",
+    "deallocate",
+    "declare_cursor",
+    "cursor",
+    "transaction",
+    "explain",
+    "explain_analyze",
+    "show",
+    "listen",
+    "notify",
+    "unlisten",
+    "discard",
+    "lock",
+    "maintenance",
+    "other",
+    "unparsed",
+];
+
+/// Whether `name` is a kind name rules may use: one of [`KIND_NAMES`],
+/// `ddl_<verb>` or `ddl_<verb>_<object>` (verbs: create, alter, drop,
+/// comment; objects: see [`DdlObject::as_str`]).
+pub fn is_kind_name(name: &str) -> bool {
+    if KIND_NAMES.contains(&name) {
+        return true;
+    }
+    let Some(rest) = name.strip_prefix("ddl_") else {
+        return false;
+    };
+    DdlVerb::ALL.iter().any(|verb| {
+        rest == verb.as_str()
+            || rest
+                .strip_prefix(verb.as_str())
+                .and_then(|r| r.strip_prefix('_'))
+                .is_some_and(|object| DdlObject::ALL.iter().any(|o| o.as_str() == object))
+    })
+}
+
+impl Kind {
+    /// The names this kind answers to, most specific last: `COPY … TO
+    /// PROGRAM` is `copy`, `copy_to` and `copy_program`; `DROP DATABASE` is
+    /// `ddl`, `ddl_drop` and `ddl_drop_database`.
+    pub fn names(&self) -> Vec<String> {
+        let fixed: &[&str] = match self {
+            Kind::Select => &["select"],
+            Kind::Insert => &["dml", "insert"],
+            Kind::Update => &["dml", "update"],
+            Kind::Delete => &["dml", "delete"],
+            Kind::Merge => &["dml", "merge"],
+            Kind::Copy { direction, target } => {
+                let mut names = vec!["copy".to_owned()];
+                names.push(
+                    match direction {
+                        CopyDirection::To => "copy_to",
+                        CopyDirection::From => "copy_from",
+                    }
+                    .to_owned(),
+                );
+                names.push(
+                    match target {
+                        CopyTarget::Stdin => "copy_stdin",
+                        CopyTarget::Stdout => "copy_stdout",
+                        CopyTarget::Program => "copy_program",
+                        CopyTarget::File => "copy_file",
+                    }
+                    .to_owned(),
+                );
+                return names;
+            }
+            Kind::Ddl { verb, object } => {
+                return vec![
+                    "ddl".to_owned(),
+                    format!("ddl_{}", verb.as_str()),
+                    format!("ddl_{}_{}", verb.as_str(), object.as_str()),
+                ];
+            }
+            Kind::Truncate => &["ddl", "truncate"],
+            Kind::CreateRole => &["role", "create_role"],
+            Kind::AlterRole => &["role", "alter_role"],
+            Kind::DropRole => &["role", "drop_role"],
+            Kind::Grant => &["role", "grant"],
+            Kind::Revoke => &["role", "revoke"],
+            Kind::OwnedObjects => &["role", "owned_objects"],
+            Kind::AlterSystem => &["alter_system"],
+            Kind::SetRole => &["set_role"],
+            Kind::SessionAuthorization => &["session_authorization"],
+            Kind::Set => &["set"],
+            Kind::CreateExtension => &["create_extension"],
+            Kind::Load => &["load"],
+            Kind::Do => &["do"],
+            Kind::Call => &["call"],
+            Kind::Prepare { .. } => &["prepare"],
+            Kind::Execute { .. } => &["execute"],
+            Kind::Deallocate { .. } => &["deallocate"],
+            Kind::DeclareCursor { .. } => &["declare_cursor"],
+            Kind::Cursor => &["cursor"],
+            Kind::Transaction => &["transaction"],
+            Kind::Explain { analyze: false } => &["explain"],
+            Kind::Explain { analyze: true } => &["explain", "explain_analyze"],
+            Kind::Show => &["show"],
+            Kind::Listen => &["listen"],
+            Kind::Notify => &["notify"],
+            Kind::Unlisten => &["unlisten"],
+            Kind::Discard => &["discard"],
+            Kind::Lock => &["lock"],
+            Kind::Maintenance => &["maintenance"],
+            Kind::Other => &["other"],
+            Kind::Unparsed => &["unparsed"],
+        };
+        fixed.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    /// Whether this kind answers to `name` (see [`Kind::names`]).
+    pub fn is(&self, name: &str) -> bool {
+        self.names().iter().any(|n| n == name)
+    }
+}
+
+/// A schema-qualified relation name. Unquoted identifiers are lowercased,
+/// quoted ones kept exactly, as PostgreSQL resolves them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    pub schema: String,
+    pub name: String,
+    /// The statement did not name a schema; `public` was assumed. The real
+    /// table depends on `search_path` (a `pg_catalog` or temporary table of
+    /// the same name wins), so rules about unqualified names are best effort.
+    pub schema_assumed: bool,
+}
+
+impl TableName {
+    /// `schema.name`, the form table globs and the protected-table set use.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// A run-time parameter a statement sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parameter {
+    /// Lowercased name (`role`, `session_authorization`, `hoop.session`,
+    /// `all` for `RESET ALL`).
+    Named(String),
+    /// `set_config(expr, …)` with a name that is not a literal, or an
+    /// `UPDATE pg_settings`: could be any parameter, so every parameter
+    /// matcher matches.
+    Unknown,
+}
+
+/// One end of an interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bound {
+    pub value: f64,
+    pub inclusive: bool,
+}
+
+/// The values of one column a statement may read: `None` ends are open.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Interval {
+    pub lower: Option<Bound>,
+    pub upper: Option<Bound>,
+}
+
+/// Per-column intervals implied by the statement's WHERE clauses. A column
+/// missing from the map is unbounded.
+///
+/// Only conjunctions (`AND`) of comparisons between a column and a numeric
+/// literal (`>`, `>=`, `<`, `<=`, `=`, `BETWEEN`, `IN (…)`) bound a column;
+/// `OR`, `NOT`, parameters and anything else leave it unbounded. Every query
+/// block with a FROM clause (subqueries, CTEs, UNION branches) and every
+/// UPDATE/DELETE counts: a column is bounded only if each of them bounds it,
+/// and then by the hull of their intervals — so a subquery without a bound
+/// makes the whole statement unbounded. Conservative on purpose.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ColumnBounds {
+    pub columns: BTreeMap<String, Interval>,
+}
+
+impl ColumnBounds {
+    /// The interval for `column` (lowercased name), unbounded when unknown.
+    pub fn get(&self, column: &str) -> Interval {
+        self.columns.get(column).copied().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_are_all_known() {
+        let samples = [
+            Kind::Copy {
+                direction: CopyDirection::To,
+                target: CopyTarget::Program,
+            },
+            Kind::Ddl {
+                verb: DdlVerb::Drop,
+                object: DdlObject::MaterializedView,
+            },
+            Kind::Explain { analyze: true },
+            Kind::Unparsed,
+        ];
+        for kind in samples {
+            for name in kind.names() {
+                assert!(is_kind_name(&name), "{name}");
+            }
+        }
+        assert!(is_kind_name("ddl_drop_database"));
+        assert!(is_kind_name("ddl_create"));
+        assert!(!is_kind_name("ddl_drop_"));
+        assert!(!is_kind_name("ddl_explode_table"));
+        assert!(!is_kind_name("copy_everything"));
+    }
+}

@@ -1,0 +1,102 @@
+//! Query cancellation. Each client gets the gateway's own BackendKeyData
+//! (random pid and secret), never the upstream one; a CancelRequest carrying
+//! it is mapped to the upstream backend and forwarded there.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+
+use crate::config::Upstream as UpstreamConfig;
+use crate::protocol::CANCEL_REQUEST_CODE;
+
+/// The upstream backend a cancel must reach.
+#[derive(Debug, Clone)]
+pub struct CancelTarget {
+    pub pid: i32,
+    pub secret: Bytes,
+}
+
+/// The key handed to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GatewayKey {
+    pub pid: i32,
+    pub secret: i32,
+}
+
+#[derive(Default)]
+pub struct CancelRegistry {
+    keys: Mutex<HashMap<GatewayKey, CancelTarget>>,
+}
+
+fn random_i32() -> i32 {
+    let mut b = [0u8; 4];
+    // getrandom only fails without an OS entropy source; then keys stay
+    // unguessable enough through the time-based fallback below.
+    if getrandom::getrandom(&mut b).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        b = nanos.to_be_bytes();
+    }
+    i32::from_be_bytes(b)
+}
+
+impl CancelRegistry {
+    pub fn register(&self, target: CancelTarget) -> GatewayKey {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let key = GatewayKey {
+                pid: random_i32() & 0x7fff_ffff,
+                secret: random_i32(),
+            };
+            if key.pid != 0 && !keys.contains_key(&key) {
+                keys.insert(key, target);
+                return key;
+            }
+        }
+    }
+
+    pub fn unregister(&self, key: GatewayKey) {
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
+
+    pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
+        let secret: [u8; 4] = secret.try_into().ok()?;
+        let key = GatewayKey {
+            pid,
+            secret: i32::from_be_bytes(secret),
+        };
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
+    }
+}
+
+/// Sends a CancelRequest for `target` on a fresh upstream connection.
+pub async fn send_cancel(
+    config: &UpstreamConfig,
+    connector: Option<&tokio_rustls::TlsConnector>,
+    target: &CancelTarget,
+) -> std::io::Result<()> {
+    let mut stream = crate::upstream::open_transport(config, connector)
+        .await
+        .map_err(std::io::Error::other)?;
+    let mut msg = BytesMut::with_capacity(12 + target.secret.len());
+    msg.put_u32(12 + target.secret.len() as u32);
+    msg.put_u32(CANCEL_REQUEST_CODE);
+    msg.put_i32(target.pid);
+    msg.put_slice(&target.secret);
+    stream.write_all(&msg).await?;
+    stream.flush().await?;
+    // The server closes the connection once it has read the request.
+    let _ = stream.shutdown().await;
+    Ok(())
+}

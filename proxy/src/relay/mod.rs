@@ -1,0 +1,286 @@
+//! The steady-state relay: ONE `select!` loop over "bytes from the client"
+//! and "bytes from the server" (plus the two writes, token expiry and
+//! shutdown), so server-initiated messages (NoticeResponse,
+//! NotificationResponse, ParameterStatus) flow while the client is idle.
+//! Frames are forwarded byte for byte; each passes the [`Inspector`] seam
+//! where policy and masking plug in. Reads stop while the opposite write
+//! buffer is full, so memory per connection is bounded by one message plus
+//! the high-water mark, however large a result is.
+
+pub mod state;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::cancel::CancelTarget;
+use crate::metrics::{Direction, Metrics};
+use crate::protocol::{put_error, reserve_for_read, split_frame, Frame, Severity};
+use crate::tls::PgStream;
+pub use state::ConnectionState;
+
+/// What to do with one frame. The relay forwards unless told otherwise.
+#[derive(Debug)]
+pub enum Verdict {
+    Forward,
+    /// Send these bytes (one or more complete frames) instead.
+    Replace(BytesMut),
+    Drop,
+}
+
+/// The seam for "inspect this frame": statement policy and result masking
+/// implement this; the relay calls it after updating [`ConnectionState`].
+pub trait Inspector: Send {
+    fn client_frame(&mut self, _state: &ConnectionState, _frame: &Frame) -> Verdict {
+        Verdict::Forward
+    }
+    fn server_frame(&mut self, _state: &ConnectionState, _frame: &Frame) -> Verdict {
+        Verdict::Forward
+    }
+}
+
+/// Forwards everything unchanged.
+pub struct PassThrough;
+impl Inspector for PassThrough {}
+
+/// Stops reading one side while this much is queued for the other.
+const HIGH_WATER: usize = 256 * 1024;
+/// How long the final messages to a leaving client may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct RelaySession {
+    pub mapped_role: String,
+    /// Unix seconds at which the login token expires.
+    pub expires_at: i64,
+    pub upstream: CancelTarget,
+    pub max_message_bytes: usize,
+}
+
+/// Why the relay ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayEnd {
+    ClientTerminated,
+    ClientGone { mid_statement: bool },
+    ServerClosed,
+    TokenExpired,
+    ShutDown,
+    ProtocolViolation(String),
+}
+
+pub struct Relay<'a> {
+    pub session: RelaySession,
+    pub metrics: Arc<Metrics>,
+    pub inspector: Box<dyn Inspector + 'a>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+fn append(out: &mut BytesMut, frame: &Frame, verdict: Verdict) {
+    match verdict {
+        Verdict::Forward => out.extend_from_slice(frame.as_bytes()),
+        Verdict::Replace(bytes) => out.extend_from_slice(&bytes),
+        Verdict::Drop => {}
+    }
+}
+
+fn fatal(out: &mut BytesMut, code: &str, message: &str) {
+    put_error(out, Severity::Fatal, code, message);
+}
+
+impl Relay<'_> {
+    /// Relays until either side ends. `cancel_upstream` is called when the
+    /// client vanishes while a statement is running.
+    pub async fn run(
+        mut self,
+        client: PgStream,
+        mut from_client: BytesMut,
+        server: PgStream,
+        mut from_server: BytesMut,
+        cancel_upstream: impl std::future::Future<Output = ()>,
+    ) -> (RelayEnd, ConnectionState) {
+        let (mut client_rd, mut client_wr) = tokio::io::split(client);
+        let (mut server_rd, mut server_wr) = tokio::io::split(server);
+        let mut to_client = BytesMut::with_capacity(16 * 1024);
+        let mut to_server = BytesMut::with_capacity(16 * 1024);
+        let mut state = ConnectionState::new();
+        let max = self.session.max_message_bytes;
+
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let remaining = Duration::from_secs(self.session.expires_at.saturating_sub(now_unix).max(0) as u64);
+        let expiry = tokio::time::sleep(remaining);
+        tokio::pin!(expiry);
+
+        let mut draining = *self.shutdown.borrow();
+        let mut client_done = false; // client sent Terminate
+        // Bytes already received during the handshake are processed first.
+        let mut end: Option<RelayEnd> = None;
+        if let Err(e) = self.pump_client(&mut from_client, &mut to_server, &mut state, max, &mut client_done) {
+            fatal(&mut to_client, "08P01", &e);
+            end = Some(RelayEnd::ProtocolViolation(e));
+        }
+        if let Err(e) = self.pump_server(&mut from_server, &mut to_client, &mut state, max) {
+            fatal(&mut to_client, "08P01", &e);
+            end = Some(RelayEnd::ProtocolViolation(e));
+        }
+
+        while end.is_none() {
+            if draining && state.is_idle() && to_client.is_empty() && to_server.is_empty() {
+                fatal(&mut to_client, "57P01", "terminating connection: hoop is shutting down; reconnect to continue");
+                end = Some(RelayEnd::ShutDown);
+                break;
+            }
+            reserve_for_read(&mut from_client);
+            reserve_for_read(&mut from_server);
+            tokio::select! {
+                read = client_rd.read_buf(&mut from_client), if !client_done && to_server.len() < HIGH_WATER => {
+                    match read {
+                        Ok(0) | Err(_) => {
+                            end = Some(RelayEnd::ClientGone { mid_statement: !state.is_idle() });
+                        }
+                        Ok(n) => {
+                            self.metrics.add_bytes(Direction::client_to_server, n);
+                            if let Err(e) = self.pump_client(&mut from_client, &mut to_server, &mut state, max, &mut client_done) {
+                                fatal(&mut to_client, "08P01", &e);
+                                end = Some(RelayEnd::ProtocolViolation(e));
+                            }
+                        }
+                    }
+                }
+                read = server_rd.read_buf(&mut from_server), if to_client.len() < HIGH_WATER => {
+                    match read {
+                        Ok(0) | Err(_) => {
+                            end = Some(if client_done { RelayEnd::ClientTerminated } else { RelayEnd::ServerClosed });
+                        }
+                        Ok(n) => {
+                            self.metrics.add_bytes(Direction::server_to_client, n);
+                            if let Err(e) = self.pump_server(&mut from_server, &mut to_client, &mut state, max) {
+                                fatal(&mut to_client, "08P01", &e);
+                                end = Some(RelayEnd::ProtocolViolation(e));
+                            }
+                        }
+                    }
+                }
+                written = server_wr.write(&to_server), if !to_server.is_empty() => {
+                    match written {
+                        Ok(n) if n > 0 => {
+                            to_server.advance(n);
+                            if to_server.is_empty() && server_wr.flush().await.is_err() {
+                                end = Some(RelayEnd::ServerClosed);
+                            }
+                        }
+                        _ => end = Some(RelayEnd::ServerClosed),
+                    }
+                }
+                written = client_wr.write(&to_client), if !to_client.is_empty() => {
+                    match written {
+                        Ok(n) if n > 0 => {
+                            to_client.advance(n);
+                            if to_client.is_empty() && client_wr.flush().await.is_err() {
+                                end = Some(RelayEnd::ClientGone { mid_statement: !state.is_idle() });
+                            }
+                        }
+                        _ => end = Some(RelayEnd::ClientGone { mid_statement: !state.is_idle() }),
+                    }
+                }
+                _ = &mut expiry => {
+                    fatal(&mut to_client, "28000", "terminating connection: the login token has expired; log in again with a fresh token");
+                    end = Some(RelayEnd::TokenExpired);
+                }
+                changed = self.shutdown.changed(), if !draining => {
+                    if changed.is_err() || *self.shutdown.borrow() {
+                        draining = true;
+                    }
+                }
+            }
+        }
+        let end = end.unwrap_or(RelayEnd::ServerClosed);
+
+        if let RelayEnd::ClientGone { mid_statement: true } = end {
+            cancel_upstream.await;
+        }
+        // Tell the server we are leaving (unless it is the one who left).
+        if end != RelayEnd::ServerClosed {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                if !client_done {
+                    to_server.clear();
+                    to_server.extend_from_slice(&[b'X', 0, 0, 0, 4]);
+                }
+                let _ = server_wr.write_all(&to_server).await;
+                let _ = server_wr.shutdown().await;
+            })
+            .await;
+        }
+        // Give the client what it is owed (a final error, the last results).
+        if !matches!(end, RelayEnd::ClientGone { .. }) {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                let _ = client_wr.write_all(&to_client).await;
+                let _ = client_wr.shutdown().await;
+            })
+            .await;
+        }
+        (end, state)
+    }
+
+    fn pump_client(
+        &mut self,
+        input: &mut BytesMut,
+        out: &mut BytesMut,
+        state: &mut ConnectionState,
+        max: usize,
+        terminated: &mut bool,
+    ) -> Result<(), String> {
+        let now = Instant::now();
+        while !*terminated {
+            let frame = match split_frame(input, max) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Err(format!("invalid message from client: {e}")),
+            };
+            if state.on_client_frame(&frame, now) == state::Started::Statement {
+                self.metrics.statements.inc();
+                tracing::debug!(kind = %(frame.tag() as char), bytes = frame.len(), "statement");
+            }
+            if frame.tag() == b'X' {
+                *terminated = true;
+            }
+            let verdict = self.inspector.client_frame(state, &frame);
+            append(out, &frame, verdict);
+        }
+        Ok(())
+    }
+
+    fn pump_server(
+        &mut self,
+        input: &mut BytesMut,
+        out: &mut BytesMut,
+        state: &mut ConnectionState,
+        max: usize,
+    ) -> Result<(), String> {
+        let now = Instant::now();
+        loop {
+            let frame = match split_frame(input, max.max(crate::protocol::DEFAULT_MAX_MESSAGE_BYTES)) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Err(format!("invalid message from the database: {e}")),
+            };
+            if let Some(took) = state.on_server_frame(&frame, now) {
+                self.metrics.request_duration.observe(took.as_secs_f64());
+            }
+            if frame.tag() == b'S' {
+                match crate::upstream::filter_parameter_status(&frame, &self.session.mapped_role) {
+                    Some(bytes) => out.extend_from_slice(&bytes),
+                    None => {}
+                }
+                continue;
+            }
+            let verdict = self.inspector.server_frame(state, &frame);
+            append(out, &frame, verdict);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,319 @@
+//! Per-connection protocol state, kept from the frames the relay sees:
+//! prepared statements and portals with their row descriptions (an Execute
+//! does not resend RowDescription, so whoever inspects DataRows later needs
+//! them), the transaction status, and the queue of requests still awaiting
+//! their responses (so pipelining, errors-until-Sync and idleness are known).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::protocol::{take_cstr, take_i16, take_i32, Frame};
+
+#[derive(Debug, Clone, Default)]
+pub struct PreparedStatement {
+    pub query: Bytes,
+    /// RowDescription body, once a Describe of the statement returned one.
+    pub row_description: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Portal {
+    pub statement: Vec<u8>,
+    /// Result column format codes from Bind (empty = all text).
+    pub result_formats: Vec<i16>,
+    pub row_description: Option<Bytes>,
+}
+
+/// A client request whose response has not fully arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pending {
+    Query(Instant),
+    Parse,
+    Bind,
+    Describe { kind: u8, name: Vec<u8> },
+    Execute,
+    Close,
+    Sync(Instant),
+    FunctionCall(Instant),
+}
+
+impl Pending {
+    /// Requests answered by ReadyForQuery.
+    fn ends_with_ready(&self) -> Option<Instant> {
+        match self {
+            Pending::Query(t) | Pending::Sync(t) | Pending::FunctionCall(t) => Some(*t),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ConnectionState {
+    pub statements: HashMap<Vec<u8>, PreparedStatement>,
+    pub portals: HashMap<Vec<u8>, Portal>,
+    /// From the last ReadyForQuery: b'I' idle, b'T' in a transaction, b'E' failed.
+    pub transaction_status: u8,
+    /// RowDescription of the simple-query result currently streaming.
+    pub simple_row_description: Option<Bytes>,
+    pending: VecDeque<Pending>,
+}
+
+/// What a client frame started, for metrics and tracing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    Statement,
+    Nothing,
+}
+
+impl ConnectionState {
+    pub fn new() -> ConnectionState {
+        ConnectionState {
+            transaction_status: b'I',
+            ..Default::default()
+        }
+    }
+
+    /// No request is waiting for a response.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    pub fn on_client_frame(&mut self, frame: &Frame, now: Instant) -> Started {
+        let body = frame.body();
+        match frame.tag() {
+            b'Q' => {
+                self.statements.remove(&b""[..]);
+                self.portals.remove(&b""[..]);
+                self.simple_row_description = None;
+                self.pending.push_back(Pending::Query(now));
+                return Started::Statement;
+            }
+            b'P' => {
+                if let Some((name, rest)) = take_cstr(body) {
+                    let query = take_cstr(rest).map(|(q, _)| q).unwrap_or_default();
+                    self.statements.insert(
+                        name.to_vec(),
+                        PreparedStatement {
+                            query: Bytes::copy_from_slice(query),
+                            row_description: None,
+                        },
+                    );
+                }
+                self.pending.push_back(Pending::Parse);
+            }
+            b'B' => {
+                if let Some(portal) = parse_bind(body) {
+                    let row_description = self
+                        .statements
+                        .get(&portal.statement)
+                        .and_then(|s| s.row_description.clone());
+                    let (name, mut portal) = portal.into_parts();
+                    portal.row_description = row_description;
+                    self.portals.insert(name, portal);
+                }
+                self.pending.push_back(Pending::Bind);
+            }
+            b'D' => {
+                if let Some((&kind, rest)) = body.split_first() {
+                    let name = take_cstr(rest).map(|(n, _)| n.to_vec()).unwrap_or_default();
+                    self.pending.push_back(Pending::Describe { kind, name });
+                }
+            }
+            b'E' => {
+                self.pending.push_back(Pending::Execute);
+                return Started::Statement;
+            }
+            b'C' => {
+                if let Some((&kind, rest)) = body.split_first() {
+                    if let Some((name, _)) = take_cstr(rest) {
+                        match kind {
+                            b'S' => {
+                                self.statements.remove(name);
+                            }
+                            b'P' => {
+                                self.portals.remove(name);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                self.pending.push_back(Pending::Close);
+            }
+            b'S' => self.pending.push_back(Pending::Sync(now)),
+            b'F' => {
+                self.pending.push_back(Pending::FunctionCall(now));
+                return Started::Statement;
+            }
+            _ => {}
+        }
+        Started::Nothing
+    }
+
+    /// Updates the state from a server frame; returns the duration of a
+    /// request that just completed (ReadyForQuery).
+    pub fn on_server_frame(&mut self, frame: &Frame, now: Instant) -> Option<Duration> {
+        match frame.tag() {
+            b'Z' => {
+                self.transaction_status = frame.body().first().copied().unwrap_or(b'I');
+                if self.transaction_status == b'I' {
+                    self.portals.clear();
+                }
+                self.simple_row_description = None;
+                while let Some(p) = self.pending.pop_front() {
+                    if let Some(started) = p.ends_with_ready() {
+                        return Some(now.saturating_duration_since(started));
+                    }
+                }
+            }
+            b'1' | b'2' | b'3' => {
+                self.pending.pop_front();
+            }
+            b'T' | b'n' => {
+                let description =
+                    (frame.tag() == b'T').then(|| Bytes::copy_from_slice(frame.body()));
+                match self.pending.front() {
+                    Some(Pending::Describe { kind, name }) => {
+                        match kind {
+                            b'S' => {
+                                if let Some(s) = self.statements.get_mut(name) {
+                                    s.row_description = description;
+                                }
+                            }
+                            _ => {
+                                if let Some(p) = self.portals.get_mut(name) {
+                                    p.row_description = description;
+                                }
+                            }
+                        }
+                        self.pending.pop_front();
+                    }
+                    Some(Pending::Query(_)) => self.simple_row_description = description,
+                    _ => {}
+                }
+            }
+            b'C' | b's' | b'I' => {
+                if self.pending.front() == Some(&Pending::Execute) {
+                    self.pending.pop_front();
+                }
+            }
+            b'E' => {
+                // Extended protocol: the server skips everything up to Sync.
+                while let Some(front) = self.pending.front() {
+                    if front.ends_with_ready().is_some() {
+                        break;
+                    }
+                    self.pending.pop_front();
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// The row description that applies to DataRows of `portal`.
+    pub fn portal_row_description(&self, portal: &[u8]) -> Option<&Bytes> {
+        let p = self.portals.get(portal)?;
+        p.row_description.as_ref().or_else(|| {
+            self.statements
+                .get(&p.statement)
+                .and_then(|s| s.row_description.as_ref())
+        })
+    }
+}
+
+struct BindParts {
+    portal: Vec<u8>,
+    statement: Vec<u8>,
+    result_formats: Vec<i16>,
+}
+
+impl BindParts {
+    fn into_parts(self) -> (Vec<u8>, Portal) {
+        (
+            self.portal,
+            Portal {
+                statement: self.statement,
+                result_formats: self.result_formats,
+                row_description: None,
+            },
+        )
+    }
+}
+
+fn parse_bind(body: &[u8]) -> Option<BindParts> {
+    let (portal, rest) = take_cstr(body)?;
+    let (statement, rest) = take_cstr(rest)?;
+    let (n_formats, mut rest) = take_i16(rest)?;
+    for _ in 0..n_formats.max(0) {
+        rest = take_i16(rest)?.1;
+    }
+    let (n_params, mut rest2) = take_i16(rest)?;
+    for _ in 0..n_params.max(0) {
+        let (len, tail) = take_i32(rest2)?;
+        rest2 = if len > 0 { tail.get(len as usize..)? } else { tail };
+    }
+    let (n_results, mut rest3) = take_i16(rest2)?;
+    let mut result_formats = Vec::with_capacity(n_results.max(0) as usize);
+    for _ in 0..n_results.max(0) {
+        let (f, tail) = take_i16(rest3)?;
+        result_formats.push(f);
+        rest3 = tail;
+    }
+    Some(BindParts {
+        portal: portal.to_vec(),
+        statement: statement.to_vec(),
+        result_formats,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+
+    fn frame(tag: u8, body: &[u8]) -> Frame {
+        let mut b = BytesMut::new();
+        b.extend_from_slice(&[tag]);
+        b.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        b.extend_from_slice(body);
+        crate::protocol::split_frame(&mut b, 1 << 20).unwrap().unwrap()
+    }
+
+    #[test]
+    fn describe_results_attach_to_statements_and_portals() {
+        let mut s = ConnectionState::new();
+        let now = Instant::now();
+        s.on_client_frame(&frame(b'P', b"s1\0select 1\0\0\0"), now);
+        s.on_client_frame(&frame(b'D', b"Ss1\0"), now);
+        s.on_client_frame(&frame(b'B', b"p1\0s1\0\0\0\0\0\0\x01\0\x01"), now);
+        s.on_client_frame(&frame(b'E', b"p1\0\0\0\0\0"), now);
+        s.on_client_frame(&frame(b'S', b""), now);
+        assert!(!s.is_idle());
+        s.on_server_frame(&frame(b'1', b""), now);
+        s.on_server_frame(&frame(b't', b"\0\0"), now);
+        s.on_server_frame(&frame(b'T', b"rowdesc"), now);
+        assert_eq!(s.statements[&b"s1"[..]].row_description.as_deref(), Some(&b"rowdesc"[..]));
+        s.on_server_frame(&frame(b'2', b""), now);
+        assert_eq!(s.portals[&b"p1"[..]].result_formats, vec![1]);
+        assert_eq!(s.portal_row_description(b"p1").map(|b| &b[..]), Some(&b"rowdesc"[..]));
+        s.on_server_frame(&frame(b'C', b"SELECT 1\0"), now);
+        assert!(s.on_server_frame(&frame(b'Z', b"I"), now).is_some());
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn an_error_skips_to_the_next_sync() {
+        let mut s = ConnectionState::new();
+        let now = Instant::now();
+        for (t, b) in [(b'P', &b"\0bad\0\0\0"[..]), (b'B', b"\0\0\0\0\0\0\0\0"), (b'E', b"\0\0\0\0\0"), (b'S', b""), (b'Q', b"select 1\0")] {
+            s.on_client_frame(&frame(t, b), now);
+        }
+        s.on_server_frame(&frame(b'E', b"SERROR\0\0"), now);
+        s.on_server_frame(&frame(b'Z', b"I"), now);
+        assert!(!s.is_idle(), "the simple query is still pending");
+        s.on_server_frame(&frame(b'Z', b"I"), now);
+        assert!(s.is_idle());
+    }
+}

@@ -1,0 +1,345 @@
+//! The listener: accepts clients, runs handshake → upstream login → session
+//! setup → relay for each, and shuts down gracefully (stop accepting, let
+//! in-flight statements finish within the grace period, then close).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use hoop_common::token::{SessionClaims, SessionSigner, TOKEN_VERSION};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::auth::Authenticator;
+use crate::cancel::{CancelRegistry, CancelTarget};
+use crate::config::Config;
+use crate::handshake::{self, Ended, LoginLimiter};
+use crate::metrics::{LoginOutcome, Metrics};
+use crate::protocol::{put_error, put_message, Severity};
+use crate::relay::{PassThrough, Relay, RelaySession};
+use crate::upstream;
+
+/// Everything connections share.
+pub struct Context {
+    pub config: Config,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub upstream_tls: Option<tokio_rustls::TlsConnector>,
+    pub auth: Authenticator,
+    pub signer: SessionSigner,
+    pub cancel: CancelRegistry,
+    pub login_limiter: LoginLimiter,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("listen.tls: {0}")]
+    Tls(#[from] crate::tls::TlsSetupError),
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
+    #[error("session.signing_key: {0}")]
+    Signer(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A bound, not yet running gateway.
+pub struct Gateway {
+    ctx: Arc<Context>,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+}
+
+impl Gateway {
+    pub async fn bind(config: Config) -> Result<Gateway, ServeError> {
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(crate::tls::server_acceptor(cert, key)?),
+            None => None,
+        };
+        let upstream_tls = crate::tls::upstream_connector(
+            config.upstream.tls,
+            config.upstream.tls_ca_file.as_deref(),
+        )?;
+        let signer = SessionSigner::from_seed_base64(&config.session_key_id, &config.session_signing_seed)
+            .map_err(|e| ServeError::Signer(e.to_string()))?;
+        let auth = Authenticator::new(config.identity.clone())?;
+        if let Err(e) = auth.warm_up().await {
+            tracing::warn!(error = %e, "identity provider not reachable yet; logins retry it");
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let admin = match config.admin {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let ctx = Context {
+            login_limiter: LoginLimiter::new(config.max_failed_logins, config.failed_login_window),
+            config,
+            tls,
+            upstream_tls,
+            auth,
+            signer,
+            cancel: CancelRegistry::default(),
+            metrics: Arc::new(Metrics::new()),
+        };
+        Ok(Gateway {
+            ctx: Arc::new(ctx),
+            listener,
+            admin,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.ctx.config.listen)
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes, then drains.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let Gateway { ctx, listener, admin } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let admin_task = admin.map(|l| {
+            let metrics = ctx.metrics.clone();
+            let mut rx = stop_rx.clone();
+            tokio::spawn(crate::admin::serve(l, metrics, async move {
+                let _ = rx.wait_for(|v| *v).await;
+            }))
+        });
+        tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "hoop gateway accepting connections");
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let ctx = ctx.clone();
+                        let stop = stop_rx.clone();
+                        connections.spawn(async move { handle(ctx, tcp, peer, stop).await });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                _ = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        let grace = ctx.config.shutdown_grace;
+        tracing::info!(connections = connections.len(), ?grace, "shutting down: no new connections; waiting for in-flight statements");
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(grace, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(left = connections.len(), "grace period over; closing remaining connections");
+            connections.abort_all();
+            while connections.join_next().await.is_some() {}
+        }
+        if let Some(task) = admin_task {
+            let _ = task.await;
+        }
+        tracing::info!("hoop gateway stopped");
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn new_session_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::getrandom(&mut b).is_err() {
+        b = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            .to_be_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+struct ActiveGuard(Arc<Metrics>);
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.connections_active.dec();
+    }
+}
+
+async fn handle(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
+    let _ = tcp.set_nodelay(true);
+    ctx.metrics.connections.inc();
+    ctx.metrics.connections_active.inc();
+    let _active = ActiveGuard(ctx.metrics.clone());
+    let sid = new_session_id();
+    let span = tracing::info_span!("conn", %sid, %peer, sub = tracing::field::Empty, role = tracing::field::Empty);
+    async move {
+        let handshake = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            handshake::accept(&ctx, tcp, peer),
+        )
+        .await;
+        let login = match handshake {
+            Err(_) => {
+                tracing::info!("handshake timed out");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "handshake failed");
+                return;
+            }
+            Ok(Ok(Err(Ended::Quietly))) => return,
+            Ok(Ok(Err(Ended::Refused(outcome, reason)))) => {
+                ctx.metrics.login(outcome);
+                tracing::info!(%reason, "connection refused");
+                return;
+            }
+            Ok(Ok(Ok(login))) => login,
+        };
+        session(&ctx, login, sid, stop).await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn session(
+    ctx: &Context,
+    login: handshake::Login,
+    sid: String,
+    stop: watch::Receiver<bool>,
+) {
+    let handshake::Login { stream: mut client, admitted } = login;
+    let identity = &admitted.identity;
+    let span = tracing::Span::current();
+    span.record("sub", identity.subject.as_str());
+    span.record("role", admitted.mapping.role.as_str());
+
+    let setup = async {
+        let mut up = upstream::connect(
+            &ctx.config.upstream,
+            ctx.upstream_tls.as_ref(),
+            &admitted.database,
+            &admitted.params,
+        )
+        .await?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let claims = SessionClaims {
+            v: TOKEN_VERSION,
+            kid: ctx.signer.kid().to_owned(),
+            sid: sid.clone(),
+            sub: identity.subject.clone(),
+            groups: identity.groups.clone(),
+            role: admitted.mapping.role.clone(),
+            db: admitted.database.clone(),
+            pid: up.pid,
+            unmask: admitted.mapping.unmask.clone(),
+            iat: now,
+            exp: identity.expires_at,
+        };
+        let token = ctx.signer.sign(&claims);
+        let later = upstream::start_session(&mut up, &admitted.mapping.role, &token).await?;
+        Ok::<_, upstream::UpstreamError>((up, later))
+    };
+    let (up, later_status) = match setup.await {
+        Ok(v) => v,
+        Err(e) => {
+            ctx.metrics.login(LoginOutcome::upstream_error);
+            tracing::warn!(error = %e, "upstream session setup failed");
+            let (code, message) = e.for_client();
+            let mut out = BytesMut::new();
+            put_error(&mut out, Severity::Fatal, &code, &message);
+            let _ = client.write_all(&out).await;
+            let _ = client.shutdown().await;
+            return;
+        }
+    };
+    ctx.metrics.login(LoginOutcome::ok);
+
+    let target = CancelTarget {
+        pid: up.pid,
+        secret: up.secret.clone(),
+    };
+    let key = ctx.cancel.register(target.clone());
+
+    // AuthenticationOk, the server's parameters (filtered), our key, ready.
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]);
+    for frame in up.parameter_status.iter().chain(later_status.iter()) {
+        if let Some(bytes) = upstream::filter_parameter_status(frame, &admitted.mapping.role) {
+            out.extend_from_slice(&bytes);
+        }
+    }
+    let key_msg = pgwire::messages::startup::BackendKeyData::new(
+        key.pid,
+        pgwire::messages::startup::SecretKey::I32(key.secret),
+    );
+    if put_message(&mut out, &key_msg).is_err() {
+        ctx.cancel.unregister(key);
+        return;
+    }
+    out.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+    if client.write_all(&out).await.is_err() || client.flush().await.is_err() {
+        ctx.cancel.unregister(key);
+        return;
+    }
+    tracing::info!(database = %admitted.database, upstream_pid = up.pid, "session started");
+
+    let relay = Relay {
+        session: RelaySession {
+            mapped_role: admitted.mapping.role.clone(),
+            expires_at: identity.expires_at,
+            upstream: target.clone(),
+            max_message_bytes: ctx.config.max_message_bytes,
+        },
+        metrics: ctx.metrics.clone(),
+        inspector: Box::new(PassThrough),
+        shutdown: stop,
+    };
+    let cancel = async {
+        if let Err(e) =
+            crate::cancel::send_cancel(&ctx.config.upstream, ctx.upstream_tls.as_ref(), &target).await
+        {
+            tracing::warn!(error = %e, "cancelling the abandoned statement failed");
+        }
+    };
+    let (end, _) = relay
+        .run(client, admitted.pending, up.stream, up.read_buf, cancel)
+        .await;
+    ctx.cancel.unregister(key);
+    tracing::info!(?end, "session ended");
+}

@@ -1,0 +1,350 @@
+//! The database side: connect as the gateway role (SCRAM-SHA-256, optional
+//! TLS), then turn the connection into the client's session with
+//! `SET ROLE <mapped>` and `SET hoop.session = <signed token>`. Nothing the
+//! client later sees reveals the gateway's credential.
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::Upstream as UpstreamConfig;
+use crate::protocol::{self, error_summary, split_frame, take_cstr, take_i32, Frame};
+use crate::tls::PgStream;
+
+/// Startup parameters a client may pass through to the database. Anything
+/// else (notably `options`, which could set arbitrary settings at backend
+/// start) is dropped.
+pub const FORWARDED_PARAMETERS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "datestyle",
+    "TimeZone",
+    "timezone",
+    "IntervalStyle",
+    "intervalstyle",
+    "extra_float_digits",
+    "search_path",
+    "lc_messages",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot reach the database at {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("TLS to the database failed: {0}")]
+    Tls(String),
+    #[error("the database refused the gateway login: {code} {message}")]
+    Login { code: String, message: String },
+    #[error("the database reported {code}: {message}")]
+    Server { code: String, message: String },
+    #[error("protocol error from the database: {0}")]
+    Protocol(String),
+    #[error("connection to the database lost: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl UpstreamError {
+    /// SQLSTATE and message for the client: never the gateway's role name or
+    /// login details, which the operator finds in the gateway log instead.
+    pub fn for_client(&self) -> (String, String) {
+        match self {
+            UpstreamError::Server { code, message } => (code.clone(), message.clone()),
+            UpstreamError::Login { .. } => (
+                "08004".into(),
+                "the gateway could not log in to the database; the operator has the details in the gateway log".into(),
+            ),
+            UpstreamError::Connect { .. } | UpstreamError::Tls(_) | UpstreamError::Io(_) => (
+                "08006".into(),
+                "the gateway could not reach the database; try again shortly".into(),
+            ),
+            UpstreamError::Protocol(_) => (
+                "08P01".into(),
+                "the database sent something the gateway did not expect".into(),
+            ),
+        }
+    }
+}
+
+/// An authenticated upstream connection, before the session is set up.
+pub struct Upstream {
+    pub stream: PgStream,
+    pub read_buf: BytesMut,
+    pub pid: i32,
+    pub secret: bytes::Bytes,
+    /// ParameterStatus frames as the server sent them.
+    pub parameter_status: Vec<Frame>,
+}
+
+/// Opens TCP (and TLS if configured) to the database.
+pub async fn open_transport(
+    config: &UpstreamConfig,
+    connector: Option<&tokio_rustls::TlsConnector>,
+) -> Result<PgStream, UpstreamError> {
+    let addr = format!("{}:{}", config.host, config.port);
+    let tcp = tokio::time::timeout(
+        config.connect_timeout,
+        TcpStream::connect((config.host.as_str(), config.port)),
+    )
+    .await
+    .map_err(|_| UpstreamError::Connect {
+        addr: addr.clone(),
+        source: std::io::ErrorKind::TimedOut.into(),
+    })?
+    .map_err(|source| UpstreamError::Connect {
+        addr: addr.clone(),
+        source,
+    })?;
+    tcp.set_nodelay(true)?;
+    let Some(connector) = connector else {
+        return Ok(PgStream::Plain(tcp));
+    };
+    let mut tcp = tcp;
+    let mut req = BytesMut::new();
+    frontend::ssl_request(&mut req);
+    tcp.write_all(&req).await?;
+    let answer = tcp.read_u8().await?;
+    if answer != b'S' {
+        return Err(UpstreamError::Tls(format!(
+            "{addr} does not accept TLS (answered {:?})",
+            answer as char
+        )));
+    }
+    let name = rustls_pki_types::ServerName::try_from(config.host.clone())
+        .map_err(|e| UpstreamError::Tls(format!("{}: {e}", config.host)))?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| UpstreamError::Tls(e.to_string()))?;
+    Ok(PgStream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))))
+}
+
+async fn read_frame(stream: &mut PgStream, buf: &mut BytesMut) -> Result<Frame, UpstreamError> {
+    loop {
+        if let Some(frame) = split_frame(buf, protocol::DEFAULT_MAX_MESSAGE_BYTES)
+            .map_err(|e| UpstreamError::Protocol(e.to_string()))?
+        {
+            return Ok(frame);
+        }
+        protocol::reserve_for_read(buf);
+        if stream.read_buf(buf).await? == 0 {
+            return Err(UpstreamError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+fn server_error(frame: &Frame) -> UpstreamError {
+    let (code, message) = error_summary(frame.body());
+    UpstreamError::Server { code, message }
+}
+
+/// Connects and authenticates as the gateway role.
+pub async fn connect(
+    config: &UpstreamConfig,
+    connector: Option<&tokio_rustls::TlsConnector>,
+    database: &str,
+    client_params: &[(String, String)],
+) -> Result<Upstream, UpstreamError> {
+    let mut stream = open_transport(config, connector).await?;
+    let mut params: Vec<(&str, &str)> = vec![("user", &config.user), ("database", database)];
+    for (name, value) in client_params {
+        if FORWARDED_PARAMETERS.contains(&name.as_str()) {
+            params.push((name, value));
+        }
+    }
+    let mut out = BytesMut::new();
+    frontend::startup_message(params.iter().copied(), &mut out)?;
+    stream.write_all(&out).await?;
+    stream.flush().await?;
+
+    let mut buf = BytesMut::with_capacity(8192);
+    let mut scram: Option<ScramSha256> = None;
+    let mut pid = 0;
+    let mut secret = bytes::Bytes::new();
+    let mut parameter_status = Vec::new();
+    loop {
+        let frame = read_frame(&mut stream, &mut buf).await?;
+        match frame.tag() {
+            b'R' => {
+                let (code, data) = take_i32(frame.body())
+                    .ok_or_else(|| UpstreamError::Protocol("short authentication message".into()))?;
+                out.clear();
+                match code {
+                    0 => {}
+                    10 => {
+                        let mut mechanisms = Vec::new();
+                        let mut rest = data;
+                        while let Some((m, tail)) = take_cstr(rest) {
+                            if m.is_empty() {
+                                break;
+                            }
+                            mechanisms.push(String::from_utf8_lossy(m).into_owned());
+                            rest = tail;
+                        }
+                        if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
+                            return Err(UpstreamError::Login {
+                                code: "28000".into(),
+                                message: format!("server offers SASL {mechanisms:?}, not SCRAM-SHA-256"),
+                            });
+                        }
+                        let s = ScramSha256::new(config.password.as_bytes(), ChannelBinding::unsupported());
+                        frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
+                        scram = Some(s);
+                    }
+                    11 => {
+                        let s = scram
+                            .as_mut()
+                            .ok_or_else(|| UpstreamError::Protocol("SASL continue before start".into()))?;
+                        s.update(data).map_err(|e| UpstreamError::Login {
+                            code: "28000".into(),
+                            message: format!("SCRAM: {e}"),
+                        })?;
+                        frontend::sasl_response(s.message(), &mut out)?;
+                    }
+                    12 => {
+                        let s = scram
+                            .as_mut()
+                            .ok_or_else(|| UpstreamError::Protocol("SASL final before start".into()))?;
+                        s.finish(data).map_err(|e| UpstreamError::Login {
+                            code: "28000".into(),
+                            message: format!("SCRAM server signature: {e}"),
+                        })?;
+                    }
+                    other => {
+                        return Err(UpstreamError::Login {
+                            code: "28000".into(),
+                            message: format!(
+                                "server asked for authentication method {other}; configure scram-sha-256 for the gateway role in pg_hba.conf"
+                            ),
+                        })
+                    }
+                }
+                if !out.is_empty() {
+                    stream.write_all(&out).await?;
+                    stream.flush().await?;
+                }
+            }
+            b'S' => parameter_status.push(frame),
+            b'K' => {
+                let (p, rest) = take_i32(frame.body())
+                    .ok_or_else(|| UpstreamError::Protocol("short BackendKeyData".into()))?;
+                pid = p;
+                secret = bytes::Bytes::copy_from_slice(rest);
+            }
+            b'N' => {}
+            b'Z' => break,
+            b'E' => {
+                let (code, message) = error_summary(frame.body());
+                return Err(if code.starts_with("28") {
+                    UpstreamError::Login { code, message }
+                } else {
+                    UpstreamError::Server { code, message }
+                });
+            }
+            b'v' => {}
+            other => {
+                return Err(UpstreamError::Protocol(format!(
+                    "unexpected message {:?} during startup",
+                    other as char
+                )))
+            }
+        }
+    }
+    if scram.is_none() {
+        tracing::warn!("the database let the gateway role in without a password; use scram-sha-256 in pg_hba.conf");
+    }
+    Ok(Upstream {
+        stream,
+        read_buf: buf,
+        pid,
+        secret,
+        parameter_status,
+    })
+}
+
+/// Double-quotes an identifier for SQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Switches the connection to the mapped role and installs the session
+/// token. Returns ParameterStatus frames the server sent meanwhile.
+pub async fn start_session(
+    up: &mut Upstream,
+    role: &str,
+    session_token: &str,
+) -> Result<Vec<Frame>, UpstreamError> {
+    // The token alphabet is base64url plus '.', so it needs no escaping;
+    // refuse anything else rather than build SQL from it.
+    if !session_token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(UpstreamError::Protocol("session token has unexpected characters".into()));
+    }
+    let sql = format!(
+        "SET ROLE {}; SET {} = '{}'",
+        quote_ident(role),
+        hoop_common::names::GUC_SESSION,
+        session_token
+    );
+    let mut out = BytesMut::new();
+    frontend::query(&sql, &mut out)?;
+    up.stream.write_all(&out).await?;
+    up.stream.flush().await?;
+    let mut failure = None;
+    let mut statuses = Vec::new();
+    loop {
+        let frame = read_frame(&mut up.stream, &mut up.read_buf).await?;
+        match frame.tag() {
+            b'C' | b'N' => {}
+            b'S' => statuses.push(frame),
+            b'E' => failure = Some(server_error(&frame)),
+            b'Z' => {
+                if frame.body().first() != Some(&b'I') && failure.is_none() {
+                    failure = Some(UpstreamError::Protocol("session setup left a transaction open".into()));
+                }
+                break;
+            }
+            other => {
+                return Err(UpstreamError::Protocol(format!(
+                    "unexpected message {:?} during session setup",
+                    other as char
+                )))
+            }
+        }
+    }
+    match failure {
+        Some(UpstreamError::Server { code, message }) => Err(UpstreamError::Server {
+            code,
+            message: format!("could not set up the database session: {message}"),
+        }),
+        Some(e) => Err(e),
+        None => Ok(statuses),
+    }
+}
+
+/// What the client may see of a ParameterStatus: the gateway role's name
+/// (`session_authorization`) is replaced by the mapped role, and the
+/// extension's own settings are never reported.
+pub fn filter_parameter_status(frame: &Frame, mapped_role: &str) -> Option<BytesMut> {
+    let (name, _) = take_cstr(frame.body())?;
+    if name.starts_with(b"hoop.") {
+        return None;
+    }
+    if name == b"session_authorization" {
+        let mut out = BytesMut::new();
+        let msg = pgwire::messages::startup::ParameterStatus::new(
+            "session_authorization".into(),
+            mapped_role.into(),
+        );
+        protocol::put_message(&mut out, &msg).ok()?;
+        return Some(out);
+    }
+    Some(BytesMut::from(frame.as_bytes()))
+}

@@ -1,0 +1,388 @@
+//! Raw-protocol tests of the relay against a real Postgres 15: what libpq
+//! cannot produce (Flush without Sync, pipelined Syncs, PortalSuspended,
+//! FunctionCall, pre-TLS bytes, malformed and oversized messages) and the
+//! session the gateway sets up (role, signed token bound to the backend pid).
+
+mod support;
+
+use std::time::Duration;
+
+use hoop_common::token::{SessionSigner, TrustedKeys};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_sets_role_and_a_session_token_bound_to_the_backend() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, startup) = Raw::login(gw.addr, "agent-7", &gw.agent_token()).await;
+    assert_eq!(startup[0].tag, b'R');
+    assert_eq!(startup[0].body, vec![0, 0, 0, 0]);
+    // ParameterStatus never names the gateway role.
+    for m in startup.iter().filter(|m| m.tag == b'S') {
+        assert!(!m.text().contains("hoop_gateway"), "{}", m.text());
+    }
+    let auth = startup.iter().find(|m| m.tag == b'S' && m.text().starts_with("session_authorization"));
+    assert!(auth.is_none_or(|m| m.text().contains("fraud_agent")));
+    let key = startup.iter().find(|m| m.tag == b'K').expect("BackendKeyData");
+    let gateway_pid = i32::from_be_bytes(key.body[..4].try_into().unwrap());
+
+    raw.send(&query("select current_user, pg_backend_pid(), current_setting('hoop.session')")).await;
+    let msgs = raw.until(b'Z').await;
+    let row = msgs.iter().find(|m| m.tag == b'D').expect("a row");
+    let text = row.text();
+    assert!(text.contains("fraud_agent"), "{text}");
+    // Columns: user, pid, token.
+    let fields = decode_row(&row.body);
+    let backend_pid: i32 = fields[1].parse().unwrap();
+    assert_ne!(backend_pid, gateway_pid, "the client must get the gateway's key, not the backend's");
+    let token = &fields[2];
+    let signer = SessionSigner::from_seed_base64("test-1", SEED_B64).unwrap();
+    let trusted = TrustedKeys::parse(&signer.trusted_key_entry()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let claims = trusted.verify(token, backend_pid, now).expect("token verifies for this backend");
+    assert_eq!(claims.role, "fraud_agent");
+    assert_eq!(claims.sub, "agent-7");
+    assert_eq!(claims.db, "payments");
+    assert_eq!(claims.groups, vec!["fraud-agents"]);
+    assert!(trusted.verify(token, backend_pid + 1, now).is_err(), "bound to the pid");
+    gw.stop().await;
+}
+
+fn decode_row(body: &[u8]) -> Vec<String> {
+    let n = i16::from_be_bytes([body[0], body[1]]) as usize;
+    let mut at = 2;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let len = i32::from_be_bytes(body[at..at + 4].try_into().unwrap());
+        at += 4;
+        if len < 0 {
+            out.push(String::new());
+        } else {
+            out.push(String::from_utf8_lossy(&body[at..at + len as usize]).into_owned());
+            at += len as usize;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmask_columns_come_from_the_mapping() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let token = gw.mint("admin-1", &["payments-admins", "fraud-agents"], Duration::from_secs(600));
+    let (mut raw, _) = Raw::login(gw.addr, "admin-1", &token).await;
+    raw.send(&query("select current_user, current_setting('hoop.session')")).await;
+    let msgs = raw.until(b'Z').await;
+    let fields = decode_row(&msgs.iter().find(|m| m.tag == b'D').unwrap().body);
+    assert_eq!(fields[0], "payments_admin", "first matching mapping in file order wins");
+    let payload = fields[1].split('.').nth(1).unwrap();
+    use base64::Engine;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(claims["unmask"], serde_json::json!(["public.payments.card_number"]));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_pipelined_syncs_and_portal_suspended() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    // Three pipelined Parse/Bind/Execute/Sync groups in one write; the middle one fails.
+    let mut batch = Vec::new();
+    batch.extend(parse("", "select 1"));
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    batch.extend(parse("", "select 1/0"));
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    batch.extend(parse("s3", "select generate_series(1, 5)"));
+    batch.extend(describe(b'S', "s3"));
+    batch.extend(bind("p3", "s3", Some(1)));
+    batch.extend(execute("p3", 2));
+    batch.extend(execute("p3", 2));
+    batch.extend(execute("p3", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let first = raw.until(b'Z').await;
+    assert_eq!(tags(&first), "12DCZ");
+    let second = raw.until(b'Z').await;
+    assert_eq!(tags(&second), "1EZ");
+    assert_eq!(second[1].error_code().as_deref(), Some("22012"));
+    let third = raw.until(b'Z').await;
+    assert_eq!(tags(&third), "1tT2DDsDDsDCZ");
+    // Binary result format: int4 5 in network order.
+    assert_eq!(third[10].body, vec![0, 1, 0, 0, 0, 4, 0, 0, 0, 5]);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_without_sync_delivers_responses() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let mut batch = parse("f", "select $1::int + 1");
+    batch.extend(describe(b'S', "f"));
+    batch.extend(flush());
+    raw.send(&batch).await;
+    let msgs = vec![raw.recv().await.unwrap(), raw.recv().await.unwrap(), raw.recv().await.unwrap()];
+    assert_eq!(tags(&msgs), "1tT");
+    raw.send(&sync()).await;
+    assert_eq!(tags(&raw.until(b'Z').await), "Z");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out_and_multi_statement_queries() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    raw.send(&query("create temp table c(a int, b text); copy c from stdin")).await;
+    let msgs = raw.until(b'G').await;
+    assert_eq!(tags(&msgs), "CG");
+    let mut data = msg(b'd', b"1\tone\n2\ttwo\n");
+    data.extend(msg(b'd', b"3\t\\N\n"));
+    data.extend(msg(b'c', b""));
+    raw.send(&data).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(msgs[0].text(), "COPY 3\0");
+    raw.send(&query("copy c to stdout; select count(*) from c")).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "HdddcCTDCZ");
+    assert_eq!(msgs[1].body, b"1\tone\n");
+    // COPY in extended protocol, and CopyFail.
+    let mut batch = parse("", "copy c from stdin");
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    assert_eq!(tags(&raw.until(b'G').await), "12G");
+    raw.send(&msg(b'f', &cstr("client changed its mind"))).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(msgs[0].error_code().as_deref(), Some("57014"));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_arrive_while_the_client_is_idle() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut listener, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    listener.send(&query("listen hoop_test")).await;
+    listener.until(b'Z').await;
+    let (mut sender, _) = Raw::login(gw.addr, "b", &gw.agent_token()).await;
+    sender.send(&query("notify hoop_test, 'payload-42'")).await;
+    sender.until(b'Z').await;
+    // The listener sends nothing; the NotificationResponse must still arrive.
+    let m = listener.recv().await.unwrap();
+    assert_eq!(m.tag, b'A');
+    assert!(m.text().contains("payload-42"));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_call_is_relayed() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    // int4pl(40, 2) by oid 177, binary arguments and result.
+    let mut body = 177u32.to_be_bytes().to_vec();
+    body.extend([0, 1, 0, 1]); // one format code: binary
+    body.extend([0, 2]);
+    for v in [40i32, 2] {
+        body.extend(4i32.to_be_bytes());
+        body.extend(v.to_be_bytes());
+    }
+    body.extend([0, 1]); // result binary
+    raw.send(&msg(b'F', &body)).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "VZ");
+    assert_eq!(msgs[0].body, vec![0, 0, 0, 4, 0, 0, 0, 42]);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_messages_end_cleanly() {
+    let gw = start_gateway(GatewayOptions {
+        extra_listen: "max_message_bytes = 65536\n".into(),
+        ..Default::default()
+    })
+    .await;
+    // A length below 4.
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    raw.send(&[b'Q', 0, 0, 0, 2]).await;
+    let m = raw.recv().await.unwrap();
+    assert_eq!(m.error_code().as_deref(), Some("08P01"));
+    assert_eq!(m.field(b'S').as_deref(), Some("FATAL"));
+    assert!(raw.recv().await.is_none());
+    // A declared length over the limit: refused before the body arrives.
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    raw.send(&[b'Q', 0, 0x10, 0, 0]).await;
+    let m = raw.recv().await.unwrap();
+    assert_eq!(m.error_code().as_deref(), Some("08P01"));
+    assert!(m.field(b'M').unwrap().contains("over the limit"));
+    assert!(raw.recv().await.is_none());
+    // Garbage instead of a startup packet.
+    let mut raw = Raw::connect(gw.addr).await;
+    raw.send(&[0, 0, 0, 3, 1, 2, 3]).await;
+    let m = raw.recv().await.unwrap();
+    assert_eq!(m.error_code().as_deref(), Some("08P01"));
+    assert!(raw.recv().await.is_none());
+    // An unknown message type is the server's business: it answers, we relay.
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    raw.send(&msg(b'!', b"")).await;
+    let m = raw.recv().await.unwrap();
+    assert_eq!(m.error_code().as_deref(), Some("08P01"));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_pipelined_before_tls_are_refused() {
+    let gw = start_gateway(GatewayOptions { tls: true, ..Default::default() }).await;
+    let mut raw = Raw::connect(gw.addr).await;
+    let mut payload = vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]; // SSLRequest
+    payload.extend(startup_packet(&[("user", "x")]));
+    raw.send(&payload).await;
+    let m = raw.recv().await.expect("an error, not a TLS handshake");
+    assert_eq!(m.error_code().as_deref(), Some("08P01"));
+    assert!(raw.recv().await.is_none());
+    // Without TLS the gateway refuses plaintext logins by default.
+    let mut raw = Raw::connect(gw.addr).await;
+    raw.send(&startup_packet(&[("user", "x"), ("database", "payments")])).await;
+    let m = raw.recv().await.unwrap();
+    assert_eq!(m.error_code().as_deref(), Some("28000"));
+    assert!(m.field(b'M').unwrap().contains("TLS"));
+    // GSSENCRequest is declined with 'N'.
+    let mut raw = Raw::connect(gw.addr).await;
+    raw.send(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30]).await;
+    let mut b = [0u8; 1];
+    use tokio::io::AsyncReadExt;
+    raw.stream.read_exact(&mut b).await.unwrap();
+    assert_eq!(b[0], b'N');
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_request_reaches_the_backend() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let client = pg_connect(&gw.url("agent", &gw.agent_token())).await;
+    let cancel = client.cancel_token();
+    let started = std::time::Instant::now();
+    let sleeper = tokio::spawn(async move { client.simple_query("select pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let result = sleeper.await.unwrap();
+    let err = result.expect_err("cancelled");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_mid_statement_cancels_upstream() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    raw.send(&query("select pg_sleep(60) /* hoop-abandoned */")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(raw);
+    let cluster = cluster();
+    let mut gone = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let n = cluster.psql(
+            "postgres",
+            "select count(*) from pg_stat_activity where query like '%hoop-abandoned%' and pid <> pg_backend_pid()",
+        );
+        if n.trim() == "0" {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "the abandoned statement still runs upstream");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_stream() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let client = pg_connect(&gw.url("agent", &gw.agent_token())).await;
+    let rows = client
+        .query("select g, repeat('x', 100) from generate_series(1, 200000) g", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 200_000);
+    let last: i32 = rows[199_999].get(0);
+    assert_eq!(last, 200_000);
+    // A single message near 8 MB each way.
+    let big = "y".repeat(8 << 20);
+    let row = client.query_one("select $1::text", &[&big]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0).len(), 8 << 20);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_setup_failure_is_an_error_not_a_half_session() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let token = gw.mint("ghost", &["ghosts"], Duration::from_secs(600));
+    let m = Raw::login_error(gw.addr, &token).await;
+    assert_eq!(m.tag, b'E');
+    assert_eq!(m.error_code().as_deref(), Some("22023"), "{m:?}"); // role does not exist
+    assert!(m.field(b'M').unwrap().contains("could not set up the database session"));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_expiry_ends_the_session_with_fatal() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let token = gw.mint("short", &["fraud-agents"], Duration::from_secs(2));
+    let (mut raw, _) = Raw::login(gw.addr, "short", &token).await;
+    raw.send(&query("select 1")).await;
+    raw.until(b'Z').await;
+    let m = tokio::time::timeout(Duration::from_secs(10), raw.recv()).await.unwrap().unwrap();
+    assert_eq!(m.field(b'S').as_deref(), Some("FATAL"));
+    assert_eq!(m.error_code().as_deref(), Some("28000"));
+    assert!(m.field(b'M').unwrap().contains("expired"));
+    assert!(raw.recv().await.is_none());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_the_running_statement_finish() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    raw.send(&query("select pg_sleep(1), 'finished'")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let addr = gw.addr;
+    let stopping = tokio::spawn(gw.stop());
+    let msgs = raw.until(b'Z').await;
+    assert!(msgs.iter().any(|m| m.text().contains("finished")));
+    let m = raw.recv().await.unwrap();
+    assert_eq!(m.error_code().as_deref(), Some("57P01"));
+    stopping.await.unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_are_served() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    raw.send(&query("select 1")).await;
+    raw.until(b'Z').await;
+    let health = http_get(gw.admin, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"), "{health}");
+    let metrics = http_get(gw.admin, "/metrics").await;
+    for needle in [
+        "hoop_logins_total{outcome=\"ok\"} 1",
+        "hoop_client_connections_active 1",
+        "hoop_statements_total 1",
+        "hoop_request_duration_seconds_count 1",
+        "hoop_relayed_bytes_total{direction=\"client_to_server\"}",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
+    }
+    gw.stop().await;
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}

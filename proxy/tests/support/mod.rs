@@ -1,0 +1,470 @@
+//! Test harness: a real Postgres 15 cluster (one per test binary, run as the
+//! `postgres` OS user on a free port, SCRAM on 127.0.0.1) and an in-process
+//! gateway per test, plus a raw protocol client for what libpq cannot send.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use hoop_proxy::auth::dev_issuer::DevIssuer;
+use hoop_proxy::config::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const GATEWAY_PASSWORD: &str = "gw-test-password-3f1";
+pub const SEED_B64: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+pub const DEV_SEED_B64: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+
+pub fn pg_bin() -> PathBuf {
+    PathBuf::from(std::env::var("HOOP_PG15_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()))
+}
+
+fn as_postgres(program: &Path) -> Command {
+    let mut c = Command::new("runuser");
+    c.args(["-u", "postgres", "--"]).arg(program);
+    c
+}
+
+fn run(mut cmd: Command, what: &str) -> String {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Cluster {
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Cluster {
+    /// Runs SQL as the superuser over the Unix socket.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let mut c = as_postgres(&pg_bin().join("psql"));
+        c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.dir)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-d", db, "-c", sql]);
+        run(c, "psql")
+    }
+
+    pub fn direct_url(&self, db: &str) -> String {
+        format!("host=127.0.0.1 port={} user=hoop_gateway password={GATEWAY_PASSWORD} dbname={db}", self.port)
+    }
+}
+
+/// Stops clusters of earlier test runs whose test process is gone.
+fn reap_stale(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let data = e.path().join("data");
+        let mut c = as_postgres(&pg_bin().join("pg_ctl"));
+        c.arg("-D").arg(&data).args(["-m", "immediate", "stop"]);
+        let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = std::fs::remove_dir_all(e.path());
+    }
+}
+
+/// The cluster shared by the tests of one binary.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let root = PathBuf::from("/tmp/hoop-it");
+        std::fs::create_dir_all(&root).unwrap();
+        reap_stale(&root);
+        let exe = std::env::current_exe().unwrap();
+        let stem = exe.file_name().unwrap().to_string_lossy().replace('-', "_");
+        let dir = root.join(format!("{stem}-{}", std::process::id()));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        run({ let mut c = Command::new("chown"); c.arg("-R").arg("postgres:postgres").arg(&dir); c }, "chown");
+        let mut c = as_postgres(&pg_bin().join("initdb"));
+        c.arg("-D").arg(&data).args(["-U", "postgres", "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"]);
+        run(c, "initdb");
+        let port = free_port();
+        let conf = format!(
+            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\nmax_connections = 100\n",
+            dir.display()
+        );
+        let path = data.join("postgresql.conf");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text + &conf).unwrap();
+        std::fs::write(data.join("pg_hba.conf"), "local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n").unwrap();
+        let mut c = as_postgres(&pg_bin().join("pg_ctl"));
+        c.arg("-D").arg(&data).arg("-l").arg(dir.join("log")).args(["-w", "start"]);
+        run(c, "pg_ctl start");
+        let cluster = Cluster { port, dir };
+        cluster.psql(
+            "postgres",
+            &format!(
+                "CREATE ROLE hoop_gateway LOGIN NOINHERIT PASSWORD '{GATEWAY_PASSWORD}';
+                 CREATE ROLE fraud_agent NOLOGIN; CREATE ROLE payments_admin NOLOGIN;
+                 GRANT fraud_agent, payments_admin TO hoop_gateway;"
+            ),
+        );
+        cluster.psql("postgres", "CREATE DATABASE payments");
+        cluster.psql(
+            "payments",
+            "CREATE TABLE public.payments (id bigint primary key, card_number text, cardholder text, amount numeric(12,2), note text, created_at timestamptz);
+             INSERT INTO public.payments SELECT g, '4111111111111111', 'holder ' || g, g * 10.5, NULL, timestamptz '2024-01-01' + g * interval '1 hour' FROM generate_series(1, 50) g;
+             GRANT USAGE, CREATE ON SCHEMA public TO fraud_agent, payments_admin;
+             GRANT SELECT ON public.payments TO fraud_agent, payments_admin;
+             GRANT INSERT, UPDATE, DELETE ON public.payments TO payments_admin;
+             CREATE TABLE public.scratch (id int, t text); GRANT ALL ON public.scratch TO fraud_agent, payments_admin;",
+        );
+        cluster
+    })
+}
+
+/// Knobs a test may turn on the gateway configuration.
+#[derive(Clone)]
+pub struct GatewayOptions {
+    pub extra_listen: String,
+    pub identity: Option<String>,
+    pub tls: bool,
+    pub mappings: String,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            extra_listen: String::new(),
+            identity: None,
+            tls: false,
+            mappings: r#"
+[[role_mapping]]
+group = "payments-admins"
+role = "payments_admin"
+unmask = ["public.payments.card_number"]
+
+[[role_mapping]]
+group = "fraud-agents"
+role = "fraud_agent"
+
+[[role_mapping]]
+group = "ghosts"
+role = "no_such_role"
+"#
+            .into(),
+        }
+    }
+}
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub config: Config,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub dir: PathBuf,
+}
+
+impl TestGateway {
+    pub fn mint(&self, sub: &str, groups: &[&str], ttl: Duration) -> String {
+        let dev = self.config.identity.dev_issuer.as_ref().expect("dev issuer");
+        let issuer = DevIssuer::from_config(dev, &self.config.identity).unwrap();
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        issuer.mint(sub, &groups, ttl, now).unwrap()
+    }
+
+    pub fn agent_token(&self) -> String {
+        self.mint("agent-7", &["fraud-agents"], Duration::from_secs(600))
+    }
+
+    pub fn url(&self, user: &str, password: &str) -> String {
+        format!("host=127.0.0.1 port={} user={user} password={password} dbname=payments", self.addr.port())
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+        }
+    }
+}
+
+fn unique_dir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("hoop-gw-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A self-signed certificate for localhost (openssl CLI).
+pub fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let cert = dir.join("server.crt");
+    let key = dir.join("server.key");
+    run(
+        {
+            let mut c = Command::new("openssl");
+            c.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert);
+            c
+        },
+        "openssl req",
+    );
+    (cert, key)
+}
+
+pub async fn start_gateway(opts: GatewayOptions) -> TestGateway {
+    let cluster = cluster();
+    let dir = unique_dir("cfg");
+    std::fs::write(dir.join("gw.password"), GATEWAY_PASSWORD).unwrap();
+    std::fs::write(dir.join("session.key"), SEED_B64).unwrap();
+    std::fs::write(dir.join("dev.key"), DEV_SEED_B64).unwrap();
+    let tls = if opts.tls {
+        let (c, k) = make_cert(&dir);
+        format!("tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n", c.display(), k.display())
+    } else {
+        "allow_plaintext = \"loopback\"\n".into()
+    };
+    let identity = opts.identity.clone().unwrap_or_else(|| {
+        "[identity]\naudience = \"hoop\"\nleeway = \"0s\"\n[identity.dev_issuer]\nkey_file = \"dev.key\"\n".into()
+    });
+    let text = format!(
+        r#"
+[listen]
+address = "127.0.0.1:0"
+{tls}{extra}
+[upstream]
+host = "127.0.0.1"
+port = {port}
+user = "hoop_gateway"
+password = {{ file = "gw.password" }}
+
+{identity}
+{mappings}
+[session]
+signing_key = {{ file = "session.key" }}
+key_id = "test-1"
+
+[admin]
+address = "127.0.0.1:0"
+"#,
+        extra = opts.extra_listen,
+        port = cluster.port,
+        mappings = opts.mappings,
+    );
+    let path = dir.join("hoop.toml");
+    std::fs::write(&path, &text).unwrap();
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let gateway = hoop_proxy::server::Gateway::bind(config.clone()).await.unwrap();
+    let addr = gateway.local_addr();
+    let admin = gateway.admin_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(gateway.run(async move {
+        let _ = rx.await;
+    }));
+    TestGateway { addr, admin, config, stop: Some(tx), task: Some(task), dir }
+}
+
+// ---------------------------------------------------------------------------
+// A raw protocol client.
+
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: BytesMut,
+}
+
+pub fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+pub fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+pub fn startup_packet(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    body.put_u32(196608);
+    for (k, v) in params {
+        body.put_slice(&cstr(k));
+        body.put_slice(&cstr(v));
+    }
+    body.put_u8(0);
+    let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+pub fn query(sql: &str) -> Vec<u8> {
+    msg(b'Q', &cstr(sql))
+}
+pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = cstr(name);
+    b.extend(cstr(sql));
+    b.extend([0, 0]);
+    msg(b'P', &b)
+}
+pub fn bind(portal: &str, stmt: &str, result_format: Option<i16>) -> Vec<u8> {
+    let mut b = cstr(portal);
+    b.extend(cstr(stmt));
+    b.extend([0, 0, 0, 0]);
+    match result_format {
+        Some(f) => {
+            b.extend([0, 1]);
+            b.extend(f.to_be_bytes());
+        }
+        None => b.extend([0, 0]),
+    }
+    msg(b'B', &b)
+}
+pub fn describe(kind: u8, name: &str) -> Vec<u8> {
+    let mut b = vec![kind];
+    b.extend(cstr(name));
+    msg(b'D', &b)
+}
+pub fn execute(portal: &str, max_rows: i32) -> Vec<u8> {
+    let mut b = cstr(portal);
+    b.extend(max_rows.to_be_bytes());
+    msg(b'E', &b)
+}
+pub fn sync() -> Vec<u8> {
+    msg(b'S', b"")
+}
+pub fn flush() -> Vec<u8> {
+    msg(b'H', b"")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Msg {
+    pub tag: u8,
+    pub body: Vec<u8>,
+}
+
+impl Msg {
+    pub fn error_code(&self) -> Option<String> {
+        if self.tag != b'E' && self.tag != b'N' {
+            return None;
+        }
+        self.field(b'C')
+    }
+    pub fn field(&self, code: u8) -> Option<String> {
+        let mut rest = &self.body[..];
+        while let Some((&c, tail)) = rest.split_first() {
+            if c == 0 {
+                break;
+            }
+            let end = tail.iter().position(|&b| b == 0)?;
+            if c == code {
+                return Some(String::from_utf8_lossy(&tail[..end]).into_owned());
+            }
+            rest = &tail[end + 1..];
+        }
+        None
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Raw { stream, buf: BytesMut::new() }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Next message, or None at EOF. Panics after 20 s (a hang is a failure).
+    pub async fn recv(&mut self) -> Option<Msg> {
+        loop {
+            if self.buf.len() >= 5 {
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+                if self.buf.len() > len {
+                    let frame = self.buf.split_to(len + 1);
+                    return Some(Msg { tag: frame[0], body: frame[5..].to_vec() });
+                }
+            }
+            let n = tokio::time::timeout(Duration::from_secs(20), self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("timed out waiting for the gateway")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Messages up to and including the first with `tag`.
+    pub async fn until(&mut self, tag: u8) -> Vec<Msg> {
+        let mut out = Vec::new();
+        loop {
+            let m = self.recv().await.unwrap_or_else(|| panic!("EOF before {:?}; got {out:?}", tag as char));
+            let done = m.tag == tag;
+            out.push(m);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// Logs in through the gateway; returns the startup messages.
+    pub async fn login(addr: SocketAddr, user: &str, token: &str) -> (Raw, Vec<Msg>) {
+        let mut raw = Raw::connect(addr).await;
+        raw.send(&startup_packet(&[("user", user), ("database", "payments")])).await;
+        let auth = raw.recv().await.expect("auth request");
+        assert_eq!((auth.tag, &auth.body[..]), (b'R', &[0, 0, 0, 3][..]), "{auth:?}");
+        raw.send(&msg(b'p', &cstr(token))).await;
+        let msgs = raw.until(b'Z').await;
+        (raw, msgs)
+    }
+
+    /// Sends a login and returns the first message after the password.
+    pub async fn login_error(addr: SocketAddr, token: &str) -> Msg {
+        let mut raw = Raw::connect(addr).await;
+        raw.send(&startup_packet(&[("user", "agent"), ("database", "payments")])).await;
+        let auth = raw.recv().await.expect("auth request");
+        if auth.tag == b'E' {
+            return auth;
+        }
+        raw.send(&msg(b'p', &cstr(token))).await;
+        let m = raw.recv().await.expect("a reply");
+        assert!(raw.recv().await.is_none(), "connection must close after a refused login");
+        m
+    }
+}
+
+pub fn tags(msgs: &[Msg]) -> String {
+    msgs.iter().map(|m| m.tag as char).collect()
+}
+
+pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
