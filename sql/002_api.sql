@@ -125,7 +125,7 @@ REVOKE ALL ON FUNCTION hoop._hide_statistics(oid, name), hoop._store_mask(oid, i
 -- inherit the policy of the partitioned table they belong to, by column name.
 
 CREATE FUNCTION hoop._load_policies()
-RETURNS TABLE (relid oid, schema_name text, table_name text, attnum int2, column_name text, strategy text)
+RETURNS TABLE (relid oid, schema_name text, table_name text, attnum int2, column_name text, strategy text, root oid)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     WITH rules AS (
@@ -135,7 +135,7 @@ AS $$
         UNION ALL
         SELECT p.relid::oid, NULL, NULL FROM hoop.protected_table_rules p
     )
-    SELECT tree.relid, n.nspname::text, c.relname::text, ca.attnum, r.root_column::text, r.strategy
+    SELECT tree.relid, n.nspname::text, c.relname::text, ca.attnum, r.root_column::text, r.strategy, r.root
       FROM rules r
       JOIN pg_class c ON c.oid = r.root
       JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -15,22 +15,24 @@
 //!    | 14     | 4-6-4         | Diners Club                                 |
 //!    | 15     | 4-6-5         | American Express                            |
 //!    | 16     | 4-4-4-4       | almost everybody                            |
-//!    | 17–19  | 4-4-4-4-N     | long Discover, JCB, UnionPay, Maestro, Visa |
+//!    | 17–19  | 4-4-4-4-1/2/3 | long Discover, JCB, UnionPay, Maestro, Visa |
 //!
-//!    Mixed separators (`4111 1111-1111 1111`), doubled separators and
-//!    other layouts are not card numbers as anyone writes them.
-//!    When a longer run of groups starts with a valid layout the longest
-//!    valid prefix wins, so `5555 5555 5555 4444 12/25` (a PAN followed by
-//!    its expiry month) is still found.
+//!    Mixed separators (`4111 1111-1111 1111`), doubled separators, tabs and
+//!    other layouts are not card numbers as anyone writes them. When more
+//!    space-separated groups follow, the longest layout that is a valid card
+//!    wins, so `5555 5555 5555 4444 12/25` (a PAN and its expiry date) is
+//!    still found; dash-separated groups that go on are an identifier.
 //! 2. **Standing alone.** The number is not part of a longer token: no
 //!    letter, digit or `_` touches it (`GB82WEST1234…`, `0x4111…`,
 //!    `ord_4111…`); it is not glued by a dash to a word or hex group
-//!    (UUIDs, `INV-…-…`); it is not the fraction or integer part of a
-//!    decimal (`0.4111111111111111` is a float); it does not follow `+`
-//!    (E.164 phone numbers); and a grouped number is not the tail of a longer
-//!    group sequence (`DE89 3704 0044 0532 0130 00`, an IBAN, is one
-//!    sequence whose first group touches letters; `GB82 WEST 1234 …` is
-//!    recognised by its country-code-and-check-digits first group).
+//!    (UUIDs, `INV-4111…`, `4111…-01`); it is not the fraction or integer
+//!    part of a decimal (`0.4111111111111111` is a float); it does not follow
+//!    `+` (E.164 phone numbers); it does not follow an IBAN's first group
+//!    (two letters, two check digits) through a chain of 4-character groups
+//!    (`GB82 WEST 1234 …`, `DE89 4111…`); and a grouped number is not the
+//!    tail of a longer sequence of short digit groups (`DE89 3704 0044 0532
+//!    0130 00`, phone and account numbers). A grouped number right after a
+//!    PAN, or after a run of 13 or more digits, is a number of its own.
 //! 3. **Brand.** The issuer prefix and the length fit a real brand (see
 //!    [`brand_of`]). No brand starts with 0, 1, 7, 8 or 9, which is what keeps
 //!    epoch timestamps (`1700000000000`, 13 to 19 digits starting with 1)
@@ -64,8 +66,9 @@ pub struct PanMatch {
 }
 
 /// Shortest PAN we report. ISO/IEC 7812 allows 8 to 19 digits, but 12-digit
-/// Maestro cards are gone from circulation while 12-digit numbers are
-/// everywhere, so 13 is where recall stops costing precision.
+/// Maestro cards are gone from circulation while 12-digit order, account and
+/// phone numbers are everywhere: going lower would buy almost no recall for a
+/// lot of false positives.
 pub(crate) const MIN_PAN_DIGITS: usize = 13;
 
 /// Longest PAN ISO/IEC 7812 allows.
@@ -226,22 +229,53 @@ fn is_word(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'_'
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of every byte of `word` that is an ASCII digit (SWAR: eight
+/// bytes per step, no branch per byte). XOR with `'0'` maps exactly the
+/// digits to 0..=9; adding 0x76 to the low seven bits sets the high bit for
+/// 10..=127 without carrying into the next byte, and OR-ing the original
+/// high bit covers 128..=255.
+#[inline]
+fn digit_bits(word: u64) -> u64 {
+    let shifted = word ^ (u64::from(b'0') * ONES);
+    let non_digit = (((shifted & !HIGH_BITS) + 0x76 * ONES) | shifted) & HIGH_BITS;
+    !non_digit & HIGH_BITS
+}
+
+/// Eight bytes at `offset` in little-endian order, so that the lowest set
+/// bit of a mask belongs to the first byte.
+#[inline]
+fn word_at(input: &[u8], offset: usize) -> Option<u64> {
+    let bytes: [u8; 8] = input.get(offset..offset.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+/// Byte index, within its word, of the lowest byte flagged in `bits`.
+#[inline]
+fn first_flagged_byte(bits: u64) -> usize {
+    (bits.trailing_zeros() / 8) as usize
+}
+
 /// Offset of the first ASCII digit at or after `from`.
 ///
-/// Most text has long stretches without digits, so whole 32-byte blocks are
-/// tested at once: the OR-fold has no early exit, which lets the compiler turn
-/// it into a few SIMD compares per block instead of a branch per byte.
+/// Two regimes: in number-dense text (JSON, CSV) the next digit is usually in
+/// the next eight bytes, found with one SWAR step; in prose, whole 32-byte
+/// blocks are skipped at once, the OR-fold having no early exit so that the
+/// compiler turns it into a few SIMD compares per block.
 #[inline]
 fn next_digit(input: &[u8], from: usize) -> Option<usize> {
     const BLOCK: usize = 32;
-    // In number-dense text (JSON, CSV) the next digit is usually a few bytes
-    // away; look there before paying for block setup.
-    const NEAR: usize = 8;
-    let rest = input.get(from..)?;
-    if let Some(position) = rest.iter().take(NEAR).position(|&b| is_digit(b)) {
-        return Some(from + position);
+    let mut offset = from;
+    if let Some(word) = word_at(input, offset) {
+        let bits = digit_bits(word);
+        if bits != 0 {
+            return Some(offset + first_flagged_byte(bits));
+        }
+        offset += 8;
     }
-    let mut skipped = 0;
+    let rest = input.get(offset..)?;
     for block in rest.chunks_exact(BLOCK) {
         let any_digit = block
             .iter()
@@ -249,19 +283,34 @@ fn next_digit(input: &[u8], from: usize) -> Option<usize> {
         if any_digit {
             break;
         }
-        skipped += BLOCK;
+        offset += BLOCK;
     }
-    let position = rest.get(skipped..)?.iter().position(|&b| is_digit(b))?;
-    Some(from + skipped + position)
+    while let Some(word) = word_at(input, offset) {
+        let bits = digit_bits(word);
+        if bits != 0 {
+            return Some(offset + first_flagged_byte(bits));
+        }
+        offset += 8;
+    }
+    let position = input.get(offset..)?.iter().position(|&b| is_digit(b))?;
+    Some(offset + position)
 }
 
 /// Offset just past the digit run that starts at `start`.
 #[inline]
 fn end_of_digits(input: &[u8], start: usize) -> usize {
+    let mut offset = start;
+    while let Some(word) = word_at(input, offset) {
+        let non_digits = !digit_bits(word) & HIGH_BITS;
+        if non_digits != 0 {
+            return offset + first_flagged_byte(non_digits);
+        }
+        offset += 8;
+    }
     input
-        .get(start..)
+        .get(offset..)
         .and_then(|rest| rest.iter().position(|&b| !is_digit(b)))
-        .map_or(input.len(), |length| start + length)
+        .map_or(input.len(), |length| offset + length)
 }
 
 fn byte_before(input: &[u8], offset: usize, distance: usize) -> Option<u8> {
@@ -462,6 +511,43 @@ mod tests {
             assert_eq!(next_digit(&text, at + 1), None);
         }
         assert_eq!(next_digit(&text, 1000), None);
+    }
+
+    #[test]
+    fn digit_bits_agrees_with_is_digit_for_every_byte_in_every_lane() {
+        for byte in 0..=u8::MAX {
+            for lane in 0..8 {
+                let mut bytes = [b'x'; 8];
+                bytes[lane] = byte;
+                let expected = if is_digit(byte) {
+                    0x80u64 << (8 * lane)
+                } else {
+                    0
+                };
+                assert_eq!(
+                    digit_bits(u64::from_le_bytes(bytes)),
+                    expected,
+                    "{byte} in lane {lane}"
+                );
+                // Neighbours that are digits or high bytes do not disturb it.
+                for filler in [b'0', b'9', 0xff, 0x00] {
+                    let mut bytes = [filler; 8];
+                    bytes[lane] = byte;
+                    let bits = digit_bits(u64::from_le_bytes(bytes));
+                    assert_eq!(bits & (0x80 << (8 * lane)) != 0, is_digit(byte));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn end_of_digits_at_every_length() {
+        for length in 0..40 {
+            let mut text = vec![b'7'; length];
+            assert_eq!(end_of_digits(&text, 0), length);
+            text.extend_from_slice(b"x123");
+            assert_eq!(end_of_digits(&text, 0), length);
+        }
     }
 
     #[test]

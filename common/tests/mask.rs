@@ -208,7 +208,7 @@ fn mask_bytes_leaves_non_utf8_alone() {
 #[test]
 fn masking_never_leaves_a_pan_behind_a_masked_one() {
     // The last four digits of a masked PAN followed by more digit groups
-    // could read as a new card number; the output is rescanned until clean.
+    // could read as a new card number; the output is checked again and cleaned.
     for strategy in Strategy::ALL {
         let masker = masker(strategy);
         for text in [

@@ -202,3 +202,84 @@ fn invalidate_relation(relid: pg_sys::Oid) {
 fn session_claims() -> Option<pgrx::JsonB> {
     crate::session::current_claims_json().map(pgrx::JsonB)
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use crate::testing::*;
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn declarations_are_listed_recorded_and_follow_renames() {
+        masked_table();
+        assert_eq!(
+            one_text("SELECT schema_name || '.' || table_name || '.' || column_name || ':' || strategy FROM hoop.masked_columns").as_deref(),
+            Some("public.cards.card_number:pan_last4")
+        );
+        run("SELECT hoop_mask('cards', 'card_number', 'redact')");
+        assert_eq!(one_text("SELECT strategy FROM hoop.masked_columns").as_deref(), Some("redact"));
+        run("ALTER TABLE cards RENAME COLUMN card_number TO pan");
+        run("ALTER TABLE cards RENAME TO cards2");
+        assert_eq!(
+            one_text("SELECT table_name || '.' || column_name FROM hoop.masked_columns").as_deref(),
+            Some("cards2.pan")
+        );
+        assert_eq!(one_text("SELECT string_agg(action, ',' ORDER BY id) FROM hoop.policy_history").as_deref(), Some("mask,mask"));
+        run("SELECT hoop_unmask('cards2', 'pan')");
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM hoop.masked_columns").unwrap(), Some(0));
+    }
+
+    #[pg_test]
+    fn only_text_columns_and_owners() {
+        masked_table();
+        expect_error("SELECT hoop_mask('cards', 'id', 'pan_last4')", "42804");
+        expect_error("SELECT hoop_mask('cards', 'nope', 'pan_last4')", "22023");
+        expect_error("SELECT hoop_mask('cards', 'note', 'rot13')", "22023");
+        expect_error("ALTER TABLE cards ALTER COLUMN card_number TYPE bytea USING card_number::bytea", "42804");
+        run("CREATE ROLE hoop_test_stranger");
+        run("GRANT SELECT ON cards TO hoop_test_stranger");
+        run("SET ROLE hoop_test_stranger");
+        expect_error("SELECT hoop_unmask('cards', 'card_number')", "42501");
+        expect_error("INSERT INTO hoop.masked_column_rules VALUES ('cards', 3, 'note', 'redact', 'x')", "42501");
+        run("RESET ROLE");
+    }
+
+    #[pg_test]
+    fn drops_remove_policies() {
+        masked_table();
+        run("SELECT hoop_mask('cards', 'note', 'redact')");
+        run("ALTER TABLE cards DROP COLUMN note");
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM hoop.masked_column_rules").unwrap(), Some(1));
+        run("DROP TABLE cards");
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM hoop.masked_column_rules").unwrap(), Some(0));
+    }
+
+    #[pg_test]
+    fn statistics_never_hold_raw_values() {
+        masked_table();
+        run("INSERT INTO cards SELECT g, '4111111111111111', 'x', 'y' FROM generate_series(2, 200) g");
+        run("ANALYZE cards");
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM pg_stats WHERE tablename = 'cards' AND attname = 'card_number'").unwrap(),
+            Some(0)
+        );
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM pg_stats WHERE tablename = 'cards' AND attname = 'holder'").unwrap(),
+            Some(1)
+        );
+    }
+
+    #[pg_test]
+    fn protected_table_needs_a_session_or_an_exemption() {
+        run("CREATE TABLE secrets (id int)");
+        run("SELECT hoop_protect('secrets')");
+        run("CREATE ROLE hoop_test_agent");
+        run("GRANT SELECT ON secrets TO hoop_test_agent");
+        run("SET ROLE hoop_test_agent");
+        let message = expect_error("SELECT * FROM secrets", "42501");
+        assert!(message.contains("public.secrets") && message.contains("gateway"), "{message}");
+        expect_error("CREATE TEMP VIEW sv AS SELECT * FROM secrets; SELECT * FROM sv", "42501");
+        start_session(&[]);
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM secrets").unwrap(), Some(0));
+    }
+}

@@ -18,7 +18,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::AnyElement;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{c_void, CStr};
 
 // ---------------------------------------------------------------------------
@@ -40,7 +40,7 @@ pub(crate) unsafe fn list_ptrs(list: *mut pg_sys::List) -> impl Iterator<Item = 
     (0..list_length(list)).map(move |n| list_nth(list, n))
 }
 
-pub(crate) unsafe fn node_tag(node: *mut pg_sys::Node) -> pg_sys::NodeTag::Type {
+pub(crate) unsafe fn node_tag(node: *mut pg_sys::Node) -> pg_sys::NodeTag {
     (*node).type_
 }
 
@@ -139,6 +139,7 @@ unsafe extern "C-unwind" fn detect_walker(node: *mut pg_sys::Node, context: *mut
                 && policy::lookup((*rte).relid).is_some_and(|p| !p.masked.is_empty())
             {
                 found.masked_relation = true;
+                record_seen((*rte).relid);
             }
             return false;
         }
@@ -150,6 +151,70 @@ unsafe extern "C-unwind" fn detect_walker(node: *mut pg_sys::Node, context: *mut
         _ => {}
     }
     pg_sys::expression_tree_walker(node, Some(detect_walker), context)
+}
+
+// ---------------------------------------------------------------------------
+// Planning guard: relations the rewrite saw while a statement was planned.
+//
+// The planner can bring in a table the rewrite never saw: a set-returning SQL
+// function with a SQL-standard body (BEGIN ATOMIC) is inlined from its stored
+// query tree, without parse analysis. The final plan is checked against what
+// the rewrite saw, and such a plan is refused rather than run unmasked.
+
+thread_local! {
+    static SEEN: RefCell<Vec<HashSet<pg_sys::Oid>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn record_seen(relid: pg_sys::Oid) {
+    SEEN.with(|seen| {
+        if let Some(top) = seen.borrow_mut().last_mut() {
+            top.insert(relid);
+        }
+    });
+}
+
+/// Starts recording for one planner call.
+pub(crate) fn begin_planning() {
+    SEEN.with(|seen| seen.borrow_mut().push(HashSet::new()));
+}
+
+/// Stops recording (also after an error: the stack is reset per statement
+/// by [`reset_planning`]).
+pub(crate) fn end_planning() -> HashSet<pg_sys::Oid> {
+    SEEN.with(|seen| seen.borrow_mut().pop().unwrap_or_default())
+}
+
+/// Forgets every open recording (after an error aborted planning).
+pub(crate) fn reset_planning() {
+    SEEN.with(|seen| seen.borrow_mut().clear());
+}
+
+/// Refuses a finished plan that reads a masked table the rewrite never saw.
+pub(crate) unsafe fn check_plan(planned: *mut pg_sys::PlannedStmt, seen: &HashSet<pg_sys::Oid>) {
+    if planned.is_null() || policy::internal() {
+        return;
+    }
+    for rte in list_ptrs((*planned).rtable) {
+        let rte = rte as *mut pg_sys::RangeTblEntry;
+        if (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION || seen.contains(&(*rte).relid) {
+            continue;
+        }
+        let Some(policy) = policy::lookup((*rte).relid) else {
+            continue;
+        };
+        if policy.masked.is_empty() {
+            continue;
+        }
+        // A partition is covered when the partitioned table it belongs to was seen.
+        if seen.contains(&policy.root) {
+            continue;
+        }
+        HoopError::Blocked {
+            command: format!("a query reading masked table {} through an inlined SQL function", policy.qualified_name()),
+            why: "a set-returning SQL function with a BEGIN ATOMIC body was inlined by the planner, so hoop cannot mask what it reads; write the function body as a string (AS $$ … $$) instead".to_string(),
+        }
+        .report();
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -550,5 +615,110 @@ pub(crate) fn parse_strategy(name: &str) -> Strategy {
             )),
         }
         .report(),
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use crate::testing::*;
+    use pgrx::prelude::*;
+
+    const PAN: &str = "4111111111111111";
+
+    #[pg_test]
+    fn gateway_session_sees_masked_values_everywhere() {
+        masked_table();
+        start_session(&[]);
+        assert_eq!(one_text("SELECT card_number FROM cards").as_deref(), Some("************1111"));
+        // Filtering on the real number infers nothing.
+        assert_eq!(
+            one_text(&format!("SELECT count(*)::text FROM cards WHERE card_number = '{PAN}'")).as_deref(),
+            Some("0")
+        );
+        let json = one_text("SELECT row_to_json(c)::text FROM cards c").unwrap();
+        assert!(!json.contains(PAN) && json.contains("************1111"), "{json}");
+        let whole = one_text("SELECT c::text FROM cards c").unwrap();
+        assert!(!whole.contains(PAN), "{whole}");
+        let derived = one_text(
+            "SELECT reverse(card_number) || substr(card_number, 1, 6) || upper(card_number) FROM (SELECT * FROM cards) s",
+        )
+        .unwrap();
+        assert!(!derived.contains("411111"), "{derived}");
+        let agg = one_text("SELECT string_agg(card_number, ',') FROM cards").unwrap();
+        assert_eq!(agg, "************1111");
+        let cte = one_text("WITH x AS (SELECT card_number AS c FROM cards) SELECT c FROM x").unwrap();
+        assert_eq!(cte, "************1111");
+        let sub = one_text("SELECT (SELECT card_number FROM cards LIMIT 1)").unwrap();
+        assert_eq!(sub, "************1111");
+    }
+
+    #[pg_test]
+    fn views_and_functions_are_masked() {
+        masked_table();
+        run("CREATE VIEW card_view AS SELECT id, card_number FROM cards");
+        run("CREATE FUNCTION card_of(int) RETURNS text LANGUAGE plpgsql SECURITY DEFINER AS $$ DECLARE r text; BEGIN SELECT card_number INTO r FROM cards WHERE id = $1; RETURN r; END $$");
+        run("CREATE FUNCTION cards_sql() RETURNS SETOF text LANGUAGE sql AS $$ SELECT card_number FROM cards $$");
+        start_session(&[]);
+        assert_eq!(one_text("SELECT card_number FROM card_view").as_deref(), Some("************1111"));
+        assert_eq!(one_text("SELECT card_of(1)").as_deref(), Some("************1111"));
+        assert_eq!(one_text("SELECT * FROM cards_sql()").as_deref(), Some("************1111"));
+        // The view's definition stays as written.
+        let definition = one_text("SELECT pg_get_viewdef('card_view'::regclass)").unwrap();
+        assert!(!definition.contains("mask_column"), "{definition}");
+    }
+
+    #[pg_test]
+    fn unmask_claim_shows_raw_and_writes_still_work() {
+        masked_table();
+        start_session(&["public.cards.card_number"]);
+        assert_eq!(one_text("SELECT card_number FROM cards").as_deref(), Some(PAN));
+        run("INSERT INTO cards VALUES (2, '5555555555554444', 'Bob', 'n2')");
+        run("UPDATE cards SET card_number = '378282246310005' WHERE id = 2");
+        run("INSERT INTO cards VALUES (2, '6011111111111117', 'Bob', 'n2') ON CONFLICT (id) DO UPDATE SET card_number = EXCLUDED.card_number");
+        assert_eq!(one_text("SELECT card_number FROM cards WHERE id = 2").as_deref(), Some("6011111111111117"));
+    }
+
+    #[pg_test]
+    fn replacing_the_token_changes_what_a_prepared_plan_shows() {
+        masked_table();
+        run("CREATE FUNCTION first_card() RETURNS text LANGUAGE plpgsql AS $$ BEGIN RETURN (SELECT card_number FROM cards LIMIT 1); END $$");
+        start_session(&["public.cards.card_number"]);
+        assert_eq!(one_text("SELECT first_card()").as_deref(), Some(PAN));
+        assert_eq!(one_text("SELECT first_card()").as_deref(), Some(PAN));
+        // Same backend, same cached plan, new token without the unmask claim.
+        start_session(&[]);
+        assert_eq!(one_text("SELECT first_card()").as_deref(), Some("************1111"));
+    }
+
+    #[pg_test]
+    fn varchar_and_other_strategies() {
+        run("CREATE TABLE v (id int, pan varchar(19), pan2 char(16))");
+        run("INSERT INTO v VALUES (1, '4111111111111111', '5555555555554444')");
+        run("SELECT hoop_mask('v', 'pan', 'pan_bin_last4')");
+        run("SELECT hoop_mask('v', 'pan2', 'redact')");
+        start_session(&[]);
+        assert_eq!(one_text("SELECT pan::text FROM v").as_deref(), Some("411111******1111"));
+        let redacted = one_text("SELECT pan2::text FROM v").unwrap();
+        assert!(!redacted.contains("5555"), "{redacted}");
+        assert_eq!(one_text("SELECT pg_typeof(pan)::text FROM v").as_deref(), Some("character varying"));
+    }
+
+    #[pg_test]
+    fn mask_functions_use_common_code() {
+        assert_eq!(one_text("SELECT hoop.mask_pan('4111 1111 1111 1111')").as_deref(), Some("**** **** **** 1111"));
+        assert_eq!(one_text("SELECT hoop.mask_pan('4111111111111111', 'pan_bin_last4')").as_deref(), Some("411111******1111"));
+        let text = one_text("SELECT hoop.mask_text('card 4111111111111111 paid')").unwrap();
+        assert!(!text.contains(PAN), "{text}");
+        expect_error("SELECT hoop.mask_pan('4111111111111111', 'pan_token')", "55000");
+        expect_error("SELECT hoop.mask_pan('4111111111111111', 'rot13')", "22023");
+    }
+
+    #[pg_test]
+    fn superuser_without_session_sees_raw_unless_enforced() {
+        masked_table();
+        assert_eq!(one_text("SELECT card_number FROM cards").as_deref(), Some(PAN));
+        run("SET hoop.enforce_superuser = on");
+        expect_error("SELECT card_number FROM cards", "42501");
     }
 }

@@ -25,6 +25,8 @@ pub(crate) struct MaskedColumn {
 /// policy was declared on (the root, for a partition).
 #[derive(Debug, Clone)]
 pub(crate) struct RelationPolicy {
+    /// The table the policy was declared on (itself, or a partition's root).
+    pub(crate) root: pg_sys::Oid,
     pub(crate) schema: String,
     pub(crate) table: String,
     pub(crate) masked: Vec<MaskedColumn>,
@@ -71,7 +73,7 @@ pub(crate) fn internal() -> bool {
 /// even when `f` raises an error.
 pub(crate) fn as_internal<R>(f: impl FnOnce() -> R) -> R {
     INTERNAL_DEPTH.with(|depth| depth.set(depth.get() + 1));
-    PgTryBuilder::new(f)
+    PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
         .finally(|| INTERNAL_DEPTH.with(|depth| depth.set(depth.get().saturating_sub(1))))
         .execute()
 }
@@ -161,7 +163,7 @@ fn load_policies() -> HashMap<pg_sys::Oid, Rc<RelationPolicy>> {
         with_snapshot(|| {
             Spi::connect(|client| -> Result<Vec<_>, pgrx::spi::Error> {
                 let table = client.select(
-                    "SELECT relid, schema_name, table_name, attnum, column_name, strategy FROM hoop._load_policies()",
+                    "SELECT relid, schema_name, table_name, attnum, column_name, strategy, root FROM hoop._load_policies()",
                     None,
                     &[],
                 )?;
@@ -174,6 +176,7 @@ fn load_policies() -> HashMap<pg_sys::Oid, Rc<RelationPolicy>> {
                         row.get::<i16>(4)?,
                         row.get::<String>(5)?,
                         row.get::<String>(6)?,
+                        row.get::<pg_sys::Oid>(7)?,
                     ));
                 }
                 Ok(rows)
@@ -187,11 +190,12 @@ fn load_policies() -> HashMap<pg_sys::Oid, Rc<RelationPolicy>> {
             pgrx::error!("hoop: cannot read the masking policies: {e}");
         }
     };
-    for (relid, schema, table, attnum, column, strategy) in rows {
+    for (relid, schema, table, attnum, column, strategy, root) in rows {
         let (Some(relid), Some(schema), Some(table)) = (relid, schema, table) else {
             continue;
         };
         let policy = policies.entry(relid).or_insert_with(|| RelationPolicy {
+            root: root.unwrap_or(relid),
             schema,
             table,
             masked: Vec::new(),
@@ -227,7 +231,7 @@ fn policies() -> Option<Rc<HashMap<pg_sys::Oid, Rc<RelationPolicy>>>> {
         // load in progress will answer.
         return None;
     }
-    let loaded = PgTryBuilder::new(|| Rc::new(load_policies()))
+    let loaded = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| Rc::new(load_policies())))
         .finally(|| LOADING.with(|loading| loading.set(false)))
         .execute();
     POLICIES.with(|cache| *cache.borrow_mut() = Cached::Known(loaded.clone()));

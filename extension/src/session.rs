@@ -301,3 +301,98 @@ pub(crate) fn current_claims_json() -> Option<serde_json::Value> {
         value
     })
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use crate::testing::*;
+    use pgrx::prelude::*;
+
+    fn set(token: &str) -> Option<(String, String)> {
+        sql_error(&format!("SET hoop.session = '{}'", token.replace('\'', "''")))
+    }
+
+    #[pg_test]
+    fn valid_token_is_accepted_and_described() {
+        let role = current_user();
+        assert_eq!(set(&token(&role, &[])), None);
+        assert_eq!(one_text("SELECT (hoop.session_info()).subject").as_deref(), Some("agent-7"));
+        assert_eq!(one_text("SELECT (hoop.session_info()).role").as_deref(), Some(role.as_str()));
+        assert_eq!(one_text("SELECT current_setting('hoop.session')").as_deref(), Some("********"));
+        let shown = Spi::get_one::<i64>("SELECT count(*) FROM pg_settings WHERE name = 'hoop.session'").unwrap();
+        assert_eq!(shown, Some(0));
+    }
+
+    #[pg_test]
+    fn bad_tokens_are_refused() {
+        let role = current_user();
+        let mut expired = claims(&role, &[]);
+        expired.iat = crate::testing::now() - 120;
+        expired.exp = crate::testing::now() - 60;
+        let message = set(&signer().sign(&expired)).expect("expired token accepted");
+        assert_eq!(message.0, "28000");
+        assert!(message.1.contains("expired"), "{}", message.1);
+
+        let mut other_pid = claims(&role, &[]);
+        other_pid.pid += 1;
+        assert_eq!(set(&signer().sign(&other_pid)).map(|e| e.0).as_deref(), Some("28000"));
+
+        assert_eq!(set(&untrusted_signer().sign(&claims(&role, &[]))).map(|e| e.0).as_deref(), Some("28000"));
+        assert_eq!(set("garbage").map(|e| e.0).as_deref(), Some("28000"));
+
+        // Altered claims: swap the payload of one valid token into another's signature.
+        let good = token(&role, &[]);
+        let more = token(&role, &["public.cards.card_number"]);
+        let payload = more.split('.').nth(1).unwrap();
+        let signature = good.split('.').nth(2).unwrap();
+        assert_eq!(set(&format!("hoop1.{payload}.{signature}")).map(|e| e.0).as_deref(), Some("28000"));
+
+        let wrong_role = claims("someone_else", &[]);
+        assert_eq!(set(&signer().sign(&wrong_role)).map(|e| e.0).as_deref(), Some("42501"));
+
+        // Nothing was established by any of these.
+        assert_eq!(one_text("SELECT (hoop.session_info()).subject"), None);
+    }
+
+    #[pg_test]
+    fn established_session_cannot_be_cleared_only_replaced() {
+        let role = current_user();
+        assert_eq!(set(&token(&role, &[])), None);
+        assert_eq!(expect_error("RESET hoop.session", "42501").is_empty(), false);
+        expect_error("SET hoop.session = ''", "42501");
+        expect_error("SET hoop.session TO DEFAULT", "42501");
+        expect_error("SELECT set_config('hoop.session', '', false)", "42501");
+        expect_error("SET hoop.session = 'garbage'", "28000");
+        let mut replacement = claims(&role, &[]);
+        replacement.sid = "fedcba9876543210fedcba9876543210".into();
+        assert_eq!(set(&signer().sign(&replacement)), None);
+        assert_eq!(
+            one_text("SELECT (hoop.session_info()).session_id").as_deref(),
+            Some("fedcba9876543210fedcba9876543210")
+        );
+    }
+
+    #[pg_test]
+    fn gateway_session_blocks_tampering() {
+        run("CREATE ROLE hoop_test_other");
+        start_session(&[]);
+        expect_error("SET ROLE hoop_test_other", "42501");
+        expect_error("RESET ROLE", "42501");
+        expect_error("SET SESSION AUTHORIZATION hoop_test_other", "42501");
+        expect_error("SELECT set_config('role', 'hoop_test_other', false)", "42501");
+        expect_error("SELECT set_config(lower('ROLE'), 'hoop_test_other', false)", "42501");
+        expect_error("SET hoop.enforce_superuser = off", "42501");
+        expect_error("ALTER SYSTEM SET work_mem = '1MB'", "42501");
+        expect_error("CREATE EXTENSION IF NOT EXISTS plpgsql", "42501");
+        expect_error("CREATE ROLE hoop_test_new", "42501");
+        expect_error("ALTER ROLE hoop_test_other SUPERUSER", "42501");
+        expect_error("DROP ROLE hoop_test_other", "42501");
+        expect_error("COPY (SELECT 1) TO PROGRAM 'true'", "42501");
+        expect_error("COPY (SELECT 1) TO '/tmp/hoop-test-out'", "42501");
+        expect_error("LOAD 'hoop'", "42501");
+        expect_error("CREATE FUNCTION f_setrole() RETURNS int LANGUAGE sql SET role = 'hoop_test_other' AS 'SELECT 1'", "42501");
+        // Ordinary settings and work go on.
+        run("SET work_mem = '8MB'");
+        assert_eq!(one_text("SELECT set_config('application_name', 'x', false)").as_deref(), Some("x"));
+    }
+}

@@ -154,8 +154,12 @@ async fn copy_in_and_out_and_multi_statement_queries() {
     batch.extend(sync());
     raw.send(&batch).await;
     assert_eq!(tags(&raw.until(b'G').await), "12G");
-    raw.send(&msg(b'f', &cstr("client changed its mind"))).await;
+    // The Sync sent during copy-in was ignored by the server; CopyFail needs its own.
+    let mut fail = msg(b'f', &cstr("client changed its mind"));
+    fail.extend(sync());
+    raw.send(&fail).await;
     let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "EZ");
     assert_eq!(msgs[0].error_code().as_deref(), Some("57014"));
     gw.stop().await;
 }

@@ -21,9 +21,20 @@ unsafe extern "C-unwind" fn planner(
     cursor_options: i32,
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
-    masking::rewrite(parse);
-    match PREVIOUS {
-        Some(previous) => previous(parse, query_string, cursor_options, bound_params),
-        None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
-    }
+    masking::begin_planning();
+    let planned = PgTryBuilder::new(|| {
+        masking::rewrite(parse);
+        match PREVIOUS {
+            Some(previous) => previous(parse, query_string, cursor_options, bound_params),
+            None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+        }
+    })
+    .catch_others(|error| {
+        masking::reset_planning();
+        error.rethrow()
+    })
+    .execute();
+    let seen = masking::end_planning();
+    masking::check_plan(planned, &seen);
+    planned
 }

@@ -80,7 +80,7 @@ unsafe extern "C-unwind" fn process_utility(
     };
     if is_view {
         DEFINING_VIEW.with(|depth| depth.set(depth.get() + 1));
-        PgTryBuilder::new(run)
+        PgTryBuilder::new(std::panic::AssertUnwindSafe(run))
             .finally(|| DEFINING_VIEW.with(|depth| depth.set(depth.get().saturating_sub(1))))
             .execute();
     } else {
@@ -268,7 +268,7 @@ unsafe fn enforce_protected_tables(stmt: *mut pg_sys::Node) {
     }
 }
 
-unsafe fn make_node<T>(tag: pg_sys::NodeTag::Type) -> *mut T {
+unsafe fn make_node<T>(tag: pg_sys::NodeTag) -> *mut T {
     let node = pg_sys::palloc0(std::mem::size_of::<T>()) as *mut pg_sys::Node;
     (*node).type_ = tag;
     node as *mut T
@@ -307,7 +307,7 @@ unsafe fn rewrite_copy_to(pstmt: *mut pg_sys::PlannedStmt) -> Option<*mut pg_sys
             targets = pg_sys::lappend(targets, column_ref(name).cast());
         }
     } else {
-        let relation = PgRelation::with_lock(relid, pg_sys::AccessShareLock as _);
+        let relation = pgrx::PgRelation::with_lock(relid, pg_sys::AccessShareLock as _);
         for attribute in relation.tuple_desc().iter() {
             if attribute.is_dropped() {
                 continue;

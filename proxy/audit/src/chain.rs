@@ -64,7 +64,8 @@ impl Serialize for ChainHash {
 impl<'de> Deserialize<'de> for ChainHash {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        ChainHash::from_hex(&text).ok_or_else(|| serde::de::Error::custom("not a SHA-256 hex value"))
+        ChainHash::from_hex(&text)
+            .ok_or_else(|| serde::de::Error::custom("not a SHA-256 hex value"))
     }
 }
 

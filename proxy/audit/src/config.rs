@@ -124,11 +124,13 @@ impl AuditConfig {
     /// The Postgres connection settings with the password resolved from
     /// `password_file` or `password_env`.
     pub(crate) fn postgres_config(&self) -> Result<tokio_postgres::Config> {
-        let url = self.url.as_deref().ok_or_else(|| {
-            AuditError::Config("store = \"postgres\" needs `url`".into())
+        let url = self
+            .url
+            .as_deref()
+            .ok_or_else(|| AuditError::Config("store = \"postgres\" needs `url`".into()))?;
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|_| {
+            AuditError::Config("audit `url` is not a valid connection string".into())
         })?;
-        let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|_| AuditError::Config("audit `url` is not a valid connection string".into()))?;
         if config.get_password().is_some() {
             return Err(AuditError::Config(
                 "audit `url` must not contain a password; use password_file or password_env".into(),

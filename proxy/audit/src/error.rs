@@ -19,7 +19,9 @@ pub enum AuditError {
 
     /// Another writer appended to this instance's chain (same instance id in
     /// two processes). The writer reloads the chain head and retries once.
-    #[error("audit chain conflict for instance {instance:?}: another writer uses this instance id")]
+    #[error(
+        "audit chain conflict for instance {instance:?}: another writer uses this instance id"
+    )]
     Conflict { instance: String },
 
     /// A stored record or file could not be decoded.

@@ -102,14 +102,19 @@ impl ExportLine {
             prev_hash: entry.prev_hash,
             hash: entry.hash,
         };
-        if let (Some(session), Ok(Record::SessionStart(start))) = (&entry.session_id, entry.record()) {
+        if let (Some(session), Ok(Record::SessionStart(start))) =
+            (&entry.session_id, entry.record())
+        {
             index.sessions.insert(
                 (entry.instance.clone(), session.clone()),
                 (start.identity.subject.clone(), start.client_addr.clone()),
             );
         }
         if let Some(session) = &entry.session_id {
-            if let Some((user, origin)) = index.sessions.get(&(entry.instance.clone(), session.clone())) {
+            if let Some((user, origin)) = index
+                .sessions
+                .get(&(entry.instance.clone(), session.clone()))
+            {
                 line.user = Some(user.clone());
                 line.origin = Some(origin.clone());
             }
@@ -146,7 +151,13 @@ impl ExportLine {
 
 fn describe_event(event: &Event, instance: &str, line: &mut ExportLine) {
     match event {
-        Event::LoginFailed { client_addr, subject, user_name, database, .. } => {
+        Event::LoginFailed {
+            client_addr,
+            subject,
+            user_name,
+            database,
+            ..
+        } => {
             line.user = subject.clone().or_else(|| user_name.clone());
             line.origin = Some(client_addr.clone());
             line.success = Some(false);
@@ -156,7 +167,12 @@ fn describe_event(event: &Event, instance: &str, line: &mut ExportLine) {
         Event::ReviewCreated { review_id, .. }
         | Event::ReviewExpired { review_id }
         | Event::ReviewWithdrawn { review_id, .. } => line.resource = vec![review_id.clone()],
-        Event::ReviewDecided { review_id, reviewer, outcome, .. } => {
+        Event::ReviewDecided {
+            review_id,
+            reviewer,
+            outcome,
+            ..
+        } => {
             line.user = Some(reviewer.clone());
             line.resource = vec![review_id.clone()];
             line.success = Some(*outcome != crate::record::ReviewOutcome::Denied);
@@ -199,13 +215,17 @@ pub(crate) fn write_export(
     }
 
     let records_path = dir.join(RECORDS_FILE);
-    let mut records = BufWriter::new(fs::File::create(&records_path).map_err(|e| AuditError::io(&records_path, e))?);
+    let mut records = BufWriter::new(
+        fs::File::create(&records_path).map_err(|e| AuditError::io(&records_path, e))?,
+    );
     let mut index = SessionIndex::default();
     for entry in entries {
         let line = ExportLine::from_entry(entry, &mut index);
         write_json_line(&mut records, &line).map_err(|e| AuditError::io(&records_path, e))?;
     }
-    records.flush().map_err(|e| AuditError::io(&records_path, e))?;
+    records
+        .flush()
+        .map_err(|e| AuditError::io(&records_path, e))?;
 
     let included: Vec<&Checkpoint> = checkpoints
         .iter()
@@ -219,15 +239,20 @@ pub(crate) fn write_export(
         })
         .collect();
     let checkpoints_path = dir.join(CHECKPOINTS_FILE);
-    let mut out = BufWriter::new(fs::File::create(&checkpoints_path).map_err(|e| AuditError::io(&checkpoints_path, e))?);
+    let mut out = BufWriter::new(
+        fs::File::create(&checkpoints_path).map_err(|e| AuditError::io(&checkpoints_path, e))?,
+    );
     for checkpoint in &included {
         write_json_line(&mut out, checkpoint).map_err(|e| AuditError::io(&checkpoints_path, e))?;
     }
-    out.flush().map_err(|e| AuditError::io(&checkpoints_path, e))?;
+    out.flush()
+        .map_err(|e| AuditError::io(&checkpoints_path, e))?;
 
     write_file(&dir.join(KEYS_FILE), &keys.to_text())?;
-    let windows: BTreeMap<String, WindowStart> =
-        chains.into_iter().map(|(instance, (start, _))| (instance, start)).collect();
+    let windows: BTreeMap<String, WindowStart> = chains
+        .into_iter()
+        .map(|(instance, (start, _))| (instance, start))
+        .collect();
     let manifest = Manifest {
         format: FORMAT.to_owned(),
         created_at: Timestamp::now(),
@@ -257,31 +282,48 @@ pub(crate) struct LoadedExport {
 
 pub(crate) fn read_export(dir: &Path) -> Result<LoadedExport> {
     let manifest_path = dir.join(MANIFEST_FILE);
-    let manifest_text = fs::read_to_string(&manifest_path).map_err(|e| AuditError::io(&manifest_path, e))?;
+    let manifest_text =
+        fs::read_to_string(&manifest_path).map_err(|e| AuditError::io(&manifest_path, e))?;
     let manifest: Manifest = serde_json::from_str(&manifest_text)
         .map_err(|e| AuditError::Malformed(format!("{}: {e}", manifest_path.display())))?;
     if manifest.format != FORMAT {
-        return Err(AuditError::Malformed(format!("unknown export format {:?}", manifest.format)));
+        return Err(AuditError::Malformed(format!(
+            "unknown export format {:?}",
+            manifest.format
+        )));
     }
 
     let records_path = dir.join(RECORDS_FILE);
-    let records_text = fs::read_to_string(&records_path).map_err(|e| AuditError::io(&records_path, e))?;
+    let records_text =
+        fs::read_to_string(&records_path).map_err(|e| AuditError::io(&records_path, e))?;
     let mut entries = Vec::new();
     let mut inconsistent = Vec::new();
     let mut index = SessionIndex::default();
-    for (number, text) in records_text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (number, text) in records_text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let line: ExportLine = serde_json::from_str(text).map_err(|e| {
-            AuditError::Malformed(format!("{} line {}: {e}", records_path.display(), number + 1))
+            AuditError::Malformed(format!(
+                "{} line {}: {e}",
+                records_path.display(),
+                number + 1
+            ))
         })?;
         let entry = line.entry();
         if ExportLine::from_entry(&entry, &mut index) != line {
-            inconsistent.push(Problem::Altered { instance: line.instance.clone(), seq: line.seq });
+            inconsistent.push(Problem::Altered {
+                instance: line.instance.clone(),
+                seq: line.seq,
+            });
         }
         entries.push(entry);
     }
 
     let checkpoints_path = dir.join(CHECKPOINTS_FILE);
-    let checkpoints_text = fs::read_to_string(&checkpoints_path).map_err(|e| AuditError::io(&checkpoints_path, e))?;
+    let checkpoints_text =
+        fs::read_to_string(&checkpoints_path).map_err(|e| AuditError::io(&checkpoints_path, e))?;
     let checkpoints = checkpoints_text
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -317,7 +359,11 @@ pub(crate) fn verify_loaded_export(loaded: &LoadedExport, keys: &CheckpointKeys)
     let mut report = verify_chains(&loaded.entries, &loaded.checkpoints, keys, &loaded.windows);
     // A convenience field edited without its payload: name the first per chain.
     for problem in &loaded.inconsistent {
-        if !report.problems.iter().any(|p| p.instance() == problem.instance()) {
+        if !report
+            .problems
+            .iter()
+            .any(|p| p.instance() == problem.instance())
+        {
             report.problems.push(problem.clone());
         }
     }

@@ -36,22 +36,78 @@ pub(crate) fn canonical_payload(masker: &Masker, record: &Record) -> Result<Stri
     Ok(payload)
 }
 
-/// Masks one free-text field (entry columns outside the payload).
+/// Masks one free-text field: the shared detector first, then the
+/// stricter pass below.
 pub(crate) fn mask_field(masker: &Masker, text: &str) -> String {
-    masker.mask_text(text).into_owned()
+    mask_glued_pans(&masker.mask_text(text))
+}
+
+/// The shared detector leaves digits glued to words alone
+/// (`agent-4111111111111111`, `x5555555555554444`) to spare identifiers in
+/// live results. The audit log is stricter: any run of 13 to 19 digits
+/// (single spaces or dashes between them allowed) that is a valid card
+/// number by brand and Luhn check keeps only its last four digits.
+fn mask_glued_pans(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = bytes.to_vec();
+    let mut index = 0;
+    while index < bytes.len() {
+        if !bytes[index].is_ascii_digit() {
+            index += 1;
+            continue;
+        }
+        // A maximal run: digits, with single separators between digits.
+        let start = index;
+        let mut end = index;
+        let mut digits = Vec::new();
+        while end < bytes.len() {
+            let byte = bytes[end];
+            if byte.is_ascii_digit() {
+                digits.push(byte);
+                end += 1;
+            } else if (byte == b' ' || byte == b'-')
+                && bytes.get(end + 1).is_some_and(u8::is_ascii_digit)
+                && end > start
+            {
+                end += 1;
+            } else {
+                break;
+            }
+        }
+        if (13..=19).contains(&digits.len())
+            && pan::brand_of(&digits).is_some()
+            && pan::luhn_valid(&digits)
+        {
+            let mut to_mask = digits.len() - 4;
+            for byte in &mut out[start..end] {
+                if to_mask == 0 {
+                    break;
+                }
+                if byte.is_ascii_digit() {
+                    *byte = b'*';
+                    to_mask -= 1;
+                }
+            }
+        }
+        index = end;
+    }
+    // Only ASCII digits were replaced by ASCII, so this stays UTF-8.
+    String::from_utf8(out).unwrap_or_else(|_| text.to_owned())
 }
 
 fn mask_value(masker: &Masker, value: &mut Value) {
     match value {
         Value::String(text) => {
-            if let std::borrow::Cow::Owned(masked) = masker.mask_text(text) {
+            let masked = mask_field(masker, text);
+            if masked != *text {
                 *text = masked;
             }
         }
         Value::Number(number) => {
             let digits = number.to_string();
-            if pan::contains_pan(digits.as_bytes()) {
-                *value = Value::String(masker.mask_text(&digits).into_owned());
+            let masked = mask_field(masker, &digits);
+            if masked != digits {
+                *value = Value::String(masked);
             }
         }
         Value::Array(items) => items.iter_mut().for_each(|item| mask_value(masker, item)),
@@ -82,6 +138,24 @@ mod tests {
         let payload = canonical_payload(&masker, &record).expect("payload");
         assert!(!pan::contains_pan(payload.as_bytes()), "{payload}");
         assert!(payload.contains("1111"), "last four kept: {payload}");
-        assert!(payload.starts_with("{\"application_name\""), "keys sorted: {payload}");
+        assert!(
+            payload.starts_with("{\"application_name\""),
+            "keys sorted: {payload}"
+        );
+    }
+
+    #[test]
+    fn masks_card_numbers_glued_to_words_too() {
+        let masker = store_masker().expect("masker");
+        assert_eq!(
+            mask_field(
+                &masker,
+                "agent-4111111111111111 x5555-5555-5555-4444 id=378282246310005"
+            ),
+            "agent-************1111 x****-****-****-4444 id=***********0005"
+        );
+        // Dates, UUIDs and short numbers are left alone.
+        let plain = "2024-05-01T12:00:00Z 550e8400-e29b-41d4-a716-446655440000 12345";
+        assert_eq!(mask_field(&masker, plain), plain);
     }
 }

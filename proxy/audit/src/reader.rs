@@ -65,7 +65,9 @@ impl AuditReader {
         };
         let (entries, _) = self.load(query, false).await?;
         if entries.is_empty() {
-            return Err(AuditError::NotFound(format!("no records for session {session_id:?}")));
+            return Err(AuditError::NotFound(format!(
+                "no records for session {session_id:?}"
+            )));
         }
         Ok(replay::render(session_id, &entries))
     }
@@ -76,11 +78,21 @@ impl AuditReader {
             return export::verify_export_with_keys(dir, keys);
         }
         let (entries, checkpoints) = self.load(EntryQuery::default(), true).await?;
-        Ok(verify_chains(&entries, &checkpoints, keys, &BTreeMap::new()))
+        Ok(verify_chains(
+            &entries,
+            &checkpoints,
+            keys,
+            &BTreeMap::new(),
+        ))
     }
 
     /// Writes an evidence export of the records in `filter`'s window.
-    pub async fn export(&self, dir: &Path, filter: &ExportFilter, keys: &CheckpointKeys) -> Result<ExportSummary> {
+    pub async fn export(
+        &self,
+        dir: &Path,
+        filter: &ExportFilter,
+        keys: &CheckpointKeys,
+    ) -> Result<ExportSummary> {
         let query = EntryQuery {
             since: filter.since,
             until: filter.until,
@@ -90,7 +102,11 @@ impl AuditReader {
         export::write_export(dir, &entries, &checkpoints, keys, filter)
     }
 
-    async fn load(&self, query: EntryQuery, with_checkpoints: bool) -> Result<(Vec<Entry>, Vec<Checkpoint>)> {
+    async fn load(
+        &self,
+        query: EntryQuery,
+        with_checkpoints: bool,
+    ) -> Result<(Vec<Entry>, Vec<Checkpoint>)> {
         match &self.source {
             Source::Export(dir) => {
                 let loaded = export::read_export(dir)?;

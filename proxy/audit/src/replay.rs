@@ -19,7 +19,11 @@ pub(crate) fn render(session_id: &str, entries: &[Entry]) -> String {
         let record = match entry.record() {
             Ok(record) => record,
             Err(error) => {
-                let _ = writeln!(out, "\n[{} #{}] unreadable {} entry: {error}", entry.instance, entry.seq, entry.kind);
+                let _ = writeln!(
+                    out,
+                    "\n[{} #{}] unreadable {} entry: {error}",
+                    entry.instance, entry.seq, entry.kind
+                );
                 continue;
             }
         };
@@ -34,7 +38,11 @@ fn render_record(out: &mut String, entry: &Entry, record: Record) -> std::fmt::R
         Record::SessionStart(start) => {
             let identity = &start.identity;
             writeln!(out, "  gateway    {}", entry.instance)?;
-            writeln!(out, "  subject    {} (issuer {})", identity.subject, identity.issuer)?;
+            writeln!(
+                out,
+                "  subject    {} (issuer {})",
+                identity.subject, identity.issuer
+            )?;
             if let Some(client_id) = &identity.client_id {
                 writeln!(out, "  client id  {client_id}")?;
             }
@@ -45,7 +53,11 @@ fn render_record(out: &mut String, entry: &Entry, record: Record) -> std::fmt::R
                 start.client_addr,
                 start.application_name.as_deref().unwrap_or("-")
             )?;
-            writeln!(out, "  role       {} on database {}", start.role, start.database)?;
+            writeln!(
+                out,
+                "  role       {} on database {}",
+                start.role, start.database
+            )?;
             writeln!(out, "  started    {}  {at}", start.started_at)?;
         }
         Record::SessionEnd(end) => {
@@ -53,8 +65,12 @@ fn render_record(out: &mut String, entry: &Entry, record: Record) -> std::fmt::R
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            writeln!(out, "\nended {} ({reason}{})  {at}", end.ended_at,
-                end.detail.map(|d| format!(": {d}")).unwrap_or_default())?;
+            writeln!(
+                out,
+                "\nended {} ({reason}{})  {at}",
+                end.ended_at,
+                end.detail.map(|d| format!(": {d}")).unwrap_or_default()
+            )?;
         }
         Record::Statement(statement) => {
             writeln!(
@@ -69,23 +85,40 @@ fn render_record(out: &mut String, entry: &Entry, record: Record) -> std::fmt::R
                     format!(" [{}]", statement.tables.join(", "))
                 }
             )?;
-            writeln!(out, "    sql       {}", statement.sql.replace('\n', "\n              "))?;
+            writeln!(
+                out,
+                "    sql       {}",
+                statement.sql.replace('\n', "\n              ")
+            )?;
             for (index, param) in statement.params.iter().enumerate() {
                 writeln!(
                     out,
                     "    ${:<8} {}",
                     index + 1,
-                    param.as_deref().map(|p| format!("'{p}'")).unwrap_or_else(|| "NULL".into())
+                    param
+                        .as_deref()
+                        .map(|p| format!("'{p}'"))
+                        .unwrap_or_else(|| "NULL".into())
                 )?;
             }
-            writeln!(out, "    decision  {}", describe_decision(&statement.decision))?;
+            writeln!(
+                out,
+                "    decision  {}",
+                describe_decision(&statement.decision)
+            )?;
         }
         Record::StatementEnd(end) => {
-            writeln!(out, "    outcome   {}  (#{} completed)  {at}", describe_outcome(&end.outcome), end.sequence)?;
+            writeln!(
+                out,
+                "    outcome   {}  (#{} completed)  {at}",
+                describe_outcome(&end.outcome),
+                end.sequence
+            )?;
             if !end.outcome.result_rows.is_empty() {
                 writeln!(out, "    rows      {}", end.outcome.columns.join(" | "))?;
                 for row in &end.outcome.result_rows {
-                    let cells: Vec<&str> = row.iter().map(|c| c.as_deref().unwrap_or("NULL")).collect();
+                    let cells: Vec<&str> =
+                        row.iter().map(|c| c.as_deref().unwrap_or("NULL")).collect();
                     writeln!(out, "              {}", cells.join(" | "))?;
                 }
             }
@@ -128,18 +161,32 @@ fn describe_outcome(outcome: &StatementOutcome) -> String {
         (None, tag) => format!(
             "{}{}, {duration}",
             tag.as_deref().unwrap_or("OK"),
-            outcome.rows.map(|r| format!(", {r} rows")).unwrap_or_default()
+            outcome
+                .rows
+                .map(|r| format!(", {r} rows"))
+                .unwrap_or_default()
         ),
     }
 }
 
 fn describe_event(event: &Event) -> String {
     match event {
-        Event::ReviewCreated { review_id, rule, sequence, .. } => {
+        Event::ReviewCreated {
+            review_id,
+            rule,
+            sequence,
+            ..
+        } => {
             format!("review {review_id} created for #{sequence} (rule {rule})")
         }
         Event::GrantUsed { grant, detail, .. } => {
-            format!("grant used: {grant}{}", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())
+            format!(
+                "grant used: {grant}{}",
+                detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            )
         }
         other => serde_json::to_string(other).unwrap_or_else(|_| other.kind().to_owned()),
     }

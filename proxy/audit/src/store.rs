@@ -57,7 +57,9 @@ impl AuditStore {
         config.validate()?;
         let masker = store_masker()?;
         if mask_field(&masker, &config.instance_id) != config.instance_id {
-            return Err(AuditError::Config("instance_id must not look like a card number".into()));
+            return Err(AuditError::Config(
+                "instance_id must not look like a card number".into(),
+            ));
         }
         let (requests, receiver) = mpsc::channel(QUEUE_DEPTH);
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -97,11 +99,15 @@ impl AuditStore {
     }
 
     pub async fn begin_session(&self, session: &SessionStart) -> Result<()> {
-        self.append(&Record::SessionStart(session.clone())).await.map(drop)
+        self.append(&Record::SessionStart(session.clone()))
+            .await
+            .map(drop)
     }
 
     pub async fn end_session(&self, end: &SessionEnd) -> Result<()> {
-        self.append(&Record::SessionEnd(end.clone())).await.map(drop)
+        self.append(&Record::SessionEnd(end.clone()))
+            .await
+            .map(drop)
     }
 
     /// Records a statement before it is forwarded. When this fails the
@@ -191,10 +197,14 @@ impl AuditStore {
                 .map(|id| mask_field(&self.inner.masker, id)),
             payload,
         };
-        self.control(|reply| Request::Append { pending, reply }).await
+        self.control(|reply| Request::Append { pending, reply })
+            .await
     }
 
-    async fn control<T>(&self, request: impl FnOnce(oneshot::Sender<Result<T>>) -> Request) -> Result<T> {
+    async fn control<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T>>) -> Request,
+    ) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .requests

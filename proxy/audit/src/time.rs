@@ -48,14 +48,20 @@ impl From<SystemTime> for Timestamp {
     fn from(time: SystemTime) -> Timestamp {
         match time.duration_since(UNIX_EPOCH) {
             Ok(after) => Timestamp(i64::try_from(after.as_micros()).unwrap_or(i64::MAX)),
-            Err(before) => Timestamp(-i64::try_from(before.duration().as_micros()).unwrap_or(i64::MAX)),
+            Err(before) => {
+                Timestamp(-i64::try_from(before.duration().as_micros()).unwrap_or(i64::MAX))
+            }
         }
     }
 }
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_rfc3339_micros(self.to_system_time()))
+        write!(
+            f,
+            "{}",
+            humantime::format_rfc3339_micros(self.to_system_time())
+        )
     }
 }
 

@@ -203,7 +203,11 @@ impl fmt::Display for VerifyReport {
                 write!(f, ", export window starts at #{start}")?;
             }
             if chain.unsealed_entries > 0 {
-                write!(f, ", {} entries after the last checkpoint", chain.unsealed_entries)?;
+                write!(
+                    f,
+                    ", {} entries after the last checkpoint",
+                    chain.unsealed_entries
+                )?;
             }
             if !chain.incomplete_statements.is_empty() {
                 write!(
@@ -257,9 +261,7 @@ pub fn verify_chains(
     let mut report = VerifyReport::default();
     for (instance, mut chain) in by_instance {
         chain.sort_by_key(|entry| entry.seq);
-        let instance_checkpoints = checkpoints_by_instance
-            .remove(instance)
-            .unwrap_or_default();
+        let instance_checkpoints = checkpoints_by_instance.remove(instance).unwrap_or_default();
         let (chain_report, problems) = verify_chain(
             instance,
             &chain,
@@ -318,7 +320,10 @@ fn verify_chain(
     let mut by_length: BTreeMap<u64, Vec<&Checkpoint>> = BTreeMap::new();
     for checkpoint in &trusted {
         if checkpoint.length > covered_by_start {
-            by_length.entry(checkpoint.length).or_default().push(checkpoint);
+            by_length
+                .entry(checkpoint.length)
+                .or_default()
+                .push(checkpoint);
         }
     }
     let hash_positions: HashMap<ChainHash, u64> =
@@ -331,7 +336,9 @@ fn verify_chain(
     let mut chain_problem = None;
 
     for (index, entry) in chain.iter().enumerate() {
-        if let Some(problem) = check_link(instance, &chain, index, expected_seq, head, &hash_positions) {
+        if let Some(problem) =
+            check_link(instance, &chain, index, expected_seq, head, &hash_positions)
+        {
             chain_problem = Some(problem);
             break;
         }
@@ -519,7 +526,9 @@ mod tests {
                     Timestamp::from_unix_micros(seq as i64),
                     "audit_read",
                     None,
-                    format!(r#"{{"action":"n{seq}","detail":null,"event":"audit_read","reader":"r"}}"#),
+                    format!(
+                        r#"{{"action":"n{seq}","detail":null,"event":"audit_read","reader":"r"}}"#
+                    ),
                     head,
                 );
                 head = entry.hash;
@@ -530,11 +539,26 @@ mod tests {
 
     fn checkpoint(signer: &CheckpointSigner, entries: &[Entry], length: u64) -> Checkpoint {
         let head = entries[length as usize - 1].hash;
-        signer.sign("gw", CheckpointKind::Periodic, length, head, Timestamp::from_unix_micros(0))
+        signer.sign(
+            "gw",
+            CheckpointKind::Periodic,
+            length,
+            head,
+            Timestamp::from_unix_micros(0),
+        )
     }
 
-    fn verify(entries: &[Entry], checkpoints: &[Checkpoint], signer: &CheckpointSigner) -> VerifyReport {
-        verify_chains(entries, checkpoints, &signer.public_keys(), &BTreeMap::new())
+    fn verify(
+        entries: &[Entry],
+        checkpoints: &[Checkpoint],
+        signer: &CheckpointSigner,
+    ) -> VerifyReport {
+        verify_chains(
+            entries,
+            checkpoints,
+            &signer.public_keys(),
+            &BTreeMap::new(),
+        )
     }
 
     #[test]
@@ -548,13 +572,20 @@ mod tests {
         // who knows the algorithm (but not the key) would.
         entries[2].payload = entries[2].payload.replace("n3", "xx");
         for i in 2..entries.len() {
-            entries[i].prev_hash = if i == 0 { ChainHash::GENESIS } else { entries[i - 1].hash };
+            entries[i].prev_hash = if i == 0 {
+                ChainHash::GENESIS
+            } else {
+                entries[i - 1].hash
+            };
             entries[i].hash = entries[i].compute_hash();
         }
         let report = verify(&entries, &checkpoints, &signer);
         assert_eq!(
             report.first_problem(),
-            Some(&Problem::CheckpointMismatch { instance: "gw".into(), length: 6 })
+            Some(&Problem::CheckpointMismatch {
+                instance: "gw".into(),
+                length: 6
+            })
         );
     }
 
@@ -563,7 +594,11 @@ mod tests {
         let signer = CheckpointSigner::from_seed("k", &[1; 32]);
         let mut entries = chain(5);
         let forged = Entry::seal(
-            "gw", 3, Timestamp::from_unix_micros(3), "audit_read", None,
+            "gw",
+            3,
+            Timestamp::from_unix_micros(3),
+            "audit_read",
+            None,
             r#"{"action":"forged","detail":null,"event":"audit_read","reader":"r"}"#.into(),
             entries[1].hash,
         );
@@ -574,7 +609,10 @@ mod tests {
         let report = verify(&entries, &[], &signer);
         assert_eq!(
             report.first_problem(),
-            Some(&Problem::Inserted { instance: "gw".into(), seq: 3 })
+            Some(&Problem::Inserted {
+                instance: "gw".into(),
+                seq: 3
+            })
         );
     }
 }

@@ -72,7 +72,12 @@ pub(crate) struct Writer<B> {
 }
 
 impl<B: Backend> Writer<B> {
-    pub(crate) fn new(backend: B, instance: String, signer: CheckpointSigner, interval: Duration) -> Self {
+    pub(crate) fn new(
+        backend: B,
+        instance: String,
+        signer: CheckpointSigner,
+        interval: Duration,
+    ) -> Self {
         Writer {
             backend,
             instance,
@@ -234,7 +239,9 @@ impl<B: Backend> Writer<B> {
             }
             Err(_) => {
                 self.backend.reset();
-                return Err(AuditError::Unavailable("timed out reading the chain head".into()));
+                return Err(AuditError::Unavailable(
+                    "timed out reading the chain head".into(),
+                ));
             }
         };
         // Not stored in `self.head` yet: only a successful write confirms it.
@@ -278,7 +285,8 @@ impl<B: Backend> Writer<B> {
 
     async fn purge(&mut self, before: Timestamp) -> Result<PurgeReport> {
         let head = self.current_head().await?;
-        let Some((through_seq, hash)) = self.backend.last_before(&self.instance, before).await? else {
+        let Some((through_seq, hash)) = self.backend.last_before(&self.instance, before).await?
+        else {
             return Ok(PurgeReport {
                 deleted: 0,
                 anchor: None,
@@ -291,7 +299,11 @@ impl<B: Backend> Writer<B> {
             hash,
             Timestamp::now().max(head.last_time),
         );
-        let deleted = match self.backend.purge(&self.instance, through_seq, &anchor).await {
+        let deleted = match self
+            .backend
+            .purge(&self.instance, through_seq, &anchor)
+            .await
+        {
             Ok(deleted) => deleted,
             Err(error) => {
                 self.head = None;

@@ -143,7 +143,9 @@ fn number_of(expr: &Expr) -> Option<f64> {
 /// Statement-wide bounds from the bounds of each scope (query block with a
 /// FROM clause, UPDATE, DELETE): a column is bounded only when every scope
 /// bounds it, by the hull of their intervals. No scope → nothing bounded.
-pub(crate) fn hull_of_scopes(scopes: Vec<BTreeMap<String, Interval>>) -> BTreeMap<String, Interval> {
+pub(crate) fn hull_of_scopes(
+    scopes: Vec<BTreeMap<String, Interval>>,
+) -> BTreeMap<String, Interval> {
     let mut scopes = scopes.into_iter();
     let Some(mut hull) = scopes.next() else {
         return BTreeMap::new();
@@ -256,9 +258,9 @@ impl Threshold {
     /// Parses `amount > 10000` (spaces optional, column case-insensitive).
     pub(crate) fn parse(text: &str) -> Result<Threshold, String> {
         let text = text.trim();
-        let split = text
-            .find(['<', '>', '='])
-            .ok_or_else(|| format!("{text:?} has no comparison; write it like \"amount > 10000\""))?;
+        let split = text.find(['<', '>', '=']).ok_or_else(|| {
+            format!("{text:?} has no comparison; write it like \"amount > 10000\"")
+        })?;
         let column = text[..split].trim();
         let rest = &text[split..];
         let (op, number) = ["<=", ">=", "<", ">", "="]
@@ -294,7 +296,10 @@ impl Threshold {
     /// Whether a statement with these bounds may read a row satisfying the
     /// predicate.
     pub(crate) fn may_match(&self, bounds: &ColumnBounds) -> bool {
-        !bounds.get(&self.column).intersect(&self.interval).is_empty()
+        !bounds
+            .get(&self.column)
+            .intersect(&self.interval)
+            .is_empty()
     }
 }
 

@@ -89,9 +89,8 @@ fn classify_piece(dialect: &PostgreSqlDialect, piece: Vec<Token>) -> StatementFa
             "expected one statement, parsed {}",
             statements.len()
         )),
-        Err(error) => fallback_facts(&words).unwrap_or_else(|| {
-            StatementFacts::unparsed(format!("parser: {error}"))
-        }),
+        Err(error) => fallback_facts(&words)
+            .unwrap_or_else(|| StatementFacts::unparsed(format!("parser: {error}"))),
     }
 }
 
@@ -178,7 +177,11 @@ fn facts_of(statement: &Statement) -> StatementFacts {
             let Some(cursor) = stmts.iter().find(|d| d.for_query.is_some()) else {
                 return plain(Kind::Other, statement);
             };
-            let name = cursor.names.first().map(normalize_ident).unwrap_or_default();
+            let name = cursor
+                .names
+                .first()
+                .map(normalize_ident)
+                .unwrap_or_default();
             let inner = cursor
                 .for_query
                 .as_ref()
@@ -196,9 +199,10 @@ fn facts_of(statement: &Statement) -> StatementFacts {
         Statement::Reset(reset) => {
             let (kind, parameter) = match &reset.reset {
                 ast::Reset::ALL => (Kind::Set, "all".to_owned()),
-                ast::Reset::SessionAuthorization => {
-                    (Kind::SessionAuthorization, "session_authorization".to_owned())
-                }
+                ast::Reset::SessionAuthorization => (
+                    Kind::SessionAuthorization,
+                    "session_authorization".to_owned(),
+                ),
                 ast::Reset::ConfigurationParameter(name) => {
                     let name = parameter_name(name);
                     (kind_for_parameter(&name), name)
@@ -351,7 +355,9 @@ fn kind_of(statement: &Statement) -> Kind {
         Statement::CreateExtension(_) => Kind::CreateExtension,
         Statement::Load { .. } => Kind::Load,
         Statement::Call(_) => Kind::Call,
-        Statement::Execute { name: Some(name), .. } => Kind::Execute {
+        Statement::Execute {
+            name: Some(name), ..
+        } => Kind::Execute {
             name: parameter_name(name),
         },
         Statement::Deallocate { name, .. } => Kind::Deallocate {
@@ -403,9 +409,12 @@ fn set_facts(set: &ast::Set) -> StatementFacts {
         ast::Set::ParenthesizedAssignments { variables, .. } => {
             named(variables.iter().map(parameter_name).collect())
         }
-        ast::Set::MultipleAssignments { assignments } => {
-            named(assignments.iter().map(|a| parameter_name(&a.name)).collect())
-        }
+        ast::Set::MultipleAssignments { assignments } => named(
+            assignments
+                .iter()
+                .map(|a| parameter_name(&a.name))
+                .collect(),
+        ),
         ast::Set::SetSessionAuthorization(_) => named(vec!["session_authorization".to_owned()]),
         ast::Set::SetRole { .. } => named(vec!["role".to_owned()]),
         ast::Set::SetTimeZone { .. } => named(vec!["timezone".to_owned()]),
@@ -481,9 +490,7 @@ fn table_name(name: &ObjectName) -> Option<TableName> {
 }
 
 fn function_name(name: &ObjectName) -> String {
-    object_name_parts(name)
-        .join(".")
-        .to_lowercase()
+    object_name_parts(name).join(".").to_lowercase()
 }
 
 fn is_false_literal(expr: &Expr) -> bool {
@@ -492,7 +499,10 @@ fn is_false_literal(expr: &Expr) -> bool {
             Value::Boolean(b) => !b,
             Value::Number(n, _) => n == "0",
             Value::SingleQuotedString(s) => {
-                matches!(s.to_ascii_lowercase().as_str(), "off" | "false" | "0" | "no")
+                matches!(
+                    s.to_ascii_lowercase().as_str(),
+                    "off" | "false" | "0" | "no"
+                )
             }
             _ => false,
         },
@@ -638,14 +648,16 @@ impl Visitor for Walker {
         let nested = self.statement_depth > 1;
         match statement {
             Statement::Update(update) => {
-                self.scopes.push(bounds::of_where(update.selection.as_ref()));
+                self.scopes
+                    .push(bounds::of_where(update.selection.as_ref()));
                 if nested {
                     self.nested_kinds.push(Kind::Update);
                     self.nested_missing_where |= update.selection.is_none();
                 }
             }
             Statement::Delete(delete) => {
-                self.scopes.push(bounds::of_where(delete.selection.as_ref()));
+                self.scopes
+                    .push(bounds::of_where(delete.selection.as_ref()));
                 if nested {
                     self.nested_kinds.push(Kind::Delete);
                     self.nested_missing_where |= delete.selection.is_none();

@@ -120,9 +120,8 @@ pub fn decide(
     match (allow, rules.default_action) {
         (Some(_), _) | (None, Action::Allow) => Decision::Allow,
         (None, action) => {
-            let message = format!(
-                "no gateway rule allows this statement; gateway rule \"{DEFAULT_RULE}\""
-            );
+            let message =
+                format!("no gateway rule allows this statement; gateway rule \"{DEFAULT_RULE}\"");
             let rule = DEFAULT_RULE.to_owned();
             if action == Action::Review {
                 Decision::Review { rule, message }

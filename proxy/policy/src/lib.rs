@@ -1,1 +1,63 @@
-pub fn x(){}
+//! The gateway's policy engine: pure functions the relay calls, no I/O.
+//!
+//! Per statement (simple Query string, Parse text, or the text behind a SQL
+//! `EXECUTE`):
+//!
+//! 1. [`classify`] (or [`ClassifyCache::classify`]) → [`Classified`]: one
+//!    [`StatementFacts`] per statement — kind, tables, columns, functions,
+//!    missing WHERE, bounds on columns, parameters set.
+//! 2. [`decide_all`] / [`decide`] with the caller's [`Identity`],
+//!    [`PolicyContext`] and [`RuleSet`] → [`Decision`]; a refusal's
+//!    [`Decision::client_error`] is the SQLSTATE and message to send.
+//!
+//! Per server message, on the way to the client (bodies without the tag and
+//! length):
+//!
+//! 3. RowDescription → [`RowShape::from_row_description`] (with a
+//!    [`ColumnPolicy`] built from `hoop.masked_columns` and the session's
+//!    unmask set); Bind's result formats → [`RowShape::with_result_formats`].
+//! 4. DataRow → [`mask_data_row`]; ErrorResponse/NoticeResponse →
+//!    [`mask_error_or_notice`]; NotificationResponse → [`mask_notification`];
+//!    CopyData → [`CopyMasker`]. `None` means forward untouched; an error
+//!    means fail closed.
+//! 5. Audit text → [`mask_sql_text`].
+
+/// What the gateway knows about a statement.
+mod facts;
+
+/// SQL text → statement facts, and the cache in front of it.
+mod classify;
+
+/// Bounds WHERE clauses put on columns; threshold predicates.
+mod bounds;
+
+/// Rules as configuration, validation, the shipped default rule set.
+mod rules;
+
+/// Facts + identity + rules → allow, block or review.
+mod decide;
+
+/// Glob matching for rule matchers.
+mod glob;
+
+/// Masking DataRow, ErrorResponse, NoticeResponse, NotificationResponse and
+/// CopyData bodies.
+mod masking;
+
+/// Bounds-checked reading of message bodies.
+mod wire;
+
+pub use classify::{classify, Classified, ClassifyCache};
+pub use decide::{
+    decide, decide_all, Decision, Identity, PolicyContext, DEFAULT_RULE,
+    SQLSTATE_INSUFFICIENT_PRIVILEGE, UNPARSED_RULE,
+};
+pub use facts::{
+    is_kind_name, Bound, ColumnBounds, CopyDirection, CopyTarget, DdlObject, DdlVerb, Interval,
+    Kind, Parameter, StatementFacts, TableName, KIND_NAMES,
+};
+pub use masking::{
+    mask_data_row, mask_error_or_notice, mask_notification, mask_sql_text, ColumnPolicy,
+    CopyMasker, MaskFailure, MaskedColumn, RowShape,
+};
+pub use rules::{default_rules, Action, RuleConfig, RuleError, RuleSet, DEFAULT_RULES_TOML};

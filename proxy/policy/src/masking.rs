@@ -130,7 +130,10 @@ pub struct ColumnPolicy {
 
 #[derive(Clone)]
 enum Declared {
-    Masked { column: Arc<str>, strategy: Strategy },
+    Masked {
+        column: Arc<str>,
+        strategy: Strategy,
+    },
     Unmasked,
 }
 
@@ -224,7 +227,10 @@ struct Field {
 
 #[derive(Clone)]
 enum Treatment {
-    Declared { column: Arc<str>, strategy: Strategy },
+    Declared {
+        column: Arc<str>,
+        strategy: Strategy,
+    },
     Unmasked,
     Content,
 }
@@ -241,7 +247,10 @@ pub struct RowShape {
 impl RowShape {
     /// Reads a RowDescription body: per field name, table OID, attribute
     /// number, type OID, type size, type modifier, format code.
-    pub fn from_row_description(body: &[u8], policy: &ColumnPolicy) -> Result<RowShape, MaskFailure> {
+    pub fn from_row_description(
+        body: &[u8],
+        policy: &ColumnPolicy,
+    ) -> Result<RowShape, MaskFailure> {
         const MESSAGE: &str = "RowDescription";
         let mut reader = Reader::new(body, MESSAGE);
         let count = reader.i16("field count")?;
@@ -404,7 +413,11 @@ pub fn mask_data_row(shape: &RowShape, body: &[u8]) -> Result<Option<Vec<u8>>, M
 }
 
 /// The masked value of one non-NULL field, or `None` when it stays as it is.
-fn mask_field(field: &Field, maskers: &Maskers, value: &[u8]) -> Result<Option<Vec<u8>>, MaskFailure> {
+fn mask_field(
+    field: &Field,
+    maskers: &Maskers,
+    value: &[u8],
+) -> Result<Option<Vec<u8>>, MaskFailure> {
     // jsonb's binary form is a version byte, then the text.
     let (prefix, text) = match (field.binary, field.type_oid, value.split_first()) {
         (true, JSONB, Some((version, rest))) => (Some(*version), rest),
@@ -514,7 +527,10 @@ pub fn mask_error_or_notice(masker: &Masker, body: &[u8]) -> Result<Option<Vec<u
         .into_iter()
         .map(|(code, value)| (code, masker.mask_bytes(value)))
         .collect();
-    if masked.iter().all(|(_, value)| matches!(value, Cow::Borrowed(_))) {
+    if masked
+        .iter()
+        .all(|(_, value)| matches!(value, Cow::Borrowed(_)))
+    {
         return Ok(None);
     }
     let mut out = Vec::with_capacity(body.len() + 16);
@@ -561,25 +577,30 @@ pub fn mask_sql_text<'a>(masker: &Masker, sql: &'a str) -> Cow<'a, str> {
 /// Masks `COPY … TO STDOUT` data, one CopyData body at a time.
 ///
 /// PostgreSQL sends one row per CopyData, but nothing in the protocol makes
-/// that a promise, so a card number could be split across two messages. The
+/// that a promise, so a card number could be split across messages. The
 /// masker therefore holds back a message that ends in digits or separators
-/// (at most one message, never a row of another message) until the next one
-/// shows how the number goes on; the part spanning the boundary is masked in
-/// place on both sides (`pan_last4`, which keeps lengths), so message
-/// boundaries — which some clients treat as row boundaries — never move.
-/// Call [`CopyMasker::finish`] at CopyDone (and before forwarding an error
-/// that ends the COPY) to release the held message.
+/// until the next one shows how the number goes on (a run of messages made
+/// only of digits is held together, never more than the last 64 bytes'
+/// worth); the part spanning a boundary is
+/// masked in place on both sides with `pan_last4`, which keeps lengths, so
+/// message boundaries — which some clients treat as row boundaries — never
+/// move and no message is merged or split. Call [`CopyMasker::finish`] at
+/// CopyDone (and before forwarding an error that ends the COPY) to release
+/// what is held.
 ///
 /// Binary COPY is masked like binary fields of non-text types: in place with
 /// `pan_last4`, so tuple and field lengths stay valid.
 pub struct CopyMasker {
     maskers: Arc<Maskers>,
     binary: bool,
-    held: Option<Vec<u8>>,
+    held: Vec<Vec<u8>>,
 }
 
-/// A card number's longest printed form: 19 digits and 4 separators.
-const MAX_PAN_SPAN: usize = 23;
+/// How far around a message boundary the detector must see to judge a card
+/// number there as it would in one piece: the number itself (at most 23
+/// bytes printed), the 13-digit run before a grouped number that makes it a
+/// number of its own, and the boundary bytes on either side.
+const BOUNDARY_CONTEXT: usize = 64;
 
 impl CopyMasker {
     /// `binary`: CopyOutResponse's overall format is 1.
@@ -587,35 +608,36 @@ impl CopyMasker {
         CopyMasker {
             maskers: Arc::clone(&policy.maskers),
             binary,
-            held: None,
+            held: Vec::new(),
         }
     }
 
     /// Masks one CopyData body; returns the bodies to forward now, in order
-    /// (none, when this one is held back; `Borrowed` means the body as it came).
+    /// (none when this one is held back; `Borrowed` means the body as it came).
     pub fn mask_copy_data<'a>(&mut self, body: &'a [u8]) -> Vec<Cow<'a, [u8]>> {
         let masker = if self.binary {
             &self.maskers.length_preserving
         } else {
             &self.maskers.content
         };
-        let mut current = masker.mask_bytes(body);
-        let mut out = Vec::with_capacity(2);
-        if let Some(mut held) = self.held.take() {
-            mask_junction(&self.maskers.length_preserving, &mut held, &mut current);
-            out.push(Cow::Owned(held));
+        let current = masker.mask_bytes(body);
+        if self.held.is_empty() {
+            if ends_in_number(&current) {
+                self.held.push(current.into_owned());
+                return Vec::new();
+            }
+            return vec![current];
         }
-        if ends_in_number(&current) {
-            self.held = Some(current.into_owned());
-        } else {
-            out.push(current);
-        }
-        out
+        self.held.push(current.into_owned());
+        mask_held(&self.maskers.length_preserving, &mut self.held);
+        let keep = messages_to_hold(&self.held);
+        let release = self.held.len() - keep;
+        self.held.drain(..release).map(Cow::Owned).collect()
     }
 
-    /// The held-back body, if any, to forward before CopyDone.
-    pub fn finish(&mut self) -> Option<Vec<u8>> {
-        self.held.take()
+    /// What is held back, to forward (in order) before CopyDone.
+    pub fn finish(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.held)
     }
 }
 
@@ -627,33 +649,113 @@ fn ends_in_number(bytes: &[u8]) -> bool {
     bytes.last().is_some_and(|&b| is_number_byte(b))
 }
 
-/// Masks a card number that starts at the end of `left` and continues at the
-/// start of `right`, writing the masked bytes back in place on both sides.
-fn mask_junction(masker: &Masker, left: &mut [u8], right: &mut Cow<[u8]>) {
-    let tail_len = left
-        .iter()
-        .rev()
-        .take(MAX_PAN_SPAN + 1)
-        .take_while(|&&b| is_number_byte(b))
-        .count();
-    let head_len = right
-        .iter()
-        .take(MAX_PAN_SPAN + 1)
-        .take_while(|&&b| is_number_byte(b))
-        .count();
-    if tail_len == 0 || head_len == 0 {
-        return;
+/// How many of the last held messages the next boundary may still need:
+/// those holding the last [`BOUNDARY_CONTEXT`] bytes of the trailing run of
+/// digits and separators (none when the last message does not end in one).
+fn messages_to_hold(held: &[Vec<u8>]) -> usize {
+    let mut needed = BOUNDARY_CONTEXT;
+    let mut keep = 0;
+    for message in held.iter().rev() {
+        let run = message
+            .iter()
+            .rev()
+            .take_while(|&&b| is_number_byte(b))
+            .count();
+        if run == 0 {
+            break;
+        }
+        keep += 1;
+        if run < message.len() || run >= needed {
+            break;
+        }
+        needed -= run;
     }
-    let split = left.len() - tail_len;
-    let mut junction = left[split..].to_vec();
-    junction.extend_from_slice(&right[..head_len]);
-    let masked = masker.mask_bytes(&junction);
-    if let Cow::Owned(masked) = masked {
-        if masked.len() == junction.len() {
-            left[split..].copy_from_slice(&masked[..tail_len]);
-            right.to_mut()[..head_len].copy_from_slice(&masked[tail_len..]);
+    keep
+}
+
+/// Masks card numbers spanning the boundaries between held messages, and
+/// any that masking itself brings out (a masked digit can end the decimal or
+/// the longer number a card number was part of), until nothing changes.
+/// Every round that changes something masks digits, so this ends.
+fn mask_held(masker: &Masker, held: &mut [Vec<u8>]) {
+    loop {
+        let mut changed = false;
+        for end in 1..held.len() {
+            changed |= mask_boundary(masker, &mut held[..=end]);
+        }
+        for message in held.iter_mut() {
+            if let Cow::Owned(masked) = masker.mask_bytes(message) {
+                if masked.len() == message.len() {
+                    *message = masked;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return;
         }
     }
+}
+
+/// Masks a card number that spans the boundary before the last of
+/// `messages`, judged on up to [`BOUNDARY_CONTEXT`] bytes either side, and
+/// writes the masked bytes back in place in every message they came from.
+/// Returns whether anything changed.
+fn mask_boundary(masker: &Masker, messages: &mut [Vec<u8>]) -> bool {
+    let Some((last, earlier)) = messages.split_last_mut() else {
+        return false;
+    };
+    if !last.first().copied().is_some_and(is_number_byte)
+        || !earlier
+            .last()
+            .and_then(|m| m.last())
+            .copied()
+            .is_some_and(is_number_byte)
+    {
+        return false;
+    }
+    // (message index, start) of each piece of the left side, oldest first.
+    let mut pieces: Vec<(usize, usize)> = Vec::new();
+    let mut wanted = BOUNDARY_CONTEXT;
+    for (index, message) in earlier.iter().enumerate().rev() {
+        let take = message.len().min(wanted);
+        pieces.push((index, message.len() - take));
+        wanted -= take;
+        if wanted == 0 {
+            break;
+        }
+    }
+    pieces.reverse();
+    let head_len = last.len().min(BOUNDARY_CONTEXT);
+    let mut window = Vec::with_capacity(2 * BOUNDARY_CONTEXT);
+    for &(index, start) in &pieces {
+        window.extend_from_slice(&earlier[index][start..]);
+    }
+    let split = window.len();
+    window.extend_from_slice(&last[..head_len]);
+    // Only a number crossing the boundary is this function's business; the
+    // rest of the window was judged with its own message.
+    let crosses = pan::find_pans(&window)
+        .iter()
+        .any(|m| m.start < split && m.end > split);
+    if !crosses {
+        return false;
+    }
+    let Cow::Owned(masked) = masker.mask_bytes(&window) else {
+        return false;
+    };
+    if masked.len() != window.len() {
+        return false;
+    }
+    let mut at = 0;
+    for &(index, start) in &pieces {
+        let message = &mut earlier[index];
+        let len = message.len() - start;
+        message[start..].copy_from_slice(&masked[at..at + len]);
+        at += len;
+    }
+    last[..head_len].copy_from_slice(&masked[at..]);
+    true
 }
 
 #[cfg(test)]
@@ -674,6 +776,6 @@ mod tests {
         let joined: Vec<u8> = second.iter().flat_map(|c| c.iter().copied()).collect();
         assert_eq!(joined, b"1\tcard ************1111\tok\n".to_vec());
         assert_eq!(second.len(), 2, "message boundaries are kept");
-        assert!(masker.finish().is_none());
+        assert!(masker.finish().is_empty());
     }
 }

@@ -34,7 +34,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub(crate) fn bytes(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], MaskFailure> {
+    pub(crate) fn bytes(
+        &mut self,
+        len: usize,
+        what: &'static str,
+    ) -> Result<&'a [u8], MaskFailure> {
         let end = self
             .position
             .checked_add(len)
@@ -87,7 +91,11 @@ impl<'a> Reader<'a> {
 
 /// Appends a C string, refusing an interior NUL (which would end the field
 /// early on the client and shift every field after it).
-pub(crate) fn put_cstr(out: &mut Vec<u8>, text: &[u8], message: &'static str) -> Result<(), MaskFailure> {
+pub(crate) fn put_cstr(
+    out: &mut Vec<u8>,
+    text: &[u8],
+    message: &'static str,
+) -> Result<(), MaskFailure> {
     if text.contains(&0) {
         return Err(MaskFailure::Malformed {
             message,

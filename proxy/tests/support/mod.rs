@@ -97,7 +97,7 @@ pub fn cluster() -> &'static Cluster {
         std::fs::create_dir_all(&data).unwrap();
         run({ let mut c = Command::new("chown"); c.arg("-R").arg("postgres:postgres").arg(&dir); c }, "chown");
         let mut c = as_postgres(&pg_bin().join("initdb"));
-        c.arg("-D").arg(&data).args(["-U", "postgres", "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"]);
+        c.arg("-D").arg(&data).args(["-U", "postgres", "--no-sync", "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"]);
         run(c, "initdb");
         let port = free_port();
         let conf = format!(
@@ -219,7 +219,7 @@ pub fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
     run(
         {
             let mut c = Command::new("openssl");
-            c.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
+            c.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
                 .arg(&key)
                 .arg("-out")
                 .arg(&cert);
@@ -467,4 +467,36 @@ pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
         let _ = conn.await;
     });
     client
+}
+
+/// Signs arbitrary claims with the dev issuer's key (for forged tokens).
+pub fn sign_dev(claims: &serde_json::Value, kid: Option<&str>) -> String {
+    use base64::Engine;
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let seed: [u8; 32] = base64::engine::general_purpose::STANDARD.decode(DEV_SEED_B64).unwrap().try_into().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let der = key.to_pkcs8_der().unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes())).unwrap()
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A JWT with the given header and claims and a fake signature.
+pub fn unsigned_jwt(header: &serde_json::Value, claims: &serde_json::Value, signature: &[u8]) -> String {
+    use base64::Engine;
+    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!("{}.{}.{}", e.encode(header.to_string()), e.encode(claims.to_string()), e.encode(signature))
+}
+
+pub fn hs256(header: &serde_json::Value, claims: &serde_json::Value, secret: &[u8]) -> String {
+    use base64::Engine;
+    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let signing_input = format!("{}.{}", e.encode(header.to_string()), e.encode(claims.to_string()));
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&key, signing_input.as_bytes());
+    format!("{signing_input}.{}", e.encode(tag.as_ref()))
 }

@@ -28,11 +28,16 @@ pub(crate) trait Backend: Sized {
     async fn append(&mut self, entries: &[Entry], checkpoints: &[Checkpoint]) -> Result<()>;
 
     /// Last entry of `instance` older than `before`.
-    async fn last_before(&mut self, instance: &str, before: Timestamp) -> Result<Option<(u64, ChainHash)>>;
+    async fn last_before(
+        &mut self,
+        instance: &str,
+        before: Timestamp,
+    ) -> Result<Option<(u64, ChainHash)>>;
 
     /// Deletes `instance`'s entries and checkpoints up to `through_seq` and
     /// stores the purge anchor, in one transaction. Returns entries deleted.
-    async fn purge(&mut self, instance: &str, through_seq: u64, anchor: &Checkpoint) -> Result<u64>;
+    async fn purge(&mut self, instance: &str, through_seq: u64, anchor: &Checkpoint)
+        -> Result<u64>;
 
     /// Forgets the connection after a failure; the next call reconnects.
     fn reset(&mut self);
@@ -46,9 +51,9 @@ pub(crate) trait Backend: Sized {
 pub(crate) async fn open_writer(config: &AuditConfig) -> Result<AnyBackend> {
     Ok(match config.store {
         StoreKind::Sqlite => AnyBackend::Sqlite(sqlite::SqliteBackend::open_writer(config)?),
-        StoreKind::Postgres => {
-            AnyBackend::Postgres(postgres::PostgresBackend::open_writer(config).await?)
-        }
+        StoreKind::Postgres => AnyBackend::Postgres(Box::new(
+            postgres::PostgresBackend::open_writer(config).await?,
+        )),
     })
 }
 
@@ -56,15 +61,15 @@ pub(crate) async fn open_writer(config: &AuditConfig) -> Result<AnyBackend> {
 pub(crate) async fn open_reader(config: &AuditConfig) -> Result<AnyBackend> {
     Ok(match config.store {
         StoreKind::Sqlite => AnyBackend::Sqlite(sqlite::SqliteBackend::open_reader(config)?),
-        StoreKind::Postgres => {
-            AnyBackend::Postgres(postgres::PostgresBackend::open_reader(config).await?)
-        }
+        StoreKind::Postgres => AnyBackend::Postgres(Box::new(
+            postgres::PostgresBackend::open_reader(config).await?,
+        )),
     })
 }
 
 pub(crate) enum AnyBackend {
     Sqlite(sqlite::SqliteBackend),
-    Postgres(postgres::PostgresBackend),
+    Postgres(Box<postgres::PostgresBackend>),
 }
 
 impl Backend for AnyBackend {
@@ -82,14 +87,23 @@ impl Backend for AnyBackend {
         }
     }
 
-    async fn last_before(&mut self, instance: &str, before: Timestamp) -> Result<Option<(u64, ChainHash)>> {
+    async fn last_before(
+        &mut self,
+        instance: &str,
+        before: Timestamp,
+    ) -> Result<Option<(u64, ChainHash)>> {
         match self {
             AnyBackend::Sqlite(b) => b.last_before(instance, before).await,
             AnyBackend::Postgres(b) => b.last_before(instance, before).await,
         }
     }
 
-    async fn purge(&mut self, instance: &str, through_seq: u64, anchor: &Checkpoint) -> Result<u64> {
+    async fn purge(
+        &mut self,
+        instance: &str,
+        through_seq: u64,
+        anchor: &Checkpoint,
+    ) -> Result<u64> {
         match self {
             AnyBackend::Sqlite(b) => b.purge(instance, through_seq, anchor).await,
             AnyBackend::Postgres(b) => b.purge(instance, through_seq, anchor).await,
@@ -124,7 +138,8 @@ pub(crate) fn to_db_seq(seq: u64) -> Result<i64> {
 }
 
 pub(crate) fn from_db_seq(seq: i64) -> Result<u64> {
-    u64::try_from(seq).map_err(|_| AuditError::Malformed(format!("stored sequence {seq} is negative")))
+    u64::try_from(seq)
+        .map_err(|_| AuditError::Malformed(format!("stored sequence {seq} is negative")))
 }
 
 pub(crate) fn hash_from_db(bytes: &[u8], what: &str) -> Result<ChainHash> {

@@ -209,7 +209,11 @@ impl Backend for PostgresBackend {
         Ok(())
     }
 
-    async fn last_before(&mut self, instance: &str, before: Timestamp) -> Result<Option<(u64, ChainHash)>> {
+    async fn last_before(
+        &mut self,
+        instance: &str,
+        before: Timestamp,
+    ) -> Result<Option<(u64, ChainHash)>> {
         let client = self.client().await?;
         let row = client
             .query_opt(
@@ -218,11 +222,21 @@ impl Backend for PostgresBackend {
                 &[&instance, &before.unix_micros()],
             )
             .await?;
-        row.map(|row| Ok((from_db_seq(row.try_get(0)?)?, hash_from_db(row.try_get(1)?, "hash")?)))
-            .transpose()
+        row.map(|row| {
+            Ok((
+                from_db_seq(row.try_get(0)?)?,
+                hash_from_db(row.try_get(1)?, "hash")?,
+            ))
+        })
+        .transpose()
     }
 
-    async fn purge(&mut self, instance: &str, through_seq: u64, anchor: &Checkpoint) -> Result<u64> {
+    async fn purge(
+        &mut self,
+        instance: &str,
+        through_seq: u64,
+        anchor: &Checkpoint,
+    ) -> Result<u64> {
         let through = to_db_seq(through_seq)?;
         let client = self.client().await?;
         let transaction = client.transaction().await?;

@@ -207,7 +207,11 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
-    async fn last_before(&mut self, instance: &str, before: Timestamp) -> Result<Option<(u64, ChainHash)>> {
+    async fn last_before(
+        &mut self,
+        instance: &str,
+        before: Timestamp,
+    ) -> Result<Option<(u64, ChainHash)>> {
         let connection = self.connection()?;
         let last: Option<(i64, Vec<u8>)> = connection
             .query_row(
@@ -221,7 +225,12 @@ impl Backend for SqliteBackend {
             .transpose()
     }
 
-    async fn purge(&mut self, instance: &str, through_seq: u64, anchor: &Checkpoint) -> Result<u64> {
+    async fn purge(
+        &mut self,
+        instance: &str,
+        through_seq: u64,
+        anchor: &Checkpoint,
+    ) -> Result<u64> {
         let through = to_db_seq(through_seq)?;
         let connection = self.connection()?;
         let transaction = connection.transaction()?;
@@ -299,7 +308,10 @@ impl Backend for SqliteBackend {
     }
 }
 
-fn insert_checkpoint(transaction: &rusqlite::Transaction<'_>, checkpoint: &Checkpoint) -> Result<()> {
+fn insert_checkpoint(
+    transaction: &rusqlite::Transaction<'_>,
+    checkpoint: &Checkpoint,
+) -> Result<()> {
     transaction
         .prepare_cached(
             "INSERT INTO audit_checkpoints (instance, kind, length, head_hash, time_us, key_id, signature) \

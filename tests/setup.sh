@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end tests drive, idempotently (seconds when done):
+#   Debian: pgJDBC (libpostgresql-jdbc-java), psql/pgbench come with postgresql-15
+#   PyPI:   psycopg[binary], asyncpg, pytest in $HOOP_CACHE/venv
+#   npm:    oidc-provider and pg (node-postgres) in tests/node (from package-lock.json)
+# Assumes scripts/setup.sh ran (Postgres 15, Rust).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HOOP_CACHE=${HOOP_CACHE:-/var/cache/hoop}
+VENV="$HOOP_CACHE/venv"
+step() { printf '==> %s\n' "$*"; }
+die() { printf '\ntests/setup.sh FAILED: %s\n' "$*" >&2; exit 1; }
+
+pkgs=()
+for p in libpostgresql-jdbc-java default-jre-headless nodejs npm; do
+    case $p in
+        default-jre-headless) command -v java >/dev/null && continue ;;
+        nodejs) command -v node >/dev/null && continue ;;
+        npm) command -v npm >/dev/null && continue ;;
+    esac
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || pkgs+=("$p")
+done
+if [ ${#pkgs[@]} -gt 0 ]; then
+    step "apt-get install ${pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update >/dev/null || die "apt-get update failed"
+    apt-get install -y --no-install-recommends "${pkgs[@]}" >/dev/null || die "apt-get install ${pkgs[*]} failed"
+fi
+[ -r /usr/share/java/postgresql.jar ] || die "pgJDBC jar missing at /usr/share/java/postgresql.jar"
+
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import psycopg, asyncpg, pytest' 2>/dev/null; then
+    step "python venv: present ($VENV)"
+else
+    step "python venv $VENV: psycopg[binary], asyncpg, pytest"
+    python3 -m venv "$VENV" || die "python3 -m venv failed (python3-venv installed?)"
+    "$VENV/bin/pip" install --quiet 'psycopg[binary]>=3.2' 'asyncpg>=0.29' 'pytest>=8' \
+        || die "pip install failed: check access to PyPI"
+fi
+
+if [ -d tests/node/node_modules/oidc-provider ] && [ -d tests/node/node_modules/pg ]; then
+    step "npm packages: present"
+else
+    step "npm ci in tests/node"
+    (cd tests/node && npm ci --no-audit --no-fund >/dev/null) || die "npm ci failed: check access to the npm registry"
+fi
+step "test dependencies ready"
