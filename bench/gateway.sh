@@ -32,6 +32,8 @@ HOOP="$CARGO_TARGET_DIR/release/hoop"
 
 work=$(mktemp -d /tmp/hoop-bench.XXXXXX)
 chmod 755 "$work"
+# Postgres and PgBouncer run as postgres and write their logs here.
+chown postgres "$work"
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -94,7 +96,6 @@ pids+=("$hoop_pid")
 TOKEN=$("$HOOP" token mint -c "$work/hoop/hoop.toml" --sub bench --group bench --ttl 1h)
 
 echo "==> PgBouncer (session mode) on $BOUNCERPORT"
-chown postgres "$work"
 cat >"$work/pgbouncer.ini" <<INI
 [databases]
 bench = host=127.0.0.1 port=$PGPORT_ dbname=bench

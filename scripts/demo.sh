@@ -22,5 +22,7 @@ fi
 echo "==> building hoop (release)"
 cargo build --release -p hoop-proxy --bin hoop
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
-export PATH="$bin:$PATH"
+# So the printed `hoop token mint ...` lines work from any shell.
+ln -sf "$bin/hoop" /usr/local/bin/hoop
+echo "==> hoop installed as /usr/local/bin/hoop -> $bin/hoop"
 exec "$bin/hoop" demo

@@ -265,7 +265,11 @@ BEGIN
             RETURNING m.column_name, m.strategy
         )
         INSERT INTO hoop.policy_history (changed_by, action, relid, table_name, column_name, previous_strategy)
-        SELECT current_user, 'drop', dropped.objid, dropped.object_identity, g.column_name, g.strategy FROM gone g;
+        SELECT current_user, 'drop', dropped.objid,
+               CASE WHEN dropped.objsubid = 0 THEN dropped.object_identity
+                    ELSE dropped.objid::regclass::text END,
+               g.column_name, g.strategy
+          FROM gone g;
         IF dropped.objsubid = 0 THEN
             DELETE FROM hoop.protected_table_rules p WHERE p.relid = dropped.objid;
         END IF;

@@ -21,9 +21,8 @@ pub(crate) unsafe fn expression_tree_mutator(
     context: *mut c_void,
 ) -> *mut pg_sys::Node {
     // SAFETY: the C function calls the pointer with exactly (Node *, void *).
-    let untyped = std::mem::transmute::<Mutator, unsafe extern "C-unwind" fn() -> *mut pg_sys::Node>(
-        mutator,
-    );
+    let untyped =
+        std::mem::transmute::<Mutator, unsafe extern "C-unwind" fn() -> *mut pg_sys::Node>(mutator);
     pg_sys::expression_tree_mutator(node, Some(untyped), context)
 }
 
@@ -48,9 +47,8 @@ pub(crate) unsafe fn query_tree_mutator(
     flags: i32,
 ) -> *mut pg_sys::Query {
     // SAFETY: as in `expression_tree_mutator`.
-    let untyped = std::mem::transmute::<Mutator, unsafe extern "C-unwind" fn() -> *mut pg_sys::Node>(
-        mutator,
-    );
+    let untyped =
+        std::mem::transmute::<Mutator, unsafe extern "C-unwind" fn() -> *mut pg_sys::Node>(mutator);
     pg_sys::query_tree_mutator(query, Some(untyped), context, flags)
 }
 
@@ -100,7 +98,10 @@ pub(crate) unsafe fn install_check_perms_hook() {
 
 #[cfg(feature = "pg15")]
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_perms_hook(range_table: *mut pg_sys::List, ereport: bool) -> bool {
+unsafe extern "C-unwind" fn check_perms_hook(
+    range_table: *mut pg_sys::List,
+    ereport: bool,
+) -> bool {
     if !crate::hooks::executor::check_range_table(range_table, ereport) {
         return false;
     }

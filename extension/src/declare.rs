@@ -32,7 +32,10 @@ unsafe fn qualified_table_name(relid: pg_sys::Oid) -> Option<String> {
     } else {
         CStr::from_ptr(schema).to_string_lossy().into_owned()
     };
-    Some(format!("{schema}.{}", CStr::from_ptr(name).to_string_lossy()))
+    Some(format!(
+        "{schema}.{}",
+        CStr::from_ptr(name).to_string_lossy()
+    ))
 }
 
 /// The table's name, after checking it is a table the caller may declare on.
@@ -49,7 +52,10 @@ fn checked_table(relid: pg_sys::Oid) -> String {
         if kind != pg_sys::RELKIND_RELATION && kind != pg_sys::RELKIND_PARTITIONED_TABLE {
             HoopError::InvalidDeclaration {
                 message: format!("{table} is not a table"),
-                hint: Some("Declare masking on the table a view reads from; views are masked through it.".into()),
+                hint: Some(
+                    "Declare masking on the table a view reads from; views are masked through it."
+                        .into(),
+                ),
             }
             .report();
         }
@@ -97,7 +103,7 @@ fn changed(relid: pg_sys::Oid) {
     policy::forget_policies();
 }
 
-#[pg_extern(schema = "hoop", name = "_declare_mask", volatile)]
+#[pg_extern(name = "_declare_mask", volatile)]
 fn declare_mask(relid: pg_sys::Oid, column: &str, strategy: &str) {
     require_extension();
     let strategy = parse_strategy(strategy);
@@ -105,7 +111,7 @@ fn declare_mask(relid: pg_sys::Oid, column: &str, strategy: &str) {
     let qualified = format!("{table}.{column}");
     if strategy == Strategy::PanToken {
         // Fail now rather than on every read.
-        masker(strategy, &qualified);
+        masker(strategy, &format!("column {qualified}"));
     }
     let attnum = unsafe {
         let name = CString::new(column).unwrap_or_default();
@@ -122,8 +128,14 @@ fn declare_mask(relid: pg_sys::Oid, column: &str, strategy: &str) {
         let type_id = pg_sys::get_atttype(relid, attnum);
         let base = pg_sys::getBaseType(type_id);
         if base != pg_sys::TEXTOID && base != pg_sys::VARCHAROID && base != pg_sys::BPCHAROID {
-            let type_name = CStr::from_ptr(pg_sys::format_type_be(type_id)).to_string_lossy().into_owned();
-            HoopError::UnsupportedColumnType { column: qualified, type_name }.report();
+            let type_name = CStr::from_ptr(pg_sys::format_type_be(type_id))
+                .to_string_lossy()
+                .into_owned();
+            HoopError::UnsupportedColumnType {
+                column: qualified,
+                type_name,
+            }
+            .report();
         }
     }
     let who = caller();
@@ -145,7 +157,7 @@ fn declare_mask(relid: pg_sys::Oid, column: &str, strategy: &str) {
     ));
 }
 
-#[pg_extern(schema = "hoop", name = "_declare_unmask", volatile)]
+#[pg_extern(name = "_declare_unmask", volatile)]
 fn declare_unmask(relid: pg_sys::Oid, column: &str) {
     require_extension();
     let table = checked_table(relid);
@@ -163,24 +175,32 @@ fn declare_unmask(relid: pg_sys::Oid, column: &str) {
     }
 }
 
-#[pg_extern(schema = "hoop", name = "_declare_protect", volatile)]
+#[pg_extern(name = "_declare_protect", volatile)]
 fn declare_protect(relid: pg_sys::Oid) {
     require_extension();
     let table = checked_table(relid);
     let who = caller();
-    store("SELECT hoop._store_protect($1, $2)", &[relid.into(), who.as_str().into()]);
+    store(
+        "SELECT hoop._store_protect($1, $2)",
+        &[relid.into(), who.as_str().into()],
+    );
     changed(relid);
     error::log_server_only(format!("hoop: policy change by {who}: {table} protected"));
 }
 
-#[pg_extern(schema = "hoop", name = "_declare_unprotect", volatile)]
+#[pg_extern(name = "_declare_unprotect", volatile)]
 fn declare_unprotect(relid: pg_sys::Oid) {
     require_extension();
     let table = checked_table(relid);
     let who = caller();
-    let still_masked = store("SELECT hoop._drop_protect($1, $2)", &[relid.into(), who.as_str().into()]);
+    let still_masked = store(
+        "SELECT hoop._drop_protect($1, $2)",
+        &[relid.into(), who.as_str().into()],
+    );
     changed(relid);
-    error::log_server_only(format!("hoop: policy change by {who}: {table} no longer explicitly protected"));
+    error::log_server_only(format!(
+        "hoop: policy change by {who}: {table} no longer explicitly protected"
+    ));
     if still_masked.as_deref() == Some("masked") {
         error::notice(format!(
             "hoop: {table} stays protected while it has masked columns (hoop_unmask them first)"
@@ -191,14 +211,14 @@ fn declare_unprotect(relid: pg_sys::Oid) {
 /// Called by the trigger on hoop's catalog tables, so every change (also a
 /// restore or a manual edit by a superuser) reaches every backend's cache
 /// and every cached plan.
-#[pg_extern(schema = "hoop", name = "_invalidate_relation", volatile, strict)]
+#[pg_extern(name = "_invalidate_relation", volatile, strict)]
 fn invalidate_relation(relid: pg_sys::Oid) {
     changed(relid);
 }
 
 /// The verified claims of this backend's session as JSON, or NULL (see
 /// `hoop.session_info()`).
-#[pg_extern(schema = "hoop", name = "_session_claims", stable)]
+#[pg_extern(name = "_session_claims", stable)]
 fn session_claims() -> Option<pgrx::JsonB> {
     crate::session::current_claims_json().map(pgrx::JsonB)
 }
@@ -217,16 +237,26 @@ mod tests {
             Some("public.cards.card_number:pan_last4")
         );
         run("SELECT hoop_mask('cards', 'card_number', 'redact')");
-        assert_eq!(one_text("SELECT strategy FROM hoop.masked_columns").as_deref(), Some("redact"));
+        assert_eq!(
+            one_text("SELECT strategy FROM hoop.masked_columns").as_deref(),
+            Some("redact")
+        );
         run("ALTER TABLE cards RENAME COLUMN card_number TO pan");
         run("ALTER TABLE cards RENAME TO cards2");
         assert_eq!(
             one_text("SELECT table_name || '.' || column_name FROM hoop.masked_columns").as_deref(),
             Some("cards2.pan")
         );
-        assert_eq!(one_text("SELECT string_agg(action, ',' ORDER BY id) FROM hoop.policy_history").as_deref(), Some("mask,mask"));
+        assert_eq!(
+            one_text("SELECT string_agg(action, ',' ORDER BY id) FROM hoop.policy_history")
+                .as_deref(),
+            Some("mask,mask")
+        );
         run("SELECT hoop_unmask('cards2', 'pan')");
-        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM hoop.masked_columns").unwrap(), Some(0));
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM hoop.masked_columns").unwrap(),
+            Some(0)
+        );
     }
 
     #[pg_test]
@@ -235,12 +265,18 @@ mod tests {
         expect_error("SELECT hoop_mask('cards', 'id', 'pan_last4')", "42804");
         expect_error("SELECT hoop_mask('cards', 'nope', 'pan_last4')", "22023");
         expect_error("SELECT hoop_mask('cards', 'note', 'rot13')", "22023");
-        expect_error("ALTER TABLE cards ALTER COLUMN card_number TYPE bytea USING card_number::bytea", "42804");
+        expect_error(
+            "ALTER TABLE cards ALTER COLUMN card_number TYPE bytea USING card_number::bytea",
+            "42804",
+        );
         run("CREATE ROLE hoop_test_stranger");
         run("GRANT SELECT ON cards TO hoop_test_stranger");
         run("SET ROLE hoop_test_stranger");
         expect_error("SELECT hoop_unmask('cards', 'card_number')", "42501");
-        expect_error("INSERT INTO hoop.masked_column_rules VALUES ('cards', 3, 'note', 'redact', 'x')", "42501");
+        expect_error(
+            "INSERT INTO hoop.masked_column_rules VALUES ('cards', 3, 'note', 'redact', 'x')",
+            "42501",
+        );
         run("RESET ROLE");
     }
 
@@ -249,9 +285,15 @@ mod tests {
         masked_table();
         run("SELECT hoop_mask('cards', 'note', 'redact')");
         run("ALTER TABLE cards DROP COLUMN note");
-        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM hoop.masked_column_rules").unwrap(), Some(1));
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM hoop.masked_column_rules").unwrap(),
+            Some(1)
+        );
         run("DROP TABLE cards");
-        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM hoop.masked_column_rules").unwrap(), Some(0));
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM hoop.masked_column_rules").unwrap(),
+            Some(0)
+        );
     }
 
     #[pg_test]
@@ -264,7 +306,10 @@ mod tests {
             Some(0)
         );
         assert_eq!(
-            Spi::get_one::<i64>("SELECT count(*) FROM pg_stats WHERE tablename = 'cards' AND attname = 'holder'").unwrap(),
+            Spi::get_one::<i64>(
+                "SELECT count(*) FROM pg_stats WHERE tablename = 'cards' AND attname = 'holder'"
+            )
+            .unwrap(),
             Some(1)
         );
     }
@@ -277,9 +322,18 @@ mod tests {
         run("GRANT SELECT ON secrets TO hoop_test_agent");
         run("SET ROLE hoop_test_agent");
         let message = expect_error("SELECT * FROM secrets", "42501");
-        assert!(message.contains("public.secrets") && message.contains("gateway"), "{message}");
-        expect_error("CREATE TEMP VIEW sv AS SELECT * FROM secrets; SELECT * FROM sv", "42501");
+        assert!(
+            message.contains("public.secrets") && message.contains("gateway"),
+            "{message}"
+        );
+        expect_error(
+            "CREATE TEMP VIEW sv AS SELECT * FROM secrets; SELECT * FROM sv",
+            "42501",
+        );
         start_session(&[]);
-        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM secrets").unwrap(), Some(0));
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM secrets").unwrap(),
+            Some(0)
+        );
     }
 }

@@ -15,13 +15,18 @@ pub(crate) enum HoopError {
     /// `hoop_mask()` and friends: the caller neither owns the table nor is superuser.
     NotOwner { table: String },
     /// A declaration that names something unusable.
-    InvalidDeclaration { message: String, hint: Option<String> },
+    InvalidDeclaration {
+        message: String,
+        hint: Option<String>,
+    },
     /// A column declared masked that hoop cannot mask (not a text type).
     UnsupportedColumnType { column: String, type_name: String },
     /// The extension's SQL objects are not installed in this database.
     NotInstalled,
     /// Masking could not be done; nothing is returned instead (fail closed).
-    MaskingFailed { column: String, why: String },
+    MaskingFailed { target: String, why: String },
+    /// A plan reads a masked table in a way the rewrite could not reach.
+    Unmaskable { table: String, why: String },
 }
 
 impl HoopError {
@@ -32,6 +37,7 @@ impl HoopError {
             }
             HoopError::NoGatewaySession { .. }
             | HoopError::Blocked { .. }
+            | HoopError::Unmaskable { .. }
             | HoopError::NotOwner { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             HoopError::InvalidDeclaration { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             HoopError::UnsupportedColumnType { .. } => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
@@ -60,16 +66,19 @@ impl HoopError {
                 "hoop: the extension is not installed in this database (CREATE EXTENSION hoop)"
                     .to_string()
             }
-            HoopError::MaskingFailed { column, why } => {
-                format!("hoop: cannot mask column {column}: {why}")
+            HoopError::MaskingFailed { target, why } => {
+                format!("hoop: cannot mask {target}: {why}")
             }
+            HoopError::Unmaskable { table, .. } => format!(
+                "hoop: masked table {table} is read through an inlined SQL function, which hoop cannot mask"
+            ),
         }
     }
 
     fn detail(&self) -> Option<String> {
         match self {
             HoopError::NoGatewaySession { reason, .. } => Some(reason.clone()),
-            HoopError::Blocked { why, .. } => Some(why.clone()),
+            HoopError::Blocked { why, .. } | HoopError::Unmaskable { why, .. } => Some(why.clone()),
             _ => None,
         }
     }
@@ -113,12 +122,20 @@ impl HoopError {
 
 /// A message for the server log only (never sent to the client).
 pub(crate) fn log_server_only(message: String) {
-    ErrorReport::new(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, message, "hoop")
-        .report(PgLogLevel::LOG_SERVER_ONLY);
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+        message,
+        "hoop",
+    )
+    .report(PgLogLevel::LOG_SERVER_ONLY);
 }
 
 /// A notice for the client.
 pub(crate) fn notice(message: String) {
-    ErrorReport::new(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, message, "hoop")
-        .report(PgLogLevel::NOTICE);
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+        message,
+        "hoop",
+    )
+    .report(PgLogLevel::NOTICE);
 }

@@ -23,7 +23,11 @@ pub(crate) static BLOCKED_COMMANDS: GucSetting<Option<CString>> =
 
 fn cname(name: &'static str) -> &'static CStr {
     // The names are compile-time constants of `hoop_common::names`.
-    Box::leak(CString::new(name).expect("GUC names hold no NUL").into_boxed_c_str())
+    Box::leak(
+        CString::new(name)
+            .expect("GUC names hold no NUL")
+            .into_boxed_c_str(),
+    )
 }
 
 /// Registers every `hoop.*` parameter; called once from `_PG_init`.
@@ -106,7 +110,10 @@ pub(crate) fn string_value(setting: &GucSetting<Option<CString>>) -> String {
 
 /// The token key bytes, when one is configured.
 pub(crate) fn token_key() -> Option<Vec<u8>> {
-    TOKEN_KEY.get().map(|key| key.into_bytes()).filter(|key| !key.is_empty())
+    TOKEN_KEY
+        .get()
+        .map(|key| key.into_bytes())
+        .filter(|key| !key.is_empty())
 }
 
 /// Role names listed in `hoop.exempt_roles`.
@@ -118,7 +125,12 @@ pub(crate) fn exempt_roles() -> Vec<String> {
 pub(crate) fn blocked_commands() -> Vec<String> {
     split_list(&string_value(&BLOCKED_COMMANDS))
         .into_iter()
-        .map(|tag| tag.split_whitespace().collect::<Vec<_>>().join(" ").to_uppercase())
+        .map(|tag| {
+            tag.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_uppercase()
+        })
         .collect()
 }
 

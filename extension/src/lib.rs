@@ -58,4 +58,3 @@ pub mod pg_test {
         ]
     }
 }
-

@@ -143,10 +143,11 @@ unsafe extern "C-unwind" fn detect_walker(node: *mut pg_sys::Node, context: *mut
             }
             return false;
         }
-        pg_sys::NodeTag::T_FuncExpr => {
-            if (*(node as *mut pg_sys::FuncExpr)).funcid == pg_sys::Oid::from(pg_sys::F_SET_CONFIG) {
-                found.set_config_call = true;
-            }
+        pg_sys::NodeTag::T_FuncExpr
+            if (*(node as *mut pg_sys::FuncExpr)).funcid
+                == pg_sys::Oid::from(pg_sys::F_SET_CONFIG) =>
+        {
+            found.set_config_call = true;
         }
         _ => {}
     }
@@ -209,9 +210,9 @@ pub(crate) unsafe fn check_plan(planned: *mut pg_sys::PlannedStmt, seen: &HashSe
         if seen.contains(&policy.root) {
             continue;
         }
-        HoopError::Blocked {
-            command: format!("a query reading masked table {} through an inlined SQL function", policy.qualified_name()),
-            why: "a set-returning SQL function with a BEGIN ATOMIC body was inlined by the planner, so hoop cannot mask what it reads; write the function body as a string (AS $$ … $$) instead".to_string(),
+        HoopError::Unmaskable {
+            table: policy.qualified_name(),
+            why: "a set-returning SQL function with a BEGIN ATOMIC body is inlined by the planner without parse analysis; write its body as a string (AS $$ … $$) instead".to_string(),
         }
         .report();
     }
@@ -235,8 +236,15 @@ struct Rewriter {
 impl Rewriter {
     unsafe fn push(&mut self, query: *mut pg_sys::Query) {
         let on_conflict = (*query).onConflict;
-        let excluded_rel = if on_conflict.is_null() { 0 } else { (*on_conflict).exclRelIndex };
-        self.frames.push(Frame { rtable: (*query).rtable, excluded_rel });
+        let excluded_rel = if on_conflict.is_null() {
+            0
+        } else {
+            (*on_conflict).exclRelIndex
+        };
+        self.frames.push(Frame {
+            rtable: (*query).rtable,
+            excluded_rel,
+        });
     }
 
     /// The relation and attribute a `Var` reads, when it reads a table directly.
@@ -246,7 +254,7 @@ impl Rewriter {
             return None;
         }
         let frame = &self.frames[self.frames.len() - 1 - levels];
-        let varno = (*var).varno as i32;
+        let varno = (*var).varno;
         if varno <= 0 || varno == frame.excluded_rel || varno as usize > list_length(frame.rtable) {
             return None;
         }
@@ -342,7 +350,11 @@ impl Rewriter {
 
     /// Rewrites one query level. With `in_place`, `query` itself is modified
     /// (the hooks' own query); nested queries are copied, as mutators do.
-    unsafe fn rewrite_query(&mut self, query: *mut pg_sys::Query, in_place: bool) -> *mut pg_sys::Query {
+    unsafe fn rewrite_query(
+        &mut self,
+        query: *mut pg_sys::Query,
+        in_place: bool,
+    ) -> *mut pg_sys::Query {
         // WITH CHECK OPTION and row-security quals are the administrator's
         // access rules, not output: they keep seeing real values.
         let check_options = (*query).withCheckOptions;
@@ -351,13 +363,18 @@ impl Rewriter {
             .collect();
         self.push(query);
         let context = self as *mut Rewriter as *mut c_void;
-        let flags = if in_place { pg_sys::QTW_DONT_COPY_QUERY as i32 } else { 0 };
+        let flags = if in_place {
+            pg_sys::QTW_DONT_COPY_QUERY as i32
+        } else {
+            0
+        };
         let result = compat::query_tree_mutator(query, mask_mutator, context, flags);
         self.frames.pop();
         (*result).withCheckOptions = check_options;
         for (n, quals) in security_quals.into_iter().enumerate() {
             if n < list_length((*result).rtable) {
-                (*(list_nth((*result).rtable, n) as *mut pg_sys::RangeTblEntry)).securityQuals = quals;
+                (*(list_nth((*result).rtable, n) as *mut pg_sys::RangeTblEntry)).securityQuals =
+                    quals;
             }
         }
         result
@@ -405,7 +422,10 @@ unsafe fn check_set_config(func: *mut pg_sys::FuncExpr) {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn mask_mutator(node: *mut pg_sys::Node, context: *mut c_void) -> *mut pg_sys::Node {
+unsafe extern "C-unwind" fn mask_mutator(
+    node: *mut pg_sys::Node,
+    context: *mut c_void,
+) -> *mut pg_sys::Node {
     if node.is_null() {
         return node;
     }
@@ -421,7 +441,9 @@ unsafe extern "C-unwind" fn mask_mutator(node: *mut pg_sys::Node, context: *mut 
         }
         pg_sys::NodeTag::T_FuncExpr => {
             let func = node as *mut pg_sys::FuncExpr;
-            if rewriter.refuse_set_config && (*func).funcid == pg_sys::Oid::from(pg_sys::F_SET_CONFIG) {
+            if rewriter.refuse_set_config
+                && (*func).funcid == pg_sys::Oid::from(pg_sys::F_SET_CONFIG)
+            {
                 check_set_config(func);
             }
             if rewriter.is_wrapper(func) {
@@ -434,7 +456,8 @@ unsafe extern "C-unwind" fn mask_mutator(node: *mut pg_sys::Node, context: *mut 
             let original = node as *mut pg_sys::OnConflictExpr;
             let copy = copy_node(original);
             (*copy).onConflictSet =
-                mask_mutator((*original).onConflictSet as *mut pg_sys::Node, context) as *mut pg_sys::List;
+                mask_mutator((*original).onConflictSet as *mut pg_sys::Node, context)
+                    as *mut pg_sys::List;
             (*copy).onConflictWhere = mask_mutator((*original).onConflictWhere, context);
             return copy as *mut pg_sys::Node;
         }
@@ -454,7 +477,10 @@ pub(crate) unsafe fn rewrite(query: *mut pg_sys::Query) {
         return;
     }
     let mut found = Detection::default();
-    detect_walker(query as *mut pg_sys::Node, &mut found as *mut Detection as *mut c_void);
+    detect_walker(
+        query as *mut pg_sys::Node,
+        &mut found as *mut Detection as *mut c_void,
+    );
     let refuse_set_config = gateway && found.set_config_call;
     if !found.masked_relation && !refuse_set_config {
         return;
@@ -462,7 +488,11 @@ pub(crate) unsafe fn rewrite(query: *mut pg_sys::Query) {
     let Some(ext) = policy::extension() else {
         return;
     };
-    let mut rewriter = Rewriter { ext, frames: Vec::new(), refuse_set_config };
+    let mut rewriter = Rewriter {
+        ext,
+        frames: Vec::new(),
+        refuse_set_config,
+    };
     rewriter.rewrite_query(query, true);
 }
 
@@ -475,7 +505,9 @@ pub(crate) unsafe fn rewrite(query: *mut pg_sys::Query) {
 /// session's role, not a SECURITY DEFINER function's owner.
 pub(crate) fn may_see_raw(policy: &RelationPolicy, column: &MaskedColumn) -> bool {
     if let Some(session) = session::current() {
-        return session.claims.may_unmask(&policy.schema, &policy.table, &column.column);
+        return session
+            .claims
+            .may_unmask(&policy.schema, &policy.table, &column.column);
     }
     if session::is_gateway_backend() {
         return false;
@@ -483,14 +515,17 @@ pub(crate) fn may_see_raw(policy: &RelationPolicy, column: &MaskedColumn) -> boo
     !guc::ENFORCE_SUPERUSER.get() && unsafe { pg_sys::superuser_arg(pg_sys::GetOuterUserId()) }
 }
 
+type MaskerCache = (Option<Vec<u8>>, HashMap<Strategy, Masker>);
+
 thread_local! {
-    static MASKERS: RefCell<(Option<Vec<u8>>, HashMap<Strategy, Masker>)> =
+    /// Maskers by strategy, for the token key they were built with.
+    static MASKERS: RefCell<MaskerCache> =
         RefCell::new((None, HashMap::new()));
 }
 
 /// The masker for `strategy` with the current `hoop.token_key`; errors (fail
 /// closed) when `pan_token` has no usable key.
-pub(crate) fn masker(strategy: Strategy, column: &str) -> Masker {
+pub(crate) fn masker(strategy: Strategy, target: &str) -> Masker {
     let key = guc::token_key();
     let cached = MASKERS.with(|cache| {
         let cache = cache.borrow();
@@ -505,7 +540,11 @@ pub(crate) fn masker(strategy: Strategy, column: &str) -> Masker {
     }
     let masker = match Masker::new(strategy, key.as_deref()) {
         Ok(masker) => masker,
-        Err(e) => HoopError::MaskingFailed { column: column.to_string(), why: e.to_string() }.report(),
+        Err(e) => HoopError::MaskingFailed {
+            target: target.to_string(),
+            why: e.to_string(),
+        }
+        .report(),
     };
     MASKERS.with(|cache| {
         let mut cache = cache.borrow_mut();
@@ -519,7 +558,7 @@ pub(crate) fn masker(strategy: Strategy, column: &str) -> Masker {
 
 /// The value of a masked column as the current session may see it. Inserted
 /// by the rewrite; calling it directly reveals nothing the caller did not pass in.
-#[pg_extern(schema = "hoop", stable, strict, parallel_safe)]
+#[pg_extern(stable, strict, parallel_safe)]
 fn mask_column(value: &str, relid: pg_sys::Oid, attnum: i16) -> String {
     let Some(policy) = policy::lookup(relid) else {
         return value.to_string();
@@ -530,13 +569,13 @@ fn mask_column(value: &str, relid: pg_sys::Oid, attnum: i16) -> String {
     if may_see_raw(&policy, column) {
         return value.to_string();
     }
-    let name = format!("{}.{}", policy.qualified_name(), column.column);
+    let name = format!("column {}.{}", policy.qualified_name(), column.column);
     masker(column.strategy, &name).mask_value(value)
 }
 
 /// A whole row of a protected table with its masked columns masked (for
 /// `SELECT t FROM t`, `row_to_json(t)`, `to_jsonb(t)`, `hstore(t)` …).
-#[pg_extern(schema = "hoop", stable, strict, parallel_safe)]
+#[pg_extern(stable, strict, parallel_safe)]
 fn mask_row(row: AnyElement, relid: pg_sys::Oid) -> AnyElement {
     let Some(policy) = policy::lookup(relid) else {
         return row;
@@ -546,7 +585,7 @@ fn mask_row(row: AnyElement, relid: pg_sys::Oid) -> AnyElement {
         .iter()
         .filter(|column| !may_see_raw(&policy, column))
         .map(|column| {
-            let name = format!("{}.{}", policy.qualified_name(), column.column);
+            let name = format!("column {}.{}", policy.qualified_name(), column.column);
             (column.attnum, masker(column.strategy, &name))
         })
         .collect();
@@ -554,7 +593,8 @@ fn mask_row(row: AnyElement, relid: pg_sys::Oid) -> AnyElement {
         return row;
     }
     unsafe {
-        let header = pg_sys::pg_detoast_datum(row.datum().cast_mut_ptr()) as pg_sys::HeapTupleHeader;
+        let header =
+            pg_sys::pg_detoast_datum(row.datum().cast_mut_ptr()) as pg_sys::HeapTupleHeader;
         let type_id = pgrx::heap_tuple_header_get_type_id(header);
         let typmod = pgrx::heap_tuple_header_get_typmod(header);
         let tupdesc = pg_sys::lookup_rowtype_tupdesc(type_id, typmod);
@@ -587,19 +627,21 @@ fn mask_row(row: AnyElement, relid: pg_sys::Oid) -> AnyElement {
 }
 
 /// Masks `value` as a card number with `strategy` (the same code the gateway runs).
-#[pg_extern(schema = "hoop", stable, strict, parallel_safe)]
+#[pg_extern(stable, strict, parallel_safe)]
 fn mask_pan(value: &str, strategy: default!(&str, "'pan_last4'")) -> String {
-    masker(parse_strategy(strategy), "hoop.mask_pan()").mask_value(value)
+    masker(parse_strategy(strategy), "with hoop.mask_pan()").mask_value(value)
 }
 
 /// Masks every card number found in free text with `strategy`.
-#[pg_extern(schema = "hoop", stable, strict, parallel_safe)]
+#[pg_extern(stable, strict, parallel_safe)]
 fn mask_text(value: &str, strategy: default!(&str, "'pan_last4'")) -> String {
-    masker(parse_strategy(strategy), "hoop.mask_text()").mask_text(value).into_owned()
+    masker(parse_strategy(strategy), "with hoop.mask_text()")
+        .mask_text(value)
+        .into_owned()
 }
 
 /// Whether `value` contains something that looks like a card number.
-#[pg_extern(schema = "hoop", immutable, strict, parallel_safe)]
+#[pg_extern(immutable, strict, parallel_safe)]
 fn contains_pan(value: &str) -> bool {
     hoop_common::pan::contains_pan(value.as_bytes())
 }
@@ -611,7 +653,11 @@ pub(crate) fn parse_strategy(name: &str) -> Strategy {
             message: format!("unknown masking strategy {name:?}"),
             hint: Some(format!(
                 "Use one of: {}.",
-                Strategy::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                Strategy::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         }
         .report(),
@@ -630,14 +676,23 @@ mod tests {
     fn gateway_session_sees_masked_values_everywhere() {
         masked_table();
         start_session(&[]);
-        assert_eq!(one_text("SELECT card_number FROM cards").as_deref(), Some("************1111"));
+        assert_eq!(
+            one_text("SELECT card_number FROM cards").as_deref(),
+            Some("************1111")
+        );
         // Filtering on the real number infers nothing.
         assert_eq!(
-            one_text(&format!("SELECT count(*)::text FROM cards WHERE card_number = '{PAN}'")).as_deref(),
+            one_text(&format!(
+                "SELECT count(*)::text FROM cards WHERE card_number = '{PAN}'"
+            ))
+            .as_deref(),
             Some("0")
         );
         let json = one_text("SELECT row_to_json(c)::text FROM cards c").unwrap();
-        assert!(!json.contains(PAN) && json.contains("************1111"), "{json}");
+        assert!(
+            !json.contains(PAN) && json.contains("************1111"),
+            "{json}"
+        );
         let whole = one_text("SELECT c::text FROM cards c").unwrap();
         assert!(!whole.contains(PAN), "{whole}");
         let derived = one_text(
@@ -647,7 +702,8 @@ mod tests {
         assert!(!derived.contains("411111"), "{derived}");
         let agg = one_text("SELECT string_agg(card_number, ',') FROM cards").unwrap();
         assert_eq!(agg, "************1111");
-        let cte = one_text("WITH x AS (SELECT card_number AS c FROM cards) SELECT c FROM x").unwrap();
+        let cte =
+            one_text("WITH x AS (SELECT card_number AS c FROM cards) SELECT c FROM x").unwrap();
         assert_eq!(cte, "************1111");
         let sub = one_text("SELECT (SELECT card_number FROM cards LIMIT 1)").unwrap();
         assert_eq!(sub, "************1111");
@@ -660,9 +716,18 @@ mod tests {
         run("CREATE FUNCTION card_of(int) RETURNS text LANGUAGE plpgsql SECURITY DEFINER AS $$ DECLARE r text; BEGIN SELECT card_number INTO r FROM cards WHERE id = $1; RETURN r; END $$");
         run("CREATE FUNCTION cards_sql() RETURNS SETOF text LANGUAGE sql AS $$ SELECT card_number FROM cards $$");
         start_session(&[]);
-        assert_eq!(one_text("SELECT card_number FROM card_view").as_deref(), Some("************1111"));
-        assert_eq!(one_text("SELECT card_of(1)").as_deref(), Some("************1111"));
-        assert_eq!(one_text("SELECT * FROM cards_sql()").as_deref(), Some("************1111"));
+        assert_eq!(
+            one_text("SELECT card_number FROM card_view").as_deref(),
+            Some("************1111")
+        );
+        assert_eq!(
+            one_text("SELECT card_of(1)").as_deref(),
+            Some("************1111")
+        );
+        assert_eq!(
+            one_text("SELECT * FROM cards_sql()").as_deref(),
+            Some("************1111")
+        );
         // The view's definition stays as written.
         let definition = one_text("SELECT pg_get_viewdef('card_view'::regclass)").unwrap();
         assert!(!definition.contains("mask_column"), "{definition}");
@@ -672,11 +737,17 @@ mod tests {
     fn unmask_claim_shows_raw_and_writes_still_work() {
         masked_table();
         start_session(&["public.cards.card_number"]);
-        assert_eq!(one_text("SELECT card_number FROM cards").as_deref(), Some(PAN));
+        assert_eq!(
+            one_text("SELECT card_number FROM cards").as_deref(),
+            Some(PAN)
+        );
         run("INSERT INTO cards VALUES (2, '5555555555554444', 'Bob', 'n2')");
         run("UPDATE cards SET card_number = '378282246310005' WHERE id = 2");
         run("INSERT INTO cards VALUES (2, '6011111111111117', 'Bob', 'n2') ON CONFLICT (id) DO UPDATE SET card_number = EXCLUDED.card_number");
-        assert_eq!(one_text("SELECT card_number FROM cards WHERE id = 2").as_deref(), Some("6011111111111117"));
+        assert_eq!(
+            one_text("SELECT card_number FROM cards WHERE id = 2").as_deref(),
+            Some("6011111111111117")
+        );
     }
 
     #[pg_test]
@@ -688,7 +759,10 @@ mod tests {
         assert_eq!(one_text("SELECT first_card()").as_deref(), Some(PAN));
         // Same backend, same cached plan, new token without the unmask claim.
         start_session(&[]);
-        assert_eq!(one_text("SELECT first_card()").as_deref(), Some("************1111"));
+        assert_eq!(
+            one_text("SELECT first_card()").as_deref(),
+            Some("************1111")
+        );
     }
 
     #[pg_test]
@@ -698,26 +772,44 @@ mod tests {
         run("SELECT hoop_mask('v', 'pan', 'pan_bin_last4')");
         run("SELECT hoop_mask('v', 'pan2', 'redact')");
         start_session(&[]);
-        assert_eq!(one_text("SELECT pan::text FROM v").as_deref(), Some("411111******1111"));
+        assert_eq!(
+            one_text("SELECT pan::text FROM v").as_deref(),
+            Some("411111******1111")
+        );
         let redacted = one_text("SELECT pan2::text FROM v").unwrap();
         assert!(!redacted.contains("5555"), "{redacted}");
-        assert_eq!(one_text("SELECT pg_typeof(pan)::text FROM v").as_deref(), Some("character varying"));
+        assert_eq!(
+            one_text("SELECT pg_typeof(pan)::text FROM v").as_deref(),
+            Some("character varying")
+        );
     }
 
     #[pg_test]
     fn mask_functions_use_common_code() {
-        assert_eq!(one_text("SELECT hoop.mask_pan('4111 1111 1111 1111')").as_deref(), Some("**** **** **** 1111"));
-        assert_eq!(one_text("SELECT hoop.mask_pan('4111111111111111', 'pan_bin_last4')").as_deref(), Some("411111******1111"));
+        assert_eq!(
+            one_text("SELECT hoop.mask_pan('4111 1111 1111 1111')").as_deref(),
+            Some("**** **** **** 1111")
+        );
+        assert_eq!(
+            one_text("SELECT hoop.mask_pan('4111111111111111', 'pan_bin_last4')").as_deref(),
+            Some("411111******1111")
+        );
         let text = one_text("SELECT hoop.mask_text('card 4111111111111111 paid')").unwrap();
         assert!(!text.contains(PAN), "{text}");
-        expect_error("SELECT hoop.mask_pan('4111111111111111', 'pan_token')", "55000");
+        expect_error(
+            "SELECT hoop.mask_pan('4111111111111111', 'pan_token')",
+            "55000",
+        );
         expect_error("SELECT hoop.mask_pan('4111111111111111', 'rot13')", "22023");
     }
 
     #[pg_test]
     fn superuser_without_session_sees_raw_unless_enforced() {
         masked_table();
-        assert_eq!(one_text("SELECT card_number FROM cards").as_deref(), Some(PAN));
+        assert_eq!(
+            one_text("SELECT card_number FROM cards").as_deref(),
+            Some(PAN)
+        );
         run("SET hoop.enforce_superuser = on");
         expect_error("SELECT card_number FROM cards", "42501");
     }

@@ -55,9 +55,12 @@ enum Cached<T> {
     Known(T),
 }
 
+/// Every protected relation of this database, by OID.
+type Policies = Rc<HashMap<pg_sys::Oid, Rc<RelationPolicy>>>;
+
 thread_local! {
     static EXTENSION: RefCell<Cached<Option<Extension>>> = const { RefCell::new(Cached::Unknown) };
-    static POLICIES: RefCell<Cached<Rc<HashMap<pg_sys::Oid, Rc<RelationPolicy>>>>> =
+    static POLICIES: RefCell<Cached<Policies>> =
         const { RefCell::new(Cached::Unknown) };
     static INTERNAL_DEPTH: Cell<u32> = const { Cell::new(0) };
     static LOADING: Cell<bool> = const { Cell::new(false) };
@@ -116,8 +119,14 @@ unsafe extern "C-unwind" fn syscache_callback(_arg: pg_sys::Datum, _cacheid: i32
 
 unsafe fn lookup_function(name: &CStr, arg_types: &[pg_sys::Oid]) -> pg_sys::Oid {
     let mut names = std::ptr::null_mut();
-    names = pg_sys::lappend(names, pg_sys::makeString(pg_sys::pstrdup(c"hoop".as_ptr())).cast());
-    names = pg_sys::lappend(names, pg_sys::makeString(pg_sys::pstrdup(name.as_ptr())).cast());
+    names = pg_sys::lappend(
+        names,
+        pg_sys::makeString(pg_sys::pstrdup(c"hoop".as_ptr())).cast(),
+    );
+    names = pg_sys::lappend(
+        names,
+        pg_sys::makeString(pg_sys::pstrdup(name.as_ptr())).cast(),
+    );
     pg_sys::LookupFuncName(names, arg_types.len() as i32, arg_types.as_ptr(), true)
 }
 
@@ -139,7 +148,8 @@ pub(crate) fn extension() -> Option<Extension> {
                 c"mask_column",
                 &[pg_sys::TEXTOID, pg_sys::OIDOID, pg_sys::INT2OID],
             );
-            let mask_row_fn = lookup_function(c"mask_row", &[pg_sys::ANYELEMENTOID, pg_sys::OIDOID]);
+            let mask_row_fn =
+                lookup_function(c"mask_row", &[pg_sys::ANYELEMENTOID, pg_sys::OIDOID]);
             let loader = lookup_function(c"_load_policies", &[]);
             let owned_by_hoop = |f: pg_sys::Oid| {
                 f != pg_sys::InvalidOid
@@ -147,7 +157,10 @@ pub(crate) fn extension() -> Option<Extension> {
             };
             if owned_by_hoop(mask_column_fn) && owned_by_hoop(mask_row_fn) && owned_by_hoop(loader)
             {
-                Some(Extension { mask_column_fn, mask_row_fn })
+                Some(Extension {
+                    mask_column_fn,
+                    mask_row_fn,
+                })
             } else {
                 None
             }
@@ -202,10 +215,17 @@ fn load_policies() -> HashMap<pg_sys::Oid, Rc<RelationPolicy>> {
         });
         if let (Some(attnum), Some(column), Some(strategy)) = (attnum, column, strategy) {
             let strategy = strategy.parse::<Strategy>().unwrap_or(Strategy::Redact);
-            policy.masked.push(MaskedColumn { attnum, column, strategy });
+            policy.masked.push(MaskedColumn {
+                attnum,
+                column,
+                strategy,
+            });
         }
     }
-    policies.into_iter().map(|(relid, policy)| (relid, Rc::new(policy))).collect()
+    policies
+        .into_iter()
+        .map(|(relid, policy)| (relid, Rc::new(policy)))
+        .collect()
 }
 
 fn with_snapshot<R>(f: impl FnOnce() -> R) -> R {
@@ -221,7 +241,7 @@ fn with_snapshot<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
-fn policies() -> Option<Rc<HashMap<pg_sys::Oid, Rc<RelationPolicy>>>> {
+fn policies() -> Option<Policies> {
     if let Cached::Known(known) = POLICIES.with(|cache| cache.borrow().clone()) {
         return Some(known);
     }

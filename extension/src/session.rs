@@ -34,6 +34,9 @@ pub(crate) struct VerifiedSession {
 enum SessionState {
     None,
     Verified(Rc<VerifiedSession>),
+    /// In a parallel worker: the leader's token, verified on first use (the
+    /// worker restores hoop.session before hoop.trusted_keys).
+    Pending(String),
     Rejected(String),
 }
 
@@ -63,7 +66,22 @@ pub(crate) fn is_gateway_backend() -> bool {
 /// The current session if it is usable right now: verified, not expired,
 /// and still running as the role it was issued for.
 pub(crate) fn current() -> Option<Rc<VerifiedSession>> {
-    let state = STATE.with(|state| state.borrow().clone());
+    let mut state = STATE.with(|state| state.borrow().clone());
+    if let SessionState::Pending(token) = &state {
+        let verified = KEYS.with(|keys| {
+            keys.borrow()
+                .verify(token, unsafe { compat::session_pid() }, now_unix())
+        });
+        state = match verified {
+            Ok(claims) => SessionState::Verified(Rc::new(VerifiedSession {
+                token: token.clone(),
+                claims,
+                role_oid: pg_sys::InvalidOid,
+            })),
+            Err(e) => SessionState::Rejected(e.to_string()),
+        };
+        STATE.with(|current| *current.borrow_mut() = state.clone());
+    }
     let SessionState::Verified(session) = state else {
         return None;
     };
@@ -83,6 +101,7 @@ pub(crate) fn why_no_session() -> String {
     match state {
         SessionState::None => format!("{} is not set in this connection", names::GUC_SESSION),
         SessionState::Rejected(reason) => reason,
+        SessionState::Pending(_) => format!("{} has not been verified yet", names::GUC_SESSION),
         SessionState::Verified(session) => {
             if session.claims.exp <= now_unix() {
                 format!(
@@ -149,14 +168,26 @@ unsafe fn verify_new_token(token: &str) -> Result<VerifiedSession, (PgSqlErrorCo
     let pid = compat::session_pid();
     let claims = KEYS
         .with(|keys| keys.borrow().verify(token, pid, now_unix()))
-        .map_err(|e| (PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION, e.to_string()))?;
+        .map_err(|e| {
+            (
+                PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+                e.to_string(),
+            )
+        })?;
     if pg_sys::InitializingParallelWorker || pg_sys::ParallelWorkerNumber >= 0 {
-        return Ok(VerifiedSession { token: token.to_string(), claims, role_oid: pg_sys::InvalidOid });
+        return Ok(VerifiedSession {
+            token: token.to_string(),
+            claims,
+            role_oid: pg_sys::InvalidOid,
+        });
     }
     if !pg_sys::IsTransactionState() {
         return Err((
             PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-            format!("{} must be set with SET after the connection is established", names::GUC_SESSION),
+            format!(
+                "{} must be set with SET after the connection is established",
+                names::GUC_SESSION
+            ),
         ));
     }
     let database = current_database_name();
@@ -180,7 +211,11 @@ unsafe fn verify_new_token(token: &str) -> Result<VerifiedSession, (PgSqlErrorCo
             ),
         ));
     }
-    Ok(VerifiedSession { token: token.to_string(), claims, role_oid: role })
+    Ok(VerifiedSession {
+        token: token.to_string(),
+        claims,
+        role_oid: role,
+    })
 }
 
 #[pgrx::pg_guard]
@@ -189,7 +224,11 @@ pub(crate) unsafe extern "C-unwind" fn check_session(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    let token = if newval.is_null() { "" } else { guc_string(*newval) };
+    let token = if newval.is_null() {
+        ""
+    } else {
+        guc_string(*newval)
+    };
     if token.is_empty() {
         if is_gateway_backend() && !pg_sys::InitializingParallelWorker {
             guc_check_error(
@@ -201,6 +240,11 @@ pub(crate) unsafe extern "C-unwind" fn check_session(
             );
             return false;
         }
+        return true;
+    }
+    if pg_sys::InitializingParallelWorker {
+        // The leader verified this value; it is checked again on first use,
+        // once hoop.trusted_keys has been restored too.
         return true;
     }
     match verify_new_token(token) {
@@ -220,8 +264,11 @@ pub(crate) unsafe extern "C-unwind" fn assign_session(newval: *const c_char, _ex
     let token = guc_string(newval);
     let state = if token.is_empty() {
         SessionState::None
+    } else if pg_sys::InitializingParallelWorker || pg_sys::ParallelWorkerNumber >= 0 {
+        SessionState::Pending(token.to_string())
     } else {
-        let known = VERIFIED.with(|cache| cache.borrow().iter().find(|s| s.token == token).cloned());
+        let known =
+            VERIFIED.with(|cache| cache.borrow().iter().find(|s| s.token == token).cloned());
         match known {
             Some(session) => {
                 GATEWAY_BACKEND.with(|flag| flag.set(true));
@@ -252,18 +299,28 @@ pub(crate) unsafe extern "C-unwind" fn check_trusted_keys(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    let text = if newval.is_null() { "" } else { guc_string(*newval) };
+    let text = if newval.is_null() {
+        ""
+    } else {
+        guc_string(*newval)
+    };
     match TrustedKeys::parse(text) {
         Ok(_) => true,
         Err(e) => {
-            guc_check_error(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, &e.to_string());
+            guc_check_error(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                &e.to_string(),
+            );
             false
         }
     }
 }
 
 #[pgrx::pg_guard]
-pub(crate) unsafe extern "C-unwind" fn assign_trusted_keys(newval: *const c_char, _extra: *mut c_void) {
+pub(crate) unsafe extern "C-unwind" fn assign_trusted_keys(
+    newval: *const c_char,
+    _extra: *mut c_void,
+) {
     let keys = TrustedKeys::parse(guc_string(newval)).unwrap_or_default();
     let pid = compat::session_pid();
     let now = now_unix();
@@ -309,17 +366,31 @@ mod tests {
     use pgrx::prelude::*;
 
     fn set(token: &str) -> Option<(String, String)> {
-        sql_error(&format!("SET hoop.session = '{}'", token.replace('\'', "''")))
+        sql_error(&format!(
+            "SET hoop.session = '{}'",
+            token.replace('\'', "''")
+        ))
     }
 
     #[pg_test]
     fn valid_token_is_accepted_and_described() {
         let role = current_user();
         assert_eq!(set(&token(&role, &[])), None);
-        assert_eq!(one_text("SELECT (hoop.session_info()).subject").as_deref(), Some("agent-7"));
-        assert_eq!(one_text("SELECT (hoop.session_info()).role").as_deref(), Some(role.as_str()));
-        assert_eq!(one_text("SELECT current_setting('hoop.session')").as_deref(), Some("********"));
-        let shown = Spi::get_one::<i64>("SELECT count(*) FROM pg_settings WHERE name = 'hoop.session'").unwrap();
+        assert_eq!(
+            one_text("SELECT (hoop.session_info()).subject").as_deref(),
+            Some("agent-7")
+        );
+        assert_eq!(
+            one_text("SELECT (hoop.session_info()).role").as_deref(),
+            Some(role.as_str())
+        );
+        assert_eq!(
+            one_text("SELECT current_setting('hoop.session')").as_deref(),
+            Some("********")
+        );
+        let shown =
+            Spi::get_one::<i64>("SELECT count(*) FROM pg_settings WHERE name = 'hoop.session'")
+                .unwrap();
         assert_eq!(shown, Some(0));
     }
 
@@ -335,9 +406,17 @@ mod tests {
 
         let mut other_pid = claims(&role, &[]);
         other_pid.pid += 1;
-        assert_eq!(set(&signer().sign(&other_pid)).map(|e| e.0).as_deref(), Some("28000"));
+        assert_eq!(
+            set(&signer().sign(&other_pid)).map(|e| e.0).as_deref(),
+            Some("28000")
+        );
 
-        assert_eq!(set(&untrusted_signer().sign(&claims(&role, &[]))).map(|e| e.0).as_deref(), Some("28000"));
+        assert_eq!(
+            set(&untrusted_signer().sign(&claims(&role, &[])))
+                .map(|e| e.0)
+                .as_deref(),
+            Some("28000")
+        );
         assert_eq!(set("garbage").map(|e| e.0).as_deref(), Some("28000"));
 
         // Altered claims: swap the payload of one valid token into another's signature.
@@ -345,10 +424,18 @@ mod tests {
         let more = token(&role, &["public.cards.card_number"]);
         let payload = more.split('.').nth(1).unwrap();
         let signature = good.split('.').nth(2).unwrap();
-        assert_eq!(set(&format!("hoop1.{payload}.{signature}")).map(|e| e.0).as_deref(), Some("28000"));
+        assert_eq!(
+            set(&format!("hoop1.{payload}.{signature}"))
+                .map(|e| e.0)
+                .as_deref(),
+            Some("28000")
+        );
 
         let wrong_role = claims("someone_else", &[]);
-        assert_eq!(set(&signer().sign(&wrong_role)).map(|e| e.0).as_deref(), Some("42501"));
+        assert_eq!(
+            set(&signer().sign(&wrong_role)).map(|e| e.0).as_deref(),
+            Some("42501")
+        );
 
         // Nothing was established by any of these.
         assert_eq!(one_text("SELECT (hoop.session_info()).subject"), None);
@@ -358,7 +445,7 @@ mod tests {
     fn established_session_cannot_be_cleared_only_replaced() {
         let role = current_user();
         assert_eq!(set(&token(&role, &[])), None);
-        assert_eq!(expect_error("RESET hoop.session", "42501").is_empty(), false);
+        assert!(!expect_error("RESET hoop.session", "42501").is_empty());
         expect_error("SET hoop.session = ''", "42501");
         expect_error("SET hoop.session TO DEFAULT", "42501");
         expect_error("SELECT set_config('hoop.session', '', false)", "42501");
@@ -379,8 +466,14 @@ mod tests {
         expect_error("SET ROLE hoop_test_other", "42501");
         expect_error("RESET ROLE", "42501");
         expect_error("SET SESSION AUTHORIZATION hoop_test_other", "42501");
-        expect_error("SELECT set_config('role', 'hoop_test_other', false)", "42501");
-        expect_error("SELECT set_config(lower('ROLE'), 'hoop_test_other', false)", "42501");
+        expect_error(
+            "SELECT set_config('role', 'hoop_test_other', false)",
+            "42501",
+        );
+        expect_error(
+            "SELECT set_config(lower('ROLE'), 'hoop_test_other', false)",
+            "42501",
+        );
         expect_error("SET hoop.enforce_superuser = off", "42501");
         expect_error("ALTER SYSTEM SET work_mem = '1MB'", "42501");
         expect_error("CREATE EXTENSION IF NOT EXISTS plpgsql", "42501");
@@ -393,6 +486,9 @@ mod tests {
         expect_error("CREATE FUNCTION f_setrole() RETURNS int LANGUAGE sql SET role = 'hoop_test_other' AS 'SELECT 1'", "42501");
         // Ordinary settings and work go on.
         run("SET work_mem = '8MB'");
-        assert_eq!(one_text("SELECT set_config('application_name', 'x', false)").as_deref(), Some("x"));
+        assert_eq!(
+            one_text("SELECT set_config('application_name', 'x', false)").as_deref(),
+            Some("x")
+        );
     }
 }

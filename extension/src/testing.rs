@@ -60,12 +60,16 @@ pub(crate) fn sql_error(sql: &str) -> Option<(String, String)> {
         let owner = pg_sys::CurrentResourceOwner;
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
         let failure = PgTryBuilder::new(|| {
-            Spi::run(sql).map(|_| None).unwrap_or_else(|e| Some(("SPI".to_string(), e.to_string())))
+            Spi::run(sql)
+                .map(|_| None)
+                .unwrap_or_else(|e| Some(("SPI".to_string(), e.to_string())))
         })
         .catch_others(|caught| match caught {
             CaughtError::PostgresError(report)
             | CaughtError::ErrorReport(report)
-            | CaughtError::RustPanic { ereport: report, .. } => Some((
+            | CaughtError::RustPanic {
+                ereport: report, ..
+            } => Some((
                 sqlstate(report.sql_error_code() as i32),
                 report.message().to_string(),
             )),

@@ -9,7 +9,11 @@ use crate::auth::dev_issuer::DevIssuer;
 use crate::config::Config;
 
 #[derive(Parser, Debug)]
-#[command(name = "hoop", version, about = "PCI DSS guardrails for machine identities on PostgreSQL")]
+#[command(
+    name = "hoop",
+    version,
+    about = "PCI DSS guardrails for machine identities on PostgreSQL"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -91,7 +95,13 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Demo => crate::demo::run().await,
         Command::Token {
-            command: TokenCommand::Mint { config, sub, groups, ttl },
+            command:
+                TokenCommand::Mint {
+                    config,
+                    sub,
+                    groups,
+                    ttl,
+                },
         } => {
             let config = Config::load(&config).map_err(|e| e.to_string())?;
             let dev = config.identity.dev_issuer.as_ref().ok_or_else(|| {
@@ -118,7 +128,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let kid = kid.unwrap_or_else(|| format!("hoop-{}", now_unix()));
             let entry = crate::keys::generate(&out, &kid, force)?;
             let path = out.join(crate::keys::SESSION_KEY_FILE);
-            println!("wrote {} (mode 0600): keep it secret, it mints database sessions", path.display());
+            println!(
+                "wrote {} (mode 0600): keep it secret, it mints database sessions",
+                path.display()
+            );
             println!();
             println!("postgresql.conf (append to an existing list to rotate):");
             println!("    hoop.trusted_keys = '{entry}'");

@@ -360,10 +360,7 @@ impl Config {
             .max_message_bytes
             .unwrap_or(crate::protocol::DEFAULT_MAX_MESSAGE_BYTES);
         if max_message_bytes < 1024 {
-            return Err(invalid(
-                "listen.max_message_bytes",
-                "must be at least 1024",
-            ));
+            return Err(invalid("listen.max_message_bytes", "must be at least 1024"));
         }
 
         let up = raw.upstream;
@@ -392,7 +389,10 @@ impl Config {
             databases: up.databases,
             tls: up.tls,
             tls_ca_file: up.tls_ca_file.as_ref().map(rel),
-            connect_timeout: up.connect_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+            connect_timeout: up
+                .connect_timeout
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(10)),
         };
 
         let id = raw.identity;
@@ -404,9 +404,15 @@ impl Config {
                 }
                 .resolve("identity.dev_issuer.key_file", &base)?;
                 Some(DevIssuer {
-                    issuer: d.issuer.clone().unwrap_or_else(|| DEFAULT_DEV_ISSUER.into()),
+                    issuer: d
+                        .issuer
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_DEV_ISSUER.into()),
                     seed_base64: seed,
-                    default_ttl: d.default_ttl.map(|t| t.0).unwrap_or(Duration::from_secs(900)),
+                    default_ttl: d
+                        .default_ttl
+                        .map(|t| t.0)
+                        .unwrap_or(Duration::from_secs(900)),
                 })
             }
             None => None,
@@ -458,7 +464,10 @@ impl Config {
         if groups_claim.iter().any(String::is_empty) {
             return Err(invalid(
                 "identity.groups_claim",
-                format!("{:?} is not a claim path like `groups` or `realm_access.roles`", id.groups_claim),
+                format!(
+                    "{:?} is not a claim path like `groups` or `realm_access.roles`",
+                    id.groups_claim
+                ),
             ));
         }
         let algorithms = match &id.algorithms {
@@ -493,7 +502,10 @@ impl Config {
                 .jwks_min_refresh_interval
                 .map(|d| d.0)
                 .unwrap_or(Duration::from_secs(10)),
-            jwks_max_age: id.jwks_max_age.map(|d| d.0).unwrap_or(Duration::from_secs(600)),
+            jwks_max_age: id
+                .jwks_max_age
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(600)),
             dev_issuer,
         };
         if identity.leeway > Duration::from_secs(300) {
@@ -508,7 +520,10 @@ impl Config {
         }
         for m in &raw.role_mapping {
             if m.group.is_empty() || m.role.is_empty() {
-                return Err(invalid("role_mapping", "every entry needs `group` and `role`"));
+                return Err(invalid(
+                    "role_mapping",
+                    "every entry needs `group` and `role`",
+                ));
             }
             for col in &m.unmask {
                 if col.split('.').count() != 3 || col.split('.').any(str::is_empty) {
@@ -520,10 +535,14 @@ impl Config {
             }
         }
 
-        let session_signing_seed = raw.session.signing_key.resolve("session.signing_key", &base)?;
-        if let Err(e) =
-            hoop_common::token::SessionSigner::from_seed_base64(&raw.session.key_id, &session_signing_seed)
-        {
+        let session_signing_seed = raw
+            .session
+            .signing_key
+            .resolve("session.signing_key", &base)?;
+        if let Err(e) = hoop_common::token::SessionSigner::from_seed_base64(
+            &raw.session.key_id,
+            &session_signing_seed,
+        ) {
             return Err(invalid("session.signing_key", e.to_string()));
         }
         if raw.session.key_id.is_empty() || raw.session.key_id.contains([':', ',', ' ']) {
@@ -578,7 +597,10 @@ impl Config {
 fn check_issuer_url(issuer: &str) -> Result<(), ConfigError> {
     let url = reqwest::Url::parse(issuer)
         .map_err(|e| invalid("identity.issuer", format!("{issuer:?} is not a URL: {e}")))?;
-    let loopback = matches!(url.host_str(), Some("localhost") | Some("127.0.0.1") | Some("[::1]"));
+    let loopback = matches!(
+        url.host_str(),
+        Some("localhost") | Some("127.0.0.1") | Some("[::1]")
+    );
     match url.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),
@@ -599,7 +621,11 @@ mod tests {
 
     fn sample(dir: &Path) -> String {
         write(dir, "pw", "secret\n");
-        write(dir, "seed", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n");
+        write(
+            dir,
+            "seed",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+        );
         r#"
 [listen]
 address = "127.0.0.1:6432"
@@ -636,22 +662,36 @@ key_id = "k1"
         assert_eq!(cfg.upstream.password, "secret");
         assert_eq!(cfg.upstream.port, 5432);
         assert!(matches!(cfg.identity.source, KeySource::DevIssuer));
-        assert_eq!(cfg.role_for(&["x".into(), "fraud-agents".into()]).unwrap().role, "fraud_agent");
+        assert_eq!(
+            cfg.role_for(&["x".into(), "fraud-agents".into()])
+                .unwrap()
+                .role,
+            "fraud_agent"
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
         let dir = tempdir("bad");
         let text = sample(&dir).replace("password = { file = \"pw\" }", "password = \"inline\"");
-        let err = Config::from_toml(&text, &dir.join("hoop.toml")).unwrap_err().to_string();
+        let err = Config::from_toml(&text, &dir.join("hoop.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("password"), "{err}");
 
         let text = sample(&dir).replace("allow_plaintext = \"loopback\"", "");
-        let err = Config::from_toml(&text, &dir.join("hoop.toml")).unwrap_err().to_string();
+        let err = Config::from_toml(&text, &dir.join("hoop.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen.tls_cert_file"), "{err}");
 
         let text = sample(&dir).replace("pw\"", "missing-file\"");
-        let err = Config::from_toml(&text, &dir.join("hoop.toml")).unwrap_err().to_string();
-        assert!(err.contains("upstream.password") && err.contains("missing-file"), "{err}");
+        let err = Config::from_toml(&text, &dir.join("hoop.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("upstream.password") && err.contains("missing-file"),
+            "{err}"
+        );
     }
 }

@@ -188,7 +188,9 @@ pub async fn accept(
                 None => return Ok(Err(Ended::Quietly)),
                 Some(Err(problem)) => {
                     let mut s = PgStream::Plain(tcp);
-                    return refuse(&mut s, "08P01", &problem, LoginOutcome::refused).await.map(Err);
+                    return refuse(&mut s, "08P01", &problem, LoginOutcome::refused)
+                        .await
+                        .map(Err);
                 }
                 Some(Ok(p)) => p,
             };
@@ -220,11 +222,20 @@ pub async fn accept(
                     forward_cancel(ctx, pid, &secret).await;
                     return Ok(Err(Ended::Quietly));
                 }
-                StartupPacket::Startup { major, minor, params } => {
+                StartupPacket::Startup {
+                    major,
+                    minor,
+                    params,
+                } => {
                     let mut s = PgStream::Plain(tcp);
                     return startup(ctx, &mut s, peer, major, minor, params)
                         .await
-                        .map(|r| r.map(|admitted| Login { stream: s, admitted }));
+                        .map(|r| {
+                            r.map(|admitted| Login {
+                                stream: s,
+                                admitted,
+                            })
+                        });
                 }
             }
         }
@@ -233,16 +244,20 @@ pub async fn accept(
     let packet = match read_startup_packet(&mut stream).await? {
         None => return Ok(Err(Ended::Quietly)),
         Some(Err(problem)) => {
-            return refuse(&mut stream, "08P01", &problem, LoginOutcome::refused).await.map(Err)
+            return refuse(&mut stream, "08P01", &problem, LoginOutcome::refused)
+                .await
+                .map(Err)
         }
         Some(Ok(p)) => p,
     };
     match packet {
-        StartupPacket::Startup { major, minor, params } => {
-            startup(ctx, &mut stream, peer, major, minor, params)
-                .await
-                .map(|r| r.map(|admitted| Login { stream, admitted }))
-        }
+        StartupPacket::Startup {
+            major,
+            minor,
+            params,
+        } => startup(ctx, &mut stream, peer, major, minor, params)
+            .await
+            .map(|r| r.map(|admitted| Login { stream, admitted })),
         StartupPacket::Cancel { pid, secret } => {
             forward_cancel(ctx, pid, &secret).await;
             Ok(Err(Ended::Quietly))

@@ -66,7 +66,9 @@ pub fn signer_from_file(kid: &str, path: &Path) -> Result<SessionSigner, String>
 /// `hoop keys generate`: writes the key file and returns its trusted_keys entry.
 pub fn generate(out_dir: &Path, kid: &str, force: bool) -> Result<String, String> {
     if kid.is_empty() || kid.contains([':', ',', ' ']) {
-        return Err(format!("key id {kid:?} must be non-empty without ':', ',' or spaces"));
+        return Err(format!(
+            "key id {kid:?} must be non-empty without ':', ',' or spaces"
+        ));
     }
     std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let path = out_dir.join(SESSION_KEY_FILE);

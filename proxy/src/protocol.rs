@@ -44,6 +44,13 @@ impl Frame {
     }
 }
 
+impl PartialEq for Frame {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+impl Eq for Frame {}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
     #[error("message of type {tag:?} declares length {len}, below the minimum of 4")]
@@ -202,7 +209,10 @@ pub fn error_summary(body: &[u8]) -> (String, String) {
 pub enum StartupPacket {
     SslRequest,
     GssEncRequest,
-    Cancel { pid: i32, secret: Bytes },
+    Cancel {
+        pid: i32,
+        secret: Bytes,
+    },
     Startup {
         major: u16,
         minor: u16,
@@ -314,9 +324,3 @@ mod tests {
         );
     }
 }
-impl PartialEq for Frame {
-    fn eq(&self, other: &Self) -> bool {
-        self.bytes == other.bytes
-    }
-}
-impl Eq for Frame {}

@@ -67,18 +67,20 @@ impl Gateway {
             config.upstream.tls,
             config.upstream.tls_ca_file.as_deref(),
         )?;
-        let signer = SessionSigner::from_seed_base64(&config.session_key_id, &config.session_signing_seed)
-            .map_err(|e| ServeError::Signer(e.to_string()))?;
+        let signer =
+            SessionSigner::from_seed_base64(&config.session_key_id, &config.session_signing_seed)
+                .map_err(|e| ServeError::Signer(e.to_string()))?;
         let auth = Authenticator::new(config.identity.clone())?;
         if let Err(e) = auth.warm_up().await {
             tracing::warn!(error = %e, "identity provider not reachable yet; logins retry it");
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let admin = match config.admin {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -114,7 +116,11 @@ impl Gateway {
 
     /// Serves until `shutdown` completes, then drains.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        let Gateway { ctx, listener, admin } = self;
+        let Gateway {
+            ctx,
+            listener,
+            admin,
+        } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let admin_task = admin.map(|l| {
             let metrics = ctx.metrics.clone();
@@ -145,14 +151,21 @@ impl Gateway {
         }
         drop(listener);
         let grace = ctx.config.shutdown_grace;
-        tracing::info!(connections = connections.len(), ?grace, "shutting down: no new connections; waiting for in-flight statements");
+        tracing::info!(
+            connections = connections.len(),
+            ?grace,
+            "shutting down: no new connections; waiting for in-flight statements"
+        );
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(grace, async {
             while connections.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(left = connections.len(), "grace period over; closing remaining connections");
+            tracing::warn!(
+                left = connections.len(),
+                "grace period over; closing remaining connections"
+            );
             connections.abort_all();
             while connections.join_next().await.is_some() {}
         }
@@ -166,7 +179,10 @@ impl Gateway {
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
                 _ = int.recv() => {},
@@ -234,13 +250,11 @@ async fn handle(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr, stop: watch
     .await
 }
 
-async fn session(
-    ctx: &Context,
-    login: handshake::Login,
-    sid: String,
-    stop: watch::Receiver<bool>,
-) {
-    let handshake::Login { stream: mut client, admitted } = login;
+async fn session(ctx: &Context, login: handshake::Login, sid: String, stop: watch::Receiver<bool>) {
+    let handshake::Login {
+        stream: mut client,
+        admitted,
+    } = login;
     let identity = &admitted.identity;
     let span = tracing::Span::current();
     span.record("sub", identity.subject.as_str());
@@ -326,13 +340,15 @@ async fn session(
             upstream: target.clone(),
             max_message_bytes: ctx.config.max_message_bytes,
         },
+        statements: 0,
         metrics: ctx.metrics.clone(),
         inspector: Box::new(PassThrough),
         shutdown: stop,
     };
     let cancel = async {
         if let Err(e) =
-            crate::cancel::send_cancel(&ctx.config.upstream, ctx.upstream_tls.as_ref(), &target).await
+            crate::cancel::send_cancel(&ctx.config.upstream, ctx.upstream_tls.as_ref(), &target)
+                .await
         {
             tracing::warn!(error = %e, "cancelling the abandoned statement failed");
         }

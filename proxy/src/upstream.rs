@@ -121,7 +121,9 @@ pub async fn open_transport(
         .connect(name, tcp)
         .await
         .map_err(|e| UpstreamError::Tls(e.to_string()))?;
-    Ok(PgStream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))))
+    Ok(PgStream::Tls(Box::new(tokio_rustls::TlsStream::Client(
+        tls,
+    ))))
 }
 
 async fn read_frame(stream: &mut PgStream, buf: &mut BytesMut) -> Result<Frame, UpstreamError> {
@@ -171,8 +173,9 @@ pub async fn connect(
         let frame = read_frame(&mut stream, &mut buf).await?;
         match frame.tag() {
             b'R' => {
-                let (code, data) = take_i32(frame.body())
-                    .ok_or_else(|| UpstreamError::Protocol("short authentication message".into()))?;
+                let (code, data) = take_i32(frame.body()).ok_or_else(|| {
+                    UpstreamError::Protocol("short authentication message".into())
+                })?;
                 out.clear();
                 match code {
                     0 => {}
@@ -285,7 +288,9 @@ pub async fn start_session(
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
     {
-        return Err(UpstreamError::Protocol("session token has unexpected characters".into()));
+        return Err(UpstreamError::Protocol(
+            "session token has unexpected characters".into(),
+        ));
     }
     let sql = format!(
         "SET ROLE {}; SET {} = '{}'",
@@ -307,7 +312,9 @@ pub async fn start_session(
             b'E' => failure = Some(server_error(&frame)),
             b'Z' => {
                 if frame.body().first() != Some(&b'I') && failure.is_none() {
-                    failure = Some(UpstreamError::Protocol("session setup left a transaction open".into()));
+                    failure = Some(UpstreamError::Protocol(
+                        "session setup left a transaction open".into(),
+                    ));
                 }
                 break;
             }

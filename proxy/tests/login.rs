@@ -43,18 +43,52 @@ async fn forged_and_broken_tokens_are_refused() {
     parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tampered_claims.to_string());
     refused_with(&gw, &parts.join("."), "28P01", "signature").await;
 
-    refused_with(&gw, &sign_dev(&claims("hoop", -120), Some("hoop-dev-1")), "28P01", "expired").await;
-    refused_with(&gw, &sign_dev(&claims("someone-else", 600), Some("hoop-dev-1")), "28P01", "audience").await;
-    let mut wrong_iss = claims("hoop", 600);
-    wrong_iss["iss"] = json!("https://evil.example");
-    refused_with(&gw, &sign_dev(&wrong_iss, Some("hoop-dev-1")), "28P01", "issuer").await;
-    let mut future = claims("hoop", 600);
-    future["nbf"] = json!(now_unix() + 300);
-    refused_with(&gw, &sign_dev(&future, Some("hoop-dev-1")), "28P01", "not valid yet").await;
-    refused_with(&gw, &sign_dev(&claims("hoop", 600), Some("rotated-away")), "28P01", "rotated-away").await;
     refused_with(
         &gw,
-        &unsigned_jwt(&json!({"alg": "none", "typ": "JWT"}), &claims("hoop", 600), b""),
+        &sign_dev(&claims("hoop", -120), Some("hoop-dev-1")),
+        "28P01",
+        "expired",
+    )
+    .await;
+    refused_with(
+        &gw,
+        &sign_dev(&claims("someone-else", 600), Some("hoop-dev-1")),
+        "28P01",
+        "audience",
+    )
+    .await;
+    let mut wrong_iss = claims("hoop", 600);
+    wrong_iss["iss"] = json!("https://evil.example");
+    refused_with(
+        &gw,
+        &sign_dev(&wrong_iss, Some("hoop-dev-1")),
+        "28P01",
+        "issuer",
+    )
+    .await;
+    let mut future = claims("hoop", 600);
+    future["nbf"] = json!(now_unix() + 300);
+    refused_with(
+        &gw,
+        &sign_dev(&future, Some("hoop-dev-1")),
+        "28P01",
+        "not valid yet",
+    )
+    .await;
+    refused_with(
+        &gw,
+        &sign_dev(&claims("hoop", 600), Some("rotated-away")),
+        "28P01",
+        "rotated-away",
+    )
+    .await;
+    refused_with(
+        &gw,
+        &unsigned_jwt(
+            &json!({"alg": "none", "typ": "JWT"}),
+            &claims("hoop", 600),
+            b"",
+        ),
         "28P01",
         "not accepted",
     )
@@ -62,12 +96,22 @@ async fn forged_and_broken_tokens_are_refused() {
     // HS256 keyed with the issuer's public key: the key is Ed25519, so HMAC is never allowed.
     let public = {
         use base64::Engine;
-        let seed: [u8; 32] = base64::engine::general_purpose::STANDARD.decode(DEV_SEED_B64).unwrap().try_into().unwrap();
-        ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes()
+        let seed: [u8; 32] = base64::engine::general_purpose::STANDARD
+            .decode(DEV_SEED_B64)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes()
     };
     refused_with(
         &gw,
-        &hs256(&json!({"alg": "HS256", "typ": "JWT", "kid": "hoop-dev-1"}), &claims("hoop", 600), &public),
+        &hs256(
+            &json!({"alg": "HS256", "typ": "JWT", "kid": "hoop-dev-1"}),
+            &claims("hoop", 600),
+            &public,
+        ),
         "28P01",
         "not accepted",
     )
@@ -97,7 +141,10 @@ async fn failed_logins_are_rate_limited_per_address() {
     // Even a valid token is refused now, before it is looked at.
     let m = Raw::login_error(gw.addr, &gw.agent_token()).await;
     assert_eq!(m.error_code().as_deref(), Some("28P01"));
-    assert!(m.field(b'M').unwrap().contains("too many failed logins"), "{m:?}");
+    assert!(
+        m.field(b'M').unwrap().contains("too many failed logins"),
+        "{m:?}"
+    );
     gw.stop().await;
 }
 
@@ -106,7 +153,12 @@ async fn risky_startup_parameters_are_refused() {
     let gw = start_gateway(GatewayOptions::default()).await;
     for (name, value) in [("options", "-c role=postgres"), ("replication", "database")] {
         let mut raw = Raw::connect(gw.addr).await;
-        raw.send(&startup_packet(&[("user", "a"), ("database", "payments"), (name, value)])).await;
+        raw.send(&startup_packet(&[
+            ("user", "a"),
+            ("database", "payments"),
+            (name, value),
+        ]))
+        .await;
         let m = raw.recv().await.unwrap();
         assert_eq!(m.error_code().as_deref(), Some("42501"), "{name}");
         assert!(raw.recv().await.is_none());
@@ -117,7 +169,11 @@ async fn risky_startup_parameters_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_logs_in_over_tls_and_plaintext_is_refused() {
     // psql with sslmode=require through TLS (libpq does the negotiation).
-    let gw = start_gateway(GatewayOptions { tls: true, ..Default::default() }).await;
+    let gw = start_gateway(GatewayOptions {
+        tls: true,
+        ..Default::default()
+    })
+    .await;
     let out = std::process::Command::new("psql")
         .arg(format!(
             "host=127.0.0.1 port={} dbname=payments user=agent sslmode=require",
@@ -128,11 +184,18 @@ async fn psql_logs_in_over_tls_and_plaintext_is_refused() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // This gateway refuses plaintext, so a successful login was over TLS.
     assert_eq!(text.trim(), "fraud_agent");
     let plain = std::process::Command::new("psql")
-        .arg(format!("host=127.0.0.1 port={} dbname=payments user=agent sslmode=disable", gw.addr.port()))
+        .arg(format!(
+            "host=127.0.0.1 port={} dbname=payments user=agent sslmode=disable",
+            gw.addr.port()
+        ))
         .args(["-X", "-c", "select 1"])
         .env("PGPASSWORD", gw.agent_token())
         .output()
@@ -141,9 +204,14 @@ async fn psql_logs_in_over_tls_and_plaintext_is_refused() {
     assert!(String::from_utf8_lossy(&plain.stderr).contains("requires TLS"));
     // PostgreSQL 17 direct SSL (no SSLRequest, ALPN "postgresql"). The
     // psql builds here lack OpenSSL, so this speaks it with rustls.
-    let (user, _) = direct_tls_login(&gw, Some(b"postgresql")).await.expect("direct SSL with ALPN");
+    let (user, _) = direct_tls_login(&gw, Some(b"postgresql"))
+        .await
+        .expect("direct SSL with ALPN");
     assert_eq!(user, "fraud_agent");
-    assert!(direct_tls_login(&gw, None).await.is_none(), "direct SSL without ALPN is refused");
+    assert!(
+        direct_tls_login(&gw, None).await.is_none(),
+        "direct SSL without ALPN is refused"
+    );
     gw.stop().await;
 }
 
@@ -155,30 +223,42 @@ async fn direct_tls_login(gw: &TestGateway, alpn: Option<&[u8]>) -> Option<(Stri
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     if let Some(p) = alpn {
         config.alpn_protocols = vec![p.to_vec()];
     }
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = match tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await {
+    let mut tls = match tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+    {
         Ok(t) => t,
         Err(e) => {
             eprintln!("direct TLS: {e}");
             return None;
         }
     };
-    tls.write_all(&startup_packet(&[("user", "agent"), ("database", "payments")])).await.ok()?;
+    tls.write_all(&startup_packet(&[
+        ("user", "agent"),
+        ("database", "payments"),
+    ]))
+    .await
+    .ok()?;
     let mut buf = vec![0u8; 9];
     tls.read_exact(&mut buf).await.ok()?;
     if buf[0] != b'R' {
         return None;
     }
-    tls.write_all(&msg(b'p', &cstr(&gw.agent_token()))).await.unwrap();
+    tls.write_all(&msg(b'p', &cstr(&gw.agent_token())))
+        .await
+        .unwrap();
     tls.write_all(&query("select current_user")).await.unwrap();
     let mut all = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -196,5 +276,6 @@ async fn direct_tls_login(gw: &TestGateway, alpn: Option<&[u8]>) -> Option<(Stri
         }
     }
     let text = String::from_utf8_lossy(&all);
-    text.contains("fraud_agent").then(|| ("fraud_agent".to_owned(), ()))
+    text.contains("fraud_agent")
+        .then(|| ("fraud_agent".to_owned(), ()))
 }

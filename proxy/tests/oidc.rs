@@ -39,10 +39,18 @@ impl Provider {
         if rotate {
             cmd.arg("--rotate");
         }
-        let child = cmd.spawn().expect("node");
+        // Wrapped at once so Drop kills the provider on every path.
+        let provider = Provider {
+            child: cmd.spawn().expect("node"),
+            port,
+            keys: keys.to_owned(),
+        };
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Provider { child, port, keys: keys.to_owned() };
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return provider;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -65,29 +73,39 @@ impl Provider {
             .json()
             .await
             .unwrap();
-        resp["access_token"].as_str().unwrap_or_else(|| panic!("{resp}")).to_owned()
+        resp["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{resp}"))
+            .to_owned()
     }
 
     fn sign(&self, claims: &serde_json::Value, stray: bool) -> String {
         let mut cmd = Command::new("node");
-        cmd.current_dir(node_dir()).arg("sign.mjs").arg(&self.keys).arg(claims.to_string());
+        cmd.current_dir(node_dir())
+            .arg("sign.mjs")
+            .arg(&self.keys)
+            .arg(claims.to_string());
         if stray {
             cmd.arg("--stray-key");
         }
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn stop(self) {
+        drop(self);
     }
 }
 
 impl Drop for Provider {
     fn drop(&mut self) {
         let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -132,36 +150,91 @@ async fn oidc_provider_tokens_log_in_and_forgeries_do_not() {
     // A real client-credentials access token logs in and maps to a role.
     let token = provider.token("ci-fraud").await;
     assert_eq!(current_user(&gw, &token).await, "fraud_agent");
-    assert_eq!(current_user(&gw, &provider.token("ci-admin").await).await, "payments_admin");
-    expect_refused(&gw, &provider.token("ci-nobody").await, "28000", "[interns]").await;
+    assert_eq!(
+        current_user(&gw, &provider.token("ci-admin").await).await,
+        "payments_admin"
+    );
+    expect_refused(
+        &gw,
+        &provider.token("ci-nobody").await,
+        "28000",
+        "[interns]",
+    )
+    .await;
 
     // Tampered: the payload changed after signing.
     let mut parts: Vec<&str> = token.split('.').collect();
     use base64::Engine;
     let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let mut payload: serde_json::Value = serde_json::from_slice(&e.decode(parts[1]).unwrap()).unwrap();
+    let mut payload: serde_json::Value =
+        serde_json::from_slice(&e.decode(parts[1]).unwrap()).unwrap();
     payload["groups"] = json!(["payments-admins"]);
     let forged = e.encode(payload.to_string());
     parts[1] = &forged;
     expect_refused(&gw, &parts.join("."), "28P01", "signature").await;
 
     // Correctly signed by the provider's key, but expired / for another audience / from another issuer.
-    expect_refused(&gw, &provider.sign(&claims(&issuer, "urn:hoop", -60), false), "28P01", "expired").await;
-    expect_refused(&gw, &provider.sign(&claims(&issuer, "urn:other", 600), false), "28P01", "audience").await;
-    expect_refused(&gw, &provider.sign(&claims("http://127.0.0.1:1", "urn:hoop", 600), false), "28P01", "issuer").await;
+    expect_refused(
+        &gw,
+        &provider.sign(&claims(&issuer, "urn:hoop", -60), false),
+        "28P01",
+        "expired",
+    )
+    .await;
+    expect_refused(
+        &gw,
+        &provider.sign(&claims(&issuer, "urn:other", 600), false),
+        "28P01",
+        "audience",
+    )
+    .await;
+    expect_refused(
+        &gw,
+        &provider.sign(&claims("http://127.0.0.1:1", "urn:hoop", 600), false),
+        "28P01",
+        "issuer",
+    )
+    .await;
     // Baseline for the signer: a fresh, correct token from the same key works.
-    assert_eq!(current_user(&gw, &provider.sign(&claims(&issuer, "urn:hoop", 600), false)).await, "fraud_agent");
+    assert_eq!(
+        current_user(
+            &gw,
+            &provider.sign(&claims(&issuer, "urn:hoop", 600), false)
+        )
+        .await,
+        "fraud_agent"
+    );
 
     // alg none, and HS256 keyed with the provider's public key material.
-    let header: serde_json::Value = serde_json::from_slice(&e.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
+    let header: serde_json::Value =
+        serde_json::from_slice(&e.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
     let kid = header["kid"].as_str().unwrap().to_owned();
-    expect_refused(&gw, &unsigned_jwt(&json!({"alg": "none", "kid": kid}), &claims(&issuer, "urn:hoop", 600), b""), "28P01", "not accepted").await;
-    let jwks: serde_json::Value = reqwest::get(format!("{issuer}/jwks")).await.unwrap().json().await.unwrap();
+    expect_refused(
+        &gw,
+        &unsigned_jwt(
+            &json!({"alg": "none", "kid": kid}),
+            &claims(&issuer, "urn:hoop", 600),
+            b"",
+        ),
+        "28P01",
+        "not accepted",
+    )
+    .await;
+    let jwks: serde_json::Value = reqwest::get(format!("{issuer}/jwks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let public_n = jwks["keys"][0]["n"].as_str().unwrap().to_owned();
     for secret in [public_n.as_bytes(), jwks["keys"][0].to_string().as_bytes()] {
         expect_refused(
             &gw,
-            &hs256(&json!({"alg": "HS256", "kid": kid}), &claims(&issuer, "urn:hoop", 600), secret),
+            &hs256(
+                &json!({"alg": "HS256", "kid": kid}),
+                &claims(&issuer, "urn:hoop", 600),
+                secret,
+            ),
             "28P01",
             "not accepted",
         )
@@ -169,7 +242,13 @@ async fn oidc_provider_tokens_log_in_and_forgeries_do_not() {
     }
 
     // A key the provider never published.
-    expect_refused(&gw, &provider.sign(&claims(&issuer, "urn:hoop", 600), true), "28P01", "does not publish").await;
+    expect_refused(
+        &gw,
+        &provider.sign(&claims(&issuer, "urn:hoop", 600), true),
+        "28P01",
+        "does not publish",
+    )
+    .await;
 
     // Rotation: the provider restarts signing with a new key (old one still published).
     provider.stop();
@@ -177,12 +256,21 @@ async fn oidc_provider_tokens_log_in_and_forgeries_do_not() {
     let provider = Provider::start(port, &keys, true).await;
     let rotated = provider.token("ci-fraud").await;
     let new_kid = {
-        let h: serde_json::Value = serde_json::from_slice(&e.decode(rotated.split('.').next().unwrap()).unwrap()).unwrap();
+        let h: serde_json::Value =
+            serde_json::from_slice(&e.decode(rotated.split('.').next().unwrap()).unwrap()).unwrap();
         h["kid"].as_str().unwrap().to_owned()
     };
     assert_ne!(new_kid, kid, "the provider signs with the new key");
-    assert_eq!(current_user(&gw, &rotated).await, "fraud_agent", "new kid picked up by a JWKS refresh");
-    assert_eq!(current_user(&gw, &token).await, "fraud_agent", "old key still published");
+    assert_eq!(
+        current_user(&gw, &rotated).await,
+        "fraud_agent",
+        "new kid picked up by a JWKS refresh"
+    );
+    assert_eq!(
+        current_user(&gw, &token).await,
+        "fraud_agent",
+        "old key still published"
+    );
     provider.stop();
     gw.stop().await;
     let _ = std::fs::remove_dir_all(&dir);

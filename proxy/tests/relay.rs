@@ -20,12 +20,20 @@ async fn login_sets_role_and_a_session_token_bound_to_the_backend() {
     for m in startup.iter().filter(|m| m.tag == b'S') {
         assert!(!m.text().contains("hoop_gateway"), "{}", m.text());
     }
-    let auth = startup.iter().find(|m| m.tag == b'S' && m.text().starts_with("session_authorization"));
+    let auth = startup
+        .iter()
+        .find(|m| m.tag == b'S' && m.text().starts_with("session_authorization"));
     assert!(auth.is_none_or(|m| m.text().contains("fraud_agent")));
-    let key = startup.iter().find(|m| m.tag == b'K').expect("BackendKeyData");
+    let key = startup
+        .iter()
+        .find(|m| m.tag == b'K')
+        .expect("BackendKeyData");
     let gateway_pid = i32::from_be_bytes(key.body[..4].try_into().unwrap());
 
-    raw.send(&query("select current_user, pg_backend_pid(), current_setting('hoop.session')")).await;
+    raw.send(&query(
+        "select current_user, pg_backend_pid(), current_setting('hoop.session')",
+    ))
+    .await;
     let msgs = raw.until(b'Z').await;
     let row = msgs.iter().find(|m| m.tag == b'D').expect("a row");
     let text = row.text();
@@ -33,17 +41,28 @@ async fn login_sets_role_and_a_session_token_bound_to_the_backend() {
     // Columns: user, pid, token.
     let fields = decode_row(&row.body);
     let backend_pid: i32 = fields[1].parse().unwrap();
-    assert_ne!(backend_pid, gateway_pid, "the client must get the gateway's key, not the backend's");
+    assert_ne!(
+        backend_pid, gateway_pid,
+        "the client must get the gateway's key, not the backend's"
+    );
     let token = &fields[2];
     let signer = SessionSigner::from_seed_base64("test-1", SEED_B64).unwrap();
     let trusted = TrustedKeys::parse(&signer.trusted_key_entry()).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let claims = trusted.verify(token, backend_pid, now).expect("token verifies for this backend");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = trusted
+        .verify(token, backend_pid, now)
+        .expect("token verifies for this backend");
     assert_eq!(claims.role, "fraud_agent");
     assert_eq!(claims.sub, "agent-7");
     assert_eq!(claims.db, "payments");
     assert_eq!(claims.groups, vec!["fraud-agents"]);
-    assert!(trusted.verify(token, backend_pid + 1, now).is_err(), "bound to the pid");
+    assert!(
+        trusted.verify(token, backend_pid + 1, now).is_err(),
+        "bound to the pid"
+    );
     gw.stop().await;
 }
 
@@ -67,17 +86,32 @@ fn decode_row(body: &[u8]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmask_columns_come_from_the_mapping() {
     let gw = start_gateway(GatewayOptions::default()).await;
-    let token = gw.mint("admin-1", &["payments-admins", "fraud-agents"], Duration::from_secs(600));
+    let token = gw.mint(
+        "admin-1",
+        &["payments-admins", "fraud-agents"],
+        Duration::from_secs(600),
+    );
     let (mut raw, _) = Raw::login(gw.addr, "admin-1", &token).await;
-    raw.send(&query("select current_user, current_setting('hoop.session')")).await;
+    raw.send(&query(
+        "select current_user, current_setting('hoop.session')",
+    ))
+    .await;
     let msgs = raw.until(b'Z').await;
     let fields = decode_row(&msgs.iter().find(|m| m.tag == b'D').unwrap().body);
-    assert_eq!(fields[0], "payments_admin", "first matching mapping in file order wins");
+    assert_eq!(
+        fields[0], "payments_admin",
+        "first matching mapping in file order wins"
+    );
     let payload = fields[1].split('.').nth(1).unwrap();
     use base64::Engine;
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
     let claims: serde_json::Value = serde_json::from_slice(&json).unwrap();
-    assert_eq!(claims["unmask"], serde_json::json!(["public.payments.card_number"]));
+    assert_eq!(
+        claims["unmask"],
+        serde_json::json!(["public.payments.card_number"])
+    );
     gw.stop().await;
 }
 
@@ -123,7 +157,11 @@ async fn flush_without_sync_delivers_responses() {
     batch.extend(describe(b'S', "f"));
     batch.extend(flush());
     raw.send(&batch).await;
-    let msgs = vec![raw.recv().await.unwrap(), raw.recv().await.unwrap(), raw.recv().await.unwrap()];
+    let msgs = vec![
+        raw.recv().await.unwrap(),
+        raw.recv().await.unwrap(),
+        raw.recv().await.unwrap(),
+    ];
     assert_eq!(tags(&msgs), "1tT");
     raw.send(&sync()).await;
     assert_eq!(tags(&raw.until(b'Z').await), "Z");
@@ -134,7 +172,10 @@ async fn flush_without_sync_delivers_responses() {
 async fn copy_in_and_out_and_multi_statement_queries() {
     let gw = start_gateway(GatewayOptions::default()).await;
     let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
-    raw.send(&query("create temp table c(a int, b text); copy c from stdin")).await;
+    raw.send(&query(
+        "create temp table c(a int, b text); copy c from stdin",
+    ))
+    .await;
     let msgs = raw.until(b'G').await;
     assert_eq!(tags(&msgs), "CG");
     let mut data = msg(b'd', b"1\tone\n2\ttwo\n");
@@ -143,7 +184,8 @@ async fn copy_in_and_out_and_multi_statement_queries() {
     raw.send(&data).await;
     let msgs = raw.until(b'Z').await;
     assert_eq!(msgs[0].text(), "COPY 3\0");
-    raw.send(&query("copy c to stdout; select count(*) from c")).await;
+    raw.send(&query("copy c to stdout; select count(*) from c"))
+        .await;
     let msgs = raw.until(b'Z').await;
     assert_eq!(tags(&msgs), "HdddcCTDCZ");
     assert_eq!(msgs[1].body, b"1\tone\n");
@@ -237,7 +279,11 @@ async fn malformed_and_oversized_messages_end_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_pipelined_before_tls_are_refused() {
-    let gw = start_gateway(GatewayOptions { tls: true, ..Default::default() }).await;
+    let gw = start_gateway(GatewayOptions {
+        tls: true,
+        ..Default::default()
+    })
+    .await;
     let mut raw = Raw::connect(gw.addr).await;
     let mut payload = vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]; // SSLRequest
     payload.extend(startup_packet(&[("user", "x")]));
@@ -247,7 +293,8 @@ async fn bytes_pipelined_before_tls_are_refused() {
     assert!(raw.recv().await.is_none());
     // Without TLS the gateway refuses plaintext logins by default.
     let mut raw = Raw::connect(gw.addr).await;
-    raw.send(&startup_packet(&[("user", "x"), ("database", "payments")])).await;
+    raw.send(&startup_packet(&[("user", "x"), ("database", "payments")]))
+        .await;
     let m = raw.recv().await.unwrap();
     assert_eq!(m.error_code().as_deref(), Some("28000"));
     assert!(m.field(b'M').unwrap().contains("TLS"));
@@ -272,7 +319,10 @@ async fn cancel_request_reaches_the_backend() {
     cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
     let result = sleeper.await.unwrap();
     let err = result.expect_err("cancelled");
-    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED));
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
     gw.stop().await;
 }
@@ -281,7 +331,8 @@ async fn cancel_request_reaches_the_backend() {
 async fn client_disconnect_mid_statement_cancels_upstream() {
     let gw = start_gateway(GatewayOptions::default()).await;
     let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
-    raw.send(&query("select pg_sleep(60) /* hoop-abandoned */")).await;
+    raw.send(&query("select pg_sleep(60) /* hoop-abandoned */"))
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(raw);
     let cluster = cluster();
@@ -306,7 +357,10 @@ async fn large_results_stream() {
     let gw = start_gateway(GatewayOptions::default()).await;
     let client = pg_connect(&gw.url("agent", &gw.agent_token())).await;
     let rows = client
-        .query("select g, repeat('x', 100) from generate_series(1, 200000) g", &[])
+        .query(
+            "select g, repeat('x', 100) from generate_series(1, 200000) g",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(rows.len(), 200_000);
@@ -326,7 +380,10 @@ async fn session_setup_failure_is_an_error_not_a_half_session() {
     let m = Raw::login_error(gw.addr, &token).await;
     assert_eq!(m.tag, b'E');
     assert_eq!(m.error_code().as_deref(), Some("22023"), "{m:?}"); // role does not exist
-    assert!(m.field(b'M').unwrap().contains("could not set up the database session"));
+    assert!(m
+        .field(b'M')
+        .unwrap()
+        .contains("could not set up the database session"));
     gw.stop().await;
 }
 
@@ -337,7 +394,10 @@ async fn token_expiry_ends_the_session_with_fatal() {
     let (mut raw, _) = Raw::login(gw.addr, "short", &token).await;
     raw.send(&query("select 1")).await;
     raw.until(b'Z').await;
-    let m = tokio::time::timeout(Duration::from_secs(10), raw.recv()).await.unwrap().unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(10), raw.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(m.field(b'S').as_deref(), Some("FATAL"));
     assert_eq!(m.error_code().as_deref(), Some("28000"));
     assert!(m.field(b'M').unwrap().contains("expired"));
@@ -358,7 +418,10 @@ async fn graceful_shutdown_lets_the_running_statement_finish() {
     let m = raw.recv().await.unwrap();
     assert_eq!(m.error_code().as_deref(), Some("57P01"));
     stopping.await.unwrap();
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,7 +431,10 @@ async fn metrics_and_health_are_served() {
     raw.send(&query("select 1")).await;
     raw.until(b'Z').await;
     let health = http_get(gw.admin, "/healthz").await;
-    assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"), "{health}");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
+        "{health}"
+    );
     let metrics = http_get(gw.admin, "/metrics").await;
     for needle in [
         "hoop_logins_total{outcome=\"ok\"} 1",
@@ -385,7 +451,9 @@ async fn metrics_and_health_are_served() {
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out

@@ -56,7 +56,11 @@ pub(crate) fn access() -> Result<Access, String> {
 /// Raises the refusal for `policy` unless this backend may use it.
 pub(crate) fn require_access(policy: &RelationPolicy) {
     if let Err(reason) = access() {
-        HoopError::NoGatewaySession { table: policy.qualified_name(), reason }.report();
+        HoopError::NoGatewaySession {
+            table: policy.qualified_name(),
+            reason,
+        }
+        .report();
     }
 }
 
@@ -155,7 +159,10 @@ pub(crate) fn audit(command: &str, policies: &[Rc<RelationPolicy>]) {
     let (sid, subject) = match session::current() {
         Some(session) => (session.claims.sid.clone(), session.claims.sub.clone()),
         None => match access() {
-            Ok(Access::Superuser) => ("-".to_string(), "superuser without gateway session".to_string()),
+            Ok(Access::Superuser) => (
+                "-".to_string(),
+                "superuser without gateway session".to_string(),
+            ),
             Ok(Access::Exempt(role)) => ("-".to_string(), format!("exempt role {role}")),
             _ => ("-".to_string(), "no gateway session".to_string()),
         },

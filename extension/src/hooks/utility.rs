@@ -97,7 +97,11 @@ unsafe fn cstr(ptr: *const c_char) -> String {
 }
 
 fn blocked(command: impl Into<String>, why: &str) -> ! {
-    HoopError::Blocked { command: command.into(), why: why.to_string() }.report()
+    HoopError::Blocked {
+        command: command.into(),
+        why: why.to_string(),
+    }
+    .report()
 }
 
 /// Refuses SET/RESET of a protected parameter (`role`, `session_authorization`,
@@ -121,7 +125,11 @@ unsafe fn check_variable_set(set: *mut pg_sys::VariableSetStmt, context: &str) {
         "session_authorization" => format!("{verb} SESSION AUTHORIZATION"),
         other => format!("{verb} {other}"),
     };
-    let what = if context.is_empty() { what } else { format!("{context} … {what}") };
+    let what = if context.is_empty() {
+        what
+    } else {
+        format!("{context} … {what}")
+    };
     blocked(
         what,
         "a gateway session keeps the role and hoop settings the gateway established",
@@ -144,7 +152,9 @@ unsafe fn check_set_options(options: *mut pg_sys::List, context: &str) {
     }
 }
 
-unsafe fn relation_policy(relation: *mut pg_sys::RangeVar) -> Option<(pg_sys::Oid, Rc<RelationPolicy>)> {
+unsafe fn relation_policy(
+    relation: *mut pg_sys::RangeVar,
+) -> Option<(pg_sys::Oid, Rc<RelationPolicy>)> {
     if relation.is_null() {
         return None;
     }
@@ -164,30 +174,49 @@ unsafe fn relation_policy(relation: *mut pg_sys::RangeVar) -> Option<(pg_sys::Oi
 /// The commands gateway sessions may never run.
 unsafe fn refuse_in_gateway_session(stmt: *mut pg_sys::Node) {
     use pg_sys::NodeTag::*;
+    let tag = CStr::from_ptr(pg_sys::GetCommandTagName(pg_sys::CreateCommandTag(stmt)))
+        .to_string_lossy()
+        .to_uppercase();
     match node_tag(stmt) {
         T_VariableSetStmt => check_variable_set(stmt as *mut pg_sys::VariableSetStmt, ""),
-        T_AlterSystemStmt => blocked("ALTER SYSTEM", "server configuration cannot be changed from a gateway session"),
+        T_AlterSystemStmt => blocked(
+            "ALTER SYSTEM",
+            "server configuration cannot be changed from a gateway session",
+        ),
         T_CreateExtensionStmt | T_AlterExtensionStmt | T_AlterExtensionContentsStmt => blocked(
-            "CREATE/ALTER EXTENSION",
+            tag.clone(),
             "extensions cannot be installed or changed from a gateway session",
         ),
         T_DropStmt
-            if (*(stmt as *mut pg_sys::DropStmt)).removeType == pg_sys::ObjectType::OBJECT_EXTENSION =>
+            if (*(stmt as *mut pg_sys::DropStmt)).removeType
+                == pg_sys::ObjectType::OBJECT_EXTENSION =>
         {
-            blocked("DROP EXTENSION", "extensions cannot be removed from a gateway session")
+            blocked(
+                "DROP EXTENSION",
+                "extensions cannot be removed from a gateway session",
+            )
         }
-        T_CreateRoleStmt | T_AlterRoleStmt | T_AlterRoleSetStmt | T_DropRoleStmt | T_GrantRoleStmt => {
-            blocked("CREATE/ALTER/DROP/GRANT ROLE", "roles cannot be managed from a gateway session")
-        }
+        T_CreateRoleStmt | T_AlterRoleStmt | T_AlterRoleSetStmt | T_DropRoleStmt
+        | T_GrantRoleStmt => blocked(
+            tag.clone(),
+            "roles cannot be managed from a gateway session",
+        ),
         T_RenameStmt
-            if (*(stmt as *mut pg_sys::RenameStmt)).renameType == pg_sys::ObjectType::OBJECT_ROLE =>
+            if (*(stmt as *mut pg_sys::RenameStmt)).renameType
+                == pg_sys::ObjectType::OBJECT_ROLE =>
         {
-            blocked("ALTER ROLE … RENAME", "roles cannot be managed from a gateway session")
+            blocked(
+                "ALTER ROLE … RENAME",
+                "roles cannot be managed from a gateway session",
+            )
         }
         T_CopyStmt => {
             let copy = stmt as *mut pg_sys::CopyStmt;
             if (*copy).is_program {
-                blocked("COPY … PROGRAM", "gateway sessions cannot run programs on the database server");
+                blocked(
+                    "COPY … PROGRAM",
+                    "gateway sessions cannot run programs on the database server",
+                );
             }
             if !(*copy).filename.is_null() {
                 blocked(
@@ -200,14 +229,19 @@ unsafe fn refuse_in_gateway_session(stmt: *mut pg_sys::Node) {
         T_DiscardStmt
             if (*(stmt as *mut pg_sys::DiscardStmt)).target == pg_sys::DiscardMode::DISCARD_ALL =>
         {
-            blocked("DISCARD ALL", "DISCARD ALL would reset the role the gateway established")
+            blocked(
+                "DISCARD ALL",
+                "DISCARD ALL would reset the role the gateway established",
+            )
         }
-        T_CreateFunctionStmt => {
-            check_set_options((*(stmt as *mut pg_sys::CreateFunctionStmt)).options, "CREATE FUNCTION")
-        }
-        T_AlterFunctionStmt => {
-            check_set_options((*(stmt as *mut pg_sys::AlterFunctionStmt)).actions, "ALTER FUNCTION")
-        }
+        T_CreateFunctionStmt => check_set_options(
+            (*(stmt as *mut pg_sys::CreateFunctionStmt)).options,
+            "CREATE FUNCTION",
+        ),
+        T_AlterFunctionStmt => check_set_options(
+            (*(stmt as *mut pg_sys::AlterFunctionStmt)).actions,
+            "ALTER FUNCTION",
+        ),
         T_AlterDatabaseSetStmt => {
             let set = (*(stmt as *mut pg_sys::AlterDatabaseSetStmt)).setstmt;
             if !set.is_null() {
@@ -215,15 +249,21 @@ unsafe fn refuse_in_gateway_session(stmt: *mut pg_sys::Node) {
             }
         }
         T_CreateTrigStmt => {
-            if let Some((_, policy)) = relation_policy((*(stmt as *mut pg_sys::CreateTrigStmt)).relation) {
+            if let Some((_, policy)) =
+                relation_policy((*(stmt as *mut pg_sys::CreateTrigStmt)).relation)
+            {
                 blocked(
-                    format!("CREATE TRIGGER on protected table {}", policy.qualified_name()),
+                    format!(
+                        "CREATE TRIGGER on protected table {}",
+                        policy.qualified_name()
+                    ),
                     "a trigger would see the raw values of protected rows",
                 );
             }
         }
         T_RuleStmt => {
-            if let Some((_, policy)) = relation_policy((*(stmt as *mut pg_sys::RuleStmt)).relation) {
+            if let Some((_, policy)) = relation_policy((*(stmt as *mut pg_sys::RuleStmt)).relation)
+            {
                 blocked(
                     format!("CREATE RULE on protected table {}", policy.qualified_name()),
                     "a rule would see the raw values of protected rows",
@@ -232,9 +272,6 @@ unsafe fn refuse_in_gateway_session(stmt: *mut pg_sys::Node) {
         }
         _ => {}
     }
-    let tag = CStr::from_ptr(pg_sys::GetCommandTagName(pg_sys::CreateCommandTag(stmt)))
-        .to_string_lossy()
-        .to_uppercase();
     if guc::blocked_commands().contains(&tag) {
         blocked(tag, "the command is listed in hoop.blocked_commands");
     }
@@ -246,14 +283,24 @@ unsafe fn enforce_protected_tables(stmt: *mut pg_sys::Node) {
     let (command, relations): (&str, Vec<*mut pg_sys::RangeVar>) = match node_tag(stmt) {
         T_TruncateStmt => (
             "TRUNCATE",
-            list_ptrs((*(stmt as *mut pg_sys::TruncateStmt)).relations).map(|r| r.cast()).collect(),
+            list_ptrs((*(stmt as *mut pg_sys::TruncateStmt)).relations)
+                .map(|r| r.cast())
+                .collect(),
         ),
         T_LockStmt => (
             "LOCK TABLE",
-            list_ptrs((*(stmt as *mut pg_sys::LockStmt)).relations).map(|r| r.cast()).collect(),
+            list_ptrs((*(stmt as *mut pg_sys::LockStmt)).relations)
+                .map(|r| r.cast())
+                .collect(),
         ),
-        T_CreateTrigStmt => ("CREATE TRIGGER", vec![(*(stmt as *mut pg_sys::CreateTrigStmt)).relation]),
-        T_RuleStmt => ("CREATE RULE", vec![(*(stmt as *mut pg_sys::RuleStmt)).relation]),
+        T_CreateTrigStmt => (
+            "CREATE TRIGGER",
+            vec![(*(stmt as *mut pg_sys::CreateTrigStmt)).relation],
+        ),
+        T_RuleStmt => (
+            "CREATE RULE",
+            vec![(*(stmt as *mut pg_sys::RuleStmt)).relation],
+        ),
         _ => return,
     };
     let mut touched = Vec::new();
@@ -276,7 +323,10 @@ unsafe fn make_node<T>(tag: pg_sys::NodeTag) -> *mut T {
 
 unsafe fn column_ref(name: *const c_char) -> *mut pg_sys::Node {
     let column = make_node::<pg_sys::ColumnRef>(pg_sys::NodeTag::T_ColumnRef);
-    (*column).fields = pg_sys::lappend(std::ptr::null_mut(), pg_sys::makeString(pg_sys::pstrdup(name)).cast());
+    (*column).fields = pg_sys::lappend(
+        std::ptr::null_mut(),
+        pg_sys::makeString(pg_sys::pstrdup(name)).cast(),
+    );
     (*column).location = -1;
     let target = make_node::<pg_sys::ResTarget>(pg_sys::NodeTag::T_ResTarget);
     (*target).val = column as *mut pg_sys::Node;
@@ -297,7 +347,9 @@ unsafe fn rewrite_copy_to(pstmt: *mut pg_sys::PlannedStmt) -> Option<*mut pg_sys
         return None;
     }
     let (relid, policy) = relation_policy((*copy).relation)?;
-    if policy.masked.is_empty() || pg_sys::get_rel_relkind(relid) != pg_sys::RELKIND_RELATION as c_char {
+    if policy.masked.is_empty()
+        || pg_sys::get_rel_relkind(relid) != pg_sys::RELKIND_RELATION as c_char
+    {
         return None;
     }
     let mut targets = std::ptr::null_mut();

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hoop_audit::{AuditConfig, AuditStore, CheckpointSigner, Decision, StatementBegin, Timestamp};
+use hoop_audit::{
+    AuditConfig, AuditStore, CheckpointSigner, Decision, SqliteSync, StatementBegin, Timestamp,
+};
 use tokio::runtime::Runtime;
 
 #[path = "../tests/support/pg.rs"]
@@ -51,7 +53,13 @@ async fn append(store: &AuditStore, writers: usize, total: u64) -> Duration {
     started.elapsed()
 }
 
-fn bench_store(c: &mut Criterion, name: &str, runtime: &Runtime, config: &AuditConfig) {
+fn bench_store(
+    c: &mut Criterion,
+    name: &str,
+    runtime: &Runtime,
+    config: &AuditConfig,
+    writer_counts: &[usize],
+) {
     let signer = CheckpointSigner::from_seed("bench", &[9; 32]);
     let store = Arc::new(
         runtime
@@ -64,7 +72,7 @@ fn bench_store(c: &mut Criterion, name: &str, runtime: &Runtime, config: &AuditC
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5))
         .throughput(Throughput::Elements(1));
-    for writers in [1usize, 8, 64] {
+    for &writers in writer_counts {
         group.bench_function(format!("{writers}_writers"), |b| {
             b.iter_custom(|iters| runtime.block_on(append(&store, writers, iters)));
         });
@@ -84,14 +92,17 @@ fn stores(c: &mut Criterion) {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let sqlite = AuditConfig::sqlite(dir.path().join("bench.db"), "bench-sqlite");
-    bench_store(c, "sqlite_records", &runtime, &sqlite);
+    bench_store(c, "sqlite_full_records", &runtime, &sqlite, &[8, 64, 256]);
+    let mut normal = AuditConfig::sqlite(dir.path().join("bench-normal.db"), "bench-normal");
+    normal.sqlite_synchronous = SqliteSync::Normal;
+    bench_store(c, "sqlite_normal_records", &runtime, &normal, &[8, 64]);
 
     match pg::PgCluster::start() {
         Some(cluster) => {
             let database = runtime.block_on(cluster.create_database());
             let mut postgres = AuditConfig::postgres(&cluster.url(&database), "bench-pg");
             postgres.password_file = Some(cluster.password_file());
-            bench_store(c, "postgres_records", &runtime, &postgres);
+            bench_store(c, "postgres_records", &runtime, &postgres, &[8, 64, 256]);
         }
         None => println!("postgres_records: skipped (no PostgreSQL binaries found)"),
     }

@@ -60,6 +60,25 @@ pub struct AuditConfig {
     /// How many result rows per statement are recorded (0: none).
     #[serde(default)]
     pub record_rows: usize,
+    /// SQLite only: when a commit counts as durable. See [`SqliteSync`].
+    #[serde(default)]
+    pub sqlite_synchronous: SqliteSync,
+}
+
+/// SQLite's `synchronous` setting for the audit file (WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// Every group commit fsyncs the WAL before any caller is answered: an
+    /// acknowledged record survives a power loss or OS crash. Throughput is
+    /// (records in flight) / (fsync latency).
+    #[default]
+    Full,
+    /// Commits reach the OS page cache, fsync happens at WAL checkpoints:
+    /// records survive a gateway crash but the last ones (with the
+    /// checkpoints that would reveal them) can vanish in a power loss or OS
+    /// crash. Only for disks whose fsync is too slow for the statement rate.
+    Normal,
 }
 
 fn default_checkpoint_interval() -> HumanDuration {
@@ -79,6 +98,7 @@ impl AuditConfig {
             checkpoint_interval: default_checkpoint_interval(),
             retention: None,
             record_rows: 0,
+            sqlite_synchronous: SqliteSync::Full,
         }
     }
 

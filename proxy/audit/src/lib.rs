@@ -56,7 +56,7 @@ mod export;
 
 pub use chain::{ChainHash, Entry};
 pub use checkpoint::{Checkpoint, CheckpointKeys, CheckpointKind, CheckpointSigner};
-pub use config::{AuditConfig, HumanDuration, StoreKind};
+pub use config::{AuditConfig, HumanDuration, SqliteSync, StoreKind};
 pub use error::{AuditError, Result};
 pub use export::{verify_export, verify_export_with_keys, ExportFilter, ExportSummary};
 pub use reader::AuditReader;

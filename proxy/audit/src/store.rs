@@ -36,6 +36,7 @@ struct Inner {
     masker: Masker,
     instance: String,
     record_rows: usize,
+    retention: Option<std::time::Duration>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -79,6 +80,7 @@ impl AuditStore {
                 masker,
                 instance: config.instance_id.clone(),
                 record_rows: config.record_rows,
+                retention: config.retention.map(|r| r.0),
                 thread: Mutex::new(Some(thread)),
             }),
         };
@@ -165,6 +167,21 @@ impl AuditStore {
             .await?;
         }
         Ok(report)
+    }
+
+    /// Purges what the configured `retention` no longer requires (nothing
+    /// when no retention is set). Call it periodically, e.g. daily.
+    pub async fn apply_retention(&self) -> Result<PurgeReport> {
+        match self.inner.retention {
+            Some(retention) => {
+                self.purge_before(Timestamp::now().saturating_sub(retention))
+                    .await
+            }
+            None => Ok(PurgeReport {
+                deleted: 0,
+                anchor: None,
+            }),
+        }
     }
 
     /// Records `recording_stopped`, writes the final checkpoint and stops

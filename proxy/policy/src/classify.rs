@@ -233,10 +233,20 @@ fn facts_of(statement: &Statement) -> StatementFacts {
     }
 }
 
-/// A wrapper statement: its own kind, and the wrapped statement's facts.
+/// A wrapper statement: its own kind, what the wrapped statement touches
+/// (so `kinds = ["explain_analyze"]` and `tables = […]` can meet in one
+/// rule), and the wrapped statement's facts.
 fn wrapper(kind: Kind, inner: StatementFacts) -> StatementFacts {
     StatementFacts {
         kind,
+        tables: inner.tables.clone(),
+        columns_read: inner.columns_read.clone(),
+        columns_written: inner.columns_written.clone(),
+        all_columns: inner.all_columns,
+        functions: inner.functions.clone(),
+        missing_where: inner.missing_where,
+        bounds: inner.bounds.clone(),
+        parameters: inner.parameters.clone(),
         inner: Some(Box::new(inner)),
         ..StatementFacts::default()
     }
@@ -531,18 +541,38 @@ fn string_literal(expr: &Expr) -> Option<String> {
     }
 }
 
-fn first_function_arg(args: &FunctionArguments) -> Option<&Expr> {
-    let FunctionArguments::List(list) = args else {
-        return None;
-    };
-    match list.args.first()? {
-        FunctionArg::Unnamed(FunctionArgExpr::Expr(expr)) => Some(expr),
+/// The parameter a `set_config(setting_name, new_value, is_local)` call
+/// sets: the first argument, or the one named `setting_name`; anything but a
+/// string literal could be any parameter.
+fn set_config_parameter(args: &[FunctionArg]) -> Parameter {
+    let named = args.iter().find_map(|arg| match arg {
         FunctionArg::Named {
+            name,
             arg: FunctionArgExpr::Expr(expr),
             ..
-        } => Some(expr),
+        } if name.value.eq_ignore_ascii_case("setting_name") => Some(expr),
+        FunctionArg::ExprNamed {
+            name: Expr::Identifier(name),
+            arg: FunctionArgExpr::Expr(expr),
+            ..
+        } if name.value.eq_ignore_ascii_case("setting_name") => Some(expr),
         _ => None,
-    }
+    });
+    // Positional arguments come first, so a named `setting_name` is the
+    // name whatever the first argument is.
+    let positional = match args.first() {
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(expr))) => Some(expr),
+        _ => None,
+    };
+    named
+        .or(positional)
+        .and_then(string_literal)
+        .map(|name| Parameter::Named(name.trim().to_lowercase()))
+        .unwrap_or(Parameter::Unknown)
+}
+
+fn is_set_config(name: &str) -> bool {
+    name.rsplit('.').next() == Some("set_config")
 }
 
 /// Walks one statement (subqueries, CTEs and expressions included) and
@@ -597,13 +627,13 @@ impl Visitor for Walker {
         match factor {
             TableFactor::Table {
                 name,
-                args: Some(_),
+                args: Some(args),
                 ..
             } => {
-                self.functions.push(function_name(name));
+                self.add_table_function(name, &args.args);
                 self.skip_relations += 1;
             }
-            TableFactor::Function { name, .. } => self.functions.push(function_name(name)),
+            TableFactor::Function { name, args, .. } => self.add_table_function(name, args),
             _ => {}
         }
         ControlFlow::Continue(())
@@ -622,12 +652,11 @@ impl Visitor for Walker {
         match expr {
             Expr::Function(function) => {
                 let name = function_name(&function.name);
-                if name.rsplit('.').next() == Some("set_config") {
-                    let parameter = first_function_arg(&function.args)
-                        .and_then(string_literal)
-                        .map(|name| Parameter::Named(name.trim().to_lowercase()))
-                        .unwrap_or(Parameter::Unknown);
-                    self.parameters.push(parameter);
+                if is_set_config(&name) {
+                    self.parameters.push(match &function.args {
+                        FunctionArguments::List(list) => set_config_parameter(&list.args),
+                        _ => Parameter::Unknown,
+                    });
                 }
                 self.functions.push(name);
             }
@@ -677,6 +706,15 @@ impl Visitor for Walker {
 }
 
 impl Walker {
+    /// `SELECT * FROM set_config('role', …)` sets a parameter as well.
+    fn add_table_function(&mut self, name: &ObjectName, args: &[FunctionArg]) {
+        let name = function_name(name);
+        if is_set_config(&name) {
+            self.parameters.push(set_config_parameter(args));
+        }
+        self.functions.push(name);
+    }
+
     fn add_table(&mut self, name: &ObjectName) {
         let Some(table) = table_name(name) else {
             return;
@@ -740,36 +778,34 @@ impl Walker {
             }
             Statement::Merge(_) => self.all_columns = true,
             Statement::Copy {
-                source, to, target, ..
+                source:
+                    CopySource::Table {
+                        table_name,
+                        columns,
+                    },
+                to,
+                ..
             } => {
-                if let CopySource::Table {
-                    table_name,
-                    columns,
-                } = source
-                {
-                    self.add_table(table_name);
-                    let names: Vec<String> = columns.iter().map(normalize_ident).collect();
-                    if names.is_empty() {
-                        self.all_columns = true;
-                    }
-                    if *to {
-                        self.columns_read.extend(names);
-                    } else {
-                        facts.columns_written = names;
-                    }
+                self.add_table(table_name);
+                let names: Vec<String> = columns.iter().map(normalize_ident).collect();
+                if names.is_empty() {
+                    self.all_columns = true;
                 }
-                let _ = target;
+                if *to {
+                    self.columns_read.extend(names);
+                } else {
+                    facts.columns_written = names;
+                }
             }
             Statement::Drop {
-                object_type, names, ..
-            } if matches!(
-                object_type,
-                ObjectType::Table
+                object_type:
+                    ObjectType::Table
                     | ObjectType::View
                     | ObjectType::MaterializedView
-                    | ObjectType::Sequence
-            ) =>
-            {
+                    | ObjectType::Sequence,
+                names,
+                ..
+            } => {
                 for name in names {
                     self.add_table(name);
                 }

@@ -25,6 +25,7 @@
 //! with its strategy and fails closed ([`MaskFailure::BinaryDeclaredColumn`]).
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
@@ -163,9 +164,8 @@ impl ColumnPolicy {
                         column: qualified.clone(),
                         strategy: column.strategy.clone(),
                     })?;
-            if !by_strategy.contains_key(&strategy) {
-                let masker = Masker::new(strategy, token_key).map_err(MaskFailure::Masker)?;
-                by_strategy.insert(strategy, masker);
+            if let Entry::Vacant(slot) = by_strategy.entry(strategy) {
+                slot.insert(Masker::new(strategy, token_key).map_err(MaskFailure::Masker)?);
             }
             let entry = if unmask.contains(qualified.as_str()) {
                 Declared::Unmasked

@@ -327,6 +327,18 @@ fn parameters_set() {
             vec![Parameter::Unknown],
         ),
         (
+            "SELECT set_config(new_value => 'x', is_local => false, setting_name => 'role')",
+            vec![named("role")],
+        ),
+        (
+            "SELECT * FROM set_config('role', 'x', false)",
+            vec![named("role")],
+        ),
+        (
+            "SELECT * FROM pg_catalog.set_config($1, 'x', false)",
+            vec![Parameter::Unknown],
+        ),
+        (
             "SELECT set_config(name, 'x', false) FROM t",
             vec![Parameter::Unknown],
         ),

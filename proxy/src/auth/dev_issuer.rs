@@ -26,7 +26,10 @@ pub struct DevIssuer {
 }
 
 impl DevIssuer {
-    pub fn from_config(dev: &DevIssuerConfig, identity: &IdentityConfig) -> Result<DevIssuer, String> {
+    pub fn from_config(
+        dev: &DevIssuerConfig,
+        identity: &IdentityConfig,
+    ) -> Result<DevIssuer, String> {
         let seed = STANDARD
             .decode(dev.seed_base64.trim())
             .map_err(|e| format!("key file is not base64: {e}"))?;

@@ -86,7 +86,11 @@ fn algorithms_for(jwk: &Jwk) -> Vec<Algorithm> {
         }
         AlgorithmParameters::OctetKeyPair(_) | AlgorithmParameters::OctetKey(_) => vec![],
     };
-    match jwk.common.key_algorithm.map(|a| a.to_string().parse::<Algorithm>()) {
+    match jwk
+        .common
+        .key_algorithm
+        .map(|a| a.to_string().parse::<Algorithm>())
+    {
         // A key that declares its algorithm may only be used with that one.
         Some(Ok(declared)) => by_type.into_iter().filter(|a| *a == declared).collect(),
         Some(Err(_)) => vec![],
@@ -153,7 +157,6 @@ impl KeySet {
     pub fn len(&self) -> usize {
         self.all.len()
     }
-
 }
 
 /// Decodes the header; `alg: none` and unknown algorithms fail here.

@@ -42,12 +42,11 @@ impl Authenticator {
                     path: path.display().to_string(),
                     problem: e.to_string(),
                 })?;
-                let set = jwt::KeySet::from_json(&text).map_err(|problem| {
-                    AuthSetupError::JwksFile {
+                let set =
+                    jwt::KeySet::from_json(&text).map_err(|problem| AuthSetupError::JwksFile {
                         path: path.display().to_string(),
                         problem,
-                    }
-                })?;
+                    })?;
                 Keys::Static(Arc::new(set))
             }
             KeySource::DevIssuer => {

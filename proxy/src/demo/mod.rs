@@ -155,7 +155,16 @@ impl Cluster {
         cmd.arg(&self.log).arg("start");
         run_checked(cmd, "pg_ctl start").map_err(|e| {
             let tail = std::fs::read_to_string(&self.log)
-                .map(|t| t.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"))
+                .map(|t| {
+                    t.lines()
+                        .rev()
+                        .take(15)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
                 .unwrap_or_default();
             format!("{e}\n--- {} ---\n{tail}", self.log.display())
         })?;
@@ -187,7 +196,12 @@ impl Cluster {
     }
 }
 
-fn prepare_cluster(dir: &Path, bin: &Path, trusted_entry: &str, with_extension: bool) -> Result<Cluster, String> {
+fn prepare_cluster(
+    dir: &Path,
+    bin: &Path,
+    trusted_entry: &str,
+    with_extension: bool,
+) -> Result<Cluster, String> {
     let data = dir.join("pgdata");
     let socket = socket_dir(dir);
     let cluster = Cluster {
@@ -209,10 +223,13 @@ fn prepare_cluster(dir: &Path, bin: &Path, trusted_entry: &str, with_extension: 
         let _ = std::fs::File::create(&cluster.log);
         chown_postgres(&cluster.log)?;
         let mut initdb = as_postgres(&bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"]);
+        initdb.arg("-D").arg(&data).args([
+            "--auth-local=peer",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ]);
         if running_as_root() {
             initdb.args(["-U", "postgres"]);
         }
@@ -231,12 +248,17 @@ fn prepare_cluster(dir: &Path, bin: &Path, trusted_entry: &str, with_extension: 
     if with_extension {
         conf.push_str("shared_preload_libraries = 'hoop'\n");
     }
-    std::fs::write(data.join("hoop-demo.conf"), conf).map_err(|e| format!("hoop-demo.conf: {e}"))?;
+    std::fs::write(data.join("hoop-demo.conf"), conf)
+        .map_err(|e| format!("hoop-demo.conf: {e}"))?;
     let main_conf = data.join("postgresql.conf");
-    let text = std::fs::read_to_string(&main_conf).map_err(|e| format!("{}: {e}", main_conf.display()))?;
+    let text =
+        std::fs::read_to_string(&main_conf).map_err(|e| format!("{}: {e}", main_conf.display()))?;
     if !text.contains("include_if_exists = 'hoop-demo.conf'") {
-        std::fs::write(&main_conf, format!("{text}\ninclude_if_exists = 'hoop-demo.conf'\n"))
-            .map_err(|e| format!("{}: {e}", main_conf.display()))?;
+        std::fs::write(
+            &main_conf,
+            format!("{text}\ninclude_if_exists = 'hoop-demo.conf'\n"),
+        )
+        .map_err(|e| format!("{}: {e}", main_conf.display()))?;
     }
     std::fs::write(
         data.join("pg_hba.conf"),
@@ -284,7 +306,11 @@ fn hoop_command() -> String {
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
     match (exe, on_path) {
-        (Some(exe), Some(found)) if std::fs::canonicalize(&found).ok() == std::fs::canonicalize(&exe).ok() => "hoop".into(),
+        (Some(exe), Some(found))
+            if std::fs::canonicalize(&found).ok() == std::fs::canonicalize(&exe).ok() =>
+        {
+            "hoop".into()
+        }
         (Some(exe), _) => exe.display().to_string(),
         _ => "hoop".into(),
     }
@@ -303,9 +329,11 @@ pub async fn run() -> Result<(), String> {
 
     println!("==> hoop demo in {}", dir.display());
     let signing_path = dir.join(keys::SESSION_KEY_FILE);
-    keys::ensure_secret_file(&signing_path, keys::random_seed_base64).map_err(|e| format!("{}: {e}", signing_path.display()))?;
+    keys::ensure_secret_file(&signing_path, keys::random_seed_base64)
+        .map_err(|e| format!("{}: {e}", signing_path.display()))?;
     let dev_key = dir.join("dev-issuer.key");
-    keys::ensure_secret_file(&dev_key, keys::random_seed_base64).map_err(|e| format!("{}: {e}", dev_key.display()))?;
+    keys::ensure_secret_file(&dev_key, keys::random_seed_base64)
+        .map_err(|e| format!("{}: {e}", dev_key.display()))?;
     let password_path = dir.join("gateway.password");
     let gateway_password = keys::ensure_secret_file(&password_path, keys::random_password)
         .map_err(|e| format!("{}: {e}", password_path.display()))?;
@@ -319,12 +347,18 @@ pub async fn run() -> Result<(), String> {
     result
 }
 
-async fn serve(dir: &Path, cluster: &Cluster, gateway_password: &str, with_extension: bool) -> Result<(), String> {
+async fn serve(
+    dir: &Path,
+    cluster: &Cluster,
+    gateway_password: &str,
+    with_extension: bool,
+) -> Result<(), String> {
     println!("==> seeding database payments");
     seed(cluster, gateway_password, with_extension)?;
 
     let config_path = dir.join("hoop.toml");
-    std::fs::write(&config_path, CONFIG_TOML).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    std::fs::write(&config_path, CONFIG_TOML)
+        .map_err(|e| format!("{}: {e}", config_path.display()))?;
     let config = Config::load(&config_path).map_err(|e| e.to_string())?;
     let gateway = crate::server::Gateway::bind(config)
         .await
@@ -334,10 +368,17 @@ async fn serve(dir: &Path, cluster: &Cluster, gateway_password: &str, with_exten
     let rel_config = ".hoop/demo/hoop.toml";
     println!();
     if !with_extension {
-        println!("!! WARNING: the hoop extension is NOT installed in Postgres 15, so this demo runs");
-        println!("!! WITHOUT in-database masking or session enforcement: card_number is NOT masked");
+        println!(
+            "!! WARNING: the hoop extension is NOT installed in Postgres 15, so this demo runs"
+        );
+        println!(
+            "!! WITHOUT in-database masking or session enforcement: card_number is NOT masked"
+        );
         println!("!! and direct connections are NOT refused. Install it and restart the demo:");
-        println!("!!     (cd extension && cargo pgrx install --pg-config {}/pg_config)", cluster.bin.display());
+        println!(
+            "!!     (cd extension && cargo pgrx install --pg-config {}/pg_config)",
+            cluster.bin.display()
+        );
         println!();
     }
     println!("hoop gateway on {GATEWAY_ADDR}, admin on http://{ADMIN_ADDR} (/healthz, /metrics)");

@@ -72,6 +72,8 @@ pub enum RelayEnd {
 
 pub struct Relay<'a> {
     pub session: RelaySession,
+    /// Statements seen on this connection (numbers the per-statement spans).
+    pub statements: u64,
     pub metrics: Arc<Metrics>,
     pub inspector: Box<dyn Inspector + 'a>,
     pub shutdown: watch::Receiver<bool>,
@@ -111,15 +113,22 @@ impl Relay<'_> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let remaining = Duration::from_secs(self.session.expires_at.saturating_sub(now_unix).max(0) as u64);
+        let remaining =
+            Duration::from_secs(self.session.expires_at.saturating_sub(now_unix).max(0) as u64);
         let expiry = tokio::time::sleep(remaining);
         tokio::pin!(expiry);
 
         let mut draining = *self.shutdown.borrow();
         let mut client_done = false; // client sent Terminate
-        // Bytes already received during the handshake are processed first.
+                                     // Bytes already received during the handshake are processed first.
         let mut end: Option<RelayEnd> = None;
-        if let Err(e) = self.pump_client(&mut from_client, &mut to_server, &mut state, max, &mut client_done) {
+        if let Err(e) = self.pump_client(
+            &mut from_client,
+            &mut to_server,
+            &mut state,
+            max,
+            &mut client_done,
+        ) {
             fatal(&mut to_client, "08P01", &e);
             end = Some(RelayEnd::ProtocolViolation(e));
         }
@@ -130,7 +139,11 @@ impl Relay<'_> {
 
         while end.is_none() {
             if draining && state.is_idle() && to_client.is_empty() && to_server.is_empty() {
-                fatal(&mut to_client, "57P01", "terminating connection: hoop is shutting down; reconnect to continue");
+                fatal(
+                    &mut to_client,
+                    "57P01",
+                    "terminating connection: hoop is shutting down; reconnect to continue",
+                );
                 end = Some(RelayEnd::ShutDown);
                 break;
             }
@@ -200,7 +213,10 @@ impl Relay<'_> {
         }
         let end = end.unwrap_or(RelayEnd::ServerClosed);
 
-        if let RelayEnd::ClientGone { mid_statement: true } = end {
+        if let RelayEnd::ClientGone {
+            mid_statement: true,
+        } = end
+        {
             cancel_upstream.await;
         }
         // Tell the server we are leaving (unless it is the one who left).
@@ -243,7 +259,10 @@ impl Relay<'_> {
             };
             if state.on_client_frame(&frame, now) == state::Started::Statement {
                 self.metrics.statements.inc();
-                tracing::debug!(kind = %(frame.tag() as char), bytes = frame.len(), "statement");
+                self.statements += 1;
+                // Never the SQL text or parameters: they may hold card numbers.
+                let span = tracing::debug_span!("statement", seq = self.statements, kind = %(frame.tag() as char));
+                span.in_scope(|| tracing::debug!(bytes = frame.len(), "statement sent upstream"));
             }
             if frame.tag() == b'X' {
                 *terminated = true;
@@ -263,18 +282,25 @@ impl Relay<'_> {
     ) -> Result<(), String> {
         let now = Instant::now();
         loop {
-            let frame = match split_frame(input, max.max(crate::protocol::DEFAULT_MAX_MESSAGE_BYTES)) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return Err(format!("invalid message from the database: {e}")),
-            };
+            let frame =
+                match split_frame(input, max.max(crate::protocol::DEFAULT_MAX_MESSAGE_BYTES)) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => return Err(format!("invalid message from the database: {e}")),
+                };
             if let Some(took) = state.on_server_frame(&frame, now) {
                 self.metrics.request_duration.observe(took.as_secs_f64());
+                tracing::debug!(
+                    micros = took.as_micros() as u64,
+                    status = %(state.transaction_status as char),
+                    "request complete"
+                );
             }
             if frame.tag() == b'S' {
-                match crate::upstream::filter_parameter_status(&frame, &self.session.mapped_role) {
-                    Some(bytes) => out.extend_from_slice(&bytes),
-                    None => {}
+                if let Some(bytes) =
+                    crate::upstream::filter_parameter_status(&frame, &self.session.mapped_role)
+                {
+                    out.extend_from_slice(&bytes);
                 }
                 continue;
             }

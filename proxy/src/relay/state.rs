@@ -193,10 +193,8 @@ impl ConnectionState {
                     _ => {}
                 }
             }
-            b'C' | b's' | b'I' => {
-                if self.pending.front() == Some(&Pending::Execute) {
-                    self.pending.pop_front();
-                }
+            b'C' | b's' | b'I' if self.pending.front() == Some(&Pending::Execute) => {
+                self.pending.pop_front();
             }
             b'E' => {
                 // Extended protocol: the server skips everything up to Sync.
@@ -252,7 +250,11 @@ fn parse_bind(body: &[u8]) -> Option<BindParts> {
     let (n_params, mut rest2) = take_i16(rest)?;
     for _ in 0..n_params.max(0) {
         let (len, tail) = take_i32(rest2)?;
-        rest2 = if len > 0 { tail.get(len as usize..)? } else { tail };
+        rest2 = if len > 0 {
+            tail.get(len as usize..)?
+        } else {
+            tail
+        };
     }
     let (n_results, mut rest3) = take_i16(rest2)?;
     let mut result_formats = Vec::with_capacity(n_results.max(0) as usize);
@@ -278,7 +280,9 @@ mod tests {
         b.extend_from_slice(&[tag]);
         b.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
         b.extend_from_slice(body);
-        crate::protocol::split_frame(&mut b, 1 << 20).unwrap().unwrap()
+        crate::protocol::split_frame(&mut b, 1 << 20)
+            .unwrap()
+            .unwrap()
     }
 
     #[test]
@@ -294,10 +298,16 @@ mod tests {
         s.on_server_frame(&frame(b'1', b""), now);
         s.on_server_frame(&frame(b't', b"\0\0"), now);
         s.on_server_frame(&frame(b'T', b"rowdesc"), now);
-        assert_eq!(s.statements[&b"s1"[..]].row_description.as_deref(), Some(&b"rowdesc"[..]));
+        assert_eq!(
+            s.statements[&b"s1"[..]].row_description.as_deref(),
+            Some(&b"rowdesc"[..])
+        );
         s.on_server_frame(&frame(b'2', b""), now);
         assert_eq!(s.portals[&b"p1"[..]].result_formats, vec![1]);
-        assert_eq!(s.portal_row_description(b"p1").map(|b| &b[..]), Some(&b"rowdesc"[..]));
+        assert_eq!(
+            s.portal_row_description(b"p1").map(|b| &b[..]),
+            Some(&b"rowdesc"[..])
+        );
         s.on_server_frame(&frame(b'C', b"SELECT 1\0"), now);
         assert!(s.on_server_frame(&frame(b'Z', b"I"), now).is_some());
         assert!(s.is_idle());
@@ -307,7 +317,13 @@ mod tests {
     fn an_error_skips_to_the_next_sync() {
         let mut s = ConnectionState::new();
         let now = Instant::now();
-        for (t, b) in [(b'P', &b"\0bad\0\0\0"[..]), (b'B', b"\0\0\0\0\0\0\0\0"), (b'E', b"\0\0\0\0\0"), (b'S', b""), (b'Q', b"select 1\0")] {
+        for (t, b) in [
+            (b'P', &b"\0bad\0\0\0"[..]),
+            (b'B', b"\0\0\0\0\0\0\0\0"),
+            (b'E', b"\0\0\0\0\0"),
+            (b'S', b""),
+            (b'Q', b"select 1\0"),
+        ] {
             s.on_client_frame(&frame(t, b), now);
         }
         s.on_server_frame(&frame(b'E', b"SERROR\0\0"), now);

@@ -20,7 +20,9 @@ pub const SEED_B64: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
 pub const DEV_SEED_B64: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
 pub fn pg_bin() -> PathBuf {
-    PathBuf::from(std::env::var("HOOP_PG15_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()))
+    PathBuf::from(
+        std::env::var("HOOP_PG15_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
+    )
 }
 
 fn as_postgres(program: &Path) -> Command {
@@ -30,7 +32,10 @@ fn as_postgres(program: &Path) -> Command {
 }
 
 fn run(mut cmd: Command, what: &str) -> String {
-    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
         "{what} failed: {}{}",
@@ -41,7 +46,11 @@ fn run(mut cmd: Command, what: &str) -> String {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Cluster {
@@ -62,16 +71,23 @@ impl Cluster {
     }
 
     pub fn direct_url(&self, db: &str) -> String {
-        format!("host=127.0.0.1 port={} user=hoop_gateway password={GATEWAY_PASSWORD} dbname={db}", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=hoop_gateway password={GATEWAY_PASSWORD} dbname={db}",
+            self.port
+        )
     }
 }
 
 /// Stops clusters of earlier test runs whose test process is gone.
 fn reap_stale(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(pid) = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
         if Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
@@ -179,10 +195,18 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub fn mint(&self, sub: &str, groups: &[&str], ttl: Duration) -> String {
-        let dev = self.config.identity.dev_issuer.as_ref().expect("dev issuer");
+        let dev = self
+            .config
+            .identity
+            .dev_issuer
+            .as_ref()
+            .expect("dev issuer");
         let issuer = DevIssuer::from_config(dev, &self.config.identity).unwrap();
         let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
         issuer.mint(sub, &groups, ttl, now).unwrap()
     }
 
@@ -191,7 +215,10 @@ impl TestGateway {
     }
 
     pub fn url(&self, user: &str, password: &str) -> String {
-        format!("host=127.0.0.1 port={} user={user} password={password} dbname=payments", self.addr.port())
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname=payments",
+            self.addr.port()
+        )
     }
 
     pub async fn stop(mut self) {
@@ -219,10 +246,27 @@ pub fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
     run(
         {
             let mut c = Command::new("openssl");
-            c.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert);
+            c.args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert);
             c
         },
         "openssl req",
@@ -238,7 +282,11 @@ pub async fn start_gateway(opts: GatewayOptions) -> TestGateway {
     std::fs::write(dir.join("dev.key"), DEV_SEED_B64).unwrap();
     let tls = if opts.tls {
         let (c, k) = make_cert(&dir);
-        format!("tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n", c.display(), k.display())
+        format!(
+            "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            c.display(),
+            k.display()
+        )
     } else {
         "allow_plaintext = \"loopback\"\n".into()
     };
@@ -272,14 +320,23 @@ address = "127.0.0.1:0"
     let path = dir.join("hoop.toml");
     std::fs::write(&path, &text).unwrap();
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let gateway = hoop_proxy::server::Gateway::bind(config.clone()).await.unwrap();
+    let gateway = hoop_proxy::server::Gateway::bind(config.clone())
+        .await
+        .unwrap();
     let addr = gateway.local_addr();
     let admin = gateway.admin_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(gateway.run(async move {
         let _ = rx.await;
     }));
-    TestGateway { addr, admin, config, stop: Some(tx), task: Some(task), dir }
+    TestGateway {
+        addr,
+        admin,
+        config,
+        stop: Some(tx),
+        task: Some(task),
+        dir,
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -391,7 +448,10 @@ impl Raw {
     pub async fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect(addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
-        Raw { stream, buf: BytesMut::new() }
+        Raw {
+            stream,
+            buf: BytesMut::new(),
+        }
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
@@ -402,16 +462,21 @@ impl Raw {
     pub async fn recv(&mut self) -> Option<Msg> {
         loop {
             if self.buf.len() >= 5 {
-                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
+                    as usize;
                 if self.buf.len() > len {
                     let frame = self.buf.split_to(len + 1);
-                    return Some(Msg { tag: frame[0], body: frame[5..].to_vec() });
+                    return Some(Msg {
+                        tag: frame[0],
+                        body: frame[5..].to_vec(),
+                    });
                 }
             }
-            let n = tokio::time::timeout(Duration::from_secs(20), self.stream.read_buf(&mut self.buf))
-                .await
-                .expect("timed out waiting for the gateway")
-                .unwrap_or(0);
+            let n =
+                tokio::time::timeout(Duration::from_secs(20), self.stream.read_buf(&mut self.buf))
+                    .await
+                    .expect("timed out waiting for the gateway")
+                    .unwrap_or(0);
             if n == 0 {
                 return None;
             }
@@ -422,7 +487,10 @@ impl Raw {
     pub async fn until(&mut self, tag: u8) -> Vec<Msg> {
         let mut out = Vec::new();
         loop {
-            let m = self.recv().await.unwrap_or_else(|| panic!("EOF before {:?}; got {out:?}", tag as char));
+            let m = self
+                .recv()
+                .await
+                .unwrap_or_else(|| panic!("EOF before {:?}; got {out:?}", tag as char));
             let done = m.tag == tag;
             out.push(m);
             if done {
@@ -434,9 +502,14 @@ impl Raw {
     /// Logs in through the gateway; returns the startup messages.
     pub async fn login(addr: SocketAddr, user: &str, token: &str) -> (Raw, Vec<Msg>) {
         let mut raw = Raw::connect(addr).await;
-        raw.send(&startup_packet(&[("user", user), ("database", "payments")])).await;
+        raw.send(&startup_packet(&[("user", user), ("database", "payments")]))
+            .await;
         let auth = raw.recv().await.expect("auth request");
-        assert_eq!((auth.tag, &auth.body[..]), (b'R', &[0, 0, 0, 3][..]), "{auth:?}");
+        assert_eq!(
+            (auth.tag, &auth.body[..]),
+            (b'R', &[0, 0, 0, 3][..]),
+            "{auth:?}"
+        );
         raw.send(&msg(b'p', &cstr(token))).await;
         let msgs = raw.until(b'Z').await;
         (raw, msgs)
@@ -445,14 +518,21 @@ impl Raw {
     /// Sends a login and returns the first message after the password.
     pub async fn login_error(addr: SocketAddr, token: &str) -> Msg {
         let mut raw = Raw::connect(addr).await;
-        raw.send(&startup_packet(&[("user", "agent"), ("database", "payments")])).await;
+        raw.send(&startup_packet(&[
+            ("user", "agent"),
+            ("database", "payments"),
+        ]))
+        .await;
         let auth = raw.recv().await.expect("auth request");
         if auth.tag == b'E' {
             return auth;
         }
         raw.send(&msg(b'p', &cstr(token))).await;
         let m = raw.recv().await.expect("a reply");
-        assert!(raw.recv().await.is_none(), "connection must close after a refused login");
+        assert!(
+            raw.recv().await.is_none(),
+            "connection must close after a refused login"
+        );
         m
     }
 }
@@ -462,7 +542,9 @@ pub fn tags(msgs: &[Msg]) -> String {
 }
 
 pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -473,29 +555,54 @@ pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
 pub fn sign_dev(claims: &serde_json::Value, kid: Option<&str>) -> String {
     use base64::Engine;
     use ed25519_dalek::pkcs8::EncodePrivateKey;
-    let seed: [u8; 32] = base64::engine::general_purpose::STANDARD.decode(DEV_SEED_B64).unwrap().try_into().unwrap();
+    let seed: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(DEV_SEED_B64)
+        .unwrap()
+        .try_into()
+        .unwrap();
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
     let der = key.to_pkcs8_der().unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes())).unwrap()
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+    )
+    .unwrap()
 }
 
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// A JWT with the given header and claims and a fake signature.
-pub fn unsigned_jwt(header: &serde_json::Value, claims: &serde_json::Value, signature: &[u8]) -> String {
+pub fn unsigned_jwt(
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+    signature: &[u8],
+) -> String {
     use base64::Engine;
     let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    format!("{}.{}.{}", e.encode(header.to_string()), e.encode(claims.to_string()), e.encode(signature))
+    format!(
+        "{}.{}.{}",
+        e.encode(header.to_string()),
+        e.encode(claims.to_string()),
+        e.encode(signature)
+    )
 }
 
 pub fn hs256(header: &serde_json::Value, claims: &serde_json::Value, secret: &[u8]) -> String {
     use base64::Engine;
     let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let signing_input = format!("{}.{}", e.encode(header.to_string()), e.encode(claims.to_string()));
+    let signing_input = format!(
+        "{}.{}",
+        e.encode(header.to_string()),
+        e.encode(claims.to_string())
+    );
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
     let tag = ring::hmac::sign(&key, signing_input.as_bytes());
     format!("{signing_input}.{}", e.encode(tag.as_ref()))

@@ -1,8 +1,9 @@
 //! The embedded store: one SQLite file in WAL mode.
 //!
-//! `synchronous = FULL`: every commit fsyncs the WAL, so an acknowledged
-//! record survives power loss, not only a process crash. Group commit makes
-//! that affordable: one fsync covers every record of a batch.
+//! `synchronous = FULL` by default: every commit fsyncs the WAL, so an
+//! acknowledged record survives power loss, not only a process crash. Group
+//! commit makes that affordable: one fsync covers every record of a batch.
+//! `NORMAL` is available for slow disks (see [`SqliteSync`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use super::{checkpoint_kind_from_db, from_db_seq, hash_from_db, to_db_seq, Backend, EntryQuery};
 use crate::chain::{ChainHash, ChainHead, Entry};
 use crate::checkpoint::Checkpoint;
-use crate::config::AuditConfig;
+use crate::config::{AuditConfig, SqliteSync};
 use crate::error::{AuditError, Result};
 use crate::time::Timestamp;
 
@@ -25,6 +26,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) struct SqliteBackend {
     path: PathBuf,
     writer: bool,
+    synchronous: SqliteSync,
     connection: Option<Connection>,
 }
 
@@ -33,6 +35,7 @@ impl SqliteBackend {
         let mut backend = SqliteBackend {
             path: sqlite_path(config)?,
             writer: true,
+            synchronous: config.sqlite_synchronous,
             connection: None,
         };
         backend.connection()?;
@@ -43,6 +46,7 @@ impl SqliteBackend {
         let mut backend = SqliteBackend {
             path: sqlite_path(config)?,
             writer: false,
+            synchronous: config.sqlite_synchronous,
             connection: None,
         };
         backend.connection()?;
@@ -62,7 +66,11 @@ impl SqliteBackend {
         let connection = if self.writer {
             let connection = Connection::open(&self.path)?;
             connection.pragma_update(None, "journal_mode", "WAL")?;
-            connection.pragma_update(None, "synchronous", "FULL")?;
+            let synchronous = match self.synchronous {
+                SqliteSync::Full => "FULL",
+                SqliteSync::Normal => "NORMAL",
+            };
+            connection.pragma_update(None, "synchronous", synchronous)?;
             connection.busy_timeout(BUSY_TIMEOUT)?;
             connection.execute_batch(SCHEMA)?;
             connection

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Benchmark of the hoop extension on Postgres 15 (a benchmark, not a test):
+#
+#   bench/extension.sh [seconds-per-run]     (default 15)
+#
+# (a) pgbench -S (select-only, prepared) against a cluster with hoop in
+#     shared_preload_libraries and the extension installed (one masked table
+#     elsewhere in the database, so every hook does its real work) vs the same
+#     cluster without hoop. Target: ratio >= 0.97.
+# (b) Reading 100,000 rows (id, card_number) of a table whose card_number is
+#     masked with pan_last4, vs the same rows from an identical unmasked table,
+#     both through pgbench as an exempt role. Target: ratio >= 0.8.
+#
+# Runs are interleaved (3 rounds) and the median is reported. Needs root (it
+# installs a release build of the extension and runs Postgres as postgres).
+set -euo pipefail
+
+SECONDS_PER_RUN=${1:-15}
+ROUNDS=3
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PGBIN=/usr/lib/postgresql/15/bin
+WORK=${HOOP_BENCH_DIR:-/tmp/hoop-bench}
+CLIENTS=2
+
+[ "$(id -u)" = 0 ] || { echo "bench: run as root" >&2; exit 2; }
+[ -x "$PGBIN/pgbench" ] || { echo "bench: $PGBIN/pgbench not found (scripts/setup.sh installs it)" >&2; exit 2; }
+
+echo "==> installing a release build of the extension into Postgres 15" >&2
+(cd "$ROOT/extension" && cargo pgrx install --release --pg-config "$PGBIN/pg_config") >/tmp/hoop-bench-build.log 2>&1 ||
+    { tail -n 30 /tmp/hoop-bench-build.log >&2; exit 1; }
+
+rm -rf "$WORK"
+mkdir -p "$WORK"
+chown postgres "$WORK"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PGDATA="$WORK/data"
+
+echo "==> initdb and data (pgbench scale 10, 100,000-row card tables)" >&2
+runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust --no-sync >/dev/null
+cat >>"$PGDATA/postgresql.conf" <<CONF
+port = $PORT
+listen_addresses = ''
+unix_socket_directories = '$WORK'
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+max_parallel_workers_per_gather = 0
+hoop.exempt_roles = 'bench_reader'
+include_if_exists = 'preload.conf'
+CONF
+
+with_hoop() { echo "shared_preload_libraries = 'hoop'" >"$PGDATA/preload.conf"; chown postgres "$PGDATA/preload.conf"; }
+without_hoop() { : >"$PGDATA/preload.conf"; chown postgres "$PGDATA/preload.conf"; }
+start() { env -u RUST_BACKTRACE runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/server.log" -w start >/dev/null; }
+stop() { runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -w stop >/dev/null 2>&1 || true; }
+trap stop EXIT
+PSQL=("$PGBIN/psql" -X -q -h "$WORK" -p "$PORT" -U postgres -v ON_ERROR_STOP=1)
+PGBENCH=("$PGBIN/pgbench" -h "$WORK" -p "$PORT" -U postgres)
+
+with_hoop
+start
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE bench"
+"${PGBENCH[@]}" -i -q -s 10 bench >/dev/null 2>&1
+"${PSQL[@]}" -d bench <<'SQL'
+CREATE EXTENSION hoop;
+CREATE ROLE bench_reader;
+CREATE TABLE cards_plain (id bigint PRIMARY KEY, card_number text);
+INSERT INTO cards_plain
+SELECT g, (ARRAY['4539148803436467', '5425233430109903', '378282246310005', '6011000990139424'])[1 + g % 4]
+  FROM generate_series(1, 100000) g;
+CREATE TABLE cards_masked AS SELECT * FROM cards_plain;
+ALTER TABLE cards_masked ADD PRIMARY KEY (id);
+SELECT hoop_mask('cards_masked', 'card_number', 'pan_last4');
+-- Elsewhere in the database: pgbench's tables are not protected.
+CREATE TABLE vault (id int, pan text);
+SELECT hoop_mask('vault', 'pan', 'pan_last4');
+GRANT SELECT ON cards_plain, cards_masked TO bench_reader;
+VACUUM ANALYZE;
+SQL
+printf 'SET ROLE bench_reader;\nSELECT id, card_number FROM cards_plain;\n' >"$WORK/plain.sql"
+printf 'SET ROLE bench_reader;\nSELECT id, card_number FROM cards_masked;\n' >"$WORK/masked.sql"
+stop
+
+tps() {
+    # tps OUTPUT-OF-PGBENCH
+    sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$1" | head -n 1
+}
+median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
+
+select_with=()
+select_without=()
+read_plain=()
+read_masked=()
+for round in $(seq "$ROUNDS"); do
+    echo "==> round $round/$ROUNDS" >&2
+    without_hoop
+    start
+    out=$("${PGBENCH[@]}" -S -M prepared -n -c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_PER_RUN" bench 2>&1)
+    select_without+=("$(tps "$out")")
+    stop
+    with_hoop
+    start
+    out=$("${PGBENCH[@]}" -S -M prepared -n -c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_PER_RUN" bench 2>&1)
+    select_with+=("$(tps "$out")")
+    out=$("${PGBENCH[@]}" -n -c 1 -T "$SECONDS_PER_RUN" -f "$WORK/plain.sql" bench 2>&1)
+    read_plain+=("$(tps "$out")")
+    out=$("${PGBENCH[@]}" -n -c 1 -T "$SECONDS_PER_RUN" -f "$WORK/masked.sql" bench 2>&1)
+    read_masked+=("$(tps "$out")")
+    stop
+done
+
+a_without=$(median "${select_without[@]}")
+a_with=$(median "${select_with[@]}")
+b_plain=$(median "${read_plain[@]}")
+b_masked=$(median "${read_masked[@]}")
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.3f}')" "$1" "$2"; }
+ra=$(ratio "$a_with" "$a_without")
+rb=$(ratio "$b_masked" "$b_plain")
+verdict() { python3 -c "import sys; print('ok' if float(sys.argv[1]) >= float(sys.argv[2]) else 'BELOW TARGET')" "$1" "$2"; }
+
+echo
+echo "hoop extension benchmark (Postgres 15, $CLIENTS clients for pgbench -S, ${SECONDS_PER_RUN}s runs, median of $ROUNDS)"
+printf '%-44s %16s %16s %8s %8s  %s\n' "" "baseline" "hoop" "ratio" "target" ""
+printf '%-44s %16s %16s %8s %8s  %s\n' "(a) pgbench -S, tps (not loaded / preloaded)" "$a_without" "$a_with" "$ra" ">=0.97" "$(verdict "$ra" 0.97)"
+printf '%-44s %16s %16s %8s %8s  %s\n' "(b) read 100,000 rows, reads/s (plain/masked)" "$b_plain" "$b_masked" "$rb" ">=0.80" "$(verdict "$rb" 0.8)"
+echo "raw runs: a_without=${select_without[*]} a_with=${select_with[*]} b_plain=${read_plain[*]} b_masked=${read_masked[*]}"

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Regression suite of the hoop extension on one Postgres version:
+#
+#   scripts/regress.sh pg15|pg17|pg18
+#
+# Installs the extension into that Postgres (cargo pgrx install), starts a
+# throw-away cluster as the postgres user with shared_preload_libraries=hoop,
+# runs every extension/tests/regress/sql/*.sql with psql in a fresh database,
+# and compares the output with extension/tests/regress/expected/NAME.pgNN.out
+# (when it exists) or NAME.out. Independently of the expected output, a file
+# fails when any raw test card number (or its reverse, hex, base64 or middle
+# digits) appears outside the sections marked `\echo hoop:raw-allowed`, or in
+# any `hoop: AUDIT` line of the server log.
+#
+# Prints one line per file and finally "regress pgNN: X passed, Y failed";
+# exits non-zero when anything failed. Results stay in $HOOP_REGRESS_DIR
+# (default /tmp/hoop-regress-pgNN) for inspection.
+set -euo pipefail
+
+version=${1:-}
+case "$version" in
+pg15 | pg17 | pg18) ;;
+*)
+    echo "usage: $0 pg15|pg17|pg18" >&2
+    exit 2
+    ;;
+esac
+major=${version#pg}
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SUITE="$ROOT/extension/tests/regress"
+[ -f /var/cache/hoop/env.sh ] && . /var/cache/hoop/env.sh
+bin_var="HOOP_PG${major}_BIN"
+PGBIN=${!bin_var:-}
+if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/pg_config" ]; then
+    echo "regress $version: Postgres $major not found (run scripts/setup.sh first)" >&2
+    exit 2
+fi
+[ "$(id -u)" = 0 ] || { echo "regress: run as root (it installs the extension and runs Postgres as postgres)" >&2; exit 2; }
+
+WORK=${HOOP_REGRESS_DIR:-/tmp/hoop-regress-$version}
+LOG="$WORK/build.log"
+rm -rf "$WORK"
+mkdir -p "$WORK/results"
+
+step() { printf '==> %s\n' "$*" >&2; }
+fail_setup() {
+    echo "regress $version: $1" >&2
+    [ -f "${2:-}" ] && tail -n 30 "$2" >&2
+    echo "regress $version: 0 passed, 1 failed"
+    exit 1
+}
+
+# --- build and install ---------------------------------------------------------
+step "installing the extension into Postgres $major"
+(cd "$ROOT/extension" && cargo pgrx install --pg-config "$PGBIN/pg_config") >"$LOG" 2>&1 ||
+    fail_setup "cargo pgrx install failed" "$LOG"
+step "building the session signer"
+(cd "$ROOT" && cargo build -q -p hoop-common --example sign_session) >>"$LOG" 2>&1 ||
+    fail_setup "building common/examples/sign_session failed" "$LOG"
+SIGNER_BIN="$ROOT/target/debug/examples/sign_session"
+
+# A fixed test key: 32 bytes of 0x2a. Only this throw-away cluster trusts it.
+SEED=$(printf '%.0s*' $(seq 32) | base64 -w0)
+TRUSTED=$("$SIGNER_BIN" --seed-base64 "$SEED" --kid regress --trusted-key)
+SIGNER="$SIGNER_BIN --seed-base64 $SEED --kid regress"
+
+# Test card numbers (Luhn-valid, distinct middle digits).
+PANS=(4539148803436467 5425233430109903 378282246310005 6011000990139424 4916338506082832)
+
+# --- cluster -------------------------------------------------------------------
+PGDATA="$WORK/data"
+SOCK="$WORK"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+chown -R postgres "$WORK"
+chmod 755 "$WORK"
+step "initdb ($PGDATA, port $PORT)"
+runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust --no-sync \
+    --locale=C --encoding=UTF8 >>"$LOG" 2>&1 || fail_setup "initdb failed" "$LOG"
+cat >>"$PGDATA/postgresql.conf" <<CONF
+port = $PORT
+listen_addresses = ''
+unix_socket_directories = '$SOCK'
+shared_preload_libraries = 'hoop'
+hoop.trusted_keys = '$TRUSTED'
+hoop.exempt_roles = 'hoop_migrator'
+lc_messages = 'C'
+fsync = off
+max_worker_processes = 8
+max_parallel_workers = 4
+log_min_messages = warning
+CONF
+SERVERLOG="$WORK/server.log"
+# No Rust backtraces in error details: the expected output has none.
+env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -l "$SERVERLOG" -w -t 60 start >>"$LOG" 2>&1 ||
+    fail_setup "the cluster did not start" "$SERVERLOG"
+stop_cluster() { runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -m immediate -w stop >/dev/null 2>&1 || true; }
+trap stop_cluster EXIT
+
+PSQL=("$PGBIN/psql" -X -q -h "$SOCK" -p "$PORT" -U postgres -v ON_ERROR_STOP=0
+    -v signer="$SIGNER" -v pan1="${PANS[0]}" -v pan2="${PANS[1]}" -v pan3="${PANS[2]}"
+    -v pan4="${PANS[3]}" -v pan5="${PANS[4]}")
+
+step "creating the template database"
+"${PSQL[@]}" -d postgres -v ON_ERROR_STOP=1 -f "$SUITE/setup.sql" >"$WORK/setup.out" 2>&1 ||
+    fail_setup "setup.sql failed" "$WORK/setup.out"
+
+# --- leak patterns -------------------------------------------------------------
+patterns="$WORK/forbidden.txt"
+: >"$patterns"
+for pan in "${PANS[@]}"; do
+    len=${#pan}
+    {
+        echo "$pan"
+        echo "$pan" | rev
+        printf '%s' "$pan" | od -An -tx1 | tr -d ' \n'
+        echo
+        printf '%s' "$pan" | base64 -w0
+        echo
+        # digits 7..(len-4): never shown by any masking strategy
+        echo "${pan:6:$((len - 10))}"
+    } >>"$patterns"
+done
+
+# Lines outside `hoop:raw-allowed` sections that contain a forbidden pattern.
+leaks() {
+    awk '
+        /hoop:raw-allowed/ { allowed = 1; next }
+        /hoop:raw-forbidden/ { allowed = 0; next }
+        !allowed { print NR ": " $0 }
+    ' "$1" | grep -F -f "$patterns" || true
+}
+
+# --- run -----------------------------------------------------------------------
+passed=0
+failed=0
+for file in "$SUITE"/sql/*.sql; do
+    name=$(basename "$file" .sql)
+    db="regress_$name"
+    out="$WORK/results/$name.out"
+    "${PSQL[@]}" -d postgres -c "CREATE DATABASE \"$db\" TEMPLATE hoop_template" >/dev/null 2>&1
+    (cd "$SUITE/sql" && "${PSQL[@]}" -a -d "$db" -f "$name.sql") >"$out" 2>&1 || true
+    expected="$SUITE/expected/$name.$version.out"
+    [ -f "$expected" ] || expected="$SUITE/expected/$name.out"
+    problems=()
+    if [ ! -f "$expected" ]; then
+        problems+=("no expected output ($SUITE/expected/$name.out)")
+    elif ! diff -u "$expected" "$out" >"$WORK/results/$name.diff"; then
+        problems+=("output differs: $WORK/results/$name.diff")
+    else
+        rm -f "$WORK/results/$name.diff"
+    fi
+    leaked=$(leaks "$out")
+    if [ -n "$leaked" ]; then
+        printf '%s\n' "$leaked" >"$WORK/results/$name.leaks"
+        problems+=("RAW CARD NUMBER in output: $WORK/results/$name.leaks")
+    fi
+    if [ ${#problems[@]} -eq 0 ]; then
+        printf 'ok      %s\n' "$name"
+        passed=$((passed + 1))
+    else
+        printf 'FAILED  %s: %s\n' "$name" "$(IFS=';'; echo "${problems[*]}")"
+        failed=$((failed + 1))
+    fi
+done
+
+# The audit lines never carry a value.
+audit_leaks=$(grep -F 'hoop: AUDIT' "$SERVERLOG" | grep -F -f "$patterns" || true)
+audit_lines=$(grep -cF 'hoop: AUDIT' "$SERVERLOG" || true)
+if [ -n "$audit_leaks" ]; then
+    printf 'FAILED  server log: raw card number in an AUDIT line\n'
+    failed=$((failed + 1))
+elif [ "${audit_lines:-0}" -eq 0 ]; then
+    printf 'FAILED  server log: no hoop: AUDIT line was written\n'
+    failed=$((failed + 1))
+else
+    printf 'ok      server log (%s AUDIT lines, no values)\n' "$audit_lines"
+    passed=$((passed + 1))
+fi
+
+echo "regress $version: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
