@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Every gateway test, one command:
 #   1. the gateway's Rust tests (unit + raw protocol + JWT/OIDC logins against
-#      a real Postgres 15 and a real oidc-provider): cargo test -p hoop-proxy
+#      a real Postgres 15 and a real oidc-provider): cargo test -p hoop-proxy;
+#      the raw-protocol and login suites again on Postgres 17 and 18
 #   2. client compatibility (psql, pgbench, psycopg 3, asyncpg, node-postgres,
-#      pgJDBC) through the `hoop` binary and directly: pytest tests/e2e
+#      pgJDBC) through the `hoop` binary and directly, and the gateway with the
+#      hoop extension preloaded (masking by mapped role, direct access
+#      refused): pytest tests/e2e
 # Installs what it needs first (scripts/setup.sh, tests/setup.sh). Runs as
 # root (test clusters run as the postgres user via runuser).
 # Ends with one line: "N passed, N failed".
@@ -29,6 +32,12 @@ if ! cargo build -p hoop-proxy --bin hoop >"$log/build.log" 2>&1; then
 fi
 export HOOP_BIN="$CARGO_TARGET_DIR/debug/hoop"
 
+echo "==> installing the hoop extension into Postgres 15 (tests/e2e/test_extension.py uses it)"
+if ! (cd extension && cargo pgrx install --pg-config "$HOOP_PG15_BIN/pg_config" >"$log/ext.log" 2>&1); then
+    echo "!! cargo pgrx install failed; the extension tests use whatever is installed (or fail saying it is missing):"
+    tail -n 15 "$log/ext.log"
+fi
+
 echo "==> cargo test -p hoop-proxy"
 cargo test -p hoop-proxy 2>&1 | tee "$log/cargo.log" | grep -E '^test .* (ok|FAILED)$|^test result|panicked' || true
 p=$(grep -E '^test result' "$log/cargo.log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
@@ -39,6 +48,20 @@ if ! grep -q '^test result' "$log/cargo.log"; then
 fi
 passed=$((passed + ${p:-0}))
 failed=$((failed + ${f:-0}))
+
+# The relay and login suites again against Postgres 17 and 18 (no TLS in
+# those builds: the upstream TLS test then checks the gateway refuses).
+for v in 17 18; do
+    bin_var="HOOP_PG${v}_BIN"
+    echo "==> cargo test -p hoop-proxy --test relay --test login (Postgres $v)"
+    HOOP_TEST_PG_BIN=${!bin_var} cargo test -p hoop-proxy --test relay --test login 2>&1 \
+        | tee "$log/cargo$v.log" | grep -E '^test .* FAILED$|^test result|panicked' || true
+    p=$(grep -E '^test result' "$log/cargo$v.log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
+    f=$(grep -E '^test result' "$log/cargo$v.log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
+    grep -q '^test result' "$log/cargo$v.log" || { tail -n 30 "$log/cargo$v.log"; f=1; }
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0}))
+done
 
 echo "==> pytest tests/e2e (client compatibility)"
 "$HOOP_CACHE/venv/bin/pytest" -q -rfE tests/e2e 2>&1 | tee "$log/pytest.log" | tail -n 40

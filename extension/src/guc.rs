@@ -86,7 +86,7 @@ pub(crate) fn register() {
             GucContext::Suset,
             GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
             Some(check_token_key),
-            None,
+            Some(assign_token_key),
             Some(show_token_key),
         );
     }
@@ -164,6 +164,15 @@ unsafe extern "C-unwind" fn check_token_key(
         ),
     );
     false
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn assign_token_key(
+    _newval: *const std::ffi::c_char,
+    _extra: *mut std::ffi::c_void,
+) {
+    // Cached maskers and masking decisions were built with the old key.
+    crate::policy::bump_generation();
 }
 
 #[pgrx::pg_guard]

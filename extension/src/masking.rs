@@ -556,21 +556,83 @@ pub(crate) fn masker(strategy: Strategy, target: &str) -> Masker {
     masker
 }
 
+/// The last masking decision, valid while nothing it depends on changed: a
+/// query calls `mask_column` once per row for the same column.
+struct ColumnDecision {
+    relid: pg_sys::Oid,
+    attnum: i16,
+    generation: u64,
+    outer_user: pg_sys::Oid,
+    enforce_superuser: bool,
+    token_key: usize,
+    /// The session's expiry, when the decision rests on a session.
+    expires: Option<i64>,
+    /// `None`: the value is shown raw.
+    masker: Option<Masker>,
+}
+
+thread_local! {
+    static LAST_DECISION: RefCell<Option<ColumnDecision>> = const { RefCell::new(None) };
+}
+
+fn decide(relid: pg_sys::Oid, attnum: i16) -> Option<(Option<i64>, Option<Masker>)> {
+    let policy = policy::lookup(relid)?;
+    let column = policy.masked_column(attnum)?;
+    let expires = session::current().map(|s| s.claims.exp);
+    if may_see_raw(&policy, column) {
+        return Some((expires, None));
+    }
+    let name = format!("column {}.{}", policy.qualified_name(), column.column);
+    Some((expires, Some(masker(column.strategy, &name))))
+}
+
 /// The value of a masked column as the current session may see it. Inserted
 /// by the rewrite; calling it directly reveals nothing the caller did not pass in.
 #[pg_extern(stable, strict, parallel_safe)]
 fn mask_column(value: &str, relid: pg_sys::Oid, attnum: i16) -> String {
-    let Some(policy) = policy::lookup(relid) else {
-        return value.to_string();
-    };
-    let Some(column) = policy.masked_column(attnum) else {
-        return value.to_string();
-    };
-    if may_see_raw(&policy, column) {
-        return value.to_string();
+    let outer_user = unsafe { pg_sys::GetOuterUserId() };
+    let enforce_superuser = guc::ENFORCE_SUPERUSER.get();
+    let token_key = unsafe { *guc::TOKEN_KEY.as_ptr() } as usize;
+    let generation = policy::generation();
+    let cached = LAST_DECISION.with(|last| {
+        let last = last.borrow();
+        let decision = last.as_ref()?;
+        let fresh = decision.relid == relid
+            && decision.attnum == attnum
+            && decision.generation == generation
+            && decision.outer_user == outer_user
+            && decision.enforce_superuser == enforce_superuser
+            && decision.token_key == token_key
+            && decision.expires.is_none_or(|exp| exp > session::now_unix());
+        fresh.then(|| match &decision.masker {
+            None => value.to_string(),
+            Some(masker) => masker.mask_value(value),
+        })
+    });
+    if let Some(result) = cached {
+        return result;
     }
-    let name = format!("column {}.{}", policy.qualified_name(), column.column);
-    masker(column.strategy, &name).mask_value(value)
+    let Some((expires, masker)) = decide(relid, attnum) else {
+        // The policy was removed since the plan was made.
+        return value.to_string();
+    };
+    let result = match &masker {
+        None => value.to_string(),
+        Some(masker) => masker.mask_value(value),
+    };
+    LAST_DECISION.with(|last| {
+        *last.borrow_mut() = Some(ColumnDecision {
+            relid,
+            attnum,
+            generation: policy::generation(),
+            outer_user,
+            enforce_superuser,
+            token_key,
+            expires,
+            masker,
+        })
+    });
+    result
 }
 
 /// A whole row of a protected table with its masked columns masked (for

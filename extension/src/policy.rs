@@ -101,6 +101,21 @@ pub(crate) fn register_invalidation_callbacks() {
 /// Forgets every cached policy (a relation's policy or its names changed).
 pub(crate) fn forget_policies() {
     POLICIES.with(|cache| *cache.borrow_mut() = Cached::Unknown);
+    bump_generation();
+}
+
+thread_local! {
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Changes whenever a policy or the session changes, so per-call caches of a
+/// masking decision know when to decide again.
+pub(crate) fn generation() -> u64 {
+    GENERATION.with(|generation| generation.get())
+}
+
+pub(crate) fn bump_generation() {
+    GENERATION.with(|generation| generation.set(generation.get().wrapping_add(1)));
 }
 
 #[pg_guard]

@@ -51,7 +51,7 @@ thread_local! {
     static KEYS: RefCell<TrustedKeys> = RefCell::new(TrustedKeys::default());
 }
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -81,6 +81,7 @@ pub(crate) fn current() -> Option<Rc<VerifiedSession>> {
             Err(e) => SessionState::Rejected(e.to_string()),
         };
         STATE.with(|current| *current.borrow_mut() = state.clone());
+        crate::policy::bump_generation();
     }
     let SessionState::Verified(session) = state else {
         return None;
@@ -281,6 +282,7 @@ pub(crate) unsafe extern "C-unwind" fn assign_session(newval: *const c_char, _ex
         }
     };
     STATE.with(|current| *current.borrow_mut() = state);
+    crate::policy::bump_generation();
 }
 
 #[pgrx::pg_guard]
@@ -339,6 +341,7 @@ pub(crate) unsafe extern "C-unwind" fn assign_trusted_keys(
         }
     });
     KEYS.with(|current| *current.borrow_mut() = keys);
+    crate::policy::bump_generation();
 }
 
 /// The claims of the current usable session, as JSON, for `hoop.session_info()`.

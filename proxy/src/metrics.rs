@@ -103,6 +103,13 @@ impl Metrics {
             .inc_by(n as u64);
     }
 
+    /// A handle on one direction's byte counter (no lookup per use).
+    pub fn bytes_counter(&self, direction: Direction) -> Counter {
+        self.bytes
+            .get_or_create(&DirectionLabels { direction })
+            .clone()
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

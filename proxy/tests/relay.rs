@@ -458,3 +458,152 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_verify_full_and_require() {
+    let ca = cluster().dir.join("server.crt");
+    if !server_has_ssl() {
+        // A server without TLS: the gateway must refuse, never fall back to plaintext.
+        eprintln!(
+            "{} has no TLS support: checking the refusal only",
+            pg_bin().display()
+        );
+        let gw = start_gateway(GatewayOptions {
+            extra_upstream: "tls = \"require\"\n".into(),
+            ..Default::default()
+        })
+        .await;
+        let m = Raw::login_error(gw.addr, &gw.agent_token()).await;
+        assert_eq!(m.error_code().as_deref(), Some("08006"), "{m:?}");
+        gw.stop().await;
+        return;
+    }
+    for mode in [
+        format!(
+            "tls = \"verify-full\"\ntls_ca_file = \"{}\"\n",
+            ca.display()
+        ),
+        "tls = \"require\"\n".to_owned(),
+    ] {
+        let gw = start_gateway(GatewayOptions {
+            extra_upstream: mode.clone(),
+            ..Default::default()
+        })
+        .await;
+        let app = format!("tls-probe-{}", gw.addr.port());
+        let client = pg_connect(&format!(
+            "{} application_name={app}",
+            gw.url("agent", &gw.agent_token())
+        ))
+        .await;
+        client.simple_query("select 1").await.unwrap();
+        // The session runs as the mapped role, which may not see the gateway
+        // role's pg_stat_ssl row; the superuser checks.
+        let ssl = cluster().psql(
+            "postgres",
+            &format!("select s.ssl from pg_stat_ssl s join pg_stat_activity a using (pid) where a.application_name = '{app}'"),
+        );
+        assert_eq!(ssl.trim(), "t", "upstream hop encrypted with {mode}");
+        // Cancel also travels over TLS.
+        let cancel = client.cancel_token();
+        let sleeper = tokio::spawn(async move { client.simple_query("select pg_sleep(30)").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        assert!(sleeper.await.unwrap().is_err());
+        gw.stop().await;
+    }
+    // verify-full against the wrong CA: the client gets a clean error, not the details.
+    let wrong_ca = std::env::temp_dir().join(format!("hoop-wrong-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&wrong_ca).unwrap();
+    let (wrong, _) = make_cert(&wrong_ca);
+    let gw = start_gateway(GatewayOptions {
+        extra_upstream: format!(
+            "tls = \"verify-full\"\ntls_ca_file = \"{}\"\n",
+            wrong.display()
+        ),
+        ..Default::default()
+    })
+    .await;
+    let m = Raw::login_error(gw.addr, &gw.agent_token()).await;
+    assert_eq!(m.error_code().as_deref(), Some("08006"), "{m:?}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_results_match_direct() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let via = pg_connect(&gw.url("agent", &gw.agent_token())).await;
+    let direct = pg_connect(&format!(
+        "{} options='-c role=fraud_agent'",
+        cluster().direct_url("payments")
+    ))
+    .await;
+    let sql =
+        "select id, card_number, cardholder, amount::text, created_at, $1::int4 + id::int4 as n, \
+               $2::bytea as b, array[id, id * 2] as arr, jsonb_build_object('id', id) as j \
+               from public.payments where id <= $3 order by id";
+    let bytes: Vec<u8> = (0u8..=255).collect();
+    let mut results = Vec::new();
+    for client in [&via, &direct] {
+        let stmt = client.prepare(sql).await.unwrap();
+        let rows = client.query(&stmt, &[&7i32, &bytes, &20i64]).await.unwrap();
+        let rendered: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}|{}|{}|{}|{:?}|{}|{:?}|{:?}|{}",
+                    r.get::<_, i64>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2),
+                    r.get::<_, String>(3),
+                    r.get::<_, std::time::SystemTime>(4),
+                    r.get::<_, i32>(5),
+                    r.get::<_, Vec<u8>>(6),
+                    r.get::<_, Vec<i64>>(7),
+                    r.get::<_, serde_json::Value>(8)
+                )
+            })
+            .collect();
+        let err = client.query_one("select 1/0", &[]).await.unwrap_err();
+        let tx_count = {
+            client
+                .batch_execute("begin; insert into public.scratch values (1, 'x'); rollback")
+                .await
+                .unwrap();
+            client
+                .query_one("select count(*) from public.scratch", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        };
+        results.push((rendered, err.code().cloned(), tx_count));
+    }
+    assert_eq!(results[0], results[1]);
+    assert_eq!(results[0].0.len(), 20);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_protocol_versions_are_negotiated_down_to_3_0() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let mut raw = Raw::connect(gw.addr).await;
+    // Protocol 3.2 with an unknown protocol extension.
+    let mut packet = startup_packet(&[
+        ("user", "a"),
+        ("database", "payments"),
+        ("_pq_.test_ext", "on"),
+    ]);
+    packet[4..8].copy_from_slice(&0x0003_0002u32.to_be_bytes());
+    raw.send(&packet).await;
+    let negotiate = raw.recv().await.unwrap();
+    assert_eq!(negotiate.tag, b'v');
+    assert_eq!(&negotiate.body[..8], &[0, 0, 0, 0, 0, 0, 0, 1]);
+    assert_eq!(&negotiate.body[8..], b"_pq_.test_ext\0");
+    let auth = raw.recv().await.unwrap();
+    assert_eq!(auth.tag, b'R');
+    raw.send(&msg(b'p', &cstr(&gw.agent_token()))).await;
+    let startup = raw.until(b'Z').await;
+    let key = startup.iter().find(|m| m.tag == b'K').unwrap();
+    assert_eq!(key.body.len(), 8, "a 3.0 BackendKeyData");
+    gw.stop().await;
+}

@@ -40,7 +40,7 @@ class Cluster:
         self.data = base / "data"
         self.port = free_port()
 
-    def start(self):
+    def start(self, extra_conf=""):
         self.data.mkdir(parents=True)
         shutil.chown(self.dir, "postgres", "postgres")
         shutil.chown(self.data, "postgres", "postgres")
@@ -48,10 +48,11 @@ class Cluster:
                         "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"))
         with open(self.data / "postgresql.conf", "a") as f:
             f.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
-                    f"unix_socket_directories = '{self.dir}'\nfsync = off\nmax_connections = 100\n")
+                    f"unix_socket_directories = '{self.dir}'\nfsync = off\nmax_connections = 100\n{extra_conf}")
         (self.data / "pg_hba.conf").write_text(
             "local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n")
-        run(as_postgres(PG_BIN / "pg_ctl", "-D", self.data, "-l", self.dir / "log", "-w", "start"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUST_")}
+        run(as_postgres(PG_BIN / "pg_ctl", "-D", self.data, "-l", self.dir / "log", "-w", "start"), env=env)
 
     def stop(self):
         subprocess.run(as_postgres(PG_BIN / "pg_ctl", "-D", self.data, "-m", "immediate", "stop"),
@@ -63,9 +64,11 @@ class Cluster:
 
 
 class Gateway:
-    def __init__(self, cluster: Cluster, base: Path):
+    def __init__(self, cluster: Cluster, base: Path, mappings=None, session_key=None):
         self.cluster = cluster
         self.dir = base
+        self.mappings = mappings or '[[role_mapping]]\ngroup = "fraud-agents"\nrole = "fraud_agent"\n'
+        self.session_key = session_key
         self.port = free_port()
         self.admin_port = free_port()
         self.proc = None
@@ -75,8 +78,11 @@ class Gateway:
         for name, value in [("gw.password", GATEWAY_PASSWORD),
                             ("session.key", "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="),
                             ("dev.key", "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=")]:
+            if name == "session.key" and self.session_key:
+                continue
             (self.dir / name).write_text(value + "\n")
             os.chmod(self.dir / name, 0o600)
+        session_key = self.session_key or (self.dir / "session.key")
         self.config = self.dir / "hoop.toml"
         self.config.write_text(f"""
 [listen]
@@ -95,12 +101,10 @@ audience = "hoop"
 [identity.dev_issuer]
 key_file = "dev.key"
 
-[[role_mapping]]
-group = "fraud-agents"
-role = "fraud_agent"
+{self.mappings}
 
 [session]
-signing_key = {{ file = "session.key" }}
+signing_key = {{ file = "{session_key}" }}
 key_id = "e2e-1"
 
 [admin]

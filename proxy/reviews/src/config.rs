@@ -99,7 +99,12 @@ impl WebhookConfig {
                 format!("`reviews.webhook.url_env`: environment variable {var} is not set")
             })?,
             (None, None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| format!("`reviews.webhook.url_file`: cannot read {}: {e}", path.display()))?
+                .map_err(|e| {
+                    format!(
+                        "`reviews.webhook.url_file`: cannot read {}: {e}",
+                        path.display()
+                    )
+                })?
                 .trim()
                 .to_owned(),
             _ => {
@@ -265,9 +270,8 @@ impl ReviewsConfig {
             .url
             .as_deref()
             .ok_or_else(|| ConfigError("url`: store = \"postgres\" needs `url`".into()))?;
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| ConfigError(format!("url`: {e}")))?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e| ConfigError(format!("url`: {e}")))?;
         if config.get_password().is_some() {
             return Err(ConfigError(
                 "url`: must not hold a password; use `password_file` or `password_env`".into(),
@@ -276,13 +280,18 @@ impl ReviewsConfig {
         match (&self.password_file, &self.password_env) {
             (Some(path), None) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError(format!("password_file`: cannot read {}: {e}", path.display()))
+                    ConfigError(format!(
+                        "password_file`: cannot read {}: {e}",
+                        path.display()
+                    ))
                 })?;
                 config.password(text.trim());
             }
             (None, Some(var)) => {
                 let text = std::env::var(var).map_err(|_| {
-                    ConfigError(format!("password_env`: environment variable {var} is not set"))
+                    ConfigError(format!(
+                        "password_env`: environment variable {var} is not set"
+                    ))
                 })?;
                 config.password(text);
             }
@@ -341,8 +350,7 @@ mod tests {
 
     #[test]
     fn accepts_the_gateway_spelling_and_a_single_group() {
-        let config: ReviewsConfig =
-            toml::from_str(r#"approver_groups = ["ops"]"#).expect("parses");
+        let config: ReviewsConfig = toml::from_str(r#"approver_groups = ["ops"]"#).expect("parses");
         assert_eq!(config.reviewer_groups, vec!["ops"]);
         let config: ReviewsConfig = toml::from_str(r#"reviewer_group = "sec""#).expect("parses");
         assert_eq!(config.reviewer_groups, vec!["sec"]);
@@ -352,11 +360,16 @@ mod tests {
     fn refuses_what_cannot_work() {
         let bad = |text: &str| {
             let config: ReviewsConfig = toml::from_str(text).expect("parses");
-            config.validate().expect_err("should be refused").to_string()
+            config
+                .validate()
+                .expect_err("should be refused")
+                .to_string()
         };
         assert!(bad("[min_approvals]\nx = 0").contains("min_approvals.x"));
         assert!(bad("store = \"postgres\"").contains("needs `url`"));
-        assert!(bad("store = \"postgres\"\nurl = \"postgres://u:secret@h/db\"").contains("password"));
+        assert!(
+            bad("store = \"postgres\"\nurl = \"postgres://u:secret@h/db\"").contains("password")
+        );
         assert!(bad("[webhook]\nurl = \"ftp://x\"").contains("webhook"));
         assert!(toml::from_str::<ReviewsConfig>("expiry = \"soon\"").is_err());
         assert!(toml::from_str::<ReviewsConfig>("unknown = 1").is_err());

@@ -376,7 +376,9 @@ mod tests {
                 },
             )
         };
-        assert!(matches!(modify("DROP TABLE payments"), Err(HubError::Blocked(m)) if m.contains("no-ddl")));
+        assert!(
+            matches!(modify("DROP TABLE payments"), Err(HubError::Blocked(m)) if m.contains("no-ddl"))
+        );
         assert!(matches!(modify("  "), Err(HubError::Invalid(_))));
         assert!(matches!(
             modify("UPDATE payments SET note = '4111 1111 1111 1111'"),
@@ -387,7 +389,9 @@ mod tests {
     #[test]
     fn min_approvals_counts_distinct_people_and_modify_resets() {
         let r = review(2);
-        let once = run(&r, &reviewer("alice"), approve()).expect("first").review;
+        let once = run(&r, &reviewer("alice"), approve())
+            .expect("first")
+            .review;
         assert_eq!(once.status, ReviewStatus::Pending);
         assert!(matches!(
             run(&once, &reviewer("alice"), approve()),
@@ -403,7 +407,11 @@ mod tests {
         )
         .expect("modify")
         .review;
-        assert_eq!(modified.status, ReviewStatus::Pending, "alice approved another text");
+        assert_eq!(
+            modified.status,
+            ReviewStatus::Pending,
+            "alice approved another text"
+        );
         let done = run(&modified, &reviewer("alice"), approve())
             .expect("second")
             .review;

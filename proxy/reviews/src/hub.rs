@@ -276,7 +276,9 @@ impl ReviewHub {
     pub async fn get(&self, id: &str) -> Result<Option<Review>, HubError> {
         let review = self.inner.store.get(id).await?;
         match review {
-            Some(review) if review.status == ReviewStatus::Pending && review.expires_at.has_passed() => {
+            Some(review)
+                if review.status == ReviewStatus::Pending && review.expires_at.has_passed() =>
+            {
                 self.expire(id).await.map(Some)
             }
             other => Ok(other),
@@ -347,7 +349,12 @@ impl ReviewHub {
         .await
     }
 
-    async fn decide(&self, id: &str, reviewer: &Reviewer, action: Action) -> Result<Review, HubError> {
+    async fn decide(
+        &self,
+        id: &str,
+        reviewer: &Reviewer,
+        action: Action,
+    ) -> Result<Review, HubError> {
         // Outsiders learn nothing, not even whether the id exists.
         self.authorize(reviewer)?;
         let groups = self.inner.config.reviewer_groups.clone();
@@ -356,7 +363,15 @@ impl ReviewHub {
             let rules = Rules {
                 reviewer_groups: &groups,
             };
-            decide::decide(review, reviewer, &action, Timestamp::now_millis(), &rules, &*policy).map(Some)
+            decide::decide(
+                review,
+                reviewer,
+                &action,
+                Timestamp::now_millis(),
+                &rules,
+                &*policy,
+            )
+            .map(Some)
         };
         let result = self
             .inner
@@ -370,7 +385,9 @@ impl ReviewHub {
             Err(HubError::Expired(_)) => {
                 let _ = self.expire(id).await;
             }
-            Err(e) => tracing::info!(review = %id, reviewer = %reviewer.subject, "review decision refused: {e}"),
+            Err(e) => {
+                tracing::info!(review = %id, reviewer = %reviewer.subject, "review decision refused: {e}")
+            }
         }
         result
     }
@@ -381,7 +398,8 @@ impl ReviewHub {
                 "grants are disabled on this gateway (`reviews.grants_allowed = false`)".into(),
             ));
         }
-        let duration = parse_duration(text).map_err(|e| HubError::Invalid(format!("grant_for: {e}")))?;
+        let duration =
+            parse_duration(text).map_err(|e| HubError::Invalid(format!("grant_for: {e}")))?;
         if duration < Duration::from_secs(1) {
             return Err(HubError::Invalid("grant_for must be at least 1s".into()));
         }
@@ -424,7 +442,8 @@ impl ReviewHub {
     }
 
     pub(crate) async fn withdraw(&self, id: &str, reason: &str) -> Result<Review, HubError> {
-        let change = |review: &Review| Ok(decide::withdraw(review, reason, Timestamp::now_millis()));
+        let change =
+            |review: &Review| Ok(decide::withdraw(review, reason, Timestamp::now_millis()));
         self.inner
             .store
             .update(id, &change, &*self.inner.audit)

@@ -134,6 +134,10 @@ impl Cluster {
     fn pg_ctl(&self, args: &[&str]) -> Command {
         let mut c = as_postgres(&self.bin.join("pg_ctl"));
         c.arg("-D").arg(&self.data).args(args);
+        // The server inherits our environment; Rust backtrace settings would
+        // make the extension append backtraces to every error's DETAIL.
+        c.env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE");
         c
     }
 
@@ -148,7 +152,10 @@ impl Cluster {
 
     fn start(&mut self) -> Result<(), String> {
         if self.is_running() {
+            // Left over from an earlier demo that did not shut down: it is
+            // the demo's own cluster, so this run stops it at the end too.
             println!("    reusing the running cluster in {}", self.data.display());
+            self.started_here = true;
             return Ok(());
         }
         let mut cmd = self.pg_ctl(&["-w", "-t", "60", "-l"]);
@@ -317,6 +324,8 @@ fn hoop_command() -> String {
 }
 
 pub async fn run() -> Result<(), String> {
+    // From here on Ctrl-C ends the demo cleanly (the cluster is stopped).
+    let shutdown = crate::server::shutdown_signal();
     let dir = demo_dir()?;
     let bin = pg15_bin()?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -342,7 +351,7 @@ pub async fn run() -> Result<(), String> {
     let mut cluster = prepare_cluster(&dir, &bin, &trusted, with_extension)?;
     println!("==> starting Postgres 15 on 127.0.0.1:{PG_PORT}");
     cluster.start()?;
-    let result = serve(&dir, &cluster, &gateway_password, with_extension).await;
+    let result = serve(&dir, &cluster, &gateway_password, with_extension, shutdown).await;
     cluster.stop();
     result
 }
@@ -352,6 +361,7 @@ async fn serve(
     cluster: &Cluster,
     gateway_password: &str,
     with_extension: bool,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
     println!("==> seeding database payments");
     seed(cluster, gateway_password, with_extension)?;
@@ -393,6 +403,6 @@ async fn serve(
     println!("  PGPASSWORD=$(cat .hoop/demo/gateway.password) psql \"host=127.0.0.1 port={PG_PORT} dbname=payments user=hoop_gateway\" -c 'select * from payments limit 3'");
     println!();
     println!("Press Ctrl-C to stop the gateway and the cluster.");
-    gateway.run(crate::server::shutdown_signal()).await;
+    gateway.run(shutdown).await;
     Ok(())
 }

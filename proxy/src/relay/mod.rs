@@ -12,8 +12,11 @@ pub mod state;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::cancel::CancelTarget;
@@ -87,6 +90,31 @@ fn append(out: &mut BytesMut, frame: &Frame, verdict: Verdict) {
     }
 }
 
+/// Writes what the socket takes right now without waiting, so the common
+/// case (a writable socket) needs no extra turn of the select loop; whatever
+/// is left is written by the loop's write branch.
+async fn write_now<W: AsyncWrite + Unpin>(w: &mut W, buf: &mut BytesMut) -> std::io::Result<()> {
+    let done = {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        loop {
+            if buf.is_empty() {
+                break true;
+            }
+            match Pin::new(&mut *w).poll_write(&mut cx, buf) {
+                Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => buf.advance(n),
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break false,
+            }
+        }
+    };
+    if !done {
+        return Ok(());
+    }
+    // TLS keeps records buffered until flushed; plain TCP flush is a no-op.
+    w.flush().await
+}
+
 fn fatal(out: &mut BytesMut, code: &str, message: &str) {
     put_error(out, Severity::Fatal, code, message);
 }
@@ -95,19 +123,57 @@ impl Relay<'_> {
     /// Relays until either side ends. `cancel_upstream` is called when the
     /// client vanishes while a statement is running.
     pub async fn run(
-        mut self,
+        self,
         client: PgStream,
-        mut from_client: BytesMut,
+        from_client: BytesMut,
         server: PgStream,
-        mut from_server: BytesMut,
+        from_server: BytesMut,
         cancel_upstream: impl std::future::Future<Output = ()>,
     ) -> (RelayEnd, ConnectionState) {
-        let (mut client_rd, mut client_wr) = tokio::io::split(client);
-        let (mut server_rd, mut server_wr) = tokio::io::split(server);
+        match (client, server) {
+            // Plain TCP on both sides (the common case behind a TLS
+            // terminator, and the benchmark): borrowed halves, no locking.
+            (PgStream::Plain(mut client), PgStream::Plain(mut server)) => {
+                let (client_rd, client_wr) = client.split();
+                let (server_rd, server_wr) = server.split();
+                self.relay(
+                    (client_rd, client_wr),
+                    from_client,
+                    (server_rd, server_wr),
+                    from_server,
+                    cancel_upstream,
+                )
+                .await
+            }
+            (client, server) => {
+                let client = tokio::io::split(client);
+                let server = tokio::io::split(server);
+                self.relay(client, from_client, server, from_server, cancel_upstream)
+                    .await
+            }
+        }
+    }
+
+    async fn relay<CR, CW, SR, SW>(
+        mut self,
+        (mut client_rd, mut client_wr): (CR, CW),
+        mut from_client: BytesMut,
+        (mut server_rd, mut server_wr): (SR, SW),
+        mut from_server: BytesMut,
+        cancel_upstream: impl std::future::Future<Output = ()>,
+    ) -> (RelayEnd, ConnectionState)
+    where
+        CR: AsyncRead + Unpin,
+        CW: AsyncWrite + Unpin,
+        SR: AsyncRead + Unpin,
+        SW: AsyncWrite + Unpin,
+    {
         let mut to_client = BytesMut::with_capacity(16 * 1024);
         let mut to_server = BytesMut::with_capacity(16 * 1024);
         let mut state = ConnectionState::new();
         let max = self.session.max_message_bytes;
+        let up_bytes = self.metrics.bytes_counter(Direction::client_to_server);
+        let down_bytes = self.metrics.bytes_counter(Direction::server_to_client);
 
         let now_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -119,8 +185,15 @@ impl Relay<'_> {
         tokio::pin!(expiry);
 
         let mut draining = *self.shutdown.borrow();
-        let mut client_done = false; // client sent Terminate
-                                     // Bytes already received during the handshake are processed first.
+        // One long-lived future rather than a new `changed()` per loop turn.
+        let mut shutdown_rx = self.shutdown.clone();
+        let stop_requested = async move {
+            let _ = shutdown_rx.wait_for(|stop| *stop).await;
+        };
+        tokio::pin!(stop_requested);
+        // Set once the client has sent Terminate.
+        let mut client_done = false;
+        // Bytes already received during the handshake are processed first.
         let mut end: Option<RelayEnd> = None;
         if let Err(e) = self.pump_client(
             &mut from_client,
@@ -156,10 +229,12 @@ impl Relay<'_> {
                             end = Some(RelayEnd::ClientGone { mid_statement: !state.is_idle() });
                         }
                         Ok(n) => {
-                            self.metrics.add_bytes(Direction::client_to_server, n);
+                            up_bytes.inc_by(n as u64);
                             if let Err(e) = self.pump_client(&mut from_client, &mut to_server, &mut state, max, &mut client_done) {
                                 fatal(&mut to_client, "08P01", &e);
                                 end = Some(RelayEnd::ProtocolViolation(e));
+                            } else if write_now(&mut server_wr, &mut to_server).await.is_err() {
+                                end = Some(RelayEnd::ServerClosed);
                             }
                         }
                     }
@@ -170,10 +245,12 @@ impl Relay<'_> {
                             end = Some(if client_done { RelayEnd::ClientTerminated } else { RelayEnd::ServerClosed });
                         }
                         Ok(n) => {
-                            self.metrics.add_bytes(Direction::server_to_client, n);
+                            down_bytes.inc_by(n as u64);
                             if let Err(e) = self.pump_server(&mut from_server, &mut to_client, &mut state, max) {
                                 fatal(&mut to_client, "08P01", &e);
                                 end = Some(RelayEnd::ProtocolViolation(e));
+                            } else if write_now(&mut client_wr, &mut to_client).await.is_err() {
+                                end = Some(RelayEnd::ClientGone { mid_statement: !state.is_idle() });
                             }
                         }
                     }
@@ -204,10 +281,8 @@ impl Relay<'_> {
                     fatal(&mut to_client, "28000", "terminating connection: the login token has expired; log in again with a fresh token");
                     end = Some(RelayEnd::TokenExpired);
                 }
-                changed = self.shutdown.changed(), if !draining => {
-                    if changed.is_err() || *self.shutdown.borrow() {
-                        draining = true;
-                    }
+                _ = &mut stop_requested, if !draining => {
+                    draining = true;
                 }
             }
         }

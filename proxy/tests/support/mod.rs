@@ -19,10 +19,25 @@ pub const GATEWAY_PASSWORD: &str = "gw-test-password-3f1";
 pub const SEED_B64: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
 pub const DEV_SEED_B64: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
+/// Postgres binaries: $HOOP_TEST_PG_BIN (tests/run.sh also points it at 17
+/// and 18), else $HOOP_PG15_BIN, else Debian's Postgres 15.
 pub fn pg_bin() -> PathBuf {
-    PathBuf::from(
-        std::env::var("HOOP_PG15_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
-    )
+    let dir = std::env::var("HOOP_TEST_PG_BIN")
+        .or_else(|_| std::env::var("HOOP_PG15_BIN"))
+        .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    PathBuf::from(dir)
+}
+
+/// Whether this Postgres build supports TLS (the PG17 built by setup does not).
+pub fn server_has_ssl() -> bool {
+    Command::new(pg_bin().join("pg_config"))
+        .arg("--configure")
+        .output()
+        .map(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.contains("--with-ssl=openssl") || text.contains("--with-openssl")
+        })
+        .unwrap_or(false)
 }
 
 fn as_postgres(program: &Path) -> Command {
@@ -99,10 +114,28 @@ fn reap_stale(root: &Path) {
     }
 }
 
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+/// Stops the shared cluster when the test binary exits (statics are never
+/// dropped, so this runs from the C library's exit handlers).
+extern "C" fn stop_cluster_at_exit() {
+    if let Some(cluster) = CLUSTER.get() {
+        let mut c = as_postgres(&pg_bin().join("pg_ctl"));
+        c.arg("-D")
+            .arg(cluster.dir.join("data"))
+            .args(["-m", "immediate", "stop"]);
+        let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = std::fs::remove_dir_all(&cluster.dir);
+    }
+}
+
 /// The cluster shared by the tests of one binary.
 pub fn cluster() -> &'static Cluster {
-    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
+        // SAFETY: registering a plain extern "C" function with atexit.
+        unsafe {
+            libc::atexit(stop_cluster_at_exit);
+        }
         let root = PathBuf::from("/tmp/hoop-it");
         std::fs::create_dir_all(&root).unwrap();
         reap_stale(&root);
@@ -116,9 +149,18 @@ pub fn cluster() -> &'static Cluster {
         c.arg("-D").arg(&data).args(["-U", "postgres", "--no-sync", "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"]);
         run(c, "initdb");
         let port = free_port();
+        // TLS on the server too (when the build has it), so the gateway's
+        // upstream TLS is tested.
+        let (cert, key) = make_cert(&dir);
+        run({ let mut c = Command::new("chown"); c.arg("postgres:postgres").arg(&cert).arg(&key); c }, "chown");
+        let ssl = if server_has_ssl() {
+            format!("ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n", cert.display(), key.display())
+        } else {
+            String::new()
+        };
         let conf = format!(
-            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\nmax_connections = 100\n",
-            dir.display()
+            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\nmax_connections = 100\n{ssl}",
+            dir.display(),
         );
         let path = data.join("postgresql.conf");
         let text = std::fs::read_to_string(&path).unwrap();
@@ -154,6 +196,8 @@ pub fn cluster() -> &'static Cluster {
 #[derive(Clone)]
 pub struct GatewayOptions {
     pub extra_listen: String,
+    /// Extra lines for [upstream], e.g. TLS settings.
+    pub extra_upstream: String,
     pub identity: Option<String>,
     pub tls: bool,
     pub mappings: String,
@@ -163,6 +207,7 @@ impl Default for GatewayOptions {
     fn default() -> Self {
         GatewayOptions {
             extra_listen: String::new(),
+            extra_upstream: String::new(),
             identity: None,
             tls: false,
             mappings: r#"
@@ -303,7 +348,7 @@ host = "127.0.0.1"
 port = {port}
 user = "hoop_gateway"
 password = {{ file = "gw.password" }}
-
+{extra_upstream}
 {identity}
 {mappings}
 [session]
@@ -314,6 +359,7 @@ key_id = "test-1"
 address = "127.0.0.1:0"
 "#,
         extra = opts.extra_listen,
+        extra_upstream = opts.extra_upstream,
         port = cluster.port,
         mappings = opts.mappings,
     );

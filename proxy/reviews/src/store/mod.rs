@@ -53,15 +53,21 @@ pub(crate) trait Store: Send + Sync {
     async fn get(&self, id: &str) -> Result<Option<Review>, HubError>;
 
     /// Newest first.
-    async fn list(&self, status: Option<ReviewStatus>, limit: usize)
-        -> Result<Vec<Review>, HubError>;
+    async fn list(
+        &self,
+        status: Option<ReviewStatus>,
+        limit: usize,
+    ) -> Result<Vec<Review>, HubError>;
 
     /// Ids of pending reviews whose expiry has passed.
     async fn overdue(&self, now: Timestamp) -> Result<Vec<String>, HubError>;
 
     /// The newest approved review granting `key` beyond `now`.
-    async fn find_grant(&self, key: &GrantKey<'_>, now: Timestamp)
-        -> Result<Option<Review>, HubError>;
+    async fn find_grant(
+        &self,
+        key: &GrantKey<'_>,
+        now: Timestamp,
+    ) -> Result<Option<Review>, HubError>;
 }
 
 /// Records `events` in order; the first failure stops everything.

@@ -34,7 +34,11 @@ pub(crate) struct PostgresStore {
 
 fn pg_error(context: &str, error: tokio_postgres::Error) -> HubError {
     match error.as_db_error() {
-        Some(db) => HubError::Store(format!("{context}: {} ({})", db.message(), db.code().code())),
+        Some(db) => HubError::Store(format!(
+            "{context}: {} ({})",
+            db.message(),
+            db.code().code()
+        )),
         None => HubError::Store(format!("{context}: {error}")),
     }
 }
@@ -53,7 +57,8 @@ async fn connect(config: &tokio_postgres::Config) -> Result<Client, HubError> {
 }
 
 fn parse_review(text: &str) -> Result<Review, HubError> {
-    serde_json::from_str(text).map_err(|e| HubError::Store(format!("unreadable review in hoop_reviews: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| HubError::Store(format!("unreadable review in hoop_reviews: {e}")))
 }
 
 fn to_json(review: &Review) -> Result<String, HubError> {
@@ -148,7 +153,9 @@ async fn listen(
     // Keeps `client` alive while the connection delivers notifications.
     match driver.await {
         Ok(result) => result,
-        Err(e) => Err(HubError::Store(format!("review change listener stopped: {e}"))),
+        Err(e) => Err(HubError::Store(format!(
+            "review change listener stopped: {e}"
+        ))),
     }
 }
 
@@ -158,7 +165,9 @@ impl Store for PostgresStore {
         let review = &update.review;
         let json = to_json(review)?;
         let mut guard = self.client().await?;
-        let client = guard.as_mut().ok_or_else(|| HubError::Store("not connected".into()))?;
+        let client = guard
+            .as_mut()
+            .ok_or_else(|| HubError::Store("not connected".into()))?;
         let fail = |e| pg_error("cannot store the review", e);
         let tx = client.transaction().await.map_err(fail)?;
         tx.execute(
@@ -180,9 +189,12 @@ impl Store for PostgresStore {
         .await
         .map_err(fail)?;
         record(audit, update.events).await?;
-        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &change_payload(review)])
-            .await
-            .map_err(fail)?;
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&CHANNEL, &change_payload(review)],
+        )
+        .await
+        .map_err(fail)?;
         tx.commit().await.map_err(fail)
     }
 
@@ -193,7 +205,9 @@ impl Store for PostgresStore {
         audit: &dyn ReviewAuditSink,
     ) -> Result<Review, HubError> {
         let mut guard = self.client().await?;
-        let client = guard.as_mut().ok_or_else(|| HubError::Store("not connected".into()))?;
+        let client = guard
+            .as_mut()
+            .ok_or_else(|| HubError::Store("not connected".into()))?;
         let fail = |e| pg_error("cannot update the review", e);
         let tx = client.transaction().await.map_err(fail)?;
         let row = tx
@@ -218,18 +232,26 @@ impl Store for PostgresStore {
         )
         .await
         .map_err(fail)?;
-        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &change_payload(&review)])
-            .await
-            .map_err(fail)?;
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&CHANNEL, &change_payload(&review)],
+        )
+        .await
+        .map_err(fail)?;
         tx.commit().await.map_err(fail)?;
         Ok(review)
     }
 
     async fn get(&self, id: &str) -> Result<Option<Review>, HubError> {
         let guard = self.client().await?;
-        let client = guard.as_ref().ok_or_else(|| HubError::Store("not connected".into()))?;
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| HubError::Store("not connected".into()))?;
         let row = client
-            .query_opt("SELECT review::text FROM hoop_reviews WHERE id = $1", &[&id])
+            .query_opt(
+                "SELECT review::text FROM hoop_reviews WHERE id = $1",
+                &[&id],
+            )
             .await
             .map_err(|e| pg_error("cannot read the review", e))?;
         row.map(|row| parse_review(row.get(0))).transpose()
@@ -241,7 +263,9 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> Result<Vec<Review>, HubError> {
         let guard = self.client().await?;
-        let client = guard.as_ref().ok_or_else(|| HubError::Store("not connected".into()))?;
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| HubError::Store("not connected".into()))?;
         let status = status.map(ReviewStatus::as_str);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client
@@ -257,7 +281,9 @@ impl Store for PostgresStore {
 
     async fn overdue(&self, now: Timestamp) -> Result<Vec<String>, HubError> {
         let guard = self.client().await?;
-        let client = guard.as_ref().ok_or_else(|| HubError::Store("not connected".into()))?;
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| HubError::Store("not connected".into()))?;
         let now: SystemTime = now.0;
         let rows = client
             .query(
@@ -275,14 +301,22 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> Result<Option<Review>, HubError> {
         let guard = self.client().await?;
-        let client = guard.as_ref().ok_or_else(|| HubError::Store("not connected".into()))?;
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| HubError::Store("not connected".into()))?;
         let row = client
             .query_opt(
                 "SELECT review::text FROM hoop_reviews
                  WHERE status = 'approved' AND subject = $1 AND role = $2 AND rule = $3
                    AND sql_fingerprint = $4 AND grant_until > $5
                  ORDER BY grant_until DESC LIMIT 1",
-                &[&key.subject, &key.role, &key.rule, &key.sql_fingerprint, &now.0],
+                &[
+                    &key.subject,
+                    &key.role,
+                    &key.rule,
+                    &key.sql_fingerprint,
+                    &now.0,
+                ],
             )
             .await
             .map_err(|e| pg_error("cannot look for a grant", e))?;

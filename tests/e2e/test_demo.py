@@ -1,0 +1,73 @@
+"""`hoop demo` end to end, as the README's Quick start runs it: cluster under
+.hoop/demo (port 54329), gateway on 6432, admin on 8432, the printed psql line
+works, SIGTERM stops the gateway and the cluster. Needs those ports free."""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import HOOP_BIN, PG_BIN, as_postgres
+
+
+def port_free(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_demo_serves_and_stops_everything():
+    for port in (54329, 6432, 8432):
+        assert port_free(port), f"port {port} is in use (a running `hoop demo`?); the demo test needs it"
+    cwd = Path(f"/tmp/hoop-demo-test-{os.getpid()}")
+    shutil.rmtree(cwd, ignore_errors=True)
+    cwd.mkdir(mode=0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUST_")}
+    proc = subprocess.Popen([str(HOOP_BIN), "demo"], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        out = "".join(lines)
+        assert "Press Ctrl-C" in out, out
+        assert "--sub agent-7 --group fraud-agents" in out
+        assert 'psql "host=127.0.0.1 port=6432 dbname=payments user=agent-7"' in out
+        config = cwd / ".hoop/demo/hoop.toml"
+        assert config.is_file()
+        assert oct((cwd / ".hoop/demo/gateway.password").stat().st_mode & 0o777) == "0o600"
+        token = subprocess.run([str(HOOP_BIN), "token", "mint", "-c", str(config), "--sub", "agent-7",
+                                "--group", "fraud-agents"], capture_output=True, text=True, check=True).stdout.strip()
+        res = subprocess.run(["psql", "host=127.0.0.1 port=6432 dbname=payments user=agent-7", "-X", "-A", "-t",
+                              "-c", "select count(*), count(*) filter (where amount > 10000), current_user from payments"],
+                             env=dict(env, PGPASSWORD=token), capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        count, big, user = res.stdout.strip().split("|")
+        assert int(count) >= 1000 and int(big) > 0 and user == "fraud_agent"
+        masked = "WARNING: the hoop extension is NOT installed" not in out
+        if masked:
+            res = subprocess.run(["psql", "host=127.0.0.1 port=6432 dbname=payments user=agent-7", "-X", "-A", "-t",
+                                  "-c", "select card_number from payments order by id limit 1"],
+                                 env=dict(env, PGPASSWORD=token), capture_output=True, text=True)
+            assert "*" in res.stdout, res.stdout + res.stderr
+        health = subprocess.run(["curl", "-s", "http://127.0.0.1:8432/healthz"], capture_output=True, text=True)
+        assert health.stdout.strip() == "ok"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    assert "stopping the demo cluster" in rest
+    status = subprocess.run(as_postgres(PG_BIN / "pg_ctl", "-D", cwd / ".hoop/demo/pgdata", "status"),
+                            capture_output=True, text=True)
+    assert status.returncode != 0, "the demo cluster must be stopped"
+    for port in (54329, 6432, 8432):
+        assert port_free(port)
+    shutil.rmtree(cwd, ignore_errors=True)
