@@ -2,11 +2,13 @@
 # The README's Tests command: installs what is missing (scripts/setup.sh), then
 # runs every test in the workspace, stage by stage:
 #   lint      cargo fmt --check, cargo clippy -D warnings (common, proxy, extension)
-#   unit      cargo test for every crate but the extension (common, gateway,
-#             policy, audit), incl. the gateway's raw-protocol tests
+#   unit      cargo test for common, the policy engine, the audit store and
+#             the reviews hub (the gateway's own tests run in e2e)
 #   pgrx      cargo pgrx test on pg15, pg17, pg18, run as the postgres user
 #   regress   the extension's SQL regression suite + attack corpus on pg15/17/18
-#   e2e       end-to-end: real clusters, the gateway, real clients (tests/run.sh)
+#   e2e       the gateway's tests (raw protocol, logins against a real
+#             oidc-provider, on pg15/17/18) and pytest with real clients
+#             (tests/run.sh)
 # A failing stage is named at the end with the command to rerun it alone.
 # HOOP_TEST_STAGES="unit pgrx" runs a subset.
 set -uo pipefail
@@ -45,7 +47,7 @@ if want lint; then
     run_stage clippy-ext cargo clippy -p hoop --features "pg15 pg_test" --no-default-features --all-targets -- -D warnings
 fi
 if want unit; then
-    run_stage unit cargo test --workspace --exclude hoop
+    run_stage unit cargo test --workspace --exclude hoop --exclude hoop-proxy
 fi
 if want pgrx; then
     for v in $pg_versions; do
