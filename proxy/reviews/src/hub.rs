@@ -102,7 +102,7 @@ impl ReviewHub {
     ) -> Result<ReviewHub, HubError> {
         let (changes, _) = broadcast::channel(256);
         let store = PostgresStore::connect(pg, changes.clone()).await?;
-        let listener = store.spawn_listener();
+        let listener = store.spawn_listener().await?;
         ReviewHub::assemble(
             config,
             Box::new(store),

@@ -106,23 +106,39 @@ impl PostgresStore {
 
     /// LISTENs on its own connection and turns notifications into hub
     /// changes; reconnects after a second when the connection is lost.
-    pub(crate) fn spawn_listener(&self) -> JoinHandle<()> {
+    /// Returns once the first LISTEN is in place (or failed), so no change
+    /// made right after the hub opens can go unheard.
+    pub(crate) async fn spawn_listener(&self) -> Result<JoinHandle<()>, HubError> {
         let config = self.config.clone();
         let changes = self.changes.clone();
-        tokio::spawn(async move {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
             loop {
-                if let Err(e) = listen(&config, &changes).await {
+                if let Err(e) = listen(&config, &changes, &mut ready).await {
+                    if let Some(first) = ready.take() {
+                        let _ = first.send(Err(e));
+                        return;
+                    }
                     tracing::warn!("review change listener: {e}; reconnecting");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-        })
+        });
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(task),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(HubError::Store(
+                "review change listener stopped before it started".into(),
+            )),
+        }
     }
 }
 
 async fn listen(
     config: &tokio_postgres::Config,
     changes: &broadcast::Sender<ReviewChange>,
+    ready: &mut Option<tokio::sync::oneshot::Sender<Result<(), HubError>>>,
 ) -> Result<(), HubError> {
     let (client, mut connection) = config
         .connect(NoTls)
@@ -150,6 +166,9 @@ async fn listen(
         .batch_execute(&format!("LISTEN {CHANNEL}"))
         .await
         .map_err(|e| pg_error("cannot LISTEN for review changes", e))?;
+    if let Some(first) = ready.take() {
+        let _ = first.send(Ok(()));
+    }
     // Keeps `client` alive while the connection delivers notifications.
     match driver.await {
         Ok(result) => result,
