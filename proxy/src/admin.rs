@@ -1,4 +1,5 @@
-//! The admin address: `/healthz` and `/metrics` (Prometheus text format).
+//! The admin address: `/healthz`, `/metrics` (Prometheus text format), and
+//! whatever the server merges in (the review API and page).
 
 use std::sync::Arc;
 
@@ -30,10 +31,10 @@ async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoRespons
 
 pub async fn serve(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
+    router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router(metrics))
+    if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
     {

@@ -20,6 +20,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("configuration key `{key}`: {problem}")]
     Invalid { key: &'static str, problem: String },
+    /// A section checked by its own crate; the text names the key.
+    #[error("{0}")]
+    Section(String),
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -51,7 +54,7 @@ pub struct SecretRef {
 }
 
 impl SecretRef {
-    fn resolve(&self, key: &'static str, base: &Path) -> Result<String, ConfigError> {
+    pub(crate) fn resolve(&self, key: &'static str, base: &Path) -> Result<String, ConfigError> {
         match (&self.file, &self.env) {
             (Some(file), None) => {
                 let path = base.join(file);
@@ -190,14 +193,6 @@ pub struct AdminSection {
     pub address: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReviewsSection {
-    /// Groups whose members may approve held statements (used by reviews).
-    #[serde(default)]
-    pub approver_groups: Vec<String>,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -208,8 +203,17 @@ struct RawConfig {
     role_mapping: Vec<RoleMapping>,
     session: SessionSection,
     admin: Option<AdminSection>,
+    /// `[reviews]`: hoop-reviews' own keys (`approver_groups` is accepted
+    /// as another name for `reviewer_group`).
     #[serde(default)]
-    reviews: ReviewsSection,
+    reviews: hoop_reviews::ReviewsConfig,
+    /// `[audit]`: read by [`crate::audit::settings_from_toml`].
+    audit: Option<toml::Table>,
+    /// Statement rules, added after the shipped defaults.
+    #[serde(default)]
+    rules: Vec<hoop_policy::RuleConfig>,
+    #[serde(default)]
+    policy: PolicySection,
 }
 
 /// A validated configuration with its secrets loaded.
@@ -229,7 +233,11 @@ pub struct Config {
     pub session_key_id: String,
     pub session_signing_seed: String,
     pub admin: Option<SocketAddr>,
-    pub reviews: ReviewsSection,
+    pub reviews: hoop_reviews::ReviewsConfig,
+    /// `[audit]`: the store and the checkpoint signing key.
+    pub audit: crate::audit::AuditSettings,
+    /// `[[rules]]` (with the defaults) and `[policy]`.
+    pub policy: Policy,
 }
 
 #[derive(Debug, Clone)]
@@ -559,6 +567,14 @@ impl Config {
             ),
             None => None,
         };
+        let policy = Policy::from_raw(raw.rules, &raw.policy, &base)?;
+        let audit = crate::audit::settings_from_toml(
+            raw.audit,
+            &base,
+            &session_signing_seed,
+            &raw.session.key_id,
+        )?;
+        let reviews = crate::reviews::settings(raw.reviews, &base)?;
         Ok(Config {
             path: path.to_owned(),
             listen,
@@ -582,7 +598,9 @@ impl Config {
             session_key_id: raw.session.key_id,
             session_signing_seed,
             admin,
-            reviews: raw.reviews,
+            reviews,
+            audit,
+            policy,
         })
     }
 
@@ -591,6 +609,70 @@ impl Config {
         self.role_mapping
             .iter()
             .find(|m| groups.iter().any(|g| g == &m.group))
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// How card numbers found by content detection are masked
+    /// (`pan_last4`, `pan_bin_last4`, `pan_token`, `redact`).
+    pub content_strategy: Option<String>,
+    /// HMAC key for `pan_token` (the same bytes as the extension's
+    /// `hoop.token_key`, so both layers produce the same tokens).
+    pub token_key: Option<SecretRef>,
+}
+
+/// The validated statement rules and masking settings.
+#[derive(Clone)]
+pub struct Policy {
+    pub rules: std::sync::Arc<hoop_policy::RuleSet>,
+    /// Masks card numbers found in free text (the `content_strategy`).
+    pub content_masker: hoop_common::mask::Masker,
+    /// For declared columns that use `pan_token`.
+    pub token_key: Option<std::sync::Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("rules", &self.rules.names().collect::<Vec<_>>())
+            .field("content_masker", &self.content_masker)
+            .field("token_key", &self.token_key.as_ref().map(|_| "<secret>"))
+            .finish()
+    }
+}
+
+impl Policy {
+    fn from_raw(
+        rules: Vec<hoop_policy::RuleConfig>,
+        section: &PolicySection,
+        base: &Path,
+    ) -> Result<Policy, ConfigError> {
+        let rules = hoop_policy::RuleSet::with_defaults(rules)
+            .map_err(|e| invalid("rules", e.to_string()))?;
+        let strategy: hoop_common::mask::Strategy = match &section.content_strategy {
+            None => hoop_common::mask::Strategy::PanLast4,
+            Some(name) => name.parse().map_err(|_| {
+                invalid(
+                    "policy.content_strategy",
+                    format!(
+                        "unknown strategy {name:?} (pan_last4, pan_bin_last4, pan_token, redact)"
+                    ),
+                )
+            })?,
+        };
+        let token_key = match &section.token_key {
+            Some(secret) => Some(secret.resolve("policy.token_key", base)?.into_bytes()),
+            None => None,
+        };
+        let content_masker = hoop_common::mask::Masker::new(strategy, token_key.as_deref())
+            .map_err(|e| invalid("policy.token_key", e.to_string()))?;
+        Ok(Policy {
+            rules: std::sync::Arc::new(rules),
+            content_masker,
+            token_key: token_key.map(std::sync::Arc::from),
+        })
     }
 }
 

@@ -122,6 +122,28 @@ async fn refuse(
     Ok(Ended::Refused(outcome, message.to_owned()))
 }
 
+/// Puts a refused login in the audit trail: who tried, from where, and why
+/// (never the token). Other refusals are recorded by the server.
+async fn record_login_failed(
+    ctx: &Context,
+    peer: SocketAddr,
+    user: &str,
+    database: &str,
+    application_name: Option<String>,
+    subject: Option<String>,
+    reason: &str,
+) {
+    let event = hoop_audit::Event::LoginFailed {
+        client_addr: peer.to_string(),
+        user_name: Some(user.to_owned()),
+        database: Some(database.to_owned()),
+        application_name,
+        subject,
+        reason: reason.to_owned(),
+    };
+    crate::audit::login_failed(&ctx.audit, event).await;
+}
+
 /// Reads one untyped startup-phase packet (length + body).
 async fn read_startup_packet<S: AsyncRead + Unpin>(
     stream: &mut S,
@@ -426,6 +448,17 @@ async fn startup(
         Err(reason) => {
             ctx.login_limiter.record_failure(ip);
             tracing::info!(%peer, %user, %reason, "login refused");
+            let why = reason.to_string();
+            record_login_failed(
+                ctx,
+                peer,
+                &user,
+                &database,
+                get("application_name"),
+                None,
+                &why,
+            )
+            .await;
             return refuse(
                 stream,
                 "28P01",
@@ -444,6 +477,16 @@ async fn startup(
             identity.groups.join(", ")
         };
         tracing::info!(%peer, subject = %identity.subject, groups = %seen, "no role mapped");
+        record_login_failed(
+            ctx,
+            peer,
+            &user,
+            &database,
+            get("application_name"),
+            Some(identity.subject.clone()),
+            &format!("no database role is mapped for groups [{seen}]"),
+        )
+        .await;
         return refuse(
             stream,
             "28000",

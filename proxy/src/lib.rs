@@ -12,10 +12,13 @@
 //! - [`protocol`]: byte-exact framing and the few messages the gateway writes
 //! - [`cancel`]: the gateway's BackendKeyData and CancelRequest forwarding
 //! - [`tls`]: rustls on both sides
-//! - [`admin`], [`metrics`]: `/healthz` and `/metrics`
+//! - [`audit`]: `[audit]`, what the gateway records, `hoop audit …`
+//! - [`reviews`]: `[reviews]`, the review hub and reviewer tokens, `hoop reviews …`
+//! - [`admin`], [`metrics`]: `/healthz`, `/metrics`, the review API and page
 //! - [`cli`], [`demo`], [`keys`]: the `hoop` command
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod cancel;
 pub mod cli;
@@ -26,6 +29,7 @@ pub mod keys;
 pub mod metrics;
 pub mod protocol;
 pub mod relay;
+pub mod reviews;
 pub mod server;
 pub mod tls;
 pub mod upstream;

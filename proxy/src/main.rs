@@ -23,9 +23,9 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(hoop_proxy::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hoop: {e}");
-            std::process::ExitCode::FAILURE
+        Err(failure) => {
+            eprintln!("hoop: {failure}");
+            std::process::ExitCode::from(failure.code.max(1))
         }
     }
 }

@@ -14,13 +14,17 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use hoop_audit::{AuditStore, Event, SessionEnd, SessionStart, Timestamp};
+use hoop_reviews::ReviewHub;
+
 use crate::auth::Authenticator;
 use crate::cancel::{CancelRegistry, CancelTarget};
 use crate::config::Config;
 use crate::handshake::{self, Ended, LoginLimiter};
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::protocol::{put_error, put_message, Severity};
-use crate::relay::{PassThrough, Relay, RelaySession};
+use crate::relay::policy::PolicyInspector;
+use crate::relay::{Relay, RelaySession};
 use crate::upstream;
 
 /// Everything connections share.
@@ -33,6 +37,10 @@ pub struct Context {
     pub cancel: CancelRegistry,
     pub login_limiter: LoginLimiter,
     pub metrics: Arc<Metrics>,
+    /// The audit trail; opened before the gateway accepts anyone.
+    pub audit: AuditStore,
+    /// Reviews of held statements (decided through the admin API and page).
+    pub reviews: ReviewHub,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +51,10 @@ pub enum ServeError {
     Auth(#[from] crate::auth::AuthSetupError),
     #[error("session.signing_key: {0}")]
     Signer(String),
+    #[error("audit store: {0} (the gateway does not serve without a working audit trail)")]
+    Audit(String),
+    #[error("reviews: {0}")]
+    Reviews(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -74,20 +86,52 @@ impl Gateway {
         if let Err(e) = auth.warm_up().await {
             tracing::warn!(error = %e, "identity provider not reachable yet; logins retry it");
         }
-        let listener =
-            TcpListener::bind(config.listen)
+        let audit = crate::audit::open_store(&config.audit)
+            .await
+            .map_err(|e| ServeError::Audit(e.to_string()))?;
+        let started = async {
+            audit
+                .record_event(&Event::ConfigReloaded {
+                    source: config.path.display().to_string(),
+                    ok: true,
+                    detail: Some("loaded at start".into()),
+                })
                 .await
-                .map_err(|source| ServeError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let admin = match config.admin {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
+                .map_err(|e| ServeError::Audit(e.to_string()))?;
+            let reviews = crate::reviews::open_hub(&config, audit.clone())
+                .await
+                .map_err(|e| ServeError::Reviews(e.to_string()))?;
+            let listener =
+                TcpListener::bind(config.listen)
                     .await
-                    .map_err(|source| ServeError::Bind { addr, source })?,
-            ),
-            None => None,
+                    .map_err(|source| ServeError::Bind {
+                        addr: config.listen,
+                        source,
+                    })?;
+            let admin = match config.admin {
+                Some(addr) => Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ServeError::Bind { addr, source })?,
+                ),
+                None => None,
+            };
+            audit
+                .record_event(&Event::GatewayStarted {
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                })
+                .await
+                .map_err(|e| ServeError::Audit(e.to_string()))?;
+            Ok::<_, ServeError>((reviews, listener, admin))
+        };
+        let (reviews, listener, admin) = match started.await {
+            Ok(started) => started,
+            Err(e) => {
+                if let Err(close) = audit.close("the gateway failed to start").await {
+                    tracing::error!(error = %close, "closing the audit store failed");
+                }
+                return Err(e);
+            }
         };
         let ctx = Context {
             login_limiter: LoginLimiter::new(config.max_failed_logins, config.failed_login_window),
@@ -98,6 +142,8 @@ impl Gateway {
             signer,
             cancel: CancelRegistry::default(),
             metrics: Arc::new(Metrics::new()),
+            audit,
+            reviews,
         };
         Ok(Gateway {
             ctx: Arc::new(ctx),
@@ -123,12 +169,16 @@ impl Gateway {
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let admin_task = admin.map(|l| {
-            let metrics = ctx.metrics.clone();
+            let router = crate::admin::router(ctx.metrics.clone()).merge(hoop_reviews::router(
+                ctx.reviews.clone(),
+                Arc::new(crate::reviews::ReviewerTokens(ctx.clone())),
+            ));
             let mut rx = stop_rx.clone();
-            tokio::spawn(crate::admin::serve(l, metrics, async move {
+            tokio::spawn(crate::admin::serve(l, router, async move {
                 let _ = rx.wait_for(|v| *v).await;
             }))
         });
+        let retention = crate::audit::spawn_retention(ctx.audit.clone());
         tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "hoop gateway accepting connections");
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
@@ -171,6 +221,23 @@ impl Gateway {
         }
         if let Some(task) = admin_task {
             let _ = task.await;
+        }
+        retention.abort();
+        let stopped = ctx
+            .audit
+            .record_event(&Event::GatewayStopped {
+                reason: "shutdown".into(),
+            })
+            .await;
+        if let Err(e) = stopped {
+            tracing::error!(error = %e, "cannot record the gateway stop in the audit store");
+        }
+        match ctx.audit.clone().close("gateway stopped").await {
+            Ok(checkpoint) => tracing::info!(
+                records = checkpoint.length,
+                "audit store closed with a final signed checkpoint"
+            ),
+            Err(e) => tracing::error!(error = %e, "final audit checkpoint failed"),
         }
         tracing::info!("hoop gateway stopped");
     }
@@ -243,17 +310,54 @@ async fn handle(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr, stop: watch
             Ok(Ok(Err(Ended::Refused(outcome, reason)))) => {
                 ctx.metrics.login(outcome);
                 tracing::info!(%reason, "connection refused");
+                // Token and role refusals are recorded by the handshake,
+                // which knows the user name.
+                if !matches!(outcome, LoginOutcome::bad_token | LoginOutcome::no_role) {
+                    let event = Event::LoginFailed {
+                        client_addr: peer.to_string(),
+                        user_name: None,
+                        database: None,
+                        application_name: None,
+                        subject: None,
+                        reason,
+                    };
+                    crate::audit::login_failed(&ctx.audit, event).await;
+                }
                 return;
             }
             Ok(Ok(Ok(login))) => login,
         };
-        session(&ctx, login, sid, stop).await;
+        session(&ctx, login, sid, peer, stop).await;
     }
     .instrument(span)
     .await
 }
 
-async fn session(ctx: &Context, login: handshake::Login, sid: String, stop: watch::Receiver<bool>) {
+/// Records the end of a session that was recorded as started.
+async fn record_session_end(
+    ctx: &Context,
+    sid: &str,
+    end: (hoop_audit::EndReason, Option<String>),
+) {
+    let (reason, detail) = end;
+    let end = SessionEnd {
+        session_id: sid.to_owned(),
+        ended_at: Timestamp::now(),
+        reason,
+        detail,
+    };
+    if let Err(e) = ctx.audit.end_session(&end).await {
+        tracing::error!(error = %e, "cannot record the session end in the audit store");
+    }
+}
+
+async fn session(
+    ctx: &Context,
+    login: handshake::Login,
+    sid: String,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
     let handshake::Login {
         stream: mut client,
         admitted,
@@ -290,9 +394,26 @@ async fn session(ctx: &Context, login: handshake::Login, sid: String, stop: watc
         };
         let token = ctx.signer.sign(&claims);
         let later = upstream::start_session(&mut up, &admitted.mapping.role, &token).await?;
-        Ok::<_, upstream::UpstreamError>((up, later))
+        let masked = upstream::load_masked_columns(&mut up).await?;
+        if masked.is_none() {
+            tracing::warn!(
+                "database has no hoop.masked_columns (extension not installed): \
+                 no declared columns, content detection only"
+            );
+        }
+        let inspector = PolicyInspector::for_session(
+            &ctx.config.policy,
+            hoop_policy::Identity {
+                subject: identity.subject.clone(),
+                groups: identity.groups.clone(),
+            },
+            &admitted.mapping.unmask,
+            masked.as_deref(),
+        )
+        .map_err(|e| upstream::UpstreamError::Masking(e.to_string()))?;
+        Ok::<_, upstream::UpstreamError>((up, later, inspector))
     };
-    let (up, later_status) = match setup.await {
+    let (up, later_status, inspector) = match setup.await {
         Ok(v) => v,
         Err(e) => {
             ctx.metrics.login(LoginOutcome::upstream_error);
@@ -305,7 +426,43 @@ async fn session(ctx: &Context, login: handshake::Login, sid: String, stop: watc
             return;
         }
     };
+    // No access without a record: the session is in the audit trail before
+    // the client learns it is logged in.
+    let start = SessionStart {
+        session_id: sid.clone(),
+        identity: crate::audit::identity_of(&ctx.config, identity),
+        client_addr: peer.to_string(),
+        application_name: admitted
+            .params
+            .iter()
+            .find(|(name, _)| name == "application_name")
+            .map(|(_, value)| value.clone()),
+        role: admitted.mapping.role.clone(),
+        database: admitted.database.clone(),
+        started_at: Timestamp::now(),
+    };
+    if let Err(e) = ctx.audit.begin_session(&start).await {
+        ctx.metrics.login(LoginOutcome::refused);
+        tracing::error!(error = %e, "the audit store cannot record the session; refusing it");
+        let mut out = BytesMut::new();
+        put_error(
+            &mut out,
+            Severity::Fatal,
+            "58000",
+            "the gateway cannot record this session in its audit trail, so it refuses access; \
+             try again later",
+        );
+        let _ = client.write_all(&out).await;
+        let _ = client.shutdown().await;
+        return;
+    }
     ctx.metrics.login(LoginOutcome::ok);
+    let gone_early = || {
+        (
+            hoop_audit::EndReason::ClientQuit,
+            Some("the client left before the session was ready".to_owned()),
+        )
+    };
 
     let target = CancelTarget {
         pid: up.pid,
@@ -327,11 +484,14 @@ async fn session(ctx: &Context, login: handshake::Login, sid: String, stop: watc
     );
     if put_message(&mut out, &key_msg).is_err() {
         ctx.cancel.unregister(key);
+        let detail = Some("cannot encode BackendKeyData".to_owned());
+        record_session_end(ctx, &sid, (hoop_audit::EndReason::Error, detail)).await;
         return;
     }
     out.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
     if client.write_all(&out).await.is_err() || client.flush().await.is_err() {
         ctx.cancel.unregister(key);
+        record_session_end(ctx, &sid, gone_early()).await;
         return;
     }
     tracing::info!(database = %admitted.database, upstream_pid = up.pid, "session started");
@@ -345,7 +505,7 @@ async fn session(ctx: &Context, login: handshake::Login, sid: String, stop: watc
         },
         statements: 0,
         metrics: ctx.metrics.clone(),
-        inspector: Box::new(PassThrough),
+        inspector: Box::new(inspector),
         shutdown: stop,
     };
     let cancel = async {
@@ -360,5 +520,6 @@ async fn session(ctx: &Context, login: handshake::Login, sid: String, stop: watc
         .run(client, admitted.pending, up.stream, up.read_buf, cancel)
         .await;
     ctx.cancel.unregister(key);
+    record_session_end(ctx, &sid, crate::audit::end_reason(&end)).await;
     tracing::info!(?end, "session ended");
 }

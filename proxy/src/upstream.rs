@@ -47,6 +47,8 @@ pub enum UpstreamError {
     Protocol(String),
     #[error("connection to the database lost: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot mask this database's columns: {0}")]
+    Masking(String),
 }
 
 impl UpstreamError {
@@ -66,6 +68,12 @@ impl UpstreamError {
             UpstreamError::Protocol(_) => (
                 "08P01".into(),
                 "the database sent something the gateway did not expect".into(),
+            ),
+            UpstreamError::Masking(_) => (
+                "XX000".into(),
+                "the gateway cannot mask this database's card-number columns, so it refuses \
+                 the session; the operator has the details in the gateway log"
+                    .into(),
             ),
         }
     }
@@ -354,4 +362,71 @@ pub fn filter_parameter_status(frame: &Frame, mapped_role: &str) -> Option<Bytes
         return Some(out);
     }
     Some(BytesMut::from(frame.as_bytes()))
+}
+
+/// Columns the extension masks (`hoop.masked_columns`), read over the
+/// session's own connection after [`start_session`]. `Ok(None)`: the
+/// database has no hoop extension (the view or its schema does not exist),
+/// so only content detection applies. Any other failure is an error: the
+/// session must not start without knowing what to mask.
+pub async fn load_masked_columns(
+    up: &mut Upstream,
+) -> Result<Option<Vec<hoop_policy::MaskedColumn>>, UpstreamError> {
+    const SQL: &str = "SELECT relid::int8, attnum, schema_name::text, table_name::text, \
+                       column_name::text, strategy::text FROM hoop.masked_columns";
+    let mut out = BytesMut::new();
+    frontend::query(SQL, &mut out)?;
+    up.stream.write_all(&out).await?;
+    up.stream.flush().await?;
+    let mut columns = Vec::new();
+    let mut failure: Option<(String, String)> = None;
+    loop {
+        let frame = read_frame(&mut up.stream, &mut up.read_buf).await?;
+        match frame.tag() {
+            b'T' | b'C' | b'N' | b'S' => {}
+            b'D' if failure.is_none() => columns.push(masked_column_from_row(frame.body())?),
+            b'D' => {}
+            b'E' => failure = Some(error_summary(frame.body())),
+            b'Z' => break,
+            other => {
+                return Err(UpstreamError::Protocol(format!(
+                    "unexpected message {:?} while reading hoop.masked_columns",
+                    other as char
+                )))
+            }
+        }
+    }
+    match failure {
+        None => Ok(Some(columns)),
+        // undefined_table, invalid_schema_name: no extension in this database.
+        Some((code, _)) if code == "42P01" || code == "3F000" => Ok(None),
+        Some((code, message)) => Err(UpstreamError::Server {
+            code,
+            message: format!("could not read hoop.masked_columns: {message}"),
+        }),
+    }
+}
+
+fn masked_column_from_row(body: &[u8]) -> Result<hoop_policy::MaskedColumn, UpstreamError> {
+    let bad = || UpstreamError::Protocol("malformed row from hoop.masked_columns".into());
+    let (count, mut rest) = protocol::take_i16(body).ok_or_else(bad)?;
+    if count != 6 {
+        return Err(bad());
+    }
+    let mut fields = Vec::with_capacity(6);
+    for _ in 0..6 {
+        let (len, tail) = take_i32(rest).ok_or_else(bad)?;
+        let len = usize::try_from(len).map_err(|_| bad())?;
+        let value = tail.get(..len).ok_or_else(bad)?;
+        fields.push(std::str::from_utf8(value).map_err(|_| bad())?.to_owned());
+        rest = &tail[len..];
+    }
+    Ok(hoop_policy::MaskedColumn {
+        relid: fields[0].parse().map_err(|_| bad())?,
+        attnum: fields[1].parse().map_err(|_| bad())?,
+        schema_name: fields[2].clone(),
+        table_name: fields[3].clone(),
+        column_name: fields[4].clone(),
+        strategy: fields[5].clone(),
+    })
 }

@@ -46,16 +46,21 @@ def test_demo_serves_and_stops_everything():
         assert oct((cwd / ".hoop/demo/gateway.password").stat().st_mode & 0o777) == "0o600"
         token = subprocess.run([str(HOOP_BIN), "token", "mint", "-c", str(config), "--sub", "agent-7",
                                 "--group", "fraud-agents"], capture_output=True, text=True, check=True).stdout.strip()
+        # The shipped rules send reads of large payments to review (refused until approvals exist).
         res = subprocess.run(["psql", "host=127.0.0.1 port=6432 dbname=payments user=agent-7", "-X", "-A", "-t",
-                              "-c", "select count(*), count(*) filter (where amount > 10000), current_user from payments"],
+                              "-c", "select count(*) from payments"],
+                             env=dict(env, PGPASSWORD=token), capture_output=True, text=True)
+        assert res.returncode != 0 and "review-large-payment-reads" in res.stderr, res.stdout + res.stderr
+        res = subprocess.run(["psql", "host=127.0.0.1 port=6432 dbname=payments user=agent-7", "-X", "-A", "-t",
+                              "-c", "select count(*), current_user from payments where amount <= 10000"],
                              env=dict(env, PGPASSWORD=token), capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
-        count, big, user = res.stdout.strip().split("|")
-        assert int(count) >= 1000 and int(big) > 0 and user == "fraud_agent"
+        count, user = res.stdout.strip().split("|")
+        assert int(count) >= 100 and user == "fraud_agent"
         masked = "WARNING: the hoop extension is NOT installed" not in out
         if masked:
             res = subprocess.run(["psql", "host=127.0.0.1 port=6432 dbname=payments user=agent-7", "-X", "-A", "-t",
-                                  "-c", "select card_number from payments order by id limit 1"],
+                                  "-c", "select card_number from payments where amount <= 10000 order by id limit 1"],
                                  env=dict(env, PGPASSWORD=token), capture_output=True, text=True)
             assert "*" in res.stdout, res.stdout + res.stderr
         health = subprocess.run(["curl", "-s", "http://127.0.0.1:8432/healthz"], capture_output=True, text=True)

@@ -402,6 +402,15 @@ async fn serve(
     println!("Try the database directly, as a DBA would (the extension refuses protected tables):");
     println!("  PGPASSWORD=$(cat .hoop/demo/gateway.password) psql \"host=127.0.0.1 port={PG_PORT} dbname=payments user=hoop_gateway\" -c 'select * from payments limit 3'");
     println!();
+    println!("Review held statements in the browser at http://{ADMIN_ADDR}/reviews with a reviewer token:");
+    println!("  {hoop} token mint -c {rel_config} --sub alice --group reviewers");
+    println!("or from the terminal:");
+    println!("  HOOP_TOKEN=$({hoop} token mint -c {rel_config} --sub alice --group reviewers) {hoop} reviews list -c {rel_config}");
+    println!();
+    println!("The audit trail (every session and statement, tamper-evident):");
+    println!("  {hoop} audit sessions -c {rel_config}");
+    println!("  {hoop} audit verify -c {rel_config}");
+    println!();
     println!("Press Ctrl-C to stop the gateway and the cluster.");
     gateway.run(shutdown).await;
     Ok(())

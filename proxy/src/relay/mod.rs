@@ -7,6 +7,7 @@
 //! buffer is full, so memory per connection is bounded by one message plus
 //! the high-water mark, however large a result is.
 
+pub mod policy;
 pub mod state;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::metrics::{Direction, Metrics};
 use crate::protocol::{put_error, reserve_for_read, split_frame, Frame, Severity};
 use crate::tls::PgStream;
 pub use state::ConnectionState;
+use state::DescribeOrigin;
 
 /// What to do with one frame. The relay forwards unless told otherwise.
 #[derive(Debug)]
@@ -32,10 +34,28 @@ pub enum Verdict {
     /// Send these bytes (one or more complete frames) instead.
     Replace(BytesMut),
     Drop,
+    /// Client frames only: refuse the request. Nothing of it reaches the
+    /// server; the client gets this ErrorResponse frame in order with the
+    /// answers to its earlier requests, then ReadyForQuery with the real
+    /// transaction status (a refusal inside a transaction aborts it, as any
+    /// error would). After an extended-protocol message the relay discards
+    /// the client's messages until Sync.
+    Refuse(BytesMut),
+    /// Client Execute only: first ask the server to describe this portal
+    /// (the answer goes to the inspector, not the client), then forward.
+    DescribeFirst(Vec<u8>),
 }
 
+/// The name the refusal Describe asks for. A statement of this name never
+/// exists unless a client creates it on purpose, and then the relay still
+/// replaces the answer with the refusal.
+const REFUSED_STATEMENT: &[u8] = b"hoop: refused statement";
+
 /// The seam for "inspect this frame": statement policy and result masking
-/// implement this; the relay calls it after updating [`ConnectionState`].
+/// implement this. Client frames are inspected before [`ConnectionState`]
+/// records them (only what is sent on is recorded); server frames before
+/// the state moves on, so [`ConnectionState::front`] is the request the
+/// frame answers.
 pub trait Inspector: Send {
     fn client_frame(&mut self, _state: &ConnectionState, _frame: &Frame) -> Verdict {
         Verdict::Forward
@@ -86,7 +106,31 @@ fn append(out: &mut BytesMut, frame: &Frame, verdict: Verdict) {
     match verdict {
         Verdict::Forward => out.extend_from_slice(frame.as_bytes()),
         Verdict::Replace(bytes) => out.extend_from_slice(&bytes),
-        Verdict::Drop => {}
+        // Client-side verdicts: a server frame is never refused, so drop it.
+        Verdict::Drop | Verdict::Refuse(_) | Verdict::DescribeFirst(_) => {}
+    }
+}
+
+/// A Describe message (`kind` b'S' or b'P').
+fn describe_frame(kind: u8, name: &[u8]) -> Frame {
+    let mut b = BytesMut::with_capacity(name.len() + 7);
+    b.extend_from_slice(b"D");
+    b.extend_from_slice(&((name.len() + 6) as u32).to_be_bytes());
+    b.extend_from_slice(&[kind]);
+    b.extend_from_slice(name);
+    b.extend_from_slice(&[0]);
+    frame_of(b)
+}
+
+fn sync_frame() -> Frame {
+    frame_of(BytesMut::from(&[b'S', 0, 0, 0, 4][..]))
+}
+
+fn frame_of(mut bytes: BytesMut) -> Frame {
+    match split_frame(&mut bytes, usize::MAX) {
+        Ok(Some(frame)) => frame,
+        // The callers build complete frames.
+        _ => unreachable!("a frame built by the relay is complete"),
     }
 }
 
@@ -332,20 +376,72 @@ impl Relay<'_> {
                 Ok(None) => break,
                 Err(e) => return Err(format!("invalid message from client: {e}")),
             };
-            if state.on_client_frame(&frame, now) == state::Started::Statement {
-                self.metrics.statements.inc();
-                self.statements += 1;
-                // Never the SQL text or parameters: they may hold card numbers.
-                let span = tracing::debug_span!("statement", seq = self.statements, kind = %(frame.tag() as char));
-                span.in_scope(|| tracing::debug!(bytes = frame.len(), "statement sent upstream"));
-            }
             if frame.tag() == b'X' {
                 *terminated = true;
             }
-            let verdict = self.inspector.client_frame(state, &frame);
-            append(out, &frame, verdict);
+            if state.discarding_until_sync {
+                match frame.tag() {
+                    b'S' => state.discarding_until_sync = false,
+                    // Flush and Terminate carry nothing of the refused statement.
+                    b'H' | b'X' => {}
+                    _ => continue,
+                }
+                self.send_client_frame(&frame, out, state, now);
+                continue;
+            }
+            match self.inspector.client_frame(state, &frame) {
+                Verdict::Forward => self.send_client_frame(&frame, out, state, now),
+                Verdict::Replace(mut bytes) => {
+                    while let Ok(Some(replacement)) = split_frame(&mut bytes, usize::MAX) {
+                        self.send_client_frame(&replacement, out, state, now);
+                    }
+                }
+                Verdict::Drop => {}
+                Verdict::Refuse(error) => {
+                    self.metrics.statements.inc();
+                    self.statements += 1;
+                    let span = tracing::info_span!("statement", seq = self.statements, kind = %(frame.tag() as char));
+                    span.in_scope(|| tracing::info!("statement refused by the gateway"));
+                    let describe = describe_frame(b'S', REFUSED_STATEMENT);
+                    state.on_gateway_describe(
+                        b'S',
+                        REFUSED_STATEMENT.to_vec(),
+                        DescribeOrigin::Refusal(error.freeze()),
+                    );
+                    out.extend_from_slice(describe.as_bytes());
+                    if matches!(frame.tag(), b'Q' | b'F') {
+                        self.send_client_frame(&sync_frame(), out, state, now);
+                    } else {
+                        state.discarding_until_sync = true;
+                    }
+                }
+                Verdict::DescribeFirst(portal) => {
+                    let describe = describe_frame(b'P', &portal);
+                    state.on_gateway_describe(b'P', portal, DescribeOrigin::Gateway);
+                    out.extend_from_slice(describe.as_bytes());
+                    self.send_client_frame(&frame, out, state, now);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Records a frame in the state and queues it for the server.
+    fn send_client_frame(
+        &mut self,
+        frame: &Frame,
+        out: &mut BytesMut,
+        state: &mut ConnectionState,
+        now: Instant,
+    ) {
+        if state.on_client_frame(frame, now) == state::Started::Statement {
+            self.metrics.statements.inc();
+            self.statements += 1;
+            // Never the SQL text or parameters: they may hold card numbers.
+            let span = tracing::debug_span!("statement", seq = self.statements, kind = %(frame.tag() as char));
+            span.in_scope(|| tracing::debug!(bytes = frame.len(), "statement sent upstream"));
+        }
+        out.extend_from_slice(frame.as_bytes());
     }
 
     fn pump_server(
@@ -363,6 +459,28 @@ impl Relay<'_> {
                     Ok(None) => break,
                     Err(e) => return Err(format!("invalid message from the database: {e}")),
                 };
+            let verdict = match state.front() {
+                Some(state::Pending::Describe {
+                    origin: DescribeOrigin::Refusal(error),
+                    ..
+                }) => match frame.tag() {
+                    // The server's answer to the stand-in Describe becomes
+                    // the refusal (ParameterDescription: the name existed).
+                    b'E' | b't' => Verdict::Replace(BytesMut::from(&error[..])),
+                    b'T' | b'n' => Verdict::Drop,
+                    _ => self.inspector.server_frame(state, &frame),
+                },
+                Some(state::Pending::Describe {
+                    origin: DescribeOrigin::Gateway,
+                    ..
+                }) if matches!(frame.tag(), b'T' | b'n') => {
+                    // For the inspector only.
+                    let _ = self.inspector.server_frame(state, &frame);
+                    Verdict::Drop
+                }
+                _ if frame.tag() == b'S' => Verdict::Forward,
+                _ => self.inspector.server_frame(state, &frame),
+            };
             if let Some(took) = state.on_server_frame(&frame, now) {
                 self.metrics.request_duration.observe(took.as_secs_f64());
                 tracing::debug!(
@@ -379,7 +497,6 @@ impl Relay<'_> {
                 }
                 continue;
             }
-            let verdict = self.inspector.server_frame(state, &frame);
             append(out, &frame, verdict);
         }
         Ok(())

@@ -26,17 +26,45 @@ pub struct Portal {
     pub row_description: Option<Bytes>,
 }
 
-/// A client request whose response has not fully arrived.
+/// A request sent to the server whose response has not fully arrived. The
+/// front of the queue is what the next server message answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Pending {
+pub enum Pending {
     Query(Instant),
-    Parse,
-    Bind,
-    Describe { kind: u8, name: Vec<u8> },
-    Execute,
+    Parse {
+        name: Vec<u8>,
+    },
+    Bind {
+        portal: Vec<u8>,
+        statement: Vec<u8>,
+        result_formats: Vec<i16>,
+    },
+    Describe {
+        kind: u8,
+        name: Vec<u8>,
+        origin: DescribeOrigin,
+    },
+    Execute {
+        portal: Vec<u8>,
+    },
     Close,
     Sync(Instant),
     FunctionCall(Instant),
+}
+
+/// Who sent a Describe, and so who its answer is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DescribeOrigin {
+    Client,
+    /// Sent by the gateway before an Execute whose row description it did
+    /// not know; the answer is for the inspector only.
+    Gateway,
+    /// Sent instead of a refused request: a Describe of a statement that
+    /// does not exist, so the server fails (and aborts a transaction, skips
+    /// to Sync) exactly as if the refused statement had failed there, without
+    /// anything of it reaching the server. Its answer is replaced by this
+    /// ErrorResponse frame.
+    Refusal(Bytes),
 }
 
 impl Pending {
@@ -57,6 +85,10 @@ pub struct ConnectionState {
     pub transaction_status: u8,
     /// RowDescription of the simple-query result currently streaming.
     pub simple_row_description: Option<Bytes>,
+    /// After a refused extended-protocol message: client messages are
+    /// dropped until the next Sync (as the server would skip them after an
+    /// error), so nothing of the refused statement reaches the server.
+    pub discarding_until_sync: bool,
     pending: VecDeque<Pending>,
 }
 
@@ -80,6 +112,17 @@ impl ConnectionState {
         self.pending.is_empty()
     }
 
+    /// The request the next server message answers.
+    pub fn front(&self) -> Option<&Pending> {
+        self.pending.front()
+    }
+
+    /// Records a Describe the gateway sent itself (see [`DescribeOrigin`]).
+    pub fn on_gateway_describe(&mut self, kind: u8, name: Vec<u8>, origin: DescribeOrigin) {
+        self.pending
+            .push_back(Pending::Describe { kind, name, origin });
+    }
+
     pub fn on_client_frame(&mut self, frame: &Frame, now: Instant) -> Started {
         let body = frame.body();
         match frame.tag() {
@@ -91,6 +134,7 @@ impl ConnectionState {
                 return Started::Statement;
             }
             b'P' => {
+                let mut parsed = Vec::new();
                 if let Some((name, rest)) = take_cstr(body) {
                     let query = take_cstr(rest).map(|(q, _)| q).unwrap_or_default();
                     self.statements.insert(
@@ -100,29 +144,48 @@ impl ConnectionState {
                             row_description: None,
                         },
                     );
+                    parsed = name.to_vec();
                 }
-                self.pending.push_back(Pending::Parse);
+                self.pending.push_back(Pending::Parse { name: parsed });
             }
             b'B' => {
-                if let Some(portal) = parse_bind(body) {
-                    let row_description = self
-                        .statements
-                        .get(&portal.statement)
-                        .and_then(|s| s.row_description.clone());
-                    let (name, mut portal) = portal.into_parts();
-                    portal.row_description = row_description;
-                    self.portals.insert(name, portal);
-                }
-                self.pending.push_back(Pending::Bind);
+                let pending = match parse_bind(body) {
+                    Some(portal) => {
+                        let row_description = self
+                            .statements
+                            .get(&portal.statement)
+                            .and_then(|s| s.row_description.clone());
+                        let pending = Pending::Bind {
+                            portal: portal.portal.clone(),
+                            statement: portal.statement.clone(),
+                            result_formats: portal.result_formats.clone(),
+                        };
+                        let (name, mut portal) = portal.into_parts();
+                        portal.row_description = row_description;
+                        self.portals.insert(name, portal);
+                        pending
+                    }
+                    None => Pending::Bind {
+                        portal: Vec::new(),
+                        statement: Vec::new(),
+                        result_formats: Vec::new(),
+                    },
+                };
+                self.pending.push_back(pending);
             }
             b'D' => {
                 if let Some((&kind, rest)) = body.split_first() {
                     let name = take_cstr(rest).map(|(n, _)| n.to_vec()).unwrap_or_default();
-                    self.pending.push_back(Pending::Describe { kind, name });
+                    self.pending.push_back(Pending::Describe {
+                        kind,
+                        name,
+                        origin: DescribeOrigin::Client,
+                    });
                 }
             }
             b'E' => {
-                self.pending.push_back(Pending::Execute);
+                let portal = take_cstr(body).map(|(n, _)| n.to_vec()).unwrap_or_default();
+                self.pending.push_back(Pending::Execute { portal });
                 return Started::Statement;
             }
             b'C' => {
@@ -174,7 +237,7 @@ impl ConnectionState {
                 let description =
                     (frame.tag() == b'T').then(|| Bytes::copy_from_slice(frame.body()));
                 match self.pending.front() {
-                    Some(Pending::Describe { kind, name }) => {
+                    Some(Pending::Describe { kind, name, .. }) => {
                         match kind {
                             b'S' => {
                                 if let Some(s) = self.statements.get_mut(name) {
@@ -193,7 +256,7 @@ impl ConnectionState {
                     _ => {}
                 }
             }
-            b'C' | b's' | b'I' if self.pending.front() == Some(&Pending::Execute) => {
+            b'C' | b's' | b'I' if matches!(self.pending.front(), Some(Pending::Execute { .. })) => {
                 self.pending.pop_front();
             }
             b'E' => {

@@ -1,0 +1,555 @@
+//! The policy inspector: statement rules on the way in, card-number masking
+//! on the way out, for one connection.
+//!
+//! In: every simple Query (each of its statements), every Parse, and what
+//! SQL `EXECUTE` runs are classified (through the cache) and decided with
+//! the configured rules; a refusal never reaches the server (see
+//! [`Verdict::Refuse`]). A FunctionCall (fast path) is refused: it names a
+//! function by OID, which no rule can judge.
+//!
+//! Out: DataRows are masked with the row shape of the result they belong to
+//! (simple query, or the portal being executed: statement descriptions are
+//! kept per statement and combined with Bind's result formats per portal,
+//! since Execute does not resend RowDescription); COPY data, errors,
+//! notices and notifications are scanned for card numbers. A row whose
+//! shape is unknown or cannot be masked ends the request with an error and
+//! everything up to ReadyForQuery is suppressed: nothing unmasked is sent.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use hoop_policy::{
+    decide, mask_data_row, mask_error_or_notice, mask_notification, ClassifyCache, ColumnPolicy,
+    CopyMasker, Decision, Identity, Kind, PolicyContext, RowShape, RuleSet, StatementFacts,
+};
+
+use super::state::{ConnectionState, Pending};
+use super::{Inspector, Verdict};
+use crate::protocol::{put_error, take_cstr, Frame, Severity};
+
+/// Statements kept by the per-connection classification cache.
+const CACHE_CAPACITY: usize = 1024;
+
+/// SQLSTATE for results the gateway refuses to pass on because it could not
+/// mask them.
+const SQLSTATE_MASKING_FAILED: &str = "XX000";
+
+pub struct PolicyInspector {
+    identity: Identity,
+    context: PolicyContext,
+    rules: Arc<RuleSet>,
+    columns: ColumnPolicy,
+    cache: ClassifyCache,
+    /// SQL `PREPARE name AS …`: the PREPARE's facts (they include the
+    /// prepared statement), so `EXECUTE name` is judged on what it runs.
+    sql_prepared: HashMap<String, Arc<StatementFacts>>,
+
+    // Client side, in the order the client sends: which portals will have a
+    // row description by the time their Execute runs.
+    described_statements: HashSet<Vec<u8>>,
+    described_portals: HashSet<Vec<u8>>,
+    portal_statements: HashMap<Vec<u8>, Vec<u8>>,
+
+    // Server side, in the order the server answers.
+    /// Statement name → its result shape (`None`: NoData).
+    statement_shapes: HashMap<Vec<u8>, Option<RowShape>>,
+    portal_shapes: HashMap<Vec<u8>, PortalShape>,
+    simple_shape: Option<RowShape>,
+    copy: Option<CopyMasker>,
+    /// A result could not be masked: its error has been sent, everything
+    /// else up to ReadyForQuery is dropped.
+    suppressing: bool,
+}
+
+struct PortalShape {
+    statement: Vec<u8>,
+    result_formats: Vec<i16>,
+    /// Resolved when known: from a Describe of the portal, or the
+    /// statement's description with the portal's result formats.
+    shape: Option<Option<RowShape>>,
+}
+
+impl PolicyInspector {
+    pub fn new(identity: Identity, rules: Arc<RuleSet>, columns: ColumnPolicy) -> PolicyInspector {
+        let context = PolicyContext {
+            protected_tables: columns.protected_tables().clone(),
+        };
+        PolicyInspector {
+            identity,
+            context,
+            rules,
+            columns,
+            cache: ClassifyCache::new(CACHE_CAPACITY),
+            sql_prepared: HashMap::new(),
+            described_statements: HashSet::new(),
+            described_portals: HashSet::new(),
+            portal_statements: HashMap::new(),
+            statement_shapes: HashMap::new(),
+            portal_shapes: HashMap::new(),
+            simple_shape: None,
+            copy: None,
+            suppressing: false,
+        }
+    }
+
+    /// The inspector for one session: `masked` is what
+    /// [`crate::upstream::load_masked_columns`] read (`None`: the database
+    /// has no hoop extension, so only content detection applies).
+    pub fn for_session(
+        policy: &crate::config::Policy,
+        identity: Identity,
+        unmask: &[String],
+        masked: Option<&[hoop_policy::MaskedColumn]>,
+    ) -> Result<PolicyInspector, hoop_policy::MaskFailure> {
+        let columns = ColumnPolicy::new(
+            masked.unwrap_or_default(),
+            unmask,
+            policy.content_masker.clone(),
+            policy.token_key.as_deref(),
+        )?;
+        Ok(PolicyInspector::new(
+            identity,
+            Arc::clone(&policy.rules),
+            columns,
+        ))
+    }
+
+    /// Decides a query string (a simple Query, or the text of a Parse).
+    fn decide_sql(&mut self, state: &ConnectionState, sql: &[u8]) -> Decision {
+        let Ok(sql) = std::str::from_utf8(sql) else {
+            return Decision::Block {
+                rule: hoop_policy::UNPARSED_RULE.to_owned(),
+                message: format!(
+                    "statement not understood by the gateway (it is not valid UTF-8; \
+                     use client_encoding UTF8); gateway rule \"{}\"",
+                    hoop_policy::UNPARSED_RULE
+                ),
+            };
+        };
+        let classified = self.cache.classify(sql);
+        let mut worst = Decision::Allow;
+        // PREPAREs become visible to later EXECUTEs of the same string, but
+        // are remembered only if the whole string may run.
+        let mut prepared_here: Vec<(String, Arc<StatementFacts>)> = Vec::new();
+        let mut deallocated_here: Vec<Option<String>> = Vec::new();
+        for facts in &classified.statements {
+            let mut decision = decide(facts, &self.identity, &self.context, &self.rules);
+            match &facts.kind {
+                Kind::Execute { name } => {
+                    let executed = self.executed_facts(state, &prepared_here, name);
+                    decision = worse(decision, self.decide_executed(name, executed));
+                }
+                Kind::Prepare { name } => {
+                    prepared_here.push((name.clone(), Arc::new(facts.clone())));
+                }
+                Kind::Deallocate { name } => deallocated_here.push(name.clone()),
+                _ => {}
+            }
+            worst = worse(worst, decision);
+        }
+        if worst == Decision::Allow {
+            for (name, facts) in prepared_here {
+                self.sql_prepared.insert(name, facts);
+            }
+            for name in deallocated_here {
+                match name {
+                    Some(name) => {
+                        self.sql_prepared.remove(&name);
+                    }
+                    None => self.sql_prepared.clear(),
+                }
+            }
+        }
+        worst
+    }
+
+    /// What `EXECUTE name` runs: a statement prepared in SQL (earlier in
+    /// this string, or before), or one prepared with Parse.
+    fn executed_facts(
+        &mut self,
+        state: &ConnectionState,
+        prepared_here: &[(String, Arc<StatementFacts>)],
+        name: &str,
+    ) -> Option<Vec<StatementFacts>> {
+        if let Some((_, facts)) = prepared_here.iter().rev().find(|(n, _)| n == name) {
+            return Some(vec![facts.as_ref().clone()]);
+        }
+        if let Some(facts) = self.sql_prepared.get(name) {
+            return Some(vec![facts.as_ref().clone()]);
+        }
+        let statement = state.statements.get(name.as_bytes())?;
+        let sql = std::str::from_utf8(&statement.query).ok()?;
+        Some(self.cache.classify(sql).statements.clone())
+    }
+
+    fn decide_executed(&self, name: &str, executed: Option<Vec<StatementFacts>>) -> Decision {
+        let Some(executed) = executed else {
+            // Every way of preparing a statement passes the gateway, so an
+            // unknown name does not exist; refuse rather than guess.
+            return Decision::Block {
+                rule: hoop_policy::UNPARSED_RULE.to_owned(),
+                message: format!(
+                    "EXECUTE of prepared statement \"{name}\", which the gateway has not seen \
+                     prepared; gateway rule \"{}\"",
+                    hoop_policy::UNPARSED_RULE
+                ),
+            };
+        };
+        executed.iter().fold(Decision::Allow, |worst, facts| {
+            worse(
+                worst,
+                decide(facts, &self.identity, &self.context, &self.rules),
+            )
+        })
+    }
+
+    fn refuse(decision: &Decision) -> Verdict {
+        let (code, message) = decision.client_error().unwrap_or((
+            hoop_policy::SQLSTATE_INSUFFICIENT_PRIVILEGE,
+            "statement refused by the gateway".to_owned(),
+        ));
+        let mut out = BytesMut::new();
+        put_error(&mut out, Severity::Error, code, &message);
+        Verdict::Refuse(out)
+    }
+
+    /// Starts suppressing the rest of the request; the client gets this error.
+    fn fail(&mut self, problem: &dyn std::fmt::Display) -> Verdict {
+        tracing::warn!(%problem, "result could not be masked; request ended with an error");
+        self.suppressing = true;
+        self.copy = None;
+        let mut out = BytesMut::new();
+        put_error(
+            &mut out,
+            Severity::Error,
+            SQLSTATE_MASKING_FAILED,
+            &format!("the gateway could not mask this result, so it was not sent: {problem}"),
+        );
+        Verdict::Replace(out)
+    }
+
+    /// The shape of the rows the server is sending now.
+    fn current_shape(&mut self, state: &ConnectionState) -> Result<Option<&RowShape>, String> {
+        match state.front() {
+            Some(Pending::Query(_)) => Ok(self.simple_shape.as_ref()),
+            Some(Pending::Execute { portal }) => {
+                let Some(entry) = self.portal_shapes.get_mut(portal) else {
+                    // A cursor declared in SQL, executed by name: described
+                    // by the gateway before the Execute.
+                    return Ok(None);
+                };
+                if entry.shape.is_none() {
+                    if let Some(Some(statement)) = self.statement_shapes.get(&entry.statement) {
+                        let shape = statement
+                            .with_result_formats(&entry.result_formats)
+                            .map_err(|e| e.to_string())?;
+                        entry.shape = Some(Some(shape));
+                    }
+                }
+                Ok(entry.shape.as_ref().and_then(Option::as_ref))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn on_row_description(&mut self, state: &ConnectionState, frame: &Frame) -> Verdict {
+        let front = state.front().cloned();
+        let shape = if frame.tag() == b'T' {
+            match RowShape::from_row_description(frame.body(), &self.columns) {
+                Ok(shape) => Some(shape),
+                Err(e) => return self.fail(&e),
+            }
+        } else {
+            None
+        };
+        match front {
+            Some(Pending::Query(_)) => self.simple_shape = shape,
+            Some(Pending::Describe {
+                kind: b'S', name, ..
+            }) => {
+                self.statement_shapes.insert(name, shape);
+            }
+            Some(Pending::Describe { name, .. }) => {
+                let entry = self
+                    .portal_shapes
+                    .entry(name)
+                    .or_insert_with(|| PortalShape {
+                        statement: Vec::new(),
+                        result_formats: Vec::new(),
+                        shape: None,
+                    });
+                entry.shape = Some(shape);
+            }
+            // An Execute of a cursor's FETCH in simple mode and the like.
+            _ => self.simple_shape = shape,
+        }
+        Verdict::Forward
+    }
+
+    fn mask_copy(&mut self, frame: &Frame) -> Verdict {
+        let copy = self
+            .copy
+            .get_or_insert_with(|| CopyMasker::new(&self.columns, false));
+        let chunks = copy.mask_copy_data(frame.body());
+        if chunks.len() == 1 && matches!(chunks[0], std::borrow::Cow::Borrowed(_)) {
+            return Verdict::Forward;
+        }
+        let mut out = BytesMut::new();
+        for chunk in chunks {
+            put_frame(&mut out, b'd', &chunk);
+        }
+        if out.is_empty() {
+            Verdict::Drop
+        } else {
+            Verdict::Replace(out)
+        }
+    }
+
+    /// What the COPY masker still holds, framed, followed by `frame`.
+    fn finish_copy(&mut self, frame: &Frame) -> Option<BytesMut> {
+        let mut copy = self.copy.take()?;
+        let held = copy.finish();
+        if held.is_empty() {
+            return None;
+        }
+        let mut out = BytesMut::new();
+        for chunk in held {
+            put_frame(&mut out, b'd', &chunk);
+        }
+        out.extend_from_slice(frame.as_bytes());
+        Some(out)
+    }
+
+    fn mask_error(&mut self, frame: &Frame) -> Verdict {
+        let masker = self.columns.content_masker();
+        let masked = match frame.tag() {
+            b'A' => mask_notification(masker, frame.body()),
+            _ => mask_error_or_notice(masker, frame.body()),
+        };
+        match masked {
+            Ok(None) => Verdict::Forward,
+            Ok(Some(body)) => {
+                let mut out = BytesMut::new();
+                put_frame(&mut out, frame.tag(), &body);
+                Verdict::Replace(out)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed message from the database was not forwarded");
+                if frame.tag() == b'E' {
+                    let mut out = BytesMut::new();
+                    put_error(
+                        &mut out,
+                        Severity::Error,
+                        SQLSTATE_MASKING_FAILED,
+                        "the database reported an error the gateway could not read",
+                    );
+                    Verdict::Replace(out)
+                } else {
+                    Verdict::Drop
+                }
+            }
+        }
+    }
+}
+
+/// The more restrictive of two decisions (the first of equals).
+fn worse(a: Decision, b: Decision) -> Decision {
+    fn rank(d: &Decision) -> u8 {
+        match d {
+            Decision::Allow => 0,
+            Decision::Review { .. } => 1,
+            Decision::Block { .. } => 2,
+        }
+    }
+    if rank(&b) > rank(&a) {
+        b
+    } else {
+        a
+    }
+}
+
+fn put_frame(out: &mut BytesMut, tag: u8, body: &[u8]) {
+    out.reserve(body.len() + 5);
+    out.put_u8(tag);
+    out.put_u32((body.len() + 4) as u32);
+    out.extend_from_slice(body);
+}
+
+fn cstr(body: &[u8]) -> (&[u8], &[u8]) {
+    take_cstr(body).unwrap_or((b"", b""))
+}
+
+impl Inspector for PolicyInspector {
+    fn client_frame(&mut self, state: &ConnectionState, frame: &Frame) -> Verdict {
+        let body = frame.body();
+        match frame.tag() {
+            b'Q' => {
+                let (sql, _) = cstr(body);
+                let decision = self.decide_sql(state, sql);
+                if decision != Decision::Allow {
+                    return Self::refuse(&decision);
+                }
+            }
+            b'P' => {
+                let (name, rest) = cstr(body);
+                let (sql, _) = cstr(rest);
+                let decision = self.decide_sql(state, sql);
+                if decision != Decision::Allow {
+                    return Self::refuse(&decision);
+                }
+                self.described_statements.remove(name);
+            }
+            b'B' => {
+                let (portal, rest) = cstr(body);
+                let (statement, _) = cstr(rest);
+                self.described_portals.remove(portal);
+                self.portal_statements
+                    .insert(portal.to_vec(), statement.to_vec());
+            }
+            b'D' => {
+                if let Some((&kind, rest)) = body.split_first() {
+                    let (name, _) = cstr(rest);
+                    if kind == b'S' {
+                        self.described_statements.insert(name.to_vec());
+                    } else {
+                        self.described_portals.insert(name.to_vec());
+                    }
+                }
+            }
+            b'E' => {
+                let (portal, _) = cstr(body);
+                let described = self.described_portals.contains(portal)
+                    || self
+                        .portal_statements
+                        .get(portal)
+                        .is_some_and(|s| self.described_statements.contains(s));
+                if !described {
+                    self.described_portals.insert(portal.to_vec());
+                    return Verdict::DescribeFirst(portal.to_vec());
+                }
+            }
+            b'C' => {
+                if let Some((&kind, rest)) = body.split_first() {
+                    let (name, _) = cstr(rest);
+                    if kind == b'S' {
+                        self.described_statements.remove(name);
+                    } else {
+                        self.described_portals.remove(name);
+                        self.portal_statements.remove(name);
+                    }
+                }
+            }
+            b'F' => {
+                return Self::refuse(&Decision::Block {
+                    rule: "function-call-protocol".to_owned(),
+                    message: "function calls through the fast-path protocol are not allowed \
+                              through the gateway; call the function in a statement instead"
+                        .to_owned(),
+                })
+            }
+            _ => {}
+        }
+        Verdict::Forward
+    }
+
+    fn server_frame(&mut self, state: &ConnectionState, frame: &Frame) -> Verdict {
+        if self.suppressing {
+            return match frame.tag() {
+                b'Z' => {
+                    self.suppressing = false;
+                    self.simple_shape = None;
+                    Verdict::Forward
+                }
+                b'N' | b'A' => self.mask_error(frame),
+                _ => Verdict::Drop,
+            };
+        }
+        match frame.tag() {
+            b'D' => {
+                let shape = match self.current_shape(state) {
+                    Ok(Some(shape)) => shape,
+                    Ok(None) => {
+                        return self
+                            .fail(&"a row arrived whose description the gateway does not know")
+                    }
+                    Err(problem) => return self.fail(&problem),
+                };
+                match mask_data_row(shape, frame.body()) {
+                    Ok(None) => Verdict::Forward,
+                    Ok(Some(body)) => {
+                        let mut out = BytesMut::new();
+                        put_frame(&mut out, b'D', &body);
+                        Verdict::Replace(out)
+                    }
+                    Err(e) => self.fail(&e),
+                }
+            }
+            b'T' | b'n' => self.on_row_description(state, frame),
+            b'd' => self.mask_copy(frame),
+            b'H' | b'W' => {
+                let binary = frame.body().first() == Some(&1);
+                self.copy = Some(CopyMasker::new(&self.columns, binary));
+                Verdict::Forward
+            }
+            b'c' => match self.finish_copy(frame) {
+                Some(out) => Verdict::Replace(out),
+                None => Verdict::Forward,
+            },
+            b'E' | b'N' | b'A' => {
+                let held = if frame.tag() == b'E' {
+                    self.copy.take().map(|mut c| c.finish()).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                let verdict = self.mask_error(frame);
+                if held.is_empty() {
+                    return verdict;
+                }
+                let mut out = BytesMut::new();
+                for chunk in held {
+                    put_frame(&mut out, b'd', &chunk);
+                }
+                match verdict {
+                    Verdict::Forward => out.extend_from_slice(frame.as_bytes()),
+                    Verdict::Replace(bytes) => out.extend_from_slice(&bytes),
+                    _ => {}
+                }
+                Verdict::Replace(out)
+            }
+            b'1' => {
+                if let Some(Pending::Parse { name }) = state.front() {
+                    self.statement_shapes.remove(name);
+                }
+                Verdict::Forward
+            }
+            b'2' => {
+                if let Some(Pending::Bind {
+                    portal,
+                    statement,
+                    result_formats,
+                }) = state.front()
+                {
+                    self.portal_shapes.insert(
+                        portal.clone(),
+                        PortalShape {
+                            statement: statement.clone(),
+                            result_formats: result_formats.clone(),
+                            shape: None,
+                        },
+                    );
+                }
+                Verdict::Forward
+            }
+            b'Z' => {
+                self.simple_shape = None;
+                self.copy = None;
+                if frame.body().first() == Some(&b'I') {
+                    self.portal_shapes.clear();
+                }
+                Verdict::Forward
+            }
+            _ => Verdict::Forward,
+        }
+    }
+}

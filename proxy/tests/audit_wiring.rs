@@ -1,0 +1,239 @@
+//! The gateway's audit trail and review API as an operator meets them:
+//! sessions and failed logins made through a running gateway are recorded,
+//! `hoop audit verify|sessions|replay|export` read them (and are recorded
+//! doing so), a row edited in the SQLite file is named by `verify`, and the
+//! review API on the admin address only answers reviewers.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+fn hoop(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hoop"))
+        .args(args)
+        .env_remove("HOOP_TOKEN")
+        .output()
+        .expect("run hoop")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn config_path(gw: &TestGateway) -> String {
+    gw.dir.join("hoop.toml").display().to_string()
+}
+
+fn file_contains(path: &Path, needle: &str) -> bool {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateways_audit_trail_verifies_replays_exports_and_names_tampering() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let config = config_path(&gw);
+    let dir = gw.dir.clone();
+
+    // One session through the gateway, with an application name.
+    let token = gw.agent_token();
+    let client = pg_connect(&format!(
+        "{} application_name=audit-wiring-test",
+        gw.url("agent-7", &token)
+    ))
+    .await;
+    client.simple_query("select 1").await.expect("query");
+    drop(client);
+
+    // A refused login: the reason is recorded, the token never is.
+    let now = now_unix();
+    let expired = sign_dev(
+        &json!({"iss": "hoop-dev", "aud": "hoop", "sub": "agent-9", "iat": now - 700,
+                "exp": now - 600, "groups": ["fraud-agents"]}),
+        Some("hoop-dev-1"),
+    );
+    let refused = Raw::login_error(gw.addr, &expired).await;
+    assert_eq!(refused.error_code().as_deref(), Some("28P01"));
+
+    // Let the session end be recorded, then stop (final checkpoint).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.stop().await;
+    let db = gw_dir_file(&config, "audit.db");
+    assert!(db.is_file(), "default store next to the config: {db:?}");
+    let token_signature = expired.rsplit('.').next().unwrap();
+    for file in ["audit.db", "audit.db-wal"] {
+        let path = gw_dir_file(&config, file);
+        assert!(
+            !file_contains(&path, token_signature),
+            "{file} holds the refused token"
+        );
+    }
+
+    let verify = hoop(&["audit", "verify", "-c", &config]);
+    assert!(verify.status.success(), "{}", text(&verify));
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).contains("OK: every chain verifies"),
+        "{}",
+        text(&verify)
+    );
+
+    let sessions = hoop(&["audit", "sessions", "-c", &config, "--sub", "agent-7"]);
+    assert!(sessions.status.success(), "{}", text(&sessions));
+    let listing = String::from_utf8_lossy(&sessions.stdout).into_owned();
+    let line = listing
+        .lines()
+        .find(|l| l.contains("agent-7"))
+        .unwrap_or_else(|| panic!("no agent-7 session:\n{listing}"));
+    assert!(line.contains("fraud_agent"), "{line}");
+    assert!(line.contains("audit-wiring-test"), "{line}");
+    assert!(line.contains("client_quit"), "{line}");
+    let session_id = line.split_whitespace().next().unwrap().to_owned();
+
+    let replay = hoop(&["audit", "replay", "-c", &config, &session_id]);
+    assert!(replay.status.success(), "{}", text(&replay));
+    let timeline = String::from_utf8_lossy(&replay.stdout);
+    assert!(timeline.contains(&session_id), "{timeline}");
+    assert!(timeline.contains("agent-7"), "{timeline}");
+    assert!(timeline.contains("fraud_agent"), "{timeline}");
+
+    // Export, then verify the export offline.
+    let out = dir.join("evidence");
+    let export = hoop(&[
+        "audit",
+        "export",
+        "-c",
+        &config,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(export.status.success(), "{}", text(&export));
+    let offline = hoop(&["audit", "verify", out.to_str().unwrap()]);
+    assert!(offline.status.success(), "{}", text(&offline));
+    let records = std::fs::read_to_string(out.join("records.jsonl")).unwrap();
+    let failed: Vec<&str> = records
+        .lines()
+        .filter(|l| l.contains("login_failed"))
+        .collect();
+    assert!(
+        failed.iter().any(|l| l.contains("expired")),
+        "failed login with its reason: {failed:?}"
+    );
+    assert!(!records.contains(token_signature), "export holds the token");
+    for kind in [
+        "gateway_started",
+        "gateway_stopped",
+        "config_reloaded",
+        "session_start",
+        "session_end",
+        "audit_read",
+    ] {
+        assert!(records.contains(kind), "{kind} missing from the export");
+    }
+
+    // Edit one recorded field in the SQLite file: verify names that record.
+    let seq: i64 = {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let seq = conn
+            .query_row(
+                "SELECT seq FROM audit_entries WHERE instance = 'gw-1' AND kind = 'session_start' \
+                 ORDER BY seq LIMIT 1",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        conn.execute(
+            "UPDATE audit_entries SET payload = replace(payload, 'agent-7', 'agent-8') \
+             WHERE instance = 'gw-1' AND seq = ?1",
+            [seq],
+        )
+        .unwrap();
+        seq
+    };
+    let tampered = hoop(&["audit", "verify", "-c", &config]);
+    assert!(!tampered.status.success(), "{}", text(&tampered));
+    let report = text(&tampered);
+    assert!(
+        report.contains(&format!("gw-1 #{seq}")) && report.contains("altered"),
+        "{report}"
+    );
+}
+
+fn gw_dir_file(config: &str, name: &str) -> std::path::PathBuf {
+    Path::new(config).parent().unwrap().join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_api_and_cli_answer_reviewers_only() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let base = format!("http://{}", gw.admin);
+    let http = reqwest::Client::new();
+    let status = |token: Option<String>| {
+        let mut request = http.get(format!("{base}/api/reviews"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.expect("admin API").status().as_u16() }
+    };
+    assert_eq!(status(None).await, 401);
+    assert_eq!(status(Some("not-a-token".into())).await, 401);
+    let agent = gw.agent_token();
+    assert_eq!(status(Some(agent.clone())).await, 403);
+    let reviewer = gw.mint("alice", &["reviewers"], Duration::from_secs(600));
+    let answer = http
+        .get(format!("{base}/api/reviews"))
+        .bearer_auth(&reviewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert!(body["reviews"].is_array(), "{body}");
+    let page = http.get(format!("{base}/reviews")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    // The metrics are still there next to the review API.
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status().as_u16(), 200);
+
+    let config = config_path(&gw);
+    let list = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hoop"));
+        cmd.args(["reviews", "list", "-c", &config, "--admin-url", &base])
+            .env_remove("HOOP_TOKEN");
+        if let Some(token) = token {
+            cmd.env("HOOP_TOKEN", token);
+        }
+        cmd.output().expect("run hoop")
+    };
+    let ok = list(Some(&reviewer));
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("no reviews"),
+        "{}",
+        text(&ok)
+    );
+    assert_eq!(list(Some(&agent)).status.code(), Some(4), "not a reviewer");
+    assert_eq!(list(None).status.code(), Some(2), "no token");
+    let missing = hoop(&[
+        "reviews",
+        "show",
+        "-c",
+        &config,
+        "--admin-url",
+        &base,
+        "--token",
+        &reviewer,
+        "r-0000000000000000",
+    ]);
+    assert_eq!(missing.status.code(), Some(5), "{}", text(&missing));
+    gw.stop().await;
+}

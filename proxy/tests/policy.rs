@@ -1,0 +1,225 @@
+//! The gateway's statement policy and masking at the protocol level, where
+//! libpq cannot express it: a refused Parse in a pipeline (discard until
+//! Sync, ReadyForQuery with the right transaction status), a refused simple
+//! Query queued behind earlier requests, rows masked in text and binary
+//! format, and the fast-path FunctionCall refused.
+
+mod support;
+
+use support::*;
+
+const PAN: &str = "4111111111111111";
+
+fn ready_status(msgs: &[Msg]) -> u8 {
+    let z = msgs.last().expect("messages");
+    assert_eq!(z.tag, b'Z');
+    z.body[0]
+}
+
+fn refusal_names(msgs: &[Msg], rule: &str) {
+    let e = msgs
+        .iter()
+        .find(|m| m.tag == b'E')
+        .expect("an ErrorResponse");
+    assert_eq!(e.error_code().as_deref(), Some("42501"));
+    let message = e.field(b'M').unwrap_or_default();
+    assert!(message.contains(rule), "{message}");
+}
+
+fn no_pan(msgs: &[Msg]) {
+    for m in msgs {
+        let bytes = String::from_utf8_lossy(&m.body);
+        assert!(
+            !bytes.contains(PAN),
+            "raw PAN in {:?}: {bytes}",
+            m.tag as char
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_parse_discards_until_sync_and_the_connection_stays_usable() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let mut batch = parse("", "ALTER SYSTEM SET work_mem = '1MB'");
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    // A good statement in the same batch is skipped too, as the server would.
+    batch.extend(parse("", "select 1"));
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    batch.extend(parse("", "select 2"));
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let first = raw.until(b'Z').await;
+    assert_eq!(tags(&first), "EZ");
+    refusal_names(&first, "block-alter-system");
+    assert_eq!(ready_status(&first), b'I');
+    let second = raw.until(b'Z').await;
+    assert_eq!(tags(&second), "12DCZ");
+    assert_eq!(second[2].body, b"\0\x01\0\0\0\x012");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_inside_a_transaction_aborts_it_like_any_error() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    raw.send(&query("begin; insert into scratch values (901, 'x')"))
+        .await;
+    assert_eq!(ready_status(&raw.until(b'Z').await), b'T');
+    let mut batch = parse("bad", "SET ROLE postgres");
+    batch.extend(bind("", "bad", None));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let refused = raw.until(b'Z').await;
+    assert_eq!(tags(&refused), "EZ");
+    refusal_names(&refused, "block-identity-change");
+    assert_eq!(ready_status(&refused), b'E', "the transaction is aborted");
+    // Simple protocol too, and COMMIT of an aborted transaction rolls back.
+    raw.send(&query("commit")).await;
+    assert_eq!(ready_status(&raw.until(b'Z').await), b'I');
+    raw.send(&query("select count(*) from scratch where id = 901"))
+        .await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(msgs[1].body, b"\0\x01\0\0\0\x010");
+    // The refused statement was never prepared upstream.
+    raw.send(&query("select count(*) from pg_prepared_statements"))
+        .await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(msgs[1].body, b"\0\x01\0\0\0\x010");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_query_is_answered_in_order_behind_earlier_requests() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let mut batch = parse("", "select pg_sleep(0.2), 7");
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    batch.extend(query(
+        "select 1; dRoP/* a /* nested */ b */DATABASE \"payments\"",
+    ));
+    batch.extend(query("select 3"));
+    raw.send(&batch).await;
+    assert_eq!(tags(&raw.until(b'Z').await), "12DCZ");
+    let refused = raw.until(b'Z').await;
+    assert_eq!(tags(&refused), "EZ", "nothing of the string ran");
+    refusal_names(&refused, "block-drop-database");
+    assert_eq!(tags(&raw.until(b'Z').await), "TDCZ");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_are_masked_in_text_and_binary_and_for_portals_described_earlier() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    raw.send(&query(
+        "select card_number, id from payments where amount < 100 order by id limit 2",
+    ))
+    .await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "TDDCZ");
+    no_pan(&msgs);
+    assert!(
+        msgs[1].text().contains("************1111"),
+        "{}",
+        msgs[1].text()
+    );
+
+    // Described once, executed later with binary results and no Describe.
+    let mut batch = parse(
+        "s",
+        "select card_number from payments where amount < 100 and id <= $1::int",
+    );
+    batch.extend(describe(b'S', "s"));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    assert_eq!(tags(&raw.until(b'Z').await), "1tTZ");
+    let mut b = cstr("");
+    b.extend(cstr("s"));
+    b.extend([0, 0, 0, 1, 0, 0, 0, 3]);
+    b.extend(b"100");
+    b.extend([0, 1, 0, 1]);
+    let mut batch = msg(b'B', &b);
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert!(tags(&msgs).starts_with("2DDD"), "{}", tags(&msgs));
+    no_pan(&msgs);
+
+    // Neither described by the client: the gateway asks for the shape.
+    let mut batch = parse(
+        "",
+        "select 'card ' || card_number from payments where id = 1 and amount < 100",
+    );
+    batch.extend(bind("", "", Some(1)));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "12DCZ");
+    no_pan(&msgs);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_rules_are_named_in_refusals() {
+    let gw = start_gateway(GatewayOptions {
+        mappings: GatewayOptions::default().mappings
+            + r#"
+[[rules]]
+name = "no-scratch-for-agents"
+action = "block"
+message = "agents may not read scratch"
+kinds = ["select"]
+tables = ["public.scratch"]
+groups = ["fraud-agents"]
+"#,
+        ..Default::default()
+    })
+    .await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    raw.send(&query("select * from scratch")).await;
+    let msgs = raw.until(b'Z').await;
+    refusal_names(&msgs, "no-scratch-for-agents");
+    let e = msgs[0].field(b'M').unwrap();
+    assert!(e.contains("agents may not read scratch"), "{e}");
+    // EXECUTE is judged on what it runs.
+    raw.send(&query("prepare p as select 1")).await;
+    assert_eq!(tags(&raw.until(b'Z').await), "CZ");
+    raw.send(&query("execute p")).await;
+    assert_eq!(tags(&raw.until(b'Z').await), "TDCZ");
+    raw.send(&query("prepare q as select * from scratch")).await;
+    refusal_names(&raw.until(b'Z').await, "no-scratch-for-agents");
+    raw.send(&query("execute q")).await;
+    refusal_names(&raw.until(b'Z').await, "unparsed-statement");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_notices_and_notifications_are_masked() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    raw.send(&query("listen pans; notify pans, 'card 4111111111111111'"))
+        .await;
+    let mut msgs = raw.until(b'Z').await;
+    raw.send(&query(
+        "select card_number::int from payments where id = 1 and amount < 100",
+    ))
+    .await;
+    msgs.extend(raw.until(b'Z').await);
+    assert!(msgs.iter().any(|m| m.tag == b'A'));
+    assert!(msgs
+        .iter()
+        .any(|m| m.error_code().as_deref() == Some("22003")));
+    no_pan(&msgs);
+    gw.stop().await;
+}
