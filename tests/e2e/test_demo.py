@@ -57,12 +57,22 @@ def test_demo_serves_and_stops_everything():
         assert res.returncode == 0, res.stderr
         count, user = res.stdout.strip().split("|")
         assert int(count) >= 100 and user == "fraud_agent"
-        masked = "WARNING: the hoop extension is NOT installed" not in out
-        if masked:
-            res = subprocess.run(["psql", "host=127.0.0.1 port=6432 dbname=payments user=agent-7", "-X", "-A", "-t",
-                                  "-c", "select card_number from payments where amount <= 10000 order by id limit 1"],
-                                 env=dict(env, PGPASSWORD=token), capture_output=True, text=True)
-            assert "*" in res.stdout, res.stdout + res.stderr
+        # tests/run.sh installs the extension: the demo must run with it.
+        assert "WARNING: the hoop extension is NOT installed" not in out, out
+        res = subprocess.run(["psql", "host=127.0.0.1 port=6432 dbname=payments user=agent-7", "-X", "-A", "-t",
+                              "-c", "select card_number from payments where amount <= 10000 order by id limit 1"],
+                             env=dict(env, PGPASSWORD=token), capture_output=True, text=True)
+        card = res.stdout.strip()
+        assert res.returncode == 0 and card.startswith("*") and card[-4:].isdigit(), res.stdout + res.stderr
+        # The printed DBA line: a direct connection with a role that may read
+        # payments meets the extension's refusal, not the data.
+        assert "-c 'set role fraud_agent' -c 'select * from payments limit 3'" in out, out
+        password = (cwd / ".hoop/demo/gateway.password").read_text().strip()
+        res = subprocess.run(["psql", "host=127.0.0.1 port=54329 dbname=payments user=hoop_gateway", "-X",
+                              "-c", "set role fraud_agent", "-c", "select * from payments limit 3"],
+                             env=dict(env, PGPASSWORD=password), capture_output=True, text=True)
+        assert res.returncode != 0 and "requires a session through the hoop gateway" in res.stderr, \
+            res.stdout + res.stderr
         health = subprocess.run(["curl", "-s", "http://127.0.0.1:8432/healthz"], capture_output=True, text=True)
         assert health.stdout.strip() == "ok"
     finally:

@@ -399,15 +399,20 @@ async fn serve(
     println!("Connect as a payments admin (may unmask card_number):");
     println!("  PGPASSWORD=$({hoop} token mint -c {rel_config} --sub admin-1 --group payments-admins) psql \"host=127.0.0.1 port=6432 dbname=payments user=admin-1\"");
     println!();
-    println!("Try the database directly, as a DBA would (the extension refuses protected tables):");
-    println!("  PGPASSWORD=$(cat .hoop/demo/gateway.password) psql \"host=127.0.0.1 port={PG_PORT} dbname=payments user=hoop_gateway\" -c 'select * from payments limit 3'");
+    println!("Try the database directly, as a DBA would, with a role that may read payments");
+    println!("(the extension refuses: no gateway session):");
+    println!("  PGPASSWORD=$(cat .hoop/demo/gateway.password) psql \"host=127.0.0.1 port={PG_PORT} dbname=payments user=hoop_gateway\" -c 'set role fraud_agent' -c 'select * from payments limit 3'");
     println!();
-    println!("Review held statements in the browser at http://{ADMIN_ADDR}/reviews with a reviewer token:");
+    println!(
+        "Statements the rules send to review (e.g. an unbounded read of payments) are refused"
+    );
+    println!("for now: the relay does not hold them yet. The review page and API already run at");
+    println!("http://{ADMIN_ADDR}/reviews with a reviewer token:");
     println!("  {hoop} token mint -c {rel_config} --sub alice --group reviewers");
     println!("or from the terminal:");
     println!("  HOOP_TOKEN=$({hoop} token mint -c {rel_config} --sub alice --group reviewers) {hoop} reviews list -c {rel_config}");
     println!();
-    println!("The audit trail (every session and statement, tamper-evident):");
+    println!("The audit trail (sessions, logins and gateway events so far; tamper-evident):");
     println!("  {hoop} audit sessions -c {rel_config}");
     println!("  {hoop} audit verify -c {rel_config}");
     println!();
