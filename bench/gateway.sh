@@ -16,6 +16,8 @@ HOOP_CACHE=${HOOP_CACHE:-/var/cache/hoop}
 PG=${HOOP_PG15_BIN:-/usr/lib/postgresql/15/bin}
 T=${BENCH_SECONDS:-20}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 [ "$(id -u)" = 0 ] || { echo "run as root (clusters run as the postgres user via runuser)"; exit 1; }
 [ -x "$PG/pgbench" ] || { echo "pgbench missing in $PG: run scripts/setup.sh"; exit 1; }
@@ -48,53 +50,13 @@ PGPORT_=$(free_port); HOOPPORT=$(free_port); BOUNCERPORT=$(free_port)
 PW=bench-gateway-pw
 
 echo "==> Postgres 15 on $PGPORT_"
-install -d -o postgres -g postgres "$work/pg"
-runuser -u postgres -- "$PG/initdb" -D "$work/pg" -U postgres --no-sync --auth-local=peer --auth-host=scram-sha-256 >/dev/null
-cat >>"$work/pg/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $PGPORT_
-unix_socket_directories = '$work/pg'
-max_connections = 100
-shared_buffers = 256MB
-CONF
-echo "local all all peer
-host all all 127.0.0.1/32 scram-sha-256" >"$work/pg/pg_hba.conf"
-runuser -u postgres -- "$PG/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w start >/dev/null
-psql_su() { runuser -u postgres -- "$PG/psql" -X -q -h "$work/pg" -p "$PGPORT_" "$@"; }
-psql_su -d postgres -c "CREATE ROLE hoop_gateway LOGIN NOINHERIT PASSWORD '$PW'; CREATE ROLE bench_agent NOLOGIN; GRANT bench_agent TO hoop_gateway;"
-psql_su -d postgres -c "CREATE DATABASE bench"
+bench_cluster_start 256MB
 runuser -u postgres -- "$PG/pgbench" -i -q -s 10 -h "$work/pg" -p "$PGPORT_" bench >/dev/null 2>&1
 psql_su -d bench -c "GRANT SELECT ON ALL TABLES IN SCHEMA public TO bench_agent, hoop_gateway;"
 
 echo "==> hoop on $HOOPPORT"
-mkdir -p "$work/hoop"
-echo "$PW" >"$work/hoop/pw"
-"$HOOP" keys generate --out "$work/hoop" --kid bench >/dev/null
-head -c 32 /dev/urandom | base64 >"$work/hoop/dev.key"
-cat >"$work/hoop/hoop.toml" <<TOML
-[listen]
-address = "127.0.0.1:$HOOPPORT"
-allow_plaintext = "loopback"
-[upstream]
-host = "127.0.0.1"
-port = $PGPORT_
-user = "hoop_gateway"
-password = { file = "pw" }
-[identity]
-audience = "hoop"
-[identity.dev_issuer]
-key_file = "dev.key"
-[[role_mapping]]
-group = "bench"
-role = "bench_agent"
-[session]
-signing_key = { file = "session-signing.key" }
-key_id = "bench"
-TOML
-HOOP_LOG=warn "$HOOP" serve -c "$work/hoop/hoop.toml" >"$work/hoop.log" 2>&1 &
-hoop_pid=$!
+bench_hoop_start
 pids+=("$hoop_pid")
-TOKEN=$("$HOOP" token mint -c "$work/hoop/hoop.toml" --sub bench --group bench --ttl 1h)
 
 echo "==> PgBouncer (session mode) on $BOUNCERPORT"
 cat >"$work/pgbouncer.ini" <<INI
@@ -116,8 +78,6 @@ echo "\"hoop_gateway\" \"$PW\"" >"$work/userlist.txt"
 chown postgres "$work/pgbouncer.ini" "$work/userlist.txt"
 runuser -u postgres -- pgbouncer -d "$work/pgbouncer.ini"
 sleep 1
-
-for i in $(seq 50); do "$PG/pg_isready" -q -h 127.0.0.1 -p "$HOOPPORT" && break; sleep 0.1; done
 
 run_pgbench() { # NAME PORT USER PASSWORD MODE
     local out

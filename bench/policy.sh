@@ -16,6 +16,8 @@ PG=${HOOP_PG15_BIN:-/usr/lib/postgresql/15/bin}
 T=${BENCH_SECONDS:-15}
 MODE=${BENCH_MODE:-prepared}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 [ "$(id -u)" = 0 ] || { echo "run as root (the cluster runs as the postgres user via runuser)"; exit 1; }
 [ -x "$PG/pgbench" ] || { echo "pgbench missing in $PG: run scripts/setup.sh"; exit 1; }
@@ -40,20 +42,7 @@ PGPORT_=$(free_port); HOOPPORT=$(free_port)
 PW=bench-gateway-pw
 
 echo "==> Postgres 15 on $PGPORT_"
-install -d -o postgres -g postgres "$work/pg"
-runuser -u postgres -- "$PG/initdb" -D "$work/pg" -U postgres --no-sync --auth-local=peer --auth-host=scram-sha-256 >/dev/null
-cat >>"$work/pg/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $PGPORT_
-unix_socket_directories = '$work/pg'
-max_connections = 100
-shared_buffers = 128MB
-CONF
-printf 'local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n' >"$work/pg/pg_hba.conf"
-runuser -u postgres -- "$PG/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w start >/dev/null
-psql_su() { runuser -u postgres -- "$PG/psql" -X -q -v ON_ERROR_STOP=1 -h "$work/pg" -p "$PGPORT_" "$@"; }
-psql_su -d postgres -c "CREATE ROLE hoop_gateway LOGIN NOINHERIT PASSWORD '$PW'; CREATE ROLE bench_agent NOLOGIN; GRANT bench_agent TO hoop_gateway;"
-psql_su -d postgres -c "CREATE DATABASE bench"
+bench_cluster_start 128MB
 # 10,000 rows, each with a distinct Luhn-valid Visa test number.
 python3 - >"$work/rows.tsv" <<'PY'
 def luhn_digit(body):
@@ -81,36 +70,8 @@ SELECT id, card_number, cardholder, amount FROM public.payments WHERE id BETWEEN
 SQL
 
 echo "==> hoop on $HOOPPORT (shipped rules, content strategy pan_last4)"
-mkdir -p "$work/hoop"
-echo "$PW" >"$work/hoop/pw"
-"$HOOP" keys generate --out "$work/hoop" --kid bench >/dev/null
-head -c 32 /dev/urandom | base64 >"$work/hoop/dev.key"
-cat >"$work/hoop/hoop.toml" <<TOML
-[listen]
-address = "127.0.0.1:$HOOPPORT"
-allow_plaintext = "loopback"
-[upstream]
-host = "127.0.0.1"
-port = $PGPORT_
-user = "hoop_gateway"
-password = { file = "pw" }
-[identity]
-audience = "hoop"
-[identity.dev_issuer]
-key_file = "dev.key"
-[[role_mapping]]
-group = "bench"
-role = "bench_agent"
-[session]
-signing_key = { file = "session-signing.key" }
-key_id = "bench"
-[policy]
-content_strategy = "pan_last4"
-TOML
-HOOP_LOG=warn "$HOOP" serve -c "$work/hoop/hoop.toml" >"$work/hoop.log" 2>&1 &
-hoop_pid=$!
-for _ in $(seq 50); do "$PG/pg_isready" -q -h 127.0.0.1 -p "$HOOPPORT" && break; sleep 0.1; done
-TOKEN=$("$HOOP" token mint -c "$work/hoop/hoop.toml" --sub bench --group bench --ttl 1h)
+bench_hoop_start '[policy]
+content_strategy = "pan_last4"'
 
 # The gateway really masks: a raw PAN never comes back through it.
 if PGPASSWORD=$TOKEN "$PG/psql" -X -A -t -h 127.0.0.1 -p "$HOOPPORT" -U bench -d bench \
