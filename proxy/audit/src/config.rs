@@ -167,6 +167,12 @@ impl AuditConfig {
     }
 
     fn password(&self) -> Result<Option<String>> {
+        if self.password_file.is_some() && self.password_env.is_some() {
+            // Like every other secret in hoop: one source, never a silent pick.
+            return Err(AuditError::Config(
+                "set either audit `password_file` or `password_env`, not both".into(),
+            ));
+        }
         if let Some(path) = &self.password_file {
             let text = std::fs::read_to_string(path).map_err(|e| AuditError::io(path, e))?;
             return Ok(Some(text.trim().to_owned()));
@@ -203,6 +209,15 @@ impl<'de> Deserialize<'de> for HumanDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_password_sources_are_refused() {
+        let mut config = AuditConfig::postgres("host=127.0.0.1 user=audit dbname=audit", "gw-1");
+        config.password_file = Some("/nonexistent/pw".into());
+        config.password_env = Some("HOOP_TEST_AUDIT_PW_UNSET".into());
+        let err = config.postgres_config().expect_err("both sources must be refused");
+        assert!(err.to_string().contains("not both"), "{err}");
+    }
 
     #[test]
     fn reads_a_toml_style_section() {
