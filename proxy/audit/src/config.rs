@@ -215,7 +215,9 @@ mod tests {
         let mut config = AuditConfig::postgres("host=127.0.0.1 user=audit dbname=audit", "gw-1");
         config.password_file = Some("/nonexistent/pw".into());
         config.password_env = Some("HOOP_TEST_AUDIT_PW_UNSET".into());
-        let err = config.postgres_config().expect_err("both sources must be refused");
+        let err = config
+            .postgres_config()
+            .expect_err("both sources must be refused");
         assert!(err.to_string().contains("not both"), "{err}");
     }
 
