@@ -38,6 +38,10 @@ const DERIVED_KEY_LABEL: &[u8] = b"hoop audit checkpoint key v1\0";
 pub struct AuditSettings {
     pub store: AuditConfig,
     pub signer: CheckpointSigner,
+    /// `record_statements` (default true). Off, statements are not recorded
+    /// one by one (sessions, logins, reviews and gateway events still are):
+    /// for measuring what recording costs, never for a PCI environment.
+    pub record_statements: bool,
 }
 
 impl AuditSettings {
@@ -87,6 +91,16 @@ pub(crate) fn settings_from_toml(
             return Err(ConfigError::Invalid {
                 key: "audit.checkpoint_key_id",
                 problem: format!("must be a string, not {}", other.type_str()),
+            })
+        }
+    };
+    let record_statements = match table.remove("record_statements") {
+        None => true,
+        Some(toml::Value::Boolean(on)) => on,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                key: "audit.record_statements",
+                problem: format!("must be true or false, not {}", other.type_str()),
             })
         }
     };
@@ -143,7 +157,11 @@ pub(crate) fn settings_from_toml(
             problem: "must be non-empty without ':', ',' or spaces".into(),
         });
     }
-    Ok(AuditSettings { store, signer })
+    Ok(AuditSettings {
+        store,
+        signer,
+        record_statements,
+    })
 }
 
 /// Opens the gateway's store (records `recording_started`). An error means

@@ -3,7 +3,7 @@
 //! it is mapped to the upstream backend and forwarded there.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
@@ -16,6 +16,9 @@ use crate::protocol::CANCEL_REQUEST_CODE;
 pub struct CancelTarget {
     pub pid: i32,
     pub secret: Bytes,
+    /// Wakes the session's statement held for review, if one is: a cancel
+    /// withdraws the review (nothing of it runs upstream to cancel).
+    pub held: Arc<tokio::sync::Notify>,
 }
 
 /// The key handed to the client.

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::handshake::{self, Ended, LoginLimiter};
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::protocol::{put_error, put_message, Severity};
+use crate::relay::gate::{Gate, GateSession};
 use crate::relay::policy::PolicyInspector;
 use crate::relay::{Relay, RelaySession};
 use crate::upstream;
@@ -122,6 +123,20 @@ impl Gateway {
                 })
                 .await
                 .map_err(|e| ServeError::Audit(e.to_string()))?;
+            if !config.audit.record_statements {
+                tracing::warn!(
+                    "[audit] record_statements = false: statements are NOT recorded one by one; \
+                     this is for measuring the cost of recording, not for a PCI environment"
+                );
+                audit
+                    .record_event(&Event::RecordingStopped {
+                        reason:
+                            "per-statement records turned off ([audit] record_statements = false)"
+                                .to_owned(),
+                    })
+                    .await
+                    .map_err(|e| ServeError::Audit(e.to_string()))?;
+            }
             Ok::<_, ServeError>((reviews, listener, admin))
         };
         let (reviews, listener, admin) = match started.await {
@@ -467,6 +482,7 @@ async fn session(
     let target = CancelTarget {
         pid: up.pid,
         secret: up.secret.clone(),
+        held: Arc::new(tokio::sync::Notify::new()),
     };
     let key = ctx.cancel.register(target.clone());
 
@@ -507,6 +523,21 @@ async fn session(
         metrics: ctx.metrics.clone(),
         inspector: Box::new(inspector),
         shutdown: stop,
+        gate: Some(Gate::new(
+            ctx.audit.clone(),
+            ctx.reviews.clone(),
+            ctx.config.audit.record_statements,
+            ctx.config.audit.store.record_rows,
+            ctx.config.policy.content_masker.clone(),
+            GateSession {
+                session_id: sid.clone(),
+                subject: identity.subject.clone(),
+                groups: identity.groups.clone(),
+                role: admitted.mapping.role.clone(),
+                client_addr: peer.to_string(),
+            },
+            target.held.clone(),
+        )),
     };
     let cancel = async {
         if let Err(e) =

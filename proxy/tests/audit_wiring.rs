@@ -237,3 +237,88 @@ async fn review_api_and_cli_answer_reviewers_only() {
     assert_eq!(missing.status.code(), Some(5), "{}", text(&missing));
     gw.stop().await;
 }
+
+/// No access without a record: while the (Postgres) audit store refuses
+/// writes, statements are refused with 58000 and do not run; once it is
+/// back, statements run again and the trail verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_are_refused_while_the_audit_store_cannot_record_them() {
+    let cluster = cluster();
+    for sql in [
+        "DROP DATABASE IF EXISTS hoop_audit_fc",
+        "DROP ROLE IF EXISTS hoop_audit_fc",
+        "CREATE ROLE hoop_audit_fc LOGIN PASSWORD 'audit-pw'",
+        "CREATE DATABASE hoop_audit_fc OWNER hoop_audit_fc",
+    ] {
+        cluster.psql("postgres", sql);
+    }
+    let password = std::env::temp_dir().join(format!("hoop-audit-fc-{}", std::process::id()));
+    std::fs::write(&password, "audit-pw").unwrap();
+    let mut opts = GatewayOptions::default();
+    opts.mappings.push_str(&format!(
+        r#"
+[audit]
+store = "postgres"
+url = "host=127.0.0.1 port={} user=hoop_audit_fc dbname=hoop_audit_fc"
+password_file = "{}"
+"#,
+        cluster.port,
+        password.display()
+    ));
+    let gw = start_gateway(opts).await;
+    let client = pg_connect(&gw.url("agent-7", &gw.agent_token())).await;
+    client
+        .simple_query("INSERT INTO scratch VALUES (9100, 'recorded')")
+        .await
+        .expect("recorded insert");
+
+    // The store goes away: its sessions are killed and it refuses logins.
+    cluster.psql(
+        "postgres",
+        "ALTER ROLE hoop_audit_fc NOLOGIN;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'hoop_audit_fc';",
+    );
+    let refused = client
+        .simple_query("INSERT INTO scratch VALUES (9101, 'unrecorded')")
+        .await
+        .expect_err("no record, no statement");
+    let db_error = refused.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db_error.code().code(), "58000", "{db_error}");
+    assert!(db_error.message().contains("audit trail"), "{db_error}");
+    assert_eq!(
+        cluster
+            .psql("payments", "SELECT count(*) FROM scratch WHERE id = 9101")
+            .trim(),
+        "0",
+        "the refused statement must not have run"
+    );
+
+    // The store returns: statements run again.
+    cluster.psql("postgres", "ALTER ROLE hoop_audit_fc LOGIN");
+    let mut recovered = false;
+    for _ in 0..50 {
+        if client
+            .simple_query("INSERT INTO scratch VALUES (9102, 'recorded again')")
+            .await
+            .is_ok()
+        {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        recovered,
+        "statements must run again once the store is back"
+    );
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let config = config_path(&gw);
+    gw.stop().await;
+    let verify = hoop(&["audit", "verify", "-c", &config]);
+    assert!(verify.status.success(), "{}", text(&verify));
+    cluster.psql(
+        "payments",
+        "DELETE FROM scratch WHERE id BETWEEN 9100 AND 9102",
+    );
+}

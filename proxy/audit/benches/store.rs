@@ -28,6 +28,7 @@ fn statement(writer: usize, sequence: u64) -> StatementBegin {
         kind: "select".into(),
         tables: vec!["public.payments".into()],
         decision: Decision::allow(),
+        executed_sql: None,
     }
 }
 

@@ -99,6 +99,9 @@ pub struct StatementBegin {
     /// Tables the statement touches, `schema.table`.
     pub tables: Vec<String>,
     pub decision: Decision,
+    /// What ran instead of `sql`, masked: a reviewer's modification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executed_sql: Option<String>,
 }
 
 /// How a statement ended; written after the client got its answer.

@@ -90,6 +90,13 @@ fn render_record(out: &mut String, entry: &Entry, record: Record) -> std::fmt::R
                 "    sql       {}",
                 statement.sql.replace('\n', "\n              ")
             )?;
+            if let Some(executed) = &statement.executed_sql {
+                writeln!(
+                    out,
+                    "    ran       {}",
+                    executed.replace('\n', "\n              ")
+                )?;
+            }
             for (index, param) in statement.params.iter().enumerate() {
                 writeln!(
                     out,

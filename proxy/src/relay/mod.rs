@@ -7,7 +7,9 @@
 //! buffer is full, so memory per connection is bounded by one message plus
 //! the high-water mark, however large a result is.
 
+pub mod gate;
 pub mod policy;
+pub mod record;
 pub mod state;
 
 use std::sync::Arc;
@@ -16,14 +18,16 @@ use std::time::{Duration, Instant};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::cancel::CancelTarget;
 use crate::metrics::{Direction, Metrics};
-use crate::protocol::{put_error, reserve_for_read, split_frame, Frame, Severity};
+use crate::protocol::{put_error, put_notice, reserve_for_read, split_frame, Frame, Severity};
 use crate::tls::PgStream;
+use gate::{Admission, AdmissionFuture, Gate, StatementInfo};
+use record::{OpenStatement, Recorder};
 pub use state::ConnectionState;
 use state::DescribeOrigin;
 
@@ -41,11 +45,11 @@ pub enum Verdict {
     /// error would). After an extended-protocol message the relay discards
     /// the client's messages until Sync.
     Refuse(BytesMut),
-    /// Client Execute only: first ask the server to describe this portal
-    /// (the answer goes to the inspector, not the client), then forward.
-    DescribeFirst(Vec<u8>),
+    /// Client Query, Execute (and refused Parse or FunctionCall): a
+    /// statement. It goes through the [`Gate`] (audit record, review hold)
+    /// and runs only if admitted.
+    Statement(Box<StatementInfo>),
 }
-
 /// The name the refusal Describe asks for. A statement of this name never
 /// exists unless a client creates it on purpose, and then the relay still
 /// replaces the answer with the refusal.
@@ -62,6 +66,11 @@ pub trait Inspector: Send {
     }
     fn server_frame(&mut self, _state: &ConnectionState, _frame: &Frame) -> Verdict {
         Verdict::Forward
+    }
+    /// A reviewer's replacement statement, about to run instead of the held
+    /// one: `Err` is the refusal when the rules block it.
+    fn check_replacement(&mut self, _state: &ConnectionState, _sql: &str) -> Result<(), BytesMut> {
+        Ok(())
     }
 }
 
@@ -100,14 +109,37 @@ pub struct Relay<'a> {
     pub metrics: Arc<Metrics>,
     pub inspector: Box<dyn Inspector + 'a>,
     pub shutdown: watch::Receiver<bool>,
+    /// Audit records and review holds; `None` forwards what the inspector
+    /// allows and refuses the rest, recording nothing.
+    pub gate: Option<Gate>,
 }
+
+/// A statement waiting for the gate, and what it needs once admitted.
+struct Held {
+    frame: Frame,
+    describe_portal: Option<Vec<u8>>,
+    bind: Option<Bytes>,
+    future: AdmissionFuture,
+}
+
+/// Waits for the held statement's admission (never, when none is held).
+async fn admission(held: &mut Option<Held>) -> Admission {
+    match held {
+        Some(held) => (&mut held.future).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Names of the statement and portal a reviewer's replacement runs as in
+/// the extended protocol.
+const MODIFIED_STATEMENT: &[u8] = b"hoop: modified statement";
 
 fn append(out: &mut BytesMut, frame: &Frame, verdict: Verdict) {
     match verdict {
         Verdict::Forward => out.extend_from_slice(frame.as_bytes()),
         Verdict::Replace(bytes) => out.extend_from_slice(&bytes),
         // Client-side verdicts: a server frame is never refused, so drop it.
-        Verdict::Drop | Verdict::Refuse(_) | Verdict::DescribeFirst(_) => {}
+        Verdict::Drop | Verdict::Refuse(_) | Verdict::Statement(_) => {}
     }
 }
 
@@ -215,6 +247,8 @@ impl Relay<'_> {
         let mut to_client = BytesMut::with_capacity(16 * 1024);
         let mut to_server = BytesMut::with_capacity(16 * 1024);
         let mut state = ConnectionState::new();
+        let mut held: Option<Held> = None;
+        let mut recorder = Recorder::new(self.gate.as_ref().map_or(0, Gate::record_rows));
         let max = self.session.max_message_bytes;
         let up_bytes = self.metrics.bytes_counter(Direction::client_to_server);
         let down_bytes = self.metrics.bytes_counter(Direction::server_to_client);
@@ -239,23 +273,29 @@ impl Relay<'_> {
         let mut client_done = false;
         // Bytes already received during the handshake are processed first.
         let mut end: Option<RelayEnd> = None;
-        if let Err(e) = self.pump_client(
-            &mut from_client,
-            &mut to_server,
-            &mut state,
+        let mut pipes = Pipes {
+            state: &mut state,
+            held: &mut held,
+            recorder: &mut recorder,
+            terminated: &mut client_done,
             max,
-            &mut client_done,
-        ) {
+        };
+        if let Err(e) = self.pump_client(&mut pipes, &mut from_client, &mut to_server) {
             fatal(&mut to_client, "08P01", &e);
             end = Some(RelayEnd::ProtocolViolation(e));
         }
-        if let Err(e) = self.pump_server(&mut from_server, &mut to_client, &mut state, max) {
+        if let Err(e) = self.pump_server(&mut pipes, &mut from_server, &mut to_client) {
             fatal(&mut to_client, "08P01", &e);
             end = Some(RelayEnd::ProtocolViolation(e));
         }
 
         while end.is_none() {
-            if draining && state.is_idle() && to_client.is_empty() && to_server.is_empty() {
+            if draining
+                && state.is_idle()
+                && held.is_none()
+                && to_client.is_empty()
+                && to_server.is_empty()
+            {
                 fatal(
                     &mut to_client,
                     "57P01",
@@ -266,21 +306,38 @@ impl Relay<'_> {
             }
             reserve_for_read(&mut from_client);
             reserve_for_read(&mut from_server);
+            // While a statement is held the client's later messages wait in
+            // the buffer; reading on (up to a bound) notices a disconnect.
+            let client_readable = !client_done
+                && to_server.len() < HIGH_WATER
+                && (held.is_none() || from_client.len() < HIGH_WATER);
             tokio::select! {
-                read = client_rd.read_buf(&mut from_client), if !client_done && to_server.len() < HIGH_WATER => {
+                read = client_rd.read_buf(&mut from_client), if client_readable => {
                     match read {
                         Ok(0) | Err(_) => {
                             end = Some(RelayEnd::ClientGone { mid_statement: !state.is_idle() });
                         }
                         Ok(n) => {
                             up_bytes.inc_by(n as u64);
-                            if let Err(e) = self.pump_client(&mut from_client, &mut to_server, &mut state, max, &mut client_done) {
+                            let mut pipes = Pipes { state: &mut state, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
+                            if let Err(e) = self.pump_client(&mut pipes, &mut from_client, &mut to_server) {
                                 fatal(&mut to_client, "08P01", &e);
                                 end = Some(RelayEnd::ProtocolViolation(e));
                             } else if write_now(&mut server_wr, &mut to_server).await.is_err() {
                                 end = Some(RelayEnd::ServerClosed);
                             }
                         }
+                    }
+                }
+                admitted = admission(&mut held) => {
+                    let mut pipes = Pipes { state: &mut state, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
+                    if let Err(e) = self.admitted(&mut pipes, admitted, &mut from_client, &mut to_server, &mut to_client) {
+                        fatal(&mut to_client, "08P01", &e);
+                        end = Some(RelayEnd::ProtocolViolation(e));
+                    } else if write_now(&mut server_wr, &mut to_server).await.is_err() {
+                        end = Some(RelayEnd::ServerClosed);
+                    } else if write_now(&mut client_wr, &mut to_client).await.is_err() {
+                        end = Some(RelayEnd::ClientGone { mid_statement: !state.is_idle() });
                     }
                 }
                 read = server_rd.read_buf(&mut from_server), if to_client.len() < HIGH_WATER => {
@@ -290,7 +347,8 @@ impl Relay<'_> {
                         }
                         Ok(n) => {
                             down_bytes.inc_by(n as u64);
-                            if let Err(e) = self.pump_server(&mut from_server, &mut to_client, &mut state, max) {
+                            let mut pipes = Pipes { state: &mut state, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
+                            if let Err(e) = self.pump_server(&mut pipes, &mut from_server, &mut to_client) {
                                 fatal(&mut to_client, "08P01", &e);
                                 end = Some(RelayEnd::ProtocolViolation(e));
                             } else if write_now(&mut client_wr, &mut to_client).await.is_err() {
@@ -331,6 +389,20 @@ impl Relay<'_> {
             }
         }
         let end = end.unwrap_or(RelayEnd::ServerClosed);
+        // A statement still held is abandoned: dropping its wait withdraws
+        // its review (the ticket's drop).
+        drop(held);
+        if let Some(gate) = &self.gate {
+            let why = match &end {
+                RelayEnd::ClientGone { .. } => "the client went away before the statement ended",
+                RelayEnd::TokenExpired => "the session ended: the login token expired",
+                RelayEnd::ShutDown => "the session ended: the gateway shut down",
+                _ => "the connection ended before the statement did",
+            };
+            for (handle, outcome) in recorder.abandon(Instant::now(), why) {
+                gate.complete(handle, outcome);
+            }
+        }
 
         if let RelayEnd::ClientGone {
             mid_statement: true,
@@ -363,22 +435,21 @@ impl Relay<'_> {
 
     fn pump_client(
         &mut self,
+        pipes: &mut Pipes<'_>,
         input: &mut BytesMut,
         out: &mut BytesMut,
-        state: &mut ConnectionState,
-        max: usize,
-        terminated: &mut bool,
     ) -> Result<(), String> {
         let now = Instant::now();
-        while !*terminated {
-            let frame = match split_frame(input, max) {
+        while !*pipes.terminated && pipes.held.is_none() {
+            let frame = match split_frame(input, pipes.max) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => return Err(format!("invalid message from client: {e}")),
             };
             if frame.tag() == b'X' {
-                *terminated = true;
+                *pipes.terminated = true;
             }
+            let state = &mut *pipes.state;
             if state.discarding_until_sync {
                 match frame.tag() {
                     b'S' => state.discarding_until_sync = false,
@@ -397,33 +468,241 @@ impl Relay<'_> {
                     }
                 }
                 Verdict::Drop => {}
-                Verdict::Refuse(error) => {
-                    self.metrics.statements.inc();
-                    self.statements += 1;
-                    let span = tracing::info_span!("statement", seq = self.statements, kind = %(frame.tag() as char));
-                    span.in_scope(|| tracing::info!("statement refused by the gateway"));
-                    let describe = describe_frame(b'S', REFUSED_STATEMENT);
-                    state.on_gateway_describe(
-                        b'S',
-                        REFUSED_STATEMENT.to_vec(),
-                        DescribeOrigin::Refusal(error.freeze()),
-                    );
-                    out.extend_from_slice(describe.as_bytes());
-                    if matches!(frame.tag(), b'Q' | b'F') {
-                        self.send_client_frame(&sync_frame(), out, state, now);
-                    } else {
-                        state.discarding_until_sync = true;
+                Verdict::Refuse(error) => self.refuse(&frame, error, out, state, now),
+                Verdict::Statement(info) => match self.gate.as_mut() {
+                    None => match info.decision.client_error() {
+                        None => {
+                            let portal = info.describe_portal;
+                            self.forward_statement(&frame, portal, out, state, now);
+                        }
+                        Some((code, message)) => {
+                            let mut error = BytesMut::new();
+                            put_error(&mut error, Severity::Error, code, &message);
+                            self.refuse(&frame, error, out, state, now);
+                        }
+                    },
+                    Some(gate) => {
+                        let describe_portal = info.describe_portal.clone();
+                        let bind = info.bind.clone();
+                        match gate.admit(*info) {
+                            None => {
+                                self.forward_statement(&frame, describe_portal, out, state, now)
+                            }
+                            Some(future) => {
+                                *pipes.held = Some(Held {
+                                    frame,
+                                    describe_portal,
+                                    bind,
+                                    future,
+                                });
+                            }
+                        }
                     }
-                }
-                Verdict::DescribeFirst(portal) => {
-                    let describe = describe_frame(b'P', &portal);
-                    state.on_gateway_describe(b'P', portal, DescribeOrigin::Gateway);
-                    out.extend_from_slice(describe.as_bytes());
-                    self.send_client_frame(&frame, out, state, now);
-                }
+                },
             }
         }
         Ok(())
+    }
+
+    /// The gate settled the held statement: run it, refuse it, run the
+    /// reviewer's replacement, or (held for review) tell the client and
+    /// wait on. Then goes on with the client's messages that waited.
+    fn admitted(
+        &mut self,
+        pipes: &mut Pipes<'_>,
+        admission: Admission,
+        input: &mut BytesMut,
+        to_server: &mut BytesMut,
+        to_client: &mut BytesMut,
+    ) -> Result<(), String> {
+        let Some(held) = pipes.held.take() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let state = &mut *pipes.state;
+        match admission {
+            Admission::Hold { notice, then } => {
+                put_notice(to_client, "00000", &notice);
+                *pipes.held = Some(Held {
+                    future: then,
+                    ..held
+                });
+                return Ok(());
+            }
+            Admission::Forward(record) => {
+                self.forward_statement(&held.frame, held.describe_portal, to_server, state, now);
+                if let (Some(handle), Some(request)) = (record, state.last_id()) {
+                    pipes
+                        .recorder
+                        .open(OpenStatement::new(request, handle, now));
+                }
+            }
+            Admission::Refuse(error) => self.refuse(&held.frame, error, to_server, state, now),
+            Admission::Replace { sql, record } => {
+                match self.inspector.check_replacement(state, &sql) {
+                    Err(error) => {
+                        if let (Some(gate), Some(handle)) = (&self.gate, record) {
+                            let (code, message) = crate::protocol::error_summary(
+                                record::first_body(&error).unwrap_or_default(),
+                            );
+                            gate.complete(
+                                handle,
+                                hoop_audit::StatementOutcome {
+                                    sqlstate: Some(code),
+                                    message: Some(message),
+                                    ..Default::default()
+                                },
+                            );
+                        }
+                        self.refuse(&held.frame, error, to_server, state, now);
+                    }
+                    Ok(()) => {
+                        self.run_replacement(&held, &sql, to_server, state, now);
+                        if let (Some(handle), Some(request)) = (record, state.last_id()) {
+                            // The request whose answer is the statement's:
+                            // the Query, or the replacement's Execute (two
+                            // Closes follow it).
+                            let request = if held.frame.tag() == b'E' {
+                                request - 2
+                            } else {
+                                request
+                            };
+                            pipes
+                                .recorder
+                                .open(OpenStatement::new(request, handle, now));
+                        }
+                    }
+                }
+            }
+        }
+        self.pump_client(pipes, input, to_server)
+    }
+
+    /// Sends a reviewer's replacement in place of the held Query or Execute.
+    /// In the extended protocol it is parsed, bound with the held portal's
+    /// parameters and result formats, described (for the masker) and
+    /// executed under the gateway's own names; the client sees only the
+    /// Execute's answer, so it must return the columns the original would
+    /// have (the reviewer is told so on the page).
+    fn run_replacement(
+        &mut self,
+        held: &Held,
+        sql: &str,
+        out: &mut BytesMut,
+        state: &mut ConnectionState,
+        now: Instant,
+    ) {
+        if held.frame.tag() != b'E' {
+            let mut bytes = record::query_frame(sql);
+            if let Ok(Some(frame)) = split_frame(&mut bytes, usize::MAX) {
+                self.send_client_frame(&frame, out, state, now);
+            }
+            return;
+        }
+        let mut parse = Vec::new();
+        parse.extend_from_slice(MODIFIED_STATEMENT);
+        parse.push(0);
+        parse.extend_from_slice(sql.as_bytes());
+        parse.extend_from_slice(&[0, 0, 0]);
+        self.send_silent(&message(b'P', &parse), out, state, now);
+
+        let mut bind = Vec::new();
+        bind.extend_from_slice(MODIFIED_STATEMENT);
+        bind.push(0);
+        bind.extend_from_slice(MODIFIED_STATEMENT);
+        bind.push(0);
+        // Formats, parameters and result formats of the held portal.
+        let tail = held
+            .bind
+            .as_deref()
+            .and_then(|body| {
+                let (_, rest) = crate::protocol::take_cstr(body)?;
+                let (_, rest) = crate::protocol::take_cstr(rest)?;
+                Some(rest)
+            })
+            .unwrap_or(&[0, 0, 0, 0, 0, 0]);
+        bind.extend_from_slice(tail);
+        self.send_silent(&message(b'B', &bind), out, state, now);
+
+        let describe = describe_frame(b'P', MODIFIED_STATEMENT);
+        state.on_gateway_describe(b'P', MODIFIED_STATEMENT.to_vec(), DescribeOrigin::Gateway);
+        out.extend_from_slice(describe.as_bytes());
+
+        // Execute with the held Execute's row limit.
+        let max_rows = crate::protocol::take_cstr(held.frame.body())
+            .map(|(_, rest)| rest)
+            .unwrap_or(&[0, 0, 0, 0]);
+        let mut execute = Vec::new();
+        execute.extend_from_slice(MODIFIED_STATEMENT);
+        execute.push(0);
+        execute.extend_from_slice(max_rows);
+        self.send_client_frame(&message(b'E', &execute), out, state, now);
+
+        for kind in [b'P', b'S'] {
+            let mut close = vec![kind];
+            close.extend_from_slice(MODIFIED_STATEMENT);
+            close.push(0);
+            self.send_silent(&message(b'C', &close), out, state, now);
+        }
+    }
+
+    /// A message of the gateway's own: its completion is not for the client.
+    fn send_silent(
+        &mut self,
+        frame: &Frame,
+        out: &mut BytesMut,
+        state: &mut ConnectionState,
+        now: Instant,
+    ) {
+        self.send_client_frame(frame, out, state, now);
+        state.mark_last_silent();
+    }
+
+    /// Sends a statement the gate admitted (after a Describe of its portal
+    /// when the masker needs the row shape).
+    fn forward_statement(
+        &mut self,
+        frame: &Frame,
+        describe_portal: Option<Vec<u8>>,
+        out: &mut BytesMut,
+        state: &mut ConnectionState,
+        now: Instant,
+    ) {
+        if let Some(portal) = describe_portal {
+            let describe = describe_frame(b'P', &portal);
+            state.on_gateway_describe(b'P', portal, DescribeOrigin::Gateway);
+            out.extend_from_slice(describe.as_bytes());
+        }
+        self.send_client_frame(frame, out, state, now);
+    }
+
+    /// Refuses a client request: nothing of it reaches the server (see
+    /// [`Verdict::Refuse`]).
+    fn refuse(
+        &mut self,
+        frame: &Frame,
+        error: BytesMut,
+        out: &mut BytesMut,
+        state: &mut ConnectionState,
+        now: Instant,
+    ) {
+        self.metrics.statements.inc();
+        self.statements += 1;
+        let span =
+            tracing::info_span!("statement", seq = self.statements, kind = %(frame.tag() as char));
+        span.in_scope(|| tracing::info!("statement refused by the gateway"));
+        let describe = describe_frame(b'S', REFUSED_STATEMENT);
+        state.on_gateway_describe(
+            b'S',
+            REFUSED_STATEMENT.to_vec(),
+            DescribeOrigin::Refusal(error.freeze()),
+        );
+        out.extend_from_slice(describe.as_bytes());
+        if matches!(frame.tag(), b'Q' | b'F') {
+            self.send_client_frame(&sync_frame(), out, state, now);
+        } else {
+            state.discarding_until_sync = true;
+        }
     }
 
     /// Records a frame in the state and queues it for the server.
@@ -446,19 +725,27 @@ impl Relay<'_> {
 
     fn pump_server(
         &mut self,
+        pipes: &mut Pipes<'_>,
         input: &mut BytesMut,
         out: &mut BytesMut,
-        state: &mut ConnectionState,
-        max: usize,
     ) -> Result<(), String> {
         let now = Instant::now();
+        let state = &mut *pipes.state;
         loop {
-            let frame =
-                match split_frame(input, max.max(crate::protocol::DEFAULT_MAX_MESSAGE_BYTES)) {
-                    Ok(Some(f)) => f,
-                    Ok(None) => break,
-                    Err(e) => return Err(format!("invalid message from the database: {e}")),
-                };
+            let frame = match split_frame(
+                input,
+                pipes.max.max(crate::protocol::DEFAULT_MAX_MESSAGE_BYTES),
+            ) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Err(format!("invalid message from the database: {e}")),
+            };
+            if state.front_is_silent() && matches!(frame.tag(), b'1' | b'2' | b'3') {
+                // The completion of a message the gateway sent itself.
+                let _ = self.inspector.server_frame(state, &frame);
+                state.on_server_frame(&frame, now);
+                continue;
+            }
             let verdict = match state.front() {
                 Some(state::Pending::Describe {
                     origin: DescribeOrigin::Refusal(error),
@@ -481,6 +768,9 @@ impl Relay<'_> {
                 _ if frame.tag() == b'S' => Verdict::Forward,
                 _ => self.inspector.server_frame(state, &frame),
             };
+            if !pipes.recorder.is_empty() {
+                pipes.recorder.observe(state, &frame, &verdict);
+            }
             if let Some(took) = state.on_server_frame(&frame, now) {
                 self.metrics.request_duration.observe(took.as_secs_f64());
                 tracing::debug!(
@@ -488,6 +778,13 @@ impl Relay<'_> {
                     status = %(state.transaction_status as char),
                     "request complete"
                 );
+            }
+            if !pipes.recorder.is_empty() {
+                if let Some(gate) = &self.gate {
+                    for (handle, outcome) in pipes.recorder.finished(state, now) {
+                        gate.complete(handle, outcome);
+                    }
+                }
             }
             if frame.tag() == b'S' {
                 if let Some(bytes) =
@@ -501,4 +798,22 @@ impl Relay<'_> {
         }
         Ok(())
     }
+}
+
+/// The per-connection state the pumps share.
+struct Pipes<'s> {
+    state: &'s mut ConnectionState,
+    held: &'s mut Option<Held>,
+    recorder: &'s mut Recorder,
+    terminated: &'s mut bool,
+    max: usize,
+}
+
+/// A frontend message with this tag and body.
+fn message(tag: u8, body: &[u8]) -> Frame {
+    let mut b = BytesMut::with_capacity(body.len() + 5);
+    b.extend_from_slice(&[tag]);
+    b.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    b.extend_from_slice(body);
+    frame_of(b)
 }

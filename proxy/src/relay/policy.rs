@@ -18,15 +18,16 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use hoop_policy::{
     decide, mask_data_row, mask_error_or_notice, mask_notification, ClassifyCache, ColumnPolicy,
     CopyMasker, Decision, Identity, Kind, PolicyContext, RowShape, RuleSet, StatementFacts,
 };
 
+use super::gate::StatementInfo;
 use super::state::{ConnectionState, Pending};
 use super::{Inspector, Verdict};
-use crate::protocol::{put_error, take_cstr, Frame, Severity};
+use crate::protocol::{put_error, take_cstr, take_i16, take_i32, Frame, Severity};
 
 /// Statements kept by the per-connection classification cache.
 const CACHE_CAPACITY: usize = 1024;
@@ -49,7 +50,8 @@ pub struct PolicyInspector {
     // row description by the time their Execute runs.
     described_statements: HashSet<Vec<u8>>,
     described_portals: HashSet<Vec<u8>>,
-    portal_statements: HashMap<Vec<u8>, Vec<u8>>,
+    /// Portal → its statement and Bind body (parameters for the record).
+    portal_statements: HashMap<Vec<u8>, (Vec<u8>, Bytes)>,
 
     // Server side, in the order the server answers.
     /// Statement name → its result shape (`None`: NoData).
@@ -116,15 +118,19 @@ impl PolicyInspector {
     }
 
     /// Decides a query string (a simple Query, or the text of a Parse).
-    fn decide_sql(&mut self, state: &ConnectionState, sql: &[u8]) -> Decision {
+    fn decide_sql(&mut self, state: &ConnectionState, sql: &[u8]) -> Judged {
         let Ok(sql) = std::str::from_utf8(sql) else {
-            return Decision::Block {
-                rule: hoop_policy::UNPARSED_RULE.to_owned(),
-                message: format!(
-                    "statement not understood by the gateway (it is not valid UTF-8; \
-                     use client_encoding UTF8); gateway rule \"{}\"",
-                    hoop_policy::UNPARSED_RULE
-                ),
+            return Judged {
+                decision: Decision::Block {
+                    rule: hoop_policy::UNPARSED_RULE.to_owned(),
+                    message: format!(
+                        "statement not understood by the gateway (it is not valid UTF-8; \
+                         use client_encoding UTF8); gateway rule \"{}\"",
+                        hoop_policy::UNPARSED_RULE
+                    ),
+                },
+                kind: "unparsed".to_owned(),
+                tables: Vec::new(),
             };
         };
         let classified = self.cache.classify(sql);
@@ -161,7 +167,7 @@ impl PolicyInspector {
                 }
             }
         }
-        worst
+        Judged::of(worst, &classified.statements)
     }
 
     /// What `EXECUTE name` runs: a statement prepared in SQL (earlier in
@@ -204,14 +210,63 @@ impl PolicyInspector {
         })
     }
 
-    fn refuse(decision: &Decision) -> Verdict {
-        let (code, message) = decision.client_error().unwrap_or((
-            hoop_policy::SQLSTATE_INSUFFICIENT_PRIVILEGE,
-            "statement refused by the gateway".to_owned(),
-        ));
-        let mut out = BytesMut::new();
-        put_error(&mut out, Severity::Error, code, &message);
-        Verdict::Refuse(out)
+    /// An Execute: the statement its portal runs, judged now (a rule may
+    /// hold it for review), with the portal's parameters for the record.
+    fn execute(&mut self, state: &ConnectionState, portal: &[u8]) -> StatementInfo {
+        let (statement, bind) = match self.portal_statements.get(portal) {
+            Some((statement, bind)) => (Some(statement.clone()), Some(bind.clone())),
+            None => (None, None),
+        };
+        let sql = statement
+            .as_ref()
+            .and_then(|name| state.statements.get(name))
+            .map(|s| s.query.clone());
+        let (sql, judged) = match sql {
+            Some(sql) => {
+                let text = String::from_utf8_lossy(&sql).into_owned();
+                let classified = self.cache.classify(&text);
+                let decision =
+                    classified
+                        .statements
+                        .iter()
+                        .fold(Decision::Allow, |worst, facts| {
+                            worse(
+                                worst,
+                                decide(facts, &self.identity, &self.context, &self.rules),
+                            )
+                        });
+                (text, Judged::of(decision, &classified.statements))
+            }
+            // A cursor declared in SQL (judged then), fetched by portal name.
+            None => (
+                format!(
+                    "-- Execute of portal \"{}\"",
+                    String::from_utf8_lossy(portal)
+                ),
+                Judged {
+                    decision: Decision::Allow,
+                    kind: "fetch".to_owned(),
+                    tables: Vec::new(),
+                },
+            ),
+        };
+        let described = self.described_portals.contains(portal)
+            || statement
+                .as_ref()
+                .is_some_and(|s| self.described_statements.contains(s));
+        let describe_portal = (!described).then(|| {
+            self.described_portals.insert(portal.to_vec());
+            portal.to_vec()
+        });
+        StatementInfo {
+            params: bind.as_deref().map(bind_params).unwrap_or_default(),
+            sql,
+            kind: judged.kind,
+            tables: judged.tables,
+            decision: judged.decision,
+            describe_portal,
+            bind,
+        }
     }
 
     /// Starts suppressing the rest of the request; the client gets this error.
@@ -353,6 +408,90 @@ impl PolicyInspector {
     }
 }
 
+/// A decision with what the record says about the statement.
+struct Judged {
+    decision: Decision,
+    /// Most specific kind of each statement, `;`-separated.
+    kind: String,
+    /// Every table named, `schema.table`, first appearance first.
+    tables: Vec<String>,
+}
+
+impl Judged {
+    fn of(decision: Decision, statements: &[StatementFacts]) -> Judged {
+        let kind = statements
+            .iter()
+            .map(|facts| facts.kind.names().pop().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(";");
+        let mut tables: Vec<String> = Vec::new();
+        for table in statements.iter().flat_map(|facts| &facts.tables) {
+            let table = table.to_string();
+            if !tables.contains(&table) {
+                tables.push(table);
+            }
+        }
+        Judged {
+            decision,
+            kind,
+            tables,
+        }
+    }
+
+    fn into_info(self, sql: &[u8]) -> StatementInfo {
+        StatementInfo {
+            sql: String::from_utf8_lossy(sql).into_owned(),
+            params: Vec::new(),
+            kind: self.kind,
+            tables: self.tables,
+            decision: self.decision,
+            describe_portal: None,
+            bind: None,
+        }
+    }
+}
+
+/// Bind parameters for the record: text ones as text, binary ones only
+/// described (their type is not known here, and decoding guesses could
+/// print a card number stored as a number).
+fn bind_params(body: &[u8]) -> Vec<Option<String>> {
+    let parse = || -> Option<Vec<Option<String>>> {
+        let (_, rest) = take_cstr(body)?;
+        let (_, rest) = take_cstr(rest)?;
+        let (n_formats, mut rest) = take_i16(rest)?;
+        let mut formats = Vec::with_capacity(n_formats.max(0) as usize);
+        for _ in 0..n_formats.max(0) {
+            let (format, tail) = take_i16(rest)?;
+            formats.push(format);
+            rest = tail;
+        }
+        let (n_params, mut rest) = take_i16(rest)?;
+        let mut params = Vec::with_capacity(n_params.max(0) as usize);
+        for index in 0..n_params.max(0) as usize {
+            let (len, tail) = take_i32(rest)?;
+            if len < 0 {
+                params.push(None);
+                rest = tail;
+                continue;
+            }
+            let value = tail.get(..len as usize)?;
+            rest = &tail[len as usize..];
+            let format = match formats.len() {
+                0 => 0,
+                1 => formats[0],
+                _ => *formats.get(index)?,
+            };
+            params.push(Some(if format == 0 {
+                String::from_utf8_lossy(value).into_owned()
+            } else {
+                format!("<binary, {} bytes>", value.len())
+            }));
+        }
+        Some(params)
+    };
+    parse().unwrap_or_else(|| vec![Some("<malformed Bind>".to_owned())])
+}
+
 /// The more restrictive of two decisions (the first of equals).
 fn worse(a: Decision, b: Decision) -> Decision {
     fn rank(d: &Decision) -> u8 {
@@ -386,17 +525,17 @@ impl Inspector for PolicyInspector {
         match frame.tag() {
             b'Q' => {
                 let (sql, _) = cstr(body);
-                let decision = self.decide_sql(state, sql);
-                if decision != Decision::Allow {
-                    return Self::refuse(&decision);
-                }
+                let judged = self.decide_sql(state, sql);
+                return Verdict::Statement(Box::new(judged.into_info(sql)));
             }
             b'P' => {
                 let (name, rest) = cstr(body);
                 let (sql, _) = cstr(rest);
-                let decision = self.decide_sql(state, sql);
-                if decision != Decision::Allow {
-                    return Self::refuse(&decision);
+                let judged = self.decide_sql(state, sql);
+                // Blocked statements are refused when prepared; reviewed
+                // ones are held when executed, with their parameters.
+                if matches!(judged.decision, Decision::Block { .. }) {
+                    return Verdict::Statement(Box::new(judged.into_info(sql)));
                 }
                 self.described_statements.remove(name);
             }
@@ -404,8 +543,10 @@ impl Inspector for PolicyInspector {
                 let (portal, rest) = cstr(body);
                 let (statement, _) = cstr(rest);
                 self.described_portals.remove(portal);
-                self.portal_statements
-                    .insert(portal.to_vec(), statement.to_vec());
+                self.portal_statements.insert(
+                    portal.to_vec(),
+                    (statement.to_vec(), Bytes::copy_from_slice(body)),
+                );
             }
             b'D' => {
                 if let Some((&kind, rest)) = body.split_first() {
@@ -419,15 +560,7 @@ impl Inspector for PolicyInspector {
             }
             b'E' => {
                 let (portal, _) = cstr(body);
-                let described = self.described_portals.contains(portal)
-                    || self
-                        .portal_statements
-                        .get(portal)
-                        .is_some_and(|s| self.described_statements.contains(s));
-                if !described {
-                    self.described_portals.insert(portal.to_vec());
-                    return Verdict::DescribeFirst(portal.to_vec());
-                }
+                return Verdict::Statement(Box::new(self.execute(state, portal)));
             }
             b'C' => {
                 if let Some((&kind, rest)) = body.split_first() {
@@ -441,16 +574,42 @@ impl Inspector for PolicyInspector {
                 }
             }
             b'F' => {
-                return Self::refuse(&Decision::Block {
+                let decision = Decision::Block {
                     rule: "function-call-protocol".to_owned(),
                     message: "function calls through the fast-path protocol are not allowed \
                               through the gateway; call the function in a statement instead"
                         .to_owned(),
-                })
+                };
+                let judged = Judged {
+                    decision,
+                    kind: "function_call".to_owned(),
+                    tables: Vec::new(),
+                };
+                return Verdict::Statement(Box::new(
+                    judged.into_info(b"-- fast-path FunctionCall"),
+                ));
             }
             _ => {}
         }
         Verdict::Forward
+    }
+
+    fn check_replacement(&mut self, state: &ConnectionState, sql: &str) -> Result<(), BytesMut> {
+        // A replacement that would itself need review is allowed: the
+        // reviewer who wrote it approved it. A blocked one never runs.
+        match self.decide_sql(state, sql.as_bytes()).decision {
+            Decision::Block { message, .. } => {
+                let mut out = BytesMut::new();
+                put_error(
+                    &mut out,
+                    Severity::Error,
+                    hoop_policy::SQLSTATE_INSUFFICIENT_PRIVILEGE,
+                    &format!("the reviewer's replacement statement is refused: {message}"),
+                );
+                Err(out)
+            }
+            Decision::Allow | Decision::Review { .. } => Ok(()),
+        }
     }
 
     fn server_frame(&mut self, state: &ConnectionState, frame: &Frame) -> Verdict {

@@ -89,7 +89,19 @@ pub struct ConnectionState {
     /// dropped until the next Sync (as the server would skip them after an
     /// error), so nothing of the refused statement reaches the server.
     pub discarding_until_sync: bool,
-    pending: VecDeque<Pending>,
+    pending: VecDeque<Entry>,
+    /// Id of the next request queued (ids only grow).
+    next_id: u64,
+}
+
+/// A queued request: its id (the relay ties audit records to it) and
+/// whether the gateway sent it on its own (its Parse/Bind/CloseComplete
+/// answer is for the gateway, not the client).
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    pending: Pending,
+    silent: bool,
 }
 
 /// What a client frame started, for metrics and tracing.
@@ -114,13 +126,54 @@ impl ConnectionState {
 
     /// The request the next server message answers.
     pub fn front(&self) -> Option<&Pending> {
-        self.pending.front()
+        self.pending.front().map(|e| &e.pending)
+    }
+
+    /// Id of the request the next server message answers.
+    pub fn front_id(&self) -> Option<u64> {
+        self.pending.front().map(|e| e.id)
+    }
+
+    /// Id the last queued request got.
+    pub fn last_id(&self) -> Option<u64> {
+        self.pending.back().map(|e| e.id)
+    }
+
+    /// Whether the request the next server message answers was sent by the
+    /// gateway on its own (see [`ConnectionState::mark_last_silent`]).
+    pub fn front_is_silent(&self) -> bool {
+        self.pending.front().is_some_and(|e| e.silent)
+    }
+
+    /// Marks the request just queued as the gateway's own: its completion
+    /// message is not for the client.
+    pub fn mark_last_silent(&mut self) {
+        if let Some(e) = self.pending.back_mut() {
+            e.silent = true;
+        }
+    }
+
+    /// Id of the first queued request answered by ReadyForQuery: after an
+    /// error, the server skips every extended-protocol request before it.
+    pub fn next_ready_id(&self) -> Option<u64> {
+        self.pending
+            .iter()
+            .find(|e| e.pending.ends_with_ready().is_some())
+            .map(|e| e.id)
+    }
+
+    fn push(&mut self, pending: Pending) {
+        self.pending.push_back(Entry {
+            id: self.next_id,
+            pending,
+            silent: false,
+        });
+        self.next_id += 1;
     }
 
     /// Records a Describe the gateway sent itself (see [`DescribeOrigin`]).
     pub fn on_gateway_describe(&mut self, kind: u8, name: Vec<u8>, origin: DescribeOrigin) {
-        self.pending
-            .push_back(Pending::Describe { kind, name, origin });
+        self.push(Pending::Describe { kind, name, origin });
     }
 
     pub fn on_client_frame(&mut self, frame: &Frame, now: Instant) -> Started {
@@ -130,7 +183,7 @@ impl ConnectionState {
                 self.statements.remove(&b""[..]);
                 self.portals.remove(&b""[..]);
                 self.simple_row_description = None;
-                self.pending.push_back(Pending::Query(now));
+                self.push(Pending::Query(now));
                 return Started::Statement;
             }
             b'P' => {
@@ -146,7 +199,7 @@ impl ConnectionState {
                     );
                     parsed = name.to_vec();
                 }
-                self.pending.push_back(Pending::Parse { name: parsed });
+                self.push(Pending::Parse { name: parsed });
             }
             b'B' => {
                 let pending = match parse_bind(body) {
@@ -171,12 +224,12 @@ impl ConnectionState {
                         result_formats: Vec::new(),
                     },
                 };
-                self.pending.push_back(pending);
+                self.push(pending);
             }
             b'D' => {
                 if let Some((&kind, rest)) = body.split_first() {
                     let name = take_cstr(rest).map(|(n, _)| n.to_vec()).unwrap_or_default();
-                    self.pending.push_back(Pending::Describe {
+                    self.push(Pending::Describe {
                         kind,
                         name,
                         origin: DescribeOrigin::Client,
@@ -185,7 +238,7 @@ impl ConnectionState {
             }
             b'E' => {
                 let portal = take_cstr(body).map(|(n, _)| n.to_vec()).unwrap_or_default();
-                self.pending.push_back(Pending::Execute { portal });
+                self.push(Pending::Execute { portal });
                 return Started::Statement;
             }
             b'C' => {
@@ -202,11 +255,11 @@ impl ConnectionState {
                         }
                     }
                 }
-                self.pending.push_back(Pending::Close);
+                self.push(Pending::Close);
             }
-            b'S' => self.pending.push_back(Pending::Sync(now)),
+            b'S' => self.push(Pending::Sync(now)),
             b'F' => {
-                self.pending.push_back(Pending::FunctionCall(now));
+                self.push(Pending::FunctionCall(now));
                 return Started::Statement;
             }
             _ => {}
@@ -224,8 +277,8 @@ impl ConnectionState {
                     self.portals.clear();
                 }
                 self.simple_row_description = None;
-                while let Some(p) = self.pending.pop_front() {
-                    if let Some(started) = p.ends_with_ready() {
+                while let Some(e) = self.pending.pop_front() {
+                    if let Some(started) = e.pending.ends_with_ready() {
                         return Some(now.saturating_duration_since(started));
                     }
                 }
@@ -236,7 +289,7 @@ impl ConnectionState {
             b'T' | b'n' => {
                 let description =
                     (frame.tag() == b'T').then(|| Bytes::copy_from_slice(frame.body()));
-                match self.pending.front() {
+                match self.pending.front().map(|e| &e.pending) {
                     Some(Pending::Describe { kind, name, .. }) => {
                         match kind {
                             b'S' => {
@@ -256,13 +309,13 @@ impl ConnectionState {
                     _ => {}
                 }
             }
-            b'C' | b's' | b'I' if matches!(self.pending.front(), Some(Pending::Execute { .. })) => {
+            b'C' | b's' | b'I' if matches!(self.front(), Some(Pending::Execute { .. })) => {
                 self.pending.pop_front();
             }
             b'E' => {
                 // Extended protocol: the server skips everything up to Sync.
                 while let Some(front) = self.pending.front() {
-                    if front.ends_with_ready().is_some() {
+                    if front.pending.ends_with_ready().is_some() {
                         break;
                     }
                     self.pending.pop_front();

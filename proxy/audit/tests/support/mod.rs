@@ -163,6 +163,7 @@ pub fn statement(session_id: &str, sequence: u64, sql: &str) -> StatementBegin {
         kind: "select".into(),
         tables: vec!["public.payments".into()],
         decision: Decision::allow(),
+        executed_sql: None,
     }
 }
 

@@ -1,0 +1,475 @@
+//! The statement gate: what must happen, asynchronously, before a statement
+//! may reach the server.
+//!
+//! - Its audit record is written durably (no access without a record); when
+//!   the store cannot take it, the statement is refused with SQLSTATE 58000
+//!   and an alert is logged.
+//! - A statement the rules send to review is held: the review is filed,
+//!   the client gets a NoticeResponse naming it, and the statement waits for
+//!   the decision (approve → it runs; deny → 42501 naming the reviewer and
+//!   the reason; modify → the reviewer's SQL runs instead; expiry → 57014).
+//!   A CancelRequest withdraws the review; so does dropping the wait (the
+//!   client left), through [`ReviewTicket`]'s drop.
+//! - A blocked statement is recorded with its refusal.
+//!
+//! The relay keeps relaying server messages while a statement is held: the
+//! gate hands it owned futures ([`AdmissionFuture`]) to poll in its loop.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use hoop_audit::{
+    Action, AuditStore, Decision as AuditDecision, StatementBegin, StatementHandle,
+    StatementOutcome, Timestamp,
+};
+use hoop_common::mask::Masker;
+use hoop_policy::Decision;
+use hoop_reviews::{ReviewHub, ReviewOutcome, ReviewRequest, ReviewTicket};
+use tokio::sync::Notify;
+
+use crate::protocol::{put_error, Severity};
+
+/// SQLSTATE when the audit trail cannot take a statement's record.
+const SQLSTATE_AUDIT_UNAVAILABLE: &str = "58000";
+/// SQLSTATE of a cancelled or expired hold (as for a cancelled statement).
+const SQLSTATE_QUERY_CANCELED: &str = "57014";
+/// SQLSTATE of a denial or a block.
+const SQLSTATE_INSUFFICIENT_PRIVILEGE: &str = "42501";
+
+/// What the policy inspector knows about a statement the client wants run.
+#[derive(Debug)]
+pub struct StatementInfo {
+    /// The text as sent. Never logged; masked before it is recorded.
+    pub sql: String,
+    /// Bind parameters in text form (binary ones described, not decoded);
+    /// `None` is NULL. Masked before they are recorded.
+    pub params: Vec<Option<String>>,
+    pub kind: String,
+    pub tables: Vec<String>,
+    pub decision: Decision,
+    /// Execute only: ask the server to describe this portal before running
+    /// it (the masker needs the row shape).
+    pub describe_portal: Option<Vec<u8>>,
+    /// Execute only: the Bind body of the portal, so a reviewer's
+    /// replacement runs with the same parameters and result formats.
+    pub bind: Option<Bytes>,
+}
+
+/// What becomes of a statement.
+pub enum Admission {
+    /// Send it on; complete this record when it ends (`None`: not recorded).
+    Forward(Option<StatementHandle>),
+    /// Refuse it with this ErrorResponse frame (already recorded).
+    Refuse(BytesMut),
+    /// Held for review: send the client this notice now, then wait on `then`.
+    Hold {
+        notice: String,
+        then: AdmissionFuture,
+    },
+    /// A reviewer's replacement runs instead (the relay checks it against
+    /// the rules once more).
+    Replace {
+        sql: String,
+        record: Option<StatementHandle>,
+    },
+}
+
+pub type AdmissionFuture = Pin<Box<dyn Future<Output = Admission> + Send>>;
+
+/// Who the session is, for records and reviews.
+#[derive(Debug, Clone)]
+pub struct GateSession {
+    pub session_id: String,
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub role: String,
+    pub client_addr: String,
+}
+
+/// One session's gate.
+pub struct Gate {
+    audit: AuditStore,
+    reviews: ReviewHub,
+    /// `[audit] record_statements` (on unless turned off for benchmarking).
+    record_statements: bool,
+    record_rows: usize,
+    masker: Masker,
+    session: Arc<GateSession>,
+    /// Statement attempts on this session: 1, 2, 3 …
+    sequence: u64,
+    /// Woken by a CancelRequest carrying this session's key.
+    cancel: Arc<Notify>,
+}
+
+/// Everything a record needs, owned by the future that writes it.
+struct Pending {
+    audit: AuditStore,
+    session: Arc<GateSession>,
+    sequence: u64,
+    received_at: Timestamp,
+    sql: String,
+    params: Vec<Option<String>>,
+    kind: String,
+    tables: Vec<String>,
+    record: bool,
+    masker: Masker,
+}
+
+impl Gate {
+    pub fn new(
+        audit: AuditStore,
+        reviews: ReviewHub,
+        record_statements: bool,
+        record_rows: usize,
+        masker: Masker,
+        session: GateSession,
+        cancel: Arc<Notify>,
+    ) -> Gate {
+        Gate {
+            audit,
+            reviews,
+            record_statements,
+            record_rows,
+            masker,
+            session: Arc::new(session),
+            sequence: 0,
+            cancel,
+        }
+    }
+
+    /// How many result rows per statement the audit keeps (0: none, and no
+    /// rows need decoding).
+    pub fn record_rows(&self) -> usize {
+        if self.record_statements {
+            self.record_rows
+        } else {
+            0
+        }
+    }
+
+    /// What must happen before `info`'s statement may run. `None`: forward
+    /// it now, nothing to record or wait for.
+    pub fn admit(&mut self, info: StatementInfo) -> Option<AdmissionFuture> {
+        if !self.record_statements && info.decision == Decision::Allow {
+            return None;
+        }
+        self.sequence += 1;
+        let pending = Pending {
+            audit: self.audit.clone(),
+            session: self.session.clone(),
+            sequence: self.sequence,
+            received_at: Timestamp::now(),
+            sql: self.masker.mask_text(&info.sql).into_owned(),
+            params: info
+                .params
+                .iter()
+                .map(|p| p.as_deref().map(|p| self.masker.mask_text(p).into_owned()))
+                .collect(),
+            kind: info.kind,
+            tables: info.tables,
+            record: self.record_statements,
+            masker: self.masker.clone(),
+        };
+        Some(match info.decision {
+            Decision::Allow => Box::pin(async move {
+                match pending
+                    .begin(audit_decision(Action::Allow, None, None))
+                    .await
+                {
+                    Ok(handle) => Admission::Forward(handle),
+                    Err(refusal) => Admission::Refuse(refusal),
+                }
+            }),
+            Decision::Block { rule, message } => Box::pin(async move {
+                let decision = audit_decision(Action::Block, Some(rule), Some(message.clone()));
+                pending
+                    .refuse(decision, SQLSTATE_INSUFFICIENT_PRIVILEGE, &message)
+                    .await
+            }),
+            Decision::Review { rule, message } => {
+                let request = ReviewRequest {
+                    subject: self.session.subject.clone(),
+                    groups: self.session.groups.clone(),
+                    session_id: self.session.session_id.clone(),
+                    role: self.session.role.clone(),
+                    sql_masked: pending.sql.clone(),
+                    normalized_sql: normalize(&info.sql),
+                    rule,
+                    reason: message,
+                    tables: pending.tables.clone(),
+                    client_addr: self.session.client_addr.clone(),
+                };
+                Box::pin(hold(
+                    self.reviews.clone(),
+                    request,
+                    pending,
+                    self.cancel.clone(),
+                ))
+            }
+        })
+    }
+
+    /// Records how a forwarded statement ended. Not awaited: the client
+    /// already has its answer; a failure is logged as an alert.
+    pub fn complete(&self, handle: StatementHandle, outcome: StatementOutcome) {
+        let audit = self.audit.clone();
+        tokio::spawn(async move {
+            if let Err(e) = audit.complete_statement(&handle, &outcome).await {
+                tracing::error!(
+                    error = %e,
+                    sequence = handle.sequence,
+                    "ALERT: cannot record a statement's outcome in the audit trail"
+                );
+            }
+        });
+    }
+}
+
+fn audit_decision(action: Action, rule: Option<String>, reason: Option<String>) -> AuditDecision {
+    AuditDecision {
+        action,
+        rule,
+        reason,
+        review_id: None,
+        reviewer: None,
+    }
+}
+
+fn error_frame(code: &str, message: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    put_error(&mut out, Severity::Error, code, message);
+    out
+}
+
+impl Pending {
+    /// Writes the statement's record; `Err` is the refusal to send when the
+    /// audit trail cannot take it.
+    async fn begin(&self, decision: AuditDecision) -> Result<Option<StatementHandle>, BytesMut> {
+        self.begin_as(decision, None).await
+    }
+
+    async fn begin_as(
+        &self,
+        decision: AuditDecision,
+        executed_sql: Option<String>,
+    ) -> Result<Option<StatementHandle>, BytesMut> {
+        if !self.record {
+            return Ok(None);
+        }
+        let begin = StatementBegin {
+            session_id: self.session.session_id.clone(),
+            sequence: self.sequence,
+            received_at: self.received_at,
+            sql: self.sql.clone(),
+            params: self.params.clone(),
+            kind: self.kind.clone(),
+            tables: self.tables.clone(),
+            decision,
+            executed_sql,
+        };
+        match self.audit.begin_statement(&begin).await {
+            Ok(handle) => Ok(Some(handle)),
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    sequence = self.sequence,
+                    "ALERT: the audit trail cannot record a statement; it was refused"
+                );
+                Err(error_frame(
+                    SQLSTATE_AUDIT_UNAVAILABLE,
+                    "the gateway cannot record this statement in its audit trail, so it was \
+                     not run; try again later",
+                ))
+            }
+        }
+    }
+
+    /// Records a statement that does not run, with the error the client
+    /// gets, and returns that error.
+    async fn refuse(self, decision: AuditDecision, code: &str, message: &str) -> Admission {
+        let error = error_frame(code, message);
+        match self.begin(decision).await {
+            Ok(Some(handle)) => {
+                let outcome = StatementOutcome {
+                    sqlstate: Some(code.to_owned()),
+                    message: Some(message.to_owned()),
+                    ..StatementOutcome::default()
+                };
+                if let Err(e) = self.audit.complete_statement(&handle, &outcome).await {
+                    tracing::error!(error = %e, "ALERT: cannot record a refusal's outcome in the audit trail");
+                }
+                Admission::Refuse(error)
+            }
+            Ok(None) => Admission::Refuse(error),
+            // Refused either way; the audit's own error says why.
+            Err(audit_error) => Admission::Refuse(audit_error),
+        }
+    }
+}
+
+/// Files the review (or uses a live grant) and waits for the decision.
+async fn hold(
+    hub: ReviewHub,
+    request: ReviewRequest,
+    pending: Pending,
+    cancel: Arc<Notify>,
+) -> Admission {
+    let rule = request.rule.clone();
+    let reason = request.reason.clone();
+    let decided = review_decision(rule.clone(), reason.clone());
+    match hub.check_grant(&request).await {
+        Ok(Some(grant)) => {
+            let decision = decided(&grant.review_id, Some(grant.approvers.join(", ")));
+            return match pending.begin(decision).await {
+                Ok(handle) => Admission::Forward(handle),
+                Err(refusal) => Admission::Refuse(refusal),
+            };
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "ALERT: cannot look up review grants; statement refused");
+            let decision = audit_decision(Action::Review, Some(rule.clone()), Some(reason.clone()));
+            let message = format!(
+                "the statement needs review (rule \"{rule}\"), but the gateway cannot reach its \
+                 review store, so it was not run; try again later"
+            );
+            return pending
+                .refuse(decision, SQLSTATE_AUDIT_UNAVAILABLE, &message)
+                .await;
+        }
+    }
+    let ticket = match hub.request(request).await {
+        Ok(ticket) => ticket,
+        Err(e) => {
+            tracing::error!(error = %e, "ALERT: cannot file a review; statement refused");
+            let decision = audit_decision(Action::Review, Some(rule.clone()), Some(reason.clone()));
+            let message = format!(
+                "the statement needs review (rule \"{rule}\"), but the gateway cannot file the \
+                 review, so it was not run; try again later"
+            );
+            return pending
+                .refuse(decision, SQLSTATE_AUDIT_UNAVAILABLE, &message)
+                .await;
+        }
+    };
+    Admission::Hold {
+        notice: ticket.notice().to_owned(),
+        then: Box::pin(await_decision(ticket, pending, cancel, decided)),
+    }
+}
+
+/// The audit decision of a reviewed statement, given the review and who decided.
+fn review_decision(
+    rule: String,
+    reason: String,
+) -> impl Fn(&str, Option<String>) -> AuditDecision + Send {
+    move |review_id, reviewer| AuditDecision {
+        action: Action::Review,
+        rule: Some(rule.clone()),
+        reason: Some(reason.clone()),
+        review_id: Some(review_id.to_owned()),
+        reviewer,
+    }
+}
+
+async fn await_decision(
+    mut ticket: ReviewTicket,
+    pending: Pending,
+    cancel: Arc<Notify>,
+    decision: impl Fn(&str, Option<String>) -> AuditDecision + Send,
+) -> Admission {
+    let id = ticket.id().to_owned();
+    let cancelled = cancel.notified();
+    tokio::pin!(cancelled);
+    cancelled.as_mut().enable();
+    let outcome = tokio::select! {
+        outcome = ticket.wait() => outcome,
+        () = &mut cancelled => {
+            if let Err(e) = ticket.withdraw("the client cancelled the statement").await {
+                tracing::warn!(review = %id, error = %e, "cannot withdraw the review");
+            }
+            let message = format!(
+                "canceling statement due to user request (it was held for review {id}, which is withdrawn)"
+            );
+            return pending
+                .refuse(decision(&id, None), SQLSTATE_QUERY_CANCELED, &message)
+                .await;
+        }
+    };
+    match outcome {
+        ReviewOutcome::Approved { reviewers } => {
+            match pending
+                .begin(decision(&id, Some(reviewers.join(", "))))
+                .await
+            {
+                Ok(handle) => Admission::Forward(handle),
+                Err(refusal) => Admission::Refuse(refusal),
+            }
+        }
+        ReviewOutcome::Denied { reviewer, reason } => {
+            let message = match &reason {
+                Some(reason) => {
+                    format!("statement denied by reviewer {reviewer} (review {id}): {reason}")
+                }
+                None => format!("statement denied by reviewer {reviewer} (review {id})"),
+            };
+            pending
+                .refuse(
+                    decision(&id, Some(reviewer)),
+                    SQLSTATE_INSUFFICIENT_PRIVILEGE,
+                    &message,
+                )
+                .await
+        }
+        ReviewOutcome::Modified {
+            reviewer: _,
+            reviewers,
+            sql,
+        } => {
+            let masked = pending.masker.mask_text(&sql).into_owned();
+            match pending
+                .begin_as(decision(&id, Some(reviewers.join(", "))), Some(masked))
+                .await
+            {
+                Ok(record) => Admission::Replace { sql, record },
+                Err(refusal) => Admission::Refuse(refusal),
+            }
+        }
+        ReviewOutcome::Expired => {
+            let message = format!(
+                "review expired: no reviewer decided on review {id} in time, so the statement \
+                 was not run"
+            );
+            pending
+                .refuse(decision(&id, None), SQLSTATE_QUERY_CANCELED, &message)
+                .await
+        }
+    }
+}
+
+/// The text grants match on: whitespace runs collapsed, trailing
+/// semicolons dropped. Literals stay: a grant covers the same statement,
+/// not the same shape.
+fn normalize(sql: &str) -> String {
+    let collapsed = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    collapsed.trim_end_matches([';', ' ']).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn normalization_collapses_whitespace_and_trailing_semicolons() {
+        assert_eq!(
+            normalize("  SELECT *\n  FROM payments\tWHERE amount > 10 ;; "),
+            "SELECT * FROM payments WHERE amount > 10"
+        );
+        assert_ne!(
+            normalize("SELECT 1 WHERE a = 'x  y'"),
+            normalize("SELECT 2 WHERE a = 'x  y'")
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! Outcomes of recorded statements, gathered from the server's answers as
+//! the client receives them (after masking): command tag, rows, error, and
+//! the first result rows when the audit keeps them.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use hoop_audit::{StatementHandle, StatementOutcome};
+
+use super::state::{ConnectionState, Pending};
+use super::Verdict;
+use crate::protocol::{error_fields, take_cstr, take_i16, take_i32, Frame};
+
+/// A forwarded statement whose record awaits its outcome.
+pub struct OpenStatement {
+    /// The [`ConnectionState`] request id of its Query or Execute.
+    pub request: u64,
+    pub handle: StatementHandle,
+    pub started: Instant,
+    outcome: StatementOutcome,
+    returned: u64,
+}
+
+impl OpenStatement {
+    pub fn new(request: u64, handle: StatementHandle, started: Instant) -> OpenStatement {
+        OpenStatement {
+            request,
+            handle,
+            started,
+            outcome: StatementOutcome::default(),
+            returned: 0,
+        }
+    }
+
+    /// Closes the outcome: duration, and rows from the tag when it has them.
+    pub fn finish(mut self, now: Instant) -> (StatementHandle, StatementOutcome) {
+        self.outcome.duration_us = now.saturating_duration_since(self.started).as_micros() as u64;
+        let from_tag = self
+            .outcome
+            .command_tag
+            .as_deref()
+            .and_then(|tag| tag.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        self.outcome.rows = match (from_tag, self.outcome.sqlstate.is_some()) {
+            (Some(n), _) => Some(n),
+            (None, false) => Some(self.returned),
+            (None, true) => None,
+        };
+        (self.handle, self.outcome)
+    }
+
+    /// The statement failed without being answered itself (an earlier
+    /// message of its request failed, so the server skipped it).
+    pub fn skipped(&mut self, code: String, message: String) {
+        if self.outcome.sqlstate.is_none() && self.outcome.command_tag.is_none() {
+            self.outcome.sqlstate = Some(code);
+            self.outcome.message = Some(format!("not run: {message}"));
+        }
+    }
+}
+
+/// The statements whose outcomes are being gathered, in request order.
+pub struct Recorder {
+    open: VecDeque<OpenStatement>,
+    /// Result rows kept per statement (0: none are decoded).
+    record_rows: usize,
+}
+
+impl Recorder {
+    pub fn new(record_rows: usize) -> Recorder {
+        Recorder {
+            open: VecDeque::new(),
+            record_rows,
+        }
+    }
+
+    pub fn open(&mut self, statement: OpenStatement) {
+        self.open.push_back(statement);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// Looks at a server frame before the state moves on; `verdict` is what
+    /// the client gets instead of it, if anything.
+    pub fn observe(&mut self, state: &ConnectionState, frame: &Frame, verdict: &Verdict) {
+        if self.open.is_empty() {
+            return;
+        }
+        let sent: Option<&[u8]> = match verdict {
+            Verdict::Forward => Some(frame.as_bytes()),
+            Verdict::Replace(bytes) => Some(bytes),
+            _ => None,
+        };
+        if frame.tag() == b'E' {
+            // The error of the front request; every statement queued before
+            // the next Sync is skipped by the server.
+            let (code, message) = sent
+                .and_then(first_body)
+                .map(code_and_message)
+                .unwrap_or_else(|| ("XX000".to_owned(), "error not passed on".to_owned()));
+            let front = state.front_id();
+            let ready = state.next_ready_id();
+            for open in self.open.iter_mut() {
+                if Some(open.request) == front {
+                    if open.outcome.sqlstate.is_none() {
+                        open.outcome.sqlstate = Some(code.clone());
+                        open.outcome.message = Some(message.clone());
+                    }
+                } else if ready.is_some_and(|ready| open.request < ready) {
+                    open.skipped(code.clone(), message.clone());
+                }
+            }
+            return;
+        }
+        let record_rows = self.record_rows;
+        let Some(open) = self.open.front_mut() else {
+            return;
+        };
+        if state.front_id() != Some(open.request) {
+            return;
+        }
+        let outcome = &mut open.outcome;
+        match frame.tag() {
+            b'T' if record_rows > 0 => outcome.columns = column_names(frame.body()),
+            b'D' => {
+                open.returned += 1;
+                if outcome.result_rows.len() < record_rows {
+                    if outcome.columns.is_empty() {
+                        if let Some(Pending::Execute { portal }) = state.front() {
+                            if let Some(description) = state.portal_row_description(portal) {
+                                outcome.columns = column_names(description);
+                            }
+                        }
+                    }
+                    if let Some(body) = sent.and_then(first_body) {
+                        outcome.result_rows.push(row_values(body));
+                    }
+                }
+            }
+            b'C' => {
+                let (tag, _) = take_cstr(frame.body()).unwrap_or_default();
+                outcome.command_tag = Some(String::from_utf8_lossy(tag).into_owned());
+            }
+            b'I' => outcome.command_tag = Some("EMPTY QUERY".to_owned()),
+            b's' => outcome.command_tag = Some("PORTAL SUSPENDED".to_owned()),
+            _ => {}
+        }
+    }
+
+    /// Statements whose request the server has finished answering.
+    pub fn finished(
+        &mut self,
+        state: &ConnectionState,
+        now: Instant,
+    ) -> Vec<(StatementHandle, StatementOutcome)> {
+        let mut done = Vec::new();
+        while let Some(open) = self.open.front() {
+            if state.front_id().is_some_and(|front| front <= open.request) {
+                break;
+            }
+            if let Some(open) = self.open.pop_front() {
+                done.push(open.finish(now));
+            }
+        }
+        done
+    }
+
+    /// Everything still open, when the relay ends.
+    pub fn abandon(&mut self, now: Instant, why: &str) -> Vec<(StatementHandle, StatementOutcome)> {
+        self.open
+            .drain(..)
+            .map(|mut open| {
+                if open.outcome.sqlstate.is_none() && open.outcome.command_tag.is_none() {
+                    open.outcome.sqlstate = Some("08006".to_owned());
+                    open.outcome.message = Some(why.to_owned());
+                }
+                open.finish(now)
+            })
+            .collect()
+    }
+}
+
+/// The body of the first frame in `bytes` (a verdict may carry several).
+pub fn first_body(bytes: &[u8]) -> Option<&[u8]> {
+    let len = u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?) as usize;
+    bytes.get(5..1 + len)
+}
+
+fn code_and_message(body: &[u8]) -> (String, String) {
+    let mut code = String::new();
+    let mut message = String::new();
+    for (field, value) in error_fields(body) {
+        match field {
+            b'C' => code = String::from_utf8_lossy(value).into_owned(),
+            b'M' => message = String::from_utf8_lossy(value).into_owned(),
+            _ => {}
+        }
+    }
+    (code, message)
+}
+
+/// Column names of a RowDescription body.
+fn column_names(body: &[u8]) -> Vec<String> {
+    let Some((count, mut rest)) = take_i16(body) else {
+        return Vec::new();
+    };
+    let mut names = Vec::with_capacity(count.max(0) as usize);
+    for _ in 0..count.max(0) {
+        let Some((name, tail)) = take_cstr(rest) else {
+            break;
+        };
+        names.push(String::from_utf8_lossy(name).into_owned());
+        // table oid, attnum, type oid, typlen, typmod, format
+        rest = tail.get(18..).unwrap_or_default();
+    }
+    names
+}
+
+/// A DataRow's values as text. Values that are not printable text (binary
+/// results) are described, not decoded.
+fn row_values(body: &[u8]) -> Vec<Option<String>> {
+    let Some((count, mut rest)) = take_i16(body) else {
+        return Vec::new();
+    };
+    let mut values = Vec::with_capacity(count.max(0) as usize);
+    for _ in 0..count.max(0) {
+        let Some((len, tail)) = take_i32(rest) else {
+            break;
+        };
+        if len < 0 {
+            values.push(None);
+            rest = tail;
+            continue;
+        }
+        let Some(value) = tail.get(..len as usize) else {
+            break;
+        };
+        rest = &tail[len as usize..];
+        let printable = value
+            .iter()
+            .all(|&b| b >= 0x20 || matches!(b, b'\t' | b'\n' | b'\r'));
+        values.push(Some(match std::str::from_utf8(value) {
+            Ok(text) if printable => text.to_owned(),
+            _ => format!("<binary, {} bytes>", value.len()),
+        }));
+    }
+    values
+}
+
+/// A simple Query frame.
+pub fn query_frame(sql: &str) -> BytesMut {
+    let mut out = BytesMut::with_capacity(sql.len() + 6);
+    out.extend_from_slice(b"Q");
+    out.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
+    out.extend_from_slice(sql.as_bytes());
+    out.extend_from_slice(&[0]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_and_columns_decode() {
+        // RowDescription with two columns.
+        let mut t = Vec::new();
+        t.extend_from_slice(&2i16.to_be_bytes());
+        for name in ["id", "pan"] {
+            t.extend_from_slice(name.as_bytes());
+            t.push(0);
+            t.extend_from_slice(&[0u8; 18]);
+        }
+        assert_eq!(column_names(&t), vec!["id", "pan"]);
+        let mut d = Vec::new();
+        d.extend_from_slice(&3i16.to_be_bytes());
+        d.extend_from_slice(&1i32.to_be_bytes());
+        d.extend_from_slice(b"7");
+        d.extend_from_slice(&(-1i32).to_be_bytes());
+        d.extend_from_slice(&8i32.to_be_bytes());
+        d.extend_from_slice(&[0, 0x0e, 0x99, 0, 0, 1, 2, 3]);
+        assert_eq!(
+            row_values(&d),
+            vec![
+                Some("7".to_owned()),
+                None,
+                Some("<binary, 8 bytes>".to_owned())
+            ]
+        );
+    }
+}
