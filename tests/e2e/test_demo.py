@@ -46,11 +46,39 @@ def test_demo_serves_and_stops_everything():
         assert oct((cwd / ".hoop/demo/gateway.password").stat().st_mode & 0o777) == "0o600"
         token = subprocess.run([str(HOOP_BIN), "token", "mint", "-c", str(config), "--sub", "agent-7",
                                 "--group", "fraud-agents"], capture_output=True, text=True, check=True).stdout.strip()
-        # The shipped rules send reads of large payments to review (refused until approvals exist).
+        # The shipped rules send reads of large payments to review: psql
+        # waits, a reviewer approves with the printed commands, the rows come.
+        assert "reviews approve -c .hoop/demo/hoop.toml REVIEW_ID" in out, out
+        held = subprocess.Popen(["psql", "host=127.0.0.1 port=6432 dbname=payments user=agent-7", "-X", "-A",
+                                 "-t", "-c", "select count(*) from payments"],
+                                env=dict(env, PGPASSWORD=token), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        reviewer = subprocess.run([str(HOOP_BIN), "token", "mint", "-c", str(config), "--sub", "alice",
+                                   "--group", "reviewers"], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        review_env = dict(env, HOOP_TOKEN=reviewer)
+        review_id = None
+        for _ in range(100):
+            listed = subprocess.run([str(HOOP_BIN), "reviews", "list", "-c", str(config)], cwd=cwd,
+                                    env=review_env, capture_output=True, text=True)
+            found = re.search(r"r-[0-9a-f]{16}", listed.stdout)
+            if found:
+                review_id = found.group(0)
+                break
+            time.sleep(0.1)
+        assert review_id, listed.stdout + listed.stderr
+        assert held.poll() is None, "psql must wait while its statement is held"
+        approved = subprocess.run([str(HOOP_BIN), "reviews", "approve", "-c", str(config), review_id],
+                                  cwd=cwd, env=review_env, capture_output=True, text=True)
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        stdout, stderr = held.communicate(timeout=30)
+        assert held.returncode == 0 and int(stdout.strip()) >= 100, stdout + stderr
+        assert "statement held for review " + review_id in stderr, stderr
+        # DROP TABLE payments is blocked by the demo's rule.
         res = subprocess.run(["psql", "host=127.0.0.1 port=6432 dbname=payments user=agent-7", "-X", "-A", "-t",
-                              "-c", "select count(*) from payments"],
+                              "-c", "drop table payments"],
                              env=dict(env, PGPASSWORD=token), capture_output=True, text=True)
-        assert res.returncode != 0 and "review-large-payment-reads" in res.stderr, res.stdout + res.stderr
+        assert res.returncode != 0 and "block-drop-payments" in res.stderr, res.stdout + res.stderr
         res = subprocess.run(["psql", "host=127.0.0.1 port=6432 dbname=payments user=agent-7", "-X", "-A", "-t",
                               "-c", "select count(*), current_user from payments where amount <= 10000"],
                              env=dict(env, PGPASSWORD=token), capture_output=True, text=True)

@@ -70,7 +70,7 @@ impl Decision {
             Decision::Review { message, .. } => Some((
                 SQLSTATE_INSUFFICIENT_PRIVILEGE,
                 format!(
-                    "{message}; this gateway cannot hold statements for review yet, \
+                    "{message}; this connection cannot hold statements for review, \
                      so it was refused"
                 ),
             )),

@@ -403,17 +403,23 @@ async fn serve(
     println!("(the extension refuses: no gateway session):");
     println!("  PGPASSWORD=$(cat .hoop/demo/gateway.password) psql \"host=127.0.0.1 port={PG_PORT} dbname=payments user=hoop_gateway\" -c 'set role fraud_agent' -c 'select * from payments limit 3'");
     println!();
-    println!(
-        "Statements the rules send to review (e.g. an unbounded read of payments) are refused"
-    );
-    println!("for now: the relay does not hold them yet. The review page and API already run at");
-    println!("http://{ADMIN_ADDR}/reviews with a reviewer token:");
+    println!("Statements the rules send to review wait for a person. As the fraud agent, run");
+    println!("  select count(*) from payments;     -- an unbounded read of payments");
+    println!("psql waits and shows a NOTICE with the review id. Open the review page");
+    println!("  http://{ADMIN_ADDR}/reviews");
+    println!("and paste a reviewer token from");
     println!("  {hoop} token mint -c {rel_config} --sub alice --group reviewers");
-    println!("or from the terminal:");
-    println!("  HOOP_TOKEN=$({hoop} token mint -c {rel_config} --sub alice --group reviewers) {hoop} reviews list -c {rel_config}");
+    println!("then approve, deny or modify it (the agent's psql gets the rows, or the error).");
+    println!("Or from the terminal:");
+    println!("  export HOOP_TOKEN=$({hoop} token mint -c {rel_config} --sub alice --group reviewers)");
+    println!("  {hoop} reviews list -c {rel_config}");
+    println!("  {hoop} reviews approve -c {rel_config} REVIEW_ID");
     println!();
-    println!("The audit trail (sessions, logins and gateway events so far; tamper-evident):");
+    println!("`drop table payments` is blocked outright (rule block-drop-payments).");
+    println!();
+    println!("The audit trail (every statement, decision and outcome; tamper-evident):");
     println!("  {hoop} audit sessions -c {rel_config}");
+    println!("  {hoop} audit replay -c {rel_config} SESSION_ID");
     println!("  {hoop} audit verify -c {rel_config}");
     println!();
     println!("Press Ctrl-C to stop the gateway and the cluster.");
