@@ -3,6 +3,9 @@
 #   Debian: pgJDBC (libpostgresql-jdbc-java), psql/pgbench come with postgresql-15
 #   PyPI:   psycopg[binary], asyncpg, pytest in $HOOP_CACHE/venv
 #   npm:    oidc-provider and pg (node-postgres) in tests/node (from package-lock.json)
+#   browser test (tests/e2e/test_reviews.py): Debian's chromium (/usr/bin/chromium)
+#           and playwright-core in tests/browser (from package-lock.json; it
+#           drives that chromium, it never downloads a browser of its own)
 # Assumes scripts/setup.sh ran (Postgres 15, Rust).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +15,7 @@ step() { printf '==> %s\n' "$*"; }
 die() { printf '\ntests/setup.sh FAILED: %s\n' "$*" >&2; exit 1; }
 
 pkgs=()
-for p in libpostgresql-jdbc-java default-jre-headless nodejs npm; do
+for p in libpostgresql-jdbc-java default-jre-headless nodejs npm chromium; do
     case $p in
         default-jre-headless) command -v java >/dev/null && continue ;;
         nodejs) command -v node >/dev/null && continue ;;
@@ -27,6 +30,7 @@ if [ ${#pkgs[@]} -gt 0 ]; then
     apt-get install -y --no-install-recommends "${pkgs[@]}" >/dev/null || die "apt-get install ${pkgs[*]} failed"
 fi
 [ -r /usr/share/java/postgresql.jar ] || die "pgJDBC jar missing at /usr/share/java/postgresql.jar"
+[ -x /usr/bin/chromium ] || die "chromium missing at /usr/bin/chromium (apt-get install chromium)"
 
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import psycopg, asyncpg, pytest' 2>/dev/null; then
     step "python venv: present ($VENV)"
@@ -42,5 +46,12 @@ if [ -d tests/node/node_modules/oidc-provider ] && [ -d tests/node/node_modules/
 else
     step "npm ci in tests/node"
     (cd tests/node && npm ci --no-audit --no-fund >/dev/null) || die "npm ci failed: check access to the npm registry"
+fi
+if [ -d tests/browser/node_modules/playwright-core ]; then
+    step "playwright-core: present"
+else
+    step "npm ci in tests/browser (playwright-core)"
+    (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >/dev/null) \
+        || die "npm ci in tests/browser failed: check access to the npm registry"
 fi
 step "test dependencies ready"

@@ -1,12 +1,19 @@
 """End-to-end fixtures: a real Postgres 15 cluster (run as the postgres OS
 user, SCRAM on 127.0.0.1), the `hoop` binary serving a generated config, and
 helpers to mint tokens. Every client test runs the same script of operations
-through the gateway and directly, and compares the results."""
+through the gateway and directly, and compares the results.
+
+`Gateway(extra_config=...)` appends TOML to the generated configuration
+(`[[rules]]`, `[reviews]`, `[audit]` …); `Gateway.api()` calls the admin
+API (the review API lives there)."""
+import json
 import os
 import shutil
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -64,14 +71,22 @@ class Cluster:
 
 
 class Gateway:
-    def __init__(self, cluster: Cluster, base: Path, mappings=None, session_key=None):
+    """`extra_config`: TOML appended to the generated file, or a function of
+    the gateway returning it (to name `admin_url`, ports, `dir`)."""
+
+    def __init__(self, cluster: Cluster, base: Path, mappings=None, session_key=None, extra_config=""):
         self.cluster = cluster
         self.dir = base
         self.mappings = mappings or '[[role_mapping]]\ngroup = "fraud-agents"\nrole = "fraud_agent"\n'
         self.session_key = session_key
+        self.extra_config = extra_config
         self.port = free_port()
         self.admin_port = free_port()
         self.proc = None
+
+    @property
+    def admin_url(self):
+        return f"http://127.0.0.1:{self.admin_port}"
 
     def start(self):
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -110,21 +125,64 @@ key_id = "e2e-1"
 [admin]
 address = "127.0.0.1:{self.admin_port}"
 """)
+        extra = self.extra_config(self) if callable(self.extra_config) else self.extra_config
+        if extra:
+            with open(self.config, "a") as f:
+                f.write("\n" + extra + "\n")
         log = open(self.dir / "hoop.log", "w")
         self.proc = subprocess.Popen([str(HOOP_BIN), "serve", "-c", str(self.config)],
                                      stdout=log, stderr=subprocess.STDOUT)
-        for _ in range(100):
+        pending = [self.port, self.admin_port]
+        for _ in range(150):
+            if self.proc.poll() is not None:
+                break
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
+                socket.create_connection(("127.0.0.1", pending[0]), timeout=0.2).close()
+                pending.pop(0)
+                if not pending:
+                    return
+                continue
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"hoop did not start; see {self.dir / 'hoop.log'}")
+        self.stop()
+        raise RuntimeError(f"hoop did not start (exit {self.proc.returncode}); {self.dir / 'hoop.log'}:\n"
+                           + self.log_tail())
+
+    def log_tail(self, lines=30):
+        try:
+            return "\n".join((self.dir / "hoop.log").read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def api(self, method, path, token=None, body=None, timeout=15):
+        """One admin API call: (HTTP status, parsed JSON body, or the text
+        when it is not JSON). POSTs send `body` (default `{}`) as JSON."""
+        data = None
+        headers = {}
+        if method != "GET":
+            data = json.dumps({} if body is None else body).encode()
+            headers["Content-Type"] = "application/json"
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.admin_url + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode(errors="replace")
 
     def stop(self):
-        if self.proc:
+        if self.proc and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(timeout=30)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
 
     def token(self, sub="agent-e2e", group="fraud-agents", ttl="30m"):
         return run([str(HOOP_BIN), "token", "mint", "-c", str(self.config), "--sub", sub,

@@ -411,7 +411,9 @@ async fn serve(
     println!("  {hoop} token mint -c {rel_config} --sub alice --group reviewers");
     println!("then approve, deny or modify it (the agent's psql gets the rows, or the error).");
     println!("Or from the terminal:");
-    println!("  export HOOP_TOKEN=$({hoop} token mint -c {rel_config} --sub alice --group reviewers)");
+    println!(
+        "  export HOOP_TOKEN=$({hoop} token mint -c {rel_config} --sub alice --group reviewers)"
+    );
     println!("  {hoop} reviews list -c {rel_config}");
     println!("  {hoop} reviews approve -c {rel_config} REVIEW_ID");
     println!();
