@@ -195,7 +195,7 @@ pub fn identity_of(config: &Config, identity: &crate::auth::Identity) -> hoop_au
     hoop_audit::Identity {
         issuer: config.identity.expected_issuer().to_owned(),
         subject: identity.subject.clone(),
-        client_id: None,
+        client_id: identity.client_id.clone(),
         groups: identity.groups.clone(),
     }
 }

@@ -16,6 +16,8 @@ use crate::config::Identity as IdentityConfig;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub subject: String,
+    /// The OAuth client the token was issued to (`azp`, else `client_id`).
+    pub client_id: Option<String>,
     pub groups: Vec<String>,
     /// Unix seconds; the session ends here.
     pub expires_at: i64,
@@ -213,9 +215,20 @@ pub(crate) fn verify_with(
         .ok_or_else(|| AuthError::MissingClaim("exp".into()))?;
     Ok(Identity {
         subject,
+        client_id: client_id_of(&claims),
         groups: groups_at(&claims, &config.groups_claim),
         expires_at,
     })
+}
+
+/// The OAuth client a token was issued to: `azp` (OIDC), else `client_id`
+/// (RFC 9068 access tokens).
+pub fn client_id_of(claims: &Value) -> Option<String> {
+    ["azp", "client_id"]
+        .iter()
+        .find_map(|claim| claims.get(*claim).and_then(Value::as_str))
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
 }
 
 /// Reads groups at a claim path: an array of strings, or one string of
@@ -253,6 +266,19 @@ mod tests {
         );
         assert_eq!(groups_at(&claims, &["scope".into()]), vec!["x", "y"]);
         assert!(groups_at(&claims, &["missing".into()]).is_empty());
+    }
+
+    #[test]
+    fn the_client_comes_from_azp_or_client_id() {
+        assert_eq!(
+            client_id_of(&json!({"azp": "ci-runner", "client_id": "other"})).as_deref(),
+            Some("ci-runner")
+        );
+        assert_eq!(
+            client_id_of(&json!({"client_id": "agent-app"})).as_deref(),
+            Some("agent-app")
+        );
+        assert_eq!(client_id_of(&json!({"sub": "x"})), None);
     }
 
     #[test]
