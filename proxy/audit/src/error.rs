@@ -66,8 +66,17 @@ impl From<rusqlite::Error> for AuditError {
 
 impl From<tokio_postgres::Error> for AuditError {
     fn from(error: tokio_postgres::Error) -> AuditError {
-        // `Display` of a server error holds only its message; the statement
-        // text (our own fixed SQL) and parameters are never included.
-        AuditError::Unavailable(format!("postgres: {error}"))
+        // `Display` of tokio-postgres errors says only "db error" for a
+        // server error: take the server's SQLSTATE and message (never the
+        // statement text, which is ours, nor its parameters), or the cause
+        // of a connection error.
+        let detail = match error.as_db_error() {
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None => match std::error::Error::source(&error) {
+                Some(cause) => format!("{error}: {cause}"),
+                None => error.to_string(),
+            },
+        };
+        AuditError::Unavailable(format!("postgres: {detail}"))
     }
 }
