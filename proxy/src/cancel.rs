@@ -16,9 +16,10 @@ use crate::protocol::CANCEL_REQUEST_CODE;
 pub struct CancelTarget {
     pub pid: i32,
     pub secret: Bytes,
-    /// Wakes the session's statement held for review, if one is: a cancel
-    /// withdraws the review (nothing of it runs upstream to cancel).
-    pub held: Arc<tokio::sync::Notify>,
+    /// Counts the cancels for this session: a statement held for review
+    /// watches it, and a cancel withdraws the review (nothing of it runs
+    /// upstream to cancel).
+    pub cancels: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// The key handed to the client.

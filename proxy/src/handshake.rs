@@ -298,7 +298,7 @@ pub async fn accept(
 async fn forward_cancel(ctx: &Context, pid: i32, secret: &[u8]) {
     match ctx.cancel.lookup(pid, secret) {
         Some(target) => {
-            target.held.notify_waiters();
+            target.cancels.send_modify(|n| *n += 1);
             if let Err(e) =
                 crate::cancel::send_cancel(&ctx.config.upstream, ctx.upstream_tls.as_ref(), &target)
                     .await

@@ -482,7 +482,7 @@ async fn session(
     let target = CancelTarget {
         pid: up.pid,
         secret: up.secret.clone(),
-        held: Arc::new(tokio::sync::Notify::new()),
+        cancels: Arc::new(tokio::sync::watch::channel(0).0),
     };
     let key = ctx.cancel.register(target.clone());
 
@@ -536,7 +536,7 @@ async fn session(
                 role: admitted.mapping.role.clone(),
                 client_addr: peer.to_string(),
             },
-            target.held.clone(),
+            target.cancels.subscribe(),
         )),
     };
     let cancel = async {

@@ -58,7 +58,11 @@ impl Api {
     fn new(gw: &TestGateway) -> Api {
         Api {
             base: format!("http://{}", gw.admin),
-            http: reqwest::Client::new(),
+            // A hang is a failure, not a stuck test run.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
             reviewer: gw.mint("alice", &["reviewers"], Duration::from_secs(600)),
         }
     }

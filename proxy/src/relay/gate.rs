@@ -27,7 +27,7 @@ use hoop_audit::{
 use hoop_common::mask::Masker;
 use hoop_policy::Decision;
 use hoop_reviews::{ReviewHub, ReviewOutcome, ReviewRequest, ReviewTicket};
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use crate::protocol::{put_error, Severity};
 
@@ -99,8 +99,8 @@ pub struct Gate {
     session: Arc<GateSession>,
     /// Statement attempts on this session: 1, 2, 3 …
     sequence: u64,
-    /// Woken by a CancelRequest carrying this session's key.
-    cancel: Arc<Notify>,
+    /// Counts CancelRequests carrying this session's key.
+    cancel: watch::Receiver<u64>,
 }
 
 /// Everything a record needs, owned by the future that writes it.
@@ -125,7 +125,7 @@ impl Gate {
         record_rows: usize,
         masker: Masker,
         session: GateSession,
-        cancel: Arc<Notify>,
+        cancel: watch::Receiver<u64>,
     ) -> Gate {
         Gate {
             audit,
@@ -201,12 +201,11 @@ impl Gate {
                     tables: pending.tables.clone(),
                     client_addr: self.session.client_addr.clone(),
                 };
-                Box::pin(hold(
-                    self.reviews.clone(),
-                    request,
-                    pending,
-                    self.cancel.clone(),
-                ))
+                // Cancels from now on end this hold (earlier ones do not:
+                // they were for statements that are over).
+                let mut cancel = self.cancel.clone();
+                cancel.borrow_and_update();
+                Box::pin(hold(self.reviews.clone(), request, pending, cancel))
             }
         })
     }
@@ -314,7 +313,7 @@ async fn hold(
     hub: ReviewHub,
     request: ReviewRequest,
     pending: Pending,
-    cancel: Arc<Notify>,
+    cancel: watch::Receiver<u64>,
 ) -> Admission {
     let rule = request.rule.clone();
     let reason = request.reason.clone();
@@ -377,13 +376,17 @@ fn review_decision(
 async fn await_decision(
     mut ticket: ReviewTicket,
     pending: Pending,
-    cancel: Arc<Notify>,
+    mut cancel: watch::Receiver<u64>,
     decision: impl Fn(&str, Option<String>) -> AuditDecision + Send,
 ) -> Admission {
     let id = ticket.id().to_owned();
-    let cancelled = cancel.notified();
+    let cancelled = async move {
+        if cancel.changed().await.is_err() {
+            // The session is gone; the relay drops this wait anyway.
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::pin!(cancelled);
-    cancelled.as_mut().enable();
     let outcome = tokio::select! {
         outcome = ticket.wait() => outcome,
         () = &mut cancelled => {

@@ -557,16 +557,8 @@ impl Relay<'_> {
                         self.refuse(&held.frame, error, to_server, state, now);
                     }
                     Ok(()) => {
-                        self.run_replacement(&held, &sql, to_server, state, now);
-                        if let (Some(handle), Some(request)) = (record, state.last_id()) {
-                            // The request whose answer is the statement's:
-                            // the Query, or the replacement's Execute (two
-                            // Closes follow it).
-                            let request = if held.frame.tag() == b'E' {
-                                request - 2
-                            } else {
-                                request
-                            };
+                        let request = self.run_replacement(&held, &sql, to_server, state, now);
+                        if let (Some(handle), Some(request)) = (record, request) {
                             pipes
                                 .recorder
                                 .open(OpenStatement::new(request, handle, now));
@@ -583,7 +575,8 @@ impl Relay<'_> {
     /// parameters and result formats, described (for the masker) and
     /// executed under the gateway's own names; the client sees only the
     /// Execute's answer, so it must return the columns the original would
-    /// have (the reviewer is told so on the page).
+    /// have. Returns the id of the request whose answer is the statement's
+    /// (the Query, or the replacement's Execute).
     fn run_replacement(
         &mut self,
         held: &Held,
@@ -591,13 +584,13 @@ impl Relay<'_> {
         out: &mut BytesMut,
         state: &mut ConnectionState,
         now: Instant,
-    ) {
+    ) -> Option<u64> {
         if held.frame.tag() != b'E' {
             let mut bytes = record::query_frame(sql);
             if let Ok(Some(frame)) = split_frame(&mut bytes, usize::MAX) {
                 self.send_client_frame(&frame, out, state, now);
             }
-            return;
+            return state.last_id();
         }
         let mut parse = Vec::new();
         parse.extend_from_slice(MODIFIED_STATEMENT);
@@ -637,6 +630,7 @@ impl Relay<'_> {
         execute.push(0);
         execute.extend_from_slice(max_rows);
         self.send_client_frame(&message(b'E', &execute), out, state, now);
+        let request = state.last_id();
 
         for kind in [b'P', b'S'] {
             let mut close = vec![kind];
@@ -644,6 +638,7 @@ impl Relay<'_> {
             close.push(0);
             self.send_silent(&message(b'C', &close), out, state, now);
         }
+        request
     }
 
     /// A message of the gateway's own: its completion is not for the client.
