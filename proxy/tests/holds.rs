@@ -210,8 +210,8 @@ async fn extended_protocol_holds_at_execute_in_and_out_of_transactions() {
     let api = Api::new(&gw);
     let (mut raw, _) = login(&gw).await;
 
-    // Parse and Bind go through (nothing runs); Execute waits. The server
-    // answers them at the Sync, so the notice comes first.
+    // The Parse, Bind and Describe wait with the Execute (PostgreSQL would
+    // answer them only at the Sync anyway), so the notice comes first.
     let mut batch = parse("s1", "SELECT id FROM payments WHERE id = $1");
     let mut b = cstr("");
     b.extend(cstr("s1"));
@@ -223,6 +223,17 @@ async fn extended_protocol_holds_at_execute_in_and_out_of_transactions() {
     raw.send(&batch).await;
     let id = review_id(&raw.recv().await.unwrap());
     quiet(&mut raw).await;
+    // Held back whole: no transaction, no lock on payments upstream.
+    let locks = cluster().psql(
+        "payments",
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         WHERE c.relname = 'payments' AND l.pid <> pg_backend_pid()",
+    );
+    assert_eq!(
+        locks.trim(),
+        "0",
+        "a held statement must not reach the server"
+    );
     api.post(&id, "approve", json!({})).await;
     let answer = raw.until(b'Z').await;
     assert_eq!(tags(&answer), "12TDCZ", "{answer:?}");

@@ -45,6 +45,11 @@ pub enum Verdict {
     /// error would). After an extended-protocol message the relay discards
     /// the client's messages until Sync.
     Refuse(BytesMut),
+    /// Client frames only: hold this message back with the statement it
+    /// prepares (a Parse or Bind of a statement that goes to review). The
+    /// relay keeps it, and every message after it, until the Execute is
+    /// admitted, or sends them on at a Sync or Flush without one.
+    Defer,
     /// Client Query, Execute (and refused Parse or FunctionCall): a
     /// statement. It goes through the [`Gate`] (audit record, review hold)
     /// and runs only if admitted.
@@ -139,7 +144,7 @@ fn append(out: &mut BytesMut, frame: &Frame, verdict: Verdict) {
         Verdict::Forward => out.extend_from_slice(frame.as_bytes()),
         Verdict::Replace(bytes) => out.extend_from_slice(&bytes),
         // Client-side verdicts: a server frame is never refused, so drop it.
-        Verdict::Drop | Verdict::Refuse(_) | Verdict::Statement(_) => {}
+        Verdict::Drop | Verdict::Refuse(_) | Verdict::Statement(_) | Verdict::Defer => {}
     }
 }
 
@@ -248,6 +253,7 @@ impl Relay<'_> {
         let mut to_server = BytesMut::with_capacity(16 * 1024);
         let mut state = ConnectionState::new();
         let mut held: Option<Held> = None;
+        let mut deferred: Vec<Frame> = Vec::new();
         let mut recorder = Recorder::new(self.gate.as_ref().map_or(0, Gate::record_rows));
         let max = self.session.max_message_bytes;
         let up_bytes = self.metrics.bytes_counter(Direction::client_to_server);
@@ -275,6 +281,7 @@ impl Relay<'_> {
         let mut end: Option<RelayEnd> = None;
         let mut pipes = Pipes {
             state: &mut state,
+            deferred: &mut deferred,
             held: &mut held,
             recorder: &mut recorder,
             terminated: &mut client_done,
@@ -319,7 +326,7 @@ impl Relay<'_> {
                         }
                         Ok(n) => {
                             up_bytes.inc_by(n as u64);
-                            let mut pipes = Pipes { state: &mut state, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
+                            let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
                             if let Err(e) = self.pump_client(&mut pipes, &mut from_client, &mut to_server) {
                                 fatal(&mut to_client, "08P01", &e);
                                 end = Some(RelayEnd::ProtocolViolation(e));
@@ -330,7 +337,7 @@ impl Relay<'_> {
                     }
                 }
                 admitted = admission(&mut held) => {
-                    let mut pipes = Pipes { state: &mut state, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
+                    let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
                     if let Err(e) = self.admitted(&mut pipes, admitted, &mut from_client, &mut to_server, &mut to_client) {
                         fatal(&mut to_client, "08P01", &e);
                         end = Some(RelayEnd::ProtocolViolation(e));
@@ -347,7 +354,7 @@ impl Relay<'_> {
                         }
                         Ok(n) => {
                             down_bytes.inc_by(n as u64);
-                            let mut pipes = Pipes { state: &mut state, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
+                            let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
                             if let Err(e) = self.pump_server(&mut pipes, &mut from_server, &mut to_client) {
                                 fatal(&mut to_client, "08P01", &e);
                                 end = Some(RelayEnd::ProtocolViolation(e));
@@ -460,7 +467,26 @@ impl Relay<'_> {
                 self.send_client_frame(&frame, out, state, now);
                 continue;
             }
-            match self.inspector.client_frame(state, &frame) {
+            let verdict = self.inspector.client_frame(state, &frame);
+            match verdict {
+                Verdict::Defer => {
+                    pipes.deferred.push(frame);
+                    continue;
+                }
+                // Messages after a held-back one wait with it, in order; a
+                // Sync or Flush (the client waits for answers) sends them.
+                Verdict::Forward
+                    if !pipes.deferred.is_empty() && !matches!(frame.tag(), b'S' | b'H' | b'X') =>
+                {
+                    pipes.deferred.push(frame);
+                    continue;
+                }
+                // An admitted statement sends them first (see `admitted`).
+                Verdict::Statement(_) => {}
+                _ => self.send_deferred(pipes.deferred, out, state, now),
+            }
+            match verdict {
+                Verdict::Defer => {}
                 Verdict::Forward => self.send_client_frame(&frame, out, state, now),
                 Verdict::Replace(mut bytes) => {
                     while let Ok(Some(replacement)) = split_frame(&mut bytes, usize::MAX) {
@@ -470,22 +496,26 @@ impl Relay<'_> {
                 Verdict::Drop => {}
                 Verdict::Refuse(error) => self.refuse(&frame, error, out, state, now),
                 Verdict::Statement(info) => match self.gate.as_mut() {
-                    None => match info.decision.client_error() {
-                        None => {
-                            let portal = info.describe_portal;
-                            self.forward_statement(&frame, portal, out, state, now);
+                    None => {
+                        self.send_deferred(pipes.deferred, out, state, now);
+                        match info.decision.client_error() {
+                            None => {
+                                let portal = info.describe_portal;
+                                self.forward_statement(&frame, portal, out, state, now);
+                            }
+                            Some((code, message)) => {
+                                let mut error = BytesMut::new();
+                                put_error(&mut error, Severity::Error, code, &message);
+                                self.refuse(&frame, error, out, state, now);
+                            }
                         }
-                        Some((code, message)) => {
-                            let mut error = BytesMut::new();
-                            put_error(&mut error, Severity::Error, code, &message);
-                            self.refuse(&frame, error, out, state, now);
-                        }
-                    },
+                    }
                     Some(gate) => {
                         let describe_portal = info.describe_portal.clone();
                         let bind = info.bind.clone();
                         match gate.admit(*info) {
                             None => {
+                                self.send_deferred(pipes.deferred, out, state, now);
                                 self.forward_statement(&frame, describe_portal, out, state, now)
                             }
                             Some(future) => {
@@ -520,15 +550,20 @@ impl Relay<'_> {
         };
         let now = Instant::now();
         let state = &mut *pipes.state;
+        if let Admission::Hold { notice, then } = admission {
+            put_notice(to_client, "00000", &notice);
+            *pipes.held = Some(Held {
+                future: then,
+                ..held
+            });
+            return Ok(());
+        }
+        // What was held back with the statement goes first, whatever the
+        // outcome: the client expects its answers (and a refusal then
+        // fails the batch at the statement, as PostgreSQL would).
+        self.send_deferred(pipes.deferred, to_server, state, now);
         match admission {
-            Admission::Hold { notice, then } => {
-                put_notice(to_client, "00000", &notice);
-                *pipes.held = Some(Held {
-                    future: then,
-                    ..held
-                });
-                return Ok(());
-            }
+            Admission::Hold { .. } => {}
             Admission::Forward(record) => {
                 self.forward_statement(&held.frame, held.describe_portal, to_server, state, now);
                 if let (Some(handle), Some(request)) = (record, state.last_id()) {
@@ -639,6 +674,19 @@ impl Relay<'_> {
             self.send_silent(&message(b'C', &close), out, state, now);
         }
         request
+    }
+
+    /// Sends the messages held back with a statement, in order.
+    fn send_deferred(
+        &mut self,
+        deferred: &mut Vec<Frame>,
+        out: &mut BytesMut,
+        state: &mut ConnectionState,
+        now: Instant,
+    ) {
+        for frame in deferred.drain(..) {
+            self.send_client_frame(&frame, out, state, now);
+        }
     }
 
     /// A message of the gateway's own: its completion is not for the client.
@@ -798,6 +846,8 @@ impl Relay<'_> {
 /// The per-connection state the pumps share.
 struct Pipes<'s> {
     state: &'s mut ConnectionState,
+    /// Client messages held back with a statement that goes to review.
+    deferred: &'s mut Vec<Frame>,
     held: &'s mut Option<Held>,
     recorder: &'s mut Recorder,
     terminated: &'s mut bool,

@@ -52,6 +52,13 @@ pub struct PolicyInspector {
     described_portals: HashSet<Vec<u8>>,
     /// Portal → its statement and Bind body (parameters for the record).
     portal_statements: HashMap<Vec<u8>, (Vec<u8>, Bytes)>,
+    /// Statement name → its text, as parsed (the relay may still hold the
+    /// Parse back, so this is not read from the connection state).
+    parsed: HashMap<Vec<u8>, Bytes>,
+    /// Statements a rule sends to review: their Parse and Binds are held
+    /// back with the Execute, so nothing of them reaches the server (no
+    /// transaction, no locks) until the review is decided.
+    review_statements: HashSet<Vec<u8>>,
 
     // Server side, in the order the server answers.
     /// Statement name → its result shape (`None`: NoData).
@@ -87,6 +94,8 @@ impl PolicyInspector {
             described_statements: HashSet::new(),
             described_portals: HashSet::new(),
             portal_statements: HashMap::new(),
+            parsed: HashMap::new(),
+            review_statements: HashSet::new(),
             statement_shapes: HashMap::new(),
             portal_shapes: HashMap::new(),
             simple_shape: None,
@@ -118,7 +127,7 @@ impl PolicyInspector {
     }
 
     /// Decides a query string (a simple Query, or the text of a Parse).
-    fn decide_sql(&mut self, state: &ConnectionState, sql: &[u8]) -> Judged {
+    fn decide_sql(&mut self, sql: &[u8]) -> Judged {
         let Ok(sql) = std::str::from_utf8(sql) else {
             return Judged {
                 decision: Decision::Block {
@@ -143,7 +152,7 @@ impl PolicyInspector {
             let mut decision = decide(facts, &self.identity, &self.context, &self.rules);
             match &facts.kind {
                 Kind::Execute { name } => {
-                    let executed = self.executed_facts(state, &prepared_here, name);
+                    let executed = self.executed_facts(&prepared_here, name);
                     decision = worse(decision, self.decide_executed(name, executed));
                 }
                 Kind::Prepare { name } => {
@@ -174,7 +183,6 @@ impl PolicyInspector {
     /// this string, or before), or one prepared with Parse.
     fn executed_facts(
         &mut self,
-        state: &ConnectionState,
         prepared_here: &[(String, Arc<StatementFacts>)],
         name: &str,
     ) -> Option<Vec<StatementFacts>> {
@@ -184,8 +192,8 @@ impl PolicyInspector {
         if let Some(facts) = self.sql_prepared.get(name) {
             return Some(vec![facts.as_ref().clone()]);
         }
-        let statement = state.statements.get(name.as_bytes())?;
-        let sql = std::str::from_utf8(&statement.query).ok()?;
+        let query = self.parsed.get(name.as_bytes())?;
+        let sql = std::str::from_utf8(query).ok()?;
         Some(self.cache.classify(sql).statements.clone())
     }
 
@@ -212,15 +220,15 @@ impl PolicyInspector {
 
     /// An Execute: the statement its portal runs, judged now (a rule may
     /// hold it for review), with the portal's parameters for the record.
-    fn execute(&mut self, state: &ConnectionState, portal: &[u8]) -> StatementInfo {
+    fn execute(&mut self, portal: &[u8]) -> StatementInfo {
         let (statement, bind) = match self.portal_statements.get(portal) {
             Some((statement, bind)) => (Some(statement.clone()), Some(bind.clone())),
             None => (None, None),
         };
         let sql = statement
             .as_ref()
-            .and_then(|name| state.statements.get(name))
-            .map(|s| s.query.clone());
+            .and_then(|name| self.parsed.get(name))
+            .cloned();
         let (sql, judged) = match sql {
             Some(sql) => {
                 let text = String::from_utf8_lossy(&sql).into_owned();
@@ -520,24 +528,31 @@ fn cstr(body: &[u8]) -> (&[u8], &[u8]) {
 }
 
 impl Inspector for PolicyInspector {
-    fn client_frame(&mut self, state: &ConnectionState, frame: &Frame) -> Verdict {
+    fn client_frame(&mut self, _state: &ConnectionState, frame: &Frame) -> Verdict {
         let body = frame.body();
         match frame.tag() {
             b'Q' => {
                 let (sql, _) = cstr(body);
-                let judged = self.decide_sql(state, sql);
+                let judged = self.decide_sql(sql);
                 return Verdict::Statement(Box::new(judged.into_info(sql)));
             }
             b'P' => {
                 let (name, rest) = cstr(body);
                 let (sql, _) = cstr(rest);
-                let judged = self.decide_sql(state, sql);
+                let judged = self.decide_sql(sql);
                 // Blocked statements are refused when prepared; reviewed
                 // ones are held when executed, with their parameters.
                 if matches!(judged.decision, Decision::Block { .. }) {
                     return Verdict::Statement(Box::new(judged.into_info(sql)));
                 }
                 self.described_statements.remove(name);
+                self.parsed
+                    .insert(name.to_vec(), Bytes::copy_from_slice(sql));
+                if matches!(judged.decision, Decision::Review { .. }) {
+                    self.review_statements.insert(name.to_vec());
+                    return Verdict::Defer;
+                }
+                self.review_statements.remove(name);
             }
             b'B' => {
                 let (portal, rest) = cstr(body);
@@ -547,6 +562,9 @@ impl Inspector for PolicyInspector {
                     portal.to_vec(),
                     (statement.to_vec(), Bytes::copy_from_slice(body)),
                 );
+                if self.review_statements.contains(statement) {
+                    return Verdict::Defer;
+                }
             }
             b'D' => {
                 if let Some((&kind, rest)) = body.split_first() {
@@ -560,13 +578,15 @@ impl Inspector for PolicyInspector {
             }
             b'E' => {
                 let (portal, _) = cstr(body);
-                return Verdict::Statement(Box::new(self.execute(state, portal)));
+                return Verdict::Statement(Box::new(self.execute(portal)));
             }
             b'C' => {
                 if let Some((&kind, rest)) = body.split_first() {
                     let (name, _) = cstr(rest);
                     if kind == b'S' {
                         self.described_statements.remove(name);
+                        self.parsed.remove(name);
+                        self.review_statements.remove(name);
                     } else {
                         self.described_portals.remove(name);
                         self.portal_statements.remove(name);
@@ -594,10 +614,10 @@ impl Inspector for PolicyInspector {
         Verdict::Forward
     }
 
-    fn check_replacement(&mut self, state: &ConnectionState, sql: &str) -> Result<(), BytesMut> {
+    fn check_replacement(&mut self, _state: &ConnectionState, sql: &str) -> Result<(), BytesMut> {
         // A replacement that would itself need review is allowed: the
         // reviewer who wrote it approved it. A blocked one never runs.
-        match self.decide_sql(state, sql.as_bytes()).decision {
+        match self.decide_sql(sql.as_bytes()).decision {
             Decision::Block { message, .. } => {
                 let mut out = BytesMut::new();
                 put_error(
