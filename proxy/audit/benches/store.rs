@@ -96,7 +96,7 @@ fn stores(c: &mut Criterion) {
     bench_store(c, "sqlite_full_records", &runtime, &sqlite, &[8, 64, 256]);
     let mut normal = AuditConfig::sqlite(dir.path().join("bench-normal.db"), "bench-normal");
     normal.sqlite_synchronous = SqliteSync::Normal;
-    bench_store(c, "sqlite_normal_records", &runtime, &normal, &[8, 64]);
+    bench_store(c, "sqlite_normal_records", &runtime, &normal, &[8, 64, 256]);
 
     match pg::PgCluster::start() {
         Some(cluster) => {

@@ -1,6 +1,8 @@
 -- hoop audit store, PostgreSQL: a separate database several gateway
 -- instances share, each appending its own chain (instance, seq).
--- Grant the gateway's role INSERT and SELECT (DELETE only if it purges).
+-- Apply as the tables' owner, then grant the gateway's role INSERT and SELECT
+-- on both tables (DELETE only if it purges); the gateway runs this itself
+-- only when the tables are missing.
 CREATE TABLE IF NOT EXISTS audit_entries (
     instance   text   NOT NULL,
     seq        bigint NOT NULL,

@@ -70,8 +70,10 @@ pub struct AuditConfig {
 #[serde(rename_all = "lowercase")]
 pub enum SqliteSync {
     /// Every group commit fsyncs the WAL before any caller is answered: an
-    /// acknowledged record survives a power loss or OS crash. Throughput is
-    /// (records in flight) / (fsync latency).
+    /// acknowledged record survives a power loss or OS crash. The fsync
+    /// runs beside the writer, which meanwhile commits the next batch, so
+    /// throughput is about (records in flight) / (fsync latency) until the
+    /// CPU, not the disk, is the limit.
     #[default]
     Full,
     /// Commits reach the OS page cache, fsync happens at WAL checkpoints:

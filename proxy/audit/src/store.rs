@@ -2,14 +2,16 @@
 //!
 //! Every call that records something returns only once the record is
 //! durable in the store, and returns an error when it could not be written:
-//! the relay then refuses the statement (no access without a record).
+//! the relay then refuses the statement (no access without a record). The
+//! one exception is [`AuditStore::complete_statement_nowait`], for an
+//! outcome nobody has to wait for.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use hoop_common::mask::Masker;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::backend;
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner};
@@ -20,9 +22,11 @@ use crate::record::{
     Event, Record, SessionEnd, SessionStart, StatementBegin, StatementEnd, StatementOutcome,
 };
 use crate::time::Timestamp;
-use crate::writer::{Pending, PurgeReport, Request, Writer};
+use crate::writer::{Pending, PurgeReport, Reply, Request, Writer};
 
-/// Requests waiting for the writer; past this, callers wait (backpressure).
+/// Appends waiting for the writer; past this, callers wait (backpressure).
+/// Only `complete_statement_nowait` may go past it: it cannot wait, and
+/// each of its records belongs to a statement already begun.
 const QUEUE_DEPTH: usize = 65_536;
 
 /// A handle on the audit store; cheap to clone and share between sessions.
@@ -32,7 +36,10 @@ pub struct AuditStore {
 }
 
 struct Inner {
-    requests: mpsc::Sender<Request>,
+    /// Unbounded so that a record that cannot wait keeps its place in line;
+    /// `slots` bounds the appends that can.
+    requests: mpsc::UnboundedSender<Request>,
+    slots: Arc<Semaphore>,
     masker: Masker,
     instance: String,
     record_rows: usize,
@@ -62,7 +69,7 @@ impl AuditStore {
                 "instance_id must not look like a card number".into(),
             ));
         }
-        let (requests, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let (requests, receiver) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let thread_config = config.clone();
         let thread = std::thread::Builder::new()
@@ -77,6 +84,7 @@ impl AuditStore {
         let store = AuditStore {
             inner: Arc::new(Inner {
                 requests,
+                slots: Arc::new(Semaphore::new(QUEUE_DEPTH)),
                 masker,
                 instance: config.instance_id.clone(),
                 record_rows: config.record_rows,
@@ -130,18 +138,61 @@ impl AuditStore {
         handle: &StatementHandle,
         outcome: &StatementOutcome,
     ) -> Result<()> {
+        self.append(&self.statement_end(handle, outcome))
+            .await
+            .map(drop)
+    }
+
+    /// [`AuditStore::complete_statement`] for a caller that does not wait
+    /// for durability: the record is queued at once, in order with
+    /// everything this task records after it, and written by the next
+    /// group commit. It is never dropped silently: when it cannot be
+    /// encoded or written, or the store is closed, an `ALERT` is logged
+    /// (with the session and statement number, never the record).
+    ///
+    /// For the relay, whose client already has its answer: the outcome
+    /// was not needed to let the statement through (its begin entry was),
+    /// so waiting for its fsync would only delay the next statement. A
+    /// crash before the commit leaves the statement visible as incomplete
+    /// to `verify`, as any crash does.
+    pub fn complete_statement_nowait(&self, handle: &StatementHandle, outcome: &StatementOutcome) {
+        let reply = Reply::Detached {
+            session_id: mask_field(&self.inner.masker, &handle.session_id),
+            sequence: handle.sequence,
+        };
+        let record = self.statement_end(handle, outcome);
+        let pending = match self.pending(&record) {
+            Ok(pending) => pending,
+            Err(error) => return reply.send_error(error),
+        };
+        // Not waiting means not waiting for a place either: past the
+        // bound, the record is queued anyway (it stays in order, which a
+        // task awaiting the send could not promise).
+        let slot = self.inner.slots.clone().try_acquire_owned().ok();
+        let request = Request::Append {
+            pending,
+            reply,
+            _slot: slot,
+        };
+        if let Err(mpsc::error::SendError(Request::Append { reply, .. })) =
+            self.inner.requests.send(request)
+        {
+            reply.send_error(AuditError::Closed);
+        }
+    }
+
+    fn statement_end(&self, handle: &StatementHandle, outcome: &StatementOutcome) -> Record {
         let mut outcome = outcome.clone();
         outcome.result_rows.truncate(self.inner.record_rows);
         if outcome.result_rows.is_empty() {
             outcome.columns.clear();
         }
-        let end = StatementEnd {
+        Record::StatementEnd(StatementEnd {
             session_id: handle.session_id.clone(),
             sequence: handle.sequence,
             begin_seq: handle.begin_seq,
             outcome,
-        };
-        self.append(&Record::StatementEnd(end)).await.map(drop)
+        })
     }
 
     /// Writes a signed checkpoint of the chain as it is now.
@@ -206,16 +257,32 @@ impl AuditStore {
     }
 
     async fn append(&self, record: &Record) -> Result<u64> {
-        let payload = canonical_payload(&self.inner.masker, record)?;
-        let pending = Pending {
+        let pending = self.pending(record)?;
+        let slot = self
+            .inner
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        self.control(|reply| Request::Append {
+            pending,
+            reply: Reply::Waiting(reply),
+            _slot: Some(slot),
+        })
+        .await
+    }
+
+    /// Masks and encodes a record (on the caller's thread, so the writer
+    /// only seals and writes).
+    fn pending(&self, record: &Record) -> Result<Pending> {
+        Ok(Pending {
             kind: record.kind(),
             session_id: record
                 .session_id()
                 .map(|id| mask_field(&self.inner.masker, id)),
-            payload,
-        };
-        self.control(|reply| Request::Append { pending, reply })
-            .await
+            payload: canonical_payload(&self.inner.masker, record)?,
+        })
     }
 
     async fn control<T>(
@@ -226,7 +293,6 @@ impl AuditStore {
         self.inner
             .requests
             .send(request(reply))
-            .await
             .map_err(|_| AuditError::Closed)?;
         answer.await.unwrap_or(Err(AuditError::Closed))
     }
@@ -238,7 +304,7 @@ impl AuditStore {
 fn run_writer(
     config: AuditConfig,
     signer: CheckpointSigner,
-    receiver: mpsc::Receiver<Request>,
+    receiver: mpsc::UnboundedReceiver<Request>,
     ready: oneshot::Sender<Result<()>>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -4,14 +4,35 @@
 //! fsync for the whole batch, and every caller is answered only once its
 //! record is durable.
 //!
+//! Where the commit itself is not yet durable (SQLite with
+//! `synchronous = FULL`: see `backend::sqlite`), the fsync runs on fsync
+//! threads, which answer a batch's callers once an fsync started after its
+//! commit has returned; meanwhile the writer already seals and commits the
+//! next batch on top of it, and its fsync can start before the previous one
+//! is done. At most [`MAX_UNSYNCED`] commits wait for their fsync; beyond
+//! that the writer waits too, and the records arriving meanwhile make the
+//! next batch larger.
+//!
+//! Records nobody waits for (`complete_statement_nowait`) do not start a
+//! commit of their own: they wait, at most [`DETACHED_LINGER`], for one
+//! that someone waits for (typically the session's next statement).
+//!
 //! The head advances only after a commit succeeded, so a failed batch
 //! leaves no gap: its callers get an error (and refuse their statements),
 //! and the next batch reloads the head from the store and starts again.
+//! A failed fsync fails every batch committed to that file and not yet
+//! answered, and makes the writer reopen the store; the entries it covered stay
+//! in the chain (as after a crash: begun, never acknowledged) or are lost
+//! from its tail, never from its middle.
 
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 
 use crate::backend::Backend;
 use crate::chain::{ChainHead, Entry};
@@ -25,6 +46,19 @@ const MAX_BATCH: usize = 4096;
 /// A write that takes longer than this is treated as failed (a hung
 /// server must not hold statements forever).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Commits that may wait for their fsync while the writer goes on.
+const MAX_UNSYNCED: usize = 3;
+
+/// fsyncs that may be in flight at once.
+const SYNC_THREADS: usize = MAX_UNSYNCED;
+
+/// How long records nobody waits for (`complete_statement_nowait`) may
+/// wait for company before they are committed on their own.
+const DETACHED_LINGER: Duration = Duration::from_millis(10);
+
+/// Answers the callers of a commit once it is durable (or failed to be).
+type Acknowledge = Box<dyn FnOnce(Result<()>) + Send>;
 
 /// An entry ready to be sealed: masked canonical payload.
 pub(crate) struct Pending {
@@ -43,10 +77,46 @@ pub struct PurgeReport {
     pub anchor: Option<Checkpoint>,
 }
 
+/// Who learns how an append went.
+pub(crate) enum Reply {
+    /// A caller waiting for its record to be durable.
+    Waiting(oneshot::Sender<Result<u64>>),
+    /// Nobody waits (`complete_statement_nowait`); a failure is logged.
+    Detached { session_id: String, sequence: u64 },
+}
+
+impl Reply {
+    pub(crate) fn send_error(self, error: AuditError) {
+        self.send(Err(error));
+    }
+
+    fn send(self, result: Result<u64>) {
+        match self {
+            Reply::Waiting(reply) => drop(reply.send(result)),
+            Reply::Detached {
+                session_id,
+                sequence,
+            } => {
+                if let Err(error) = result {
+                    tracing::error!(
+                        session = %session_id,
+                        statement = sequence,
+                        %error,
+                        "ALERT: a statement's completion record could not be written"
+                    );
+                }
+            }
+        }
+    }
+}
+
 pub(crate) enum Request {
     Append {
         pending: Pending,
-        reply: oneshot::Sender<Result<u64>>,
+        reply: Reply,
+        /// A place in the store's queue bound, freed once the writer takes
+        /// the request (`None`: admitted past the bound).
+        _slot: Option<OwnedSemaphorePermit>,
     },
     Checkpoint {
         kind: CheckpointKind,
@@ -61,7 +131,32 @@ pub(crate) enum Request {
     },
 }
 
+impl Request {
+    fn is_detached(&self) -> bool {
+        matches!(
+            self,
+            Request::Append {
+                reply: Reply::Detached { .. },
+                ..
+            }
+        )
+    }
+}
+
+/// Adds what is queued now to `batch`, up to [`MAX_BATCH`].
+fn collect(requests: &mut mpsc::UnboundedReceiver<Request>, batch: &mut Vec<Request>) {
+    while batch.len() < MAX_BATCH {
+        match requests.try_recv() {
+            Ok(request) => batch.push(request),
+            Err(_) => break,
+        }
+    }
+}
+
 pub(crate) struct Writer<B> {
+    /// Declared before `backend`: dropping the writer first lets the
+    /// syncer finish every fsync, then closes the connection.
+    syncer: Option<Syncer>,
     backend: B,
     instance: String,
     signer: CheckpointSigner,
@@ -79,6 +174,7 @@ impl<B: Backend> Writer<B> {
         interval: Duration,
     ) -> Self {
         Writer {
+            syncer: None,
             backend,
             instance,
             signer,
@@ -88,34 +184,61 @@ impl<B: Backend> Writer<B> {
         }
     }
 
-    pub(crate) async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+    pub(crate) async fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
         let mut next_checkpoint = Instant::now() + self.interval;
         loop {
             let first = tokio::select! {
                 request = requests.recv() => request,
                 () = sleep_until(next_checkpoint) => {
                     next_checkpoint = Instant::now() + self.interval;
-                    if let Err(error) = self.periodic_checkpoint().await {
-                        tracing::error!(instance = %self.instance, %error, "audit checkpoint failed");
-                    }
+                    self.periodic_checkpoint().await;
                     continue;
                 }
             };
             let Some(first) = first else {
                 // Every handle dropped without close(): seal what we have.
-                if let Err(error) = self.checkpoint(CheckpointKind::Shutdown).await {
-                    tracing::error!(instance = %self.instance, %error, "final audit checkpoint failed");
-                }
+                let sealed = self.write_checkpoint(CheckpointKind::Shutdown).await;
+                self.reply_when_durable(sealed, None, |sealed| {
+                    if let Err(error) = sealed {
+                        tracing::error!(%error, "final audit checkpoint failed");
+                    }
+                })
+                .await;
                 return;
             };
+            // Wait until a commit may go to the syncer; what arrives
+            // meanwhile joins this batch.
+            let permit = match self.sync_capacity().await {
+                Ok(permit) => permit,
+                Err(_) => {
+                    refuse(first, || {
+                        AuditError::Unavailable("audit store fsync timed out".into())
+                    });
+                    continue;
+                }
+            };
+            self.recover_from_failed_sync();
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match requests.try_recv() {
-                    Ok(request) => batch.push(request),
-                    Err(_) => break,
+            collect(&mut requests, &mut batch);
+            if batch.iter().all(Request::is_detached) {
+                // Nobody waits for these: let them ride with the next
+                // record someone does wait for (the session's next
+                // statement, usually) instead of paying a commit and an
+                // fsync of their own, but not for longer than this.
+                let deadline = Instant::now() + DETACHED_LINGER;
+                while batch.len() < MAX_BATCH {
+                    let Ok(Some(request)) = timeout_at(deadline, requests.recv()).await else {
+                        break;
+                    };
+                    let awaited = batch.len();
+                    batch.push(request);
+                    collect(&mut requests, &mut batch);
+                    if !batch[awaited..].iter().all(Request::is_detached) {
+                        break;
+                    }
                 }
             }
-            if self.process(batch).await {
+            if self.process(batch, permit).await {
                 requests.close();
                 while let Some(request) = requests.recv().await {
                     refuse(request, || AuditError::Closed);
@@ -127,31 +250,50 @@ impl<B: Backend> Writer<B> {
 
     /// Writes the appends of a batch in one transaction, then runs its
     /// control requests in order. Returns true once the store is closed.
-    async fn process(&mut self, batch: Vec<Request>) -> bool {
+    ///
+    /// `permit` (see [`Writer::sync_capacity`]) goes to the first commit
+    /// of the batch; later ones wait for their own.
+    async fn process(
+        &mut self,
+        batch: Vec<Request>,
+        mut permit: Option<OwnedSemaphorePermit>,
+    ) -> bool {
         let mut appends = Vec::new();
         let mut controls = Vec::new();
         for request in batch {
             match request {
-                Request::Append { pending, reply } => appends.push((pending, reply)),
+                Request::Append { pending, reply, .. } => appends.push((pending, reply)),
                 control => controls.push(control),
             }
         }
         if !appends.is_empty() {
-            self.append_batch(appends).await;
+            self.append_batch(appends, permit.take()).await;
         }
         let mut closed = false;
         for control in controls {
             match control {
                 Request::Append { .. } => {}
                 Request::Checkpoint { kind, reply } => {
-                    let _ = reply.send(self.checkpoint(kind).await);
+                    let written = self.write_checkpoint(kind).await;
+                    self.reply_when_durable(written, permit.take(), |result| {
+                        drop(reply.send(result))
+                    })
+                    .await;
                 }
                 Request::Purge { before, reply } => {
-                    let _ = reply.send(self.purge(before).await);
+                    let purged = self.purge(before).await;
+                    self.reply_when_durable(purged, permit.take(), |result| {
+                        drop(reply.send(result))
+                    })
+                    .await;
                 }
                 Request::Close { reply } if !closed => {
                     closed = true;
-                    let _ = reply.send(self.checkpoint(CheckpointKind::Shutdown).await);
+                    let sealed = self.write_checkpoint(CheckpointKind::Shutdown).await;
+                    self.reply_when_durable(sealed, permit.take(), |result| {
+                        drop(reply.send(result))
+                    })
+                    .await;
                 }
                 Request::Close { reply } => {
                     let _ = reply.send(Err(AuditError::Closed));
@@ -161,7 +303,11 @@ impl<B: Backend> Writer<B> {
         closed
     }
 
-    async fn append_batch(&mut self, appends: Vec<(Pending, oneshot::Sender<Result<u64>>)>) {
+    async fn append_batch(
+        &mut self,
+        appends: Vec<(Pending, Reply)>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
         let (pending, replies): (Vec<_>, Vec<_>) = appends.into_iter().unzip();
         let mut result = self.write_entries(&pending).await;
         if matches!(result, Err(AuditError::Conflict { .. })) {
@@ -173,9 +319,15 @@ impl<B: Backend> Writer<B> {
         }
         match result {
             Ok(first_seq) => {
-                for (offset, reply) in replies.into_iter().enumerate() {
-                    let _ = reply.send(Ok(first_seq + offset as u64));
-                }
+                let answer: Acknowledge = Box::new(move |durable| match durable {
+                    Ok(()) => {
+                        for (offset, reply) in replies.into_iter().enumerate() {
+                            reply.send(Ok(first_seq + offset as u64));
+                        }
+                    }
+                    Err(error) => refuse_appends(replies, &error),
+                });
+                self.acknowledge(answer, permit).await;
             }
             Err(error) => {
                 tracing::error!(
@@ -184,10 +336,7 @@ impl<B: Backend> Writer<B> {
                     records = replies.len(),
                     "ALERT: audit store write failed; statements are refused until it recovers"
                 );
-                let message = error.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(AuditError::Unavailable(message.clone())));
-                }
+                refuse_appends(replies, &error);
             }
         }
     }
@@ -262,16 +411,23 @@ impl<B: Backend> Writer<B> {
         Err(error)
     }
 
-    async fn periodic_checkpoint(&mut self) -> Result<()> {
-        match self.head {
-            Some(head) if head.last_seq > self.last_checkpoint => {
-                self.checkpoint(CheckpointKind::Periodic).await.map(drop)
-            }
-            _ => Ok(()),
+    async fn periodic_checkpoint(&mut self) {
+        if !matches!(self.head, Some(head) if head.last_seq > self.last_checkpoint) {
+            return;
         }
+        let written = self.write_checkpoint(CheckpointKind::Periodic).await;
+        let instance = self.instance.clone();
+        self.reply_when_durable(written, None, move |result| {
+            if let Err(error) = result {
+                tracing::error!(%instance, %error, "audit checkpoint failed");
+            }
+        })
+        .await;
     }
 
-    async fn checkpoint(&mut self, kind: CheckpointKind) -> Result<Checkpoint> {
+    /// Signs the chain as it is now and commits the checkpoint (durable
+    /// once acknowledged, see [`Writer::reply_when_durable`]).
+    async fn write_checkpoint(&mut self, kind: CheckpointKind) -> Result<Checkpoint> {
         let head = self.current_head().await?;
         let time = Timestamp::now().max(head.last_time);
         let checkpoint = self
@@ -317,14 +473,530 @@ impl<B: Backend> Writer<B> {
             anchor: Some(anchor),
         })
     }
+
+    /// Runs `reply` with `result` once the commit that produced it is
+    /// durable; at once when it failed.
+    async fn reply_when_durable<T: Send + 'static>(
+        &mut self,
+        result: Result<T>,
+        permit: Option<OwnedSemaphorePermit>,
+        reply: impl FnOnce(Result<T>) + Send + 'static,
+    ) {
+        match result {
+            Err(error) => reply(Err(error)),
+            Ok(value) => {
+                let answer: Acknowledge = Box::new(move |durable| reply(durable.map(|()| value)));
+                self.acknowledge(answer, permit).await;
+            }
+        }
+    }
+
+    /// Answers a successful commit: at once when the backend's commit was
+    /// durable, else after the syncer's fsync. Without a `permit` it waits
+    /// for one (the caller must not hold another: they are few).
+    async fn acknowledge(&mut self, answer: Acknowledge, permit: Option<OwnedSemaphorePermit>) {
+        let Some(file) = self.backend.unsynced_file() else {
+            answer(Ok(()));
+            return;
+        };
+        if self.syncer.is_none() {
+            self.syncer = Syncer::start(&self.instance);
+        }
+        let Some(syncer) = &self.syncer else {
+            // No thread for the syncer: fsync here, as SQLite would have.
+            answer(sync_file(&file));
+            return;
+        };
+        let permit = match permit {
+            Some(permit) => Some(permit),
+            None => syncer.capacity.clone().acquire_owned().await.ok(),
+        };
+        syncer.submit(SyncJob {
+            file,
+            answer,
+            _permit: permit,
+        });
+    }
+
+    /// A slot for one more commit awaiting its fsync (`None` without a
+    /// syncer). A syncer stuck longer than a write may take fails the
+    /// batch rather than holding it forever.
+    async fn sync_capacity(&self) -> Result<Option<OwnedSemaphorePermit>> {
+        let Some(syncer) = &self.syncer else {
+            return Ok(None);
+        };
+        match timeout(WRITE_TIMEOUT, syncer.capacity.clone().acquire_owned()).await {
+            Ok(permit) => Ok(permit.ok()),
+            Err(_) => {
+                tracing::error!(instance = %self.instance, "ALERT: fsync of the audit store hangs; statements are refused until it returns");
+                Err(AuditError::Unavailable("audit fsync timed out".into()))
+            }
+        }
+    }
+
+    /// After a failed fsync, nothing more is committed to that file: reopen
+    /// the store and reload the head from what it holds.
+    fn recover_from_failed_sync(&mut self) {
+        if self.syncer.as_ref().is_some_and(Syncer::take_failure) {
+            self.head = None;
+            self.backend.reset();
+        }
+    }
+}
+
+/// The fsync threads (see the module docs). Several, so that an fsync can
+/// start as soon as a commit is written, even while earlier ones are still
+/// in flight (with a slow disk the wait is the device's flush, which
+/// overlaps); each answers every job its fsync covers.
+struct Syncer {
+    shared: Arc<SyncShared>,
+    threads: Vec<JoinHandle<()>>,
+    /// [`MAX_UNSYNCED`] permits; a job holds one until it is answered.
+    capacity: Arc<Semaphore>,
+}
+
+struct SyncShared {
+    state: std::sync::Mutex<SyncState>,
+    work: std::sync::Condvar,
+    /// Set when an fsync failed; cleared by the writer.
+    failed: AtomicBool,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Unanswered jobs in commit order.
+    jobs: std::collections::VecDeque<(u64, SyncJob)>,
+    next_ticket: u64,
+    /// Jobs up to this ticket are covered by an fsync already started.
+    started_upto: u64,
+    /// A file whose fsync failed: never trusted again (the kernel may have
+    /// dropped the pages that failed to write and report success next
+    /// time), so its jobs fail without an fsync.
+    poisoned: Option<Arc<File>>,
+    closing: bool,
+}
+
+struct SyncJob {
+    file: Arc<File>,
+    answer: Acknowledge,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Syncer {
+    fn start(instance: &str) -> Option<Syncer> {
+        let shared = Arc::new(SyncShared {
+            state: std::sync::Mutex::new(SyncState::default()),
+            work: std::sync::Condvar::new(),
+            failed: AtomicBool::new(false),
+        });
+        let mut threads = Vec::new();
+        for index in 0..SYNC_THREADS {
+            let thread_shared = shared.clone();
+            let thread_instance = instance.to_owned();
+            match std::thread::Builder::new()
+                .name(format!("hoop-audit-sync-{index}"))
+                .spawn(move || run_syncer(&thread_shared, &thread_instance))
+            {
+                Ok(thread) => threads.push(thread),
+                Err(error) => {
+                    tracing::warn!(%instance, %error, "cannot start an audit fsync thread");
+                    break;
+                }
+            }
+        }
+        if threads.is_empty() {
+            tracing::warn!(%instance, "no audit fsync thread; syncing inline");
+            return None;
+        }
+        Some(Syncer {
+            shared,
+            threads,
+            capacity: Arc::new(Semaphore::new(MAX_UNSYNCED)),
+        })
+    }
+
+    fn submit(&self, job: SyncJob) {
+        let mut state = lock(&self.shared.state);
+        state.next_ticket += 1;
+        let ticket = state.next_ticket;
+        state.jobs.push_back((ticket, job));
+        drop(state);
+        self.shared.work.notify_one();
+    }
+
+    /// Takes the failure flag (see [`Writer::recover_from_failed_sync`]).
+    fn take_failure(&self) -> bool {
+        self.shared.failed.swap(false, Ordering::SeqCst)
+    }
+}
+
+impl Drop for Syncer {
+    /// Lets every submitted fsync finish and be answered.
+    fn drop(&mut self) {
+        lock(&self.shared.state).closing = true;
+        self.shared.work.notify_all();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn lock(state: &std::sync::Mutex<SyncState>) -> std::sync::MutexGuard<'_, SyncState> {
+    // The state stays consistent across a panic in an answer (each field is
+    // updated in one step), so a poisoned lock is still usable.
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One fsync thread: takes every job not yet covered by a started fsync
+/// (all of one file, in commit order), fsyncs once for them (group commit
+/// again, at the fsync) and answers every job of that file its fsync
+/// covers, including ones another thread's fsync, started earlier, has not
+/// answered yet.
+fn run_syncer(shared: &SyncShared, instance: &str) {
+    let mut state = lock(&shared.state);
+    loop {
+        let started_upto = state.started_upto;
+        let Some(file) = state
+            .jobs
+            .iter()
+            .find(|(ticket, _)| *ticket > started_upto)
+            .map(|(_, job)| job.file.clone())
+        else {
+            if state.closing {
+                return;
+            }
+            state = shared
+                .work
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            continue;
+        };
+        // Tickets of one file are contiguous: a new file only comes with a
+        // reopened store, after every commit to the old one.
+        let upto = state
+            .jobs
+            .iter()
+            .filter(|(_, job)| Arc::ptr_eq(&job.file, &file))
+            .map(|(ticket, _)| *ticket)
+            .max()
+            .unwrap_or(started_upto);
+        state.started_upto = upto;
+        let already_failed = state
+            .poisoned
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, &file));
+        drop(state);
+
+        let outcome = if already_failed {
+            Err(AuditError::Unavailable(
+                "an earlier fsync of the audit store failed".into(),
+            ))
+        } else {
+            sync_file(&file)
+        };
+
+        state = lock(&shared.state);
+        let failed = outcome.is_err();
+        if failed && !already_failed {
+            tracing::error!(
+                %instance,
+                error = %outcome.as_ref().err().map(ToString::to_string).unwrap_or_default(),
+                "ALERT: audit store fsync failed; statements are refused until it recovers"
+            );
+            state.poisoned = Some(file.clone());
+            shared.failed.store(true, Ordering::SeqCst);
+        }
+        // After a failure every job of the file fails, even those a later
+        // fsync (started or not) would seem to cover.
+        let (done, waiting): (Vec<_>, Vec<_>) = state.jobs.drain(..).partition(|(ticket, job)| {
+            Arc::ptr_eq(&job.file, &file) && (failed || *ticket <= upto)
+        });
+        state.jobs = waiting.into();
+        drop(state);
+        for (_, job) in done {
+            (job.answer)(match &outcome {
+                Ok(()) => Ok(()),
+                Err(error) => Err(AuditError::Unavailable(match error {
+                    AuditError::Unavailable(message) => message.clone(),
+                    other => other.to_string(),
+                })),
+            });
+        }
+        state = lock(&shared.state);
+    }
+}
+
+fn sync_file(file: &File) -> Result<()> {
+    file.sync_data()
+        .map_err(|e| AuditError::Unavailable(format!("fsync of the audit store failed: {e}")))
+}
+
+fn refuse_appends(replies: Vec<Reply>, error: &AuditError) {
+    let message = match error {
+        AuditError::Unavailable(message) => message.clone(),
+        other => other.to_string(),
+    };
+    for reply in replies {
+        reply.send(Err(AuditError::Unavailable(message.clone())));
+    }
 }
 
 fn refuse(request: Request, error: impl Fn() -> AuditError) {
     match request {
-        Request::Append { reply, .. } => drop(reply.send(Err(error()))),
+        Request::Append { reply, .. } => reply.send(Err(error())),
         Request::Checkpoint { reply, .. } | Request::Close { reply } => {
             drop(reply.send(Err(error())))
         }
         Request::Purge { reply, .. } => drop(reply.send(Err(error()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::os::fd::OwnedFd;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::backend::EntryQuery;
+    use crate::chain::ChainHash;
+
+    /// An in-memory store whose commits need an fsync of `unsynced`.
+    #[derive(Default)]
+    struct Stored {
+        entries: Vec<Entry>,
+        /// Transactions that wrote entries.
+        entry_commits: usize,
+        resets: usize,
+        unsynced: Option<Arc<File>>,
+        /// Handed out after a reset (a reopened store).
+        after_reset: Option<Arc<File>>,
+    }
+
+    struct MemoryBackend(Arc<Mutex<Stored>>);
+
+    impl MemoryBackend {
+        fn stored(&self) -> std::sync::MutexGuard<'_, Stored> {
+            self.0.lock().expect("not poisoned")
+        }
+    }
+
+    impl Backend for MemoryBackend {
+        async fn head(&mut self, _instance: &str) -> Result<ChainHead> {
+            Ok(match self.stored().entries.last() {
+                Some(last) => ChainHead {
+                    last_seq: last.seq,
+                    head: last.hash,
+                    last_time: last.time,
+                },
+                None => ChainHead::empty(),
+            })
+        }
+
+        async fn append(&mut self, entries: &[Entry], _checkpoints: &[Checkpoint]) -> Result<()> {
+            let mut stored = self.stored();
+            if !entries.is_empty() {
+                stored.entry_commits += 1;
+            }
+            stored.entries.extend_from_slice(entries);
+            Ok(())
+        }
+
+        async fn last_before(
+            &mut self,
+            _instance: &str,
+            _before: Timestamp,
+        ) -> Result<Option<(u64, ChainHash)>> {
+            Ok(None)
+        }
+
+        async fn purge(&mut self, _: &str, _: u64, _: &Checkpoint) -> Result<u64> {
+            Ok(0)
+        }
+
+        fn reset(&mut self) {
+            let mut stored = self.stored();
+            stored.resets += 1;
+            stored.unsynced = stored.after_reset.clone();
+        }
+
+        async fn load_entries(&mut self, _query: &EntryQuery) -> Result<Vec<Entry>> {
+            Ok(self.stored().entries.clone())
+        }
+
+        async fn load_checkpoints(&mut self) -> Result<Vec<Checkpoint>> {
+            Ok(Vec::new())
+        }
+
+        fn unsynced_file(&self) -> Option<Arc<File>> {
+            self.stored().unsynced.clone()
+        }
+    }
+
+    fn syncable_file(dir: &tempfile::TempDir, name: &str) -> Arc<File> {
+        Arc::new(File::create(dir.path().join(name)).expect("file"))
+    }
+
+    /// fsync of a socket fails (EINVAL), as a failing disk would.
+    fn failing_file() -> Arc<File> {
+        let (socket, _peer) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+        Arc::new(File::from(OwnedFd::from(socket)))
+    }
+
+    fn start(stored: Arc<Mutex<Stored>>) -> (mpsc::UnboundedSender<Request>, JoinHandle<()>) {
+        let (requests, receiver) = mpsc::unbounded_channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let writer = Writer::new(
+                MemoryBackend(stored),
+                "gw-test".into(),
+                CheckpointSigner::from_seed("test", &[7; 32]),
+                Duration::from_secs(3600),
+            );
+            runtime.block_on(writer.run(receiver));
+        });
+        (requests, thread)
+    }
+
+    async fn append(requests: &mpsc::UnboundedSender<Request>, text: &str) -> Result<u64> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            kind: "test",
+            session_id: None,
+            payload: format!("{{\"text\":\"{text}\"}}"),
+        };
+        requests
+            .send(Request::Append {
+                pending,
+                reply: Reply::Waiting(reply),
+                _slot: None,
+            })
+            .expect("writer running");
+        answer.await.expect("answered")
+    }
+
+    #[tokio::test]
+    async fn failed_fsync_refuses_its_batch_and_the_writer_recovers_without_a_gap() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stored = Arc::new(Mutex::new(Stored {
+            unsynced: Some(syncable_file(&dir, "wal-1")),
+            after_reset: Some(syncable_file(&dir, "wal-2")),
+            ..Stored::default()
+        }));
+        let (requests, thread) = start(stored.clone());
+
+        assert_eq!(append(&requests, "one").await.expect("durable"), 1);
+
+        stored.lock().expect("lock").unsynced = Some(failing_file());
+        let refused = append(&requests, "two").await;
+        assert!(
+            matches!(&refused, Err(AuditError::Unavailable(message)) if message.contains("fsync")),
+            "{refused:?}"
+        );
+
+        // The writer reopened the store and goes on from what it holds.
+        assert_eq!(append(&requests, "three").await.expect("durable"), 3);
+        let (reply, answer) = oneshot::channel();
+        requests.send(Request::Close { reply }).expect("running");
+        let sealed = answer.await.expect("answered").expect("closed");
+        assert_eq!(sealed.length, 3);
+        thread.join().expect("writer thread");
+
+        let stored = stored.lock().expect("lock");
+        assert_eq!(stored.resets, 1);
+        let entries = &stored.entries;
+        assert_eq!(
+            entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        for pair in entries.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash, "no gap in the chain");
+        }
+        assert_eq!(sealed.head_hash, entries[2].hash);
+    }
+
+    fn detached(text: &str) -> Request {
+        Request::Append {
+            pending: Pending {
+                kind: "test",
+                session_id: None,
+                payload: format!("{{\"text\":\"{text}\"}}"),
+            },
+            reply: Reply::Detached {
+                session_id: "s1".into(),
+                sequence: 1,
+            },
+            _slot: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn detached_records_wait_for_company_but_not_forever() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stored = Arc::new(Mutex::new(Stored {
+            unsynced: Some(syncable_file(&dir, "wal")),
+            ..Stored::default()
+        }));
+        let (requests, thread) = start(stored.clone());
+
+        // Alone, it is written once the linger is over.
+        requests.send(detached("alone")).expect("running");
+        tokio::time::sleep(DETACHED_LINGER * 5).await;
+        assert_eq!(stored.lock().expect("lock").entries.len(), 1);
+
+        // Followed by a record someone waits for, it goes in before it,
+        // in the same commit.
+        requests.send(detached("first")).expect("running");
+        assert_eq!(append(&requests, "second").await.expect("durable"), 3);
+        assert_eq!(stored.lock().expect("lock").entry_commits, 2);
+        let payloads: Vec<String> = stored
+            .lock()
+            .expect("lock")
+            .entries
+            .iter()
+            .map(|e| e.payload.clone())
+            .collect();
+        assert_eq!(
+            payloads,
+            vec![
+                "{\"text\":\"alone\"}",
+                "{\"text\":\"first\"}",
+                "{\"text\":\"second\"}"
+            ]
+        );
+        drop(requests);
+        thread.join().expect("writer thread");
+    }
+
+    #[tokio::test]
+    async fn controls_alone_in_a_batch_are_answered_with_a_syncer() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stored = Arc::new(Mutex::new(Stored {
+            unsynced: Some(syncable_file(&dir, "wal")),
+            ..Stored::default()
+        }));
+        let (requests, thread) = start(stored);
+        append(&requests, "one").await.expect("durable");
+        // Each control, with nothing else queued, holds the batch's slot
+        // for a commit awaiting its fsync; none may wait on itself.
+        for _ in 0..=MAX_UNSYNCED {
+            let (reply, answer) = oneshot::channel();
+            requests
+                .send(Request::Checkpoint {
+                    kind: CheckpointKind::Manual,
+                    reply,
+                })
+                .expect("running");
+            answer.await.expect("answered").expect("checkpoint");
+        }
+        let (reply, answer) = oneshot::channel();
+        requests.send(Request::Close { reply }).expect("running");
+        answer.await.expect("answered").expect("closed");
+        thread.join().expect("writer thread");
     }
 }

@@ -401,6 +401,57 @@ mod suite {
         assert_eq!(report.chains[0].last_seq, 1 + 8 * 50 * 2 + 1);
     }
 
+    /// `complete_statement_nowait` returns at once, yet every outcome is
+    /// written, after its begin and before the session's next statement.
+    pub async fn completions_without_waiting_are_written_in_order(harness: Harness) {
+        let store = harness.open(GW).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for writer in 0..8 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let session_id = format!("n{writer}");
+                for sequence in 1..=25 {
+                    let handle = store
+                        .begin_statement(&support::statement(&session_id, sequence, "SELECT 1"))
+                        .await
+                        .expect("begin");
+                    store.complete_statement_nowait(&handle, &support::outcome(1));
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("writer task");
+        }
+        // Queued behind every completion, so they are all durable now.
+        store.close("test").await.expect("close");
+        let report = verify(&harness).await;
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(report.chains[0].last_seq, 1 + 8 * 25 * 2 + 1, "{report}");
+        assert!(
+            report.chains[0].incomplete_statements.is_empty(),
+            "{report}"
+        );
+        let sequence = if harness.is_sqlite() {
+            "json_extract(payload, '$.sequence')"
+        } else {
+            "(payload::json->>'sequence')::bigint"
+        };
+        let out_of_order = harness
+            .query_i64(&format!(
+                "SELECT count(*) FROM audit_entries e JOIN audit_entries b \
+                   ON b.session_id = e.session_id AND b.kind = 'statement' \
+                  AND {b} = {e} + 1 \
+                 WHERE e.kind = 'statement_end' AND b.seq < e.seq",
+                b = sequence.replace("payload", "b.payload"),
+                e = sequence.replace("payload", "e.payload"),
+            ))
+            .await;
+        assert_eq!(
+            out_of_order, 0,
+            "an outcome was written after the next statement began"
+        );
+    }
+
     pub async fn crash_leaves_incomplete_statement_visible(harness: Harness) {
         let store = harness.open(GW).await;
         store.checkpoint().await.expect("checkpoint");
@@ -651,6 +702,7 @@ mod sqlite {
         read_only_file_fails_closed_and_recovers,
         two_instances_both_verify,
         concurrent_writers_share_commits,
+        completions_without_waiting_are_written_in_order,
         crash_leaves_incomplete_statement_visible,
         sessions_and_replay_for_auditors,
         export_verifies_offline_and_catches_edits,
@@ -671,6 +723,7 @@ mod postgres {
         no_card_number_reaches_the_store,
         two_instances_both_verify,
         concurrent_writers_share_commits,
+        completions_without_waiting_are_written_in_order,
         crash_leaves_incomplete_statement_visible,
         sessions_and_replay_for_auditors,
         export_verifies_offline_and_catches_edits,

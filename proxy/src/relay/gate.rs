@@ -35,6 +35,10 @@ use crate::protocol::{put_error, Severity};
 const SQLSTATE_AUDIT_UNAVAILABLE: &str = "58000";
 /// SQLSTATE of a cancelled or expired hold (as for a cancelled statement).
 const SQLSTATE_QUERY_CANCELED: &str = "57014";
+/// Tries at writing a statement's outcome (backoff 50 ms doubling to 2 s:
+/// about half a minute).
+const COMPLETE_ATTEMPTS: u32 = 20;
+
 /// SQLSTATE of a denial or a block.
 const SQLSTATE_INSUFFICIENT_PRIVILEGE: &str = "42501";
 
@@ -211,16 +215,29 @@ impl Gate {
     }
 
     /// Records how a forwarded statement ended. Not awaited: the client
-    /// already has its answer; a failure is logged as an alert.
+    /// already has its answer. A store that fails for a while (the
+    /// statement's begin record is already durable) is retried with
+    /// backoff for about half a minute before an alert gives up on it.
     pub fn complete(&self, handle: StatementHandle, outcome: StatementOutcome) {
         let audit = self.audit.clone();
         tokio::spawn(async move {
-            if let Err(e) = audit.complete_statement(&handle, &outcome).await {
-                tracing::error!(
-                    error = %e,
-                    sequence = handle.sequence,
-                    "ALERT: cannot record a statement's outcome in the audit trail"
-                );
+            let mut delay = std::time::Duration::from_millis(50);
+            for attempt in 1.. {
+                let error = match audit.complete_statement(&handle, &outcome).await {
+                    Ok(()) => return,
+                    Err(error) => error,
+                };
+                if matches!(error, hoop_audit::AuditError::Closed) || attempt == COMPLETE_ATTEMPTS {
+                    tracing::error!(
+                        %error,
+                        sequence = handle.sequence,
+                        "ALERT: cannot record a statement's outcome in the audit trail"
+                    );
+                    return;
+                }
+                tracing::warn!(%error, attempt, "recording a statement's outcome failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
             }
         });
     }

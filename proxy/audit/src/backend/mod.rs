@@ -2,6 +2,9 @@
 //! on a thread of their own (with a current-thread runtime), so blocking
 //! SQLite calls never stall the relay's runtime.
 
+use std::fs::File;
+use std::sync::Arc;
+
 use crate::chain::{ChainHash, ChainHead, Entry};
 use crate::checkpoint::{Checkpoint, CheckpointKind};
 use crate::config::{AuditConfig, StoreKind};
@@ -41,6 +44,12 @@ pub(crate) trait Backend: Sized {
 
     /// Forgets the connection after a failure; the next call reconnects.
     fn reset(&mut self);
+
+    /// A file to fsync before the last `append` or `purge` counts as
+    /// durable; `None` when their commit already was.
+    fn unsynced_file(&self) -> Option<Arc<File>> {
+        None
+    }
 
     async fn load_entries(&mut self, query: &EntryQuery) -> Result<Vec<Entry>>;
 
@@ -114,6 +123,13 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::Sqlite(b) => b.reset(),
             AnyBackend::Postgres(b) => b.reset(),
+        }
+    }
+
+    fn unsynced_file(&self) -> Option<Arc<File>> {
+        match self {
+            AnyBackend::Sqlite(b) => b.unsynced_file(),
+            AnyBackend::Postgres(_) => None,
         }
     }
 

@@ -2,11 +2,11 @@
 //! instances append to it at once, each to its own chain; a session-level
 //! advisory lock per instance id keeps two processes from writing one chain.
 //!
-//! A batch is one `INSERT … SELECT FROM unnest(…)` in one transaction: one
-//! round trip and one WAL flush per batch.
+//! A batch is one prepared `INSERT … SELECT FROM unnest(…)`, its own
+//! transaction: one round trip and one WAL flush per batch.
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::{checkpoint_kind_from_db, from_db_seq, hash_from_db, to_db_seq, Backend, EntryQuery};
 use crate::chain::{ChainHash, ChainHead, Entry};
@@ -20,11 +20,28 @@ const SCHEMA: &str = include_str!("../../sql/postgres.sql");
 /// Serialises schema creation between instances starting at once.
 const SCHEMA_LOCK: i64 = 0x686f_6f70_0001;
 
+const INSERT_ENTRIES: &str =
+    "INSERT INTO audit_entries (instance, seq, time_us, kind, session_id, payload, prev_hash, hash) \
+     SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], \
+                          $6::text[], $7::bytea[], $8::bytea[])";
+
+const INSERT_CHECKPOINT: &str =
+    "INSERT INTO audit_checkpoints (instance, kind, length, head_hash, time_us, key_id, signature) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// The writer's statements, prepared once per connection.
+struct Prepared {
+    insert_entries: Statement,
+    insert_checkpoint: Statement,
+}
+
 pub(crate) struct PostgresBackend {
     config: tokio_postgres::Config,
     /// Set for the writer: the chain it locks on every (re)connection.
     locked_instance: Option<String>,
     client: Option<Client>,
+    /// Prepared on `client` by the first append.
+    prepared: Option<Prepared>,
 }
 
 impl PostgresBackend {
@@ -33,6 +50,7 @@ impl PostgresBackend {
             config: config.postgres_config()?,
             locked_instance: Some(config.instance_id.clone()),
             client: None,
+            prepared: None,
         };
         backend.client().await?;
         Ok(backend)
@@ -43,6 +61,7 @@ impl PostgresBackend {
             config: config.postgres_config()?,
             locked_instance: None,
             client: None,
+            prepared: None,
         };
         backend.client().await?;
         Ok(backend)
@@ -57,6 +76,29 @@ impl PostgresBackend {
             .ok_or_else(|| AuditError::Unavailable("postgres connection lost".into()))
     }
 
+    /// The connection with the writer's statements prepared on it.
+    async fn prepared(&mut self) -> Result<(&mut Client, &Prepared)> {
+        if self.client.is_none() {
+            self.prepared = None;
+        }
+        self.client().await?;
+        let client = self
+            .client
+            .as_mut()
+            .ok_or_else(|| AuditError::Unavailable("postgres connection lost".into()))?;
+        if self.prepared.is_none() {
+            self.prepared = Some(Prepared {
+                insert_entries: client.prepare(INSERT_ENTRIES).await?,
+                insert_checkpoint: client.prepare(INSERT_CHECKPOINT).await?,
+            });
+        }
+        let prepared = self
+            .prepared
+            .as_ref()
+            .ok_or_else(|| AuditError::Unavailable("postgres connection lost".into()))?;
+        Ok((client, prepared))
+    }
+
     async fn connect(&self) -> Result<Client> {
         let (mut client, connection) = self.config.connect(NoTls).await?;
         tokio::spawn(async move {
@@ -65,12 +107,25 @@ impl PostgresBackend {
             }
         });
         if let Some(instance) = &self.locked_instance {
-            let transaction = client.transaction().await?;
-            transaction
-                .execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
-                .await?;
-            transaction.batch_execute(SCHEMA).await?;
-            transaction.commit().await?;
+            // Tables created by their owner beforehand leave the gateway's
+            // role with INSERT and SELECT only: creating (or re-declaring
+            // indexes) would need more, so it happens only when missing.
+            let present: bool = client
+                .query_one(
+                    "SELECT to_regclass('audit_entries') IS NOT NULL \
+                        AND to_regclass('audit_checkpoints') IS NOT NULL",
+                    &[],
+                )
+                .await?
+                .try_get(0)?;
+            if !present {
+                let transaction = client.transaction().await?;
+                transaction
+                    .execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+                    .await?;
+                transaction.batch_execute(SCHEMA).await?;
+                transaction.commit().await?;
+            }
             let row = client
                 .query_one(
                     "SELECT pg_try_advisory_lock(hashtextextended('hoop-audit:' || $1, 0))",
@@ -113,26 +168,52 @@ fn entry_from_row(row: &Row) -> Result<Entry> {
 
 async fn insert_checkpoints(
     transaction: &tokio_postgres::Transaction<'_>,
+    statement: &Statement,
     checkpoints: &[Checkpoint],
 ) -> Result<()> {
     for checkpoint in checkpoints {
         transaction
-            .execute(
-                "INSERT INTO audit_checkpoints (instance, kind, length, head_hash, time_us, key_id, signature) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[
-                    &checkpoint.instance,
-                    &checkpoint.kind.as_str(),
-                    &to_db_seq(checkpoint.length)?,
-                    &&checkpoint.head_hash.0[..],
-                    &checkpoint.time.unix_micros(),
-                    &checkpoint.key_id,
-                    &checkpoint.signature,
-                ],
-            )
+            .execute(statement, &checkpoint_params(checkpoint)?.as_params())
             .await?;
     }
     Ok(())
+}
+
+/// A checkpoint's column values, in `INSERT_CHECKPOINT` order.
+struct CheckpointParams<'a> {
+    instance: &'a str,
+    kind: &'static str,
+    length: i64,
+    head_hash: &'a [u8],
+    time_us: i64,
+    key_id: &'a str,
+    signature: &'a str,
+}
+
+fn checkpoint_params(checkpoint: &Checkpoint) -> Result<CheckpointParams<'_>> {
+    Ok(CheckpointParams {
+        instance: &checkpoint.instance,
+        kind: checkpoint.kind.as_str(),
+        length: to_db_seq(checkpoint.length)?,
+        head_hash: &checkpoint.head_hash.0[..],
+        time_us: checkpoint.time.unix_micros(),
+        key_id: &checkpoint.key_id,
+        signature: &checkpoint.signature,
+    })
+}
+
+impl CheckpointParams<'_> {
+    fn as_params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 7] {
+        [
+            &self.instance,
+            &self.kind,
+            &self.length,
+            &self.head_hash,
+            &self.time_us,
+            &self.key_id,
+            &self.signature,
+        ]
+    }
 }
 
 impl Backend for PostgresBackend {
@@ -189,23 +270,47 @@ impl Backend for PostgresBackend {
             prev_hashes.push(&entry.prev_hash.0[..]);
             hashes.push(&entry.hash.0[..]);
         }
-        let client = self.client().await?;
-        let transaction = client.transaction().await?;
-        if !entries.is_empty() {
-            transaction
-                .execute(
-                    "INSERT INTO audit_entries (instance, seq, time_us, kind, session_id, payload, prev_hash, hash) \
-                     SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], \
-                                          $6::text[], $7::bytea[], $8::bytea[])",
-                    &[
-                        &instances, &seqs, &times, &kinds, &sessions, &payloads, &prev_hashes, &hashes,
-                    ],
-                )
-                .await
-                .map_err(|e| append_error(e, &instance))?;
+        let entry_params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &instances,
+            &seqs,
+            &times,
+            &kinds,
+            &sessions,
+            &payloads,
+            &prev_hashes,
+            &hashes,
+        ];
+        let (client, prepared) = self.prepared().await?;
+        match (entries.is_empty(), checkpoints) {
+            (true, []) => {}
+            // One statement is its own transaction: no BEGIN/COMMIT round
+            // trips, and the commit is durable when it returns.
+            (false, []) => {
+                client
+                    .execute(&prepared.insert_entries, &entry_params)
+                    .await
+                    .map_err(|e| append_error(e, &instance))?;
+            }
+            (true, [checkpoint]) => {
+                client
+                    .execute(
+                        &prepared.insert_checkpoint,
+                        &checkpoint_params(checkpoint)?.as_params(),
+                    )
+                    .await?;
+            }
+            _ => {
+                let transaction = client.transaction().await?;
+                if !entries.is_empty() {
+                    transaction
+                        .execute(&prepared.insert_entries, &entry_params)
+                        .await
+                        .map_err(|e| append_error(e, &instance))?;
+                }
+                insert_checkpoints(&transaction, &prepared.insert_checkpoint, checkpoints).await?;
+                transaction.commit().await?;
+            }
         }
-        insert_checkpoints(&transaction, checkpoints).await?;
-        transaction.commit().await?;
         Ok(())
     }
 
@@ -252,13 +357,15 @@ impl Backend for PostgresBackend {
                 &[&instance, &through],
             )
             .await?;
-        insert_checkpoints(&transaction, std::slice::from_ref(anchor)).await?;
+        let statement = transaction.prepare(INSERT_CHECKPOINT).await?;
+        insert_checkpoints(&transaction, &statement, std::slice::from_ref(anchor)).await?;
         transaction.commit().await?;
         Ok(deleted)
     }
 
     fn reset(&mut self) {
         self.client = None;
+        self.prepared = None;
     }
 
     async fn load_entries(&mut self, query: &EntryQuery) -> Result<Vec<Entry>> {
