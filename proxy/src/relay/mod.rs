@@ -38,13 +38,6 @@ pub enum Verdict {
     /// Send these bytes (one or more complete frames) instead.
     Replace(BytesMut),
     Drop,
-    /// Client frames only: refuse the request. Nothing of it reaches the
-    /// server; the client gets this ErrorResponse frame in order with the
-    /// answers to its earlier requests, then ReadyForQuery with the real
-    /// transaction status (a refusal inside a transaction aborts it, as any
-    /// error would). After an extended-protocol message the relay discards
-    /// the client's messages until Sync.
-    Refuse(BytesMut),
     /// Client frames only: hold this message back with the statement it
     /// prepares (a Parse or Bind of a statement that goes to review). The
     /// relay keeps it, and every message after it, until the Execute is
@@ -52,7 +45,13 @@ pub enum Verdict {
     Defer,
     /// Client Query, Execute (and refused Parse or FunctionCall): a
     /// statement. It goes through the [`Gate`] (audit record, review hold)
-    /// and runs only if admitted.
+    /// and runs only if admitted. Every refusal takes this way, so none
+    /// goes unrecorded. A refused request never reaches the server: the
+    /// client gets the error in order with the answers to its earlier
+    /// requests, then ReadyForQuery with the real transaction status (a
+    /// refusal inside a transaction aborts it, as any error would); after an
+    /// extended-protocol message the relay discards the client's messages
+    /// until Sync.
     Statement(Box<StatementInfo>),
 }
 /// The name the refusal Describe asks for. A statement of this name never
@@ -144,7 +143,7 @@ fn append(out: &mut BytesMut, frame: &Frame, verdict: Verdict) {
         Verdict::Forward => out.extend_from_slice(frame.as_bytes()),
         Verdict::Replace(bytes) => out.extend_from_slice(&bytes),
         // Client-side verdicts: a server frame is never refused, so drop it.
-        Verdict::Drop | Verdict::Refuse(_) | Verdict::Statement(_) | Verdict::Defer => {}
+        Verdict::Drop | Verdict::Statement(_) | Verdict::Defer => {}
     }
 }
 
@@ -494,7 +493,6 @@ impl Relay<'_> {
                     }
                 }
                 Verdict::Drop => {}
-                Verdict::Refuse(error) => self.refuse(&frame, error, out, state, now),
                 Verdict::Statement(info) => match self.gate.as_mut() {
                     None => {
                         self.send_deferred(pipes.deferred, out, state, now);
@@ -720,7 +718,7 @@ impl Relay<'_> {
     }
 
     /// Refuses a client request: nothing of it reaches the server (see
-    /// [`Verdict::Refuse`]).
+    /// [`Verdict::Statement`]).
     fn refuse(
         &mut self,
         frame: &Frame,

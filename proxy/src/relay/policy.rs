@@ -4,7 +4,7 @@
 //! In: every simple Query (each of its statements), every Parse, and what
 //! SQL `EXECUTE` runs are classified (through the cache) and decided with
 //! the configured rules; a refusal never reaches the server (see
-//! [`Verdict::Refuse`]). A FunctionCall (fast path) is refused: it names a
+//! [`Verdict::Statement`]). A FunctionCall (fast path) is refused: it names a
 //! function by OID, which no rule can judge.
 //!
 //! Out: DataRows are masked with the row shape of the result they belong to
