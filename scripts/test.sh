@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's Tests command: installs what is missing (scripts/setup.sh), then
 # runs every test in the workspace, stage by stage:
+#   sources   every pinned download is still served (scripts/sources.sh)
 #   lint      cargo fmt --check, cargo clippy -D warnings (common, proxy, extension)
 #   unit      cargo test for common, the policy engine, the audit store and
 #             the reviews hub (the gateway's own tests run in e2e)
@@ -15,11 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-bash scripts/setup.sh || exit 1
-# shellcheck source=/dev/null
-. "${HOOP_CACHE:-/var/cache/hoop}/env.sh"
-
-stages=${HOOP_TEST_STAGES:-lint unit pgrx regress e2e}
+stages=${HOOP_TEST_STAGES:-sources lint unit pgrx regress upstream e2e}
 pg_versions=${HOOP_PG_VERSIONS:-15 17 18}
 failed=()
 passed=()
@@ -40,6 +37,15 @@ run_stage() {
 }
 
 want() { case " $stages " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+# First, before setup and whatever the cache holds: is every pinned download
+# still served? (A warm cache would otherwise hide a vanished source.)
+if want sources; then
+    run_stage sources bash scripts/sources.sh
+fi
+bash scripts/setup.sh || exit 1
+# shellcheck source=/dev/null
+. "${HOOP_CACHE:-/var/cache/hoop}/env.sh"
 
 if want lint; then
     run_stage fmt cargo fmt --all -- --check

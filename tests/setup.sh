@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests drive, idempotently (seconds when done):
 #   Debian: pgJDBC (libpostgresql-jdbc-java), psql/pgbench come with postgresql-15
-#   PyPI:   psycopg[binary], asyncpg, pytest in $HOOP_CACHE/venv
+#   PyPI:   psycopg[binary], asyncpg, pytest in $HOOP_CACHE/venv (tests/requirements.txt, hash-pinned)
 #   npm:    oidc-provider and pg (node-postgres) in tests/node (from package-lock.json)
 #   browser test (tests/e2e/test_reviews.py): Debian's chromium (/usr/bin/chromium)
 #           and playwright-core in tests/browser (from package-lock.json; it
@@ -32,13 +32,17 @@ fi
 [ -r /usr/share/java/postgresql.jar ] || die "pgJDBC jar missing at /usr/share/java/postgresql.jar"
 [ -x /usr/bin/chromium ] || die "chromium missing at /usr/bin/chromium (apt-get install chromium)"
 
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import psycopg, asyncpg, pytest' 2>/dev/null; then
+# The venv is rebuilt whenever tests/requirements.txt changes (its hash is kept beside it).
+want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" = "$want" ]; then
     step "python venv: present ($VENV)"
 else
-    step "python venv $VENV: psycopg[binary], asyncpg, pytest"
+    step "python venv $VENV: tests/requirements.txt (pinned, hash-checked)"
+    rm -rf "$VENV"
     python3 -m venv "$VENV" || die "python3 -m venv failed (python3-venv installed?)"
-    "$VENV/bin/pip" install --quiet 'psycopg[binary]>=3.2' 'asyncpg>=0.29' 'pytest>=8' \
-        || die "pip install failed: check access to PyPI"
+    "$VENV/bin/pip" install --quiet --no-deps --require-hashes -r tests/requirements.txt \
+        || die "pip install -r tests/requirements.txt failed: a pinned file is not served or its hash differs (bash scripts/sources.sh names which)"
+    printf '%s\n' "$want" >"$VENV/.requirements.sha256"
 fi
 
 if [ -d tests/node/node_modules/oidc-provider ] && [ -d tests/node/node_modules/pg ]; then
