@@ -257,6 +257,9 @@ impl Masker {
         out.extend_from_slice(&bytes[copied..]);
         if pan::contains_pan(&out) {
             mask_long_digit_stretches(&mut out);
+            if pan::contains_pan(&out) {
+                mask_remaining_pans(&mut out);
+            }
         }
         Cow::Owned(out)
     }
@@ -272,49 +275,107 @@ impl Masker {
     }
 }
 
-/// Every ASCII digit but the last four becomes `*`.
-fn mask_last4(value: &[u8], out: &mut Vec<u8>) {
-    let digits = value.iter().filter(|b| b.is_ascii_digit()).count();
-    let mut seen = 0;
-    for &byte in value {
-        if byte.is_ascii_digit() {
-            seen += 1;
-            out.push(if seen + 4 > digits { byte } else { MASK_CHAR });
-        } else {
-            out.push(byte);
+/// Full-width asterisk: a masked full-width digit, three bytes like the
+/// digit, so masking in place keeps lengths.
+const WIDE_MASK_CHAR: [u8; 3] = [0xEF, 0xBC, 0x8A];
+
+/// Calls `each` for every unit of `value`: `Some(len)` for a digit (ASCII,
+/// or full-width: three bytes), `None` for any other byte.
+fn for_each_unit(value: &[u8], mut each: impl FnMut(&[u8], Option<usize>)) {
+    let mut at = 0;
+    while at < value.len() {
+        match pan::digit_at(value, at) {
+            Some((_, len)) => {
+                each(&value[at..at + len], Some(len));
+                at += len;
+            }
+            None => {
+                each(&value[at..=at], None);
+                at += 1;
+            }
         }
     }
 }
 
+/// Writes a masked digit of `len` bytes (1: ASCII, 3: full-width).
+fn push_mask(out: &mut Vec<u8>, len: usize) {
+    if len == 1 {
+        out.push(MASK_CHAR);
+    } else {
+        out.extend_from_slice(&WIDE_MASK_CHAR);
+    }
+}
+
+/// Every digit (ASCII or full-width) but the last four becomes `*` (`＊`
+/// for a full-width one, so lengths stay the same).
+fn mask_last4(value: &[u8], out: &mut Vec<u8>) {
+    let mut digits = 0;
+    for_each_unit(value, |_, digit| digits += usize::from(digit.is_some()));
+    let mut seen = 0;
+    for_each_unit(value, |unit, digit| match digit {
+        Some(len) => {
+            seen += 1;
+            if seen + 4 > digits {
+                out.extend_from_slice(unit);
+            } else {
+                push_mask(out, len);
+            }
+        }
+        None => out.extend_from_slice(unit),
+    });
+}
+
+/// Whether `unit` is a digit position: a digit or a masked one.
+fn is_position(unit: &[u8], digit: Option<usize>) -> bool {
+    digit.is_some() || unit == [MASK_CHAR] || unit == WIDE_MASK_CHAR
+}
+
 /// First six and last four digit positions kept when there are at least 13;
-/// otherwise [`mask_last4`]. Positions are ASCII digits and `*`, so masking
+/// otherwise [`mask_last4`]. Positions are digits and `*`, so masking
 /// `411111******1111` again keeps it as it is instead of treating it as a
 /// ten-digit value.
 fn mask_bin_last4(value: &[u8], out: &mut Vec<u8>) {
-    let is_position = |b: &u8| b.is_ascii_digit() || *b == MASK_CHAR;
-    let positions = value.iter().filter(|b| is_position(b)).count();
+    // A full-width `＊` is three bytes, not a unit of its own: count it here.
+    let wide_masks = value.windows(3).filter(|w| *w == WIDE_MASK_CHAR).count();
+    let mut positions = wide_masks;
+    for_each_unit(value, |unit, digit| {
+        positions += usize::from(digit.is_some() || unit == [MASK_CHAR])
+    });
     if positions < pan::MIN_PAN_DIGITS {
         mask_last4(value, out);
         return;
     }
     let mut seen = 0;
-    for &byte in value {
-        if is_position(&byte) {
+    let mut at = 0;
+    while at < value.len() {
+        let (unit, digit) = match pan::digit_at(value, at) {
+            Some((_, len)) => (&value[at..at + len], Some(len)),
+            None if value[at..].starts_with(&WIDE_MASK_CHAR) => (&value[at..at + 3], None),
+            None => (&value[at..=at], None),
+        };
+        at += unit.len();
+        if is_position(unit, digit) {
             let keep = seen < 6 || seen + 4 >= positions;
             seen += 1;
-            out.push(if keep { byte } else { MASK_CHAR });
+            match digit {
+                Some(len) if !keep => push_mask(out, len),
+                _ => out.extend_from_slice(unit),
+            }
         } else {
-            out.push(byte);
+            out.extend_from_slice(unit);
         }
     }
 }
 
-/// Masks every digit of every maximal stretch of digits, spaces and dashes
-/// that holds at least 13 digits. Afterwards no stretch holds 13 digits (a
-/// masked stretch has none left, and `*` only splits stretches), so nothing
-/// shaped like a PAN remains.
+/// Masks every digit of every maximal stretch of digits and separators that
+/// holds at least 13 digits. Afterwards no stretch holds 13 digits (a
+/// masked stretch has none left, and `*` only splits stretches), so no
+/// unbroken or grouped number of card length remains; the caller checks
+/// for the rarer forms (full-width digits, scientific notation) after it.
 fn mask_long_digit_stretches(text: &mut [u8]) {
-    let in_stretch = |b: &u8| b.is_ascii_digit() || *b == b' ' || *b == b'-';
+    let in_stretch = |b: &u8| {
+        b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'_' | b'.' | b'/' | b'\t' | b',' | b'\'')
+    };
     for stretch in text.split_mut(|b| !in_stretch(b)) {
         if stretch.iter().filter(|b| b.is_ascii_digit()).count() >= pan::MIN_PAN_DIGITS {
             for byte in stretch.iter_mut().filter(|b| b.is_ascii_digit()) {
@@ -324,13 +385,46 @@ fn mask_long_digit_stretches(text: &mut [u8]) {
     }
 }
 
+/// Masks every digit inside every card number still found, until none is:
+/// the last resort after [`mask_long_digit_stretches`], for numbers it
+/// cannot see (full-width digits, a short mantissa in scientific notation).
+/// Each round masks at least nine digits, so this ends.
+fn mask_remaining_pans(text: &mut Vec<u8>) {
+    loop {
+        let found = pan::find_pans(text);
+        if found.is_empty() {
+            return;
+        }
+        let mut out = Vec::with_capacity(text.len());
+        let mut copied = 0;
+        for m in found {
+            out.extend_from_slice(&text[copied..m.start]);
+            for_each_unit(&text[m.start..m.end], |unit, digit| match digit {
+                Some(len) => push_mask(&mut out, len),
+                None => out.extend_from_slice(unit),
+            });
+            copied = m.end;
+        }
+        out.extend_from_slice(&text[copied..]);
+        *text = out;
+    }
+}
+
 /// `tok_` followed by the keyed hash of the ASCII digits of `value`.
 fn write_token(key: &Hmac<Sha256>, value: &[u8], out: &mut Vec<u8>) {
     let mut mac = key.clone();
     mac.update(TOKEN_DOMAIN);
-    // Digits only: `4111 1111 1111 1111` and `4111111111111111` are one card.
-    for chunk in value.split(|b| !b.is_ascii_digit()) {
-        mac.update(chunk);
+    // Digits only: `4111 1111 1111 1111` and `4111111111111111` are one
+    // card, and so is the same number in full-width digits.
+    let mut at = 0;
+    while at < value.len() {
+        match pan::digit_at(value, at) {
+            Some((digit, len)) => {
+                mac.update(&[b'0' + digit]);
+                at += len;
+            }
+            None => at += 1,
+        }
     }
     let hash = mac.finalize().into_bytes();
     out.extend_from_slice(TOKEN_PREFIX.as_bytes());

@@ -5,9 +5,14 @@
 //! card numbers and precise on text full of other numbers. A PAN is reported
 //! only when all of the following hold:
 //!
-//! 1. **Shape.** Either one unbroken run of 13 to 19 ASCII digits, or digit
-//!    groups joined by one kind of separator (a single space or a single dash)
-//!    in a layout cards are actually printed with:
+//! 1. **Shape.** One of:
+//!    - one unbroken run of 13 to 19 digits, also as the integer part of a
+//!      decimal (`4012888888881881.00`, a `numeric(20,2)`, an error DETAIL
+//!      `Key (x)=(…)`) and after a `+` when it has 16 digits or more (an
+//!      E.164 phone number has at most 15);
+//!    - digit groups in a layout cards are actually printed with, joined by
+//!      one to three separators (space, dash, underscore, dot, slash, tab;
+//!      doubled or mixed):
 //!
 //!    | digits | layout        | who prints it                               |
 //!    |-------:|---------------|---------------------------------------------|
@@ -17,17 +22,26 @@
 //!    | 16     | 4-4-4-4       | almost everybody                            |
 //!    | 17–19  | 4-4-4-4-1/2/3 | long Discover, JCB, UnionPay, Maestro, Visa |
 //!
-//!    Mixed separators (`4111 1111-1111 1111`), doubled separators, tabs and
-//!    other layouts are not card numbers as anyone writes them. When more
-//!    space-separated groups follow, the longest layout that is a valid card
-//!    wins, so `5555 5555 5555 4444 12/25` (a PAN and its expiry date) is
-//!    still found; dash-separated groups that go on are an identifier.
+//!    - an amount with thousands separators (`money`, locale formatting:
+//!      `4,012,888,888,881,881.00`, `4.012.888.888.881.881,00`, `4 012 …`,
+//!      `4'012'…`);
+//!    - a float in scientific notation whose digits, padded by the exponent,
+//!      make the number (`4.012888888881881e+15`, how `float8` prints).
+//!
+//!    Full-width digits count as digits, no-break and other fixed-width
+//!    spaces as a space, zero-width characters as nothing (see
+//!    `normalized_char`). Other layouts are
+//!    not card numbers as anyone writes them. When more space-separated
+//!    groups follow, the longest layout that is a valid card wins, so
+//!    `5555 5555 5555 4444 12/25` (a PAN and its expiry date) is still
+//!    found; groups that go on after a dash, dot, slash or underscore are an
+//!    identifier.
 //! 2. **Standing alone.** The number is not part of a longer token: no
 //!    letter, digit or `_` touches it (`GB82WEST1234…`, `0x4111…`,
 //!    `ord_4111…`); it is not glued by a dash to a word or hex group
-//!    (UUIDs, `INV-4111…`, `4111…-01`); it is not the fraction or integer
-//!    part of a decimal (`0.4111111111111111` is a float); it does not follow
-//!    `+` (E.164 phone numbers); it does not follow an IBAN's first group
+//!    (UUIDs, `INV-4111…`, `4111…-01`); it is not the fraction of a decimal
+//!    (`0.4111111111111111` is a float); it does not follow `+` unless it is
+//!    too long for an E.164 phone number; it does not follow an IBAN's first group
 //!    (two letters, two check digits) through a chain of 4-character groups
 //!    (`GB82 WEST 1234 …`, `DE89 4111…`); and a grouped number is not the
 //!    tail of a longer sequence of short digit groups (`DE89 3704 0044 0532
@@ -184,15 +198,39 @@ pub fn brand_of(digits: &[u8]) -> Option<Brand> {
 
 /// Lazily finds PANs; [`find_pans`] collects it, [`contains_pan`] takes the
 /// first, and the masker streams it without an intermediate vector.
+///
+/// Input holding characters that read as digits or separators without being
+/// ASCII (full-width digits, no-break and zero-width spaces; see
+/// `normalized_char`) takes a slower path: it is read through an ASCII copy and
+/// the matches are mapped back to the original offsets.
 pub(crate) fn pans(input: &[u8]) -> Pans<'_> {
-    Pans {
+    if needs_normalizing(input) {
+        return Pans::Normalized(normalized_pans(input).into_iter());
+    }
+    Pans::Ascii(AsciiPans {
         input,
         position: 0,
         last_match_end: None,
+    })
+}
+
+pub(crate) enum Pans<'a> {
+    Ascii(AsciiPans<'a>),
+    Normalized(std::vec::IntoIter<PanMatch>),
+}
+
+impl Iterator for Pans<'_> {
+    type Item = PanMatch;
+
+    fn next(&mut self) -> Option<PanMatch> {
+        match self {
+            Pans::Ascii(pans) => pans.next(),
+            Pans::Normalized(pans) => pans.next(),
+        }
     }
 }
 
-pub(crate) struct Pans<'a> {
+pub(crate) struct AsciiPans<'a> {
     input: &'a [u8],
     /// Where the search for the next digit resumes.
     position: usize,
@@ -201,7 +239,7 @@ pub(crate) struct Pans<'a> {
     last_match_end: Option<usize>,
 }
 
-impl Iterator for Pans<'_> {
+impl Iterator for AsciiPans<'_> {
     type Item = PanMatch;
 
     fn next(&mut self) -> Option<PanMatch> {
@@ -215,6 +253,95 @@ impl Iterator for Pans<'_> {
             }
             self.position = run_end;
         }
+    }
+}
+
+/// Full-width digits (U+FF10..U+FF19, what Japanese and Chinese input
+/// methods type), the full-width hyphen, no-break and other fixed-width
+/// spaces, and zero-width characters. The UTF-8 lead bytes of all of them.
+fn needs_normalizing(input: &[u8]) -> bool {
+    if input.is_ascii() {
+        return false;
+    }
+    input.windows(2).any(|pair| {
+        matches!(
+            pair,
+            [0xC2, 0xA0] | [0xE2, 0x80] | [0xE2, 0x81] | [0xE3, 0x80] | [0xEF, 0xBC] | [0xEF, 0xBB]
+        )
+    })
+}
+
+/// What a non-ASCII character counts as for detection.
+enum Normalized {
+    /// An ASCII byte it stands for.
+    Byte(u8),
+    /// Nothing: a zero-width character.
+    Nothing,
+}
+
+/// The character at `at` if it is one [`needs_normalizing`] looks for, with
+/// its length in bytes.
+fn normalized_char(input: &[u8], at: usize) -> Option<(Normalized, usize)> {
+    match input.get(at..)? {
+        [0xEF, 0xBC, digit @ 0x90..=0x99, ..] => Some((Normalized::Byte(b'0' + (digit - 0x90)), 3)),
+        [0xEF, 0xBC, 0x8D, ..] => Some((Normalized::Byte(b'-'), 3)),
+        [0xC2, 0xA0, ..] => Some((Normalized::Byte(b' '), 2)),
+        // Zero-width space, non-joiner, joiner; word joiner; BOM.
+        [0xE2, 0x80, 0x8B..=0x8D, ..] | [0xE2, 0x81, 0xA0, ..] | [0xEF, 0xBB, 0xBF, ..] => {
+            Some((Normalized::Nothing, 3))
+        }
+        // En quad .. hair space, narrow no-break space, ideographic space.
+        [0xE2, 0x80, 0x80..=0x8A | 0xAF, ..] | [0xE3, 0x80, 0x80, ..] => {
+            Some((Normalized::Byte(b' '), 3))
+        }
+        _ => None,
+    }
+}
+
+/// The ASCII matcher over a copy of `input` in which every character of
+/// [`normalized_char`] is replaced by the ASCII byte it stands for (or
+/// dropped), with matches mapped back to `input`'s offsets.
+fn normalized_pans(input: &[u8]) -> Vec<PanMatch> {
+    let mut ascii = Vec::with_capacity(input.len());
+    // Start and end in `input` of the character each byte of `ascii` came from.
+    let mut origin: Vec<(usize, usize)> = Vec::with_capacity(input.len());
+    let mut at = 0;
+    while at < input.len() {
+        match normalized_char(input, at) {
+            Some((Normalized::Byte(byte), len)) => {
+                ascii.push(byte);
+                origin.push((at, at + len));
+                at += len;
+            }
+            Some((Normalized::Nothing, len)) => at += len,
+            None => {
+                ascii.push(input[at]);
+                origin.push((at, at + 1));
+                at += 1;
+            }
+        }
+    }
+    let found = AsciiPans {
+        input: &ascii,
+        position: 0,
+        last_match_end: None,
+    };
+    found
+        .map(|m| PanMatch {
+            start: origin[m.start].0,
+            end: origin[m.end - 1].1,
+            brand: m.brand,
+        })
+        .collect()
+}
+
+/// The digit at `at`, ASCII or full-width, as its value and its length in
+/// bytes; the masker uses it to mask both kinds of digits in place.
+pub(crate) fn digit_at(input: &[u8], at: usize) -> Option<(u8, usize)> {
+    match input.get(at..)? {
+        [digit @ b'0'..=b'9', ..] => Some((*digit - b'0', 1)),
+        [0xEF, 0xBC, digit @ 0x90..=0x99, ..] => Some((*digit - 0x90, 3)),
+        _ => None,
     }
 }
 
@@ -320,6 +447,41 @@ fn byte_before(input: &[u8], offset: usize, distance: usize) -> Option<u8> {
         .copied()
 }
 
+/// Bytes that may stand between the digit groups of a printed card number:
+/// space, dash, underscore, dot, slash, tab (no-break and other spaces are
+/// read as a space, see [`normalized_char`]).
+#[inline]
+fn is_separator(byte: u8) -> bool {
+    matches!(byte, b' ' | b'-' | b'_' | b'.' | b'/' | b'\t')
+}
+
+/// Most separator bytes between two groups: one, doubled, or mixed (` - `).
+const MAX_SEPARATOR_RUN: usize = 3;
+
+/// Length of the run of separators at `at`, when a digit follows it.
+fn separator_run(input: &[u8], at: usize) -> Option<usize> {
+    let mut length = 0;
+    while length < MAX_SEPARATOR_RUN && input.get(at + length).copied().is_some_and(is_separator) {
+        length += 1;
+    }
+    (length > 0 && input.get(at + length).copied().is_some_and(is_digit)).then_some(length)
+}
+
+/// Length of the run of separators ending just before `end` (at most
+/// [`MAX_SEPARATOR_RUN`]).
+fn separator_run_before(input: &[u8], end: usize) -> usize {
+    input[..end]
+        .iter()
+        .rev()
+        .take(MAX_SEPARATOR_RUN)
+        .take_while(|&&b| is_separator(b))
+        .count()
+}
+
+/// Fewest digits a number after `+` must have to be a card number rather
+/// than an E.164 phone number (at most 15 digits).
+const MIN_DIGITS_AFTER_PLUS: usize = 16;
+
 /// The PAN starting at the digit run `start..run_end`, if there is one.
 fn match_at(
     input: &[u8],
@@ -331,8 +493,8 @@ fn match_at(
     if (MIN_PAN_DIGITS..=MAX_PAN_DIGITS).contains(&run_length) {
         let digits = &input[start..run_end];
         let brand = brand_of(digits)?;
-        let standalone = left_boundary_ok(input, start)
-            && right_boundary_ok(input, run_end)
+        let standalone = left_boundary_ok(input, start, run_length)
+            && run_right_boundary_ok(input, run_end)
             && !follows_iban_prefix(input, start);
         return (standalone && luhn_valid(digits)).then_some(PanMatch {
             start,
@@ -341,7 +503,17 @@ fn match_at(
         });
     }
     if run_length == 4 {
-        return grouped_match_at(input, start, run_end, last_match_end);
+        if let Some(found) = grouped_match_at(input, start, run_end, last_match_end) {
+            return Some(found);
+        }
+    }
+    if (1..=3).contains(&run_length) {
+        if let Some(found) = thousands_match_at(input, start, run_end) {
+            return Some(found);
+        }
+    }
+    if run_length == 1 {
+        return scientific_match_at(input, start, run_end);
     }
     None
 }
@@ -353,20 +525,17 @@ fn grouped_match_at(
     first_end: usize,
     last_match_end: Option<usize>,
 ) -> Option<PanMatch> {
-    let separator = *input.get(first_end)?;
-    if separator != b' ' && separator != b'-' {
+    separator_run(input, first_end)?;
+    // After `+` only an unbroken number counts: grouped digits there are a
+    // phone number (`+44 7911 123456`).
+    if !left_boundary_ok(input, start, 0) || follows_iban_prefix(input, start) {
         return None;
     }
-    if !input.get(first_end + 1).copied().is_some_and(is_digit) {
-        return None;
-    }
-    if !left_boundary_ok(input, start) || follows_iban_prefix(input, start) {
-        return None;
-    }
-    let continues_sequence = byte_before(input, start, 1) == Some(separator)
-        && byte_before(input, start, 2).is_some_and(is_digit)
-        && last_match_end != Some(start - 1);
-    if continues_sequence && digits_ending_at(input, start - 1) < MIN_PAN_DIGITS {
+    let separators_before = separator_run_before(input, start);
+    let continues_sequence = separators_before > 0
+        && byte_before(input, start - separators_before, 1).is_some_and(is_digit)
+        && last_match_end != Some(start - separators_before);
+    if continues_sequence && digits_ending_at(input, start - separators_before) < MIN_PAN_DIGITS {
         // The tail of a longer group sequence (IBAN, phone number, account
         // number), not a number of its own. A whole PAN-length run before it
         // is a separate number, though.
@@ -381,13 +550,15 @@ fn grouped_match_at(
         group_lengths[groups] = group_end - group_start;
         group_ends[groups] = group_end;
         groups += 1;
-        let more = groups < MAX_GROUPS
-            && input.get(group_end) == Some(&separator)
-            && input.get(group_end + 1).copied().is_some_and(is_digit);
-        if !more {
+        let next = if groups < MAX_GROUPS {
+            separator_run(input, group_end)
+        } else {
+            None
+        };
+        let Some(separators) = next else {
             break;
-        }
-        group_start = group_end + 1;
+        };
+        group_start = group_end + separators;
         group_end = end_of_digits(input, group_start);
         if group_end - group_start > MAX_GROUP_DIGITS {
             break;
@@ -399,7 +570,7 @@ fn grouped_match_at(
             continue;
         }
         let end = group_ends[layout.len() - 1];
-        if !right_boundary_ok(input, end) {
+        if !grouped_right_boundary_ok(input, end) {
             continue;
         }
         let mut digits = [0u8; MAX_PAN_DIGITS];
@@ -420,16 +591,115 @@ fn grouped_match_at(
     None
 }
 
-/// Whether the byte before `start` lets a number begin there.
-fn left_boundary_ok(input: &[u8], start: usize) -> bool {
+/// A PAN printed as an amount with thousands separators, the way `money`
+/// and locale-aware number formatting print it: `4,012,888,888,881,881.00`,
+/// `4.012.888.888.881.881,00`, `4 012 888 888 881 881`, `4'012'888'888'881'881`.
+/// The first group has one to three digits, every other group three; the
+/// same separator throughout.
+fn thousands_match_at(input: &[u8], start: usize, first_end: usize) -> Option<PanMatch> {
+    let separator = *input.get(first_end)?;
+    if !matches!(separator, b',' | b'.' | b' ' | b'\'') {
+        return None;
+    }
+    if !left_boundary_ok(input, start, 0) {
+        return None;
+    }
+    // Not the tail of a longer list of numbers: `1,234,567,…`.
+    if matches!(
+        byte_before(input, start, 1),
+        Some(b',' | b'.' | b' ' | b'\'')
+    ) && byte_before(input, start, 2).is_some_and(is_digit)
+    {
+        return None;
+    }
+    let mut digits = [0u8; MAX_PAN_DIGITS];
+    let mut count = first_end - start;
+    digits[..count].copy_from_slice(&input[start..first_end]);
+    let mut end = first_end;
+    while input.get(end) == Some(&separator) {
+        let group_end = end_of_digits(input, end + 1);
+        if group_end - (end + 1) != 3 {
+            break;
+        }
+        if count + 3 > MAX_PAN_DIGITS {
+            return None;
+        }
+        digits[count..count + 3].copy_from_slice(&input[end + 1..group_end]);
+        count += 3;
+        end = group_end;
+    }
+    if count < MIN_PAN_DIGITS {
+        return None;
+    }
+    // The separator going on into digits: groups that are not thousands.
+    if input.get(end) == Some(&separator) && input.get(end + 1).copied().is_some_and(is_digit) {
+        return None;
+    }
+    if input.get(end).copied().is_some_and(is_word) {
+        return None;
+    }
+    let digits = &digits[..count];
+    let brand = brand_of(digits)?;
+    luhn_valid(digits).then_some(PanMatch { start, end, brand })
+}
+
+/// A PAN printed as a floating-point number in scientific notation, the way
+/// PostgreSQL prints a `float8` of 16 digits: `4.012888888881881e+15`. The
+/// number is the mantissa's digits followed by as many zeros as the exponent
+/// asks for; the match covers the mantissa, so masking keeps the exponent.
+fn scientific_match_at(input: &[u8], start: usize, run_end: usize) -> Option<PanMatch> {
+    if input.get(run_end) != Some(&b'.') {
+        return None;
+    }
+    let fraction_start = run_end + 1;
+    let fraction_end = end_of_digits(input, fraction_start);
+    let fraction = &input[fraction_start..fraction_end];
+    if fraction.is_empty() || !matches!(input.get(fraction_end), Some(b'e' | b'E')) {
+        return None;
+    }
+    let mut exponent_start = fraction_end + 1;
+    if input.get(exponent_start) == Some(&b'+') {
+        exponent_start += 1;
+    }
+    let exponent_end = end_of_digits(input, exponent_start);
+    let exponent = &input[exponent_start..exponent_end];
+    if exponent.is_empty() || exponent.len() > 2 {
+        return None;
+    }
+    let exponent = exponent
+        .iter()
+        .fold(0usize, |acc, &b| acc * 10 + usize::from(b - b'0'));
+    let length = exponent + 1;
+    if !(MIN_PAN_DIGITS..=MAX_PAN_DIGITS).contains(&length) || fraction.len() > exponent {
+        return None;
+    }
+    if !left_boundary_ok(input, start, length) || !run_right_boundary_ok(input, exponent_end) {
+        return None;
+    }
+    let mut digits = [b'0'; MAX_PAN_DIGITS];
+    digits[0] = input[start];
+    digits[1..=fraction.len()].copy_from_slice(fraction);
+    let digits = &digits[..length];
+    let brand = brand_of(digits)?;
+    luhn_valid(digits).then_some(PanMatch {
+        start,
+        end: fraction_end,
+        brand,
+    })
+}
+
+/// Whether the byte before `start` lets a number of `digits` digits begin
+/// there.
+fn left_boundary_ok(input: &[u8], start: usize, digits: usize) -> bool {
     let Some(before) = byte_before(input, start, 1) else {
         return true;
     };
     let two_before = byte_before(input, start, 2);
     match before {
         b if is_word(b) => false,
-        // E.164 phone numbers: +4915112345678.
-        b'+' => false,
+        // E.164 phone numbers (+4915112345678) have at most 15 digits; a
+        // longer number after `+` is a signed number.
+        b'+' => digits >= MIN_DIGITS_AFTER_PLUS,
         // Dashed identifiers and UUID groups: INV-2024-…, …-446655440000.
         b'-' => !two_before.is_some_and(is_word),
         // The fraction of a decimal: 0.4111111111111111 is a float.
@@ -438,8 +708,10 @@ fn left_boundary_ok(input: &[u8], start: usize) -> bool {
     }
 }
 
-/// Whether the byte after `end` lets a number end there.
-fn right_boundary_ok(input: &[u8], end: usize) -> bool {
+/// Whether the byte after an unbroken run of digits ending at `end` lets a
+/// number end there. The integer part of a decimal
+/// (`4012888888881881.00`, a `numeric(20,2)`) is a number of its own.
+fn run_right_boundary_ok(input: &[u8], end: usize) -> bool {
     let Some(&after) = input.get(end) else {
         return true;
     };
@@ -447,8 +719,22 @@ fn right_boundary_ok(input: &[u8], end: usize) -> bool {
     match after {
         b if is_word(b) => false,
         b'-' => !two_after.is_some_and(is_word),
-        // The integer part of a decimal.
-        b'.' => !two_after.is_some_and(is_digit),
+        _ => true,
+    }
+}
+
+/// Whether the byte after a grouped number ending at `end` lets it end
+/// there: not when the digits go on after a separator other than a space or
+/// tab (`4111-1111-1111-1111-1111`, `4111.1111.1111.1111.1` are identifiers).
+fn grouped_right_boundary_ok(input: &[u8], end: usize) -> bool {
+    let Some(&after) = input.get(end) else {
+        return true;
+    };
+    let two_after = input.get(end + 1).copied();
+    match after {
+        b if is_word(b) => false,
+        b' ' | b'\t' => true,
+        b if is_separator(b) => !two_after.is_some_and(is_word),
         _ => true,
     }
 }

@@ -270,3 +270,44 @@ const _: () = {
     const fn shareable<T: Send + Sync + Clone>() {}
     shareable::<Masker>();
 };
+
+#[test]
+fn other_written_forms_are_masked_in_place() {
+    let last4 = masker(Strategy::PanLast4);
+    let cases: &[(&str, &str)] = &[
+        (
+            "４０１２８８８８８８８８１８８１",
+            "＊＊＊＊＊＊＊＊＊＊＊＊１８８１",
+        ),
+        ("4012_8888_8888_1881", "****_****_****_1881"),
+        (
+            "4012\u{a0}8888\u{a0}8888 1881",
+            "****\u{a0}****\u{a0}**** 1881",
+        ),
+        // A zero-width space is nothing: the digits around it are one run.
+        ("40128888\u{200b}88881881", "********\u{200b}****1881"),
+        (
+            "Key (x)=(4012888888881881.00)",
+            "Key (x)=(************1881.00)",
+        ),
+        ("4.012888888881881e+15", "*.***********1881e+15"),
+        ("$4,012,888,888,881,881.00", "$*,***,***,***,**1,881.00"),
+    ];
+    for &(text, expected) in cases {
+        let masked = last4.mask_text(text);
+        assert_eq!(masked, expected, "{text}");
+        assert_eq!(masked.len(), text.len(), "in place: {text}");
+        assert!(find_pans(masked.as_bytes()).is_empty());
+    }
+    // pan_bin_last4 keeps the BIN of a full-width number too, and pan_token
+    // gives it the token of the ASCII number.
+    assert_eq!(
+        masker(Strategy::PanBinLast4).mask_text("４０１２８８８８８８８８１８８１"),
+        "４０１２８８＊＊＊＊＊＊１８８１"
+    );
+    let token = masker(Strategy::PanToken);
+    assert_eq!(
+        token.mask_text("４０１２８８８８８８８８１８８１"),
+        token.mask_text("4012888888881881")
+    );
+}

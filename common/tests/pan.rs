@@ -203,15 +203,43 @@ fn false_positive_corpus_is_left_alone() {
         ("French IBAN", "FR76 3000 6000 0112 3456 7890 189"),
         ("float", "0.4111111111111111"),
         ("float in JSON", r#"{"score":0.5105105105105100}"#),
-        ("decimal", "4111111111111111.50"),
-        ("mixed separators", "4111 1111-1111 1111"),
-        ("double spaces", "4111  1111  1111  1111"),
-        ("tabs are not card separators", "4111\t1111\t1111\t1111"),
         ("Amex in a 16-digit layout", "3782 8224 6310 005"),
         ("wrong layout", "41111 11111 11111 1"),
         ("dashed groups continuing", "4111-1111-1111-1111-1111"),
         ("12 digits", "411111111111"),
         ("digits with letters around", "abc4111111111111111def"),
+        ("letter prefix: an identifier", "A4012888888881881"),
+        ("ISO 8601 duration, letters glued on", "PT4012888888881881S"),
+        ("E.164 phone after +, 15 digits", "+491511234567893"),
+        (
+            "grouped digits after + are a phone number",
+            "+4111 1111 1111 1111",
+        ),
+        ("fraction of a float", "0.4012888888881881"),
+        ("dotted groups continuing", "4111.1111.1111.1111.1111"),
+        ("slashed groups continuing", "4111/1111/1111/1111/1111"),
+        (
+            "four separators between groups",
+            "4111    1111    1111    1111",
+        ),
+        (
+            "thousands groups continuing past 19 digits",
+            "4,012,888,888,881,881,123",
+        ),
+        ("list of 3-digit numbers", "12, 401,288,888,888,188,1"),
+        (
+            "scientific notation, too small to be 13 digits",
+            "4.012888888881881e+10",
+        ),
+        (
+            "scientific notation, negative exponent",
+            "4.012888888881881e-15",
+        ),
+        (
+            "full-width digits failing Luhn",
+            "４１１１１１１１１１１１１１１２",
+        ),
+        ("version string", "1.2.4111111111111111"),
     ];
     for &(what, text) in corpus {
         assert_eq!(find_pans(text.as_bytes()), vec![], "{what}: {text}");
@@ -281,5 +309,110 @@ fn brand_rules_edges() {
     ];
     for &(digits, brand) in cases {
         assert_eq!(brand_of(digits.as_bytes()), brand, "{digits}");
+    }
+}
+
+/// Forms a real system holds card numbers in, beyond bare digits and card
+/// groups (issue 16, item 5): each is found, whole.
+#[test]
+fn other_written_forms_are_found() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("underscores", "4012_8888_8888_1881", "4012_8888_8888_1881"),
+        ("dots", "4012.8888.8888.1881", "4012.8888.8888.1881"),
+        ("slashes", "4012/8888/8888/1881", "4012/8888/8888/1881"),
+        ("tabs", "4012\t8888\t8888\t1881", "4012\t8888\t8888\t1881"),
+        (
+            "doubled spaces",
+            "4012  8888  8888  1881",
+            "4012  8888  8888  1881",
+        ),
+        (
+            "mixed separators",
+            "4012 8888-8888_1881",
+            "4012 8888-8888_1881",
+        ),
+        (
+            "spaced dashes",
+            "4012 - 8888 - 8888 - 1881",
+            "4012 - 8888 - 8888 - 1881",
+        ),
+        (
+            "Amex with underscores",
+            "3782_822463_10005",
+            "3782_822463_10005",
+        ),
+        (
+            "no-break spaces",
+            "4012\u{a0}8888\u{a0}8888\u{a0}1881",
+            "4012\u{a0}8888\u{a0}8888\u{a0}1881",
+        ),
+        (
+            "zero-width spaces anywhere",
+            "card 40128\u{200b}88888881881.",
+            "40128\u{200b}88888881881",
+        ),
+        (
+            "narrow no-break spaces",
+            "4012\u{202f}8888\u{202f}8888\u{202f}1881",
+            "4012\u{202f}8888\u{202f}8888\u{202f}1881",
+        ),
+        (
+            "full-width digits",
+            "カード４０１２８８８８８８８８１８８１です",
+            "４０１２８８８８８８８８１８８１",
+        ),
+        (
+            "full-width digits in groups",
+            "４０１２\u{3000}８８８８\u{3000}８８８８\u{3000}１８８１",
+            "４０１２\u{3000}８８８８\u{3000}８８８８\u{3000}１８８１",
+        ),
+        ("numeric(20,2)", "4012888888881881.00", "4012888888881881"),
+        (
+            "error detail",
+            "Key (x)=(4012888888881881.00) already exists.",
+            "4012888888881881",
+        ),
+        (
+            "negative numeric",
+            "-4012888888881881.50",
+            "4012888888881881",
+        ),
+        (
+            "float8 output",
+            "4.012888888881881e+15",
+            "4.012888888881881",
+        ),
+        (
+            "float with trailing zeros dropped",
+            "5.1051051051051e+15",
+            "5.1051051051051",
+        ),
+        ("Python float", "4012888888881881.0", "4012888888881881"),
+        (
+            "money",
+            "$4,012,888,888,881,881.00",
+            "4,012,888,888,881,881",
+        ),
+        (
+            "money, German locale",
+            "4.012.888.888.881.881,00 €",
+            "4.012.888.888.881.881",
+        ),
+        (
+            "thousands with spaces",
+            "4 012 888 888 881 881",
+            "4 012 888 888 881 881",
+        ),
+        (
+            "Swiss thousands",
+            "4'012'888'888'881'881",
+            "4'012'888'888'881'881",
+        ),
+        ("signed with +", "+4012888888881881", "4012888888881881"),
+    ];
+    for &(what, text, expected) in cases {
+        let found = find_pans(text.as_bytes());
+        assert_eq!(found.len(), 1, "{what}: {text}");
+        assert_eq!(&text[found[0].start..found[0].end], expected, "{what}");
     }
 }
