@@ -87,6 +87,7 @@ hoop.exempt_roles = 'hoop_migrator'
 lc_messages = 'C'
 fsync = off
 max_worker_processes = 8
+max_prepared_transactions = 10
 max_parallel_workers = 4
 log_min_messages = warning
 CONF

@@ -7,6 +7,8 @@
 #             the reviews hub (the gateway's own tests run in e2e)
 #   pgrx      cargo pgrx test on pg15, pg17, pg18, run as the postgres user
 #   regress   the extension's SQL regression suite + attack corpus on pg15/17/18
+#   upstream  PostgreSQL's own regression suite (17 and 15) with and without
+#             the extension loaded: identical output but for an allowlist
 #   e2e       the gateway's tests (raw protocol, logins against a real
 #             oidc-provider, on pg15/17/18) and pytest with real clients
 #             (tests/run.sh)
@@ -64,6 +66,12 @@ fi
 if want regress; then
     for v in $pg_versions; do
         run_stage "regress-pg$v" bash scripts/regress.sh "pg$v"
+    done
+fi
+if want upstream; then
+    # PostgreSQL's own regression suite, with and without the extension.
+    for v in 17 15; do
+        run_stage "upstream-pg$v" bash scripts/upstream.sh "pg$v"
     done
 fi
 if want e2e; then

@@ -120,35 +120,6 @@ REVOKE ALL ON FUNCTION hoop._hide_statistics(oid, name), hoop._store_mask(oid, i
     FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------
--- Reading policies: every backend loads them through this (it runs as the
--- extension owner; it shows what hoop.masked_columns shows). Partitions
--- inherit the policy of the partitioned table they belong to, by column name.
-
-CREATE FUNCTION hoop._load_policies()
-RETURNS TABLE (relid oid, schema_name text, table_name text, attnum int2, column_name text, strategy text, root oid)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH rules AS (
-        SELECT m.relid::oid AS root, a.attname AS root_column, m.strategy
-          FROM hoop.masked_column_rules m
-          JOIN pg_attribute a ON a.attrelid = m.relid AND a.attnum = m.attnum AND NOT a.attisdropped
-        UNION ALL
-        SELECT p.relid::oid, NULL, NULL FROM hoop.protected_table_rules p
-    )
-    SELECT tree.relid, n.nspname::text, c.relname::text, ca.attnum, r.root_column::text, r.strategy, r.root
-      FROM rules r
-      JOIN pg_class c ON c.oid = r.root
-      JOIN pg_namespace n ON n.oid = c.relnamespace
-      CROSS JOIN LATERAL (
-          SELECT r.root AS relid
-          UNION
-          SELECT t.relid::oid FROM pg_partition_tree(r.root) t
-      ) tree
-      LEFT JOIN pg_attribute ca
-        ON ca.attrelid = tree.relid AND ca.attname = r.root_column AND NOT ca.attisdropped
-$$;
-
--- ---------------------------------------------------------------------------
 -- What is masked, readable by everyone (the gateway loads it).
 
 CREATE VIEW hoop.masked_columns AS
@@ -257,7 +228,7 @@ BEGIN
     FOR dropped IN
         SELECT d.objid, d.objsubid, d.object_identity
           FROM pg_event_trigger_dropped_objects() d
-         WHERE d.classid = 'pg_catalog.pg_class'::regclass
+         WHERE d.classid = 'pg_catalog.pg_class'::regclass AND hoop._declared(d.objid)
     LOOP
         WITH gone AS (
             DELETE FROM hoop.masked_column_rules m
@@ -286,6 +257,10 @@ AS $$
 DECLARE
     bad record;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c
+                    WHERE c.classid = 'pg_catalog.pg_class'::regclass AND hoop._declared(c.objid)) THEN
+        RETURN;  -- not a table with a policy: nothing of hoop's is touched
+    END IF;
     UPDATE hoop.masked_column_rules m
        SET column_name = a.attname
       FROM pg_attribute a

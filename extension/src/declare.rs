@@ -103,6 +103,14 @@ fn changed(relid: pg_sys::Oid) {
     policy::forget_policies();
 }
 
+/// For the event triggers: whether a dropped or altered table has a policy
+/// row, so that DROP and ALTER TABLE of every other table touch nothing of
+/// hoop's (no write, no lock left behind).
+#[pg_extern(name = "_declared", stable, parallel_safe)]
+fn declared(relid: pg_sys::Oid) -> bool {
+    policy::declared(relid)
+}
+
 #[pg_extern(name = "_declare_mask", volatile)]
 fn declare_mask(relid: pg_sys::Oid, column: &str, strategy: &str) {
     require_extension();

@@ -8,6 +8,7 @@
 //! - [`declare`]: `hoop_mask()`, `hoop_unmask()`, `hoop_protect()` (SQL API in `sql/`).
 //! - [`masking`]: the query rewrite and the masking functions it inserts.
 //! - [`hooks`]: post-parse-analyze, planner, executor and utility hooks.
+//! - [`scope`]: what a hook holds across the next hook, unwound when an ERROR passes.
 //! - [`compat`]: every difference between Postgres 15, 17 and 18.
 //! - [`error`]: the one error type, with its SQLSTATEs.
 
@@ -20,6 +21,7 @@ mod guc;
 mod hooks;
 mod masking;
 mod policy;
+mod scope;
 mod session;
 
 ::pgrx::pg_module_magic!();
@@ -36,6 +38,7 @@ pub extern "C-unwind" fn _PG_init() {
     }
     guc::register();
     policy::register_invalidation_callbacks();
+    scope::register();
     hooks::install();
 }
 

@@ -12,6 +12,7 @@ use crate::compat;
 use crate::error::HoopError;
 use crate::guc;
 use crate::policy::{self, Extension, MaskedColumn, RelationPolicy};
+use crate::scope;
 use crate::session;
 use hoop_common::mask::{Masker, Strategy};
 use pgrx::pg_sys;
@@ -139,7 +140,7 @@ unsafe extern "C-unwind" fn detect_walker(node: *mut pg_sys::Node, context: *mut
                 && policy::lookup((*rte).relid).is_some_and(|p| !p.masked.is_empty())
             {
                 found.masked_relation = true;
-                record_seen((*rte).relid);
+                scope::record_seen((*rte).relid);
             }
             return false;
         }
@@ -161,34 +162,6 @@ unsafe extern "C-unwind" fn detect_walker(node: *mut pg_sys::Node, context: *mut
 // function with a SQL-standard body (BEGIN ATOMIC) is inlined from its stored
 // query tree, without parse analysis. The final plan is checked against what
 // the rewrite saw, and such a plan is refused rather than run unmasked.
-
-thread_local! {
-    static SEEN: RefCell<Vec<HashSet<pg_sys::Oid>>> = const { RefCell::new(Vec::new()) };
-}
-
-fn record_seen(relid: pg_sys::Oid) {
-    SEEN.with(|seen| {
-        if let Some(top) = seen.borrow_mut().last_mut() {
-            top.insert(relid);
-        }
-    });
-}
-
-/// Starts recording for one planner call.
-pub(crate) fn begin_planning() {
-    SEEN.with(|seen| seen.borrow_mut().push(HashSet::new()));
-}
-
-/// Stops recording (also after an error: the stack is reset per statement
-/// by [`reset_planning`]).
-pub(crate) fn end_planning() -> HashSet<pg_sys::Oid> {
-    SEEN.with(|seen| seen.borrow_mut().pop().unwrap_or_default())
-}
-
-/// Forgets every open recording (after an error aborted planning).
-pub(crate) fn reset_planning() {
-    SEEN.with(|seen| seen.borrow_mut().clear());
-}
 
 /// Refuses a finished plan that reads a masked table the rewrite never saw.
 pub(crate) unsafe fn check_plan(planned: *mut pg_sys::PlannedStmt, seen: &HashSet<pg_sys::Oid>) {
@@ -469,7 +442,12 @@ unsafe extern "C-unwind" fn mask_mutator(
 /// Rewrites `query` in place: masks every read of a masked column and, in
 /// gateway sessions, refuses `set_config()` on protected parameters.
 pub(crate) unsafe fn rewrite(query: *mut pg_sys::Query) {
-    if query.is_null() || policy::internal() {
+    // A utility statement's parse tree holds no range table to mask (the
+    // queries inside EXPLAIN, DECLARE and CREATE TABLE AS are masked when
+    // they are planned); and transaction control may arrive in an aborted
+    // transaction, where no catalog can be read.
+    if query.is_null() || policy::internal() || (*query).commandType == pg_sys::CmdType::CMD_UTILITY
+    {
         return;
     }
     let gateway = session::is_gateway_backend();

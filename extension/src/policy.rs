@@ -2,15 +2,17 @@
 //! extension's catalog (`hoop.masked_column_rules`, `hoop.protected_table_rules`)
 //! and cached per backend until a relcache or catalog invalidation arrives.
 //!
-//! The catalog is read through SPI with [`internal`] set, so the extension's
-//! own hooks ignore the lookup queries (pgaudit's `internalStatement`).
+//! The tables are read with catalog scans (see [`scan_table`]), never through
+//! SPI: a lookup runs no query, so no hook sees it and no snapshot is taken.
 
+use crate::masking::list_length;
 use hoop_common::mask::Strategy;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::FromDatum;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::rc::Rc;
 
 /// A masked column of a relation.
@@ -47,6 +49,9 @@ impl RelationPolicy {
 pub(crate) struct Extension {
     pub(crate) mask_column_fn: pg_sys::Oid,
     pub(crate) mask_row_fn: pg_sys::Oid,
+    /// `hoop.masked_column_rules` and `hoop.protected_table_rules`.
+    masked_rules: pg_sys::Oid,
+    protected_rules: pg_sys::Oid,
 }
 
 #[derive(Clone)]
@@ -165,16 +170,27 @@ pub(crate) fn extension() -> Option<Extension> {
             );
             let mask_row_fn =
                 lookup_function(c"mask_row", &[pg_sys::ANYELEMENTOID, pg_sys::OIDOID]);
-            let loader = lookup_function(c"_load_policies", &[]);
-            let owned_by_hoop = |f: pg_sys::Oid| {
-                f != pg_sys::InvalidOid
-                    && pg_sys::getExtensionOfObject(pg_sys::ProcedureRelationId, f) == ext
+            let owned_by_hoop = |class: pg_sys::Oid, object: pg_sys::Oid| {
+                object != pg_sys::InvalidOid && pg_sys::getExtensionOfObject(class, object) == ext
             };
-            if owned_by_hoop(mask_column_fn) && owned_by_hoop(mask_row_fn) && owned_by_hoop(loader)
+            let schema = pg_sys::get_namespace_oid(c"hoop".as_ptr(), true);
+            let masked_rules = pg_sys::get_relname_relid(c"masked_column_rules".as_ptr(), schema);
+            let protected_rules =
+                pg_sys::get_relname_relid(c"protected_table_rules".as_ptr(), schema);
+            let functions = [mask_column_fn, mask_row_fn];
+            let tables = [masked_rules, protected_rules];
+            if functions
+                .iter()
+                .all(|&f| owned_by_hoop(pg_sys::ProcedureRelationId, f))
+                && tables
+                    .iter()
+                    .all(|&t| owned_by_hoop(pg_sys::RelationRelationId, t))
             {
                 Some(Extension {
                     mask_column_fn,
                     mask_row_fn,
+                    masked_rules,
+                    protected_rules,
                 })
             } else {
                 None
@@ -185,56 +201,175 @@ pub(crate) fn extension() -> Option<Extension> {
     found
 }
 
-fn load_policies() -> HashMap<pg_sys::Oid, Rc<RelationPolicy>> {
-    let mut policies: HashMap<pg_sys::Oid, RelationPolicy> = HashMap::new();
-    let rows = as_internal(|| {
-        with_snapshot(|| {
-            Spi::connect(|client| -> Result<Vec<_>, pgrx::spi::Error> {
-                let table = client.select(
-                    "SELECT relid, schema_name, table_name, attnum, column_name, strategy, root FROM hoop._load_policies()",
-                    None,
-                    &[],
-                )?;
-                let mut rows = Vec::new();
-                for row in table {
-                    rows.push((
-                        row.get::<pg_sys::Oid>(1)?,
-                        row.get::<String>(2)?,
-                        row.get::<String>(3)?,
-                        row.get::<i16>(4)?,
-                        row.get::<String>(5)?,
-                        row.get::<String>(6)?,
-                        row.get::<pg_sys::Oid>(7)?,
-                    ));
-                }
-                Ok(rows)
-            })
-        })
-    });
-    let rows = match rows {
-        Ok(rows) => rows,
-        Err(e) => {
-            // Fail closed: without its policies hoop cannot say what is safe.
-            pgrx::error!("hoop: cannot read the masking policies: {e}");
+/// Every row of one of hoop's tables, read the way the catalog caches read
+/// Postgres's own catalogs: a system-table scan of the latest committed rows
+/// (and this transaction's own), with the table's lock released as soon as
+/// it is read. No SPI, no transaction snapshot (`SET TRANSACTION ISOLATION
+/// LEVEL` still works after a lookup), nothing of hoop left in `pg_locks`,
+/// and no permission check (the tables are not readable by PUBLIC; the
+/// extension itself reads them).
+///
+/// `SnapshotSelf` rather than an MVCC snapshot: hoop's tables are not system
+/// catalogs, and an MVCC scan of them in a SERIALIZABLE transaction would
+/// take predicate locks, making the session's own serialization conflicts
+/// depend on hoop's bookkeeping.
+unsafe fn scan_table(relid: pg_sys::Oid, mut each: impl FnMut(&TableRow)) {
+    let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+    let relation = pg_sys::table_open(relid, lock);
+    let scan = pg_sys::systable_beginscan(
+        relation,
+        pg_sys::InvalidOid,
+        false,
+        &raw mut pg_sys::SnapshotSelfData,
+        0,
+        std::ptr::null_mut(),
+    );
+    loop {
+        let tuple = pg_sys::systable_getnext(scan);
+        if tuple.is_null() {
+            break;
         }
-    };
-    for (relid, schema, table, attnum, column, strategy, root) in rows {
-        let (Some(relid), Some(schema), Some(table)) = (relid, schema, table) else {
-            continue;
-        };
-        let policy = policies.entry(relid).or_insert_with(|| RelationPolicy {
-            root: root.unwrap_or(relid),
-            schema,
-            table,
-            masked: Vec::new(),
+        each(&TableRow {
+            tuple,
+            desc: (*relation).rd_att,
         });
-        if let (Some(attnum), Some(column), Some(strategy)) = (attnum, column, strategy) {
-            let strategy = strategy.parse::<Strategy>().unwrap_or(Strategy::Redact);
-            policy.masked.push(MaskedColumn {
-                attnum,
-                column,
-                strategy,
+    }
+    pg_sys::systable_endscan(scan);
+    pg_sys::table_close(relation, lock);
+}
+
+struct TableRow {
+    tuple: pg_sys::HeapTuple,
+    desc: pg_sys::TupleDesc,
+}
+
+impl TableRow {
+    unsafe fn get<T: FromDatum>(&self, attnum: i32) -> Option<T> {
+        let mut is_null = false;
+        let datum = pg_sys::heap_getattr(self.tuple, attnum, self.desc, &mut is_null);
+        T::from_polymorphic_datum(datum, is_null, pg_sys::InvalidOid)
+    }
+}
+
+// Columns of hoop.masked_column_rules and hoop.protected_table_rules (sql/001_catalog.sql).
+const RULE_RELID: i32 = 1;
+const RULE_ATTNUM: i32 = 2;
+const RULE_STRATEGY: i32 = 4;
+
+/// The relation and every table that inherits from it, partitions and
+/// inheritance children alike, at any depth: a declaration follows the data.
+unsafe fn with_inheritors(root: pg_sys::Oid) -> Vec<pg_sys::Oid> {
+    unsafe extern "C-unwind" {
+        // catalog/pg_inherits.h, not in pgrx's bindings; the same in 15, 17 and 18.
+        fn find_all_inheritors(
+            parent: pg_sys::Oid,
+            lockmode: pg_sys::LOCKMODE,
+            numparents: *mut *mut pg_sys::List,
+        ) -> *mut pg_sys::List;
+    }
+    let list = pg_sys::ffi::pg_guard_ffi_boundary(|| {
+        find_all_inheritors(root, pg_sys::NoLock as _, std::ptr::null_mut())
+    });
+    let oids = (0..list_length(list))
+        .map(|n| (*(*list).elements.add(n)).oid_value)
+        .collect();
+    pg_sys::list_free(list);
+    oids
+}
+
+unsafe fn cstring(ptr: *const std::ffi::c_char) -> Option<String> {
+    (!ptr.is_null()).then(|| CStr::from_ptr(ptr).to_string_lossy().into_owned())
+}
+
+/// A masked column as declared: its name in the declared table and the strategy.
+struct DeclaredColumn {
+    name: CString,
+    strategy: Strategy,
+}
+
+/// Whether `relid` itself has a row in hoop's tables (read directly, not
+/// from the cache: the event triggers ask about tables being dropped).
+pub(crate) fn declared(relid: pg_sys::Oid) -> bool {
+    let Some(ext) = extension() else {
+        return false;
+    };
+    let mut found = false;
+    unsafe {
+        for table in [ext.masked_rules, ext.protected_rules] {
+            scan_table(table, |row| {
+                found |= row.get::<pg_sys::Oid>(RULE_RELID) == Some(relid);
             });
+        }
+    }
+    found
+}
+
+fn load_policies(ext: &Extension) -> HashMap<pg_sys::Oid, Rc<RelationPolicy>> {
+    // (declared table, masked attribute number and strategy; None: protected only)
+    let mut rules: Vec<(pg_sys::Oid, Option<(i16, String)>)> = Vec::new();
+    unsafe {
+        scan_table(ext.masked_rules, |row| {
+            if let (Some(relid), Some(attnum), Some(strategy)) = (
+                row.get::<pg_sys::Oid>(RULE_RELID),
+                row.get::<i16>(RULE_ATTNUM),
+                row.get::<String>(RULE_STRATEGY),
+            ) {
+                rules.push((relid, Some((attnum, strategy))));
+            }
+        });
+        scan_table(ext.protected_rules, |row| {
+            if let Some(relid) = row.get::<pg_sys::Oid>(RULE_RELID) {
+                rules.push((relid, None));
+            }
+        });
+    }
+    let mut policies: HashMap<pg_sys::Oid, RelationPolicy> = HashMap::new();
+    for (root, masked) in rules {
+        unsafe {
+            // A rule whose table is gone (dropped in this transaction) is ignored.
+            let Some(table) = cstring(pg_sys::get_rel_name(root)) else {
+                continue;
+            };
+            let Some(schema) = cstring(pg_sys::get_namespace_name(pg_sys::get_rel_namespace(root)))
+            else {
+                continue;
+            };
+            let column = match masked {
+                Some((attnum, strategy)) => {
+                    let name = pg_sys::get_attname(root, attnum, true);
+                    // A dropped column keeps its number under a placeholder name.
+                    match cstring(name) {
+                        Some(text) if !text.starts_with("........pg.dropped.") => {
+                            Some(DeclaredColumn {
+                                name: CStr::from_ptr(name).to_owned(),
+                                strategy: strategy.parse().unwrap_or(Strategy::Redact),
+                            })
+                        }
+                        _ => continue,
+                    }
+                }
+                None => None,
+            };
+            // The masked column is found by name in each inheritor: its
+            // attribute number may differ from the declared table's.
+            for relid in with_inheritors(root) {
+                let policy = policies.entry(relid).or_insert_with(|| RelationPolicy {
+                    root,
+                    schema: schema.clone(),
+                    table: table.clone(),
+                    masked: Vec::new(),
+                });
+                if let Some(column) = &column {
+                    let attnum = pg_sys::get_attnum(relid, column.name.as_ptr());
+                    if attnum != pg_sys::InvalidAttrNumber as i16 {
+                        policy.masked.push(MaskedColumn {
+                            attnum,
+                            column: column.name.to_string_lossy().into_owned(),
+                            strategy: column.strategy,
+                        });
+                    }
+                }
+            }
         }
     }
     policies
@@ -243,32 +378,27 @@ fn load_policies() -> HashMap<pg_sys::Oid, Rc<RelationPolicy>> {
         .collect()
 }
 
-fn with_snapshot<R>(f: impl FnOnce() -> R) -> R {
-    unsafe {
-        if pg_sys::ActiveSnapshotSet() {
-            f()
-        } else {
-            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-            let result = f();
-            pg_sys::PopActiveSnapshot();
-            result
-        }
-    }
-}
-
 fn policies() -> Option<Policies> {
     if let Cached::Known(known) = POLICIES.with(|cache| cache.borrow().clone()) {
         return Some(known);
     }
-    extension()?;
+    // Only a transaction in progress may read the catalog. An aborted one
+    // accepts nothing but transaction control (which reads no table), and
+    // locks taken then would belong to a resource owner already released.
+    if unsafe { !pg_sys::IsTransactionState() } {
+        return None;
+    }
+    let ext = extension()?;
     if LOADING.with(|loading| loading.replace(true)) {
         // A lookup while loading (an invalidation arrived mid-load): the
         // load in progress will answer.
         return None;
     }
-    let loaded = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| Rc::new(load_policies())))
-        .finally(|| LOADING.with(|loading| loading.set(false)))
-        .execute();
+    let loaded = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        Rc::new(load_policies(&ext))
+    }))
+    .finally(|| LOADING.with(|loading| loading.set(false)))
+    .execute();
     POLICIES.with(|cache| *cache.borrow_mut() = Cached::Known(loaded.clone()));
     Some(loaded)
 }

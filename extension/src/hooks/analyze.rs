@@ -2,8 +2,8 @@
 //! SPI and PL/pgSQL, SQL function bodies, inlined set-returning functions —
 //! and applies the masking rewrite (and the set_config() check) to it.
 
-use crate::hooks::utility;
 use crate::masking;
+use crate::scope;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -25,7 +25,7 @@ unsafe extern "C-unwind" fn post_parse_analyze(
     }
     // A view's stored definition stays as written (pg_dump shows it as
     // written); it is masked when a query using it is planned.
-    if !utility::defining_view() {
+    if !scope::defining_view() {
         masking::rewrite(query);
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::error::{self, HoopError};
 use crate::guc;
+use crate::hooks::next;
 use crate::masking::{list_length, list_nth, may_see_raw};
 use crate::policy::{self, RelationPolicy};
 use crate::session;
@@ -101,10 +102,7 @@ pub(crate) unsafe fn install() {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
-    match PREVIOUS_START {
-        Some(previous) => previous(query_desc, eflags),
-        None => pg_sys::standard_ExecutorStart(query_desc, eflags),
-    }
+    next::executor_start(PREVIOUS_START, query_desc, eflags);
     if policy::internal()
         || pg_sys::ParallelWorkerNumber >= 0
         || eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0

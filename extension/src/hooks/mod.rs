@@ -4,6 +4,7 @@
 
 pub(crate) mod analyze;
 pub(crate) mod executor;
+pub(crate) mod next;
 pub(crate) mod planner;
 pub(crate) mod utility;
 

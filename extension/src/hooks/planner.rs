@@ -2,7 +2,9 @@
 //! whose bodies post_parse_analyze never saw; the same rewrite runs again
 //! (already-masked references are left alone).
 
+use crate::hooks::next;
 use crate::masking;
+use crate::scope;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::c_char;
@@ -21,20 +23,11 @@ unsafe extern "C-unwind" fn planner(
     cursor_options: i32,
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
-    masking::begin_planning();
-    let planned = PgTryBuilder::new(|| {
-        masking::rewrite(parse);
-        match PREVIOUS {
-            Some(previous) => previous(parse, query_string, cursor_options, bound_params),
-            None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
-        }
-    })
-    .catch_others(|error| {
-        masking::reset_planning();
-        error.rethrow()
-    })
-    .execute();
-    let seen = masking::end_planning();
+    scope::begin_planning();
+    masking::rewrite(parse);
+    // An ERROR in planning passes through unchanged; scope unwinds the record.
+    let planned = next::planner(PREVIOUS, parse, query_string, cursor_options, bound_params);
+    let seen = scope::end_planning();
     masking::check_plan(planned, &seen);
     planned
 }

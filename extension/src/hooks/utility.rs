@@ -5,26 +5,17 @@
 
 use crate::error::HoopError;
 use crate::guc;
-use crate::hooks::executor;
+use crate::hooks::{executor, next};
 use crate::masking::{is_protected_parameter, list_length, list_ptrs, node_tag};
 use crate::policy::{self, RelationPolicy};
+use crate::scope;
 use crate::session;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::cell::Cell;
 use std::ffi::{c_char, c_void, CStr};
 use std::rc::Rc;
 
 static mut PREVIOUS: pg_sys::ProcessUtility_hook_type = None;
-
-thread_local! {
-    static DEFINING_VIEW: Cell<u32> = const { Cell::new(0) };
-}
-
-/// Whether a CREATE VIEW is being executed (its query is analyzed then).
-pub(crate) fn defining_view() -> bool {
-    DEFINING_VIEW.with(|depth| depth.get() > 0)
-}
 
 pub(crate) unsafe fn install() {
     PREVIOUS = pg_sys::ProcessUtility_hook;
@@ -43,49 +34,43 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    let mut pstmt = pstmt;
-    let mut is_view = false;
-    if !policy::internal() {
-        let stmt = (*pstmt).utilityStmt;
-        if session::is_gateway_backend() {
-            refuse_in_gateway_session(stmt);
-        }
-        enforce_protected_tables(stmt);
-        if let Some(rewritten) = rewrite_copy_to(pstmt) {
-            pstmt = rewritten;
-        }
-        is_view = node_tag(stmt) == pg_sys::NodeTag::T_ViewStmt;
-    }
-    let run = || match PREVIOUS {
-        Some(previous) => previous(
-            pstmt,
-            query_string,
-            read_only_tree,
-            context,
-            params,
-            query_env,
-            dest,
-            qc,
-        ),
-        None => pg_sys::standard_ProcessUtility(
-            pstmt,
-            query_string,
-            read_only_tree,
-            context,
-            params,
-            query_env,
-            dest,
-            qc,
-        ),
-    };
+    // Only plain values live across the call to the next hook: an ERROR
+    // there passes through this frame untouched (see hooks::next).
+    let (pstmt, is_view) = before_utility(pstmt);
     if is_view {
-        DEFINING_VIEW.with(|depth| depth.set(depth.get() + 1));
-        PgTryBuilder::new(std::panic::AssertUnwindSafe(run))
-            .finally(|| DEFINING_VIEW.with(|depth| depth.set(depth.get().saturating_sub(1))))
-            .execute();
-    } else {
-        run();
+        scope::begin_view();
     }
+    next::process_utility(
+        PREVIOUS,
+        pstmt,
+        query_string,
+        read_only_tree,
+        context,
+        params,
+        query_env,
+        dest,
+        qc,
+    );
+    if is_view {
+        scope::end_view();
+    }
+}
+
+/// hoop's own checks before a utility command runs; returns the statement to
+/// run (a rewritten COPY) and whether it defines a view.
+unsafe fn before_utility(pstmt: *mut pg_sys::PlannedStmt) -> (*mut pg_sys::PlannedStmt, bool) {
+    // Transaction control is all an aborted transaction accepts, and it
+    // touches no table: nothing to check, and no catalog may be read then.
+    if policy::internal() || !pg_sys::IsTransactionState() {
+        return (pstmt, false);
+    }
+    let stmt = (*pstmt).utilityStmt;
+    if session::is_gateway_backend() {
+        refuse_in_gateway_session(stmt);
+    }
+    enforce_protected_tables(stmt);
+    let is_view = node_tag(stmt) == pg_sys::NodeTag::T_ViewStmt;
+    (rewrite_copy_to(pstmt).unwrap_or(pstmt), is_view)
 }
 
 unsafe fn cstr(ptr: *const c_char) -> String {
