@@ -72,6 +72,12 @@ pub enum MaskFailure {
     FormatCodes { fields: usize, codes: usize },
     /// A declared column of a non-text type was requested in binary format.
     BinaryDeclaredColumn { column: String, type_oid: u32 },
+    /// A binary value that does not decode as its type says, or that reads
+    /// as a card number in a form the gateway cannot mask in its type.
+    Undecodable {
+        type_oid: u32,
+        problem: &'static str,
+    },
     /// `hoop.masked_columns` names a strategy this gateway does not know.
     UnknownStrategy { column: String, strategy: String },
     /// A strategy could not be set up (`pan_token` without a key).
@@ -96,6 +102,11 @@ impl fmt::Display for MaskFailure {
                 f,
                 "masked column {column} (type oid {type_oid}) cannot be masked in binary \
                  format; request it in text format"
+            ),
+            MaskFailure::Undecodable { type_oid, problem } => write!(
+                f,
+                "a binary value of type oid {type_oid} could not be checked for card numbers: \
+                 {problem}"
             ),
             MaskFailure::UnknownStrategy { column, strategy } => write!(
                 f,
@@ -202,18 +213,6 @@ impl ColumnPolicy {
     }
 }
 
-/// PostgreSQL type OIDs whose binary send format is the text itself.
-const TEXT_LIKE_TYPES: [u32; 9] = [
-    25,   // text
-    1043, // varchar
-    1042, // bpchar
-    19,   // name
-    114,  // json
-    142,  // xml
-    705,  // unknown
-    2275, // cstring
-    17,   // bytea: raw bytes, which is where a PAN would be
-];
 const JSONB: u32 = 3802;
 const BYTEA: u32 = 17;
 
@@ -334,7 +333,8 @@ impl RowShape {
     fn check_binary_declared(&self) -> Result<(), MaskFailure> {
         for field in &self.fields {
             if let Treatment::Declared { column, .. } = &field.treatment {
-                if field.binary && !is_text_like(field.type_oid) && field.type_oid != JSONB {
+                let kind = ValueKind::of(field.type_oid);
+                if field.binary && !kind.is_text() && !kind.is_number() {
                     return Err(MaskFailure::BinaryDeclaredColumn {
                         column: column.to_string(),
                         type_oid: field.type_oid,
@@ -355,10 +355,6 @@ fn format_is_binary(code: i16, message: &'static str) -> Result<bool, MaskFailur
             problem: "format code is neither 0 (text) nor 1 (binary)",
         }),
     }
-}
-
-fn is_text_like(type_oid: u32) -> bool {
-    TEXT_LIKE_TYPES.contains(&type_oid)
 }
 
 /// Masks one DataRow body. `Ok(None)`: nothing to mask, forward the frame as
@@ -418,25 +414,24 @@ fn mask_field(
     maskers: &Maskers,
     value: &[u8],
 ) -> Result<Option<Vec<u8>>, MaskFailure> {
-    // jsonb's binary form is a version byte, then the text.
-    let (prefix, text) = match (field.binary, field.type_oid, value.split_first()) {
-        (true, JSONB, Some((version, rest))) => (Some(*version), rest),
-        _ => (None, value),
-    };
-    let with_prefix = |masked: Vec<u8>| -> Vec<u8> {
-        match prefix {
-            Some(version) => {
-                let mut out = Vec::with_capacity(masked.len() + 1);
-                out.push(version);
-                out.extend_from_slice(&masked);
-                out
-            }
-            None => masked,
-        }
-    };
     match &field.treatment {
         Treatment::Unmasked => Ok(None),
         Treatment::Declared { strategy, .. } => {
+            let kind = ValueKind::of(field.type_oid);
+            if kind.is_number() {
+                // The column's strategy would make text its type cannot
+                // parse: the value becomes its last four digits, a number.
+                return if field.binary {
+                    mask_binary_number(kind, value, true)
+                } else {
+                    Ok(Some(masked_number_text(value)))
+                };
+            }
+            // jsonb's binary form is a version byte, then the text.
+            let (prefix, text) = match (field.binary, field.type_oid, value.split_first()) {
+                (true, JSONB, Some((version, rest))) => (Some(*version), rest),
+                _ => (None, value),
+            };
             let masker = maskers
                 .by_strategy
                 .get(strategy)
@@ -445,34 +440,862 @@ fn mask_field(
             if masked.as_bytes() == text {
                 return Ok(None);
             }
-            Ok(Some(with_prefix(masked.into_bytes())))
+            let mut out = Vec::with_capacity(masked.len() + 1);
+            out.extend(prefix);
+            out.extend_from_slice(masked.as_bytes());
+            Ok(Some(out))
         }
-        Treatment::Content if field.binary && !is_text_like(field.type_oid) && prefix.is_none() => {
-            // Structured binary value: mask in place, keeping every length word valid.
-            match maskers.length_preserving.mask_bytes(value) {
-                Cow::Borrowed(_) => Ok(None),
-                Cow::Owned(masked) if masked.len() == value.len() => Ok(Some(masked)),
-                Cow::Owned(_) => Err(MaskFailure::Malformed {
-                    message: "DataRow",
-                    problem: "binary value could not be masked in place",
-                }),
-            }
+        Treatment::Content if field.binary => {
+            mask_binary_value(maskers, field.type_oid, value, Untyped::Refuse)
         }
-        Treatment::Content => {
-            if !field.binary && field.type_oid == BYTEA {
-                if let Some(masked) = mask_bytea_hex(&maskers.content, text) {
-                    return Ok(Some(masked));
-                }
+        Treatment::Content => Ok(mask_text_value(maskers, field.type_oid, value)),
+    }
+}
+
+/// What content detection does with a value, by its type. Which types are
+/// scanned, and why, is in the README ("Which types are scanned").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ValueKind {
+    /// Cannot hold a 13-digit number in a form that survives output:
+    /// booleans, 2- and 4-byte integers, float4 (7 significant digits),
+    /// dates and times (their digits are a calendar), intervals, uuids,
+    /// network and geometric types, bit strings, OIDs. Not scanned.
+    Skip,
+    /// Text, and what is sent as text in binary: masked with the content
+    /// strategy.
+    Text,
+    /// json: text in both formats; numbers outside strings stay numbers.
+    Json,
+    /// jsonb: a version byte, then the text, in binary.
+    Jsonb,
+    Bytea,
+    Int8,
+    Numeric,
+    Float8,
+    Money,
+    /// An array (binary arrays name their element type).
+    Array(u32),
+    /// A range with this subtype.
+    Range(u32),
+    /// A multirange with this range subtype.
+    Multirange(u32),
+    /// An anonymous record (binary records name each column's type).
+    Record,
+    /// Anything else: user-defined types, composite row types, enums,
+    /// domains inside records, extension types. Scanned as text in text
+    /// format; decoded by structure in binary (see [`mask_untyped_binary`]).
+    Other,
+}
+
+impl ValueKind {
+    fn of(type_oid: u32) -> ValueKind {
+        match type_oid {
+            // text, varchar, bpchar, name, xml, unknown, cstring, "char",
+            // tsvector, tsquery.
+            25 | 1043 | 1042 | 19 | 142 | 705 | 2275 | 18 | 3614 | 3615 => ValueKind::Text,
+            114 => ValueKind::Json,
+            JSONB => ValueKind::Jsonb,
+            BYTEA => ValueKind::Bytea,
+            20 => ValueKind::Int8,
+            1700 => ValueKind::Numeric,
+            701 => ValueKind::Float8,
+            790 => ValueKind::Money,
+            2249 => ValueKind::Record,
+            // bool, int2, int4, oid, tid, xid, cid, int2vector, oidvector,
+            // float4, dates, times, timestamps, intervals, uuid, pg_lsn,
+            // inet, cidr, macaddr(8), bit, varbit, geometric types, reg*,
+            // xid8, int4range, date/timestamp ranges and their multiranges.
+            16
+            | 21
+            | 22
+            | 23
+            | 24
+            | 26..=30
+            | 700
+            | 1082
+            | 1083
+            | 1114
+            | 1184
+            | 1186
+            | 1266
+            | 2950
+            | 3220
+            | 869
+            | 650
+            | 829
+            | 774
+            | 1560
+            | 1562
+            | 600..=604
+            | 628
+            | 718
+            | 2202..=2206
+            | 3734
+            | 3769
+            | 4089
+            | 4096
+            | 5069
+            | 3904
+            | 3908
+            | 3910
+            | 3912
+            | 4451
+            | 4533..=4535 => ValueKind::Skip,
+            // Arrays of the above.
+            1000
+            | 1005
+            | 1006
+            | 1007
+            | 1028
+            | 1010
+            | 1011
+            | 1012
+            | 1013
+            | 1021
+            | 1182
+            | 1183
+            | 1115
+            | 1185
+            | 1187
+            | 1270
+            | 2951
+            | 3221
+            | 1041
+            | 651
+            | 1040
+            | 775
+            | 1561
+            | 1563
+            | 1017
+            | 1018
+            | 1019
+            | 1020
+            | 629
+            | 719
+            | 3905
+            | 3909
+            | 3911
+            | 3913
+            | 6150
+            | 6155..=6157 => ValueKind::Skip,
+            1009 => ValueKind::Array(25),
+            1015 => ValueKind::Array(1043),
+            1014 => ValueKind::Array(1042),
+            1003 => ValueKind::Array(19),
+            143 => ValueKind::Array(142),
+            1263 => ValueKind::Array(2275),
+            1002 => ValueKind::Array(18),
+            3643 => ValueKind::Array(3614),
+            199 => ValueKind::Array(114),
+            3807 => ValueKind::Array(JSONB),
+            1001 => ValueKind::Array(BYTEA),
+            1016 => ValueKind::Array(20),
+            1231 => ValueKind::Array(1700),
+            1022 => ValueKind::Array(701),
+            791 => ValueKind::Array(790),
+            2287 => ValueKind::Array(2249),
+            3926 => ValueKind::Range(20),
+            3906 => ValueKind::Range(1700),
+            4536 => ValueKind::Multirange(20),
+            4532 => ValueKind::Multirange(1700),
+            _ => ValueKind::Other,
+        }
+    }
+
+    fn is_text(self) -> bool {
+        matches!(
+            self,
+            ValueKind::Text | ValueKind::Json | ValueKind::Jsonb | ValueKind::Bytea
+        )
+    }
+
+    fn is_number(self) -> bool {
+        matches!(
+            self,
+            ValueKind::Int8 | ValueKind::Numeric | ValueKind::Float8 | ValueKind::Money
+        )
+    }
+}
+
+/// Delimiters of the fields of array, range and record text.
+const CONTAINER_DELIMITERS: &[u8] = b",(){}[]\"";
+
+/// The masked value of a text-format field under content detection.
+fn mask_text_value(maskers: &Maskers, type_oid: u32, text: &[u8]) -> Option<Vec<u8>> {
+    let kind = ValueKind::of(type_oid);
+    match kind {
+        ValueKind::Skip => None,
+        ValueKind::Bytea => {
+            if let Some(masked) = mask_bytea_hex(&maskers.content, text) {
+                return Some(masked);
             }
-            if !pan::contains_pan(text) {
-                return Ok(None);
+            mask_content(&maskers.content, text)
+        }
+        ValueKind::Text => mask_content(&maskers.content, text),
+        ValueKind::Json | ValueKind::Jsonb => mask_json_text(&maskers.content, text),
+        // A number's text: it becomes a number.
+        _ if kind.is_number() => {
+            pan::contains_pan(text).then(|| mask_fields(&maskers.content, text, b""))
+        }
+        ValueKind::Array(element) if ValueKind::of(element) == ValueKind::Skip => None,
+        // Arrays, ranges, records, other types: numbers among the fields
+        // stay numbers, anything else gets the content strategy.
+        _ => pan::contains_pan(text)
+            .then(|| mask_fields(&maskers.content, text, CONTAINER_DELIMITERS)),
+    }
+}
+
+/// Content detection on text: `None` when there is no card number.
+fn mask_content(masker: &Masker, text: &[u8]) -> Option<Vec<u8>> {
+    if !pan::contains_pan(text) {
+        return None;
+    }
+    match masker.mask_bytes(text) {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(masked) => Some(masked),
+    }
+}
+
+/// Masks every card number in `text` whose field (the bytes between two of
+/// `delimiters`) is a number: the number becomes its last four digits
+/// (sign, currency sign and fraction kept, exponent dropped), which every
+/// numeric type parses and which is no card number. Every other card number
+/// gets the content strategy.
+fn mask_fields(masker: &Masker, text: &[u8], delimiters: &[u8]) -> Vec<u8> {
+    mask_matches(masker, text, |start, end| {
+        let field_start = text[..start]
+            .iter()
+            .rposition(|b| delimiters.contains(b))
+            .map_or(0, |i| i + 1);
+        let field_end = text[end..]
+            .iter()
+            .position(|b| delimiters.contains(b))
+            .map_or(text.len(), |i| end + i);
+        number_field(text, field_start, start, end, field_end)
+    })
+}
+
+/// For the card number at `start..end` in the field `field_start..field_end`:
+/// `Some((replacement, end of what it replaces))` when the field is a number.
+fn number_field(
+    text: &[u8],
+    field_start: usize,
+    start: usize,
+    end: usize,
+    field_end: usize,
+) -> Option<(Vec<u8>, usize)> {
+    let prefix = &text[field_start..start];
+    let suffix = &text[end..field_end];
+    let prefix_ok = prefix.iter().all(|b| b" \t-+$".contains(b));
+    let suffix_ok = suffix
+        .iter()
+        .all(|b| b.is_ascii_digit() || b" \t.,eE+-".contains(b));
+    let span_ok = text[start..end]
+        .iter()
+        .all(|b| b.is_ascii_digit() || b".,' ".contains(b));
+    if !(prefix_ok && suffix_ok && span_ok) {
+        return None;
+    }
+    let mut out = last4_number(&text[start..end]).into_bytes();
+    // Keep the fraction, drop an exponent.
+    let mut consumed = end;
+    if let [separator @ (b'.' | b','), rest @ ..] = suffix {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits > 0 {
+            out.push(*separator);
+            out.extend_from_slice(&rest[..digits]);
+            consumed = end + 1 + digits;
+        }
+    }
+    if let Some(b'e' | b'E') = text.get(consumed) {
+        let exponent = text[consumed + 1..field_end]
+            .iter()
+            .enumerate()
+            .take_while(|&(i, b)| b.is_ascii_digit() || (i == 0 && (*b == b'+' || *b == b'-')))
+            .count();
+        consumed += 1 + exponent;
+    }
+    Some((out, consumed))
+}
+
+/// The last four digits of a card number's span, as a number (no leading
+/// zeros, so it is also valid JSON).
+fn last4_number(span: &[u8]) -> String {
+    let digits: Vec<u8> = span.iter().copied().filter(u8::is_ascii_digit).collect();
+    let tail = &digits[digits.len().saturating_sub(4)..];
+    let value = tail
+        .iter()
+        .fold(0u32, |acc, &b| acc * 10 + u32::from(b - b'0'));
+    value.to_string()
+}
+
+/// Replaces each card number in `text`: with what `replace` returns for it
+/// (the replacement and the end of what it replaces), or else with the
+/// content masker's masking of it. The result is scanned once more, for
+/// a number that masking itself brought out.
+fn mask_matches(
+    masker: &Masker,
+    text: &[u8],
+    mut replace: impl FnMut(usize, usize) -> Option<(Vec<u8>, usize)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 16);
+    let mut copied = 0;
+    for found in pan::find_pans(text) {
+        if found.start < copied {
+            continue;
+        }
+        out.extend_from_slice(&text[copied..found.start]);
+        match replace(found.start, found.end) {
+            Some((replacement, consumed)) => {
+                out.extend_from_slice(&replacement);
+                copied = consumed;
             }
-            match maskers.content.mask_bytes(text) {
-                Cow::Borrowed(_) => Ok(None),
-                Cow::Owned(masked) => Ok(Some(with_prefix(masked))),
+            None => {
+                out.extend_from_slice(&masker.mask_bytes(&text[found.start..found.end]));
+                copied = found.end;
             }
         }
     }
+    out.extend_from_slice(&text[copied..]);
+    match masker.mask_bytes(&out) {
+        Cow::Borrowed(_) => out,
+        Cow::Owned(again) => again,
+    }
+}
+
+/// JSON text: a card number inside a string gets the content strategy; a
+/// JSON number that is a card number becomes a number (its last four
+/// digits), so the document stays valid JSON.
+fn mask_json_text(masker: &Masker, text: &[u8]) -> Option<Vec<u8>> {
+    if !pan::contains_pan(text) {
+        return None;
+    }
+    // Whether a position is inside a string, found by walking forward.
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut walked = 0;
+    let masked = mask_matches(masker, text, |start, end| {
+        for &byte in &text[walked..start] {
+            if escaped {
+                escaped = false;
+            } else if in_string && byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = !in_string;
+            }
+        }
+        walked = start;
+        if in_string {
+            return None;
+        }
+        let field_end = text[end..]
+            .iter()
+            .position(|b| b",]} \t\r\n".contains(b))
+            .map_or(text.len(), |i| end + i);
+        let field_start = text[..start]
+            .iter()
+            .rposition(|b| b",[{: \t\r\n".contains(b))
+            .map_or(0, |i| i + 1);
+        let found = number_field(text, field_start, start, end, field_end);
+        if let Some((_, consumed)) = &found {
+            walked = *consumed;
+        }
+        found
+    });
+    Some(masked)
+}
+
+/// What to do with a binary value of a type the gateway does not know that
+/// reads as a card number only when taken as an 8-byte integer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Untyped {
+    /// In a DataRow: refuse the row (the error names the type).
+    Refuse,
+    /// In binary COPY, which carries no types and no way to refuse a row:
+    /// replace it in place with its last four digits.
+    MaskInPlace,
+}
+
+/// The masked binary value of a field of `type_oid` (`None`: unchanged).
+fn mask_binary_value(
+    maskers: &Maskers,
+    type_oid: u32,
+    value: &[u8],
+    untyped: Untyped,
+) -> Result<Option<Vec<u8>>, MaskFailure> {
+    let kind = ValueKind::of(type_oid);
+    match kind {
+        ValueKind::Skip => Ok(None),
+        ValueKind::Text | ValueKind::Bytea => Ok(mask_content(&maskers.content, value)),
+        ValueKind::Json => Ok(mask_json_text(&maskers.content, value)),
+        ValueKind::Jsonb => match value.split_first() {
+            Some((&version, rest)) => Ok(mask_json_text(&maskers.content, rest).map(|masked| {
+                let mut out = Vec::with_capacity(masked.len() + 1);
+                out.push(version);
+                out.extend_from_slice(&masked);
+                out
+            })),
+            None => Ok(None),
+        },
+        _ if kind.is_number() => mask_binary_number(kind, value, false),
+        ValueKind::Array(_) => mask_binary_array(maskers, value, untyped, type_oid),
+        ValueKind::Range(subtype) => mask_binary_range(maskers, subtype, value, untyped),
+        ValueKind::Multirange(subtype) => mask_binary_multirange(maskers, subtype, value, untyped),
+        ValueKind::Record => mask_binary_record(maskers, value, untyped, type_oid),
+        _ => mask_untyped_binary(maskers, type_oid, value, untyped),
+    }
+}
+
+fn undecodable(type_oid: u32, problem: &'static str) -> MaskFailure {
+    MaskFailure::Undecodable { type_oid, problem }
+}
+
+/// A binary value of a type the gateway does not know: a composite row
+/// type is a record, an array of one an array; either is decoded when its
+/// structure reads exactly. Otherwise its text is scanned and masked in
+/// place (enums, citext, hstore keep their text in binary), and an 8-byte
+/// value that reads as a card number as an integer (a domain over bigint
+/// inside a record) is refused or masked per `untyped`.
+fn mask_untyped_binary(
+    maskers: &Maskers,
+    type_oid: u32,
+    value: &[u8],
+    untyped: Untyped,
+) -> Result<Option<Vec<u8>>, MaskFailure> {
+    if looks_like_record(value) {
+        if let Ok(masked) = mask_binary_record(maskers, value, untyped, type_oid) {
+            return Ok(masked);
+        }
+    }
+    if looks_like_array(value) {
+        if let Ok(masked) = mask_binary_array(maskers, value, untyped, type_oid) {
+            return Ok(masked);
+        }
+    }
+    // Only 13 to 18 digits: a 19-digit integer has the bits of an ordinary
+    // float8 (2.0 reads as 4611686018427387904), and eight printable bytes
+    // are text.
+    if let Ok(bytes) = <[u8; 8]>::try_from(value) {
+        let integer = i64::from_be_bytes(bytes);
+        let printable = bytes.iter().all(|b| (0x20..0x7f).contains(b));
+        if integer.unsigned_abs() < 1_000_000_000_000_000_000
+            && !printable
+            && is_pan_number(integer.unsigned_abs())
+        {
+            return match untyped {
+                Untyped::Refuse => Err(undecodable(
+                    type_oid,
+                    "an 8-byte value of a type the gateway does not know reads as a card \
+                     number; request it in text format",
+                )),
+                Untyped::MaskInPlace => Ok(Some(masked_int8(integer))),
+            };
+        }
+    }
+    if untyped == Untyped::MaskInPlace {
+        if let Ok(Some(masked)) = mask_binary_numeric(value, false) {
+            return Ok(Some(masked));
+        }
+    }
+    match maskers.length_preserving.mask_bytes(value) {
+        Cow::Borrowed(_) => Ok(None),
+        Cow::Owned(masked) if masked.len() == value.len() => Ok(Some(masked)),
+        Cow::Owned(_) => Err(undecodable(type_oid, "value could not be masked in place")),
+    }
+}
+
+/// Whether `value` starts like a binary record whose column count fits.
+fn looks_like_record(value: &[u8]) -> bool {
+    value.len() >= 4
+        && usize::try_from(i32::from_be_bytes([value[0], value[1], value[2], value[3]]))
+            .is_ok_and(|columns| columns <= 1664 && columns * 8 <= value.len() - 4)
+}
+
+/// Whether `value` starts like a binary array header.
+fn looks_like_array(value: &[u8]) -> bool {
+    value.len() >= 12
+        && (0..=6).contains(&i32::from_be_bytes([
+            value[0], value[1], value[2], value[3],
+        ]))
+        && matches!(
+            i32::from_be_bytes([value[4], value[5], value[6], value[7]]),
+            0 | 1
+        )
+}
+
+/// Whether an integer's decimal digits are a card number.
+fn is_pan_number(value: u64) -> bool {
+    if value < 1_000_000_000_000 {
+        return false;
+    }
+    let digits = value.to_string();
+    pan::brand_of(digits.as_bytes()).is_some() && pan::luhn_valid(digits.as_bytes())
+}
+
+/// An int8 whose last four digits stand for it, sign kept.
+fn masked_int8(value: i64) -> Vec<u8> {
+    let masked = (value.unsigned_abs() % 10_000) as i64;
+    (if value < 0 { -masked } else { masked })
+        .to_be_bytes()
+        .to_vec()
+}
+
+/// The text of a number masked whole (a declared number column): its last
+/// four digits, sign, currency sign and fraction kept.
+fn masked_number_text(text: &[u8]) -> Vec<u8> {
+    let integer_end = text
+        .iter()
+        .position(|b| matches!(b, b'.' | b'e' | b'E'))
+        .unwrap_or(text.len());
+    let digits_start = text
+        .iter()
+        .position(u8::is_ascii_digit)
+        .unwrap_or(integer_end)
+        .min(integer_end);
+    let mut out = text[..digits_start].to_vec();
+    out.extend_from_slice(last4_number(&text[digits_start..integer_end]).as_bytes());
+    if let [b'.', rest @ ..] = &text[integer_end..] {
+        out.push(b'.');
+        out.extend(rest.iter().take_while(|b| b.is_ascii_digit()));
+    }
+    out
+}
+
+/// A binary int8, numeric, float8 or money: `Some` when it is a card number
+/// (or, with `whole`, always: a declared column), masked to its last four
+/// digits in the same type.
+fn mask_binary_number(
+    kind: ValueKind,
+    value: &[u8],
+    whole: bool,
+) -> Result<Option<Vec<u8>>, MaskFailure> {
+    let eight = || -> Result<[u8; 8], MaskFailure> {
+        value
+            .try_into()
+            .map_err(|_| undecodable(0, "a binary 8-byte number is not 8 bytes"))
+    };
+    match kind {
+        ValueKind::Int8 => {
+            let integer = i64::from_be_bytes(eight()?);
+            Ok((whole || is_pan_number(integer.unsigned_abs())).then(|| masked_int8(integer)))
+        }
+        ValueKind::Money => {
+            let cents = i64::from_be_bytes(eight()?);
+            let (units, fraction) = (cents.unsigned_abs() / 100, cents.unsigned_abs() % 100);
+            if !(whole || is_pan_number(units)) {
+                return Ok(None);
+            }
+            let masked = ((units % 10_000) * 100 + fraction) as i64;
+            Ok(Some(
+                (if cents < 0 { -masked } else { masked })
+                    .to_be_bytes()
+                    .to_vec(),
+            ))
+        }
+        ValueKind::Float8 => {
+            let float = f64::from_be_bytes(eight()?);
+            let magnitude = float.abs();
+            if !float.is_finite() || !(whole || (1e12..1e19).contains(&magnitude)) {
+                return Ok(None);
+            }
+            let integer = magnitude.trunc();
+            if !(whole || is_pan_number(integer as u64)) {
+                return Ok(None);
+            }
+            let masked = (integer % 10_000.0) + (magnitude - integer);
+            let signed = if float < 0.0 { -masked } else { masked };
+            Ok(Some(signed.to_be_bytes().to_vec()))
+        }
+        ValueKind::Numeric => mask_binary_numeric(value, whole),
+        _ => Ok(None),
+    }
+}
+
+/// Binary numeric: digit count, weight (of the first base-10000 digit),
+/// sign, display scale, then the base-10000 digits. A card number is the
+/// integer part; masked, the integer part becomes its last four digits and
+/// the fraction stays.
+fn mask_binary_numeric(value: &[u8], whole: bool) -> Result<Option<Vec<u8>>, MaskFailure> {
+    const NUMERIC: u32 = 1700;
+    let short = |_| undecodable(NUMERIC, "short numeric");
+    let mut reader = Reader::new(value, "numeric");
+    let ndigits = reader.i16("digit count").map_err(short)?;
+    let weight = reader.i16("weight").map_err(short)?;
+    let sign = reader.i16("sign").map_err(short)? as u16;
+    let dscale = reader.i16("scale").map_err(short)?;
+    let ndigits =
+        usize::try_from(ndigits).map_err(|_| undecodable(NUMERIC, "negative digit count"))?;
+    let mut digits = Vec::with_capacity(ndigits);
+    for _ in 0..ndigits {
+        let digit = reader.i16("digit").map_err(short)?;
+        if !(0..10_000).contains(&digit) {
+            return Err(undecodable(NUMERIC, "numeric digit out of range"));
+        }
+        digits.push(digit);
+    }
+    if !reader.is_at_end() {
+        return Err(undecodable(NUMERIC, "trailing bytes after a numeric"));
+    }
+    if !matches!(sign, 0x0000 | 0x4000) {
+        // NaN and the infinities.
+        return Ok(None);
+    }
+    // The integer part: the base-10000 digits at positions 0..=weight.
+    let integer_groups = usize::try_from(i32::from(weight) + 1).unwrap_or(0);
+    if !whole && !(4..=5).contains(&integer_groups) {
+        // Fewer than 13 or more than 20 integer digits: no card number.
+        return Ok(None);
+    }
+    let mut integer: u128 = 0;
+    for position in 0..integer_groups.min(6) {
+        let group = digits.get(position).copied().unwrap_or(0);
+        integer = integer * 10_000 + group.unsigned_abs() as u128;
+    }
+    if !whole && !u64::try_from(integer).is_ok_and(is_pan_number) {
+        return Ok(None);
+    }
+    let fraction: Vec<i16> = if weight >= 0 {
+        digits.get(integer_groups..).unwrap_or_default().to_vec()
+    } else {
+        // A pure fraction: its leading zero groups are implied by the weight.
+        let mut groups = vec![0i16; usize::try_from(-i32::from(weight) - 1).unwrap_or(0)];
+        groups.extend_from_slice(&digits);
+        groups
+    };
+    let masked_integer = (integer % 10_000) as i16;
+    // Canonical form: no leading or trailing zero groups.
+    let (mut groups, mut masked_weight) = if masked_integer > 0 {
+        (vec![masked_integer], 0i16)
+    } else {
+        (Vec::new(), -1i16)
+    };
+    groups.extend_from_slice(&fraction);
+    while groups.first() == Some(&0) {
+        groups.remove(0);
+        masked_weight -= 1;
+    }
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    let masked_sign = if groups.is_empty() {
+        masked_weight = 0;
+        0
+    } else {
+        sign
+    };
+    let mut out = Vec::with_capacity(8 + 2 * groups.len());
+    out.extend_from_slice(&(groups.len() as i16).to_be_bytes());
+    out.extend_from_slice(&masked_weight.to_be_bytes());
+    out.extend_from_slice(&masked_sign.to_be_bytes());
+    out.extend_from_slice(&dscale.to_be_bytes());
+    for group in groups {
+        out.extend_from_slice(&group.to_be_bytes());
+    }
+    Ok(Some(out))
+}
+
+/// Reads a length-prefixed value (`None`: NULL) inside a container.
+fn read_element<'a>(
+    reader: &mut Reader<'a>,
+    type_oid: u32,
+) -> Result<Option<&'a [u8]>, MaskFailure> {
+    let len = reader
+        .i32("element length")
+        .map_err(|_| undecodable(type_oid, "short element"))?;
+    if len == -1 {
+        return Ok(None);
+    }
+    let len = usize::try_from(len).map_err(|_| undecodable(type_oid, "negative length"))?;
+    reader
+        .bytes(len, "element")
+        .map(Some)
+        .map_err(|_| undecodable(type_oid, "element runs past the value"))
+}
+
+/// Writes a length-prefixed value.
+fn put_element(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        Some(bytes) => {
+            out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+            out.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// Binary array: dimensions, null flag, element type, (size, lower bound)
+/// per dimension, then the elements, each masked by its type.
+fn mask_binary_array(
+    maskers: &Maskers,
+    value: &[u8],
+    untyped: Untyped,
+    type_oid: u32,
+) -> Result<Option<Vec<u8>>, MaskFailure> {
+    let short = |_| undecodable(type_oid, "short array");
+    let mut reader = Reader::new(value, "array");
+    let ndim = reader.i32("dimensions").map_err(short)?;
+    let flags = reader.i32("flags").map_err(short)?;
+    let element_oid = reader.u32("element type").map_err(short)?;
+    if !(0..=6).contains(&ndim) || !matches!(flags, 0 | 1) {
+        return Err(undecodable(type_oid, "array header out of range"));
+    }
+    let mut count: usize = if ndim == 0 { 0 } else { 1 };
+    for _ in 0..ndim {
+        let size = reader.i32("dimension").map_err(short)?;
+        reader.i32("lower bound").map_err(short)?;
+        let size =
+            usize::try_from(size).map_err(|_| undecodable(type_oid, "negative dimension"))?;
+        count = count
+            .checked_mul(size)
+            .filter(|&c| c <= value.len() / 4)
+            .ok_or_else(|| undecodable(type_oid, "array larger than its bytes"))?;
+    }
+    let header_end = reader.position();
+    if ValueKind::of(element_oid) == ValueKind::Skip {
+        return Ok(None);
+    }
+    let mut masked_any = false;
+    let mut elements = Vec::with_capacity(count);
+    for _ in 0..count {
+        let element = read_element(&mut reader, type_oid)?;
+        let masked = match element {
+            Some(bytes) => mask_binary_value(maskers, element_oid, bytes, untyped)?,
+            None => None,
+        };
+        masked_any |= masked.is_some();
+        elements.push((element, masked));
+    }
+    if !reader.is_at_end() {
+        return Err(undecodable(type_oid, "trailing bytes after an array"));
+    }
+    if !masked_any {
+        return Ok(None);
+    }
+    let mut out = value[..header_end].to_vec();
+    for (element, masked) in &elements {
+        put_element(&mut out, masked.as_deref().or(*element));
+    }
+    Ok(Some(out))
+}
+
+/// Binary record: column count, then per column its type, length and value.
+fn mask_binary_record(
+    maskers: &Maskers,
+    value: &[u8],
+    untyped: Untyped,
+    type_oid: u32,
+) -> Result<Option<Vec<u8>>, MaskFailure> {
+    let short = |_| undecodable(type_oid, "short record");
+    let mut reader = Reader::new(value, "record");
+    let columns = reader.i32("columns").map_err(short)?;
+    let columns =
+        usize::try_from(columns).map_err(|_| undecodable(type_oid, "negative column count"))?;
+    let mut masked_any = false;
+    let mut fields = Vec::new();
+    for _ in 0..columns {
+        let column_oid = reader.u32("column type").map_err(short)?;
+        let element = read_element(&mut reader, type_oid)?;
+        let masked = match element {
+            Some(bytes) => mask_binary_value(maskers, column_oid, bytes, untyped)?,
+            None => None,
+        };
+        masked_any |= masked.is_some();
+        fields.push((column_oid, element, masked));
+    }
+    if !reader.is_at_end() {
+        return Err(undecodable(type_oid, "trailing bytes after a record"));
+    }
+    if !masked_any {
+        return Ok(None);
+    }
+    let mut out = value[..4].to_vec();
+    for (column_oid, element, masked) in &fields {
+        out.extend_from_slice(&column_oid.to_be_bytes());
+        put_element(&mut out, masked.as_deref().or(*element));
+    }
+    Ok(Some(out))
+}
+
+/// Binary range: a flags byte, then the bounds that exist (not empty, not
+/// infinite), each length-prefixed.
+fn mask_binary_range(
+    maskers: &Maskers,
+    subtype: u32,
+    value: &[u8],
+    untyped: Untyped,
+) -> Result<Option<Vec<u8>>, MaskFailure> {
+    const EMPTY: u8 = 0x01;
+    const LOWER_INFINITE: u8 = 0x08;
+    const UPPER_INFINITE: u8 = 0x10;
+    let mut reader = Reader::new(value, "range");
+    let flags = reader
+        .u8("flags")
+        .map_err(|_| undecodable(subtype, "empty range value"))?;
+    let mut bounds = Vec::new();
+    if flags & EMPTY == 0 {
+        for infinite in [LOWER_INFINITE, UPPER_INFINITE] {
+            if flags & infinite == 0 {
+                bounds.push(read_element(&mut reader, subtype)?);
+            }
+        }
+    }
+    if !reader.is_at_end() {
+        return Err(undecodable(subtype, "trailing bytes after a range"));
+    }
+    let mut masked_any = false;
+    let mut masked = Vec::new();
+    for bound in &bounds {
+        let m = match bound {
+            Some(bytes) => mask_binary_value(maskers, subtype, bytes, untyped)?,
+            None => None,
+        };
+        masked_any |= m.is_some();
+        masked.push(m);
+    }
+    if !masked_any {
+        return Ok(None);
+    }
+    let mut out = vec![flags];
+    for (bound, m) in bounds.iter().zip(&masked) {
+        put_element(&mut out, m.as_deref().or(*bound));
+    }
+    Ok(Some(out))
+}
+
+/// Binary multirange: range count, then each range length-prefixed.
+fn mask_binary_multirange(
+    maskers: &Maskers,
+    subtype: u32,
+    value: &[u8],
+    untyped: Untyped,
+) -> Result<Option<Vec<u8>>, MaskFailure> {
+    let mut reader = Reader::new(value, "multirange");
+    let count = reader
+        .i32("ranges")
+        .map_err(|_| undecodable(subtype, "short multirange"))?;
+    let count = usize::try_from(count).map_err(|_| undecodable(subtype, "negative count"))?;
+    let mut masked_any = false;
+    let mut ranges = Vec::new();
+    for _ in 0..count {
+        let range = read_element(&mut reader, subtype)?;
+        let masked = match range {
+            Some(bytes) => mask_binary_range(maskers, subtype, bytes, untyped)?,
+            None => None,
+        };
+        masked_any |= masked.is_some();
+        ranges.push((range, masked));
+    }
+    if !reader.is_at_end() {
+        return Err(undecodable(subtype, "trailing bytes after a multirange"));
+    }
+    if !masked_any {
+        return Ok(None);
+    }
+    let mut out = value[..4].to_vec();
+    for (range, masked) in &ranges {
+        put_element(&mut out, masked.as_deref().or(*range));
+    }
+    Ok(Some(out))
 }
 
 /// bytea in text format is `\x` and hex digits: `convert_to(card_number,
@@ -588,8 +1411,10 @@ pub fn mask_sql_text<'a>(masker: &Masker, sql: &'a str) -> Cow<'a, str> {
 /// CopyDone (and before forwarding an error that ends the COPY) to release
 /// what is held.
 ///
-/// Binary COPY is masked like binary fields of non-text types: in place with
-/// `pan_last4`, so tuple and field lengths stay valid.
+/// Text COPY: a field that is a number stays a number (its last four
+/// digits), other card numbers get the content strategy. Binary COPY is
+/// decoded tuple by tuple ([`mask_binary_copy`]); bytes that are not whole
+/// tuples are masked in place with `pan_last4`, so lengths stay valid.
 pub struct CopyMasker {
     maskers: Arc<Maskers>,
     binary: bool,
@@ -615,12 +1440,19 @@ impl CopyMasker {
     /// Masks one CopyData body; returns the bodies to forward now, in order
     /// (none when this one is held back; `Borrowed` means the body as it came).
     pub fn mask_copy_data<'a>(&mut self, body: &'a [u8]) -> Vec<Cow<'a, [u8]>> {
-        let masker = if self.binary {
-            &self.maskers.length_preserving
+        if self.binary && self.held.is_empty() {
+            if let Some(masked) = mask_binary_copy(&self.maskers, body) {
+                return vec![masked];
+            }
+        }
+        let current = if self.binary {
+            self.maskers.length_preserving.mask_bytes(body)
+        } else if pan::contains_pan(body) {
+            // A field that is a number stays a number.
+            Cow::Owned(mask_fields(&self.maskers.content, body, b"\t\n"))
         } else {
-            &self.maskers.content
+            Cow::Borrowed(body)
         };
-        let current = masker.mask_bytes(body);
         if self.held.is_empty() {
             if ends_in_number(&current) {
                 self.held.push(current.into_owned());
@@ -641,8 +1473,69 @@ impl CopyMasker {
     }
 }
 
+/// A value inside a container as it came (`None`: NULL), and its masked
+/// form when it changed.
+type MaskedElement<'a> = (Option<&'a [u8]>, Option<Vec<u8>>);
+
+/// The signature binary COPY data starts with.
+const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// Masks a CopyData body of binary COPY that holds whole tuples (what
+/// PostgreSQL sends: the header with the first tuple, one tuple per
+/// message, the trailer alone). Binary COPY names no types, so each field
+/// is decoded by its structure (see [`mask_untyped_binary`]: records and
+/// arrays name their element types; an 8-byte field that reads as a card
+/// number of 13 to 18 digits is masked in place as an int8; a numeric by its
+/// layout; text is scanned). `None`: the body is not whole tuples; the
+/// caller scans its bytes instead.
+fn mask_binary_copy<'a>(maskers: &Maskers, body: &'a [u8]) -> Option<Cow<'a, [u8]>> {
+    let mut reader = Reader::new(body, "CopyData");
+    if body.starts_with(COPY_SIGNATURE) {
+        reader.bytes(COPY_SIGNATURE.len() + 4, "header").ok()?;
+        let extension = usize::try_from(reader.i32("header extension").ok()?).ok()?;
+        reader.bytes(extension, "header extension").ok()?;
+    }
+    let header_end = reader.position();
+    let mut tuples: Vec<Vec<MaskedElement>> = Vec::new();
+    let mut trailer = false;
+    while !reader.is_at_end() {
+        let count = reader.i16("field count").ok()?;
+        if count == -1 {
+            trailer = true;
+            break;
+        }
+        let mut fields = Vec::with_capacity(usize::try_from(count).ok()?);
+        for _ in 0..count {
+            let field = read_element(&mut reader, 0).ok()?;
+            let masked = match field {
+                Some(bytes) => mask_untyped_binary(maskers, 0, bytes, Untyped::MaskInPlace).ok()?,
+                None => None,
+            };
+            fields.push((field, masked));
+        }
+        tuples.push(fields);
+    }
+    if !reader.is_at_end() {
+        return None;
+    }
+    if tuples.iter().flatten().all(|(_, masked)| masked.is_none()) {
+        return Some(Cow::Borrowed(body));
+    }
+    let mut out = body[..header_end].to_vec();
+    for fields in &tuples {
+        out.extend_from_slice(&(fields.len() as i16).to_be_bytes());
+        for (field, masked) in fields {
+            put_element(&mut out, masked.as_deref().or(*field));
+        }
+    }
+    if trailer {
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+    }
+    Some(Cow::Owned(out))
+}
+
 fn is_number_byte(byte: u8) -> bool {
-    byte.is_ascii_digit() || byte == b' ' || byte == b'-'
+    byte.is_ascii_digit() || matches!(byte, b' ' | b'-' | b'_' | b'.' | b'/' | b',' | b'\'')
 }
 
 fn ends_in_number(bytes: &[u8]) -> bool {

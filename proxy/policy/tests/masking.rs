@@ -18,6 +18,7 @@ const JSONB: u32 = 3802;
 const BYTEA: u32 = 17;
 const TEXT_ARRAY: u32 = 1009;
 const INT8: u32 = 20;
+const INT8_ARRAY: u32 = 1016;
 
 const VISA: &str = "4111111111111111";
 const MASTERCARD: &str = "5555555555554444";
@@ -148,7 +149,8 @@ fn a_row_without_card_numbers_is_forwarded_untouched() {
     let shape = shape(&[(PAYMENTS_OID, 1, INT4, 0), (0, 0, TEXT, 0)]);
     let row = data_row(&[
         Some(b"7"),
-        Some(b"order 1700000000000 shipped, call +4111111111111111"),
+        // After `+`, up to 15 digits are an E.164 phone number.
+        Some(b"order 1700000000000 shipped, call +491511234567893"),
     ]);
     assert_eq!(mask_data_row(&shape, &row), Ok(None));
 }
@@ -237,16 +239,29 @@ fn bind_result_formats_apply_to_the_shape() {
         Err(MaskFailure::Malformed { .. })
     ));
 
-    // A declared column of a non-text type cannot be masked in binary.
-    let declared_int8 = shape(&[(PAYMENTS_OID, 2, INT8, 0)]);
+    // A declared column of a type with no masked form in binary (an array)
+    // is refused before any row; a declared number is masked as a number.
+    let declared_array = shape(&[(PAYMENTS_OID, 2, INT8_ARRAY, 0)]);
     assert!(matches!(
-        declared_int8.with_result_formats(&[1]),
+        declared_array.with_result_formats(&[1]),
         Err(MaskFailure::BinaryDeclaredColumn { .. })
     ));
     assert!(matches!(
-        RowShape::from_row_description(&row_description(&[(PAYMENTS_OID, 2, INT8, 1)]), &policy()),
+        RowShape::from_row_description(
+            &row_description(&[(PAYMENTS_OID, 2, INT8_ARRAY, 1)]),
+            &policy()
+        ),
         Err(MaskFailure::BinaryDeclaredColumn { .. })
     ));
+    let declared_int8 = shape(&[(PAYMENTS_OID, 2, INT8, 0)])
+        .with_result_formats(&[1])
+        .expect("a declared int8 is masked as a number in binary");
+    let out = masked_fields(
+        &declared_int8,
+        &[Some(&4_012_888_888_881_881i64.to_be_bytes())],
+    )
+    .expect("masked");
+    assert_eq!(out[0].as_deref(), Some(&1881i64.to_be_bytes()[..]));
 }
 
 #[test]
@@ -377,10 +392,16 @@ fn copy_all(masker: &mut CopyMasker, chunks: &[&[u8]]) -> Vec<Vec<u8>> {
 #[test]
 fn copy_data_rows_and_split_card_numbers() {
     let mut masker = CopyMasker::new(&policy(), false);
-    let row = format!("1\t{VISA}\tnote\n");
+    // COPY names no types: a field that is a number (it may be a bigint or
+    // numeric column) becomes a number, its last four digits; a card number
+    // inside text gets the content strategy.
+    let row = format!("1\t{VISA}\tnote {VISA}\t4012888888881881.00\n");
     let out = masker.mask_copy_data(row.as_bytes());
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].as_ref(), b"1\t************1111\tnote\n");
+    assert_eq!(
+        out[0].as_ref(),
+        b"1\t1111\tnote ************1111\t1881.00\n"
+    );
 
     let clean = b"2\tno card\n";
     let out = masker.mask_copy_data(clean);
@@ -498,5 +519,372 @@ proptest! {
         prop_assert_eq!(out.len(), chunks.len());
         let joined = out.concat();
         prop_assert!(!pan::contains_pan(&joined), "{}", String::from_utf8_lossy(&joined));
+    }
+}
+
+const INT8_PAN: i64 = 4_012_888_888_881_881;
+const NUMERIC: u32 = 1700;
+const FLOAT8: u32 = 701;
+const MONEY: u32 = 790;
+const JSON: u32 = 114;
+const NUMERIC_ARRAY: u32 = 1231;
+const RECORD: u32 = 2249;
+const INT8RANGE: u32 = 3926;
+const TIMESTAMPTZ: u32 = 1184;
+/// A composite row type: its OID is not one the gateway knows.
+const ROW_TYPE: u32 = 16_500;
+
+/// Binary numeric from base-10000 digits.
+fn numeric(weight: i16, negative: bool, dscale: i16, digits: &[i16]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(digits.len() as i16).to_be_bytes());
+    out.extend_from_slice(&weight.to_be_bytes());
+    out.extend_from_slice(&(if negative { 0x4000u16 } else { 0 }).to_be_bytes());
+    out.extend_from_slice(&dscale.to_be_bytes());
+    for digit in digits {
+        out.extend_from_slice(&digit.to_be_bytes());
+    }
+    out
+}
+
+/// A binary one-dimensional array of `element_oid`.
+fn array(element_oid: u32, elements: &[Option<&[u8]>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for word in [1i32, 0, element_oid as i32, elements.len() as i32, 1] {
+        out.extend_from_slice(&word.to_be_bytes());
+    }
+    for element in elements {
+        match element {
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(bytes) => {
+                out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+                out.extend_from_slice(bytes);
+            }
+        }
+    }
+    out
+}
+
+/// A binary record of (type oid, value) columns.
+fn record(columns: &[(u32, &[u8])]) -> Vec<u8> {
+    let mut out = (columns.len() as i32).to_be_bytes().to_vec();
+    for (oid, value) in columns {
+        out.extend_from_slice(&oid.to_be_bytes());
+        out.extend_from_slice(&(value.len() as i32).to_be_bytes());
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+/// Issue 16 item 1 and issue 13 item 6: card numbers in binary numbers,
+/// arrays and records are found, and masked in their own type (a number
+/// whose value is the last four digits), so the client can decode them.
+#[test]
+fn binary_numbers_arrays_and_records_are_masked_in_their_type() {
+    let shape = shape(&[
+        (0, 0, INT8, 1),
+        (0, 0, NUMERIC, 1),
+        (0, 0, FLOAT8, 1),
+        (0, 0, MONEY, 1),
+        (0, 0, INT8_ARRAY, 1),
+        (0, 0, NUMERIC_ARRAY, 1),
+        (0, 0, RECORD, 1),
+        (0, 0, ROW_TYPE, 1),
+        (0, 0, INT8RANGE, 1),
+        (0, 0, INT8, 1),
+    ]);
+    let int8 = INT8_PAN.to_be_bytes();
+    let negative = (-INT8_PAN).to_be_bytes();
+    // 4012888888881881.00 as numeric(20,2).
+    let numeric_pan = numeric(3, false, 2, &[4012, 8888, 8888, 1881]);
+    let float = (INT8_PAN as f64).to_be_bytes();
+    let money = (INT8_PAN * 100 + 7).to_be_bytes();
+    let int8_array = array(INT8 as u32, &[Some(&int8), None, Some(&7i64.to_be_bytes())]);
+    let numeric_array = array(NUMERIC, &[Some(&numeric_pan)]);
+    let anonymous = record(&[(INT4, &5i32.to_be_bytes()), (INT8, &int8)]);
+    let nested = record(&[(TEXT, VISA.as_bytes()), (RECORD, &anonymous)]);
+    let mut range = vec![0x02u8]; // lower bound inclusive, both bounds present
+    for bound in [INT8_PAN, INT8_PAN + 10] {
+        range.extend_from_slice(&8i32.to_be_bytes());
+        range.extend_from_slice(&bound.to_be_bytes());
+    }
+    let ordinary = 1_700_000_000_000i64.to_be_bytes();
+    let out = masked_fields(
+        &shape,
+        &[
+            Some(&int8),
+            Some(&numeric_pan),
+            Some(&float),
+            Some(&money),
+            Some(&int8_array),
+            Some(&numeric_array),
+            Some(&anonymous),
+            Some(&nested),
+            Some(&range),
+            Some(&ordinary),
+        ],
+    )
+    .expect("masked");
+    assert_eq!(out[0].as_deref(), Some(&1881i64.to_be_bytes()[..]));
+    assert_eq!(out[1].as_deref(), Some(&numeric(0, false, 2, &[1881])[..]));
+    assert_eq!(out[2].as_deref(), Some(&1881f64.to_be_bytes()[..]));
+    assert_eq!(out[3].as_deref(), Some(&188_107i64.to_be_bytes()[..]));
+    let masked_one = 1881i64.to_be_bytes();
+    assert_eq!(
+        out[4].as_deref(),
+        Some(
+            &array(
+                INT8 as u32,
+                &[Some(&masked_one), None, Some(&7i64.to_be_bytes())]
+            )[..]
+        )
+    );
+    assert_eq!(
+        out[5].as_deref(),
+        Some(&array(NUMERIC, &[Some(&numeric(0, false, 2, &[1881]))])[..])
+    );
+    let masked_anonymous = record(&[(INT4, &5i32.to_be_bytes()), (INT8, &masked_one)]);
+    assert_eq!(out[6].as_deref(), Some(&masked_anonymous[..]));
+    assert_eq!(
+        out[7].as_deref(),
+        Some(&record(&[(TEXT, b"************1111"), (RECORD, &masked_anonymous)])[..])
+    );
+    let mut masked_range = vec![0x02u8];
+    // The upper bound is no card number (its check digit is wrong).
+    for bound in [1881i64, INT8_PAN + 10] {
+        masked_range.extend_from_slice(&8i32.to_be_bytes());
+        masked_range.extend_from_slice(&bound.to_be_bytes());
+    }
+    assert_eq!(out[8].as_deref(), Some(&masked_range[..]));
+    assert_eq!(out[9].as_deref(), Some(&ordinary[..]), "not a card number");
+
+    let row = data_row(&[Some(&negative)]);
+    let masked = mask_data_row(&self::shape(&[(0, 0, INT8, 1)]), &row)
+        .expect("well-formed")
+        .expect("masked");
+    assert_eq!(
+        fields(&masked)[0].as_deref(),
+        Some(&(-1881i64).to_be_bytes()[..])
+    );
+}
+
+/// An 8-byte value of a type the gateway does not know (a domain inside a
+/// record reports the domain's OID) that reads as a card number is refused,
+/// not guessed at; a binary value that does not decode as its type is too.
+#[test]
+fn binary_values_the_gateway_cannot_place_fail_closed() {
+    let unknown = shape(&[(0, 0, ROW_TYPE, 1)]);
+    let row = data_row(&[Some(&INT8_PAN.to_be_bytes())]);
+    assert!(matches!(
+        mask_data_row(&unknown, &row),
+        Err(MaskFailure::Undecodable { .. })
+    ));
+    let in_record = record(&[(ROW_TYPE + 1, &INT8_PAN.to_be_bytes())]);
+    assert!(matches!(
+        mask_data_row(&shape(&[(0, 0, RECORD, 1)]), &data_row(&[Some(&in_record)])),
+        Err(MaskFailure::Undecodable { .. })
+    ));
+    for (type_oid, value) in [
+        (INT8, vec![0u8; 7]),
+        (NUMERIC, vec![0, 1, 0, 0, 0, 0, 0]),
+        (NUMERIC, numeric(3, false, 0, &[4012, 8888, 8888, 10_000])),
+        (
+            INT8_ARRAY,
+            vec![0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 20, 0, 0, 0, 9],
+        ),
+        (RECORD, vec![0, 0, 0, 2, 0, 0, 0, 20]),
+    ] {
+        assert!(
+            mask_data_row(&shape(&[(0, 0, type_oid, 1)]), &data_row(&[Some(&value)])).is_err(),
+            "{type_oid}: {value:?}"
+        );
+    }
+}
+
+/// In text format too, a value keeps its type: numbers stay numbers, JSON
+/// stays JSON, arrays and records keep numbers where numbers were.
+#[test]
+fn text_values_stay_valid_for_their_type() {
+    let cases: &[(u32, &str, &str)] = &[
+        (INT8, "4012888888881881", "1881"),
+        (INT8, "-4012888888881881", "-1881"),
+        (NUMERIC, "4012888888881881.00", "1881.00"),
+        (NUMERIC, "378282246310005", "5"),
+        (FLOAT8, "4.012888888881881e+15", "1881"),
+        (MONEY, "$4,012,888,888,881,881.00", "$1881.00"),
+        (INT8_ARRAY, "{4012888888881881,7,NULL}", "{1881,7,NULL}"),
+        (NUMERIC_ARRAY, "{4012888888881881.50}", "{1881.50}"),
+        (
+            INT8RANGE,
+            "[4012888888881881,4111111111111111)",
+            "[1881,1111)",
+        ),
+        (
+            RECORD,
+            "(7,4012888888881881,\"x 4111111111111111\")",
+            "(7,1881,\"x ************1111\")",
+        ),
+        (
+            JSON,
+            r#"{"n":4012888888881881,"s":"4012888888881881","f":4012888888881881.5}"#,
+            r#"{"n":1881,"s":"************1881","f":1881.5}"#,
+        ),
+        (
+            JSONB,
+            r#"[4012888888881881, "a \"4111111111111111\""]"#,
+            r#"[1881, "a \"************1111\""]"#,
+        ),
+    ];
+    for &(type_oid, value, expected) in cases {
+        let out = masked_fields(&shape(&[(0, 0, type_oid, 0)]), &[Some(value.as_bytes())])
+            .unwrap_or_else(|| panic!("{type_oid} {value}: not masked"));
+        assert_eq!(
+            String::from_utf8_lossy(out[0].as_deref().expect("not null")),
+            expected,
+            "{type_oid} {value}"
+        );
+    }
+    // The same number in JSON through binary jsonb.
+    let mut jsonb = vec![1u8];
+    jsonb.extend_from_slice(b"{\"n\": 4012888888881881}");
+    let out = masked_fields(&shape(&[(0, 0, JSONB, 1)]), &[Some(&jsonb)]).expect("masked");
+    assert_eq!(out[0].as_deref(), Some(&b"\x01{\"n\": 1881}"[..]));
+}
+
+/// Types that cannot hold a card number are not scanned: cheaper, and no
+/// false positives in them.
+#[test]
+fn types_that_cannot_hold_a_card_number_are_skipped() {
+    // Never sent like this by a server; shows that nothing looks inside.
+    let shape = shape(&[
+        (0, 0, INT4, 0),
+        (0, 0, TIMESTAMPTZ, 0),
+        (0, 0, TIMESTAMPTZ, 1),
+    ]);
+    let row = data_row(&[
+        Some(VISA.as_bytes()),
+        Some(VISA.as_bytes()),
+        Some(&INT8_PAN.to_be_bytes()),
+    ]);
+    assert_eq!(mask_data_row(&shape, &row), Ok(None));
+}
+
+/// A declared column of a number type is masked as a number, in text and
+/// binary: `************1881` is not a bigint.
+#[test]
+fn declared_number_columns_are_masked_as_numbers() {
+    let text = shape(&[(PAYMENTS_OID, 2, NUMERIC, 0)]);
+    let out = masked_fields(&text, &[Some(b"1234567890123.45")]).expect("masked");
+    assert_eq!(out[0].as_deref(), Some(&b"123.45"[..]));
+    let binary = shape(&[(PAYMENTS_OID, 2, NUMERIC, 1)]);
+    let out = masked_fields(
+        &binary,
+        &[Some(&numeric(3, false, 0, &[1, 2345, 6789, 123]))],
+    )
+    .expect("masked");
+    assert_eq!(out[0].as_deref(), Some(&numeric(0, false, 0, &[123])[..]));
+}
+
+/// The header, one tuple per message and the trailer, as PostgreSQL sends
+/// binary COPY.
+fn binary_copy_tuple(header: bool, fields: &[Option<&[u8]>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if header {
+        out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        out.extend_from_slice(&0i32.to_be_bytes());
+        out.extend_from_slice(&0i32.to_be_bytes());
+    }
+    out.extend_from_slice(&(fields.len() as i16).to_be_bytes());
+    for field in fields {
+        match field {
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(bytes) => {
+                out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+                out.extend_from_slice(bytes);
+            }
+        }
+    }
+    out
+}
+
+/// Issue 16 item 1: `COPY … (FORMAT binary)` carries no types; fields are
+/// decoded by structure and card numbers masked in a form their type reads.
+#[test]
+fn binary_copy_masks_numbers_records_and_text() {
+    let mut masker = CopyMasker::new(&policy(), true);
+    let numeric_pan = numeric(3, false, 2, &[4012, 8888, 8888, 1881]);
+    let first = binary_copy_tuple(
+        true,
+        &[
+            Some(&7i32.to_be_bytes()),
+            Some(&INT8_PAN.to_be_bytes()),
+            Some(&numeric_pan),
+            Some(VISA.as_bytes()),
+            None,
+        ],
+    );
+    let out = masker.mask_copy_data(&first);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].as_ref(),
+        &binary_copy_tuple(
+            true,
+            &[
+                Some(&7i32.to_be_bytes()),
+                Some(&1881i64.to_be_bytes()),
+                Some(&numeric(0, false, 2, &[1881])),
+                Some(b"************1111"),
+                None,
+            ]
+        )[..]
+    );
+    let arrays = binary_copy_tuple(
+        false,
+        &[Some(&array(INT8 as u32, &[Some(&INT8_PAN.to_be_bytes())]))],
+    );
+    let out = masker.mask_copy_data(&arrays);
+    assert_eq!(
+        out[0].as_ref(),
+        &binary_copy_tuple(
+            false,
+            &[Some(&array(INT8 as u32, &[Some(&1881i64.to_be_bytes())]))]
+        )[..]
+    );
+    // Ordinary values, a float8 and a timestamp of today, pass untouched.
+    let ordinary = binary_copy_tuple(
+        false,
+        &[
+            Some(&2.5f64.to_be_bytes()),
+            Some(&818_000_000_000_000_000i64.to_be_bytes()),
+        ],
+    );
+    assert!(matches!(
+        masker.mask_copy_data(&ordinary).as_slice(),
+        [Cow::Borrowed(_)]
+    ));
+    let trailer = (-1i16).to_be_bytes();
+    assert!(matches!(
+        masker.mask_copy_data(&trailer).as_slice(),
+        [Cow::Borrowed(_)]
+    ));
+    assert!(masker.finish().is_empty());
+}
+
+proptest! {
+    /// Whatever an int8 or numeric holds, its masked binary form has the
+    /// same type layout and no card number.
+    #[test]
+    fn binary_int8_never_carries_a_pan(value in any::<i64>(), pan in luhn_pan()) {
+        let shape = shape(&[(0, 0, INT8, 1), (0, 0, INT8, 1)]);
+        let pan_value: i64 = pan.parse().unwrap_or(0);
+        let row = data_row(&[Some(&value.to_be_bytes()), Some(&pan_value.to_be_bytes())]);
+        let out = mask_data_row(&shape, &row).expect("int8 always decodes");
+        let body = out.unwrap_or(row);
+        for field in fields(&body) {
+            let bytes = field.expect("not null");
+            prop_assert_eq!(bytes.len(), 8);
+            let number = i64::from_be_bytes(bytes.try_into().expect("8 bytes"));
+            prop_assert!(!pan::contains_pan(number.unsigned_abs().to_string().as_bytes()));
+        }
     }
 }
