@@ -831,7 +831,9 @@ impl Relay<'_> {
                 if let Some(bytes) =
                     crate::upstream::filter_parameter_status(&frame, &self.session.mapped_role)
                 {
-                    out.extend_from_slice(&bytes);
+                    if let Some(masked) = mask_parameter_status(&bytes) {
+                        out.extend_from_slice(&masked);
+                    }
                 }
                 continue;
             }
@@ -859,4 +861,63 @@ fn message(tag: u8, body: &[u8]) -> Frame {
     b.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
     b.extend_from_slice(body);
     frame_of(b)
+}
+
+/// Masks the card numbers in a ParameterStatus frame (name and value):
+/// `SELECT set_config('application_name', <a card number>, false)` makes
+/// the server report the number to the client. Masked with `pan_last4`
+/// whatever the content strategy, since a parameter's value is shown as
+/// it is. `None`: a malformed frame, which is not forwarded (fail closed).
+fn mask_parameter_status(frame: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    use hoop_common::mask::{Masker, Strategy};
+    use std::borrow::Cow;
+    let body = frame.get(5..)?;
+    let (name, rest) = crate::protocol::take_cstr(body)?;
+    let (value, rest) = crate::protocol::take_cstr(rest)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    if !hoop_common::pan::contains_pan(name) && !hoop_common::pan::contains_pan(value) {
+        return Some(Cow::Borrowed(frame));
+    }
+    let masker = Masker::new(Strategy::PanLast4, None).ok()?;
+    let mut masked_body = Vec::with_capacity(body.len());
+    for text in [name, value] {
+        masked_body.extend_from_slice(&masker.mask_bytes(text));
+        masked_body.push(0);
+    }
+    let mut out = Vec::with_capacity(masked_body.len() + 5);
+    out.push(b'S');
+    out.extend_from_slice(&u32::try_from(masked_body.len() + 4).ok()?.to_be_bytes());
+    out.extend_from_slice(&masked_body);
+    Some(Cow::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_parameter_status;
+
+    fn parameter_status(name: &str, value: &str) -> Vec<u8> {
+        let body = format!("{name}\0{value}\0");
+        let mut out = vec![b'S'];
+        out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        out.extend_from_slice(body.as_bytes());
+        out
+    }
+
+    #[test]
+    fn parameter_status_values_are_masked() {
+        let frame = parameter_status("application_name", "4012 8888 8888 1881");
+        let masked = mask_parameter_status(&frame).expect("well-formed");
+        assert_eq!(
+            masked.as_ref(),
+            parameter_status("application_name", "**** **** **** 1881").as_slice()
+        );
+        let plain = parameter_status("TimeZone", "UTC");
+        assert!(matches!(
+            mask_parameter_status(&plain),
+            Some(std::borrow::Cow::Borrowed(_))
+        ));
+        assert!(mask_parameter_status(&plain[..plain.len() - 1]).is_none());
+    }
 }
