@@ -204,20 +204,23 @@ impl Masker {
     /// (`pan_last4`) or ten (`pan_bin_last4`) ASCII digits survive, and tokens
     /// have none.
     pub fn mask_value(&self, value: &str) -> String {
-        let bytes = value.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len().max(TOKEN_LEN));
-        match &self.method {
-            Method::PanLast4 => mask_last4(bytes, &mut out),
-            Method::PanBinLast4 => mask_bin_last4(bytes, &mut out),
-            Method::PanToken(key) => {
-                if is_token(bytes) {
-                    return value.to_owned();
-                }
-                write_token(key, bytes, &mut out);
-            }
-            Method::Redact => return REDACTED.to_owned(),
-        }
+        let mut out = Vec::with_capacity(value.len().max(TOKEN_LEN));
+        self.mask_value_into(value.as_bytes(), &mut out);
         ascii_edit_to_string(out)
+    }
+
+    /// [`Masker::mask_value`] of a value's bytes into `out` (cleared first),
+    /// for a caller that masks one value per row and reuses one buffer. Only
+    /// ASCII bytes change, so UTF-8 input gives UTF-8 output.
+    pub fn mask_value_into(&self, value: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        match &self.method {
+            Method::PanLast4 => mask_last4(value, out),
+            Method::PanBinLast4 => mask_bin_last4(value, out),
+            Method::PanToken(_) if is_token(value) => out.extend_from_slice(value),
+            Method::PanToken(key) => write_token(key, value, out),
+            Method::Redact => out.extend_from_slice(REDACTED.as_bytes()),
+        }
     }
 
     /// Replaces every PAN [`pan::find_pans`] detects in `text`; everything
