@@ -209,7 +209,8 @@ struct RawConfig {
     reviews: hoop_reviews::ReviewsConfig,
     /// `[audit]`: read by [`crate::audit::settings_from_toml`].
     audit: Option<toml::Table>,
-    /// Statement rules, added after the shipped defaults.
+    /// Statement rules, added after the shipped defaults (which
+    /// `[policy.default_rules]` selects).
     #[serde(default)]
     rules: Vec<hoop_policy::RuleConfig>,
     #[serde(default)]
@@ -621,6 +622,10 @@ pub struct PolicySection {
     /// HMAC key for `pan_token` (the same bytes as the extension's
     /// `hoop.token_key`, so both layers produce the same tokens).
     pub token_key: Option<SecretRef>,
+    /// `[policy.default_rules]`: the shipped rule set (`hoop-defaults`)
+    /// switched off as a whole or rule by rule, or scoped by group.
+    #[serde(default)]
+    pub default_rules: hoop_policy::DefaultRules,
 }
 
 /// The validated statement rules and masking settings.
@@ -649,8 +654,15 @@ impl Policy {
         section: &PolicySection,
         base: &Path,
     ) -> Result<Policy, ConfigError> {
-        let rules = hoop_policy::RuleSet::with_defaults(rules)
-            .map_err(|e| invalid("rules", e.to_string()))?;
+        let rules =
+            hoop_policy::RuleSet::configured(&section.default_rules, rules).map_err(|e| {
+                let key = if e.field.starts_with("policy.") {
+                    "policy.default_rules"
+                } else {
+                    "rules"
+                };
+                invalid(key, e.to_string())
+            })?;
         let strategy: hoop_common::mask::Strategy = match &section.content_strategy {
             None => hoop_common::mask::Strategy::PanLast4,
             Some(name) => name.parse().map_err(|_| {
@@ -775,5 +787,41 @@ key_id = "k1"
             err.contains("upstream.password") && err.contains("missing-file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_shipped_rules_are_configurable_and_misspellings_are_errors() {
+        let dir = tempdir("default-rules");
+        let text = format!(
+            "{}\n[policy.default_rules]\ndisable = [\"block-role-commands\"]\n\
+             [policy.default_rules.exempt]\nreview-dynamic-sql = [\"migrations\"]\n",
+            sample(&dir)
+        );
+        let cfg = Config::from_toml(&text, &dir.join("hoop.toml")).unwrap();
+        let names: Vec<&str> = cfg.policy.rules.names().collect();
+        assert!(!names.contains(&"block-role-commands"), "{names:?}");
+        assert!(names.contains(&"review-dynamic-sql"), "{names:?}");
+
+        let text = format!(
+            "{}\n[policy.default_rules]\ndisable = [\"block-role-comands\"]\n",
+            sample(&dir)
+        );
+        let err = Config::from_toml(&text, &dir.join("hoop.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("policy.default_rules") && err.contains("block-role-comands"),
+            "{err}"
+        );
+
+        let text = format!(
+            "{}\n[policy.default_rules]\nenabled = false\n",
+            sample(&dir)
+        );
+        let cfg = Config::from_toml(&text, &dir.join("hoop.toml")).unwrap();
+        assert_eq!(cfg.policy.rules.names().count(), 0);
+
+        let text = format!("{}\n[policy.default_rules]\nenable = false\n", sample(&dir));
+        assert!(Config::from_toml(&text, &dir.join("hoop.toml")).is_err());
     }
 }

@@ -223,3 +223,45 @@ async fn errors_notices_and_notifications_are_masked() {
     no_pan(&msgs);
     gw.stop().await;
 }
+
+/// A string PostgreSQL's grammar rejects is answered as the server would
+/// (42601, its message, its position) and never forwarded; the connection
+/// and the transaction state stay as the server would leave them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syntax_errors_are_answered_like_the_server_and_not_forwarded() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    raw.send(&query("select 1; FROBNICATE payments")).await;
+    let msgs = raw.until(b'Z').await;
+    // Nothing of the string ran: the server parses it whole first.
+    assert_eq!(tags(&msgs), "EZ");
+    let e = &msgs[0];
+    assert_eq!(e.error_code().as_deref(), Some("42601"));
+    assert_eq!(
+        e.field(b'M').as_deref(),
+        Some("syntax error at or near \"FROBNICATE\"")
+    );
+    assert_eq!(e.field(b'P').as_deref(), Some("11"));
+    assert_eq!(ready_status(&msgs), b'I');
+    // Extended protocol: the Parse is refused, the rest skipped up to Sync.
+    let mut batch = parse("", "DR/**/OP TABLE payments");
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "EZ");
+    assert_eq!(msgs[0].error_code().as_deref(), Some("42601"));
+    assert_eq!(msgs[0].field(b'P').as_deref(), Some("1"));
+    // Statements PostgreSQL's grammar has and the old classifier did not.
+    for sql in [
+        "TABLE scratch",
+        "select * from only scratch",
+        "select row(1, 2)",
+    ] {
+        raw.send(&query(sql)).await;
+        let msgs = raw.until(b'Z').await;
+        assert!(!tags(&msgs).contains('E'), "{sql}: {msgs:?}");
+    }
+    gw.stop().await;
+}

@@ -1,5 +1,6 @@
 //! Numeric bounds a WHERE clause puts on columns, and the threshold
-//! predicates rules compare them with (`amount > 10000`).
+//! predicates rules compare them with (`amount > 10000`). WHERE clauses are
+//! read from PostgreSQL's own parse tree (see `crate::classify`).
 //!
 //! The question a threshold rule asks is "may this statement read a row
 //! beyond the threshold?", so every doubt resolves to "yes": a conjunct the
@@ -8,159 +9,226 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value};
+use pg_query::protobuf::{AExprKind, BoolExprType};
+use serde_json::Value;
 
-use crate::facts::{Bound, ColumnBounds, Interval};
+use crate::facts::{Bound, Interval};
 
-/// Bounds implied by one WHERE clause: the conjunction (top-level `AND`s) of
-/// comparisons between a column and a numeric literal.
-pub(crate) fn of_where(selection: Option<&Expr>) -> BTreeMap<String, Interval> {
-    let mut bounds = BTreeMap::new();
-    if let Some(expr) = selection {
-        add_conjuncts(expr, &mut bounds);
-    }
-    bounds
+/// One comparison of a WHERE clause's top-level conjunction, as a bound on
+/// a column: `p.amount < 500` is column `amount` of the FROM item `p`.
+pub(crate) struct Conjunct {
+    /// The name before the column (`p` in `p.amount`), if any.
+    pub(crate) qualifier: Option<String>,
+    pub(crate) column: String,
+    pub(crate) interval: Interval,
 }
 
-fn add_conjuncts(expr: &Expr, bounds: &mut BTreeMap<String, Interval>) {
-    match expr {
-        Expr::BinaryOp {
-            left,
-            op: BinaryOperator::And,
-            right,
-        } => {
-            add_conjuncts(left, bounds);
-            add_conjuncts(right, bounds);
-        }
-        Expr::Nested(inner) => add_conjuncts(inner, bounds),
-        Expr::BinaryOp { left, op, right } => {
-            let (column, value, op) = match (column_of(left), number_of(right)) {
-                (Some(column), Some(value)) => (column, value, op.clone()),
-                _ => match (number_of(left), column_of(right), flip(op)) {
-                    (Some(value), Some(column), Some(op)) => (column, value, op),
-                    _ => return,
-                },
-            };
-            let interval = match op {
-                BinaryOperator::Gt => Interval::above(value, false),
-                BinaryOperator::GtEq => Interval::above(value, true),
-                BinaryOperator::Lt => Interval::below(value, false),
-                BinaryOperator::LtEq => Interval::below(value, true),
-                BinaryOperator::Eq => Interval::between(value, value),
-                _ => return,
-            };
-            narrow(bounds, column, interval);
-        }
-        Expr::Between {
-            expr,
-            negated: false,
-            low,
-            high,
-        } => {
-            if let (Some(column), Some(low), Some(high)) =
-                (column_of(expr), number_of(low), number_of(high))
-            {
-                narrow(bounds, column, Interval::between(low, high));
+/// The comparisons between a column and a numeric literal in the
+/// conjunction (top-level `AND`s) of a WHERE clause (a parse-tree node).
+/// Reading a literal sets `literal_dependent`.
+pub(crate) fn conjuncts(where_clause: &Value, literal_dependent: &mut bool) -> Vec<Conjunct> {
+    let mut out = Vec::new();
+    add_conjuncts(where_clause, &mut out, literal_dependent);
+    out
+}
+
+fn tagged(value: &Value) -> Option<(&str, &Value)> {
+    let node = value.as_object()?.get("node")?.as_object()?;
+    if node.len() != 1 {
+        return None;
+    }
+    node.iter().next().map(|(tag, body)| (tag.as_str(), body))
+}
+
+fn int(value: &Value, name: &str) -> i64 {
+    value.get(name).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn items<'a>(value: &'a Value, name: &str) -> &'a [Value] {
+    value
+        .get(name)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+/// The operator of an `A_Expr` (`<`, `=`, …); qualified operators
+/// (`OPERATOR(pg_catalog.<)`) are not read as bounds.
+fn operator(expr: &Value) -> Option<&str> {
+    match items(expr, "name") {
+        [single] => match tagged(single)? {
+            ("String", s) => s.get("sval")?.as_str(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn add_conjuncts(expr: &Value, out: &mut Vec<Conjunct>, literal_dependent: &mut bool) {
+    let Some((tag, body)) = tagged(expr) else {
+        return;
+    };
+    match tag {
+        "BoolExpr" if int(body, "boolop") == BoolExprType::AndExpr as i64 => {
+            for arg in items(body, "args") {
+                add_conjuncts(arg, out, literal_dependent);
             }
         }
-        Expr::InList {
-            expr,
-            list,
-            negated: false,
-        } => {
-            let Some(column) = column_of(expr) else {
+        "AExpr" => {
+            let kind = int(body, "kind");
+            let (Some(left), Some(right)) = (body.get("lexpr"), body.get("rexpr")) else {
                 return;
             };
-            let values: Option<Vec<f64>> = list.iter().map(number_of).collect();
-            if let Some(values) = values.filter(|v| !v.is_empty()) {
-                let low = values.iter().copied().fold(f64::INFINITY, f64::min);
-                let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                narrow(bounds, column, Interval::between(low, high));
+            if kind == AExprKind::AexprOp as i64 {
+                let Some(op) = operator(body) else {
+                    return;
+                };
+                let (column, value, op) =
+                    match (column_of(left), number_of(right, literal_dependent)) {
+                        (Some(column), Some(value)) => (column, value, op),
+                        _ => match (
+                            number_of(left, literal_dependent),
+                            column_of(right),
+                            flip(op),
+                        ) {
+                            (Some(value), Some(column), Some(op)) => (column, value, op),
+                            _ => return,
+                        },
+                    };
+                let interval = match op {
+                    ">" => Interval::above(value, false),
+                    ">=" => Interval::above(value, true),
+                    "<" => Interval::below(value, false),
+                    "<=" => Interval::below(value, true),
+                    "=" => Interval::between(value, value),
+                    _ => return,
+                };
+                out.push(conjunct(column, interval));
+            } else if kind == AExprKind::AexprBetween as i64 {
+                let Some(column) = column_of(left) else {
+                    return;
+                };
+                let Some(("List", bounds)) = tagged(right) else {
+                    return;
+                };
+                if let [low, high] = items(bounds, "items") {
+                    if let (Some(low), Some(high)) = (
+                        number_of(low, literal_dependent),
+                        number_of(high, literal_dependent),
+                    ) {
+                        out.push(conjunct(column, Interval::between(low, high)));
+                    }
+                }
+            } else if kind == AExprKind::AexprIn as i64 && operator(body) == Some("=") {
+                let Some(column) = column_of(left) else {
+                    return;
+                };
+                let Some(("List", list)) = tagged(right) else {
+                    return;
+                };
+                let values: Option<Vec<f64>> = items(list, "items")
+                    .iter()
+                    .map(|v| number_of(v, literal_dependent))
+                    .collect();
+                if let Some(values) = values.filter(|v| !v.is_empty()) {
+                    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+                    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    out.push(conjunct(column, Interval::between(low, high)));
+                }
             }
         }
         _ => {}
     }
 }
 
-fn narrow(bounds: &mut BTreeMap<String, Interval>, column: String, interval: Interval) {
+fn conjunct(column: Vec<String>, interval: Interval) -> Conjunct {
+    let mut column = column;
+    let name = column.pop().unwrap_or_default();
+    Conjunct {
+        qualifier: column.pop(),
+        column: name,
+        interval,
+    }
+}
+
+/// Narrows `column`'s interval in `bounds` by `interval`.
+pub(crate) fn narrow(bounds: &mut BTreeMap<String, Interval>, column: String, interval: Interval) {
     let entry = bounds.entry(column).or_default();
     *entry = entry.intersect(&interval);
 }
 
 /// `5 < amount` is `amount > 5`.
-fn flip(op: &BinaryOperator) -> Option<BinaryOperator> {
+fn flip(op: &str) -> Option<&'static str> {
     Some(match op {
-        BinaryOperator::Gt => BinaryOperator::Lt,
-        BinaryOperator::GtEq => BinaryOperator::LtEq,
-        BinaryOperator::Lt => BinaryOperator::Gt,
-        BinaryOperator::LtEq => BinaryOperator::GtEq,
-        BinaryOperator::Eq => BinaryOperator::Eq,
+        ">" => "<",
+        ">=" => "<=",
+        "<" => ">",
+        "<=" => ">=",
+        "=" => "=",
         _ => return None,
     })
 }
 
-/// A bare column reference (`amount`, `p.amount`, `"amount"`). A cast or
-/// function around the column could change the values compared, so it is
-/// not a bound on the column.
-fn column_of(expr: &Expr) -> Option<String> {
-    let ident = match expr {
-        Expr::Identifier(ident) => ident,
-        Expr::CompoundIdentifier(idents) => idents.last()?,
-        Expr::Nested(inner) => return column_of(inner),
-        _ => return None,
+/// A bare column reference (`amount`, `p.amount`, `"amount"`), as its
+/// name parts. A cast or function around the column could change the
+/// values compared, so it is not a bound on the column.
+fn column_of(expr: &Value) -> Option<Vec<String>> {
+    let ("ColumnRef", column) = tagged(expr)? else {
+        return None;
     };
-    Some(match ident.quote_style {
-        None => ident.value.to_lowercase(),
-        Some(_) => ident.value.clone(),
-    })
+    items(column, "fields")
+        .iter()
+        .map(|part| match tagged(part)? {
+            ("String", s) => s.get("sval")?.as_str().map(str::to_owned),
+            _ => None,
+        })
+        .collect()
 }
 
-/// A numeric literal, possibly signed, parenthesized, cast or quoted
-/// (`'10000'` compares as a number with a numeric column).
-fn number_of(expr: &Expr) -> Option<f64> {
-    let number = match expr {
-        Expr::Value(value) => match &value.value {
-            Value::Number(text, _) | Value::SingleQuotedString(text) => {
-                text.trim().parse::<f64>().ok()?
+/// A numeric literal, possibly signed, cast or quoted (`'10000'` compares
+/// as a number with a numeric column).
+fn number_of(expr: &Value, literal_dependent: &mut bool) -> Option<f64> {
+    let (tag, body) = tagged(expr)?;
+    let number = match tag {
+        "AConst" => {
+            let value = body.get("val")?;
+            *literal_dependent = true;
+            if let Some(i) = value.get("Ival") {
+                i.get("ival").and_then(Value::as_i64).unwrap_or(0) as f64
+            } else if let Some(f) = value.get("Fval") {
+                f.get("fval")?.as_str()?.trim().parse::<f64>().ok()?
+            } else if let Some(s) = value.get("Sval") {
+                s.get("sval")?.as_str()?.trim().parse::<f64>().ok()?
+            } else {
+                return None;
             }
-            _ => return None,
-        },
-        Expr::UnaryOp {
-            op: UnaryOperator::Minus,
-            expr,
-        } => -number_of(expr)?,
-        Expr::UnaryOp {
-            op: UnaryOperator::Plus,
-            expr,
-        } => number_of(expr)?,
-        Expr::Nested(inner) => number_of(inner)?,
-        Expr::Cast { expr, .. } => number_of(expr)?,
+        }
+        "TypeCast" => number_of(body.get("arg")?, literal_dependent)?,
+        "AExpr" if int(body, "kind") == AExprKind::AexprOp as i64 => {
+            let left = body.get("lexpr").filter(|l| !l.is_null());
+            match (operator(body)?, left) {
+                ("-", None) => -number_of(body.get("rexpr")?, literal_dependent)?,
+                ("+", None) => number_of(body.get("rexpr")?, literal_dependent)?,
+                _ => return None,
+            }
+        }
         _ => return None,
     };
     number.is_finite().then_some(number)
 }
 
-/// Statement-wide bounds from the bounds of each scope (query block with a
-/// FROM clause, UPDATE, DELETE): a column is bounded only when every scope
-/// bounds it, by the hull of their intervals. No scope → nothing bounded.
-pub(crate) fn hull_of_scopes(
-    scopes: Vec<BTreeMap<String, Interval>>,
+/// Bounds of a relation read in two places: a column stays bounded only
+/// when both bound it, by the hull of the two intervals.
+pub(crate) fn hull(
+    a: &BTreeMap<String, Interval>,
+    b: &BTreeMap<String, Interval>,
 ) -> BTreeMap<String, Interval> {
-    let mut scopes = scopes.into_iter();
-    let Some(mut hull) = scopes.next() else {
-        return BTreeMap::new();
-    };
-    for scope in scopes {
-        hull = hull
-            .into_iter()
-            .filter_map(|(column, interval)| {
-                scope
-                    .get(&column)
-                    .map(|other| (column, interval.hull(other)))
-            })
-            .collect();
-    }
-    hull
+    a.iter()
+        .filter_map(|(column, interval)| {
+            b.get(column)
+                .map(|other| (column.clone(), interval.hull(other)))
+        })
+        .collect()
 }
 
 impl Interval {
@@ -200,7 +268,7 @@ impl Interval {
     }
 
     /// The smallest interval holding both.
-    fn hull(&self, other: &Interval) -> Interval {
+    pub(crate) fn hull(&self, other: &Interval) -> Interval {
         Interval {
             lower: looser(self.lower, other.lower, |a, b| a < b),
             upper: looser(self.upper, other.upper, |a, b| a > b),
@@ -293,13 +361,15 @@ impl Threshold {
         })
     }
 
-    /// Whether a statement with these bounds may read a row satisfying the
-    /// predicate.
-    pub(crate) fn may_match(&self, bounds: &ColumnBounds) -> bool {
-        !bounds
-            .get(&self.column)
-            .intersect(&self.interval)
-            .is_empty()
+    /// The column the predicate is about (lowercased).
+    pub(crate) fn column(&self) -> &str {
+        &self.column
+    }
+
+    /// Whether a relation whose column lies in `interval` may hold a row
+    /// satisfying the predicate.
+    pub(crate) fn may_match(&self, interval: &Interval) -> bool {
+        !interval.intersect(&self.interval).is_empty()
     }
 }
 

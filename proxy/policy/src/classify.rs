@@ -1,31 +1,39 @@
-//! `classify(sql)`: what each statement of a query string does.
+//! `classify(sql)`: what each statement of a query string does, read with
+//! PostgreSQL's own grammar.
 //!
-//! The string is tokenized once with sqlparser's PostgreSQL tokenizer —
-//! which is what makes comments (nested ones too), dollar quoting, `E''` and
-//! `U&''` strings and quoted identifiers harmless: they become tokens, not
-//! text to pattern-match — then split at top-level semicolons, and each piece
-//! is parsed on its own, so one statement sqlparser does not know cannot hide
-//! the others. A piece that does not parse gets a last look at its leading
-//! keywords (`DO`, `ALTER SYSTEM`, `GRANT role TO …`, which sqlparser does not
-//! parse) and is otherwise [`Kind::Unparsed`].
+//! The string is parsed once by libpg_query (the `pg_query` crate: the
+//! PostgreSQL 18 parser compiled in), so statements are split, comments,
+//! dollar quoting, `E''`/`U&''` strings and quoted identifiers are read
+//! exactly as the server reads them: there is no second grammar an attacker
+//! could make disagree with the server's. A string the grammar rejects is
+//! one [`Kind::Unparsed`] statement carrying the server's own message and
+//! cursor position ([`SyntaxError`]); the relay answers it with 42601 and
+//! never forwards it, as the server would have refused it anyway.
+//!
+//! Facts come from two passes over each statement's parse tree:
+//! - its top node says the kind (and, for `EXPLAIN`, `PREPARE`, `DECLARE`,
+//!   the wrapped statement, classified on its own);
+//! - a generic walk over the whole tree (as JSON, so no node type can be
+//!   forgotten: a call inside `LIMIT`, a `CREATE RULE` action, a trigger's
+//!   `WHEN` are all visited) collects relations, functions, columns,
+//!   parameters set, nested data-modifying statements and the bounds WHERE
+//!   clauses put on the relations they name.
+//!
+//! sqlparser is no longer used here (see `crate::masking` for where it
+//! still earns its place).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ops::ControlFlow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::{CStr, CString};
+use std::os::raw::{c_char, c_int};
 use std::sync::Arc;
 
-use sqlparser::ast::{
-    self, AssignmentTarget, CopySource, Expr, FromTable, FunctionArg, FunctionArgExpr,
-    FunctionArguments, Ident, ObjectName, ObjectNamePart, ObjectType, Query, Select, SelectItem,
-    SetExpr, Statement, TableFactor, TableObject, Value, Visit, Visitor,
-};
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Token, Tokenizer};
+use pg_query::protobuf::{DiscardMode, ObjectType, VariableSetKind};
+use serde_json::Value;
 
 use crate::bounds;
 use crate::facts::{
     ColumnBounds, CopyDirection, CopyTarget, DdlObject, DdlVerb, Interval, Kind, Parameter,
-    StatementFacts, TableName,
+    StatementFacts, SyntaxError, TableName,
 };
 
 /// Every statement of one query string, in order. An empty string (or only
@@ -33,6 +41,13 @@ use crate::facts::{
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Classified {
     pub statements: Vec<StatementFacts>,
+    /// Some fact other than a bound was read from a literal's value (a
+    /// `set_config` name, a `table_to_xml` table, an EXPLAIN option):
+    /// statements that differ only in literals may have different facts,
+    /// so the shape cache keeps out.
+    pub(crate) literal_dependent: bool,
+    /// Columns a literal bounds somewhere in the string (`amount < 5`).
+    pub(crate) bound_columns: BTreeSet<String>,
 }
 
 impl Classified {
@@ -40,183 +55,262 @@ impl Classified {
     pub fn has_unparsed(&self) -> bool {
         self.statements.iter().any(|s| s.kind == Kind::Unparsed)
     }
+
+    /// PostgreSQL's grammar rejected the string.
+    pub fn syntax_error(&self) -> Option<&SyntaxError> {
+        self.statements.iter().find_map(|s| s.syntax_error.as_ref())
+    }
 }
 
 /// Classifies every statement of `sql` (a simple Query's string, a Parse's
 /// text, or a prepared statement's text).
 pub fn classify(sql: &str) -> Classified {
-    let dialect = PostgreSqlDialect {};
-    let tokens = match Tokenizer::new(&dialect, sql).tokenize() {
-        Ok(tokens) => tokens,
-        Err(error) => {
-            return Classified {
-                statements: vec![StatementFacts::unparsed(format!("tokenizer: {error}"))],
-            }
-        }
+    let parsed = match pg_query::parse(sql, 0) {
+        Ok(parsed) => parsed,
+        Err(_) => return rejected(sql),
     };
-    let statements = split_statements(tokens)
-        .into_iter()
-        .map(|piece| classify_piece(&dialect, piece))
-        .collect();
-    Classified { statements }
-}
-
-/// Pieces between top-level semicolons that hold more than whitespace and
-/// comments. Semicolons inside strings, dollar quotes and comments are part
-/// of those tokens, so they never split.
-fn split_statements(tokens: Vec<Token>) -> Vec<Vec<Token>> {
-    let mut pieces = Vec::new();
-    let mut current = Vec::new();
-    for token in tokens {
-        match token {
-            Token::SemiColon => pieces.push(std::mem::take(&mut current)),
-            Token::EOF => {}
-            other => current.push(other),
-        }
-    }
-    pieces.push(current);
-    pieces
-        .into_iter()
-        .filter(|piece| piece.iter().any(|t| !matches!(t, Token::Whitespace(_))))
-        .collect()
-}
-
-fn classify_piece(dialect: &PostgreSqlDialect, piece: Vec<Token>) -> StatementFacts {
-    let words = leading_words(&piece);
-    match Parser::new(dialect).with_tokens(piece).parse_statements() {
-        Ok(statements) if statements.len() == 1 => facts_of(&statements[0]),
-        Ok(statements) => StatementFacts::unparsed(format!(
-            "expected one statement, parsed {}",
-            statements.len()
-        )),
-        Err(error) => fallback_facts(&words)
-            .unwrap_or_else(|| StatementFacts::unparsed(format!("parser: {error}"))),
-    }
-}
-
-/// The first few unquoted words of a piece, uppercased, comments skipped.
-fn leading_words(piece: &[Token]) -> Vec<String> {
-    piece
+    let mut literal_dependent = false;
+    let statements: Vec<StatementFacts> = parsed
+        .protobuf
+        .stmts
         .iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .take(3)
-        .map(|t| match t {
-            Token::Word(word) if word.quote_style.is_none() => word.value.to_ascii_uppercase(),
-            _ => String::new(),
+        .filter_map(|raw| raw.stmt.as_deref())
+        .map(|stmt| match serde_json::to_value(stmt) {
+            Ok(tree) => facts_of(&tree, &mut literal_dependent),
+            // Serializing a tree the parser built cannot fail; if it ever
+            // did, nothing is known about the statement: refuse it.
+            Err(error) => StatementFacts::unparsed(format!("parse tree: {error}")),
         })
+        .collect();
+    let bound_columns = statements
+        .iter()
+        .flat_map(|facts: &StatementFacts| facts.levels())
+        .flat_map(|level| level.bounds.relations.values())
+        .flat_map(|columns| columns.keys().cloned())
+        .collect();
+    Classified {
+        statements,
+        literal_dependent,
+        bound_columns,
+    }
+}
+
+/// The classification of a string the grammar rejects: one statement with
+/// the server's message and position.
+fn rejected(sql: &str) -> Classified {
+    let error = syntax_error(sql);
+    Classified {
+        statements: vec![StatementFacts {
+            kind: Kind::Unparsed,
+            unparsed_reason: Some(error.message.clone()),
+            syntax_error: Some(error),
+            ..StatementFacts::default()
+        }],
+        literal_dependent: false,
+        bound_columns: BTreeSet::new(),
+    }
+}
+
+/// libpg_query's error for `sql`: the `pg_query` crate keeps only the
+/// message, so the C entry point is called again for the cursor position
+/// (only ever on a string that failed to parse).
+fn syntax_error(sql: &str) -> SyntaxError {
+    #[repr(C)]
+    struct PgQueryError {
+        message: *mut c_char,
+        funcname: *mut c_char,
+        filename: *mut c_char,
+        lineno: c_int,
+        cursorpos: c_int,
+        context: *mut c_char,
+    }
+    #[repr(C)]
+    struct PgQueryParseResult {
+        parse_tree: *mut c_char,
+        stderr_buffer: *mut c_char,
+        error: *mut PgQueryError,
+    }
+    extern "C" {
+        fn pg_query_parse(input: *const c_char) -> PgQueryParseResult;
+        fn pg_query_free_parse_result(result: PgQueryParseResult);
+    }
+    let Ok(input) = CString::new(sql) else {
+        return SyntaxError {
+            message: "invalid message format: the statement contains a zero byte".to_owned(),
+            position: None,
+        };
+    };
+    // SAFETY: `input` is a valid NUL-terminated string that outlives the
+    // call; the result is read before it is freed, and freed exactly once
+    // with the library's own function. The struct layouts are those of
+    // libpg_query's pg_query.h, which the linked library was built from.
+    unsafe {
+        let result = pg_query_parse(input.as_ptr());
+        let error = if result.error.is_null() {
+            SyntaxError {
+                message: "syntax error".to_owned(),
+                position: None,
+            }
+        } else {
+            let error = &*result.error;
+            let message = if error.message.is_null() {
+                "syntax error".to_owned()
+            } else {
+                CStr::from_ptr(error.message).to_string_lossy().into_owned()
+            };
+            SyntaxError {
+                message,
+                position: u32::try_from(error.cursorpos).ok().filter(|p| *p > 0),
+            }
+        };
+        pg_query_free_parse_result(result);
+        error
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading the JSON form of the parse tree.
+
+/// A node written as `{"node": {"Tag": body}}`.
+fn tagged(value: &Value) -> Option<(&str, &Value)> {
+    let node = value.as_object()?.get("node")?.as_object()?;
+    if node.len() != 1 {
+        return None;
+    }
+    node.iter().next().map(|(tag, body)| (tag.as_str(), body))
+}
+
+fn field<'a>(value: &'a Value, name: &str) -> Option<&'a Value> {
+    value.get(name).filter(|v| !v.is_null())
+}
+
+fn text<'a>(value: &'a Value, name: &str) -> &'a str {
+    value.get(name).and_then(Value::as_str).unwrap_or("")
+}
+
+fn int(value: &Value, name: &str) -> i64 {
+    value.get(name).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn flag(value: &Value, name: &str) -> bool {
+    value.get(name).and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn list<'a>(value: &'a Value, name: &str) -> &'a [Value] {
+    value
+        .get(name)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+/// The text of a `String` node.
+fn string_node(value: &Value) -> Option<&str> {
+    match tagged(value) {
+        Some(("String", body)) => body.get("sval").and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+/// A qualified name written as a list of `String` nodes.
+fn name_parts(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .filter_map(string_node)
+        .map(str::to_owned)
         .collect()
 }
 
-/// Kinds of statements sqlparser cannot parse but whose leading keywords
-/// alone say what they are — all of them ones rules refuse or review, so a
-/// misreading can only make the gateway stricter.
-fn fallback_facts(words: &[String]) -> Option<StatementFacts> {
-    let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
-    let kind = match (word(0), word(1)) {
-        ("DO", _) => Kind::Do,
-        ("ALTER", "SYSTEM") => Kind::AlterSystem,
-        ("GRANT", _) => Kind::Grant,
-        ("REVOKE", _) => Kind::Revoke,
-        ("REASSIGN", "OWNED") | ("DROP", "OWNED") => Kind::OwnedObjects,
-        ("CREATE", "ROLE" | "USER" | "GROUP") => Kind::CreateRole,
-        ("ALTER", "ROLE" | "USER" | "GROUP") => Kind::AlterRole,
-        ("DROP", "ROLE" | "USER" | "GROUP") => Kind::DropRole,
-        ("CREATE", "EXTENSION") => Kind::CreateExtension,
-        ("LOAD", _) => Kind::Load,
-        ("ALTER", "DATABASE") => Kind::Ddl {
-            verb: DdlVerb::Alter,
-            object: DdlObject::Database,
-        },
-        ("DROP", "DATABASE") => Kind::Ddl {
-            verb: DdlVerb::Drop,
-            object: DdlObject::Database,
-        },
-        _ => return None,
-    };
-    let parameters = match kind {
-        // ALTER SYSTEM SET role … / ALTER ROLE … SET role: settings, unknown which.
-        Kind::AlterSystem | Kind::AlterRole => vec![Parameter::Unknown],
-        _ => Vec::new(),
-    };
-    Some(StatementFacts {
-        kind,
-        parameters,
-        ..StatementFacts::default()
+/// An untagged `RangeVar` (a struct field rather than a `Node`).
+fn is_range_var(value: &Value) -> bool {
+    value
+        .as_object()
+        .is_some_and(|o| o.contains_key("relname") && o.contains_key("relpersistence"))
+}
+
+/// An untagged `SelectStmt` (the branches of a UNION, INTERSECT, EXCEPT).
+fn is_select_stmt(value: &Value) -> bool {
+    value.as_object().is_some_and(|o| {
+        o.contains_key("larg") && o.contains_key("target_list") && o.contains_key("values_lists")
     })
 }
 
-/// Facts of one parsed statement.
-fn facts_of(statement: &Statement) -> StatementFacts {
-    match statement {
-        Statement::Explain {
-            analyze,
-            statement,
-            options,
-            ..
-        } => {
-            let analyze_option = options.iter().flatten().any(|option| {
-                option.name.value.eq_ignore_ascii_case("analyze")
-                    && !option.arg.as_ref().is_some_and(is_false_literal)
+/// An untagged `FuncCall` (`CALL`'s call).
+fn is_func_call(value: &Value) -> bool {
+    value
+        .as_object()
+        .is_some_and(|o| o.contains_key("funcname") && o.contains_key("agg_star"))
+}
+
+fn table_of(parts: &[String]) -> Option<TableName> {
+    match parts {
+        [] => None,
+        [table] => Some(TableName {
+            schema: "public".to_owned(),
+            name: table.clone(),
+            schema_assumed: true,
+        }),
+        [.., schema, table] => Some(TableName {
+            schema: schema.clone(),
+            name: table.clone(),
+            schema_assumed: false,
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One statement.
+
+/// Facts of one statement node.
+fn facts_of(node: &Value, literal_dependent: &mut bool) -> StatementFacts {
+    let Some((tag, body)) = tagged(node) else {
+        return StatementFacts::default();
+    };
+    let inner = |name: &str, literal_dependent: &mut bool| {
+        field(body, name)
+            .map(|query| facts_of(query, literal_dependent))
+            .unwrap_or_default()
+    };
+    match tag {
+        "ExplainStmt" => {
+            // An option's value is a literal a normalized shape hides.
+            *literal_dependent |= list(body, "options")
+                .iter()
+                .any(|option| matches!(tagged(option), Some(("DefElem", d)) if field(d, "arg").is_some()));
+            let analyze = list(body, "options").iter().any(|option| {
+                matches!(tagged(option), Some(("DefElem", d))
+                    if text(d, "defname").eq_ignore_ascii_case("analyze")
+                        && !field(d, "arg").is_some_and(is_false_option))
             });
-            wrapper(
-                Kind::Explain {
-                    analyze: *analyze || analyze_option,
-                },
-                facts_of(statement),
-            )
+            wrapper(Kind::Explain { analyze }, inner("query", literal_dependent))
         }
-        Statement::Prepare {
-            name, statement, ..
-        } => wrapper(
+        "PrepareStmt" => wrapper(
             Kind::Prepare {
-                name: normalize_ident(name),
+                name: text(body, "name").to_owned(),
             },
-            facts_of(statement),
+            inner("query", literal_dependent),
         ),
-        Statement::Declare { stmts } => {
-            let Some(cursor) = stmts.iter().find(|d| d.for_query.is_some()) else {
-                return plain(Kind::Other, statement);
-            };
-            let name = cursor
-                .names
-                .first()
-                .map(normalize_ident)
-                .unwrap_or_default();
-            let inner = cursor
-                .for_query
-                .as_ref()
-                .map(|query| facts_of(&Statement::Query(query.clone())))
-                .unwrap_or_default();
-            wrapper(
-                Kind::DeclareCursor {
-                    name,
-                    binary: cursor.binary.unwrap_or(false),
-                },
-                inner,
-            )
-        }
-        Statement::Set(set) => set_facts(set),
-        Statement::Reset(reset) => {
-            let (kind, parameter) = match &reset.reset {
-                ast::Reset::ALL => (Kind::Set, "all".to_owned()),
-                ast::Reset::SessionAuthorization => (
-                    Kind::SessionAuthorization,
-                    "session_authorization".to_owned(),
-                ),
-                ast::Reset::ConfigurationParameter(name) => {
-                    let name = parameter_name(name);
-                    (kind_for_parameter(&name), name)
-                }
-            };
-            StatementFacts {
-                kind,
-                parameters: vec![Parameter::Named(parameter)],
-                ..StatementFacts::default()
+        "DeclareCursorStmt" => wrapper(
+            Kind::DeclareCursor {
+                name: text(body, "portalname").to_owned(),
+                // CURSOR_OPT_BINARY
+                binary: int(body, "options") & 0x0001 != 0,
+            },
+            inner("query", literal_dependent),
+        ),
+        "VariableSetStmt" => set_facts(body),
+        "AlterSystemStmt" | "AlterRoleSetStmt" | "AlterDatabaseSetStmt" => {
+            let mut facts = plain(tag, body, literal_dependent);
+            if let Some(set) = field(body, "setstmt") {
+                facts
+                    .parameters
+                    .push(Parameter::Named(set_parameter_name(set)));
             }
+            facts
         }
-        Statement::Discard { object_type } => {
-            let mut facts = plain(Kind::Discard, statement);
-            if matches!(object_type, ast::DiscardObject::ALL) {
+        "DiscardStmt" => {
+            let mut facts = plain(tag, body, literal_dependent);
+            if int(body, "target") == DiscardMode::DiscardAll as i64 {
                 // DISCARD ALL includes SET SESSION AUTHORIZATION DEFAULT: it
                 // would drop the mapped role and act as the gateway's login role.
                 facts.parameters = ["session_authorization", "role", "all"]
@@ -226,10 +320,20 @@ fn facts_of(statement: &Statement) -> StatementFacts {
             }
             facts
         }
-        Statement::StartTransaction { statements, .. } if !statements.is_empty() => {
-            StatementFacts::unparsed("procedural block".to_owned())
-        }
-        other => plain(kind_of(other), other),
+        _ => plain(tag, body, literal_dependent),
+    }
+}
+
+/// `EXPLAIN (ANALYZE false)`, `off`, `0`.
+fn is_false_option(arg: &Value) -> bool {
+    match tagged(arg) {
+        Some(("Boolean", b)) => !flag(b, "boolval"),
+        Some(("Integer", i)) => int(i, "ival") == 0,
+        Some(("String", s)) => matches!(
+            text(s, "sval").to_ascii_lowercase().as_str(),
+            "off" | "false" | "0" | "no"
+        ),
+        _ => false,
     }
 }
 
@@ -252,199 +356,35 @@ fn wrapper(kind: Kind, inner: StatementFacts) -> StatementFacts {
     }
 }
 
-/// A statement whose facts come from walking all of it.
-fn plain(kind: Kind, statement: &Statement) -> StatementFacts {
-    let mut walker = Walker::default();
-    let _ = statement.visit(&mut walker);
-    let mut facts = StatementFacts {
-        kind,
-        ..StatementFacts::default()
-    };
-    walker.add_statement_specifics(statement, &mut facts);
-    walker.finish(&mut facts);
-    facts
-}
-
-fn kind_of(statement: &Statement) -> Kind {
-    use DdlObject as O;
-    use DdlVerb::{Alter, Comment, Create, Drop};
-    let ddl = |verb, object| Kind::Ddl { verb, object };
-    match statement {
-        Statement::Query(query) => match query.body.as_ref() {
-            SetExpr::Select(select) if select.into.is_some() => ddl(Create, O::Table),
-            _ => Kind::Select,
-        },
-        Statement::Insert(_) => Kind::Insert,
-        Statement::Update(_) => Kind::Update,
-        Statement::Delete(_) => Kind::Delete,
-        Statement::Merge(_) => Kind::Merge,
-        Statement::Copy { to, target, .. } => Kind::Copy {
-            direction: if *to {
-                CopyDirection::To
-            } else {
-                CopyDirection::From
-            },
-            target: match target {
-                ast::CopyTarget::Stdin => CopyTarget::Stdin,
-                ast::CopyTarget::Stdout => CopyTarget::Stdout,
-                ast::CopyTarget::File { .. } => CopyTarget::File,
-                ast::CopyTarget::Program { .. } => CopyTarget::Program,
-            },
-        },
-        Statement::Truncate(_) => Kind::Truncate,
-        Statement::CreateTable(_) | Statement::CreateVirtualTable { .. } => ddl(Create, O::Table),
-        Statement::CreateView(view) if view.materialized => ddl(Create, O::MaterializedView),
-        Statement::CreateView(_) => ddl(Create, O::View),
-        Statement::CreateIndex(_) => ddl(Create, O::Index),
-        Statement::CreateSchema { .. } => ddl(Create, O::Schema),
-        Statement::CreateDatabase { .. } => ddl(Create, O::Database),
-        Statement::CreateFunction(_) => ddl(Create, O::Function),
-        Statement::CreateProcedure { .. } => ddl(Create, O::Procedure),
-        Statement::CreateTrigger(_) => ddl(Create, O::Trigger),
-        Statement::CreateSequence { .. } => ddl(Create, O::Sequence),
-        Statement::CreateType { .. } => ddl(Create, O::Type),
-        Statement::CreateDomain(_) => ddl(Create, O::Domain),
-        Statement::CreatePolicy(_) => ddl(Create, O::Policy),
-        Statement::CreateServer(_) => ddl(Create, O::Server),
-        Statement::CreateCollation(_)
-        | Statement::CreateOperator(_)
-        | Statement::CreateOperatorFamily(_)
-        | Statement::CreateOperatorClass(_)
-        | Statement::CreateTextSearch(_)
-        | Statement::CreateSecret { .. }
-        | Statement::CreateConnector(_)
-        | Statement::CreateMacro { .. }
-        | Statement::CreateStage { .. }
-        | Statement::CreateFileFormat { .. }
-        | Statement::CreateWarehouse(_) => ddl(Create, O::Other),
-        Statement::AlterTable(_) | Statement::RenameTable(_) => ddl(Alter, O::Table),
-        Statement::AlterSchema(_) => ddl(Alter, O::Schema),
-        Statement::AlterIndex { .. } => ddl(Alter, O::Index),
-        Statement::AlterView { .. } => ddl(Alter, O::View),
-        Statement::AlterFunction(_) => ddl(Alter, O::Function),
-        Statement::AlterType(_) => ddl(Alter, O::Type),
-        Statement::AlterPolicy(_) => ddl(Alter, O::Policy),
-        Statement::AlterCollation(_)
-        | Statement::AlterOperator(_)
-        | Statement::AlterOperatorFamily(_)
-        | Statement::AlterOperatorClass(_)
-        | Statement::AlterTextSearch(_)
-        | Statement::AlterConnector { .. }
-        | Statement::AlterSession { .. } => ddl(Alter, O::Other),
-        Statement::Drop { object_type, .. } => match object_type {
-            ObjectType::Role | ObjectType::User => Kind::DropRole,
-            ObjectType::Table => ddl(Drop, O::Table),
-            ObjectType::View => ddl(Drop, O::View),
-            ObjectType::MaterializedView => ddl(Drop, O::MaterializedView),
-            ObjectType::Index => ddl(Drop, O::Index),
-            ObjectType::Schema => ddl(Drop, O::Schema),
-            ObjectType::Database => ddl(Drop, O::Database),
-            ObjectType::Sequence => ddl(Drop, O::Sequence),
-            ObjectType::Type => ddl(Drop, O::Type),
-            _ => ddl(Drop, O::Other),
-        },
-        Statement::DropFunction(_) => ddl(Drop, O::Function),
-        Statement::DropProcedure { .. } => ddl(Drop, O::Procedure),
-        Statement::DropTrigger(_) => ddl(Drop, O::Trigger),
-        Statement::DropDomain(_) => ddl(Drop, O::Domain),
-        Statement::DropPolicy(_) => ddl(Drop, O::Policy),
-        Statement::DropExtension(_) => ddl(Drop, O::Extension),
-        Statement::DropOperator(_)
-        | Statement::DropOperatorFamily(_)
-        | Statement::DropOperatorClass(_)
-        | Statement::DropSecret { .. }
-        | Statement::DropConnector { .. } => ddl(Drop, O::Other),
-        Statement::Comment { object_type, .. } => match object_type {
-            ast::CommentObject::Table => ddl(Comment, O::Table),
-            _ => ddl(Comment, O::Other),
-        },
-        Statement::CreateRole(_) | Statement::CreateUser(_) => Kind::CreateRole,
-        Statement::AlterRole { .. } | Statement::AlterUser(_) => Kind::AlterRole,
-        Statement::Grant(_) => Kind::Grant,
-        Statement::Revoke(_) | Statement::Deny(_) => Kind::Revoke,
-        Statement::CreateExtension(_) => Kind::CreateExtension,
-        Statement::Load { .. } => Kind::Load,
-        Statement::Call(_) => Kind::Call,
-        Statement::Execute {
-            name: Some(name), ..
-        } => Kind::Execute {
-            name: parameter_name(name),
-        },
-        Statement::Deallocate { name, .. } => Kind::Deallocate {
-            name: if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") {
-                None
-            } else {
-                Some(normalize_ident(name))
-            },
-        },
-        Statement::Fetch { .. } | Statement::Close { .. } => Kind::Cursor,
-        Statement::StartTransaction { .. }
-        | Statement::Commit { .. }
-        | Statement::Rollback { .. }
-        | Statement::Savepoint { .. }
-        | Statement::ReleaseSavepoint { .. } => Kind::Transaction,
-        Statement::ShowVariable { .. }
-        | Statement::ShowVariables { .. }
-        | Statement::ShowStatus { .. }
-        | Statement::ShowFunctions { .. }
-        | Statement::ShowTables { .. }
-        | Statement::ShowColumns { .. }
-        | Statement::ShowCreate { .. }
-        | Statement::ShowSchemas { .. }
-        | Statement::ShowDatabases { .. } => Kind::Show,
-        Statement::LISTEN { .. } => Kind::Listen,
-        Statement::NOTIFY { .. } => Kind::Notify,
-        Statement::UNLISTEN { .. } => Kind::Unlisten,
-        Statement::Lock(_) | Statement::LockTables { .. } => Kind::Lock,
-        Statement::Vacuum(_) | Statement::Analyze(_) => Kind::Maintenance,
-        _ => Kind::Other,
-    }
-}
-
-fn set_facts(set: &ast::Set) -> StatementFacts {
-    let named = |names: Vec<String>| -> StatementFacts {
-        let kind = names
-            .iter()
-            .map(|n| kind_for_parameter(n))
-            .find(|k| *k != Kind::Set)
-            .unwrap_or(Kind::Set);
-        StatementFacts {
-            kind,
-            parameters: names.into_iter().map(Parameter::Named).collect(),
-            ..StatementFacts::default()
-        }
-    };
-    match set {
-        ast::Set::SingleAssignment { variable, .. } => named(vec![parameter_name(variable)]),
-        ast::Set::ParenthesizedAssignments { variables, .. } => {
-            named(variables.iter().map(parameter_name).collect())
-        }
-        ast::Set::MultipleAssignments { assignments } => named(
-            assignments
-                .iter()
-                .map(|a| parameter_name(&a.name))
-                .collect(),
-        ),
-        ast::Set::SetSessionAuthorization(_) => named(vec!["session_authorization".to_owned()]),
-        ast::Set::SetRole { .. } => named(vec!["role".to_owned()]),
-        ast::Set::SetTimeZone { .. } => named(vec!["timezone".to_owned()]),
-        ast::Set::SetNames { .. } | ast::Set::SetNamesDefault {} => {
-            named(vec!["client_encoding".to_owned()])
-        }
-        ast::Set::SetTransaction { .. } => StatementFacts {
+/// `SET`, `RESET`, `SET ROLE`, `SET SESSION AUTHORIZATION`, `SET TIME ZONE`,
+/// `SET TRANSACTION`.
+fn set_facts(body: &Value) -> StatementFacts {
+    if int(body, "kind") == VariableSetKind::VarSetMulti as i64 {
+        // SET TRANSACTION …, SET SESSION CHARACTERISTICS AS TRANSACTION …
+        return StatementFacts {
             kind: Kind::Transaction,
             ..StatementFacts::default()
-        },
-        ast::Set::SetSessionParam(_) => StatementFacts {
-            kind: Kind::Set,
-            parameters: vec![Parameter::Unknown],
-            ..StatementFacts::default()
-        },
+        };
     }
+    let name = set_parameter_name(body);
+    StatementFacts {
+        kind: kind_for_parameter(&name),
+        parameters: vec![Parameter::Named(name)],
+        ..StatementFacts::default()
+    }
+}
+
+/// The parameter a `VariableSetStmt` sets: lowercased (GUC names are
+/// case-insensitive, quoted or not); `all` for `RESET ALL`.
+fn set_parameter_name(set: &Value) -> String {
+    if int(set, "kind") == VariableSetKind::VarResetAll as i64 {
+        return "all".to_owned();
+    }
+    text(set, "name").trim().to_lowercase()
 }
 
 /// `SET role = x` is `SET ROLE x` in PostgreSQL; likewise for
-/// `session_authorization`. GUC names are case-insensitive, quoted or not.
+/// `session_authorization`.
 fn kind_for_parameter(name: &str) -> Kind {
     match name {
         "role" => Kind::SetRole,
@@ -453,370 +393,583 @@ fn kind_for_parameter(name: &str) -> Kind {
     }
 }
 
-fn parameter_name(name: &ObjectName) -> String {
-    name.0
-        .iter()
-        .map(|part| match part {
-            ObjectNamePart::Identifier(ident) => ident.value.to_lowercase(),
-            ObjectNamePart::Function(_) => "?".to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-/// PostgreSQL's identifier rule: unquoted folds to lower case, quoted is exact.
-fn normalize_ident(ident: &Ident) -> String {
-    match ident.quote_style {
-        None => ident.value.to_lowercase(),
-        Some(_) => ident.value.clone(),
-    }
-}
-
-fn object_name_parts(name: &ObjectName) -> Vec<String> {
-    name.0
-        .iter()
-        .map(|part| match part {
-            ObjectNamePart::Identifier(ident) => normalize_ident(ident),
-            ObjectNamePart::Function(_) => "?".to_owned(),
-        })
-        .collect()
-}
-
-fn table_name(name: &ObjectName) -> Option<TableName> {
-    let parts = object_name_parts(name);
-    match parts.as_slice() {
-        [] => None,
-        [table] => Some(TableName {
-            schema: "public".to_owned(),
-            name: table.clone(),
-            schema_assumed: true,
-        }),
-        [.., schema, table] => Some(TableName {
-            schema: schema.clone(),
-            name: table.clone(),
-            schema_assumed: false,
-        }),
-    }
-}
-
-fn function_name(name: &ObjectName) -> String {
-    object_name_parts(name).join(".").to_lowercase()
-}
-
-fn is_false_literal(expr: &Expr) -> bool {
-    match expr {
-        Expr::Value(value) => match &value.value {
-            Value::Boolean(b) => !b,
-            Value::Number(n, _) => n == "0",
-            Value::SingleQuotedString(s) => {
-                matches!(
-                    s.to_ascii_lowercase().as_str(),
-                    "off" | "false" | "0" | "no"
-                )
-            }
-            _ => false,
-        },
-        Expr::Identifier(ident) => {
-            matches!(ident.value.to_ascii_lowercase().as_str(), "off" | "false")
-        }
-        _ => false,
-    }
-}
-
-/// A string literal's text (any quoting), through casts and parentheses.
-fn string_literal(expr: &Expr) -> Option<String> {
-    match expr {
-        Expr::Value(value) => match &value.value {
-            Value::SingleQuotedString(s)
-            | Value::EscapedStringLiteral(s)
-            | Value::UnicodeStringLiteral(s)
-            | Value::NationalStringLiteral(s)
-            | Value::DoubleQuotedString(s) => Some(s.clone()),
-            Value::DollarQuotedString(d) => Some(d.value.clone()),
-            _ => None,
-        },
-        Expr::Nested(inner) => string_literal(inner),
-        Expr::Cast { expr, .. } => string_literal(expr),
-        _ => None,
-    }
-}
-
-/// The parameter a `set_config(setting_name, new_value, is_local)` call
-/// sets: the first argument, or the one named `setting_name`; anything but a
-/// string literal could be any parameter.
-fn set_config_parameter(args: &[FunctionArg]) -> Parameter {
-    let named = args.iter().find_map(|arg| match arg {
-        FunctionArg::Named {
-            name,
-            arg: FunctionArgExpr::Expr(expr),
-            ..
-        } if name.value.eq_ignore_ascii_case("setting_name") => Some(expr),
-        FunctionArg::ExprNamed {
-            name: Expr::Identifier(name),
-            arg: FunctionArgExpr::Expr(expr),
-            ..
-        } if name.value.eq_ignore_ascii_case("setting_name") => Some(expr),
-        _ => None,
-    });
-    // Positional arguments come first, so a named `setting_name` is the
-    // name whatever the first argument is.
-    let positional = match args.first() {
-        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(expr))) => Some(expr),
-        _ => None,
+/// A statement whose facts come from walking all of it.
+fn plain(tag: &str, body: &Value, literal_dependent: &mut bool) -> StatementFacts {
+    let mut walker = Walker::default();
+    let mut facts = StatementFacts {
+        kind: kind_of(tag, body),
+        ..StatementFacts::default()
     };
-    named
-        .or(positional)
-        .and_then(string_literal)
-        .map(|name| Parameter::Named(name.trim().to_lowercase()))
-        .unwrap_or(Parameter::Unknown)
+    match tag {
+        "SelectStmt" => walker.select(body),
+        "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
+            facts.missing_where = walker.data_modification(tag, body, true);
+        }
+        "CopyStmt" => {
+            let columns = name_parts(list(body, "attlist"));
+            if columns.is_empty() && field(body, "relation").is_some() {
+                walker.all_columns = true;
+            }
+            if flag(body, "is_from") {
+                walker.columns_written.extend(columns);
+            } else {
+                walker.columns_read.extend(columns);
+            }
+            walker.walk_fields(body, &[]);
+        }
+        "DropStmt" => {
+            let table_like = [
+                ObjectType::ObjectTable,
+                ObjectType::ObjectView,
+                ObjectType::ObjectMatview,
+                ObjectType::ObjectSequence,
+                ObjectType::ObjectForeignTable,
+            ];
+            if table_like
+                .iter()
+                .any(|t| *t as i64 == int(body, "remove_type"))
+            {
+                for object in list(body, "objects") {
+                    if let Some(("List", items)) = tagged(object) {
+                        walker.add_named_table(&name_parts(list(items, "items")));
+                    }
+                }
+            }
+            walker.walk_fields(body, &[]);
+        }
+        "CommentStmt" => {
+            if int(body, "objtype") == ObjectType::ObjectTable as i64 {
+                if let Some(("List", items)) = field(body, "object").and_then(tagged) {
+                    walker.add_named_table(&name_parts(list(items, "items")));
+                }
+            }
+        }
+        "CreateTrigStmt" => {
+            // The function the trigger will run is called, later, by every
+            // write to the table.
+            walker
+                .functions
+                .push(name_parts(list(body, "funcname")).join(".").to_lowercase());
+            walker.walk_fields(body, &[]);
+        }
+        _ => walker.walk_fields(body, &[]),
+    }
+    *literal_dependent |= walker.literal_dependent;
+    walker.finish(&mut facts);
+    facts
 }
 
-fn is_set_config(name: &str) -> bool {
-    name.rsplit('.').next() == Some("set_config")
+fn kind_of(tag: &str, body: &Value) -> Kind {
+    use DdlObject as O;
+    use DdlVerb::{Alter, Comment, Create, Drop};
+    let ddl = |verb, object| Kind::Ddl { verb, object };
+    let object = |name: &str| object_of(int(body, name));
+    match tag {
+        "SelectStmt" if field(body, "into_clause").is_some() => ddl(Create, O::Table),
+        "SelectStmt" => Kind::Select,
+        "InsertStmt" => Kind::Insert,
+        "UpdateStmt" => Kind::Update,
+        "DeleteStmt" => Kind::Delete,
+        "MergeStmt" => Kind::Merge,
+        "CopyStmt" => {
+            let direction = if flag(body, "is_from") {
+                CopyDirection::From
+            } else {
+                CopyDirection::To
+            };
+            let target = match (flag(body, "is_program"), text(body, "filename").is_empty()) {
+                (true, _) => CopyTarget::Program,
+                (false, false) => CopyTarget::File,
+                (false, true) if direction == CopyDirection::From => CopyTarget::Stdin,
+                (false, true) => CopyTarget::Stdout,
+            };
+            Kind::Copy { direction, target }
+        }
+        "TruncateStmt" => Kind::Truncate,
+        "CreateRoleStmt" => Kind::CreateRole,
+        "AlterRoleStmt" | "AlterRoleSetStmt" => Kind::AlterRole,
+        "DropRoleStmt" => Kind::DropRole,
+        "GrantStmt" | "GrantRoleStmt" if flag(body, "is_grant") => Kind::Grant,
+        "GrantStmt" | "GrantRoleStmt" => Kind::Revoke,
+        "AlterDefaultPrivilegesStmt" => match field(body, "action") {
+            Some(action) if !flag(action, "is_grant") => Kind::Revoke,
+            _ => Kind::Grant,
+        },
+        "ReassignOwnedStmt" | "DropOwnedStmt" => Kind::OwnedObjects,
+        "AlterSystemStmt" => Kind::AlterSystem,
+        "CreateExtensionStmt" => Kind::CreateExtension,
+        "LoadStmt" => Kind::Load,
+        "DoStmt" => Kind::Do,
+        "CallStmt" => Kind::Call,
+        "ExecuteStmt" => Kind::Execute {
+            name: text(body, "name").to_owned(),
+        },
+        "DeallocateStmt" => Kind::Deallocate {
+            name: (!flag(body, "isall")).then(|| text(body, "name").to_owned()),
+        },
+        "FetchStmt" | "ClosePortalStmt" => Kind::Cursor,
+        "TransactionStmt" | "ConstraintsSetStmt" => Kind::Transaction,
+        "VariableShowStmt" => Kind::Show,
+        "ListenStmt" => Kind::Listen,
+        "NotifyStmt" => Kind::Notify,
+        "UnlistenStmt" => Kind::Unlisten,
+        "DiscardStmt" => Kind::Discard,
+        "LockStmt" => Kind::Lock,
+        "VacuumStmt" | "ClusterStmt" | "ReindexStmt" | "CheckPointStmt" | "RefreshMatViewStmt" => {
+            Kind::Maintenance
+        }
+        "CreateStmt" | "CreateForeignTableStmt" => ddl(Create, O::Table),
+        "CreateTableAsStmt" => ddl(Create, object("objtype")),
+        "ViewStmt" => ddl(Create, O::View),
+        "IndexStmt" => ddl(Create, O::Index),
+        "CreateSchemaStmt" => ddl(Create, O::Schema),
+        "CreatedbStmt" => ddl(Create, O::Database),
+        "DropdbStmt" => ddl(Drop, O::Database),
+        "AlterDatabaseStmt" | "AlterDatabaseSetStmt" | "AlterDatabaseRefreshCollStmt" => {
+            ddl(Alter, O::Database)
+        }
+        "CreateFunctionStmt" if flag(body, "is_procedure") => ddl(Create, O::Procedure),
+        "CreateFunctionStmt" => ddl(Create, O::Function),
+        "AlterFunctionStmt" => ddl(Alter, object("objtype")),
+        "CreateSeqStmt" => ddl(Create, O::Sequence),
+        "AlterSeqStmt" => ddl(Alter, O::Sequence),
+        "DefineStmt" => ddl(Create, object("kind")),
+        "CompositeTypeStmt" | "CreateEnumStmt" | "CreateRangeStmt" => ddl(Create, O::Type),
+        "AlterEnumStmt" | "AlterTypeStmt" => ddl(Alter, O::Type),
+        "CreateDomainStmt" => ddl(Create, O::Domain),
+        "AlterDomainStmt" => ddl(Alter, O::Domain),
+        "CreatePolicyStmt" => ddl(Create, O::Policy),
+        "AlterPolicyStmt" => ddl(Alter, O::Policy),
+        "CreateForeignServerStmt" => ddl(Create, O::Server),
+        "AlterForeignServerStmt" => ddl(Alter, O::Server),
+        "CreateTrigStmt" | "CreateEventTrigStmt" => ddl(Create, O::Trigger),
+        "AlterEventTrigStmt" => ddl(Alter, O::Trigger),
+        "AlterExtensionStmt" | "AlterExtensionContentsStmt" => ddl(Alter, O::Extension),
+        "AlterTableStmt" => ddl(Alter, object("objtype")),
+        "RenameStmt" => ddl(Alter, object("rename_type")),
+        "AlterObjectSchemaStmt" | "AlterOwnerStmt" => ddl(Alter, object("object_type")),
+        "DropStmt" => ddl(Drop, object("remove_type")),
+        "CommentStmt" => ddl(Comment, object("objtype")),
+        "SecLabelStmt" => ddl(Comment, object("objtype")),
+        "RuleStmt" => ddl(Create, O::Other),
+        other if other.starts_with("Create") || other.starts_with("Define") => {
+            ddl(Create, O::Other)
+        }
+        other if other.starts_with("Import") => ddl(Create, O::Other),
+        other if other.starts_with("Alter") || other.starts_with("ReplicaIdentity") => {
+            ddl(Alter, O::Other)
+        }
+        other if other.starts_with("Drop") => ddl(Drop, O::Other),
+        _ => Kind::Other,
+    }
 }
 
-/// Walks one statement (subqueries, CTEs and expressions included) and
-/// collects what rules match on.
+fn object_of(object_type: i64) -> DdlObject {
+    use DdlObject as O;
+    let Ok(object_type) = ObjectType::try_from(object_type as i32) else {
+        return O::Other;
+    };
+    match object_type {
+        ObjectType::ObjectTable | ObjectType::ObjectForeignTable => O::Table,
+        ObjectType::ObjectView => O::View,
+        ObjectType::ObjectMatview => O::MaterializedView,
+        ObjectType::ObjectIndex => O::Index,
+        ObjectType::ObjectSchema => O::Schema,
+        ObjectType::ObjectDatabase => O::Database,
+        ObjectType::ObjectFunction | ObjectType::ObjectRoutine | ObjectType::ObjectAggregate => {
+            O::Function
+        }
+        ObjectType::ObjectProcedure => O::Procedure,
+        ObjectType::ObjectTrigger | ObjectType::ObjectEventTrigger => O::Trigger,
+        ObjectType::ObjectSequence => O::Sequence,
+        ObjectType::ObjectType => O::Type,
+        ObjectType::ObjectDomain => O::Domain,
+        ObjectType::ObjectPolicy => O::Policy,
+        ObjectType::ObjectForeignServer => O::Server,
+        ObjectType::ObjectExtension => O::Extension,
+        _ => O::Other,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The walk.
+
+/// One entry of a FROM list, as WHERE clauses refer to it.
+struct FromItem {
+    /// The alias, or the relation's name when it has none; `None` for an
+    /// unaliased subquery or join.
+    name: Option<String>,
+    /// Where the relation is named (its `RangeVar` location), for a real
+    /// relation; `None` for subqueries, functions, VALUES, CTE references.
+    location: Option<i64>,
+}
+
+/// Walks one statement (subqueries, CTEs, expressions, utility statement
+/// parts) and collects what rules match on.
 #[derive(Default)]
 struct Walker {
     tables: Vec<TableName>,
-    cte_names: HashSet<String>,
     functions: Vec<String>,
     columns_read: Vec<String>,
+    columns_written: Vec<String>,
     all_columns: bool,
     parameters: Vec<Parameter>,
-    /// Bounds of each query block with a FROM clause and of each UPDATE/DELETE.
-    scopes: Vec<BTreeMap<String, Interval>>,
     /// Data-modifying statements nested in the walked one (`WITH d AS (DELETE …)`).
     nested_kinds: Vec<Kind>,
     nested_missing_where: bool,
-    statement_depth: usize,
-    /// The next relation names a table function, not a table.
-    skip_relations: usize,
-}
-
-impl Visitor for Walker {
-    type Break = ();
-
-    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
-        if let Some(with) = &query.with {
-            for cte in &with.cte_tables {
-                self.cte_names.insert(normalize_ident(&cte.alias.name));
-            }
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<()> {
-        if select.projection.iter().any(|item| {
-            matches!(
-                item,
-                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
-            )
-        }) {
-            self.all_columns = true;
-        }
-        if !select.from.is_empty() {
-            self.scopes
-                .push(bounds::of_where(select.selection.as_ref()));
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
-        match factor {
-            TableFactor::Table {
-                name,
-                args: Some(args),
-                ..
-            } => {
-                self.add_table_function(name, &args.args);
-                self.skip_relations += 1;
-            }
-            TableFactor::Function { name, args, .. } => self.add_table_function(name, args),
-            _ => {}
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
-        if self.skip_relations > 0 {
-            self.skip_relations -= 1;
-            return ControlFlow::Continue(());
-        }
-        self.add_table(relation);
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-        match expr {
-            Expr::Function(function) => {
-                let name = function_name(&function.name);
-                if is_set_config(&name) {
-                    self.parameters.push(match &function.args {
-                        FunctionArguments::List(list) => set_config_parameter(&list.args),
-                        _ => Parameter::Unknown,
-                    });
-                }
-                self.functions.push(name);
-            }
-            Expr::Identifier(ident) => self.columns_read.push(normalize_ident(ident)),
-            Expr::CompoundIdentifier(idents) => {
-                if let Some(last) = idents.last() {
-                    self.columns_read.push(normalize_ident(last));
-                }
-            }
-            Expr::Wildcard(_) | Expr::QualifiedWildcard(..) => self.all_columns = true,
-            _ => {}
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
-        self.statement_depth += 1;
-        let nested = self.statement_depth > 1;
-        match statement {
-            Statement::Update(update) => {
-                self.scopes
-                    .push(bounds::of_where(update.selection.as_ref()));
-                if nested {
-                    self.nested_kinds.push(Kind::Update);
-                    self.nested_missing_where |= update.selection.is_none();
-                }
-            }
-            Statement::Delete(delete) => {
-                self.scopes
-                    .push(bounds::of_where(delete.selection.as_ref()));
-                if nested {
-                    self.nested_kinds.push(Kind::Delete);
-                    self.nested_missing_where |= delete.selection.is_none();
-                }
-            }
-            Statement::Insert(_) if nested => self.nested_kinds.push(Kind::Insert),
-            Statement::Merge(_) if nested => self.nested_kinds.push(Kind::Merge),
-            _ => {}
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn post_visit_statement(&mut self, _statement: &Statement) -> ControlFlow<()> {
-        self.statement_depth = self.statement_depth.saturating_sub(1);
-        ControlFlow::Continue(())
-    }
+    /// CTE names visible where the walk is.
+    ctes: Vec<String>,
+    /// Bounds a query block's WHERE puts on one of its FROM relations, by
+    /// the location of the relation's name; taken when the walk reaches it.
+    pending_bounds: HashMap<i64, BTreeMap<String, Interval>>,
+    /// Per relation (`schema.table`), the hull of the bounds of every place
+    /// it is read.
+    bounds: BTreeMap<String, BTreeMap<String, Interval>>,
+    literal_dependent: bool,
 }
 
 impl Walker {
-    /// `SELECT * FROM set_config('role', …)` sets a parameter as well.
-    fn add_table_function(&mut self, name: &ObjectName, args: &[FunctionArg]) {
-        let name = function_name(name);
-        if is_set_config(&name) {
-            self.parameters.push(set_config_parameter(args));
+    fn walk(&mut self, value: &Value) {
+        match value {
+            Value::Array(items) => items.iter().for_each(|item| self.walk(item)),
+            Value::Object(object) => {
+                if let Some((tag, body)) = tagged(value) {
+                    self.node(tag, body);
+                } else if is_range_var(value) {
+                    self.range_var(value);
+                } else if is_func_call(value) {
+                    self.func_call(value);
+                } else if is_select_stmt(value) {
+                    self.select(value);
+                } else {
+                    object.values().for_each(|child| self.walk(child));
+                }
+            }
+            _ => {}
         }
-        self.functions.push(name);
     }
 
-    fn add_table(&mut self, name: &ObjectName) {
-        let Some(table) = table_name(name) else {
+    /// Walks every field of a node body except `skip`.
+    fn walk_fields(&mut self, body: &Value, skip: &[&str]) {
+        if let Some(object) = body.as_object() {
+            for (name, child) in object {
+                if !skip.contains(&name.as_str()) {
+                    self.walk(child);
+                }
+            }
+        }
+    }
+
+    fn node(&mut self, tag: &str, body: &Value) {
+        match tag {
+            "RangeVar" => self.range_var(body),
+            "FuncCall" => self.func_call(body),
+            "ColumnRef" => match list(body, "fields").last().and_then(tagged) {
+                Some(("AStar", _)) => self.all_columns = true,
+                Some(("String", s)) => self.columns_read.push(text(s, "sval").to_owned()),
+                _ => {}
+            },
+            "AStar" => self.all_columns = true,
+            "SelectStmt" => self.select(body),
+            "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
+                self.data_modification(tag, body, false);
+            }
+            _ => self.walk_fields(body, &[]),
+        }
+    }
+
+    fn range_var(&mut self, body: &Value) {
+        let schema = text(body, "schemaname");
+        let name = text(body, "relname");
+        if name.is_empty() {
+            return;
+        }
+        if schema.is_empty() && self.ctes.iter().any(|cte| cte == name) {
+            return;
+        }
+        let table = if schema.is_empty() {
+            table_of(&[name.to_owned()])
+        } else {
+            table_of(&[schema.to_owned(), name.to_owned()])
+        };
+        let Some(table) = table else {
             return;
         };
-        if table.schema_assumed && self.cte_names.contains(&table.name) {
-            return;
+        let bounds = self
+            .pending_bounds
+            .remove(&int(body, "location"))
+            .unwrap_or_default();
+        self.add_table(table, bounds);
+    }
+
+    /// A relation read in a place no WHERE bounds (named by a utility
+    /// statement, a function argument, …).
+    fn add_named_table(&mut self, parts: &[String]) {
+        if let Some(table) = table_of(parts) {
+            self.add_table(table, BTreeMap::new());
+        }
+    }
+
+    fn add_table(&mut self, table: TableName, bounds: BTreeMap<String, Interval>) {
+        let key = table.qualified();
+        match self.bounds.get_mut(&key) {
+            Some(existing) => *existing = bounds::hull(existing, &bounds),
+            None => {
+                self.bounds.insert(key, bounds);
+            }
         }
         if !self.tables.contains(&table) {
             self.tables.push(table);
         }
     }
 
-    /// What the generic walk cannot see: names sqlparser does not mark as
-    /// relations, written columns, the WHERE of the statement itself.
-    fn add_statement_specifics(&mut self, statement: &Statement, facts: &mut StatementFacts) {
-        match statement {
-            Statement::Insert(insert) => {
-                if let TableObject::TableName(name) = &insert.table {
-                    self.add_table(name);
+    fn func_call(&mut self, body: &Value) {
+        let parts = name_parts(list(body, "funcname"));
+        let name = parts.join(".").to_lowercase();
+        let last = parts.last().map(|p| p.to_lowercase()).unwrap_or_default();
+        let args = list(body, "args");
+        match last.as_str() {
+            "set_config" => {
+                let parameter = self.set_config_parameter(args);
+                self.parameters.push(parameter);
+            }
+            // Whole tables by name: a read of every row and column.
+            "table_to_xml" | "table_to_xmlschema" | "table_to_xml_and_xmlschema" => {
+                self.all_columns = true;
+                if let Some(table) = args.first().and_then(|a| self.string_literal(a)) {
+                    self.add_named_table(&relation_name_parts(&table));
                 }
-                if insert.columns.is_empty() {
+            }
+            _ => {}
+        }
+        self.functions.push(name);
+        self.walk_fields(body, &["funcname"]);
+    }
+
+    /// The parameter a `set_config(setting_name, new_value, is_local)` call
+    /// sets: the first argument, or the one named `setting_name`; anything
+    /// but a string literal could be any parameter.
+    fn set_config_parameter(&mut self, args: &[Value]) -> Parameter {
+        let named = args.iter().find_map(|arg| match tagged(arg) {
+            Some(("NamedArgExpr", named))
+                if text(named, "name").eq_ignore_ascii_case("setting_name") =>
+            {
+                field(named, "arg")
+            }
+            _ => None,
+        });
+        let positional = args
+            .first()
+            .filter(|arg| !matches!(tagged(arg), Some(("NamedArgExpr", _))));
+        named
+            .or(positional)
+            .and_then(|arg| self.string_literal(arg))
+            .map(|name| Parameter::Named(name.trim().to_lowercase()))
+            .unwrap_or(Parameter::Unknown)
+    }
+
+    /// A string literal's text (any quoting: the scanner has decoded it),
+    /// through casts.
+    fn string_literal(&mut self, value: &Value) -> Option<String> {
+        match tagged(value)? {
+            ("AConst", constant) => {
+                let text = constant.get("val")?.get("Sval")?.get("sval")?.as_str()?;
+                self.literal_dependent = true;
+                Some(text.to_owned())
+            }
+            ("TypeCast", cast) => self.string_literal(field(cast, "arg")?),
+            _ => None,
+        }
+    }
+
+    /// Makes the names of a WITH clause visible as the walk goes: each
+    /// CTE sees the ones before it (all of them, and itself, if recursive).
+    fn with_clause(&mut self, with: Option<&Value>) {
+        let Some(with) = with else {
+            return;
+        };
+        let recursive = flag(with, "recursive");
+        let ctes: Vec<(&str, &Value)> = list(with, "ctes")
+            .iter()
+            .filter_map(|cte| match tagged(cte) {
+                Some(("CommonTableExpr", body)) => Some((text(body, "ctename"), body)),
+                _ => None,
+            })
+            .collect();
+        if recursive {
+            self.ctes
+                .extend(ctes.iter().map(|(name, _)| (*name).to_owned()));
+        }
+        for (name, body) in ctes {
+            self.walk_fields(body, &[]);
+            if !recursive {
+                self.ctes.push(name.to_owned());
+            }
+        }
+    }
+
+    fn select(&mut self, body: &Value) {
+        let visible = self.ctes.len();
+        self.with_clause(field(body, "with_clause"));
+        let from = list(body, "from_clause");
+        if !from.is_empty() {
+            let mut items = Vec::new();
+            for entry in from {
+                self.add_from_item(entry, &mut items);
+            }
+            self.bind_bounds(&items, field(body, "where_clause"));
+        }
+        self.walk_fields(body, &["with_clause"]);
+        self.ctes.truncate(visible);
+    }
+
+    /// INSERT, UPDATE, DELETE, MERGE; returns whether it is an UPDATE or
+    /// DELETE without WHERE.
+    fn data_modification(&mut self, tag: &str, body: &Value, top: bool) -> bool {
+        let visible = self.ctes.len();
+        self.with_clause(field(body, "with_clause"));
+        let mut missing_where = false;
+        let kind = match tag {
+            "InsertStmt" => {
+                let columns = self.target_names(list(body, "cols"));
+                if columns.is_empty() {
                     self.all_columns = true;
                 }
-                facts.columns_written = insert
-                    .columns
-                    .iter()
-                    .filter_map(|c| object_name_parts(c).pop())
-                    .collect();
+                self.columns_written.extend(columns);
+                Kind::Insert
             }
-            Statement::Update(update) => {
-                facts.missing_where = update.selection.is_none();
-                for assignment in &update.assignments {
-                    match &assignment.target {
-                        AssignmentTarget::ColumnName(name) => {
-                            facts.columns_written.extend(object_name_parts(name).pop())
-                        }
-                        AssignmentTarget::Tuple(names) => facts
-                            .columns_written
-                            .extend(names.iter().filter_map(|n| object_name_parts(n).pop())),
-                    }
-                }
-                if table_name_of_factor(&update.table.relation)
-                    .is_some_and(|t| t.name == "pg_settings")
-                {
+            "UpdateStmt" => {
+                let columns = self.target_names(list(body, "target_list"));
+                self.columns_written.extend(columns);
+                let relation = field(body, "relation");
+                if relation.is_some_and(|r| text(r, "relname") == "pg_settings") {
                     // UPDATE pg_settings SET setting = … is SET by another name.
                     self.parameters.push(Parameter::Unknown);
                 }
+                self.filtered_items(relation, list(body, "from_clause"), body);
+                missing_where = field(body, "where_clause").is_none();
+                Kind::Update
             }
-            Statement::Delete(delete) => {
-                facts.missing_where = delete.selection.is_none();
-                let from = match &delete.from {
-                    FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from) => from,
-                };
-                for table in from {
-                    if let Some(name) = table_name_of_factor(&table.relation) {
-                        if !self.tables.contains(&name) {
-                            self.tables.push(name);
-                        }
+            "DeleteStmt" => {
+                self.filtered_items(field(body, "relation"), list(body, "using_clause"), body);
+                missing_where = field(body, "where_clause").is_none();
+                Kind::Delete
+            }
+            _ => {
+                self.all_columns = true;
+                Kind::Merge
+            }
+        };
+        if !top {
+            self.nested_kinds.push(kind);
+            self.nested_missing_where |= missing_where;
+        }
+        self.walk_fields(body, &["with_clause"]);
+        self.ctes.truncate(visible);
+        missing_where
+    }
+
+    /// The target relation and FROM/USING list of an UPDATE or DELETE,
+    /// bound by its WHERE.
+    fn filtered_items(&mut self, relation: Option<&Value>, from: &[Value], body: &Value) {
+        let mut items = Vec::new();
+        if let Some(relation) = relation {
+            items.push(self.relation_item(relation));
+        }
+        for entry in from {
+            self.add_from_item(entry, &mut items);
+        }
+        self.bind_bounds(&items, field(body, "where_clause"));
+    }
+
+    /// Column names of INSERT's column list or UPDATE's SET list
+    /// (`a[1:5]`, `j['k']`, `c.f`: the column is `a`, `j`, `c`).
+    fn target_names(&self, targets: &[Value]) -> Vec<String> {
+        targets
+            .iter()
+            .filter_map(|target| match tagged(target) {
+                Some(("ResTarget", t)) => Some(text(t, "name").to_owned()),
+                _ => None,
+            })
+            .filter(|name| !name.is_empty())
+            .collect()
+    }
+
+    fn relation_item(&self, relation: &Value) -> FromItem {
+        let schema = text(relation, "schemaname");
+        let name = text(relation, "relname");
+        let alias = field(relation, "alias").map(|a| text(a, "aliasname").to_owned());
+        let is_cte = schema.is_empty() && self.ctes.iter().any(|cte| cte == name);
+        FromItem {
+            name: Some(alias.unwrap_or_else(|| name.to_owned())),
+            location: (!is_cte).then(|| int(relation, "location")),
+        }
+    }
+
+    fn add_from_item(&self, entry: &Value, items: &mut Vec<FromItem>) {
+        match tagged(entry) {
+            Some(("RangeVar", relation)) => items.push(self.relation_item(relation)),
+            Some(("JoinExpr", join)) => {
+                let mut inner = Vec::new();
+                if let Some(left) = field(join, "larg") {
+                    self.add_from_item(left, &mut inner);
+                }
+                if let Some(right) = field(join, "rarg") {
+                    self.add_from_item(right, &mut inner);
+                }
+                match field(join, "alias") {
+                    // An aliased join hides the names inside it.
+                    Some(alias) => items.push(FromItem {
+                        name: Some(text(alias, "aliasname").to_owned()),
+                        location: None,
+                    }),
+                    None => items.extend(inner),
+                }
+            }
+            Some((_, other)) => items.push(FromItem {
+                name: field(other, "alias").map(|a| text(a, "aliasname").to_owned()),
+                location: None,
+            }),
+            None => {}
+        }
+    }
+
+    /// Binds the comparisons of a WHERE clause to the FROM items they name:
+    /// `x.amount` to the item called `x`, an unqualified column only when
+    /// the block reads exactly one item.
+    fn bind_bounds(&mut self, items: &[FromItem], where_clause: Option<&Value>) {
+        let Some(where_clause) = where_clause else {
+            return;
+        };
+        let mut per_item: Vec<BTreeMap<String, Interval>> = vec![BTreeMap::new(); items.len()];
+        // Bounds come from literals; which columns they bound is recorded in
+        // `Classified::bound_columns` instead.
+        let mut read_literal = false;
+        for conjunct in bounds::conjuncts(where_clause, &mut read_literal) {
+            let target = match conjunct.qualifier.as_deref() {
+                Some(qualifier) => {
+                    let mut named = items
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, item)| item.name.as_deref() == Some(qualifier));
+                    match (named.next(), named.next()) {
+                        (Some((index, _)), None) => Some(index),
+                        _ => None,
                     }
                 }
+                None if items.len() == 1 => Some(0),
+                None => None,
+            };
+            if let Some(index) = target {
+                bounds::narrow(&mut per_item[index], conjunct.column, conjunct.interval);
             }
-            Statement::Merge(_) => self.all_columns = true,
-            Statement::Copy {
-                source:
-                    CopySource::Table {
-                        table_name,
-                        columns,
-                    },
-                to,
-                ..
-            } => {
-                self.add_table(table_name);
-                let names: Vec<String> = columns.iter().map(normalize_ident).collect();
-                if names.is_empty() {
-                    self.all_columns = true;
-                }
-                if *to {
-                    self.columns_read.extend(names);
-                } else {
-                    facts.columns_written = names;
+        }
+        for (item, bounds) in items.iter().zip(per_item) {
+            if let (Some(location), false) = (item.location, bounds.is_empty()) {
+                if location >= 0 {
+                    self.pending_bounds.insert(location, bounds);
                 }
             }
-            Statement::Drop {
-                object_type:
-                    ObjectType::Table
-                    | ObjectType::View
-                    | ObjectType::MaterializedView
-                    | ObjectType::Sequence,
-                names,
-                ..
-            } => {
-                for name in names {
-                    self.add_table(name);
-                }
-            }
-            Statement::Comment {
-                object_type: ast::CommentObject::Table,
-                object_name,
-                ..
-            } => self.add_table(object_name),
-            Statement::Call(function) => self.functions.push(function_name(&function.name)),
-            _ => {}
         }
     }
 
@@ -824,90 +977,68 @@ impl Walker {
         facts.tables = self.tables;
         facts.functions = dedup(self.functions);
         facts.columns_read = dedup(self.columns_read);
-        facts.columns_written = dedup(std::mem::take(&mut facts.columns_written));
+        facts.columns_written = dedup(self.columns_written);
         facts.all_columns = self.all_columns;
         facts.parameters.extend(self.parameters);
         facts.missing_where |= self.nested_missing_where;
         facts.bounds = ColumnBounds {
-            columns: bounds::hull_of_scopes(self.scopes),
+            relations: self.bounds,
         };
         facts.nested_kinds = self.nested_kinds;
     }
 }
 
-fn table_name_of_factor(factor: &TableFactor) -> Option<TableName> {
-    match factor {
-        TableFactor::Table {
-            name, args: None, ..
-        } => table_name(name),
-        _ => None,
-    }
+/// `'public.payments'`, `'"Payments"'` as a regclass literal names them.
+fn relation_name_parts(text: &str) -> Vec<String> {
+    text.split('.')
+        .map(|part| {
+            let part = part.trim();
+            match part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+                Some(quoted) => quoted.to_owned(),
+                None => part.to_lowercase(),
+            }
+        })
+        .collect()
 }
 
 fn dedup(items: Vec<String>) -> Vec<String> {
-    let mut seen = HashSet::new();
+    let mut seen = std::collections::HashSet::new();
     items
         .into_iter()
         .filter(|item| seen.insert(item.clone()))
         .collect()
 }
 
-/// Classification results by statement text, so a statement the client
-/// repeats (every pgbench transaction, every poll an agent makes) costs a
-/// hash lookup instead of a parse.
-///
-/// Bounded by two generations: lookups hit the current map first, then the
-/// previous one (promoting the entry); when the current map is full it
-/// becomes the previous one and the oldest generation is dropped. That keeps
-/// every recently used statement, costs no bookkeeping per hit, and never
-/// holds more than twice `capacity / 2` entries.
-pub struct ClassifyCache {
+// ---------------------------------------------------------------------------
+// The cache.
+
+/// A bounded map that keeps every recently used entry: lookups hit the
+/// current generation first, then the previous one (promoting the entry);
+/// when the current one is full it becomes the previous one and the oldest
+/// generation is dropped. No bookkeeping per hit, never more than twice
+/// `generation_size` entries.
+struct Generations {
     current: HashMap<Arc<str>, Arc<Classified>>,
     previous: HashMap<Arc<str>, Arc<Classified>>,
     generation_size: usize,
-    max_statement_len: usize,
 }
 
-impl ClassifyCache {
-    /// Statements longer than this are classified but not kept: a client
-    /// sending huge one-off strings must not make the cache hold them.
-    pub const DEFAULT_MAX_STATEMENT_LEN: usize = 16 * 1024;
-
-    /// A cache holding at most `capacity` statements (at least 2).
-    pub fn new(capacity: usize) -> ClassifyCache {
-        ClassifyCache {
+impl Generations {
+    fn new(generation_size: usize) -> Generations {
+        Generations {
             current: HashMap::new(),
             previous: HashMap::new(),
-            generation_size: (capacity / 2).max(1),
-            max_statement_len: Self::DEFAULT_MAX_STATEMENT_LEN,
+            generation_size,
         }
     }
 
-    /// The classification of `sql`, from the cache or freshly made.
-    pub fn classify(&mut self, sql: &str) -> Arc<Classified> {
-        if let Some(hit) = self.current.get(sql) {
-            return Arc::clone(hit);
+    fn get(&mut self, key: &str) -> Option<Arc<Classified>> {
+        if let Some(hit) = self.current.get(key) {
+            return Some(Arc::clone(hit));
         }
-        let classified = match self.previous.remove_entry(sql) {
-            Some((key, hit)) => {
-                self.insert(key, Arc::clone(&hit));
-                return hit;
-            }
-            None => Arc::new(classify(sql)),
-        };
-        if sql.len() <= self.max_statement_len {
-            self.insert(Arc::from(sql), Arc::clone(&classified));
-        }
-        classified
-    }
-
-    /// Number of statements held.
-    pub fn len(&self) -> usize {
-        self.current.len() + self.previous.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        let (key, hit) = self.previous.remove_entry(key)?;
+        self.insert(key, Arc::clone(&hit));
+        Some(hit)
     }
 
     fn insert(&mut self, key: Arc<str>, value: Arc<Classified>) {
@@ -916,6 +1047,140 @@ impl ClassifyCache {
         }
         self.current.insert(key, value);
     }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
+
+/// Classification results, so a statement the client repeats (every
+/// pgbench transaction, every poll an agent makes) costs a hash lookup
+/// instead of a parse, and a statement *shape* repeated with other literals
+/// (`… WHERE id = 1`, `… WHERE id = 2`) costs a normalization instead of a
+/// full classification.
+///
+/// Two levels: the exact text, then the text with its literals replaced by
+/// placeholders (`pg_query::normalize`). A classification that read a
+/// literal's value for a fact a rule can see (a bound on a column some
+/// predicate rule is about, a `set_config` name, a `table_to_xml` table,
+/// an EXPLAIN option) is never stored under its shape: the next statement
+/// of that shape is classified from its own literals. Bounds on other
+/// columns are dropped from what the shape keeps, so they are never
+/// reused either.
+pub struct ClassifyCache {
+    exact: Generations,
+    shapes: Generations,
+    max_statement_len: usize,
+    /// Columns predicate rules are about; `None`: every column.
+    predicate_columns: Option<BTreeSet<String>>,
+}
+
+impl ClassifyCache {
+    /// Statements longer than this are classified but not kept: a client
+    /// sending huge one-off strings must not make the cache hold them.
+    pub const DEFAULT_MAX_STATEMENT_LEN: usize = 16 * 1024;
+
+    /// A cache holding at most `capacity` statements and `capacity` shapes
+    /// (at least 2 of each).
+    pub fn new(capacity: usize) -> ClassifyCache {
+        let generation_size = (capacity / 2).max(1);
+        ClassifyCache {
+            exact: Generations::new(generation_size),
+            shapes: Generations::new(generation_size),
+            max_statement_len: Self::DEFAULT_MAX_STATEMENT_LEN,
+            predicate_columns: None,
+        }
+    }
+
+    /// Tells the cache which columns predicate rules read bounds of (see
+    /// [`crate::RuleSet::predicate_columns`]): statements whose literals
+    /// bound only other columns can share their shape's classification.
+    pub fn with_predicate_columns<I, S>(mut self, columns: I) -> ClassifyCache
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.predicate_columns = Some(columns.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Whether `classified` holds the same facts for every statement of its
+    /// shape, once bounds no rule reads are dropped.
+    fn shape_independent(&self, classified: &Classified) -> bool {
+        if classified.literal_dependent {
+            return false;
+        }
+        match &self.predicate_columns {
+            None => classified.bound_columns.is_empty(),
+            Some(columns) => classified.bound_columns.is_disjoint(columns),
+        }
+    }
+
+    /// The classification of `sql`, from the cache or freshly made.
+    pub fn classify(&mut self, sql: &str) -> Arc<Classified> {
+        if let Some(hit) = self.exact.get(sql) {
+            return hit;
+        }
+        let keep = sql.len() <= self.max_statement_len;
+        let shape: Option<Arc<str>> = if keep {
+            pg_query::normalize(sql).ok().map(Arc::from)
+        } else {
+            None
+        };
+        if let Some(hit) = shape.as_deref().and_then(|shape| self.shapes.get(shape)) {
+            self.exact.insert(Arc::from(sql), Arc::clone(&hit));
+            return hit;
+        }
+        let classified = classify(sql);
+        if !keep {
+            return Arc::new(classified);
+        }
+        let classified = match shape {
+            Some(shape) if self.shape_independent(&classified) => {
+                let shared = Arc::new(without_bounds(classified));
+                self.shapes.insert(shape, Arc::clone(&shared));
+                shared
+            }
+            _ => Arc::new(classified),
+        };
+        self.exact.insert(Arc::from(sql), Arc::clone(&classified));
+        classified
+    }
+
+    /// Number of statements held (exact texts).
+    pub fn len(&self) -> usize {
+        self.exact.len()
+    }
+
+    /// Number of statement shapes held.
+    pub fn shapes(&self) -> usize {
+        self.shapes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A classification with the bounds of every column dropped (they came
+/// from literals that other statements of the same shape do not share).
+fn without_bounds(mut classified: Classified) -> Classified {
+    fn clear(facts: &mut StatementFacts) {
+        facts.bounds = ColumnBounds {
+            relations: facts
+                .bounds
+                .relations
+                .keys()
+                .map(|table| (table.clone(), BTreeMap::new()))
+                .collect(),
+        };
+        if let Some(inner) = facts.inner.as_deref_mut() {
+            clear(inner);
+        }
+    }
+    classified.statements.iter_mut().for_each(clear);
+    classified.bound_columns.clear();
+    classified
 }
 
 impl Default for ClassifyCache {

@@ -8,13 +8,16 @@
 //! never weakens anything: an `allow` rule cannot switch off a `block` rule
 //! above or below it — use `groups`/`except_groups` to scope rules instead.
 //!
-//! A statement the gateway did not understand ([`Kind::Unparsed`]) is refused
-//! unless a `review` rule matches it: `allow` rules never let it through.
+//! A string PostgreSQL's grammar rejects is answered before any rule, with
+//! the server's own SQLSTATE (42601), message and position: it could not
+//! run anyway, so no rule can send it on or hold it. Any other statement
+//! the gateway could not read ([`Kind::Unparsed`]) is refused unless a
+//! `review` rule matches it: `allow` rules never let it through.
 
 use std::collections::HashSet;
 
 use crate::classify::Classified;
-use crate::facts::{Kind, Parameter, StatementFacts};
+use crate::facts::{Kind, Parameter, StatementFacts, TableName};
 use crate::glob::glob_match;
 use crate::rules::{Action, Rule, RuleSet};
 
@@ -37,12 +40,28 @@ pub struct PolicyContext {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Allow,
-    Block { rule: String, message: String },
-    Review { rule: String, message: String },
+    /// Refused: the client gets `sqlstate` (42501 for rules, 42601 for a
+    /// syntax error, with the `position` the server would report).
+    Block {
+        rule: String,
+        message: String,
+        sqlstate: &'static str,
+        position: Option<u32>,
+    },
+    Review {
+        rule: String,
+        message: String,
+    },
 }
 
 /// Rule name of the refusal for statements the gateway did not understand.
 pub const UNPARSED_RULE: &str = "unparsed-statement";
+
+/// Rule name recorded for strings PostgreSQL's grammar rejects.
+pub const SYNTAX_ERROR_RULE: &str = "syntax-error";
+
+/// SQLSTATE of a string PostgreSQL's grammar rejects: syntax_error.
+pub const SQLSTATE_SYNTAX_ERROR: &str = "42601";
 
 /// Rule name of the refusal when no rule matched and the default is not allow.
 pub const DEFAULT_RULE: &str = "default";
@@ -51,6 +70,25 @@ pub const DEFAULT_RULE: &str = "default";
 pub const SQLSTATE_INSUFFICIENT_PRIVILEGE: &str = "42501";
 
 impl Decision {
+    /// A policy refusal (42501).
+    pub fn block(rule: impl Into<String>, message: impl Into<String>) -> Decision {
+        Decision::Block {
+            rule: rule.into(),
+            message: message.into(),
+            sqlstate: SQLSTATE_INSUFFICIENT_PRIVILEGE,
+            position: None,
+        }
+    }
+
+    /// Where in the query string the error is (1-based characters), for
+    /// the ErrorResponse's `P` field.
+    pub fn position(&self) -> Option<u32> {
+        match self {
+            Decision::Block { position, .. } => *position,
+            _ => None,
+        }
+    }
+
     /// The rule behind a refusal.
     pub fn rule(&self) -> Option<&str> {
         match self {
@@ -64,9 +102,9 @@ impl Decision {
     pub fn client_error(&self) -> Option<(&'static str, String)> {
         match self {
             Decision::Allow => None,
-            Decision::Block { message, .. } => {
-                Some((SQLSTATE_INSUFFICIENT_PRIVILEGE, message.clone()))
-            }
+            Decision::Block {
+                message, sqlstate, ..
+            } => Some((*sqlstate, message.clone())),
             Decision::Review { message, .. } => Some((
                 SQLSTATE_INSUFFICIENT_PRIVILEGE,
                 format!(
@@ -93,6 +131,14 @@ pub fn decide(
     context: &PolicyContext,
     rules: &RuleSet,
 ) -> Decision {
+    if let Some(error) = &facts.syntax_error {
+        return Decision::Block {
+            rule: SYNTAX_ERROR_RULE.to_owned(),
+            message: error.message.clone(),
+            sqlstate: SQLSTATE_SYNTAX_ERROR,
+            position: error.position,
+        };
+    }
     let mut first_of = [None::<&Rule>; 3];
     for rule in &rules.rules {
         let slot = &mut first_of[action_index(rule.action)];
@@ -109,13 +155,13 @@ pub fn decide(
     }
     if facts.kind == Kind::Unparsed {
         let reason = facts.unparsed_reason.as_deref().unwrap_or("unknown syntax");
-        return Decision::Block {
-            rule: UNPARSED_RULE.to_owned(),
-            message: format!(
+        return Decision::block(
+            UNPARSED_RULE,
+            format!(
                 "statement not understood by the gateway ({reason}); \
                  gateway rule \"{UNPARSED_RULE}\""
             ),
-        };
+        );
     }
     match (allow, rules.default_action) {
         (Some(_), _) | (None, Action::Allow) => Decision::Allow,
@@ -126,7 +172,7 @@ pub fn decide(
             if action == Action::Review {
                 Decision::Review { rule, message }
             } else {
-                Decision::Block { rule, message }
+                Decision::block(rule, message)
             }
         }
     }
@@ -174,10 +220,7 @@ fn refusal(action: Action, rule: &Rule) -> Decision {
             rule: name,
             message,
         },
-        _ => Decision::Block {
-            rule: name,
-            message,
-        },
+        _ => Decision::block(name, message),
     }
 }
 
@@ -202,19 +245,7 @@ fn matches_level(rule: &Rule, facts: &StatementFacts, context: &PolicyContext) -
             return false;
         }
     }
-    if !rule.tables.is_empty()
-        && !facts.tables.iter().any(|table| {
-            let qualified = table.qualified().to_lowercase();
-            let bare = table.name.to_lowercase();
-            rule.tables.iter().any(|pattern| {
-                if pattern.contains('.') {
-                    glob_match(pattern, &qualified)
-                } else {
-                    glob_match(pattern, &bare)
-                }
-            })
-        })
-    {
+    if !rule.tables.is_empty() && !facts.tables.iter().any(|table| table_matches(rule, table)) {
         return false;
     }
     if rule.protected_tables_only
@@ -255,7 +286,22 @@ fn matches_level(rule: &Rule, facts: &StatementFacts, context: &PolicyContext) -
         }
     }
     if let Some(threshold) = &rule.predicate {
-        if !threshold.may_match(&facts.bounds) {
+        // Bounds count only on the relations the rule is about (all of
+        // them when it names none): a bound on another relation's column
+        // of the same name says nothing about these.
+        let mut relations = facts
+            .tables
+            .iter()
+            .filter(|table| rule.tables.is_empty() || table_matches(rule, table))
+            .peekable();
+        let may_match = if relations.peek().is_none() {
+            threshold.may_match(&facts.bounds.get(threshold.column()))
+        } else {
+            relations.any(|table| {
+                threshold.may_match(&facts.bounds.of(&table.qualified(), threshold.column()))
+            })
+        };
+        if !may_match {
             return false;
         }
     }
@@ -278,4 +324,16 @@ fn matches_level(rule: &Rule, facts: &StatementFacts, context: &PolicyContext) -
         return false;
     }
     true
+}
+
+fn table_matches(rule: &Rule, table: &TableName) -> bool {
+    let qualified = table.qualified().to_lowercase();
+    let bare = table.name.to_lowercase();
+    rule.tables.iter().any(|pattern| {
+        if pattern.contains('.') {
+            glob_match(pattern, &qualified)
+        } else {
+            glob_match(pattern, &bare)
+        }
+    })
 }

@@ -39,6 +39,19 @@ pub struct StatementFacts {
     pub inner: Option<Box<StatementFacts>>,
     /// Why the statement was not understood (only for [`Kind::Unparsed`]).
     pub unparsed_reason: Option<String>,
+    /// PostgreSQL's grammar rejects the string: the server's message and
+    /// position, answered with SQLSTATE 42601 (only for [`Kind::Unparsed`]).
+    pub syntax_error: Option<SyntaxError>,
+}
+
+/// What the parser says about a string it rejects: the same message and
+/// cursor position the server would send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub message: String,
+    /// 1-based character position in the query string, as in the `P`
+    /// field of an ErrorResponse.
+    pub position: Option<u32>,
 }
 
 impl StatementFacts {
@@ -124,7 +137,8 @@ pub enum Kind {
     Maintenance,
     #[default]
     Other,
-    /// Not understood: refused unless a rule sends it to review.
+    /// Rejected by PostgreSQL's grammar (answered with 42601 as the server
+    /// would), or otherwise unreadable (not UTF-8): never forwarded.
     Unparsed,
 }
 
@@ -436,25 +450,51 @@ pub struct Interval {
     pub upper: Option<Bound>,
 }
 
-/// Per-column intervals implied by the statement's WHERE clauses. A column
-/// missing from the map is unbounded.
+/// Intervals implied by the statement's WHERE clauses, per relation read
+/// and column. A relation or column missing from the map is unbounded.
 ///
 /// Only conjunctions (`AND`) of comparisons between a column and a numeric
-/// literal (`>`, `>=`, `<`, `<=`, `=`, `BETWEEN`, `IN (…)`) bound a column;
-/// `OR`, `NOT`, parameters and anything else leave it unbounded. Every query
-/// block with a FROM clause (subqueries, CTEs, UNION branches) and every
-/// UPDATE/DELETE counts: a column is bounded only if each of them bounds it,
-/// and then by the hull of their intervals — so a subquery without a bound
-/// makes the whole statement unbounded. Conservative on purpose.
+/// literal (`>`, `>=`, `<`, `<=`, `=`, `BETWEEN`, `IN (…)`) bound a column,
+/// and a comparison bounds only the relation it names: `x.amount < 5`
+/// bounds the FROM item called `x`; an unqualified column bounds a relation
+/// only in a query block that reads nothing else. `OR`, `NOT`, parameters
+/// and anything else leave it unbounded. Every place a relation is read
+/// (subqueries, CTEs, UNION branches, UPDATE/DELETE targets, relations named
+/// by utility statements or `table_to_xml`) counts: a column of a relation
+/// is bounded only if each of them bounds it, and then by the hull of their
+/// intervals. Conservative on purpose.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ColumnBounds {
-    pub columns: BTreeMap<String, Interval>,
+    /// `schema.table` → column → interval.
+    pub relations: BTreeMap<String, BTreeMap<String, Interval>>,
 }
 
 impl ColumnBounds {
-    /// The interval for `column` (lowercased name), unbounded when unknown.
+    /// The interval of `column` (lowercased name) of `table`
+    /// (`schema.table`), unbounded when unknown.
+    pub fn of(&self, table: &str, column: &str) -> Interval {
+        self.relations
+            .get(table)
+            .and_then(|columns| columns.get(column))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The interval of `column` over every relation the statement reads:
+    /// bounded only when each of them bounds it (by the hull); unbounded
+    /// when the statement reads no relation.
     pub fn get(&self, column: &str) -> Interval {
-        self.columns.get(column).copied().unwrap_or_default()
+        let mut intervals = self.relations.values().map(|c| c.get(column).copied());
+        let Some(Some(mut hull)) = intervals.next() else {
+            return Interval::default();
+        };
+        for interval in intervals {
+            match interval {
+                Some(interval) => hull = hull.hull(&interval),
+                None => return Interval::default(),
+            }
+        }
+        hull
     }
 }
 

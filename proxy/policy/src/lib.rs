@@ -25,7 +25,8 @@
 /// What the gateway knows about a statement.
 mod facts;
 
-/// SQL text → statement facts, and the cache in front of it.
+/// SQL text → statement facts (PostgreSQL's own grammar, via pg_query),
+/// and the cache in front of it.
 mod classify;
 
 /// Bounds WHERE clauses put on columns; threshold predicates.
@@ -50,14 +51,17 @@ mod wire;
 pub use classify::{classify, Classified, ClassifyCache};
 pub use decide::{
     decide, decide_all, Decision, Identity, PolicyContext, DEFAULT_RULE,
-    SQLSTATE_INSUFFICIENT_PRIVILEGE, UNPARSED_RULE,
+    SQLSTATE_INSUFFICIENT_PRIVILEGE, SQLSTATE_SYNTAX_ERROR, SYNTAX_ERROR_RULE, UNPARSED_RULE,
 };
 pub use facts::{
     is_kind_name, Bound, ColumnBounds, CopyDirection, CopyTarget, DdlObject, DdlVerb, Interval,
-    Kind, Parameter, StatementFacts, TableName, KIND_NAMES,
+    Kind, Parameter, StatementFacts, SyntaxError, TableName, KIND_NAMES,
 };
 pub use masking::{
     mask_data_row, mask_error_or_notice, mask_notification, mask_sql_text, ColumnPolicy,
     CopyMasker, MaskFailure, MaskedColumn, RowShape,
 };
-pub use rules::{default_rules, Action, RuleConfig, RuleError, RuleSet, DEFAULT_RULES_TOML};
+pub use rules::{
+    default_rules, Action, DefaultRules, RuleConfig, RuleError, RuleSet, DEFAULT_RULES_TOML,
+    DEFAULT_RULE_SET,
+};

@@ -1,7 +1,9 @@
 //! Rules as configuration: what operators write under `[[rules]]`, how it is
-//! checked, and the rule set hoop ships.
+//! checked, and the rule set hoop ships ([`DEFAULT_RULE_SET`]), which the
+//! operator can switch off as a whole or rule by rule, or exempt groups
+//! from ([`DefaultRules`], `[policy.default_rules]`).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -148,9 +150,28 @@ impl RuleSet {
 
     /// The shipped rules ([`default_rules`]) followed by `extra`.
     pub fn with_defaults(extra: Vec<RuleConfig>) -> Result<RuleSet, RuleError> {
-        let mut rules = default_rules();
+        RuleSet::configured(&DefaultRules::default(), extra)
+    }
+
+    /// The shipped rules as `defaults` selects and scopes them, followed by
+    /// the operator's `extra` rules.
+    pub fn configured(
+        defaults: &DefaultRules,
+        extra: Vec<RuleConfig>,
+    ) -> Result<RuleSet, RuleError> {
+        let mut rules = defaults.rules()?;
         rules.extend(extra);
         RuleSet::new(rules)
+    }
+
+    /// Columns predicate rules are about (see
+    /// [`crate::ClassifyCache::with_predicate_columns`]).
+    pub fn predicate_columns(&self) -> BTreeSet<String> {
+        self.rules
+            .iter()
+            .filter_map(|rule| rule.predicate.as_ref())
+            .map(|predicate| predicate.column().to_owned())
+            .collect()
     }
 
     /// What happens to statements no rule matches. `Block` turns the rule
@@ -246,8 +267,104 @@ fn compile(index: usize, config: RuleConfig) -> Result<Rule, RuleError> {
     })
 }
 
-/// The rule set hoop ships, as the TOML an operator would write; the README
-/// shows the same text. See [`default_rules`].
+/// The name of the rule set hoop ships, as the README and errors call it.
+pub const DEFAULT_RULE_SET: &str = "hoop-defaults";
+
+/// `[policy.default_rules]`: which of the shipped rules apply, to whom.
+///
+/// ```toml
+/// [policy.default_rules]
+/// enabled = true                        # false: none of hoop-defaults
+/// disable = ["block-server-side-copy"]  # these shipped rules are off
+/// exempt_groups = ["break-glass"]       # no shipped rule applies to these groups
+/// [policy.default_rules.exempt]          # per rule: groups it does not apply to
+/// review-dynamic-sql = ["migrations"]
+/// review-ddl-on-protected-tables = ["migrations"]
+/// ```
+///
+/// A rule name that is not a shipped rule is an error naming it, so a
+/// misspelling can never leave a rule on that the operator meant to be off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefaultRules {
+    pub enabled: bool,
+    pub disable: Vec<String>,
+    pub exempt_groups: Vec<String>,
+    pub exempt: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for DefaultRules {
+    fn default() -> DefaultRules {
+        DefaultRules {
+            enabled: true,
+            disable: Vec::new(),
+            exempt_groups: Vec::new(),
+            exempt: BTreeMap::new(),
+        }
+    }
+}
+
+impl DefaultRules {
+    /// The shipped rules this selects, with its exemptions added to each
+    /// rule's `except_groups`.
+    pub fn rules(&self) -> Result<Vec<RuleConfig>, RuleError> {
+        let shipped = default_rules();
+        let unknown = |field: &'static str, name: &str| RuleError {
+            rule: name.to_owned(),
+            field,
+            problem: format!(
+                "{DEFAULT_RULE_SET} has no rule of this name (its rules: {})",
+                shipped
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let names: HashSet<&str> = shipped.iter().map(|r| r.name.as_str()).collect();
+        if let Some(name) = self.disable.iter().find(|n| !names.contains(n.trim())) {
+            return Err(unknown("policy.default_rules.disable", name));
+        }
+        if let Some(name) = self.exempt.keys().find(|n| !names.contains(n.trim())) {
+            return Err(unknown("policy.default_rules.exempt", name));
+        }
+        let groups = self
+            .exempt_groups
+            .iter()
+            .chain(self.exempt.values().flatten());
+        for group in groups {
+            if group.trim().is_empty() {
+                return Err(RuleError {
+                    rule: DEFAULT_RULE_SET.to_owned(),
+                    field: "policy.default_rules.exempt_groups",
+                    problem: "empty group name".to_owned(),
+                });
+            }
+        }
+        if !self.enabled {
+            return Ok(Vec::new());
+        }
+        let disabled: HashSet<&str> = self.disable.iter().map(|n| n.trim()).collect();
+        Ok(shipped
+            .into_iter()
+            .filter(|rule| !disabled.contains(rule.name.as_str()))
+            .map(|mut rule| {
+                rule.except_groups
+                    .extend(self.exempt_groups.iter().cloned());
+                let own = self
+                    .exempt
+                    .iter()
+                    .filter(|(name, _)| name.trim() == rule.name)
+                    .flat_map(|(_, groups)| groups.iter().cloned());
+                rule.except_groups.extend(own);
+                rule
+            })
+            .collect())
+    }
+}
+
+/// The rule set hoop ships ([`DEFAULT_RULE_SET`]), as the TOML an operator
+/// would write; the README shows the same text. See [`default_rules`].
 pub const DEFAULT_RULES_TOML: &str = r#"
 # Commands no machine identity needs and that would undo hoop's guarantees.
 [[rules]]
@@ -315,6 +432,15 @@ name = "review-dynamic-sql-functions"
 action = "review"
 functions = ["query_to_xml*", "query_to_xmlschema", "ts_stat"]
 
+# Whole tables, schemas or databases as XML, by name: a read no WHERE
+# bounds, of relations a rule about one table may not see.
+[[rules]]
+name = "review-whole-table-xml"
+action = "review"
+functions = [
+  "table_to_xml*", "schema_to_xml*", "database_to_xml*",
+]
+
 # Writes to tables with masked (card number) columns.
 [[rules]]
 name = "review-dml-on-protected-tables"
@@ -327,15 +453,6 @@ name = "review-ddl-on-protected-tables"
 action = "review"
 kinds = ["ddl"]
 protected_tables_only = true
-
-# Reading large payments: any read of public.payments not bounded to
-# amounts of at most 10000.
-[[rules]]
-name = "review-large-payment-reads"
-action = "review"
-kinds = ["select", "copy_to"]
-tables = ["public.payments"]
-predicate = "amount > 10000"
 "#;
 
 /// The shipped rules (see [`DEFAULT_RULES_TOML`]).

@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 
 use hoop_policy::{
-    classify, decide_all, default_rules, Action, Decision, Identity, PolicyContext, RuleConfig,
-    RuleSet, DEFAULT_RULES_TOML, UNPARSED_RULE,
+    classify, decide_all, default_rules, Action, Decision, DefaultRules, Identity, PolicyContext,
+    RuleConfig, RuleSet, DEFAULT_RULES_TOML, SYNTAX_ERROR_RULE,
 };
 
 fn agent() -> Identity {
@@ -24,8 +24,12 @@ fn context() -> PolicyContext {
 fn outcome(sql: &str, identity: &Identity, rules: &RuleSet) -> String {
     match decide_all(&classify(sql), identity, &context(), rules) {
         Decision::Allow => "allow".to_owned(),
-        Decision::Block { rule, message } => {
-            assert!(message.contains(&rule), "{message:?} names {rule}");
+        Decision::Block { rule, message, .. } => {
+            // A syntax error carries the server's own message.
+            assert!(
+                message.contains(&rule) || rule == SYNTAX_ERROR_RULE,
+                "{message:?} names {rule}"
+            );
             format!("block:{rule}")
         }
         Decision::Review { rule, message } => {
@@ -35,8 +39,20 @@ fn outcome(sql: &str, identity: &Identity, rules: &RuleSet) -> String {
     }
 }
 
+/// The predicate rule the demo's configuration adds (it is about the demo's
+/// own table, so it is not shipped in the binary).
+fn demo_rule() -> RuleConfig {
+    RuleConfig {
+        kinds: vec!["select".to_owned(), "copy_to".to_owned()],
+        tables: vec!["public.payments".to_owned()],
+        predicate: Some("amount > 10000".to_owned()),
+        ..rule("review-large-payment-reads", Action::Review)
+    }
+}
+
+/// The shipped rules and the demo's rule, as the demo runs.
 fn defaults() -> RuleSet {
-    RuleSet::new(default_rules()).expect("the shipped rules are valid")
+    RuleSet::with_defaults(vec![demo_rule()]).expect("the shipped rules are valid")
 }
 
 #[test]
@@ -151,7 +167,10 @@ fn shipped_rules_refuse_prohibited_and_obfuscated_statements() {
             "block:block-file-access-functions",
         ),
         // Obfuscation.
-        ("DR/**/OP TABLE payments", &format!("block:{UNPARSED_RULE}")),
+        (
+            "DR/**/OP TABLE payments",
+            &format!("block:{SYNTAX_ERROR_RULE}"),
+        ),
         (
             "/* /* nested */ */ drop table payments",
             "review:review-ddl-on-protected-tables",
@@ -188,7 +207,7 @@ fn shipped_rules_refuse_prohibited_and_obfuscated_statements() {
         ),
         (
             "SELECT 1; DR/**/OP TABLE payments",
-            &format!("block:{UNPARSED_RULE}"),
+            &format!("block:{SYNTAX_ERROR_RULE}"),
         ),
         // Wrappers are judged by what they wrap.
         (
@@ -368,10 +387,10 @@ fn the_most_restrictive_matching_rule_wins() {
         "review:review-dml"
     );
     assert_eq!(outcome("SELECT 1", &agent(), &rules), "allow");
-    // An allow rule never lets an unparsed statement through.
+    // An allow rule never lets a syntax error through.
     assert_eq!(
         outcome("FROBNICATE", &agent(), &rules),
-        format!("block:{UNPARSED_RULE}")
+        format!("block:{SYNTAX_ERROR_RULE}")
     );
 }
 
@@ -416,14 +435,15 @@ fn groups_scope_rules() {
         "review:review-admin-dml"
     );
     assert_eq!(outcome("DELETE FROM t", &agent(), &rules), "allow");
-    assert_eq!(
-        outcome("CHECKPOINT", &admins, &rules),
-        "review:review-unparsed"
-    );
-    assert_eq!(
-        outcome("CHECKPOINT", &agent(), &rules),
-        format!("block:{UNPARSED_RULE}")
-    );
+    // CHECKPOINT is PostgreSQL grammar: no rule matches it.
+    assert_eq!(outcome("CHECKPOINT", &admins, &rules), "allow");
+    // A syntax error is answered as the server would, whatever the rules.
+    for identity in [&admins, &agent()] {
+        assert_eq!(
+            outcome("FROBNICATE", identity, &rules),
+            format!("block:{SYNTAX_ERROR_RULE}")
+        );
+    }
 }
 
 #[test]
@@ -497,11 +517,9 @@ fn review_is_refused_until_approvals_exist() {
         &defaults(),
     );
     let (sqlstate, message) = unparsed.client_error().expect("refused");
-    assert_eq!(sqlstate, "42501");
-    assert!(
-        message.contains("statement not understood by the gateway"),
-        "{message}"
-    );
+    assert_eq!(sqlstate, "42601");
+    assert_eq!(message, "syntax error at or near \"DR\"");
+    assert_eq!(unparsed.position(), Some(1));
 }
 
 #[test]
@@ -600,4 +618,206 @@ fn rules_read_from_toml() {
     // The shipped text is what default_rules() returns.
     let shipped: Config = toml::from_str(DEFAULT_RULES_TOML).expect("parses");
     assert_eq!(shipped.rules, default_rules());
+    // The demo's table is not the business of the shipped rules.
+    assert!(shipped
+        .rules
+        .iter()
+        .all(|r| r.tables.is_empty() && r.predicate.is_none()));
+}
+
+#[test]
+fn predicate_rules_are_bound_to_the_relation_they_name() {
+    let rules = defaults();
+    let review = "review:review-large-payment-reads";
+    let cases: &[(&str, &str)] = &[
+        (
+            "SELECT max(p.amount) FROM payments p, (VALUES (1)) x(amount) WHERE x.amount < 5",
+            review,
+        ),
+        (
+            "SELECT max(p.amount) FROM payments p, (VALUES (1)) x(amount) WHERE p.amount < 5",
+            "allow",
+        ),
+        (
+            "SELECT * FROM payments p JOIN refunds r ON r.id = p.id WHERE r.amount < 5",
+            review,
+        ),
+        (
+            "SELECT * FROM payments p JOIN refunds r ON r.id = p.id WHERE p.amount < 5 AND r.amount < 5",
+            "allow",
+        ),
+        (
+            "WITH payments AS (SELECT * FROM payments) SELECT * FROM payments WHERE amount < 5",
+            review,
+        ),
+        (
+            "WITH small AS (SELECT * FROM payments WHERE amount < 5) SELECT * FROM small",
+            "allow",
+        ),
+        (
+            "SELECT * FROM payments WHERE amount < 500 AND id IN (SELECT id FROM refunds)",
+            "allow",
+        ),
+        (
+            "SELECT * FROM refunds WHERE id IN (SELECT id FROM payments)",
+            review,
+        ),
+        // Whole tables as XML: reviewed by the shipped rule, and by the
+        // demo's rule when the shipped ones are off.
+        (
+            "SELECT table_to_xml('payments', true, false, '')",
+            "review:review-whole-table-xml",
+        ),
+        (
+            "SELECT schema_to_xml('public', true, false, '')",
+            "review:review-whole-table-xml",
+        ),
+        (
+            "SELECT database_to_xml(true, false, '')",
+            "review:review-whole-table-xml",
+        ),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(outcome(sql, &agent(), &rules), *expected, "{sql}");
+    }
+    let only_demo = RuleSet::configured(
+        &DefaultRules {
+            enabled: false,
+            ..DefaultRules::default()
+        },
+        vec![demo_rule()],
+    )
+    .expect("valid");
+    assert_eq!(
+        outcome(
+            "SELECT table_to_xml('public.payments', true, false, '')",
+            &agent(),
+            &only_demo
+        ),
+        review
+    );
+}
+
+#[test]
+fn the_shipped_rules_are_the_operators_to_switch_off() {
+    let migrations = Identity {
+        subject: "migrate".to_owned(),
+        groups: vec!["migrations".to_owned()],
+    };
+    // Off as a whole.
+    let none = RuleSet::configured(
+        &DefaultRules {
+            enabled: false,
+            ..DefaultRules::default()
+        },
+        vec![],
+    )
+    .expect("valid");
+    assert_eq!(none.names().count(), 0);
+    assert_eq!(outcome("GRANT SELECT ON t TO x", &agent(), &none), "allow");
+    // Rule by rule.
+    let some = RuleSet::configured(
+        &DefaultRules {
+            disable: vec!["block-role-commands".to_owned()],
+            ..DefaultRules::default()
+        },
+        vec![],
+    )
+    .expect("valid");
+    assert_eq!(outcome("GRANT SELECT ON t TO x", &agent(), &some), "allow");
+    assert_eq!(
+        outcome("DROP DATABASE payments", &agent(), &some),
+        "block:block-drop-database"
+    );
+    // Scoped by group: migrations run DDL, CREATE FUNCTION and DO without
+    // review; agents still cannot.
+    let scoped = RuleSet::configured(
+        &DefaultRules {
+            exempt: [
+                ("review-dynamic-sql", vec!["migrations"]),
+                ("review-ddl-on-protected-tables", vec!["migrations"]),
+            ]
+            .into_iter()
+            .map(|(rule, groups)| {
+                (
+                    rule.to_owned(),
+                    groups.into_iter().map(String::from).collect(),
+                )
+            })
+            .collect(),
+            ..DefaultRules::default()
+        },
+        vec![],
+    )
+    .expect("valid");
+    for sql in [
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'",
+        "DO $$ BEGIN PERFORM 1; END $$",
+        "ALTER TABLE payments ADD COLUMN x int",
+    ] {
+        assert_eq!(outcome(sql, &migrations, &scoped), "allow", "{sql}");
+        assert!(
+            outcome(sql, &agent(), &scoped).starts_with("review:"),
+            "{sql}"
+        );
+    }
+    assert_eq!(
+        outcome("SET ROLE postgres", &migrations, &scoped),
+        "block:block-identity-change"
+    );
+    // Every shipped rule skips groups exempt from the whole set.
+    let break_glass = RuleSet::configured(
+        &DefaultRules {
+            exempt_groups: vec!["migrations".to_owned()],
+            ..DefaultRules::default()
+        },
+        vec![],
+    )
+    .expect("valid");
+    assert_eq!(
+        outcome("SET ROLE postgres", &migrations, &break_glass),
+        "allow"
+    );
+    assert_eq!(
+        outcome("SET ROLE postgres", &agent(), &break_glass),
+        "block:block-identity-change"
+    );
+    // A misspelt name is an error naming it.
+    for defaults in [
+        DefaultRules {
+            disable: vec!["block-role-comands".to_owned()],
+            ..DefaultRules::default()
+        },
+        DefaultRules {
+            exempt: [("review-dynamic-sqll".to_owned(), vec!["m".to_owned()])]
+                .into_iter()
+                .collect(),
+            ..DefaultRules::default()
+        },
+    ] {
+        let error = RuleSet::configured(&defaults, vec![]).expect_err("misspelt");
+        assert!(
+            error.rule.starts_with("block-role-comands") || error.rule == "review-dynamic-sqll"
+        );
+        assert!(
+            error.to_string().contains("hoop-defaults has no rule"),
+            "{error}"
+        );
+    }
+    // The operator may replace a shipped rule they switched off.
+    let replaced = RuleSet::configured(
+        &DefaultRules {
+            disable: vec!["review-dynamic-sql".to_owned()],
+            ..DefaultRules::default()
+        },
+        vec![RuleConfig {
+            kinds: vec!["do".to_owned()],
+            ..rule("review-dynamic-sql", Action::Block)
+        }],
+    )
+    .expect("valid");
+    assert_eq!(
+        outcome("DO $$ BEGIN END $$", &agent(), &replaced),
+        "block:review-dynamic-sql"
+    );
 }

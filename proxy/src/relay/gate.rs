@@ -186,10 +186,18 @@ impl Gate {
                     Err(refusal) => Admission::Refuse(refusal),
                 }
             }),
-            Decision::Block { rule, message } => Box::pin(async move {
+            Decision::Block {
+                rule,
+                message,
+                sqlstate,
+                position,
+            } => Box::pin(async move {
+                // A syntax error's message quotes the statement (`at or near
+                // "…"`): masked like the statement itself.
+                let message = pending.masker.mask_text(&message).into_owned();
                 let decision = audit_decision(Action::Block, Some(rule), Some(message.clone()));
                 pending
-                    .refuse(decision, SQLSTATE_INSUFFICIENT_PRIVILEGE, &message)
+                    .refuse_at(decision, sqlstate, &message, position)
                     .await
             }),
             Decision::Review { rule, message } => {
@@ -259,6 +267,29 @@ fn error_frame(code: &str, message: &str) -> BytesMut {
     out
 }
 
+/// An ErrorResponse with the position of the error in the query string
+/// (the `P` field, 1-based characters), as the server sends for a syntax
+/// error.
+fn error_frame_at(code: &str, message: &str, position: Option<u32>) -> BytesMut {
+    use pgwire::messages::response::ErrorResponse;
+    use pgwire::messages::Message;
+    let Some(position) = position else {
+        return error_frame(code, message);
+    };
+    let fields = vec![
+        (b'S', "ERROR".to_owned()),
+        (b'V', "ERROR".to_owned()),
+        (b'C', code.to_owned()),
+        (b'M', message.to_owned()),
+        (b'P', position.to_string()),
+    ];
+    let mut out = BytesMut::new();
+    match ErrorResponse::new(fields).encode(&mut out) {
+        Ok(()) => out,
+        Err(_) => error_frame(code, message),
+    }
+}
+
 impl Pending {
     /// Writes the statement's record; `Err` is the refusal to send when the
     /// audit trail cannot take it.
@@ -305,7 +336,18 @@ impl Pending {
     /// Records a statement that does not run, with the error the client
     /// gets, and returns that error.
     async fn refuse(self, decision: AuditDecision, code: &str, message: &str) -> Admission {
-        let error = error_frame(code, message);
+        self.refuse_at(decision, code, message, None).await
+    }
+
+    /// [`Pending::refuse`] with the error's position in the statement.
+    async fn refuse_at(
+        self,
+        decision: AuditDecision,
+        code: &str,
+        message: &str,
+        position: Option<u32>,
+    ) -> Admission {
+        let error = error_frame_at(code, message, position);
         match self.begin(decision).await {
             Ok(Some(handle)) => {
                 let outcome = StatementOutcome {

@@ -81,6 +81,10 @@ struct PortalShape {
 
 impl PolicyInspector {
     pub fn new(identity: Identity, rules: Arc<RuleSet>, columns: ColumnPolicy) -> PolicyInspector {
+        // Statements of one shape share a classification unless their
+        // literals bound a column some predicate rule reads.
+        let cache =
+            ClassifyCache::new(CACHE_CAPACITY).with_predicate_columns(rules.predicate_columns());
         let context = PolicyContext {
             protected_tables: columns.protected_tables().clone(),
         };
@@ -89,7 +93,7 @@ impl PolicyInspector {
             context,
             rules,
             columns,
-            cache: ClassifyCache::new(CACHE_CAPACITY),
+            cache,
             sql_prepared: HashMap::new(),
             described_statements: HashSet::new(),
             described_portals: HashSet::new(),
@@ -130,14 +134,14 @@ impl PolicyInspector {
     fn decide_sql(&mut self, sql: &[u8]) -> Judged {
         let Ok(sql) = std::str::from_utf8(sql) else {
             return Judged {
-                decision: Decision::Block {
-                    rule: hoop_policy::UNPARSED_RULE.to_owned(),
-                    message: format!(
+                decision: Decision::block(
+                    hoop_policy::UNPARSED_RULE,
+                    format!(
                         "statement not understood by the gateway (it is not valid UTF-8; \
                          use client_encoding UTF8); gateway rule \"{}\"",
                         hoop_policy::UNPARSED_RULE
                     ),
-                },
+                ),
                 kind: "unparsed".to_owned(),
                 tables: Vec::new(),
             };
@@ -201,14 +205,14 @@ impl PolicyInspector {
         let Some(executed) = executed else {
             // Every way of preparing a statement passes the gateway, so an
             // unknown name does not exist; refuse rather than guess.
-            return Decision::Block {
-                rule: hoop_policy::UNPARSED_RULE.to_owned(),
-                message: format!(
+            return Decision::block(
+                hoop_policy::UNPARSED_RULE,
+                format!(
                     "EXECUTE of prepared statement \"{name}\", which the gateway has not seen \
                      prepared; gateway rule \"{}\"",
                     hoop_policy::UNPARSED_RULE
                 ),
-            };
+            );
         };
         executed.iter().fold(Decision::Allow, |worst, facts| {
             worse(
@@ -594,12 +598,11 @@ impl Inspector for PolicyInspector {
                 }
             }
             b'F' => {
-                let decision = Decision::Block {
-                    rule: "function-call-protocol".to_owned(),
-                    message: "function calls through the fast-path protocol are not allowed \
-                              through the gateway; call the function in a statement instead"
-                        .to_owned(),
-                };
+                let decision = Decision::block(
+                    "function-call-protocol",
+                    "function calls through the fast-path protocol are not allowed \
+                     through the gateway; call the function in a statement instead",
+                );
                 let judged = Judged {
                     decision,
                     kind: "function_call".to_owned(),
