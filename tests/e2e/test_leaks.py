@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 from pathlib import Path
@@ -29,6 +30,83 @@ from test_extension import MAPPINGS, extension_installed
 PAN = "4111111111111111"          # card_number (declared in the ext stack)
 NOTE_PAN = "5555555555554444"     # in `note`, declared nowhere
 RAW = [PAN.encode(), NOTE_PAN.encode(), b"4111 1111 1111 1111", b"5555-5555-5555-4444"]
+# NOTE_PAN in the forms of issue 16 items 1 and 5, as they would cross the
+# wire: binary int8, money cents, float8, numeric's base-10000 digits,
+# full-width digits, and the printed forms.
+RAW += [
+    struct.pack(">q", int(NOTE_PAN)),
+    struct.pack(">q", int(NOTE_PAN) * 100),
+    struct.pack(">d", float(NOTE_PAN)),
+    struct.pack(">hhhh", 5555, 5555, 5555, 4444),
+    NOTE_PAN.translate(str.maketrans("0123456789", "０１２３４５６７８９")).encode(),
+] + [sep.join(["5555", "5555", "5555", "4444"]).encode()
+     for sep in ["_", ".", "/", "\t", "\u00a0", "  ", " - "]] + [
+    b"5555555555554444.00", b"5.555555555554444e+15", b"5,555,555,555,554,444",
+]
+
+BOUND = "amount <= 10000"  # reads of payments without it need review (shipped rule)
+
+# The note's card number (declared nowhere) in every form issue 16 lists:
+# (select expression, what a client decodes when it is masked; None: text
+# whose digits end in 4444).
+NOTE_NUMBER = "split_part(note, ' ', 3)"
+
+
+def grouped(sep):
+    return f"concat_ws({sep}, " + ", ".join(f"substr({NOTE_NUMBER}, {i}, 4)" for i in (1, 5, 9, 13)) + ")"
+
+
+FORMS = [
+    (f"{NOTE_NUMBER}::bigint", 4444),
+    (f"({NOTE_NUMBER})::numeric(20,2)", "4444.00"),
+    (f"{NOTE_NUMBER}::float8", 4444.0),
+    (f"ARRAY[{NOTE_NUMBER}::bigint, 7]", [4444, 7]),
+    (f"ARRAY[{NOTE_NUMBER}::numeric(20,2)]", ["4444.00"]),
+    (f"jsonb_build_object('n', {NOTE_NUMBER}::bigint)", None),
+    (f"json_build_object('n', {NOTE_NUMBER}::numeric)", None),
+    (f"int8range({NOTE_NUMBER}::bigint, NULL)", None),
+    (f"ROW(id, {NOTE_NUMBER}::bigint)", None),
+    (grouped("'_'"), None),
+    (grouped("'.'"), None),
+    (grouped("'/'"), None),
+    (grouped("E'\\t'"), None),
+    (grouped("chr(160)"), None),
+    (grouped("'  '"), None),
+    (grouped("' - '"), None),
+    (grouped("chr(8203)"), None),
+    (f"translate({NOTE_NUMBER}, '0123456789', '０１２３４５６７８９')", None),
+    (f"'+' || {NOTE_NUMBER}", None),
+    (f"{NOTE_NUMBER} || '.00'", None),
+    (f"to_char({NOTE_NUMBER}::numeric, 'FM9,999,999,999,999,999')", None),
+    (f"({NOTE_NUMBER}::float8)::text", None),
+]
+FORMS_SQL = "SELECT " + ", ".join(expr for expr, _ in FORMS) + f" FROM payments WHERE id = 1 AND {BOUND}"
+# Errors whose message or DETAIL echoes a decimal form.
+FORM_ERRORS = [f"SELECT ({NOTE_NUMBER} || '.00')::int4 FROM payments WHERE id = 1 AND {BOUND}"]
+# The server reports application_name to the client (ParameterStatus).
+SET_APPLICATION_NAME = (f"SELECT set_config('application_name', {NOTE_NUMBER}, false) IS NOT NULL "
+                        f"FROM payments WHERE id = 1 AND {BOUND}")
+FORMS_COPY = (f"COPY (SELECT id, {NOTE_NUMBER}::bigint, ({NOTE_NUMBER})::numeric(20,2), ARRAY[{NOTE_NUMBER}::bigint], "
+              f"ROW(id, {NOTE_NUMBER}::bigint), {grouped(chr(39) + '_' + chr(39))}, {NOTE_NUMBER}::float8 "
+              f"FROM payments WHERE {BOUND}) TO STDOUT")
+
+
+def digits_of(value):
+    return "".join(c for c in str(value) if c.isdigit() or "０" <= c <= "９")
+
+
+def assert_forms_decoded(row, where):
+    """Every masked form still decodes as its type; numbers are the last
+    four digits, text keeps them."""
+    assert len(row) == len(FORMS), (where, row)
+    for (expr, expected), value in zip(FORMS, row):
+        if expected is None:
+            assert "4444" in digits_of(value) or "４４４４" in digits_of(value), (where, expr, value)
+            assert NOTE_PAN not in digits_of(value), (where, expr, value)
+        elif isinstance(expected, list):
+            assert [str(v) for v in value] == [str(e) for e in expected], (where, expr, value)
+        else:
+            assert str(value) == str(expected), (where, expr, value)
 
 # A rule of our own on top of the shipped defaults.
 RULES = """
@@ -38,7 +116,6 @@ action = "block"
 kinds = ["ddl_drop_table"]
 """
 
-BOUND = "amount <= 10000"  # reads of payments without it need review (shipped rule)
 
 # Each returns the PAN in some disguise: (sql, only the extension can stop
 # it). The extension-only ones run against the "ext" stack only; the README
@@ -227,7 +304,8 @@ def test_psql_corpus(leak_stack):
                "FETCH ALL FROM c;", f"DECLARE b BINARY CURSOR FOR SELECT card_number, note FROM payments WHERE {BOUND};",
                "FETCH ALL FROM b;", "COMMIT;",
                f"PREPARE leak AS SELECT card_number, note FROM payments WHERE {BOUND};", "EXECUTE leak;",
-               "SELECT 'done';"]
+               FORMS_SQL + ";", FORMS_COPY + ";", SET_APPLICATION_NAME + ";", "SHOW application_name;"]
+    script += [sql + ";" for sql in FORM_ERRORS] + ["SELECT 'done';"]
     tap.take()
     res = subprocess.run(["psql", dsn(gateway, tap), "-X", "-v", "VERBOSITY=verbose"], input="\n".join(script),
                          capture_output=True, text=True, timeout=60)
@@ -265,6 +343,22 @@ def test_psycopg_corpus(leak_stack, binary):
             for _ in range(6):
                 seen.append(repr(conn.execute(f"SELECT card_number, note FROM payments WHERE id = %s AND {BOUND}",
                                               (1,), prepare=True, binary=binary).fetchall()))
+        # Issue 16 items 1 and 5, issue 13 item 6: every form, decoded by
+        # psycopg in the requested format, masked and valid for its type.
+        with conn.cursor(binary=binary) as cur:
+            row = cur.execute(FORMS_SQL).fetchone()
+            seen.append(repr(row))
+            assert_forms_decoded(row, f"psycopg binary={binary}")
+            for fmt in ("text", "binary"):
+                with cur.copy(f"{FORMS_COPY} (FORMAT {fmt})") as copy:
+                    seen.append(b"".join(bytes(c) for c in copy))
+        for sql in FORM_ERRORS:
+            with pytest.raises(psycopg.Error) as err:
+                conn.execute(sql)
+            seen.append((str(err.value), err.value.diag.message_detail))
+        conn.execute(SET_APPLICATION_NAME)
+        seen.append(conn.info.parameter_status("application_name"))
+        assert conn.info.parameter_status("application_name").endswith("4444")
         with conn.transaction():
             with conn.cursor("leak_cursor", binary=binary) as named:  # server-side cursor
                 named.execute(f"SELECT card_number, note FROM payments WHERE {BOUND}")
@@ -301,6 +395,17 @@ def test_asyncpg_binary_corpus(leak_stack):
                 await conn.fetch(sql)
             except asyncpg.PostgresError as e:
                 seen.append((str(e), e.detail))
+        row = await conn.fetchrow(FORMS_SQL)
+        seen.append(tuple(row))
+        assert_forms_decoded(tuple(row), "asyncpg")
+        for sql in FORM_ERRORS:
+            try:
+                await conn.fetch(sql)
+            except asyncpg.PostgresError as e:
+                seen.append((str(e), e.detail))
+        await conn.fetch(SET_APPLICATION_NAME)
+        seen.append(conn.get_settings().application_name)
+        assert conn.get_settings().application_name.endswith("4444")
         stmt = await conn.prepare(f"SELECT card_number, note FROM payments WHERE id = $1 AND {BOUND}")
         for _ in range(3):
             seen.append(tuple(await stmt.fetchrow(1)))

@@ -617,6 +617,10 @@ impl ValueKind {
     }
 }
 
+/// Delimiters of the fields of text and CSV COPY, and of the arrays,
+/// ranges and records in them.
+const COPY_DELIMITERS: &[u8] = b"\t\n,(){}[]\"";
+
 /// Delimiters of the fields of array, range and record text.
 const CONTAINER_DELIMITERS: &[u8] = b",(){}[]\"";
 
@@ -890,6 +894,21 @@ fn mask_untyped_binary(
                 )),
                 Untyped::MaskInPlace => Ok(Some(masked_int8(integer))),
             };
+        }
+        // The same bits as a float8 holding a whole card number (a float
+        // that is a whole number of 13 to 19 digits is what a cast makes).
+        let float = f64::from_be_bytes(bytes);
+        if float.is_finite() && float.fract() == 0.0 && (1e12..1e19).contains(&float.abs()) {
+            if let Ok(Some(masked)) = mask_binary_number(ValueKind::Float8, value, false) {
+                return match untyped {
+                    Untyped::Refuse => Err(undecodable(
+                        type_oid,
+                        "an 8-byte value of a type the gateway does not know reads as a card \
+                         number; request it in text format",
+                    )),
+                    Untyped::MaskInPlace => Ok(Some(masked)),
+                };
+            }
         }
     }
     if untyped == Untyped::MaskInPlace {
@@ -1449,7 +1468,7 @@ impl CopyMasker {
             self.maskers.length_preserving.mask_bytes(body)
         } else if pan::contains_pan(body) {
             // A field that is a number stays a number.
-            Cow::Owned(mask_fields(&self.maskers.content, body, b"\t\n"))
+            Cow::Owned(mask_fields(&self.maskers.content, body, COPY_DELIMITERS))
         } else {
             Cow::Borrowed(body)
         };

@@ -850,6 +850,12 @@ fn binary_copy_masks_numbers_records_and_text() {
             &[Some(&array(INT8 as u32, &[Some(&1881i64.to_be_bytes())]))]
         )[..]
     );
+    // A float8 holding a card number is masked as a float8.
+    let float = binary_copy_tuple(false, &[Some(&(INT8_PAN as f64).to_be_bytes())]);
+    assert_eq!(
+        masker.mask_copy_data(&float)[0].as_ref(),
+        &binary_copy_tuple(false, &[Some(&1881f64.to_be_bytes())])[..]
+    );
     // Ordinary values, a float8 and a timestamp of today, pass untouched.
     let ordinary = binary_copy_tuple(
         false,
