@@ -564,53 +564,119 @@ fn decide(relid: pg_sys::Oid, attnum: i16) -> Option<(Option<i64>, Option<Masker
     Some((expires, Some(masker(column.strategy, &name))))
 }
 
-/// The value of a masked column as the current session may see it. Inserted
-/// by the rewrite; calling it directly reveals nothing the caller did not pass in.
-#[pg_extern(stable, strict, parallel_safe)]
-fn mask_column(value: &str, relid: pg_sys::Oid, attnum: i16) -> String {
-    let outer_user = unsafe { pg_sys::GetOuterUserId() };
+/// Masks `value`, of column `attnum` of `relid`, as the current session may
+/// see it, into the backend's one mask buffer, and returns where the result
+/// is; `None` when the value is shown as it is (raw for this session, left
+/// unchanged by masking, or the policy was removed since the plan was made).
+/// A query asks once per row for the same column, so the last decision is
+/// kept while nothing it depends on has changed.
+fn mask_into_buffer(relid: pg_sys::Oid, attnum: i16, value: &[u8]) -> Option<(*const u8, usize)> {
+    unsafe extern "C-unwind" {
+        // miscadmin.h; cannot raise an error, so called without pgrx's boundary.
+        #[link_name = "GetOuterUserId"]
+        fn outer_user_id() -> pg_sys::Oid;
+    }
+    let outer_user = unsafe { outer_user_id() };
     let enforce_superuser = guc::ENFORCE_SUPERUSER.get();
     let token_key = unsafe { *guc::TOKEN_KEY.as_ptr() } as usize;
     let generation = policy::generation();
-    let cached = LAST_DECISION.with(|last| {
-        let last = last.borrow();
-        let decision = last.as_ref()?;
-        let fresh = decision.relid == relid
-            && decision.attnum == attnum
-            && decision.generation == generation
-            && decision.outer_user == outer_user
-            && decision.enforce_superuser == enforce_superuser
-            && decision.token_key == token_key
-            && decision.expires.is_none_or(|exp| exp > session::now_unix());
-        fresh.then(|| match &decision.masker {
-            None => value.to_string(),
-            Some(masker) => masker.mask_value(value),
+    let fresh = LAST_DECISION.with(|last| {
+        last.borrow().as_ref().is_some_and(|decision| {
+            decision.relid == relid
+                && decision.attnum == attnum
+                && decision.generation == generation
+                && decision.outer_user == outer_user
+                && decision.enforce_superuser == enforce_superuser
+                && decision.token_key == token_key
+                && decision.expires.is_none_or(|exp| exp > session::now_unix())
         })
     });
-    if let Some(result) = cached {
-        return result;
+    if !fresh {
+        let (expires, masker) = decide(relid, attnum)?;
+        LAST_DECISION.with(|last| {
+            *last.borrow_mut() = Some(ColumnDecision {
+                relid,
+                attnum,
+                generation: policy::generation(),
+                outer_user,
+                enforce_superuser,
+                token_key,
+                expires,
+                masker,
+            })
+        });
     }
-    let Some((expires, masker)) = decide(relid, attnum) else {
-        // The policy was removed since the plan was made.
-        return value.to_string();
-    };
-    let result = match &masker {
-        None => value.to_string(),
-        Some(masker) => masker.mask_value(value),
-    };
     LAST_DECISION.with(|last| {
-        *last.borrow_mut() = Some(ColumnDecision {
-            relid,
-            attnum,
-            generation: policy::generation(),
-            outer_user,
-            enforce_superuser,
-            token_key,
-            expires,
-            masker,
+        let last = last.borrow();
+        let masker = last.as_ref()?.masker.as_ref()?;
+        MASK_BUFFER.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            masker.mask_value_into(value, &mut buffer);
+            (buffer.as_slice() != value).then(|| (buffer.as_ptr(), buffer.len()))
         })
-    });
-    result
+    })
+}
+
+// `hoop.mask_column(value text, relid oid, attnum int2) RETURNS text`: the
+// value of a masked column as the current session may see it. Inserted by
+// the rewrite into every read of a masked column, so it runs once per value
+// read: it is written against fmgr directly (no argument or result
+// conversion beyond the text itself), and a value shown raw is returned as
+// the very datum it was given. Calling it directly reveals nothing the
+// caller did not pass in.
+extension_sql!(
+    r#"
+CREATE FUNCTION hoop.mask_column(value text, relid oid, attnum int2) RETURNS text
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'hoop_mask_column';
+"#,
+    name = "mask_column",
+);
+
+#[no_mangle]
+pub extern "C" fn pg_finfo_hoop_mask_column() -> &'static pg_sys::Pg_finfo_record {
+    static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn hoop_mask_column(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    use pgrx::varlena::{
+        set_varsize_4b, varatt_is_1b_e, varatt_is_4b_c, vardata_any, varsize_any_exhdr,
+    };
+    let args = (*fcinfo).args.as_slice(3);
+    let value = args[0].value;
+    let relid = pg_sys::Oid::from(args[1].value.value() as u32);
+    let attnum = args[2].value.value() as i16;
+    let mut text = value.cast_mut_ptr::<pg_sys::varlena>();
+    // Values stored inline (the usual card number) are read in place; only
+    // compressed or out-of-line values need detoasting.
+    if varatt_is_1b_e(text) || varatt_is_4b_c(text) {
+        text = pg_sys::pg_detoast_datum_packed(text);
+    }
+    let bytes = std::slice::from_raw_parts(vardata_any(text) as *const u8, varsize_any_exhdr(text));
+    let Some((masked, len)) = mask_into_buffer(relid, attnum, bytes) else {
+        return value;
+    };
+    // Nothing that needs dropping is alive here: palloc is called directly
+    // (an out-of-memory ERROR passes straight through).
+    unsafe extern "C-unwind" {
+        #[link_name = "palloc"]
+        fn raw_palloc(size: usize) -> *mut std::ffi::c_void;
+    }
+    let size = pg_sys::VARHDRSZ + len;
+    let out = raw_palloc(size) as *mut pg_sys::varlena;
+    set_varsize_4b(out, size as i32);
+    std::ptr::copy_nonoverlapping(masked, (out as *mut u8).add(pg_sys::VARHDRSZ), len);
+    pg_sys::Datum::from(out)
+}
+
+thread_local! {
+    /// One buffer for every value `hoop_mask_column` masks (no allocation per row).
+    static MASK_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A whole row of a protected table with its masked columns masked (for
