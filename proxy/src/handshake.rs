@@ -363,11 +363,27 @@ async fn startup(
         .await
         .map(Err);
     }
-    if get("options").is_some_and(|o| !o.trim().is_empty()) {
+    // `options` (PGOPTIONS): each setting is judged as `SET name = value`
+    // would be. Settings no rule may ever allow are refused before the
+    // token is looked at; the rules, which depend on the identity, after.
+    let settings = match get("options").map(|o| startup_options(&o)).transpose() {
+        Ok(settings) => settings.unwrap_or_default(),
+        Err(problem) => {
+            return refuse(
+                stream,
+                problem.code,
+                &problem.message,
+                LoginOutcome::refused,
+            )
+            .await
+            .map(Err)
+        }
+    };
+    if let Some(problem) = settings.iter().find_map(|(name, _)| never_in_options(name)) {
         return refuse(
             stream,
-            "42501",
-            "the `options` startup parameter is not allowed through hoop; use SET after connecting",
+            problem.code,
+            &problem.message,
             LoginOutcome::refused,
         )
         .await
@@ -500,7 +516,37 @@ async fn startup(
         .await
         .map(Err);
     };
+    if let Some(problem) = settings
+        .iter()
+        .find_map(|(name, _)| refused_by_rules(ctx, &identity, name))
+    {
+        record_login_failed(
+            ctx,
+            peer,
+            &user,
+            &database,
+            get("application_name"),
+            Some(identity.subject.clone()),
+            &problem.message,
+        )
+        .await;
+        return refuse(
+            stream,
+            problem.code,
+            &problem.message,
+            LoginOutcome::refused,
+        )
+        .await
+        .map(Err);
+    }
     ctx.login_limiter.record_success(ip);
+    // Upstream gets the vetted settings, written again by the gateway, never
+    // the client's own string: no second reading of it can differ.
+    let mut params: Vec<(String, String)> =
+        params.into_iter().filter(|(n, _)| n != "options").collect();
+    if !settings.is_empty() {
+        params.push(("options".to_owned(), options_string(&settings)));
+    }
     Ok(Ok(Admitted {
         pending: buf,
         user,
@@ -509,4 +555,192 @@ async fn startup(
         identity,
         mapping,
     }))
+}
+
+/// Why a login with `options` is refused: SQLSTATE and message.
+#[derive(Debug, PartialEq, Eq)]
+struct OptionsProblem {
+    code: &'static str,
+    message: String,
+}
+
+/// The settings of an `options` startup parameter, as PostgreSQL reads it
+/// (`pg_split_opts`, then `-c name=value`, `-cname=value` or
+/// `--name=value`, with `-` in names read as `_`). Other switches
+/// (`-B`, `-S`, `-e` …) set server parameters by other names; they are
+/// refused rather than translated.
+fn startup_options(raw: &str) -> Result<Vec<(String, String)>, OptionsProblem> {
+    // pg_split_opts: whitespace separates, a backslash takes the next
+    // character literally.
+    let mut words = Vec::new();
+    let mut chars = raw.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut word = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                c if c.is_ascii_whitespace() => break,
+                '\\' => word.extend(chars.next()),
+                c => word.push(c),
+            }
+        }
+        words.push(word);
+    }
+    let invalid = |what: &str| OptionsProblem {
+        code: "42601",
+        message: format!(
+            "invalid command-line argument in the options startup parameter: {what} \
+             (hoop accepts -c name=value and --name=value)"
+        ),
+    };
+    let mut settings = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(word) = words.next() {
+        let assignment = if let Some(rest) = word.strip_prefix("--") {
+            rest.to_owned()
+        } else if word == "-c" {
+            words
+                .next()
+                .ok_or_else(|| invalid("-c without a setting"))?
+        } else if let Some(rest) = word.strip_prefix("-c") {
+            rest.to_owned()
+        } else {
+            return Err(invalid(&word));
+        };
+        let Some((name, value)) = assignment.split_once('=') else {
+            return Err(OptionsProblem {
+                code: "42601",
+                message: format!("--{assignment} requires a value"),
+            });
+        };
+        let name = name.replace('-', "_").to_lowercase();
+        if name.is_empty() {
+            return Err(invalid(&word));
+        }
+        settings.push((name, value.to_owned()));
+    }
+    Ok(settings)
+}
+
+/// Settings the `options` startup parameter may never carry, whatever the
+/// rules: the session's identity, the signed session, and libraries loaded
+/// at backend start (a `SET` of them after login loads nothing; at startup
+/// it would).
+fn never_in_options(name: &str) -> Option<OptionsProblem> {
+    let never = matches!(
+        name,
+        "role" | "session_authorization" | "local_preload_libraries" | "session_preload_libraries"
+    ) || name.starts_with("hoop.");
+    never.then(|| OptionsProblem {
+        code: "42501",
+        message: format!(
+            "setting \"{name}\" in the options startup parameter is not allowed through hoop"
+        ),
+    })
+}
+
+/// A setting of `options` judged exactly as `SET name = …` would be, for
+/// this identity. A review cannot wait during a login, so it refuses too.
+fn refused_by_rules(ctx: &Context, identity: &Identity, name: &str) -> Option<OptionsProblem> {
+    let facts = hoop_policy::setting_facts(name);
+    let who = hoop_policy::Identity {
+        subject: identity.subject.clone(),
+        groups: identity.groups.clone(),
+    };
+    let decision = hoop_policy::decide(
+        &facts,
+        &who,
+        &hoop_policy::PolicyContext::default(),
+        &ctx.config.policy.rules,
+    );
+    let (_, message) = decision.client_error()?;
+    Some(OptionsProblem {
+        code: "42501",
+        message: format!(
+            "setting \"{name}\" in the options startup parameter is refused: {message}"
+        ),
+    })
+}
+
+/// Settings written as an `options` value PostgreSQL splits back into
+/// exactly these (`-c name=value`, whitespace and backslashes escaped).
+fn options_string(settings: &[(String, String)]) -> String {
+    let escape = |text: &str| {
+        let mut out = String::with_capacity(text.len());
+        for c in text.chars() {
+            if c.is_ascii_whitespace() || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out
+    };
+    settings
+        .iter()
+        .map(|(name, value)| format!("-c {}={}", escape(name), escape(value)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(raw: &str) -> Vec<(String, String)> {
+        startup_options(raw).expect("valid options")
+    }
+
+    #[test]
+    fn options_are_read_as_postgres_reads_them() {
+        let pair = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+        assert_eq!(
+            settings("-c intervalstyle=postgres_verbose"),
+            [pair("intervalstyle", "postgres_verbose")]
+        );
+        assert_eq!(
+            settings("  -cstatement_timeout=5s   --search-path=a,b  "),
+            [pair("statement_timeout", "5s"), pair("search_path", "a,b")]
+        );
+        assert_eq!(
+            settings(r"-c application_name=with\ space -c DateStyle=ISO,\\x"),
+            [
+                pair("application_name", "with space"),
+                pair("datestyle", "ISO,\\x")
+            ]
+        );
+        assert_eq!(settings(""), []);
+        for bad in ["-B 100", "-c", "-c work_mem", "--=x", "stray", "-e"] {
+            let problem = startup_options(bad).expect_err(bad);
+            assert_eq!(problem.code, "42601", "{bad}");
+        }
+    }
+
+    #[test]
+    fn rewritten_options_read_back_to_the_same_settings() {
+        let original = vec![
+            ("application_name".to_owned(), "a b\\c".to_owned()),
+            ("search_path".to_owned(), "x, y".to_owned()),
+        ];
+        assert_eq!(settings(&options_string(&original)), original);
+    }
+
+    #[test]
+    fn identity_settings_are_never_accepted_in_options() {
+        for name in [
+            "role",
+            "session_authorization",
+            "hoop.session",
+            "hoop.anything",
+        ] {
+            let problem = never_in_options(name).expect(name);
+            assert_eq!(problem.code, "42501");
+            assert!(problem.message.contains(name), "{}", problem.message);
+        }
+        assert_eq!(never_in_options("intervalstyle"), None);
+    }
 }

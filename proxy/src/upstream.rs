@@ -14,9 +14,11 @@ use crate::protocol::{self, error_summary, split_frame, take_cstr, take_i32, Fra
 use crate::tls::PgStream;
 
 /// Startup parameters a client may pass through to the database. Anything
-/// else (notably `options`, which could set arbitrary settings at backend
-/// start) is dropped.
+/// else is dropped. `options` arrives here only as the handshake rewrote it:
+/// `-c name=value` settings each judged as `SET name = value` would be (see
+/// `handshake::startup_options`), never the client's own string.
 pub const FORWARDED_PARAMETERS: &[&str] = &[
+    "options",
     "application_name",
     "client_encoding",
     "DateStyle",

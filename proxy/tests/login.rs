@@ -279,3 +279,110 @@ async fn direct_tls_login(gw: &TestGateway, alpn: Option<&[u8]>) -> Option<(Stri
     text.contains("fraud_agent")
         .then(|| ("fraud_agent".to_owned(), ()))
 }
+
+/// Logs in with an `options` startup parameter; returns the messages after
+/// the password (through ReadyForQuery, or the refusal).
+async fn login_with_options(gw: &TestGateway, token: &str, options: &str) -> (Raw, Vec<Msg>) {
+    let mut raw = Raw::connect(gw.addr).await;
+    raw.send(&startup_packet(&[
+        ("user", "agent"),
+        ("database", "payments"),
+        ("options", options),
+    ]))
+    .await;
+    let first = raw.recv().await.expect("a reply");
+    if first.tag == b'E' {
+        return (raw, vec![first]);
+    }
+    assert_eq!((first.tag, &first.body[..]), (b'R', &[0, 0, 0, 3][..]));
+    raw.send(&msg(b'p', &cstr(token))).await;
+    let mut msgs = Vec::new();
+    while let Some(m) = raw.recv().await {
+        let tag = m.tag;
+        msgs.push(m);
+        if tag == b'Z' || tag == b'E' {
+            break;
+        }
+    }
+    (raw, msgs)
+}
+
+/// `options` (PGOPTIONS, what pg_regress sends) is accepted: each setting
+/// goes through the rules `SET name = value` does, and reaches the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_settings_are_judged_like_set_and_passed_upstream() {
+    let gw = start_gateway(GatewayOptions {
+        mappings: GatewayOptions::default().mappings
+            + r#"
+[[rules]]
+name = "agents-keep-work-mem"
+action = "block"
+set_parameters = ["work_mem"]
+groups = ["fraud-agents"]
+"#,
+        ..Default::default()
+    })
+    .await;
+    let token = gw.agent_token();
+    let (mut raw, msgs) = login_with_options(
+        &gw,
+        &token,
+        r"-c intervalstyle=postgres_verbose --statement-timeout=7s -c application_name=pg\ regress",
+    )
+    .await;
+    assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
+    raw.send(&query(
+        "select current_setting('intervalstyle'), current_setting('statement_timeout'), \
+         current_setting('application_name'), current_user",
+    ))
+    .await;
+    let rows = raw.until(b'Z').await;
+    let row = rows.iter().find(|m| m.tag == b'D').expect("a row");
+    let text = String::from_utf8_lossy(&row.body).into_owned();
+    assert!(text.contains("postgres_verbose"), "{text}");
+    assert!(text.contains("7s"), "{text}");
+    assert!(text.contains("pg regress"), "{text}");
+    assert!(text.contains("fraud_agent"), "{text}");
+
+    // The identity and the signed session: refused before the token is read.
+    for options in [
+        "-c role=postgres",
+        "--session-authorization=postgres",
+        "-c hoop.session=forged",
+        "-c intervalstyle=iso_8601 -c ROLE=postgres",
+    ] {
+        let (mut raw, msgs) = login_with_options(&gw, &token, options).await;
+        let e = &msgs[0];
+        assert_eq!(e.tag, b'E', "{options}: {msgs:?}");
+        assert_eq!(e.field(b'S').as_deref(), Some("FATAL"), "{options}");
+        assert_eq!(e.error_code().as_deref(), Some("42501"), "{options}");
+        let message = e.field(b'M').unwrap_or_default();
+        let name = if options.contains("hoop") {
+            "hoop.session"
+        } else if options.contains("session") {
+            "session_authorization"
+        } else {
+            "role"
+        };
+        assert!(message.contains(&format!("\"{name}\"")), "{message}");
+        assert!(raw.recv().await.is_none(), "closed after the refusal");
+    }
+    // A setting a rule blocks for this identity: refused after login,
+    // naming the setting and the rule.
+    let (_, msgs) = login_with_options(&gw, &token, "-c work_mem=1GB").await;
+    let e = msgs.last().expect("a refusal");
+    assert_eq!(e.error_code().as_deref(), Some("42501"), "{msgs:?}");
+    let message = e.field(b'M').unwrap_or_default();
+    assert!(
+        message.contains("\"work_mem\"") && message.contains("agents-keep-work-mem"),
+        "{message}"
+    );
+    // The same setting is fine for a group the rule does not cover.
+    let admin = gw.mint("ci", &["payments-admins"], Duration::from_secs(600));
+    let (_, msgs) = login_with_options(&gw, &admin, "-c work_mem=8MB").await;
+    assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
+    // Other switches are not settings hoop can judge.
+    let (_, msgs) = login_with_options(&gw, &token, "-B 100").await;
+    assert_eq!(msgs[0].error_code().as_deref(), Some("42601"), "{msgs:?}");
+    gw.stop().await;
+}

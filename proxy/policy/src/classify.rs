@@ -95,6 +95,17 @@ pub fn classify(sql: &str) -> Classified {
     }
 }
 
+/// The facts of `SET name = …`, without writing SQL: what a setting passed
+/// some other way (the `options` startup parameter) is judged as.
+pub fn setting_facts(name: &str) -> StatementFacts {
+    let name = name.trim().to_lowercase();
+    StatementFacts {
+        kind: kind_for_parameter(&name),
+        parameters: vec![Parameter::Named(name)],
+        ..StatementFacts::default()
+    }
+}
+
 /// The classification of a string the grammar rejects: one statement with
 /// the server's message and position.
 fn rejected(sql: &str) -> Classified {
