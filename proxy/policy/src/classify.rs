@@ -95,6 +95,48 @@ pub fn classify(sql: &str) -> Classified {
     }
 }
 
+/// What a review grant matches on: the statement as PostgreSQL's grammar
+/// reads it — its parse tree with every source position dropped — so
+/// whitespace and comments do not count and everything else does (a
+/// literal, a `--` comment that now ends elsewhere and lets code through,
+/// a dollar-quoted body). A string the grammar rejects (it never runs) is
+/// keyed by its text with whitespace collapsed.
+pub fn statement_key(sql: &str) -> String {
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Object(object) => {
+                object.retain(|name, _| {
+                    !(name.ends_with("location")
+                        || matches!(
+                            name.as_str(),
+                            "stmt_len"
+                                | "list_start"
+                                | "list_end"
+                                | "rexpr_list_start"
+                                | "rexpr_list_end"
+                        ))
+                });
+                object.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let tree = pg_query::parse(sql, 0)
+        .ok()
+        .and_then(|parsed| serde_json::to_value(&parsed.protobuf.stmts).ok());
+    match tree {
+        Some(mut tree) => {
+            strip(&mut tree);
+            format!("pg18:{tree}")
+        }
+        None => {
+            let collapsed = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+            format!("text:{}", collapsed.trim_end_matches([';', ' ']))
+        }
+    }
+}
+
 /// The facts of `SET name = …`, without writing SQL: what a setting passed
 /// some other way (the `options` startup parameter) is judged as.
 pub fn setting_facts(name: &str) -> StatementFacts {

@@ -48,7 +48,7 @@ mod masking;
 /// Bounds-checked reading of message bodies.
 mod wire;
 
-pub use classify::{classify, setting_facts, Classified, ClassifyCache};
+pub use classify::{classify, setting_facts, statement_key, Classified, ClassifyCache};
 pub use decide::{
     decide, decide_all, Decision, Identity, PolicyContext, DEFAULT_RULE,
     SQLSTATE_INSUFFICIENT_PRIVILEGE, SQLSTATE_SYNTAX_ERROR, SYNTAX_ERROR_RULE, UNPARSED_RULE,

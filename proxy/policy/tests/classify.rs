@@ -790,3 +790,21 @@ fn the_cache_reuses_shapes_but_not_literal_dependent_facts() {
     let b = strict.classify("SELECT id FROM t WHERE id = 42");
     assert!(!std::sync::Arc::ptr_eq(&a, &b));
 }
+
+#[test]
+fn statement_keys_ignore_layout_and_keep_everything_else() {
+    use hoop_policy::statement_key;
+    assert_eq!(
+        statement_key("select  *\nfrom payments -- note\nwhere id = 1;"),
+        statement_key("SELECT * FROM payments WHERE id = 1")
+    );
+    assert_ne!(
+        statement_key("SELECT * FROM payments WHERE id = 1"),
+        statement_key("SELECT * FROM payments WHERE id = 2")
+    );
+    assert_ne!(
+        statement_key("SELECT 1"),
+        statement_key("SELECT 1; SELECT 2")
+    );
+    assert!(statement_key("FROBNICATE  x").starts_with("text:FROBNICATE x"));
+}

@@ -511,12 +511,12 @@ async fn await_decision(
     }
 }
 
-/// The text grants match on: whitespace runs collapsed, trailing
-/// semicolons dropped. Literals stay: a grant covers the same statement,
-/// not the same shape.
+/// What grants match on: the statement's parse tree without source
+/// positions ([`hoop_policy::statement_key`]), never its text, so moving a
+/// newline (and with it the end of a `--` comment) makes another statement.
+/// Literals stay: a grant covers the same statement, not the same shape.
 fn normalize(sql: &str) -> String {
-    let collapsed = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    collapsed.trim_end_matches([';', ' ']).to_owned()
+    hoop_policy::statement_key(sql)
 }
 
 #[cfg(test)]
@@ -524,14 +524,27 @@ mod tests {
     use super::normalize;
 
     #[test]
-    fn normalization_collapses_whitespace_and_trailing_semicolons() {
+    fn grants_match_the_parse_tree_not_the_text() {
         assert_eq!(
             normalize("  SELECT *\n  FROM payments\tWHERE amount > 10 ;; "),
-            "SELECT * FROM payments WHERE amount > 10"
+            normalize("select * from payments /* c */ where amount > 10")
         );
         assert_ne!(
             normalize("SELECT 1 WHERE a = 'x  y'"),
             normalize("SELECT 2 WHERE a = 'x  y'")
+        );
+        assert_ne!(
+            normalize("SELECT 1 WHERE a = 'x  y'"),
+            normalize("SELECT 1 WHERE a = 'x y'")
+        );
+        // Issue 16 item 3: where a `--` comment ends changes the statement.
+        assert_ne!(
+            normalize("DO $$ BEGIN RAISE NOTICE 'x'; -- RAISE NOTICE 'hidden';\nEND $$"),
+            normalize("DO $$ BEGIN RAISE NOTICE 'x'; --\nRAISE NOTICE 'hidden'; END $$")
+        );
+        assert_ne!(
+            normalize("UPDATE payments SET note = 'x' WHERE id = -1 -- OR id > 0\n"),
+            normalize("UPDATE payments SET note = 'x' WHERE id = -1 --\n OR id > 0")
         );
     }
 }
