@@ -201,6 +201,13 @@ groups = ["fraud-agents"]
     refusal_names(&raw.until(b'Z').await, "no-scratch-for-agents");
     raw.send(&query("execute q")).await;
     refusal_names(&raw.until(b'Z').await, "unparsed-statement");
+    // …also where EXECUTE is wrapped.
+    for sql in ["explain analyze execute q", "create temp table t2 as execute q"] {
+        raw.send(&query(sql)).await;
+        refusal_names(&raw.until(b'Z').await, "unparsed-statement");
+    }
+    raw.send(&query("explain analyze execute p")).await;
+    assert!(!tags(&raw.until(b'Z').await).contains('E'));
     gw.stop().await;
 }
 

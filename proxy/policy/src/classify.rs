@@ -497,6 +497,10 @@ fn plain(tag: &str, body: &Value, literal_dependent: &mut bool) -> StatementFact
                 }
             }
         }
+        "ExecuteStmt" => {
+            walker.executes.push(text(body, "name").to_owned());
+            walker.walk_fields(body, &[]);
+        }
         "CreateTrigStmt" => {
             // The function the trigger will run is called, later, by every
             // write to the table.
@@ -670,6 +674,7 @@ struct Walker {
     /// Data-modifying statements nested in the walked one (`WITH d AS (DELETE …)`).
     nested_kinds: Vec<Kind>,
     nested_missing_where: bool,
+    executes: Vec<String>,
     /// CTE names visible where the walk is.
     ctes: Vec<String>,
     /// Bounds a query block's WHERE puts on one of its FROM relations, by
@@ -723,6 +728,10 @@ impl Walker {
                 _ => {}
             },
             "AStar" => self.all_columns = true,
+            "ExecuteStmt" => {
+                self.executes.push(text(body, "name").to_owned());
+                self.walk_fields(body, &[]);
+            }
             "SelectStmt" => self.select(body),
             "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
                 self.data_modification(tag, body, false);
@@ -1038,6 +1047,7 @@ impl Walker {
             relations: self.bounds,
         };
         facts.nested_kinds = self.nested_kinds;
+        facts.executes = self.executes;
     }
 }
 

@@ -37,6 +37,10 @@ pub struct StatementFacts {
     pub parameters: Vec<Parameter>,
     /// The statement an `EXPLAIN`, `PREPARE` or `DECLARE CURSOR` wraps.
     pub inner: Option<Box<StatementFacts>>,
+    /// Prepared statements this statement runs: `EXECUTE name`, and the
+    /// `EXECUTE` inside `EXPLAIN ANALYZE EXECUTE name` or `CREATE TABLE t
+    /// AS EXECUTE name`. The relay judges what they run.
+    pub executes: Vec<String>,
     /// Why the statement was not understood (only for [`Kind::Unparsed`]).
     pub unparsed_reason: Option<String>,
     /// PostgreSQL's grammar rejects the string: the server's message and

@@ -808,3 +808,17 @@ fn statement_keys_ignore_layout_and_keep_everything_else() {
     );
     assert!(statement_key("FROBNICATE  x").starts_with("text:FROBNICATE x"));
 }
+
+#[test]
+fn executes_are_found_wherever_they_run() {
+    let names = |sql: &str| -> Vec<String> {
+        one(sql)
+            .levels()
+            .flat_map(|level| level.executes.clone())
+            .collect()
+    };
+    assert_eq!(names("EXECUTE q(1)"), ["q"]);
+    assert_eq!(names("EXPLAIN ANALYZE EXECUTE q"), ["q"]);
+    assert_eq!(names("CREATE TABLE t AS EXECUTE q"), ["q"]);
+    assert!(names("SELECT 1").is_empty());
+}

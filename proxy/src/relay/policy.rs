@@ -154,11 +154,13 @@ impl PolicyInspector {
         let mut deallocated_here: Vec<Option<String>> = Vec::new();
         for facts in &classified.statements {
             let mut decision = decide(facts, &self.identity, &self.context, &self.rules);
+            // `EXECUTE name`, also inside `EXPLAIN ANALYZE EXECUTE name` and
+            // `CREATE TABLE t AS EXECUTE name`: judged on what it runs.
+            for name in facts.levels().flat_map(|level| &level.executes) {
+                let executed = self.executed_facts(&prepared_here, name);
+                decision = worse(decision, self.decide_executed(name, executed));
+            }
             match &facts.kind {
-                Kind::Execute { name } => {
-                    let executed = self.executed_facts(&prepared_here, name);
-                    decision = worse(decision, self.decide_executed(name, executed));
-                }
                 Kind::Prepare { name } => {
                     prepared_here.push((name.clone(), Arc::new(facts.clone())));
                 }
