@@ -19,8 +19,9 @@
 //!   parameters set, nested data-modifying statements and the bounds WHERE
 //!   clauses put on the relations they name.
 //!
-//! sqlparser is no longer used here (see `crate::masking` for where it
-//! still earns its place).
+//! This replaced a classifier built on sqlparser, a second grammar that
+//! refused much of PostgreSQL's and could read a statement differently from
+//! the server; nothing in the gateway uses sqlparser any more.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{CStr, CString};
