@@ -803,10 +803,50 @@ impl Walker {
                     self.add_named_table(&relation_name_parts(&table));
                 }
             }
+            // SQL text run by the function: when it is a literal, what it
+            // reads is read by this statement (rules about tables, columns,
+            // functions and parameters see it; the shipped rules still
+            // review these functions).
+            "query_to_xml" | "query_to_xmlschema" | "query_to_xml_and_xmlschema" | "ts_stat" => {
+                if let Some(query) = args.first().and_then(|a| self.string_literal(a)) {
+                    self.merge_dynamic(&query);
+                }
+            }
             _ => {}
         }
         self.functions.push(name);
         self.walk_fields(body, &["funcname"]);
+    }
+
+    /// Adds the facts of SQL text a function runs.
+    fn merge_dynamic(&mut self, sql: &str) {
+        let classified = classify(sql);
+        self.literal_dependent = true;
+        for facts in &classified.statements {
+            for level in facts.levels() {
+                for table in &level.tables {
+                    let bounds = level
+                        .bounds
+                        .relations
+                        .get(&table.qualified())
+                        .cloned()
+                        .unwrap_or_default();
+                    self.add_table(table.clone(), bounds);
+                }
+                self.functions.extend(level.functions.iter().cloned());
+                self.columns_read.extend(level.columns_read.iter().cloned());
+                self.columns_written
+                    .extend(level.columns_written.iter().cloned());
+                self.all_columns |= level.all_columns;
+                self.parameters.extend(level.parameters.iter().cloned());
+                self.executes.extend(level.executes.iter().cloned());
+                self.nested_missing_where |= level.missing_where;
+                self.nested_kinds.extend(level.nested_kinds.iter().cloned());
+                if level.kind != Kind::Select {
+                    self.nested_kinds.push(level.kind.clone());
+                }
+            }
+        }
     }
 
     /// The parameter a `set_config(setting_name, new_value, is_local)` call

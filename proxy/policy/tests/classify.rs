@@ -822,3 +822,22 @@ fn executes_are_found_wherever_they_run() {
     assert_eq!(names("CREATE TABLE t AS EXECUTE q"), ["q"]);
     assert!(names("SELECT 1").is_empty());
 }
+
+#[test]
+fn sql_text_given_to_query_to_xml_is_read_too() {
+    let facts = one(
+        "SELECT query_to_xml('select card_number, pg_read_file(''x'') from payments where amount < 5', true, false, '')",
+    );
+    assert_eq!(tables(&facts), ["public.payments"]);
+    assert!(
+        facts.functions.contains(&"pg_read_file".to_owned()),
+        "{facts:?}"
+    );
+    assert!(facts.columns_read.contains(&"card_number".to_owned()));
+    assert!(facts.bounds.of("public.payments", "amount").upper.is_some());
+    let facts =
+        one("SELECT query_to_xml('select set_config(''role'', ''x'', false)', true, false, '')");
+    assert_eq!(facts.parameters, [Parameter::Named("role".to_owned())]);
+    let facts = one("SELECT query_to_xml($1, true, false, '')");
+    assert!(facts.tables.is_empty());
+}
