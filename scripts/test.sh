@@ -9,6 +9,8 @@
 #   regress   the extension's SQL regression suite + attack corpus on pg15/17/18
 #   upstream  PostgreSQL's own regression suite (17 and 15) with and without
 #             the extension loaded: identical output but for an allowlist
+#   soak      pgbench crash soak of the extension on pg15/17/18, directly and
+#             through the gateway (bench/soak.sh, 10 s per run)
 #   e2e       the gateway's tests (raw protocol, logins against a real
 #             oidc-provider, on pg15/17/18) and pytest with real clients
 #             (tests/run.sh)
@@ -18,7 +20,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-stages=${HOOP_TEST_STAGES:-sources lint unit pgrx regress upstream e2e}
+stages=${HOOP_TEST_STAGES:-sources lint unit pgrx regress upstream soak e2e}
 pg_versions=${HOOP_PG_VERSIONS:-15 17 18}
 failed=()
 passed=()
@@ -73,6 +75,10 @@ if want upstream; then
     for v in 17 15; do
         run_stage "upstream-pg$v" bash scripts/upstream.sh "pg$v"
     done
+fi
+if want soak; then
+    # A short crash soak of the extension (bench/soak.sh runs it longer).
+    run_stage soak bash bench/soak.sh "${HOOP_SOAK_SECONDS:-10}" $pg_versions
 fi
 if want e2e; then
     run_stage e2e bash tests/run.sh

@@ -168,19 +168,35 @@ pub(crate) unsafe fn check_plan(planned: *mut pg_sys::PlannedStmt, seen: &HashSe
     if planned.is_null() || policy::internal() {
         return;
     }
-    for rte in list_ptrs((*planned).rtable) {
+    let rtable = (*planned).rtable;
+    // Inheritance children and partitions the planner expanded: range-table
+    // index of the child -> index of its parent (1-based, as in the plan).
+    let parents: HashMap<u32, u32> = list_ptrs((*planned).appendRelations)
+        .map(|info| {
+            let info = info as *mut pg_sys::AppendRelInfo;
+            ((*info).child_relid, (*info).parent_relid)
+        })
+        .collect();
+    // A relation read through a parent the rewrite saw is covered by it.
+    let covered = |mut index: u32| loop {
+        let rte = list_nth(rtable, index as usize - 1) as *mut pg_sys::RangeTblEntry;
+        if seen.contains(&(*rte).relid) {
+            return true;
+        }
+        match parents.get(&index) {
+            Some(&parent) if parent != index => index = parent,
+            _ => return false,
+        }
+    };
+    for (at, rte) in list_ptrs(rtable).enumerate() {
         let rte = rte as *mut pg_sys::RangeTblEntry;
-        if (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION || seen.contains(&(*rte).relid) {
+        if (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION || covered(at as u32 + 1) {
             continue;
         }
         let Some(policy) = policy::lookup((*rte).relid) else {
             continue;
         };
         if policy.masked.is_empty() {
-            continue;
-        }
-        // A partition is covered when the partitioned table it belongs to was seen.
-        if seen.contains(&policy.root) {
             continue;
         }
         HoopError::Unmaskable {
@@ -480,8 +496,12 @@ pub(crate) unsafe fn rewrite(query: *mut pg_sys::Query) {
 /// Whether the current session may see `column` of `policy` unmasked: a valid
 /// gateway session whose token lists it, or (outside gateway backends) a
 /// superuser when `hoop.enforce_superuser` is off. The superuser test uses the
-/// session's role, not a SECURITY DEFINER function's owner.
+/// session's role, not a SECURITY DEFINER function's owner. Never while a
+/// materialized view is filled: it is read later by others, as stored.
 pub(crate) fn may_see_raw(policy: &RelationPolicy, column: &MaskedColumn) -> bool {
+    if scope::filling_matview() {
+        return false;
+    }
     if let Some(session) = session::current() {
         return session
             .claims
@@ -543,6 +563,7 @@ struct ColumnDecision {
     outer_user: pg_sys::Oid,
     enforce_superuser: bool,
     token_key: usize,
+    filling_matview: bool,
     /// The session's expiry, when the decision rests on a session.
     expires: Option<i64>,
     /// `None`: the value is shown raw.
@@ -580,6 +601,7 @@ fn mask_into_buffer(relid: pg_sys::Oid, attnum: i16, value: &[u8]) -> Option<(*c
     let enforce_superuser = guc::ENFORCE_SUPERUSER.get();
     let token_key = unsafe { *guc::TOKEN_KEY.as_ptr() } as usize;
     let generation = policy::generation();
+    let filling_matview = scope::filling_matview();
     let fresh = LAST_DECISION.with(|last| {
         last.borrow().as_ref().is_some_and(|decision| {
             decision.relid == relid
@@ -588,6 +610,7 @@ fn mask_into_buffer(relid: pg_sys::Oid, attnum: i16, value: &[u8]) -> Option<(*c
                 && decision.outer_user == outer_user
                 && decision.enforce_superuser == enforce_superuser
                 && decision.token_key == token_key
+                && decision.filling_matview == filling_matview
                 && decision.expires.is_none_or(|exp| exp > session::now_unix())
         })
     });
@@ -601,6 +624,7 @@ fn mask_into_buffer(relid: pg_sys::Oid, attnum: i16, value: &[u8]) -> Option<(*c
                 outer_user,
                 enforce_superuser,
                 token_key,
+                filling_matview,
                 expires,
                 masker,
             })

@@ -24,11 +24,10 @@ pub(crate) struct MaskedColumn {
 }
 
 /// The policy of one protected relation. Names are those of the relation the
-/// policy was declared on (the root, for a partition).
+/// policy was declared on (for a partition or an inheritance child: the
+/// table it inherits the policy from).
 #[derive(Debug, Clone)]
 pub(crate) struct RelationPolicy {
-    /// The table the policy was declared on (itself, or a partition's root).
-    pub(crate) root: pg_sys::Oid,
     pub(crate) schema: String,
     pub(crate) table: String,
     pub(crate) masked: Vec<MaskedColumn>,
@@ -354,7 +353,6 @@ fn load_policies(ext: &Extension) -> HashMap<pg_sys::Oid, Rc<RelationPolicy>> {
             // attribute number may differ from the declared table's.
             for relid in with_inheritors(root) {
                 let policy = policies.entry(relid).or_insert_with(|| RelationPolicy {
-                    root,
                     schema: schema.clone(),
                     table: table.clone(),
                     masked: Vec::new(),

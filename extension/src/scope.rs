@@ -18,6 +18,8 @@ use std::ffi::c_void;
 thread_local! {
     /// CREATE VIEW statements being executed (their query is analyzed then).
     static VIEW_DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// CREATE MATERIALIZED VIEW or REFRESH statements being executed.
+    static MATVIEW_DEPTH: Cell<u32> = const { Cell::new(0) };
     /// One set per planner call in progress: the relations the rewrite saw.
     static PLANNING: RefCell<Vec<HashSet<pg_sys::Oid>>> = const { RefCell::new(Vec::new()) };
     /// The mark taken when each open subtransaction started.
@@ -27,18 +29,21 @@ thread_local! {
 #[derive(Clone, Copy)]
 struct Mark {
     view_depth: u32,
+    matview_depth: u32,
     planning: usize,
 }
 
 fn mark() -> Mark {
     Mark {
         view_depth: VIEW_DEPTH.with(Cell::get),
+        matview_depth: MATVIEW_DEPTH.with(Cell::get),
         planning: PLANNING.with(|planning| planning.borrow().len()),
     }
 }
 
 fn restore(mark: Mark) {
     VIEW_DEPTH.with(|depth| depth.set(mark.view_depth));
+    MATVIEW_DEPTH.with(|depth| depth.set(mark.matview_depth));
     PLANNING.with(|planning| planning.borrow_mut().truncate(mark.planning));
 }
 
@@ -57,6 +62,7 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
         // Nothing of hoop is on the stack any more: the error left it.
         restore(Mark {
             view_depth: 0,
+            matview_depth: 0,
             planning: 0,
         });
     }
@@ -101,6 +107,22 @@ pub(crate) fn end_view() {
 /// Whether a CREATE VIEW is being executed.
 pub(crate) fn defining_view() -> bool {
     VIEW_DEPTH.with(Cell::get) > 0
+}
+
+/// Marks the start of filling a materialized view; [`end_matview`] when it
+/// returns normally.
+pub(crate) fn begin_matview() {
+    MATVIEW_DEPTH.with(|depth| depth.set(depth.get() + 1));
+}
+
+pub(crate) fn end_matview() {
+    MATVIEW_DEPTH.with(|depth| depth.set(depth.get().saturating_sub(1)));
+}
+
+/// Whether a materialized view is being filled (CREATE or REFRESH): what it
+/// stores is read later by others, so it only ever stores masked values.
+pub(crate) fn filling_matview() -> bool {
+    MATVIEW_DEPTH.with(Cell::get) > 0
 }
 
 /// Starts recording, for one planner call, the relations the rewrite sees.

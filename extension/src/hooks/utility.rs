@@ -36,9 +36,11 @@ unsafe extern "C-unwind" fn process_utility(
 ) {
     // Only plain values live across the call to the next hook: an ERROR
     // there passes through this frame untouched (see hooks::next).
-    let (pstmt, is_view) = before_utility(pstmt);
-    if is_view {
-        scope::begin_view();
+    let (pstmt, kind) = before_utility(pstmt);
+    match kind {
+        Kind::View => scope::begin_view(),
+        Kind::Matview => scope::begin_matview(),
+        Kind::Other => {}
     }
     next::process_utility(
         PREVIOUS,
@@ -51,26 +53,48 @@ unsafe extern "C-unwind" fn process_utility(
         dest,
         qc,
     );
-    if is_view {
-        scope::end_view();
+    match kind {
+        Kind::View => scope::end_view(),
+        Kind::Matview => scope::end_matview(),
+        Kind::Other => {}
     }
 }
 
+/// What a utility statement does that hoop must know while it runs.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// CREATE VIEW: its query is stored as written.
+    View,
+    /// CREATE MATERIALIZED VIEW, REFRESH MATERIALIZED VIEW: stores rows.
+    Matview,
+    Other,
+}
+
 /// hoop's own checks before a utility command runs; returns the statement to
-/// run (a rewritten COPY) and whether it defines a view.
-unsafe fn before_utility(pstmt: *mut pg_sys::PlannedStmt) -> (*mut pg_sys::PlannedStmt, bool) {
+/// run (a rewritten COPY) and what kind of statement it is.
+unsafe fn before_utility(pstmt: *mut pg_sys::PlannedStmt) -> (*mut pg_sys::PlannedStmt, Kind) {
     // Transaction control is all an aborted transaction accepts, and it
     // touches no table: nothing to check, and no catalog may be read then.
     if policy::internal() || !pg_sys::IsTransactionState() {
-        return (pstmt, false);
+        return (pstmt, Kind::Other);
     }
     let stmt = (*pstmt).utilityStmt;
     if session::is_gateway_backend() {
         refuse_in_gateway_session(stmt);
     }
     enforce_protected_tables(stmt);
-    let is_view = node_tag(stmt) == pg_sys::NodeTag::T_ViewStmt;
-    (rewrite_copy_to(pstmt).unwrap_or(pstmt), is_view)
+    let kind = match node_tag(stmt) {
+        pg_sys::NodeTag::T_ViewStmt => Kind::View,
+        pg_sys::NodeTag::T_RefreshMatViewStmt => Kind::Matview,
+        pg_sys::NodeTag::T_CreateTableAsStmt
+            if (*(stmt as *mut pg_sys::CreateTableAsStmt)).objtype
+                == pg_sys::ObjectType::OBJECT_MATVIEW =>
+        {
+            Kind::Matview
+        }
+        _ => Kind::Other,
+    };
+    (rewrite_copy_to(pstmt).unwrap_or(pstmt), kind)
 }
 
 unsafe fn cstr(ptr: *const c_char) -> String {
