@@ -428,3 +428,34 @@ async fn serve(
     gateway.run(shutdown).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::CONFIG_TOML;
+
+    /// The demo's configuration carries the rule about its own table (the
+    /// binary does not), and its rules validate with the shipped ones.
+    #[test]
+    fn the_demo_configuration_holds_its_own_payments_rule() {
+        #[derive(serde::Deserialize)]
+        struct Rules {
+            rules: Vec<hoop_policy::RuleConfig>,
+        }
+        let table: toml::Table = toml::from_str(CONFIG_TOML).expect("the demo TOML parses");
+        let rules: Rules = toml::Value::Table(table)
+            .try_into()
+            .expect("the demo rules parse");
+        let payments = rules
+            .rules
+            .iter()
+            .find(|r| r.name == "review-large-payment-reads")
+            .expect("the demo's payments rule");
+        assert_eq!(payments.tables, ["public.payments"]);
+        assert_eq!(payments.predicate.as_deref(), Some("amount > 10000"));
+        assert!(hoop_policy::default_rules()
+            .iter()
+            .all(|r| r.name != "review-large-payment-reads"));
+        let rule_set = hoop_policy::RuleSet::with_defaults(rules.rules).expect("valid rules");
+        assert!(rule_set.names().any(|n| n == "block-drop-database"));
+    }
+}
