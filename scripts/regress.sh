@@ -179,5 +179,17 @@ else
     passed=$((passed + 1))
 fi
 
+# No test card number appears anywhere in the server log: hoop masks every
+# message and STATEMENT line Postgres writes there (12_server_log provokes them).
+log_leaks=$(grep -n -F -f <(printf '%s\n' "${PANS[@]}") "$SERVERLOG" || true)
+if [ -n "$log_leaks" ]; then
+    printf '%s\n' "$log_leaks" >"$WORK/results/server-log.leaks"
+    printf 'FAILED  server log: RAW CARD NUMBER in %s lines: %s\n' "$(wc -l <<<"$log_leaks")" "$WORK/results/server-log.leaks"
+    failed=$((failed + 1))
+else
+    printf 'ok      server log (no card number in %s lines)\n' "$(wc -l <"$SERVERLOG")"
+    passed=$((passed + 1))
+fi
+
 echo "regress $version: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -4,6 +4,7 @@
 
 pub(crate) mod analyze;
 pub(crate) mod executor;
+pub(crate) mod log;
 pub(crate) mod next;
 pub(crate) mod planner;
 pub(crate) mod utility;
@@ -15,5 +16,6 @@ pub(crate) fn install() {
         planner::install();
         executor::install();
         utility::install();
+        log::install();
     }
 }
