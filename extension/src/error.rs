@@ -27,6 +27,8 @@ pub(crate) enum HoopError {
     MaskingFailed { target: String, why: String },
     /// A plan reads a masked table in a way the rewrite could not reach.
     Unmaskable { table: String, why: String },
+    /// Something this session may not read, whatever its privileges.
+    Hidden { what: String, why: String },
 }
 
 impl HoopError {
@@ -38,6 +40,7 @@ impl HoopError {
             HoopError::NoGatewaySession { .. }
             | HoopError::Blocked { .. }
             | HoopError::Unmaskable { .. }
+            | HoopError::Hidden { .. }
             | HoopError::NotOwner { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             HoopError::InvalidDeclaration { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             HoopError::UnsupportedColumnType { .. } => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
@@ -69,6 +72,7 @@ impl HoopError {
             HoopError::MaskingFailed { target, why } => {
                 format!("hoop: cannot mask {target}: {why}")
             }
+            HoopError::Hidden { what, .. } => format!("hoop: {what} cannot be read by this session"),
             HoopError::Unmaskable { table, .. } => format!(
                 "hoop: masked table {table} is read through an inlined SQL function, which hoop cannot mask"
             ),
@@ -78,7 +82,9 @@ impl HoopError {
     fn detail(&self) -> Option<String> {
         match self {
             HoopError::NoGatewaySession { reason, .. } => Some(reason.clone()),
-            HoopError::Blocked { why, .. } | HoopError::Unmaskable { why, .. } => Some(why.clone()),
+            HoopError::Blocked { why, .. }
+            | HoopError::Unmaskable { why, .. }
+            | HoopError::Hidden { why, .. } => Some(why.clone()),
             _ => None,
         }
     }

@@ -54,6 +54,22 @@ pub(crate) fn access() -> Result<Access, String> {
     }
 }
 
+/// `pg_statistic` and `pg_statistic_ext_data`: the histograms and most common
+/// values of every analyzed column, the undeclared columns of protected tables
+/// included (a card number kept in a free-text column shows up there).
+fn is_statistics_catalog(relid: pg_sys::Oid) -> bool {
+    // pg_statistic_ext_data's fixed OID (catalog/pg_statistic_ext_data.h),
+    // not among pgrx's constants.
+    const STATISTIC_EXT_DATA_RELATION_ID: pg_sys::Oid = pg_sys::Oid::from_u32(3429);
+    relid == pg_sys::StatisticRelationId || relid == STATISTIC_EXT_DATA_RELATION_ID
+}
+
+/// Only a session that sees raw values may read them: a superuser without a
+/// gateway session, while `hoop.enforce_superuser` is off.
+fn may_read_statistics() -> bool {
+    matches!(access(), Ok(Access::Superuser))
+}
+
 /// Raises the refusal for `policy` unless this backend may use it.
 pub(crate) fn require_access(policy: &RelationPolicy) {
     if let Err(reason) = access() {
@@ -78,6 +94,16 @@ pub(crate) unsafe fn check_range_table(range_table: *mut pg_sys::List, ereport: 
         let rte = list_nth(range_table, n) as *mut pg_sys::RangeTblEntry;
         if (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION {
             continue;
+        }
+        if is_statistics_catalog((*rte).relid) && !may_read_statistics() {
+            if !ereport {
+                return false;
+            }
+            HoopError::Hidden {
+                what: "column statistics (pg_stats, pg_stats_ext)".into(),
+                why: "in a database with protected tables, statistics hold sample values of their columns; only a superuser outside gateway sessions may read them".into(),
+            }
+            .report();
         }
         let Some(policy) = policy::lookup((*rte).relid) else {
             continue;

@@ -129,7 +129,7 @@ CREATE TEMP TABLE t AS SELECT card_number FROM public.payments_view WHERE id = 3
 TABLE t;
 -- EXPLAIN (ANALYZE, VERBOSE) shows the masking function, never a value.
 SELECT * FROM public.explain_lines($q$SELECT card_number FROM public.payments WHERE card_number LIKE '%6467' ORDER BY card_number$q$);
--- pg_stats and pg_statistic hold nothing for the column.
+-- pg_stats and pg_statistic cannot be read at all (13_statistics).
 SELECT count(*) AS card_stats FROM pg_stats WHERE tablename = 'payments' AND attname = 'card_number';
 SELECT count(*) FROM pg_statistic;
 -- Collations, ONLY, system-column tricks.
