@@ -83,10 +83,37 @@ fn bench_data_rows(c: &mut Criterion) {
         note,
         "2024-05-01 12:34:56.789+00",
     ]);
+    // The same row in binary (what asyncpg and tokio-postgres ask for):
+    // int8, text, numeric, timestamptz decoded by type.
+    let binary_shape = undeclared.with_result_formats(&[1]).expect("binary shape");
+    let mut amount = Vec::new();
+    for word in [2i16, 0, 0, 2, 1234, 5600] {
+        amount.extend_from_slice(&word.to_be_bytes());
+    }
+    let binary_row = |card: &[u8]| {
+        let values: [&[u8]; 6] = [
+            &100_042i64.to_be_bytes(),
+            card,
+            b"Jane Q. Cardholder",
+            &amount,
+            note.as_bytes(),
+            &767_795_696_789_000i64.to_be_bytes(),
+        ];
+        let mut body = (values.len() as i16).to_be_bytes().to_vec();
+        for value in values {
+            body.extend_from_slice(&(value.len() as i32).to_be_bytes());
+            body.extend_from_slice(value);
+        }
+        body
+    };
+    let binary_clean = binary_row(b"************1111");
+    let binary_pan = binary_row(b"4111111111111111");
     let cases = [
         ("no_pan_forwarded", &undeclared, &clean),
         ("pan_found_by_content", &undeclared, &with_pan),
         ("declared_column", &declared, &with_pan),
+        ("binary_no_pan_forwarded", &binary_shape, &binary_clean),
+        ("binary_pan_found_by_content", &binary_shape, &binary_pan),
     ];
     let mut group = c.benchmark_group("data_row");
     for (name, shape, row) in cases {

@@ -221,6 +221,8 @@ const BYTEA: u32 = 17;
 struct Field {
     treatment: Treatment,
     type_oid: u32,
+    /// What content detection does with the type, looked up once per shape.
+    kind: ValueKind,
     binary: bool,
 }
 
@@ -279,6 +281,7 @@ impl RowShape {
             fields.push(Field {
                 treatment,
                 type_oid,
+                kind: ValueKind::of(type_oid),
                 binary: format_is_binary(format, MESSAGE)?,
             });
         }
@@ -333,8 +336,7 @@ impl RowShape {
     fn check_binary_declared(&self) -> Result<(), MaskFailure> {
         for field in &self.fields {
             if let Treatment::Declared { column, .. } = &field.treatment {
-                let kind = ValueKind::of(field.type_oid);
-                if field.binary && !kind.is_text() && !kind.is_number() {
+                if field.binary && !field.kind.is_text() && !field.kind.is_number() {
                     return Err(MaskFailure::BinaryDeclaredColumn {
                         column: column.to_string(),
                         type_oid: field.type_oid,
@@ -417,7 +419,7 @@ fn mask_field(
     match &field.treatment {
         Treatment::Unmasked => Ok(None),
         Treatment::Declared { strategy, .. } => {
-            let kind = ValueKind::of(field.type_oid);
+            let kind = field.kind;
             if kind.is_number() {
                 // The column's strategy would make text its type cannot
                 // parse: the value becomes its last four digits, a number.
@@ -446,9 +448,9 @@ fn mask_field(
             Ok(Some(out))
         }
         Treatment::Content if field.binary => {
-            mask_binary_value(maskers, field.type_oid, value, Untyped::Refuse)
+            mask_binary_kind(maskers, field.kind, field.type_oid, value, Untyped::Refuse)
         }
-        Treatment::Content => Ok(mask_text_value(maskers, field.type_oid, value)),
+        Treatment::Content => Ok(mask_text_value(maskers, field.kind, value)),
     }
 }
 
@@ -625,8 +627,7 @@ const COPY_DELIMITERS: &[u8] = b"\t\n,(){}[]\"";
 const CONTAINER_DELIMITERS: &[u8] = b",(){}[]\"";
 
 /// The masked value of a text-format field under content detection.
-fn mask_text_value(maskers: &Maskers, type_oid: u32, text: &[u8]) -> Option<Vec<u8>> {
-    let kind = ValueKind::of(type_oid);
+fn mask_text_value(maskers: &Maskers, kind: ValueKind, text: &[u8]) -> Option<Vec<u8>> {
     match kind {
         ValueKind::Skip => None,
         ValueKind::Bytea => {
@@ -827,7 +828,17 @@ fn mask_binary_value(
     value: &[u8],
     untyped: Untyped,
 ) -> Result<Option<Vec<u8>>, MaskFailure> {
-    let kind = ValueKind::of(type_oid);
+    mask_binary_kind(maskers, ValueKind::of(type_oid), type_oid, value, untyped)
+}
+
+/// [`mask_binary_value`] with the type's kind already looked up.
+fn mask_binary_kind(
+    maskers: &Maskers,
+    kind: ValueKind,
+    type_oid: u32,
+    value: &[u8],
+    untyped: Untyped,
+) -> Result<Option<Vec<u8>>, MaskFailure> {
     match kind {
         ValueKind::Skip => Ok(None),
         ValueKind::Text | ValueKind::Bytea => Ok(mask_content(&maskers.content, value)),
