@@ -15,14 +15,18 @@
 //!   notification and COPY chunk, is scanned with `hoop_common`'s detector and
 //!   each card number in it is replaced with the content strategy.
 //!
-//! Binary format: for text-like types (`text`, `varchar`, `bpchar`, `name`,
-//! `json`, `xml`, `unknown`, `bytea`, and `jsonb` after its version byte) the
-//! bytes are the text, so both mechanisms apply as for text format. For any
-//! other type the raw bytes are still scanned — a binary `text[]` or record
-//! carries its elements' text verbatim — and masked in place with `pan_last4`,
-//! which keeps the length, so the value's inner structure stays valid. A
-//! declared column of a non-text type requested in binary cannot be masked
-//! with its strategy and fails closed ([`MaskFailure::BinaryDeclaredColumn`]).
+//! Values keep their type (issue 13): content detection works by the
+//! column's type ([`ValueKind`]). Types that cannot hold a card number are
+//! not scanned. Text is masked with the content strategy; a number (`int8`,
+//! `numeric`, `float8`, `money`, a JSON number, a number inside an array,
+//! range or record, a COPY field) becomes a number — its last four digits —
+//! so the client can still parse it. Binary values are decoded by type
+//! (`int8`, `numeric`, `float8`, `money`, arrays, ranges, records, and
+//! unknown types by their structure) and masked in the same binary type;
+//! what does not decode fails closed ([`MaskFailure::Undecodable`]). A
+//! declared column of a number type is masked as a number; of another
+//! non-text type in binary, it fails closed
+//! ([`MaskFailure::BinaryDeclaredColumn`]).
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;

@@ -599,7 +599,7 @@ fn binary_numbers_arrays_and_records_are_masked_in_their_type() {
     let numeric_pan = numeric(3, false, 2, &[4012, 8888, 8888, 1881]);
     let float = (INT8_PAN as f64).to_be_bytes();
     let money = (INT8_PAN * 100 + 7).to_be_bytes();
-    let int8_array = array(INT8 as u32, &[Some(&int8), None, Some(&7i64.to_be_bytes())]);
+    let int8_array = array(INT8, &[Some(&int8), None, Some(&7i64.to_be_bytes())]);
     let numeric_array = array(NUMERIC, &[Some(&numeric_pan)]);
     let anonymous = record(&[(INT4, &5i32.to_be_bytes()), (INT8, &int8)]);
     let nested = record(&[(TEXT, VISA.as_bytes()), (RECORD, &anonymous)]);
@@ -632,12 +632,7 @@ fn binary_numbers_arrays_and_records_are_masked_in_their_type() {
     let masked_one = 1881i64.to_be_bytes();
     assert_eq!(
         out[4].as_deref(),
-        Some(
-            &array(
-                INT8 as u32,
-                &[Some(&masked_one), None, Some(&7i64.to_be_bytes())]
-            )[..]
-        )
+        Some(&array(INT8, &[Some(&masked_one), None, Some(&7i64.to_be_bytes())])[..])
     );
     assert_eq!(
         out[5].as_deref(),
@@ -840,14 +835,14 @@ fn binary_copy_masks_numbers_records_and_text() {
     );
     let arrays = binary_copy_tuple(
         false,
-        &[Some(&array(INT8 as u32, &[Some(&INT8_PAN.to_be_bytes())]))],
+        &[Some(&array(INT8, &[Some(&INT8_PAN.to_be_bytes())]))],
     );
     let out = masker.mask_copy_data(&arrays);
     assert_eq!(
         out[0].as_ref(),
         &binary_copy_tuple(
             false,
-            &[Some(&array(INT8 as u32, &[Some(&1881i64.to_be_bytes())]))]
+            &[Some(&array(INT8, &[Some(&1881i64.to_be_bytes())]))]
         )[..]
     );
     // A float8 holding a card number is masked as a float8.
