@@ -429,8 +429,11 @@ fn mask_field(
                 // parse: the value becomes its last four digits, a number.
                 return if field.binary {
                     mask_binary_number(kind, value, true)
-                } else {
+                } else if value.iter().any(u8::is_ascii_digit) {
                     Ok(Some(masked_number_text(value)))
+                } else {
+                    // NaN, Infinity: nothing to mask.
+                    Ok(None)
                 };
             }
             // jsonb's binary form is a version byte, then the text.
@@ -1447,7 +1450,7 @@ pub fn mask_sql_text<'a>(masker: &Masker, sql: &'a str) -> Cow<'a, str> {
 ///
 /// Text COPY: a field that is a number stays a number (its last four
 /// digits), other card numbers get the content strategy. Binary COPY is
-/// decoded tuple by tuple ([`mask_binary_copy`]); bytes that are not whole
+/// decoded tuple by tuple (`mask_binary_copy`); bytes that are not whole
 /// tuples are masked in place with `pan_last4`, so lengths stay valid.
 pub struct CopyMasker {
     maskers: Arc<Maskers>,

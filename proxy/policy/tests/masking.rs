@@ -771,6 +771,10 @@ fn declared_number_columns_are_masked_as_numbers() {
     let text = shape(&[(PAYMENTS_OID, 2, NUMERIC, 0)]);
     let out = masked_fields(&text, &[Some(b"1234567890123.45")]).expect("masked");
     assert_eq!(out[0].as_deref(), Some(&b"123.45"[..]));
+    assert_eq!(masked_fields(&text, &[Some(b"NaN"),]), None);
+    let money = shape(&[(PAYMENTS_OID, 2, MONEY, 0)]);
+    let out = masked_fields(&money, &[Some(b"-$4,012,888,888,881,881.00")]).expect("masked");
+    assert_eq!(out[0].as_deref(), Some(&b"-$1881.00"[..]));
     let binary = shape(&[(PAYMENTS_OID, 2, NUMERIC, 1)]);
     let out = masked_fields(
         &binary,
