@@ -643,6 +643,9 @@ fn thousands_match_at(input: &[u8], start: usize, first_end: usize) -> Option<Pa
     luhn_valid(digits).then_some(PanMatch { start, end, brand })
 }
 
+/// Fewest significant digits of a card number in scientific notation.
+const MIN_SCIENTIFIC_DIGITS: usize = 12;
+
 /// A PAN printed as a floating-point number in scientific notation, the way
 /// PostgreSQL prints a `float8` of 16 digits: `4.012888888881881e+15`. The
 /// number is the mantissa's digits followed by as many zeros as the exponent
@@ -670,7 +673,12 @@ fn scientific_match_at(input: &[u8], start: usize, run_end: usize) -> Option<Pan
         .iter()
         .fold(0usize, |acc, &b| acc * 10 + usize::from(b - b'0'));
     let length = exponent + 1;
-    if !(MIN_PAN_DIGITS..=MAX_PAN_DIGITS).contains(&length) || fraction.len() > exponent {
+    // At least 12 significant digits: a float4 prints at most 9, and a card
+    // number with more than a few trailing zeros is not one anybody holds.
+    if !(MIN_PAN_DIGITS..=MAX_PAN_DIGITS).contains(&length)
+        || fraction.len() > exponent
+        || fraction.len() + 1 < MIN_SCIENTIFIC_DIGITS
+    {
         return None;
     }
     if !left_boundary_ok(input, start, length) || !run_right_boundary_ok(input, exponent_end) {
