@@ -202,7 +202,10 @@ groups = ["fraud-agents"]
     raw.send(&query("execute q")).await;
     refusal_names(&raw.until(b'Z').await, "unparsed-statement");
     // …also where EXECUTE is wrapped.
-    for sql in ["explain analyze execute q", "create temp table t2 as execute q"] {
+    for sql in [
+        "explain analyze execute q",
+        "create temp table t2 as execute q",
+    ] {
         raw.send(&query(sql)).await;
         refusal_names(&raw.until(b'Z').await, "unparsed-statement");
     }

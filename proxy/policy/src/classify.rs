@@ -63,12 +63,71 @@ impl Classified {
     }
 }
 
+/// Statements at least this long may hold parse trees deep enough that
+/// decoding, walking and dropping them (one Rust recursion per tree level,
+/// about 1.5 KiB of stack per level in release builds and ten times that in
+/// debug builds) would overflow the caller's stack — a tokio worker has
+/// 2 MiB, and `SELECT 1+1+…` with 1,500 terms, which the parser accepts,
+/// needs more. A tree level takes at least two bytes of SQL, so shorter
+/// statements are classified where they are.
+const SHALLOW_STATEMENT_LEN: usize = if cfg!(debug_assertions) { 96 } else { 1024 };
+
+/// The stack longer statements are classified on, on a thread of their
+/// own: the parser sizes its own depth limit (at most 2 MiB of C stack)
+/// from the real bounds of the thread it runs on, and the Rust side gets
+/// the rest. Only the pages used are ever touched.
+const DEEP_STACK: usize = 256 * 1024 * 1024;
+
+/// Runs `work` where a parse tree of any depth the parser produces fits;
+/// `None` when no thread could be started for it (fail closed).
+fn with_room_for<R: Send>(sql: &str, work: impl FnOnce() -> R + Send) -> Option<R> {
+    if sql.len() < SHALLOW_STATEMENT_LEN {
+        return Some(work());
+    }
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("hoop-classify".to_owned())
+            .stack_size(DEEP_STACK)
+            .spawn_scoped(scope, work)
+            .ok()?
+            .join()
+            .ok()
+    })
+}
+
 /// Classifies every statement of `sql` (a simple Query's string, a Parse's
 /// text, or a prepared statement's text).
 pub fn classify(sql: &str) -> Classified {
+    with_room_for(sql, || classify_here(sql)).unwrap_or_else(|| {
+        refused(
+            SQLSTATE_TOO_COMPLEX,
+            "the gateway could not classify this statement (no thread for it); try again",
+        )
+    })
+}
+
+/// One statement the gateway refuses before any rule, with this SQLSTATE.
+fn refused(sqlstate: &'static str, message: &str) -> Classified {
+    Classified {
+        statements: vec![StatementFacts {
+            kind: Kind::Unparsed,
+            unparsed_reason: Some(message.to_owned()),
+            syntax_error: Some(SyntaxError {
+                sqlstate,
+                message: message.to_owned(),
+                position: None,
+            }),
+            ..StatementFacts::default()
+        }],
+        literal_dependent: false,
+        bound_columns: BTreeSet::new(),
+    }
+}
+
+fn classify_here(sql: &str) -> Classified {
     let parsed = match pg_query::parse(sql, 0) {
         Ok(parsed) => parsed,
-        Err(_) => return rejected(sql),
+        Err(error) => return rejected(sql, &error),
     };
     let mut literal_dependent = false;
     let statements: Vec<StatementFacts> = parsed
@@ -123,14 +182,15 @@ pub fn statement_key(sql: &str) -> String {
             _ => {}
         }
     }
-    let tree = pg_query::parse(sql, 0)
-        .ok()
-        .and_then(|parsed| serde_json::to_value(&parsed.protobuf.stmts).ok());
-    match tree {
-        Some(mut tree) => {
-            strip(&mut tree);
-            format!("pg18:{tree}")
-        }
+    let key = with_room_for(sql, || {
+        let parsed = pg_query::parse(sql, 0).ok()?;
+        let mut tree = serde_json::to_value(&parsed.protobuf.stmts).ok()?;
+        strip(&mut tree);
+        Some(format!("pg18:{tree}"))
+    })
+    .flatten();
+    match key {
+        Some(key) => key,
         None => {
             let collapsed = sql.split_whitespace().collect::<Vec<_>>().join(" ");
             format!("text:{}", collapsed.trim_end_matches([';', ' ']))
@@ -151,8 +211,8 @@ pub fn setting_facts(name: &str) -> StatementFacts {
 
 /// The classification of a string the grammar rejects: one statement with
 /// the server's message and position.
-fn rejected(sql: &str) -> Classified {
-    let error = syntax_error(sql);
+fn rejected(sql: &str, parse_error: &pg_query::Error) -> Classified {
+    let error = syntax_error(sql, parse_error);
     Classified {
         statements: vec![StatementFacts {
             kind: Kind::Unparsed,
@@ -165,10 +225,13 @@ fn rejected(sql: &str) -> Classified {
     }
 }
 
+const SQLSTATE_SYNTAX_ERROR: &str = "42601";
+const SQLSTATE_TOO_COMPLEX: &str = "54001";
+
 /// libpg_query's error for `sql`: the `pg_query` crate keeps only the
 /// message, so the C entry point is called again for the cursor position
 /// (only ever on a string that failed to parse).
-fn syntax_error(sql: &str) -> SyntaxError {
+fn syntax_error(sql: &str, parse_error: &pg_query::Error) -> SyntaxError {
     #[repr(C)]
     struct PgQueryError {
         message: *mut c_char,
@@ -190,6 +253,7 @@ fn syntax_error(sql: &str) -> SyntaxError {
     }
     let Ok(input) = CString::new(sql) else {
         return SyntaxError {
+            sqlstate: SQLSTATE_SYNTAX_ERROR,
             message: "invalid message format: the statement contains a zero byte".to_owned(),
             position: None,
         };
@@ -201,8 +265,16 @@ fn syntax_error(sql: &str) -> SyntaxError {
     unsafe {
         let result = pg_query_parse(input.as_ptr());
         let error = if result.error.is_null() {
+            // The grammar accepts it, yet its tree could not be produced
+            // or read (deeper than the parser's stack allows on the way
+            // out): refused, with what the first attempt said.
+            let message = match parse_error {
+                pg_query::Error::Parse(message) => message.clone(),
+                _ => "statement too complex for the gateway to classify".to_owned(),
+            };
             SyntaxError {
-                message: "syntax error".to_owned(),
+                sqlstate: SQLSTATE_TOO_COMPLEX,
+                message,
                 position: None,
             }
         } else {
@@ -213,6 +285,11 @@ fn syntax_error(sql: &str) -> SyntaxError {
                 CStr::from_ptr(error.message).to_string_lossy().into_owned()
             };
             SyntaxError {
+                sqlstate: if message.starts_with("stack depth limit exceeded") {
+                    SQLSTATE_TOO_COMPLEX
+                } else {
+                    SQLSTATE_SYNTAX_ERROR
+                },
                 message,
                 position: u32::try_from(error.cursorpos).ok().filter(|p| *p > 0),
             }

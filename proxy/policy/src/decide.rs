@@ -135,7 +135,7 @@ pub fn decide(
         return Decision::Block {
             rule: SYNTAX_ERROR_RULE.to_owned(),
             message: error.message.clone(),
-            sqlstate: SQLSTATE_SYNTAX_ERROR,
+            sqlstate: error.sqlstate,
             position: error.position,
         };
     }

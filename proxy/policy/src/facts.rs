@@ -52,6 +52,9 @@ pub struct StatementFacts {
 /// cursor position the server would send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntaxError {
+    /// 42601 (syntax_error), or 54001 (statement_too_complex) for a tree
+    /// deeper than the parser allows.
+    pub sqlstate: &'static str,
     pub message: String,
     /// 1-based character position in the query string, as in the `P`
     /// field of an ErrorResponse.

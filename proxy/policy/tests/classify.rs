@@ -841,3 +841,51 @@ fn sql_text_given_to_query_to_xml_is_read_too() {
     let facts = one("SELECT query_to_xml($1, true, false, '')");
     assert!(facts.tables.is_empty());
 }
+
+/// A deep parse tree (`1+1+…`, nested subqueries, `NOT NOT …`) never
+/// overflows the caller's stack: a tokio worker has 2 MiB. What the parser
+/// accepts is classified; deeper is refused with 54001, as the server
+/// refuses it ("stack depth limit exceeded").
+#[test]
+fn deep_statements_never_overflow_the_callers_stack() {
+    let cases = [
+        format!("SELECT 1{}", "+1".repeat(60)),
+        format!("SELECT 1{}", "+1".repeat(400)),
+        format!("SELECT 1{}", "+1".repeat(1500)),
+        format!("SELECT 1{}", "+1".repeat(50_000)),
+        format!("SELECT {} 1 {}", "(SELECT ".repeat(300), ")".repeat(300)),
+        format!("SELECT {}1{}", "ARRAY[".repeat(2000), "]".repeat(2000)),
+        format!("SELECT {}x", "- ".repeat(5000)),
+        format!("SELECT 1 WHERE {} true", "NOT ".repeat(5000)),
+    ];
+    let outcomes = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || {
+            cases
+                .iter()
+                .map(|sql| {
+                    let classified = classify(sql);
+                    let key = hoop_policy::statement_key(sql);
+                    (classified, key.len())
+                })
+                .collect::<Vec<_>>()
+        })
+        .expect("thread")
+        .join()
+        .expect("no overflow");
+    for (index, (classified, _)) in outcomes.iter().enumerate() {
+        match classified.syntax_error() {
+            None => assert_eq!(classified.statements[0].kind, Kind::Select, "case {index}"),
+            Some(error) => {
+                assert_eq!(error.sqlstate, "54001", "case {index}: {error:?}");
+                assert!(
+                    error.message.contains("stack depth"),
+                    "case {index}: {error:?}"
+                );
+            }
+        }
+    }
+    // What real statements hold is well within reach.
+    assert!(outcomes[0].0.syntax_error().is_none());
+    assert!(outcomes[1].0.syntax_error().is_none());
+}
