@@ -312,6 +312,24 @@ fn push_mask(out: &mut Vec<u8>, len: usize) {
 /// Every digit (ASCII or full-width) but the last four becomes `*` (`＊`
 /// for a full-width one, so lengths stay the same).
 fn mask_last4(value: &[u8], out: &mut Vec<u8>) {
+    if value.is_ascii() {
+        // The usual value (a declared column holding a card number): copy it
+        // and mask the digits in place, no per-byte unit walk.
+        let digits = value.iter().filter(|b| b.is_ascii_digit()).count();
+        let masked = digits.saturating_sub(4);
+        let start = out.len();
+        out.extend_from_slice(value);
+        let mut seen = 0;
+        for byte in &mut out[start..] {
+            if byte.is_ascii_digit() {
+                if seen < masked {
+                    *byte = MASK_CHAR;
+                }
+                seen += 1;
+            }
+        }
+        return;
+    }
     let mut digits = 0;
     for_each_unit(value, |_, digit| digits += usize::from(digit.is_some()));
     let mut seen = 0;

@@ -570,8 +570,18 @@ struct ColumnDecision {
     masker: Option<Masker>,
 }
 
+/// The per-value path's state, in one place so each value costs one
+/// thread-local access: the last decision and one buffer for every value
+/// masked (no allocation per row).
+struct ColumnMasking {
+    last: Option<ColumnDecision>,
+    buffer: Vec<u8>,
+}
+
 thread_local! {
-    static LAST_DECISION: RefCell<Option<ColumnDecision>> = const { RefCell::new(None) };
+    static COLUMN_MASKING: RefCell<ColumnMasking> = const {
+        RefCell::new(ColumnMasking { last: None, buffer: Vec::new() })
+    };
 }
 
 fn decide(relid: pg_sys::Oid, attnum: i16) -> Option<(Option<i64>, Option<Masker>)> {
@@ -602,8 +612,9 @@ fn mask_into_buffer(relid: pg_sys::Oid, attnum: i16, value: &[u8]) -> Option<(*c
     let token_key = unsafe { *guc::TOKEN_KEY.as_ptr() } as usize;
     let generation = policy::generation();
     let filling_matview = scope::filling_matview();
-    let fresh = LAST_DECISION.with(|last| {
-        last.borrow().as_ref().is_some_and(|decision| {
+    COLUMN_MASKING.with(|state| {
+        let mut state = state.borrow_mut();
+        let fresh = state.last.as_ref().is_some_and(|decision| {
             decision.relid == relid
                 && decision.attnum == attnum
                 && decision.generation == generation
@@ -612,12 +623,10 @@ fn mask_into_buffer(relid: pg_sys::Oid, attnum: i16, value: &[u8]) -> Option<(*c
                 && decision.token_key == token_key
                 && decision.filling_matview == filling_matview
                 && decision.expires.is_none_or(|exp| exp > session::now_unix())
-        })
-    });
-    if !fresh {
-        let (expires, masker) = decide(relid, attnum)?;
-        LAST_DECISION.with(|last| {
-            *last.borrow_mut() = Some(ColumnDecision {
+        });
+        if !fresh {
+            let (expires, masker) = decide(relid, attnum)?;
+            state.last = Some(ColumnDecision {
                 relid,
                 attnum,
                 generation: policy::generation(),
@@ -627,17 +636,12 @@ fn mask_into_buffer(relid: pg_sys::Oid, attnum: i16, value: &[u8]) -> Option<(*c
                 filling_matview,
                 expires,
                 masker,
-            })
-        });
-    }
-    LAST_DECISION.with(|last| {
-        let last = last.borrow();
+            });
+        }
+        let ColumnMasking { last, buffer } = &mut *state;
         let masker = last.as_ref()?.masker.as_ref()?;
-        MASK_BUFFER.with(|buffer| {
-            let mut buffer = buffer.borrow_mut();
-            masker.mask_value_into(value, &mut buffer);
-            (buffer.as_slice() != value).then(|| (buffer.as_ptr(), buffer.len()))
-        })
+        masker.mask_value_into(value, buffer);
+        (buffer.as_slice() != value).then(|| (buffer.as_ptr(), buffer.len()))
     })
 }
 
@@ -696,11 +700,6 @@ pub unsafe extern "C-unwind" fn hoop_mask_column(
     set_varsize_4b(out, size as i32);
     std::ptr::copy_nonoverlapping(masked, (out as *mut u8).add(pg_sys::VARHDRSZ), len);
     pg_sys::Datum::from(out)
-}
-
-thread_local! {
-    /// One buffer for every value `hoop_mask_column` masks (no allocation per row).
-    static MASK_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A whole row of a protected table with its masked columns masked (for
