@@ -21,9 +21,11 @@ STAGES=${HOOP_TEST_STAGES:-sources lint unit regress upstream}
 mirror=$(debian_mirror)
 [ "$(id -u)" = 0 ] || { echo "fresh-machine: run as root (debootstrap, chroot, mounts)" >&2; exit 1; }
 [ -n "$mirror" ] || { echo "fresh-machine: no Debian mirror configured" >&2; exit 1; }
-rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
-cargo_bin=${CARGO_HOME:-$HOME/.cargo}/bin
-[ -d "$rustup_home/toolchains" ] || { echo "fresh-machine: no Rust toolchain in $rustup_home" >&2; exit 1; }
+# The active toolchain's own bin directory (cargo, rustc, rustfmt, clippy),
+# not ~/.cargo/bin: that also holds what the host installed with cargo
+# (cargo-pgrx), which a fresh machine must install itself.
+toolchain=$(rustc --print sysroot)
+[ -x "$toolchain/bin/cargo" ] || { echo "fresh-machine: no cargo in $toolchain/bin" >&2; exit 1; }
 
 timings=()
 timed() { # timed NAME CMD...
@@ -83,8 +85,7 @@ enter_setup() {
     mkdir -p "$ROOT/dev/shm" && mount -t tmpfs tmpfs "$ROOT/dev/shm" && mounts+=("$ROOT/dev/shm")
     # The host's Rust toolchain, read-only; CARGO_HOME stays inside the root
     # (empty registry, cargo-pgrx installed by setup).
-    bind "$rustup_home" "$ROOT/opt/rust/rustup" ro
-    bind "$cargo_bin" "$ROOT/opt/rust/bin" ro
+    bind "$toolchain" "$ROOT/opt/rust/toolchain" ro
     # The committed tree, as a fresh clone would have it.
     rm -rf "$ROOT/root/hoop"
     git clone -q "$repo" "$ROOT/root/hoop"
@@ -92,8 +93,7 @@ enter_setup() {
 
 in_root() { # in_root CMD: runs a bash command as root inside the fresh root
     chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
-        PATH=/root/.cargo/bin:/opt/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        RUSTUP_HOME=/opt/rust/rustup RUSTUP_TOOLCHAIN="$(rustup show active-toolchain | cut -d' ' -f1)" \
+        PATH=/root/.cargo/bin:/opt/rust/toolchain/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         CARGO_HOME=/root/.cargo HOOP_TEST_STAGES="$STAGES" \
         /bin/bash -c "$1"
 }
