@@ -1044,7 +1044,15 @@ impl Walker {
             self.nested_kinds.push(kind);
             self.nested_missing_where |= missing_where;
         }
-        self.walk_fields(body, &["with_clause"]);
+        // The target is always a table: a CTE of the same name cannot be
+        // written to, so `WITH payments AS (…) DELETE FROM payments`
+        // deletes from the real one.
+        if let Some(target) = field(body, "relation") {
+            let shadowing = std::mem::take(&mut self.ctes);
+            self.range_var(target);
+            self.ctes = shadowing;
+        }
+        self.walk_fields(body, &["with_clause", "relation"]);
         self.ctes.truncate(visible);
         missing_where
     }
@@ -1054,7 +1062,8 @@ impl Walker {
     fn filtered_items(&mut self, relation: Option<&Value>, from: &[Value], body: &Value) {
         let mut items = Vec::new();
         if let Some(relation) = relation {
-            items.push(self.relation_item(relation));
+            // The target, never a CTE (see `data_modification`).
+            items.push(self.relation_item_in(relation, &[]));
         }
         for entry in from {
             self.add_from_item(entry, &mut items);
@@ -1076,10 +1085,14 @@ impl Walker {
     }
 
     fn relation_item(&self, relation: &Value) -> FromItem {
+        self.relation_item_in(relation, &self.ctes)
+    }
+
+    fn relation_item_in(&self, relation: &Value, ctes: &[String]) -> FromItem {
         let schema = text(relation, "schemaname");
         let name = text(relation, "relname");
         let alias = field(relation, "alias").map(|a| text(a, "aliasname").to_owned());
-        let is_cte = schema.is_empty() && self.ctes.iter().any(|cte| cte == name);
+        let is_cte = schema.is_empty() && ctes.iter().any(|cte| cte == name);
         FromItem {
             name: Some(alias.unwrap_or_else(|| name.to_owned())),
             location: (!is_cte).then(|| int(relation, "location")),

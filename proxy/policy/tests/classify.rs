@@ -889,3 +889,19 @@ fn deep_statements_never_overflow_the_callers_stack() {
     assert!(outcomes[0].0.syntax_error().is_none());
     assert!(outcomes[1].0.syntax_error().is_none());
 }
+
+#[test]
+fn a_cte_never_hides_the_table_a_statement_writes() {
+    for sql in [
+        "WITH payments AS (SELECT 1) DELETE FROM payments",
+        "WITH payments AS (SELECT 1) UPDATE payments SET note = 'x' WHERE amount < 5",
+        "WITH payments AS (SELECT 1) INSERT INTO payments (id) VALUES (1)",
+        "WITH payments AS (SELECT 1) MERGE INTO payments p USING other o ON p.id = o.id WHEN MATCHED THEN DELETE",
+        "WITH x AS (WITH payments AS (SELECT 1) DELETE FROM payments RETURNING 1) SELECT * FROM x",
+    ] {
+        let facts = one(sql);
+        assert!(tables(&facts).contains(&"public.payments".to_owned()), "{sql}: {facts:?}");
+    }
+    let facts = one("WITH payments AS (SELECT 1) UPDATE payments SET note = 'x' WHERE amount < 5");
+    assert!(facts.bounds.of("public.payments", "amount").upper.is_some());
+}

@@ -821,3 +821,15 @@ fn the_shipped_rules_are_the_operators_to_switch_off() {
         "block:review-dynamic-sql"
     );
 }
+
+#[test]
+fn a_cte_of_the_same_name_does_not_hide_a_protected_write() {
+    assert_eq!(
+        outcome(
+            "WITH payments AS (SELECT 1) DELETE FROM payments",
+            &agent(),
+            &defaults()
+        ),
+        "review:review-dml-on-protected-tables"
+    );
+}
