@@ -366,6 +366,14 @@ fn is_select_stmt(value: &Value) -> bool {
     })
 }
 
+/// An untagged `ObjectWithArgs` (`CREATE CAST … WITH FUNCTION f(…)`,
+/// `ALTER FUNCTION f(…)`).
+fn is_object_with_args(value: &Value) -> bool {
+    value.as_object().is_some_and(|o| {
+        o.contains_key("objname") && o.contains_key("objargs") && o.contains_key("args_unspecified")
+    })
+}
+
 /// An untagged `FuncCall` (`CALL`'s call).
 fn is_func_call(value: &Value) -> bool {
     value
@@ -579,12 +587,10 @@ fn plain(tag: &str, body: &Value, literal_dependent: &mut bool) -> StatementFact
             walker.executes.push(text(body, "name").to_owned());
             walker.walk_fields(body, &[]);
         }
-        "CreateTrigStmt" => {
+        "CreateTrigStmt" | "CreateEventTrigStmt" => {
             // The function the trigger will run is called, later, by every
-            // write to the table.
-            walker
-                .functions
-                .push(name_parts(list(body, "funcname")).join(".").to_lowercase());
+            // write to the table (every DDL command, for an event trigger).
+            walker.add_function_name(list(body, "funcname"));
             walker.walk_fields(body, &[]);
         }
         _ => walker.walk_fields(body, &[]),
@@ -777,6 +783,9 @@ impl Walker {
                     self.func_call(value);
                 } else if is_select_stmt(value) {
                     self.select(value);
+                } else if is_object_with_args(value) {
+                    self.add_function_name(list(value, "objname"));
+                    self.walk_fields(value, &[]);
                 } else {
                     object.values().for_each(|child| self.walk(child));
                 }
@@ -806,6 +815,27 @@ impl Walker {
                 _ => {}
             },
             "AStar" => self.all_columns = true,
+            // A function named, not called, by a statement that makes it
+            // run later or elsewhere (a cast, DROP/ALTER/GRANT … FUNCTION):
+            // rules about functions see it too.
+            "ObjectWithArgs" => {
+                self.add_function_name(list(body, "objname"));
+                self.walk_fields(body, &[]);
+            }
+            // CREATE OPERATOR/AGGREGATE/TYPE name their support functions
+            // as options (`PROCEDURE = pg_read_file`): an operator would
+            // call it under another name.
+            "DefElem" if is_function_option(text(body, "defname")) => {
+                if let Some(arg) = field(body, "arg") {
+                    match tagged(arg) {
+                        Some(("TypeName", name)) => self.add_function_name(list(name, "names")),
+                        Some(("List", name)) => self.add_function_name(list(name, "items")),
+                        Some(("String", _)) => self.add_function_name(std::slice::from_ref(arg)),
+                        _ => {}
+                    }
+                }
+                self.walk_fields(body, &[]);
+            }
             "ExecuteStmt" => {
                 self.executes.push(text(body, "name").to_owned());
                 self.walk_fields(body, &[]);
@@ -923,6 +953,13 @@ impl Walker {
                     self.nested_kinds.push(level.kind.clone());
                 }
             }
+        }
+    }
+
+    fn add_function_name(&mut self, parts: &[Value]) {
+        let name = name_parts(parts).join(".").to_lowercase();
+        if !name.is_empty() {
+            self.functions.push(name);
         }
     }
 
@@ -1180,6 +1217,29 @@ impl Walker {
         facts.nested_kinds = self.nested_kinds;
         facts.executes = self.executes;
     }
+}
+
+/// Options of CREATE OPERATOR, CREATE AGGREGATE and CREATE TYPE whose value
+/// is a function the object will call.
+fn is_function_option(name: &str) -> bool {
+    name.ends_with("func")
+        || matches!(
+            name,
+            "function"
+                | "procedure"
+                | "restrict"
+                | "join"
+                | "input"
+                | "output"
+                | "receive"
+                | "send"
+                | "typmod_in"
+                | "typmod_out"
+                | "analyze"
+                | "subscript"
+                | "canonical"
+                | "subtype_diff"
+        )
 }
 
 /// `'public.payments'`, `'"Payments"'` as a regclass literal names them.

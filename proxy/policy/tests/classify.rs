@@ -905,3 +905,24 @@ fn a_cte_never_hides_the_table_a_statement_writes() {
     let facts = one("WITH payments AS (SELECT 1) UPDATE payments SET note = 'x' WHERE amount < 5");
     assert!(facts.bounds.of("public.payments", "amount").upper.is_some());
 }
+
+#[test]
+fn functions_named_for_later_calls_are_seen() {
+    for sql in [
+        "CREATE OPERATOR ### (PROCEDURE = pg_read_file, RIGHTARG = text)",
+        "CREATE OPERATOR ### (FUNCTION = pg_catalog.pg_read_file, RIGHTARG = text)",
+        "CREATE AGGREGATE a(text) (SFUNC = pg_read_file, STYPE = text)",
+        "CREATE CAST (int AS text) WITH FUNCTION pg_read_file(int)",
+        "CREATE EVENT TRIGGER e ON ddl_command_start EXECUTE FUNCTION pg_read_file()",
+        "CREATE TRIGGER t BEFORE INSERT ON x FOR EACH ROW EXECUTE FUNCTION pg_read_file()",
+        "GRANT EXECUTE ON FUNCTION pg_read_file(text) TO agent",
+        "ALTER FUNCTION pg_read_file(text) SECURITY DEFINER",
+    ] {
+        let facts = one(sql);
+        assert!(
+            facts.functions.iter().any(|f| f.ends_with("pg_read_file")),
+            "{sql}: {:?}",
+            facts.functions
+        );
+    }
+}
