@@ -499,9 +499,10 @@ enum ValueKind {
 impl ValueKind {
     fn of(type_oid: u32) -> ValueKind {
         match type_oid {
-            // text, varchar, bpchar, name, xml, unknown, cstring, "char",
-            // tsvector, tsquery.
-            25 | 1043 | 1042 | 19 | 142 | 705 | 2275 | 18 | 3614 | 3615 => ValueKind::Text,
+            // text, varchar, bpchar, name, xml, unknown, cstring, "char":
+            // their binary form is the text. (tsvector and tsquery carry
+            // text inside a structure: `Other`, masked in place in binary.)
+            25 | 1043 | 1042 | 19 | 142 | 705 | 2275 | 18 => ValueKind::Text,
             114 => ValueKind::Json,
             JSONB => ValueKind::Jsonb,
             BYTEA => ValueKind::Bytea,
@@ -594,7 +595,6 @@ impl ValueKind {
             143 => ValueKind::Array(142),
             1263 => ValueKind::Array(2275),
             1002 => ValueKind::Array(18),
-            3643 => ValueKind::Array(3614),
             199 => ValueKind::Array(114),
             3807 => ValueKind::Array(JSONB),
             1001 => ValueKind::Array(BYTEA),

@@ -893,3 +893,25 @@ proptest! {
         }
     }
 }
+
+/// Text inside a binary structure the gateway does not decode (tsvector:
+/// lexeme count, then each lexeme and its positions) is masked in place,
+/// whatever the content strategy, so the structure stays readable.
+#[test]
+fn text_inside_binary_structures_is_masked_in_place() {
+    const TSVECTOR: u32 = 3614;
+    let redact = Masker::new(MaskStrategy::Redact, None).expect("no key needed");
+    let policy = ColumnPolicy::new(&[], &[], redact, None).expect("no columns");
+    let shape = RowShape::from_row_description(&row_description(&[(0, 0, TSVECTOR, 1)]), &policy)
+        .expect("shape");
+    let mut value = 1i32.to_be_bytes().to_vec();
+    value.extend_from_slice(VISA.as_bytes());
+    value.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let out = mask_data_row(&shape, &data_row(&[Some(&value)]))
+        .expect("masked")
+        .map(|body| fields(&body))
+        .expect("changed");
+    let masked = out[0].clone().expect("not null");
+    assert_eq!(masked.len(), value.len());
+    assert!(!pan::contains_pan(&masked));
+}
