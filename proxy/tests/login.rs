@@ -384,5 +384,31 @@ groups = ["fraud-agents"]
     // Other switches are not settings hoop can judge.
     let (_, msgs) = login_with_options(&gw, &token, "-B 100").await;
     assert_eq!(msgs[0].error_code().as_deref(), Some("42601"), "{msgs:?}");
+    // libpq's PGOPTIONS, as pg_regress sets it.
+    let psql = |options: &str| {
+        std::process::Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={} dbname=payments user=agent sslmode=disable",
+                gw.addr.port()
+            ))
+            .args(["-X", "-A", "-t", "-c", "show intervalstyle"])
+            .env("PGPASSWORD", &token)
+            .env("PGOPTIONS", options)
+            .output()
+            .expect("psql runs")
+    };
+    let out = psql("-c intervalstyle=postgres_verbose");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "postgres_verbose",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = psql("-c role=postgres");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("\"role\""),
+        "{stderr}"
+    );
     gw.stop().await;
 }
