@@ -5,10 +5,17 @@
 //!
 //! 1. [`classify`] (or [`ClassifyCache::classify`]) → [`Classified`]: one
 //!    [`StatementFacts`] per statement — kind, tables, columns, functions,
-//!    missing WHERE, bounds on columns, parameters set.
+//!    missing WHERE, bounds per relation and column, parameters set,
+//!    prepared statements executed — read with PostgreSQL's own grammar
+//!    (pg_query); a string the grammar rejects is one statement with a
+//!    [`SyntaxError`]. [`setting_facts`] judges a setting given outside SQL
+//!    (the `options` startup parameter) as `SET` would be;
+//!    [`statement_key`] is what review grants match on.
 //! 2. [`decide_all`] / [`decide`] with the caller's [`Identity`],
-//!    [`PolicyContext`] and [`RuleSet`] → [`Decision`]; a refusal's
-//!    [`Decision::client_error`] is the SQLSTATE and message to send.
+//!    [`PolicyContext`] and [`RuleSet`] (the shipped `hoop-defaults`, as
+//!    [`DefaultRules`] selects them, then the operator's) → [`Decision`]; a
+//!    refusal's [`Decision::client_error`] is the SQLSTATE and message to
+//!    send, [`Decision::position`] the syntax error's position.
 //!
 //! Per server message, on the way to the client (bodies without the tag and
 //! length):
