@@ -455,7 +455,7 @@ fn mask_field(
             Ok(Some(out))
         }
         Treatment::Content if field.binary => {
-            mask_binary_kind(maskers, field.kind, field.type_oid, value, Untyped::Refuse)
+            mask_binary_kind(maskers, field.kind, field.type_oid, value, Untyped::REFUSE)
         }
         Treatment::Content => Ok(mask_text_value(maskers, field.kind, value)),
     }
@@ -818,14 +818,49 @@ fn mask_json_text(masker: &Masker, text: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// What to do with a binary value of a type the gateway does not know that
-/// reads as a card number only when taken as an 8-byte integer.
+/// reads as a card number only when taken as an 8-byte integer or float.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Untyped {
+enum Guess {
     /// In a DataRow: refuse the row (the error names the type).
     Refuse,
     /// In binary COPY, which carries no types and no way to refuse a row:
     /// replace it in place with its last four digits.
     MaskInPlace,
+}
+
+/// How deep records, arrays and ranges may nest inside one value. Deeper is
+/// refused: the decoder recurses, and a crafted `ROW(ROW(ROW(…)))` must not
+/// exhaust the connection task's stack.
+const MAX_NESTING: u8 = 32;
+
+/// The walk through one binary value: the guess for values of unknown
+/// types, and how deep inside containers it is.
+#[derive(Clone, Copy)]
+struct Untyped {
+    guess: Guess,
+    depth: u8,
+}
+
+impl Untyped {
+    const REFUSE: Untyped = Untyped {
+        guess: Guess::Refuse,
+        depth: 0,
+    };
+    const MASK_IN_PLACE: Untyped = Untyped {
+        guess: Guess::MaskInPlace,
+        depth: 0,
+    };
+
+    /// The walk one container further in.
+    fn nested(self, type_oid: u32) -> Result<Untyped, MaskFailure> {
+        if self.depth >= MAX_NESTING {
+            return Err(undecodable(type_oid, "values nested too deeply"));
+        }
+        Ok(Untyped {
+            depth: self.depth + 1,
+            ..self
+        })
+    }
 }
 
 /// The masked binary value of a field of `type_oid` (`None`: unchanged).
@@ -904,13 +939,13 @@ fn mask_untyped_binary(
             && !printable
             && is_pan_number(integer.unsigned_abs())
         {
-            return match untyped {
-                Untyped::Refuse => Err(undecodable(
+            return match untyped.guess {
+                Guess::Refuse => Err(undecodable(
                     type_oid,
                     "an 8-byte value of a type the gateway does not know reads as a card \
                      number; request it in text format",
                 )),
-                Untyped::MaskInPlace => Ok(Some(masked_int8(integer))),
+                Guess::MaskInPlace => Ok(Some(masked_int8(integer))),
             };
         }
         // The same bits as a float8 holding a whole card number (a float
@@ -918,18 +953,18 @@ fn mask_untyped_binary(
         let float = f64::from_be_bytes(bytes);
         if float.is_finite() && float.fract() == 0.0 && (1e12..1e19).contains(&float.abs()) {
             if let Ok(Some(masked)) = mask_binary_number(ValueKind::Float8, value, false) {
-                return match untyped {
-                    Untyped::Refuse => Err(undecodable(
+                return match untyped.guess {
+                    Guess::Refuse => Err(undecodable(
                         type_oid,
                         "an 8-byte value of a type the gateway does not know reads as a card \
                          number; request it in text format",
                     )),
-                    Untyped::MaskInPlace => Ok(Some(masked)),
+                    Guess::MaskInPlace => Ok(Some(masked)),
                 };
             }
         }
     }
-    if untyped == Untyped::MaskInPlace {
+    if untyped.guess == Guess::MaskInPlace {
         if let Ok(Some(masked)) = mask_binary_numeric(value, false) {
             return Ok(Some(masked));
         }
@@ -1168,6 +1203,7 @@ fn mask_binary_array(
     untyped: Untyped,
     type_oid: u32,
 ) -> Result<Option<Vec<u8>>, MaskFailure> {
+    let untyped = untyped.nested(type_oid)?;
     let short = |_| undecodable(type_oid, "short array");
     let mut reader = Reader::new(value, "array");
     let ndim = reader.i32("dimensions").map_err(short)?;
@@ -1222,6 +1258,7 @@ fn mask_binary_record(
     untyped: Untyped,
     type_oid: u32,
 ) -> Result<Option<Vec<u8>>, MaskFailure> {
+    let untyped = untyped.nested(type_oid)?;
     let short = |_| undecodable(type_oid, "short record");
     let mut reader = Reader::new(value, "record");
     let columns = reader.i32("columns").map_err(short)?;
@@ -1261,6 +1298,7 @@ fn mask_binary_range(
     value: &[u8],
     untyped: Untyped,
 ) -> Result<Option<Vec<u8>>, MaskFailure> {
+    let untyped = untyped.nested(subtype)?;
     const EMPTY: u8 = 0x01;
     const LOWER_INFINITE: u8 = 0x08;
     const UPPER_INFINITE: u8 = 0x10;
@@ -1306,6 +1344,7 @@ fn mask_binary_multirange(
     value: &[u8],
     untyped: Untyped,
 ) -> Result<Option<Vec<u8>>, MaskFailure> {
+    let untyped = untyped.nested(subtype)?;
     let mut reader = Reader::new(value, "multirange");
     let count = reader
         .i32("ranges")
@@ -1545,7 +1584,9 @@ fn mask_binary_copy<'a>(maskers: &Maskers, body: &'a [u8]) -> Option<Cow<'a, [u8
         for _ in 0..count {
             let field = read_element(&mut reader, 0).ok()?;
             let masked = match field {
-                Some(bytes) => mask_untyped_binary(maskers, 0, bytes, Untyped::MaskInPlace).ok()?,
+                Some(bytes) => {
+                    mask_untyped_binary(maskers, 0, bytes, Untyped::MASK_IN_PLACE).ok()?
+                }
                 None => None,
             };
             fields.push((field, masked));

@@ -915,3 +915,51 @@ fn text_inside_binary_structures_is_masked_in_place() {
     assert_eq!(masked.len(), value.len());
     assert!(!pan::contains_pan(&masked));
 }
+
+/// `ROW(ROW(ROW(…)))` in binary: decoded to a depth, refused beyond it, and
+/// never a stack overflow.
+#[test]
+fn deeply_nested_records_are_refused_not_recursed_into() {
+    let nest = |depth: usize| {
+        let mut value = record(&[(INT8, &INT8_PAN.to_be_bytes())]);
+        for _ in 0..depth {
+            value = record(&[(RECORD, &value)]);
+        }
+        value
+    };
+    let shape = shape(&[(0, 0, RECORD, 1)]);
+    let shallow = mask_data_row(&shape, &data_row(&[Some(&nest(10))]))
+        .expect("decoded")
+        .expect("masked");
+    assert!(!fields(&shallow)[0]
+        .as_deref()
+        .expect("not null")
+        .windows(8)
+        .any(|w| w == INT8_PAN.to_be_bytes()));
+    for depth in [40, 5_000] {
+        assert!(matches!(
+            mask_data_row(&shape, &data_row(&[Some(&nest(depth))])),
+            Err(MaskFailure::Undecodable { .. })
+        ));
+    }
+}
+
+proptest! {
+    /// Whatever bytes the server sends for a binary value of any type the
+    /// masker decodes, it answers (masked, unchanged or refused) and never
+    /// panics.
+    #[test]
+    fn binary_values_never_panic(
+        type_oid in proptest::sample::select(vec![
+            INT8, NUMERIC, FLOAT8, MONEY, INT8_ARRAY, NUMERIC_ARRAY, RECORD, INT8RANGE,
+            ROW_TYPE, JSONB, JSON, TEXT, BYTEA, 4536u32, 3614,
+        ]),
+        value in proptest::collection::vec(any::<u8>(), 0..96),
+    ) {
+        let shape = shape(&[(0, 0, type_oid, 1)]);
+        let _ = mask_data_row(&shape, &data_row(&[Some(&value)]));
+        let mut copy = CopyMasker::new(&policy(), true);
+        let _ = copy.mask_copy_data(&value);
+        let _ = copy.finish();
+    }
+}
