@@ -256,19 +256,38 @@ impl Iterator for AsciiPans<'_> {
     }
 }
 
-/// Full-width digits (U+FF10..U+FF19, what Japanese and Chinese input
-/// methods type), the full-width hyphen, no-break and other fixed-width
-/// spaces, and zero-width characters. The UTF-8 lead bytes of all of them.
+/// Whether `input` holds a character [`normalized_char`] reads that can be
+/// part of a card number: a full-width digit (U+FF10..U+FF19, what Japanese
+/// and Chinese input methods type), or a no-break, fixed-width or
+/// zero-width space or full-width hyphen right after a digit (and at most
+/// three ASCII separators). Typographic quotes and dashes, and spaces away
+/// from digits, keep the fast path.
 fn needs_normalizing(input: &[u8]) -> bool {
     if input.is_ascii() {
         return false;
     }
-    input.windows(2).any(|pair| {
-        matches!(
-            pair,
-            [0xC2, 0xA0] | [0xE2, 0x80] | [0xE2, 0x81] | [0xE3, 0x80] | [0xEF, 0xBC] | [0xEF, 0xBB]
-        )
-    })
+    let mut at = 0;
+    while let Some(offset) = input.get(at..).and_then(|rest| {
+        rest.iter()
+            .position(|&b| matches!(b, 0xC2 | 0xE2 | 0xE3 | 0xEF))
+    }) {
+        let lead = at + offset;
+        match normalized_char(input, lead) {
+            Some((Normalized::Byte(byte), _)) if is_digit(byte) => return true,
+            Some(_) if follows_digit(input, lead) => return true,
+            _ => {}
+        }
+        at = lead + 1;
+    }
+    false
+}
+
+/// Whether a digit (ASCII or full-width) ends just before `at`, possibly
+/// followed by up to three ASCII separators.
+fn follows_digit(input: &[u8], at: usize) -> bool {
+    let end = at - separator_run_before(input, at);
+    byte_before(input, end, 1).is_some_and(is_digit)
+        || (end >= 3 && matches!(input[end - 3..end], [0xEF, 0xBC, 0x90..=0x99]))
 }
 
 /// What a non-ASCII character counts as for detection.
@@ -841,6 +860,27 @@ mod tests {
             assert_eq!(end_of_digits(&text, 0), length);
             text.extend_from_slice(b"x123");
             assert_eq!(end_of_digits(&text, 0), length);
+        }
+    }
+
+    #[test]
+    fn only_digit_like_characters_leave_the_fast_path() {
+        for text in [
+            "plain ascii 4111",
+            "\u{201c}quoted\u{201d} \u{2013} 2024",
+            "a\u{a0}b",
+            "日本語のテキスト\u{3000}です",
+        ] {
+            assert!(!needs_normalizing(text.as_bytes()), "{text}");
+        }
+        for text in [
+            "４",
+            "4111\u{a0}1111",
+            "4111 \u{a0}1111",
+            "4111\u{200b}1111",
+            "４１１１\u{3000}１１１１",
+        ] {
+            assert!(needs_normalizing(text.as_bytes()), "{text}");
         }
     }
 
