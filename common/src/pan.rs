@@ -319,37 +319,52 @@ fn normalized_char(input: &[u8], at: usize) -> Option<(Normalized, usize)> {
 
 /// The ASCII matcher over a copy of `input` in which every character of
 /// [`normalized_char`] is replaced by the ASCII byte it stands for (or
-/// dropped), with matches mapped back to `input`'s offsets.
+/// dropped), with matches mapped back to `input`'s offsets. The map keeps
+/// one entry per replaced character, not per byte, so a long value costs
+/// one copy of itself.
 fn normalized_pans(input: &[u8]) -> Vec<PanMatch> {
     let mut ascii = Vec::with_capacity(input.len());
-    // Start and end in `input` of the character each byte of `ascii` came from.
-    let mut origin: Vec<(usize, usize)> = Vec::with_capacity(input.len());
+    // (index in `ascii`, offset in `input`) from which bytes map one to one;
+    // sorted, the last entry for an index wins.
+    let mut shifts: Vec<(usize, usize)> = vec![(0, 0)];
     let mut at = 0;
     while at < input.len() {
         match normalized_char(input, at) {
             Some((Normalized::Byte(byte), len)) => {
+                shifts.push((ascii.len(), at));
                 ascii.push(byte);
-                origin.push((at, at + len));
                 at += len;
+                shifts.push((ascii.len(), at));
             }
-            Some((Normalized::Nothing, len)) => at += len,
+            Some((Normalized::Nothing, len)) => {
+                at += len;
+                shifts.push((ascii.len(), at));
+            }
             None => {
                 ascii.push(input[at]);
-                origin.push((at, at + 1));
                 at += 1;
             }
         }
     }
+    let original = |index: usize| {
+        let entry = shifts.partition_point(|&(from, _)| from <= index) - 1;
+        let (from, offset) = shifts[entry];
+        offset + (index - from)
+    };
     let found = AsciiPans {
         input: &ascii,
         position: 0,
         last_match_end: None,
     };
     found
-        .map(|m| PanMatch {
-            start: origin[m.start].0,
-            end: origin[m.end - 1].1,
-            brand: m.brand,
+        .map(|m| {
+            let last = original(m.end - 1);
+            let last_len = normalized_char(input, last).map_or(1, |(_, len)| len);
+            PanMatch {
+                start: original(m.start),
+                end: last + last_len,
+                brand: m.brand,
+            }
         })
         .collect()
 }

@@ -215,3 +215,43 @@ proptest! {
         prop_assert!(keys.verify(&altered, 7, 50).is_err());
     }
 }
+
+/// A card number written with full-width digits, no-break or zero-width
+/// spaces, or ASCII digits, mixed with other text.
+fn wide_text() -> impl proptest::strategy::Strategy<Value = String> {
+    let wide = |card: String| -> String {
+        card.chars()
+            .map(|c| char::from_u32(u32::from(c) - u32::from('0') + 0xFF10).unwrap_or(c))
+            .collect()
+    };
+    let fragment = prop_oneof![
+        2 => card_number().prop_map(move |c| wide(c)),
+        2 => card_number(),
+        2 => prop_oneof![
+            Just("\u{a0}"), Just("\u{200b}"), Just("\u{3000}"), Just("\u{202f}"), Just("－"),
+            Just("“"), Just("”"), Just(" "), Just("_"),
+        ]
+        .prop_map(str::to_owned),
+        1 => "[０-９]{1,6}",
+        1 => "[0-9]{1,6}",
+        1 => "[a-zあ-ん]{1,4}",
+    ];
+    proptest::collection::vec(fragment, 0..12).prop_map(|parts| parts.concat())
+}
+
+proptest! {
+    #[test]
+    fn wide_and_invisible_forms_are_masked_in_place(text in wide_text()) {
+        for m in find_pans(text.as_bytes()) {
+            prop_assert!(text.is_char_boundary(m.start) && text.is_char_boundary(m.end));
+        }
+        for masker in maskers() {
+            let once = masker.mask_text(&text);
+            prop_assert!(find_pans(once.as_bytes()).is_empty(), "{:?} -> {:?}", text, once);
+            prop_assert_eq!(masker.mask_text(&once), once.clone());
+            if matches!(masker.strategy(), MaskStrategy::PanLast4 | MaskStrategy::PanBinLast4) {
+                prop_assert_eq!(once.len(), text.len());
+            }
+        }
+    }
+}
