@@ -225,7 +225,7 @@ fn wide_text() -> impl proptest::strategy::Strategy<Value = String> {
             .collect()
     };
     let fragment = prop_oneof![
-        2 => card_number().prop_map(move |c| wide(c)),
+        2 => card_number().prop_map(wide),
         2 => card_number(),
         2 => prop_oneof![
             Just("\u{a0}"), Just("\u{200b}"), Just("\u{3000}"), Just("\u{202f}"), Just("－"),
