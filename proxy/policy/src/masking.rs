@@ -650,6 +650,10 @@ fn mask_text_value(maskers: &Maskers, kind: ValueKind, text: &[u8]) -> Option<Ve
             pan::contains_pan(text).then(|| mask_fields(&maskers.content, text, b""))
         }
         ValueKind::Array(element) if ValueKind::of(element) == ValueKind::Skip => None,
+        // Text elements: the content strategy, as for a text column.
+        ValueKind::Array(element) if ValueKind::of(element) == ValueKind::Text => {
+            mask_content(&maskers.content, text)
+        }
         // Arrays, ranges, records, other types: numbers among the fields
         // stay numbers, anything else gets the content strategy.
         _ => pan::contains_pan(text)

@@ -963,3 +963,17 @@ proptest! {
         let _ = copy.finish();
     }
 }
+
+/// A text array's elements are text: the content strategy applies.
+#[test]
+fn text_array_elements_get_the_content_strategy() {
+    let out = masked_fields(
+        &shape(&[(0, 0, TEXT_ARRAY, 0)]),
+        &[Some(b"{4111111111111111,\"4111 1111 1111 1111\"}")],
+    )
+    .expect("masked");
+    assert_eq!(
+        out[0].as_deref(),
+        Some(&b"{************1111,\"**** **** **** 1111\"}"[..])
+    );
+}
