@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use support::*;
 
 /// `SELECT`s of `payments` and every write to `scratch` go to review
-/// (the shipped rule for unbounded payment reads names itself first);
+/// (hoop does not ship a rule about the demo's `payments`; this one is ours);
 /// DROPs are blocked; reviews expire after `expiry`.
 fn options(expiry: &str) -> GatewayOptions {
     let mut opts = GatewayOptions::default();
