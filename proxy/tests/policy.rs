@@ -199,15 +199,22 @@ groups = ["fraud-agents"]
     assert_eq!(tags(&raw.until(b'Z').await), "TDCZ");
     raw.send(&query("prepare q as select * from scratch")).await;
     refusal_names(&raw.until(b'Z').await, "no-scratch-for-agents");
-    raw.send(&query("execute q")).await;
-    refusal_names(&raw.until(b'Z').await, "unparsed-statement");
+    // q was never prepared: the server's own answer, without asking it.
     // …also where EXECUTE is wrapped.
     for sql in [
+        "execute q",
         "explain analyze execute q",
         "create temp table t2 as execute q",
     ] {
         raw.send(&query(sql)).await;
-        refusal_names(&raw.until(b'Z').await, "unparsed-statement");
+        let msgs = raw.until(b'Z').await;
+        assert_eq!(tags(&msgs), "EZ", "{sql}");
+        assert_eq!(msgs[0].error_code().as_deref(), Some("26000"), "{sql}");
+        assert_eq!(
+            msgs[0].field(b'M').as_deref(),
+            Some("prepared statement \"q\" does not exist"),
+            "{sql}"
+        );
     }
     raw.send(&query("explain analyze execute p")).await;
     assert!(!tags(&raw.until(b'Z').await).contains('E'));

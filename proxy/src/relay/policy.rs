@@ -32,6 +32,14 @@ use crate::protocol::{put_error, take_cstr, take_i16, take_i32, Frame, Severity}
 /// Statements kept by the per-connection classification cache.
 const CACHE_CAPACITY: usize = 1024;
 
+/// Rule recorded when `EXECUTE` names a statement the gateway has not seen
+/// prepared.
+const UNKNOWN_PREPARED_RULE: &str = "unknown-prepared-statement";
+
+/// invalid_sql_statement_name: what the server answers for `EXECUTE` of a
+/// name that does not exist.
+const SQLSTATE_INVALID_SQL_STATEMENT_NAME: &str = "26000";
+
 /// SQLSTATE for results the gateway refuses to pass on because it could not
 /// mask them.
 const SQLSTATE_MASKING_FAILED: &str = "XX000";
@@ -206,15 +214,15 @@ impl PolicyInspector {
     fn decide_executed(&self, name: &str, executed: Option<Vec<StatementFacts>>) -> Decision {
         let Some(executed) = executed else {
             // Every way of preparing a statement passes the gateway, so an
-            // unknown name does not exist; refuse rather than guess.
-            return Decision::block(
-                hoop_policy::UNPARSED_RULE,
-                format!(
-                    "EXECUTE of prepared statement \"{name}\", which the gateway has not seen \
-                     prepared; gateway rule \"{}\"",
-                    hoop_policy::UNPARSED_RULE
-                ),
-            );
+            // unknown name does not exist (or was prepared where the gateway
+            // cannot see, inside a DO block): refuse rather than guess, with
+            // the server's own answer for a name that does not exist.
+            return Decision::Block {
+                rule: UNKNOWN_PREPARED_RULE.to_owned(),
+                message: format!("prepared statement \"{name}\" does not exist"),
+                sqlstate: SQLSTATE_INVALID_SQL_STATEMENT_NAME,
+                position: None,
+            };
         };
         executed.iter().fold(Decision::Allow, |worst, facts| {
             worse(
