@@ -203,3 +203,29 @@ async fn other_written_forms_are_masked() {
     assert_no_pan(&msgs, "error");
     gw.stop().await;
 }
+
+/// Geometric types hold float8 coordinates, xid8 and pg_snapshot 8-byte
+/// integers: cast from a card number, they are masked in both formats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geometric_and_xid_types_are_masked() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let sql = format!(
+        "SELECT point({PAN}::float8, 2.5), polygon(box(point({PAN}::float8, 0), point(1, 1))), \
+         '{PAN}'::xid8, '{PAN}:{PAN}:'::pg_snapshot, ARRAY[point({PAN}::float8, 0)]"
+    );
+    raw.send(&query(&sql)).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "TDCZ", "{msgs:?}");
+    assert_no_pan(&msgs, "geometric text");
+    let mut batch = parse("", &sql);
+    batch.extend(bind("", "", Some(1)));
+    batch.extend(describe(b'P', ""));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "12TDCZ", "{msgs:?}");
+    assert_no_pan(&msgs, "geometric binary");
+    gw.stop().await;
+}

@@ -482,6 +482,12 @@ enum ValueKind {
     Numeric,
     Float8,
     Money,
+    /// Fixed 8-byte numbers after a header of `header` bytes: float8
+    /// coordinates (geometric types) or int8 xids (snapshots).
+    Packed {
+        header: usize,
+        float: bool,
+    },
     /// An array (binary arrays name their element type).
     Array(u32),
     /// A range with this subtype.
@@ -506,15 +512,36 @@ impl ValueKind {
             114 => ValueKind::Json,
             JSONB => ValueKind::Jsonb,
             BYTEA => ValueKind::Bytea,
-            20 => ValueKind::Int8,
+            // xid8 prints as a decimal and is an 8-byte integer in binary.
+            20 | 5069 => ValueKind::Int8,
             1700 => ValueKind::Numeric,
             701 => ValueKind::Float8,
             790 => ValueKind::Money,
             2249 => ValueKind::Record,
+            // Geometric types are float8 coordinates: point, lseg, box,
+            // line, circle; path (closed flag, point count) and polygon
+            // (point count) have a header first.
+            600 | 601 | 603 | 628 | 718 => ValueKind::Packed {
+                header: 0,
+                float: true,
+            },
+            602 => ValueKind::Packed {
+                header: 5,
+                float: true,
+            },
+            604 => ValueKind::Packed {
+                header: 4,
+                float: true,
+            },
+            // pg_snapshot and txid_snapshot: count, then 8-byte xids.
+            5038 | 2970 => ValueKind::Packed {
+                header: 4,
+                float: false,
+            },
             // bool, int2, int4, oid, tid, xid, cid, int2vector, oidvector,
             // float4, dates, times, timestamps, intervals, uuid, pg_lsn,
-            // inet, cidr, macaddr(8), bit, varbit, geometric types, reg*,
-            // xid8, int4range, date/timestamp ranges and their multiranges.
+            // inet, cidr, macaddr(8), bit, varbit, reg*, int4range,
+            // date/timestamp ranges and their multiranges.
             16
             | 21
             | 22
@@ -536,15 +563,12 @@ impl ValueKind {
             | 774
             | 1560
             | 1562
-            | 600..=604
-            | 628
-            | 718
             | 2202..=2206
             | 3734
             | 3769
             | 4089
             | 4096
-            | 5069
+            | 4191
             | 3904
             | 3908
             | 3910
@@ -556,11 +580,9 @@ impl ValueKind {
             | 1005
             | 1006
             | 1007
+            | 1008
             | 1028
-            | 1010
-            | 1011
-            | 1012
-            | 1013
+            | 1010..=1013
             | 1021
             | 1182
             | 1183
@@ -576,18 +598,20 @@ impl ValueKind {
             | 775
             | 1561
             | 1563
-            | 1017
-            | 1018
-            | 1019
-            | 1020
-            | 629
-            | 719
+            | 2207..=2211
+            | 3735
+            | 3770
+            | 4090
+            | 4097
+            | 4192
             | 3905
             | 3909
             | 3911
             | 3913
             | 6150
-            | 6155..=6157 => ValueKind::Skip,
+            | 6152
+            | 6153
+            | 6155 => ValueKind::Skip,
             1009 => ValueKind::Array(25),
             1015 => ValueKind::Array(1043),
             1014 => ValueKind::Array(1042),
@@ -599,14 +623,26 @@ impl ValueKind {
             3807 => ValueKind::Array(JSONB),
             1001 => ValueKind::Array(BYTEA),
             1016 => ValueKind::Array(20),
+            271 => ValueKind::Array(5069),
             1231 => ValueKind::Array(1700),
             1022 => ValueKind::Array(701),
             791 => ValueKind::Array(790),
             2287 => ValueKind::Array(2249),
+            1017 => ValueKind::Array(600),
+            1018 => ValueKind::Array(601),
+            1019 => ValueKind::Array(602),
+            1020 => ValueKind::Array(603),
+            1027 => ValueKind::Array(604),
+            629 => ValueKind::Array(628),
+            719 => ValueKind::Array(718),
             3926 => ValueKind::Range(20),
             3906 => ValueKind::Range(1700),
+            3927 => ValueKind::Array(3926),
+            3907 => ValueKind::Array(3906),
             4536 => ValueKind::Multirange(20),
             4532 => ValueKind::Multirange(1700),
+            6157 => ValueKind::Array(4536),
+            6151 => ValueKind::Array(4532),
             _ => ValueKind::Other,
         }
     }
@@ -631,7 +667,7 @@ impl ValueKind {
 const COPY_DELIMITERS: &[u8] = b"\t\n,(){}[]\"";
 
 /// Delimiters of the fields of array, range and record text.
-const CONTAINER_DELIMITERS: &[u8] = b",(){}[]\"";
+const CONTAINER_DELIMITERS: &[u8] = b",(){}[]<>:\"";
 
 /// The masked value of a text-format field under content detection.
 fn mask_text_value(maskers: &Maskers, kind: ValueKind, text: &[u8]) -> Option<Vec<u8>> {
@@ -899,6 +935,7 @@ fn mask_binary_kind(
             None => Ok(None),
         },
         _ if kind.is_number() => mask_binary_number(kind, value, false),
+        ValueKind::Packed { header, float } => mask_packed(value, header, float, type_oid),
         ValueKind::Array(_) => mask_binary_array(maskers, value, untyped, type_oid),
         ValueKind::Range(subtype) => mask_binary_range(maskers, subtype, value, untyped),
         ValueKind::Multirange(subtype) => mask_binary_multirange(maskers, subtype, value, untyped),
@@ -1168,6 +1205,33 @@ fn mask_binary_numeric(value: &[u8], whole: bool) -> Result<Option<Vec<u8>>, Mas
         out.extend_from_slice(&group.to_be_bytes());
     }
     Ok(Some(out))
+}
+
+/// A header of `header` bytes, then 8-byte numbers (float8 or int8), each
+/// masked in place as its type when it is a card number.
+fn mask_packed(
+    value: &[u8],
+    header: usize,
+    float: bool,
+    type_oid: u32,
+) -> Result<Option<Vec<u8>>, MaskFailure> {
+    let numbers = value
+        .get(header..)
+        .filter(|rest| rest.len() % 8 == 0)
+        .ok_or_else(|| undecodable(type_oid, "not a whole number of 8-byte values"))?;
+    let kind = if float {
+        ValueKind::Float8
+    } else {
+        ValueKind::Int8
+    };
+    let mut out: Option<Vec<u8>> = None;
+    for (index, number) in numbers.chunks_exact(8).enumerate() {
+        if let Some(masked) = mask_binary_number(kind, number, false)? {
+            let at = header + index * 8;
+            out.get_or_insert_with(|| value.to_vec())[at..at + 8].copy_from_slice(&masked);
+        }
+    }
+    Ok(out)
 }
 
 /// Reads a length-prefixed value (`None`: NULL) inside a container.

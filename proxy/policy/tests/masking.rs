@@ -952,7 +952,7 @@ proptest! {
     fn binary_values_never_panic(
         type_oid in proptest::sample::select(vec![
             INT8, NUMERIC, FLOAT8, MONEY, INT8_ARRAY, NUMERIC_ARRAY, RECORD, INT8RANGE,
-            ROW_TYPE, JSONB, JSON, TEXT, BYTEA, 4536u32, 3614,
+            ROW_TYPE, JSONB, JSON, TEXT, BYTEA, 4536u32, 3614, 600, 602, 604, 5038,
         ]),
         value in proptest::collection::vec(any::<u8>(), 0..96),
     ) {
@@ -976,4 +976,69 @@ fn text_array_elements_get_the_content_strategy() {
         out[0].as_deref(),
         Some(&b"{************1111,\"**** **** **** 1111\"}"[..])
     );
+}
+
+/// Geometric types carry float8 coordinates, xid8 and snapshots 8-byte
+/// integers: a card number cast into one is masked in its type.
+#[test]
+fn geometric_types_and_xids_are_masked_in_their_type() {
+    const POINT: u32 = 600;
+    const POLYGON: u32 = 604;
+    const XID8: u32 = 5069;
+    const SNAPSHOT: u32 = 5038;
+    let pan = INT8_PAN as f64;
+    let mut point = pan.to_be_bytes().to_vec();
+    point.extend_from_slice(&2.5f64.to_be_bytes());
+    let mut polygon = 1i32.to_be_bytes().to_vec();
+    polygon.extend_from_slice(&point);
+    let mut snapshot = 0i32.to_be_bytes().to_vec();
+    snapshot.extend_from_slice(&INT8_PAN.to_be_bytes());
+    snapshot.extend_from_slice(&(INT8_PAN + 1).to_be_bytes());
+    let shape = shape(&[
+        (0, 0, POINT, 1),
+        (0, 0, POLYGON, 1),
+        (0, 0, XID8, 1),
+        (0, 0, SNAPSHOT, 1),
+    ]);
+    let out = masked_fields(
+        &shape,
+        &[
+            Some(&point),
+            Some(&polygon),
+            Some(&INT8_PAN.to_be_bytes()),
+            Some(&snapshot),
+        ],
+    )
+    .expect("masked");
+    let mut masked_point = 1881f64.to_be_bytes().to_vec();
+    masked_point.extend_from_slice(&2.5f64.to_be_bytes());
+    assert_eq!(out[0].as_deref(), Some(&masked_point[..]));
+    assert_eq!(out[1].as_deref().map(|p| &p[4..]), Some(&masked_point[..]));
+    assert_eq!(out[2].as_deref(), Some(&1881i64.to_be_bytes()[..]));
+    let masked_snapshot = out[3].clone().expect("not null");
+    assert_eq!(&masked_snapshot[4..12], &1881i64.to_be_bytes());
+    assert_eq!(
+        &masked_snapshot[12..],
+        &(INT8_PAN + 1).to_be_bytes(),
+        "not a card number"
+    );
+
+    let text: &[(u32, &str, &str)] = &[
+        (POINT, "(4.012888888881881e+15,2.5)", "(1881,2.5)"),
+        (718, "<(4.012888888881881e+15,0),1>", "<(1881,0),1>"),
+        (XID8, "4012888888881881", "1881"),
+        (
+            SNAPSHOT,
+            "4012888888881881:4012888888881882:",
+            "1881:4012888888881882:",
+        ),
+    ];
+    for &(type_oid, value, expected) in text {
+        let out = masked_fields(
+            &self::shape(&[(0, 0, type_oid, 0)]),
+            &[Some(value.as_bytes())],
+        )
+        .expect("masked");
+        assert_eq!(out[0].as_deref(), Some(expected.as_bytes()), "{type_oid}");
+    }
 }
