@@ -433,3 +433,57 @@ async fn every_statement_is_recorded_with_its_decision_and_outcome() {
     assert_eq!(blocked["decision"]["action"], "block");
     assert_eq!(payload(ends[2])["outcome"]["sqlstate"], "42501");
 }
+
+/// A grant ("approve for 10 minutes") covers exactly the statement that was
+/// reviewed, as PostgreSQL's grammar reads it: layout and comments do not
+/// matter, moving a newline so that a `--` comment ends elsewhere does
+/// (issue 16 item 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_covers_the_reviewed_statement_and_nothing_else() {
+    let gw = start_gateway(options("30s")).await;
+    let api = Api::new(&gw);
+    let (mut raw, _) = login(&gw).await;
+    let reviewed = "UPDATE scratch SET t = 'x' WHERE id = -1 -- OR id > 0\n";
+    raw.send(&query(reviewed)).await;
+    let id = review_id(&raw.recv().await.expect("hold notice"));
+    let (status, body) = api
+        .post(
+            &id,
+            "approve",
+            json!({"reason": "no rows", "grant_for": "10m"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(tags(&raw.until(b'Z').await), "CZ");
+
+    // The same statement, laid out differently: the grant covers it.
+    raw.send(&query(
+        "update scratch\n  set t = 'x'  /* again */ where id = -1",
+    ))
+    .await;
+    let answer = raw.until(b'Z').await;
+    assert_eq!(tags(&answer), "CZ", "{answer:?}");
+
+    // The comment now ends before `OR id > 0`: another statement, held.
+    raw.send(&query(
+        "UPDATE scratch SET t = 'x' WHERE id = -1 --\n OR id > 0",
+    ))
+    .await;
+    let id = review_id(&raw.recv().await.expect("a new hold"));
+    let (status, _) = api.post(&id, "deny", json!({"reason": "no"})).await;
+    assert_eq!(status, 200);
+    let answer = raw.until(b'Z').await;
+    assert_eq!(
+        answer[0].error_code().as_deref(),
+        Some("42501"),
+        "{answer:?}"
+    );
+    // Another literal: another statement.
+    raw.send(&query("UPDATE scratch SET t = 'y' WHERE id = -1"))
+        .await;
+    let id = review_id(&raw.recv().await.expect("a new hold"));
+    let (status, _) = api.post(&id, "deny", json!({"reason": "no"})).await;
+    assert_eq!(status, 200);
+    raw.until(b'Z').await;
+    gw.stop().await;
+}
