@@ -595,6 +595,14 @@ fn plain(tag: &str, body: &Value, literal_dependent: &mut bool) -> StatementFact
         }
         _ => walker.walk_fields(body, &[]),
     }
+    // A view or rule over pg_settings is a way to UPDATE it under another
+    // name (`CREATE TEMP VIEW v AS SELECT * FROM pg_settings; UPDATE v …`),
+    // which no later statement shows: it could set any parameter.
+    if matches!(tag, "ViewStmt" | "RuleStmt" | "CreateFunctionStmt")
+        && walker.tables.iter().any(|t| t.name == "pg_settings")
+    {
+        walker.parameters.push(Parameter::Unknown);
+    }
     *literal_dependent |= walker.literal_dependent;
     walker.finish(&mut facts);
     facts

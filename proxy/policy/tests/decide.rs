@@ -833,3 +833,26 @@ fn a_cte_of_the_same_name_does_not_hide_a_protected_write() {
         "review:review-dml-on-protected-tables"
     );
 }
+
+#[test]
+fn views_over_pg_settings_are_settings_changes() {
+    for sql in [
+        "CREATE TEMP VIEW v AS SELECT * FROM pg_settings",
+        "CREATE VIEW v AS SELECT name, setting FROM pg_catalog.pg_settings WHERE name = 'role'",
+        "CREATE RULE r AS ON UPDATE TO t DO INSTEAD UPDATE pg_settings SET setting = 'x'",
+    ] {
+        assert_eq!(
+            outcome(sql, &agent(), &defaults()),
+            "block:block-protected-parameters",
+            "{sql}"
+        );
+    }
+    assert_eq!(
+        outcome(
+            "SELECT name, setting FROM pg_settings",
+            &agent(),
+            &defaults()
+        ),
+        "allow"
+    );
+}
