@@ -715,6 +715,12 @@ fn mask_content(masker: &Masker, text: &[u8]) -> Option<Vec<u8>> {
 /// gets the content strategy.
 fn mask_fields(masker: &Masker, text: &[u8], delimiters: &[u8]) -> Vec<u8> {
     mask_matches(masker, text, |start, end| {
+        // A number printed with thousands separators that are also field
+        // delimiters (`4,012,888,…` in CSV) may span fields: masked in
+        // place, so no field boundary moves.
+        if text[start..end].iter().any(|b| delimiters.contains(b)) {
+            return None;
+        }
         let field_start = text[..start]
             .iter()
             .rposition(|b| delimiters.contains(b))

@@ -403,6 +403,15 @@ fn copy_data_rows_and_split_card_numbers() {
         b"1\t1111\tnote ************1111\t1881.00\n"
     );
 
+    // CSV: a card number in thousands groups spans fields; masked in place,
+    // the fields stay where they were.
+    let mut csv = CopyMasker::new(&policy(), false);
+    let out = csv.mask_copy_data(b"4,012,888,888,881,881\n");
+    assert_eq!(out[0].as_ref(), b"*,***,***,***,**1,881\n");
+    // After another number it is a list of numbers, not an amount.
+    let out = csv.mask_copy_data(b"7,4,012,888,888,881,881\n");
+    assert!(matches!(out.as_slice(), [Cow::Borrowed(_)]));
+
     let clean = b"2\tno card\n";
     let out = masker.mask_copy_data(clean);
     assert!(
