@@ -229,3 +229,24 @@ async fn geometric_and_xid_types_are_masked() {
     assert_no_pan(&msgs, "geometric binary");
     gw.stop().await;
 }
+
+/// Issue 16 item 5: a unique violation's DETAIL echoes the key as the
+/// column prints it, here a `numeric(20,2)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_detail_with_a_decimal_key_is_masked() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    raw.send(&query(&format!(
+        "CREATE TEMP TABLE u(x numeric(20,2) PRIMARY KEY); INSERT INTO u VALUES ({PAN})"
+    )))
+    .await;
+    raw.until(b'Z').await;
+    raw.send(&query(&format!("INSERT INTO u VALUES ({PAN})")))
+        .await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(msgs[0].error_code().as_deref(), Some("23505"));
+    assert_no_pan(&msgs, "unique violation");
+    let detail = msgs[0].field(b'D').expect("DETAIL");
+    assert_eq!(detail, "Key (x)=(************1881.00) already exists.");
+    gw.stop().await;
+}
