@@ -379,7 +379,10 @@ async fn startup(
             .map(Err)
         }
     };
-    if let Some(problem) = settings.iter().find_map(|(name, _)| never_in_options(name)) {
+    if let Some(problem) = settings
+        .iter()
+        .find_map(|(name, value)| never_in_options(name, value))
+    {
         return refuse(
             stream,
             problem.code,
@@ -631,11 +634,13 @@ fn startup_options(raw: &str) -> Result<Vec<(String, String)>, OptionsProblem> {
 /// rules: the session's identity, the signed session, and libraries loaded
 /// at backend start (a `SET` of them after login loads nothing; at startup
 /// it would).
-fn never_in_options(name: &str) -> Option<OptionsProblem> {
+fn never_in_options(name: &str, value: &str) -> Option<OptionsProblem> {
     let never = matches!(
         name,
         "role" | "session_authorization" | "local_preload_libraries" | "session_preload_libraries"
-    ) || name.starts_with("hoop.");
+    ) || name.starts_with("hoop.")
+        // The gateway reads SQL with standard string escapes only.
+        || hoop_policy::weakens_escape_rules(name, Some(value));
     never.then(|| OptionsProblem {
         code: "42501",
         message: format!(
@@ -737,10 +742,13 @@ mod tests {
             "hoop.session",
             "hoop.anything",
         ] {
-            let problem = never_in_options(name).expect(name);
+            let problem = never_in_options(name, "x").expect(name);
             assert_eq!(problem.code, "42501");
             assert!(problem.message.contains(name), "{}", problem.message);
         }
-        assert_eq!(never_in_options("intervalstyle"), None);
+        assert_eq!(never_in_options("intervalstyle", "postgres_verbose"), None);
+        // The gateway reads SQL with standard string escapes only.
+        assert!(never_in_options("standard_conforming_strings", "off").is_some());
+        assert_eq!(never_in_options("standard_conforming_strings", "on"), None);
     }
 }

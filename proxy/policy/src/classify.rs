@@ -33,8 +33,8 @@ use serde_json::Value;
 
 use crate::bounds;
 use crate::facts::{
-    ColumnBounds, CopyDirection, CopyTarget, DdlObject, DdlVerb, Interval, Kind, Parameter,
-    StatementFacts, SyntaxError, TableName,
+    weakens_escape_rules, ColumnBounds, CopyDirection, CopyTarget, DdlObject, DdlVerb, Interval,
+    Kind, Parameter, StatementFacts, SyntaxError, TableName,
 };
 
 /// Every statement of one query string, in order. An empty string (or only
@@ -437,13 +437,19 @@ fn facts_of(node: &Value, literal_dependent: &mut bool) -> StatementFacts {
             },
             inner("query", literal_dependent),
         ),
-        "VariableSetStmt" => set_facts(body),
+        "VariableSetStmt" => {
+            // `SET standard_conforming_strings = on` and `= off` normalize
+            // to one shape; the decision depends on the literal.
+            *literal_dependent = true;
+            set_facts(body)
+        }
         "AlterSystemStmt" | "AlterRoleSetStmt" | "AlterDatabaseSetStmt" => {
             let mut facts = plain(tag, body, literal_dependent);
             if let Some(set) = field(body, "setstmt") {
-                facts
-                    .parameters
-                    .push(Parameter::Named(set_parameter_name(set)));
+                let name = set_parameter_name(set);
+                // Any change of the default for later sessions: refused.
+                facts.weakens_escape_rules |= weakens_escape_rules(&name, None);
+                facts.parameters.push(Parameter::Named(name));
             }
             facts
         }
@@ -506,10 +512,50 @@ fn set_facts(body: &Value) -> StatementFacts {
         };
     }
     let name = set_parameter_name(body);
+    // SET … TO DEFAULT and RESET restore the server's default (the gateway
+    // refuses changing it with ALTER SYSTEM/ROLE/DATABASE … SET).
+    let sets_value = int(body, "kind") == VariableSetKind::VarSetValue as i64
+        || int(body, "kind") == VariableSetKind::VarSetCurrent as i64;
+    let weakens = sets_value && weakens_escape_rules(&name, set_value(body).as_deref());
     StatementFacts {
         kind: kind_for_parameter(&name),
         parameters: vec![Parameter::Named(name)],
+        weakens_escape_rules: weakens,
         ..StatementFacts::default()
+    }
+}
+
+/// The single constant a `SET name = value` gives, as text (`None` for a
+/// list, `FROM CURRENT`, or anything else).
+fn set_value(set: &Value) -> Option<String> {
+    let [arg] = list(set, "args") else {
+        return None;
+    };
+    let (_, constant) = tagged(arg).filter(|(tag, _)| *tag == "AConst")?;
+    let val = constant.get("val")?.as_object()?;
+    let (kind, inner) = val.iter().next()?;
+    match kind.as_str() {
+        "Sval" => inner.get("sval")?.as_str().map(str::to_owned),
+        "Ival" => Some(
+            inner
+                .get("ival")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                .to_string(),
+        ),
+        "Boolval" => Some(
+            if inner
+                .get("boolval")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+            {
+                "on".to_owned()
+            } else {
+                "off".to_owned()
+            },
+        ),
+        "Fval" => inner.get("fval")?.as_str().map(str::to_owned),
+        _ => None,
     }
 }
 
@@ -757,6 +803,8 @@ struct FromItem {
 /// parts) and collects what rules match on.
 #[derive(Default)]
 struct Walker {
+    /// A `set_config()` that may turn `standard_conforming_strings` off.
+    weakens_escape_rules: bool,
     tables: Vec<TableName>,
     functions: Vec<String>,
     columns_read: Vec<String>,
@@ -909,6 +957,10 @@ impl Walker {
         match last.as_str() {
             "set_config" => {
                 let parameter = self.set_config_parameter(args);
+                if let Parameter::Named(name) = &parameter {
+                    let value = args.get(1).and_then(|a| self.string_literal(a));
+                    self.weakens_escape_rules |= weakens_escape_rules(name, value.as_deref());
+                }
                 self.parameters.push(parameter);
             }
             // Whole tables by name: a read of every row and column.
@@ -1217,6 +1269,9 @@ impl Walker {
         facts.columns_read = dedup(self.columns_read);
         facts.columns_written = dedup(self.columns_written);
         facts.all_columns = self.all_columns;
+        // A parameter the gateway cannot name could be standard_conforming_strings.
+        facts.weakens_escape_rules |=
+            self.weakens_escape_rules || self.parameters.contains(&Parameter::Unknown);
         facts.parameters.extend(self.parameters);
         facts.missing_where |= self.nested_missing_where;
         facts.bounds = ColumnBounds {

@@ -60,6 +60,11 @@ pub const UNPARSED_RULE: &str = "unparsed-statement";
 /// Rule name recorded for strings PostgreSQL's grammar rejects.
 pub const SYNTAX_ERROR_RULE: &str = "syntax-error";
 
+/// The fixed refusal of statements that may turn `standard_conforming_strings`
+/// off (see [`StatementFacts::weakens_escape_rules`]): not a rule of any set,
+/// so no configuration switches it off.
+pub const ESCAPE_RULES_RULE: &str = "standard-string-escapes";
+
 /// SQLSTATE of a string PostgreSQL's grammar rejects: syntax_error.
 pub const SQLSTATE_SYNTAX_ERROR: &str = "42601";
 
@@ -149,6 +154,19 @@ pub fn decide(
     let [allow, review, block] = first_of;
     if let Some(rule) = block {
         return refusal(Action::Block, rule);
+    }
+    // After the block rules (a statement they refuse keeps their name),
+    // before anything that could let it run.
+    if facts.weakens_escape_rules {
+        return Decision::block(
+            ESCAPE_RULES_RULE,
+            format!(
+                "standard_conforming_strings cannot be turned off through the gateway, nor \
+                 set by a statement that does not name it and its value: the gateway reads \
+                 string literals as the server does only with standard escapes; gateway rule \
+                 \"{ESCAPE_RULES_RULE}\""
+            ),
+        );
     }
     if let Some(rule) = review {
         return refusal(Action::Review, rule);

@@ -46,6 +46,29 @@ pub struct StatementFacts {
     /// PostgreSQL's grammar rejects the string: the server's message and
     /// position, answered with SQLSTATE 42601 (only for [`Kind::Unparsed`]).
     pub syntax_error: Option<SyntaxError>,
+    /// The statement may turn `standard_conforming_strings` off (or cannot
+    /// be shown not to): from then on the server would read string literals
+    /// with backslash escapes, which the gateway's parser does not, and the
+    /// two would disagree about where a literal ends. Always refused.
+    pub weakens_escape_rules: bool,
+}
+
+/// Whether setting `name` to `value` (`None`: a value the gateway cannot
+/// know) may turn backslash escapes in ordinary string literals on.
+pub fn weakens_escape_rules(name: &str, value: Option<&str>) -> bool {
+    if !name
+        .trim()
+        .eq_ignore_ascii_case("standard_conforming_strings")
+    {
+        return false;
+    }
+    let on = |v: &str| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "on" | "true" | "yes" | "1" | "t" | "y" | "tr" | "tru" | "ye"
+        )
+    };
+    !value.is_some_and(on)
 }
 
 /// What the parser says about a string it rejects: the same message and

@@ -57,9 +57,10 @@ mod wire;
 
 pub use classify::{classify, setting_facts, statement_key, Classified, ClassifyCache};
 pub use decide::{
-    decide, decide_all, Decision, Identity, PolicyContext, DEFAULT_RULE,
+    decide, decide_all, Decision, Identity, PolicyContext, DEFAULT_RULE, ESCAPE_RULES_RULE,
     SQLSTATE_INSUFFICIENT_PRIVILEGE, SQLSTATE_SYNTAX_ERROR, SYNTAX_ERROR_RULE, UNPARSED_RULE,
 };
+pub use facts::weakens_escape_rules;
 pub use facts::{
     is_kind_name, Bound, ColumnBounds, CopyDirection, CopyTarget, DdlObject, DdlVerb, Interval,
     Kind, Parameter, StatementFacts, SyntaxError, TableName, KIND_NAMES,

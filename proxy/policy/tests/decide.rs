@@ -856,3 +856,64 @@ fn views_over_pg_settings_are_settings_changes() {
         "allow"
     );
 }
+
+/// A session that turns standard_conforming_strings off would make the
+/// server read `'a\' , ' ; DROP TABLE payments; -- '` as a DROP while the
+/// gateway reads two literals. Refused whatever the rules, even with none.
+#[test]
+fn standard_conforming_strings_cannot_be_turned_off() {
+    let none = RuleSet::new(vec![]).expect("an empty rule set is valid");
+    let refused = [
+        "SET standard_conforming_strings = off",
+        "SET standard_conforming_strings TO false",
+        "SET SESSION standard_conforming_strings = 0",
+        "SET LOCAL \"standard_conforming_strings\" = 'no'",
+        "SET standard_conforming_strings FROM CURRENT",
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+        "SELECT set_config('Standard_Conforming_Strings', current_setting('x'), true)",
+        "SELECT set_config(current_setting('my.name'), 'off', false)",
+        "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'",
+        "ALTER SYSTEM SET standard_conforming_strings = on",
+        "ALTER ROLE agent SET standard_conforming_strings = off",
+        "ALTER DATABASE payments SET standard_conforming_strings = off",
+        "SELECT 1; SET standard_conforming_strings = off",
+    ];
+    for sql in refused {
+        assert_eq!(
+            outcome(sql, &agent(), &none),
+            "block:standard-string-escapes",
+            "{sql}"
+        );
+        // With the shipped rules some are blocked by a rule of their own first.
+        assert!(
+            outcome(sql, &agent(), &defaults()).starts_with("block:"),
+            "{sql}"
+        );
+    }
+    let allowed = [
+        "SET standard_conforming_strings = on",
+        "SET standard_conforming_strings TO 'on'",
+        "SET standard_conforming_strings = true",
+        "RESET standard_conforming_strings",
+        "SET standard_conforming_strings TO DEFAULT",
+        "SELECT set_config('standard_conforming_strings', 'on', false)",
+        "SET escape_string_warning = off",
+    ];
+    for sql in allowed {
+        assert_eq!(outcome(sql, &agent(), &none), "allow", "{sql}");
+    }
+    // One statement shape, two literals: the cache must not carry `on` to `off`.
+    let mut cache = hoop_policy::ClassifyCache::new(8);
+    for (sql, expected) in [
+        ("SET standard_conforming_strings = on", false),
+        ("SET standard_conforming_strings = off", true),
+        ("SET standard_conforming_strings = on", false),
+    ] {
+        let facts = cache.classify(sql);
+        let refused = matches!(
+            decide_all(&facts, &agent(), &context(), &none),
+            Decision::Block { .. }
+        );
+        assert_eq!(refused, expected, "{sql}");
+    }
+}
