@@ -9,6 +9,8 @@
 #   regress   the extension's SQL regression suite + attack corpus on pg15/17/18
 #   upstream  PostgreSQL's own regression suite (17 and 15) with and without
 #             the extension loaded: identical output but for an allowlist
+#   compat    PostgreSQL's regression suite (17) directly and through the
+#             gateway, identical but for tests/compat-allowlist.txt
 #   soak      pgbench crash soak of the extension on pg15/17/18, directly and
 #             through the gateway (bench/soak.sh, 10 s per run)
 #   e2e       the gateway's tests (raw protocol, logins against a real
@@ -20,7 +22,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-stages=${HOOP_TEST_STAGES:-sources lint unit pgrx regress upstream soak e2e}
+stages=${HOOP_TEST_STAGES:-sources lint unit pgrx regress upstream compat soak e2e}
 pg_versions=${HOOP_PG_VERSIONS:-15 17 18}
 failed=()
 passed=()
@@ -75,6 +77,10 @@ if want upstream; then
     for v in 17 15; do
         run_stage "upstream-pg$v" bash scripts/upstream.sh "pg$v"
     done
+fi
+if want compat; then
+    # The same suite through the gateway (permissive profile) against directly.
+    run_stage compat-pg17 bash scripts/upstream.sh pg17 gateway
 fi
 if want soak; then
     # A short crash soak of the extension (bench/soak.sh runs it longer).

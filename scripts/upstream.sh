@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# PostgreSQL's own regression suite as the judge of the extension:
+# PostgreSQL's own regression suite as the judge of the extension and of the
+# gateway:
 #
-#   scripts/upstream.sh pg17|pg15
+#   scripts/upstream.sh pg17|pg15 [extension|gateway]
 #
+# extension (the `upstream` stage; default):
 # Runs the upstream suite (pg_regress, the full parallel schedule, from the
 # sources scripts/setup.sh keeps in $HOOP_PGNN_REGRESS) twice on one
 # throw-away cluster: first plain, then with shared_preload_libraries = 'hoop'
@@ -14,7 +16,23 @@
 # restarted). Failures against upstream's own expected files are not ours to
 # judge: the same minor-version drift shows in both runs.
 #
-# Results stay in $HOOP_UPSTREAM_DIR (default /tmp/hoop-upstream-pgNN).
+# gateway (the `compat` stage): the same suite directly and through `hoop
+# serve` in front of the same cluster, with the permissive profile below,
+# compared test by test against tests/compat-allowlist.txt. pg_regress runs
+# stock: it connects through the gateway with its own PGOPTIONS.
+#   The permissive profile: the token's group maps to a superuser role (the
+#   suite creates databases, roles, tablespaces), hoop-defaults is switched
+#   off ([policy.default_rules] enabled = false), no rules of its own, and the
+#   gateway's own login role is a superuser too: the suite runs SET SESSION
+#   AUTHORIZATION and RESET ROLE, which Postgres judges by the session user.
+#   (Never in production: there the login role only holds the mapped roles.) The
+#   gateway still verifies the token, connects as its own login role, sets
+#   the role and the signed session, records every statement and masks card
+#   numbers in what it returns. The cluster does not preload the extension
+#   (its gateway-session refusals of SET ROLE, CREATE ROLE … would be judged
+#   here otherwise; the extension is judged by the extension mode).
+#
+# Results stay in $HOOP_UPSTREAM_DIR (default /tmp/hoop-upstream-pgNN[-gateway]).
 set -euo pipefail
 
 version=${1:-}
@@ -26,6 +44,14 @@ pg15 | pg17) ;;
     ;;
 esac
 major=${version#pg}
+mode=${2:-extension}
+case "$mode" in
+extension | gateway) ;;
+*)
+    echo "usage: $0 pg15|pg17 [extension|gateway]" >&2
+    exit 2
+    ;;
+esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=/dev/null
 . "${HOOP_CACHE:-/var/cache/hoop}/env.sh"
@@ -35,9 +61,13 @@ PGBIN=${!bin_var:-}
 SUITE=${!regress_var:-}
 [ -x "$PGBIN/postgres" ] || { echo "upstream $version: Postgres $major not found (scripts/setup.sh)" >&2; exit 2; }
 [ -x "$SUITE/pg_regress" ] || { echo "upstream $version: regression suite not found in '$SUITE' (scripts/setup.sh)" >&2; exit 2; }
-ALLOW="$ROOT/extension/tests/upstream-allowlist.txt"
-
-WORK=${HOOP_UPSTREAM_DIR:-/tmp/hoop-upstream-$version}
+if [ "$mode" = extension ]; then
+    ALLOW="$ROOT/extension/tests/upstream-allowlist.txt"
+    WORK=${HOOP_UPSTREAM_DIR:-/tmp/hoop-upstream-$version}
+else
+    ALLOW="$ROOT/tests/compat-allowlist.txt"
+    WORK=${HOOP_UPSTREAM_DIR:-/tmp/hoop-upstream-$version-gateway}
+fi
 rm -rf "$WORK" && mkdir -p "$WORK"
 LOG="$WORK/build.log"
 step() { printf '==> %s\n' "$*" >&2; }
@@ -47,20 +77,27 @@ die() {
     exit 1
 }
 
-step "installing the extension into Postgres $major"
-(cd "$ROOT/extension" && cargo pgrx install --pg-config "$PGBIN/pg_config") >"$LOG" 2>&1 ||
-    die "cargo pgrx install failed" "$LOG"
+if [ "$mode" = extension ]; then
+    step "installing the extension into Postgres $major"
+    (cd "$ROOT/extension" && cargo pgrx install --pg-config "$PGBIN/pg_config") >"$LOG" 2>&1 ||
+        die "cargo pgrx install failed" "$LOG"
+else
+    step "building hoop"
+    export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+    (cd "$ROOT" && cargo build -p hoop-proxy --bin hoop) >"$LOG" 2>&1 || die "building hoop failed" "$LOG"
+    HOOP="$CARGO_TARGET_DIR/debug/hoop"
+fi
 
 # pg_regress writes into its input directory's neighbours (results/, the
 # generated sql/ and expected/ files): each run gets its own copy.
 PGDATA="$WORK/data"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 chown -R postgres "$WORK"
-runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust --no-sync \
-    --locale=C --encoding=UTF8 >>"$LOG" 2>&1 || die "initdb failed" "$LOG"
+runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth-local=trust \
+    --auth-host=scram-sha-256 --no-sync --locale=C --encoding=UTF8 >>"$LOG" 2>&1 || die "initdb failed" "$LOG"
 cat >>"$PGDATA/postgresql.conf" <<CONF
 port = $PORT
-listen_addresses = ''
+listen_addresses = '$([ "$mode" = gateway ] && echo 127.0.0.1)'
 unix_socket_directories = '$WORK'
 fsync = off
 lc_messages = 'C'
@@ -83,8 +120,10 @@ run_suite() {
     local start=$SECONDS
     # pg_regress exits non-zero whenever any test differs from upstream's
     # expected output; the comparison below is what judges.
-    (cd "$dir" && runuser -u postgres -- env -u PGOPTIONS ./pg_regress --inputdir=. --outputdir=. \
-        --bindir="$PGBIN" --dlpath=. --host="$WORK" --port="$PORT" --user=postgres \
+    # CONNECT: how pg_regress reaches the server (default: the socket, as postgres).
+    local connect=(${CONNECT:---host=$WORK --port=$PORT --user=postgres})
+    (cd "$dir" && runuser -u postgres -- env -u PGOPTIONS ${RUN_ENV:-} ./pg_regress --inputdir=. --outputdir=. \
+        --bindir="$PGBIN" --dlpath=. "${connect[@]}" \
         --schedule=parallel_schedule --max-concurrent-tests=20 "$@") >"$WORK/$name.log" 2>&1 || true
     step "$name: $(grep -E 'tests (passed|failed)|All [0-9]+ tests' "$WORK/$name.log" | tail -n 1 | tr -s ' ') ($((SECONDS - start))s)"
 }
@@ -96,22 +135,77 @@ pg_ctl start || die "the cluster did not start" "$SERVERLOG"
 run_suite plain
 pg_ctl -m fast stop
 
-step "run 2: shared_preload_libraries = 'hoop', CREATE EXTENSION hoop"
-echo "shared_preload_libraries = 'hoop'" >"$PGDATA/hoop.conf"
-chown postgres "$PGDATA/hoop.conf"
-: >"$SERVERLOG.hoop"
-pg_ctl start || die "the cluster did not start with hoop preloaded" "$SERVERLOG"
-before=$(start_time)
-log_from=$(wc -l <"$SERVERLOG")
-run_suite hoop --load-extension=hoop
-after=$(start_time || echo unreachable)
-pg_ctl -m fast stop
+if [ "$mode" = extension ]; then
+    step "run 2: shared_preload_libraries = 'hoop', CREATE EXTENSION hoop"
+    echo "shared_preload_libraries = 'hoop'" >"$PGDATA/hoop.conf"
+    chown postgres "$PGDATA/hoop.conf"
+    pg_ctl start || die "the cluster did not start with hoop preloaded" "$SERVERLOG"
+    before=$(start_time)
+    log_from=$(wc -l <"$SERVERLOG")
+    run_suite hoop --load-extension=hoop
+    after=$(start_time || echo unreachable)
+    pg_ctl -m fast stop
+else
+    step "run 2: through hoop serve (permissive profile)"
+    printf 'local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n' >"$PGDATA/pg_hba.conf"
+    pg_ctl start || die "the cluster did not start" "$SERVERLOG"
+    "$PGBIN/psql" -XAtq -h "$WORK" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 <<'SQL' >>"$LOG" 2>&1 || die "creating the gateway roles failed" "$LOG"
+CREATE ROLE hoop_gateway SUPERUSER LOGIN NOINHERIT PASSWORD 'compat-gateway-pw';
+CREATE ROLE regress_gateway_super SUPERUSER NOLOGIN;
+GRANT regress_gateway_super TO hoop_gateway;
+SQL
+    gw="$WORK/gateway"
+    mkdir -p "$gw"
+    echo compat-gateway-pw >"$gw/pw"
+    "$HOOP" keys generate --out "$gw" --kid compat >/dev/null
+    head -c 32 /dev/urandom | base64 >"$gw/dev.key"
+    HOOPPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    cat >"$gw/hoop.toml" <<TOML
+[listen]
+address = "127.0.0.1:$HOOPPORT"
+allow_plaintext = "loopback"
+[upstream]
+host = "127.0.0.1"
+port = $PORT
+user = "hoop_gateway"
+password = { file = "pw" }
+[identity]
+audience = "hoop"
+[identity.dev_issuer]
+key_file = "dev.key"
+[[role_mapping]]
+group = "compat"
+role = "regress_gateway_super"
+[session]
+signing_key = { file = "session-signing.key" }
+key_id = "compat"
+[audit]
+path = "$gw/audit.db"
+[policy.default_rules]
+enabled = false
+TOML
+    HOOP_LOG=info "$HOOP" serve -c "$gw/hoop.toml" >"$WORK/hoop.log" 2>&1 &
+    hoop_pid=$!
+    trap 'kill $hoop_pid 2>/dev/null; pg_ctl -m immediate stop || true' EXIT
+    for _ in $(seq 100); do "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$HOOPPORT" && break; sleep 0.1; done
+    token=$("$HOOP" token mint -c "$gw/hoop.toml" --sub compat-agent --group compat --ttl 1h)
+    before=$(start_time)
+    log_from=$(wc -l <"$SERVERLOG")
+    CONNECT="--host=127.0.0.1 --port=$HOOPPORT --user=compat-agent" RUN_ENV="PGPASSWORD=$token" run_suite hoop
+    after=$(start_time || echo unreachable)
+    kill "$hoop_pid" 2>/dev/null
+    pg_ctl -m fast stop
+fi
 
 # --- judge -----------------------------------------------------------------------
 problems=()
 crashes=$(tail -n +"$((log_from + 1))" "$SERVERLOG" | grep -E 'PANIC|terminated by signal|server process .* was terminated' || true)
-[ -z "$crashes" ] || problems+=("backend crash with hoop loaded: $(head -n 3 <<<"$crashes" | tr '\n' ' ')")
+[ -z "$crashes" ] || problems+=("backend crash in the $mode run: $(head -n 3 <<<"$crashes" | tr '\n' ' ')")
 [ "$before" = "$after" ] || problems+=("the postmaster restarted during the run ($before -> $after)")
+if [ "$mode" = gateway ]; then
+    refused=$(grep -c 'statement refused\|refused by rule' "$WORK/hoop.log" || true)
+    printf 'upstream %s gateway: %s statements refused by the gateway (hoop.log)\n' "$version" "${refused:-0}"
+fi
 
 allowed() { grep -qE "^$1[[:space:]]" "$ALLOW" 2>/dev/null; }
 tests=0
@@ -136,11 +230,12 @@ while read -r t _; do
     [ -f "$WORK/$t.diff" ] || stale+=("$t")
 done <"$ALLOW"
 
-printf 'upstream %s: %d tests, %d identical with and without hoop, %d allowlisted (%s)\n' \
-    "$version" "$tests" "$same" "${#allowed_diffs[@]}" "${allowed_diffs[*]:-none}"
+if [ "$mode" = gateway ]; then how="directly and through the gateway"; else how="with and without hoop"; fi
+printf 'upstream %s %s: %d tests, %d identical %s, %d allowlisted (%s)\n' \
+    "$version" "$mode" "$tests" "$same" "$how" "${#allowed_diffs[@]}" "${allowed_diffs[*]:-none}"
 [ ${#stale[@]} -eq 0 ] || printf 'upstream %s: allowlist entries that no longer differ: %s\n' "$version" "${stale[*]}"
 [ "$tests" -ge 150 ] || problems+=("only $tests upstream tests ran (the schedule has about 200): see $WORK/plain.log")
-[ ${#differing[@]} -eq 0 ] || problems+=("output differs only with hoop loaded: ${differing[*]} (diffs: $WORK/<test>.diff)")
+[ ${#differing[@]} -eq 0 ] || problems+=("output differs only $([ "$mode" = gateway ] && echo 'through the gateway' || echo 'with hoop loaded'): ${differing[*]} (diffs: $WORK/<test>.diff)")
 if [ ${#problems[@]} -gt 0 ]; then
     printf 'upstream %s FAILED:\n' "$version"
     printf '    %s\n' "${problems[@]}"
