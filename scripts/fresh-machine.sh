@@ -75,6 +75,12 @@ bootstrap() {
         rm -f "$ROOT/etc/apt/sources.list"
     fi
     cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+    # The machine's own trust store: local CAs (an egress proxy's, say) are
+    # part of its network configuration, like the mirror.
+    if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+        cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+        chroot "$ROOT" update-ca-certificates >/dev/null 2>&1
+    fi
 }
 
 enter_setup() {
@@ -95,6 +101,8 @@ in_root() { # in_root CMD: runs a bash command as root inside the fresh root
     chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
         PATH=/root/.cargo/bin:/opt/rust/toolchain/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         CARGO_HOME=/root/.cargo HOOP_TEST_STAGES="$STAGES" \
+        ${NODE_EXTRA_CA_CERTS:+NODE_EXTRA_CA_CERTS=$NODE_EXTRA_CA_CERTS} \
+        ${SSL_CERT_FILE:+SSL_CERT_FILE=$SSL_CERT_FILE} ${PIP_CERT:+PIP_CERT=$PIP_CERT} \
         /bin/bash -c "$1"
 }
 
