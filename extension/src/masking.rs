@@ -394,7 +394,25 @@ unsafe fn check_set_config(func: *mut pg_sys::FuncExpr) {
     } else {
         None
     };
+    let value_arg = if list_length(args) > 1 {
+        strip_relabel(list_nth(args, 1) as *mut pg_sys::Node)
+    } else {
+        std::ptr::null_mut()
+    };
+    let constant_value = !value_arg.is_null() && node_tag(value_arg) == pg_sys::NodeTag::T_Const;
     match name {
+        // Every role can read pg_stat_activity's application_name: a value
+        // computed inside the statement (from a table) would publish data
+        // the session itself only sees masked.
+        Some(name)
+            if name.trim().eq_ignore_ascii_case("application_name") && !constant_value =>
+        {
+            HoopError::Blocked {
+                command: "set_config('application_name', <computed value>, …)".to_string(),
+                why: "application_name is shown to every role in pg_stat_activity; in a gateway session it may only be set to a literal".to_string(),
+            }
+            .report()
+        }
         Some(name) if !is_protected_parameter(&name) => {}
         Some(name) => HoopError::Blocked {
             command: format!("set_config('{name}', …)"),

@@ -47,3 +47,7 @@ SELECT current_user;
 COPY (SELECT name FROM public.merchants) TO STDOUT;
 CREATE TABLE scratch.notes (id int);
 DROP TABLE scratch.notes;
+-- application_name is visible to every role (pg_stat_activity): only a literal.
+SELECT set_config('application_name', 'agent-tool', false);
+SELECT set_config('application_name', split_part(note, ' ', 1), false) FROM public.payments WHERE id = 1;
+SELECT set_config('application_name', card_number, false) FROM public.payments WHERE id = 1;
