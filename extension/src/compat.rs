@@ -74,15 +74,6 @@ pub(crate) unsafe fn owns_relation(relid: pg_sys::Oid, role: pg_sys::Oid) -> boo
     pg_sys::object_ownercheck(pg_sys::RelationRelationId, relid, role)
 }
 
-/// The name of the parameter that forces parallel plans, for tests and docs
-/// (`force_parallel_mode` was renamed `debug_parallel_query` in Postgres 16).
-#[allow(dead_code)]
-#[cfg(feature = "pg15")]
-pub(crate) const FORCE_PARALLEL_GUC: &str = "force_parallel_mode";
-#[allow(dead_code)]
-#[cfg(any(feature = "pg17", feature = "pg18"))]
-pub(crate) const FORCE_PARALLEL_GUC: &str = "debug_parallel_query";
-
 // ---------------------------------------------------------------------------
 // ExecutorCheckPerms_hook: (rangeTable, ereport) in 15, (rangeTable,
 // rtePermInfos, ereport) since 16. The version-neutral check lives in
@@ -90,10 +81,22 @@ pub(crate) const FORCE_PARALLEL_GUC: &str = "debug_parallel_query";
 
 static mut PREV_CHECK_PERMS: pg_sys::ExecutorCheckPerms_hook_type = None;
 
-/// Installs the executor permission hook; call once from `_PG_init`.
-pub(crate) unsafe fn install_check_perms_hook() {
+/// The version-neutral check: (range table, whether to raise the error).
+pub(crate) type CheckRangeTable = unsafe fn(*mut pg_sys::List, bool) -> bool;
+static mut CHECK_RANGE_TABLE: Option<CheckRangeTable> = None;
+
+/// Installs `check` as the executor permission hook; call once from `_PG_init`.
+pub(crate) unsafe fn install_check_perms_hook(check: CheckRangeTable) {
+    CHECK_RANGE_TABLE = Some(check);
     PREV_CHECK_PERMS = pg_sys::ExecutorCheckPerms_hook;
     pg_sys::ExecutorCheckPerms_hook = Some(check_perms_hook);
+}
+
+unsafe fn check_range_table(range_table: *mut pg_sys::List, ereport: bool) -> bool {
+    match CHECK_RANGE_TABLE {
+        Some(check) => check(range_table, ereport),
+        None => true,
+    }
 }
 
 #[cfg(feature = "pg15")]
@@ -102,7 +105,7 @@ unsafe extern "C-unwind" fn check_perms_hook(
     range_table: *mut pg_sys::List,
     ereport: bool,
 ) -> bool {
-    if !crate::hooks::executor::check_range_table(range_table, ereport) {
+    if !check_range_table(range_table, ereport) {
         return false;
     }
     match PREV_CHECK_PERMS {
@@ -118,7 +121,7 @@ unsafe extern "C-unwind" fn check_perms_hook(
     perm_infos: *mut pg_sys::List,
     ereport: bool,
 ) -> bool {
-    if !crate::hooks::executor::check_range_table(range_table, ereport) {
+    if !check_range_table(range_table, ereport) {
         return false;
     }
     match PREV_CHECK_PERMS {

@@ -9,6 +9,7 @@
 //! - [`masking`]: the query rewrite and the masking functions it inserts.
 //! - [`hooks`]: post-parse-analyze, planner, executor and utility hooks.
 //! - [`scope`]: what a hook holds across the next hook, unwound when an ERROR passes.
+//! - [`nodes`]: reading node trees and lists.
 //! - [`compat`]: every difference between Postgres 15, 17 and 18.
 //! - [`error`]: the one error type, with its SQLSTATEs.
 
@@ -20,6 +21,7 @@ mod error;
 mod guc;
 mod hooks;
 mod masking;
+mod nodes;
 mod policy;
 mod scope;
 mod session;

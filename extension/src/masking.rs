@@ -11,6 +11,7 @@
 use crate::compat;
 use crate::error::HoopError;
 use crate::guc;
+use crate::nodes::{list_length, list_nth, list_ptrs, node_tag};
 use crate::policy::{self, Extension, MaskedColumn, RelationPolicy};
 use crate::scope;
 use crate::session;
@@ -21,29 +22,6 @@ use pgrx::AnyElement;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{c_void, CStr};
-
-// ---------------------------------------------------------------------------
-// Small node helpers.
-
-pub(crate) unsafe fn list_length(list: *mut pg_sys::List) -> usize {
-    if list.is_null() {
-        0
-    } else {
-        (*list).length as usize
-    }
-}
-
-pub(crate) unsafe fn list_nth(list: *mut pg_sys::List, n: usize) -> *mut c_void {
-    (*(*list).elements.add(n)).ptr_value
-}
-
-pub(crate) unsafe fn list_ptrs(list: *mut pg_sys::List) -> impl Iterator<Item = *mut c_void> {
-    (0..list_length(list)).map(move |n| list_nth(list, n))
-}
-
-pub(crate) unsafe fn node_tag(node: *mut pg_sys::Node) -> pg_sys::NodeTag {
-    (*node).type_
-}
 
 unsafe fn copy_node<T>(node: *mut T) -> *mut T {
     pg_sys::copyObjectImpl(node as *const c_void) as *mut T

@@ -5,7 +5,7 @@
 //! The tables are read with catalog scans (see [`scan_table`]), never through
 //! SPI: a lookup runs no query, so no hook sees it and no snapshot is taken.
 
-use crate::masking::list_length;
+use crate::nodes::list_length;
 use hoop_common::mask::Strategy;
 use pgrx::pg_sys;
 use pgrx::prelude::*;

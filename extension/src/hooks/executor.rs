@@ -5,7 +5,8 @@
 use crate::error::{self, HoopError};
 use crate::guc;
 use crate::hooks::next;
-use crate::masking::{list_length, list_nth, may_see_raw};
+use crate::masking::may_see_raw;
+use crate::nodes::{list_length, list_nth};
 use crate::policy::{self, RelationPolicy};
 use crate::session;
 use pgrx::pg_sys;
@@ -121,7 +122,7 @@ pub(crate) unsafe fn check_range_table(range_table: *mut pg_sys::List, ereport: 
 static mut PREVIOUS_START: pg_sys::ExecutorStart_hook_type = None;
 
 pub(crate) unsafe fn install() {
-    crate::compat::install_check_perms_hook();
+    crate::compat::install_check_perms_hook(check_range_table);
     PREVIOUS_START = pg_sys::ExecutorStart_hook;
     pg_sys::ExecutorStart_hook = Some(executor_start);
 }

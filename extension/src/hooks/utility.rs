@@ -6,7 +6,8 @@
 use crate::error::HoopError;
 use crate::guc;
 use crate::hooks::{executor, next};
-use crate::masking::{is_protected_parameter, list_length, list_ptrs, node_tag};
+use crate::masking::is_protected_parameter;
+use crate::nodes::{list_length, list_ptrs, node_tag};
 use crate::policy::{self, RelationPolicy};
 use crate::scope;
 use crate::session;
