@@ -637,7 +637,7 @@ fn mask_into_buffer(relid: pg_sys::Oid, attnum: i16, value: &[u8]) -> Option<(*c
         let ColumnMasking { last, buffer } = &mut *state;
         let masker = last.as_ref()?.masker.as_ref()?;
         masker.mask_value_into(value, buffer);
-        (buffer.as_slice() != value).then(|| (buffer.as_ptr(), buffer.len()))
+        (buffer.as_slice() != value).then_some((buffer.as_ptr(), buffer.len()))
     })
 }
 

@@ -112,7 +112,7 @@ unsafe extern "C-unwind" fn emit_log(edata: *mut pg_sys::ErrorData) {
 /// until the next one; Postgres resets the pointer for every new statement).
 unsafe fn mask_statement(edata: &pg_sys::ErrorData) -> bool {
     let statement = pg_sys::debug_query_string;
-    if edata.hide_stmt || statement.is_null() || statement == MASKED_STATEMENT as *const c_char {
+    if edata.hide_stmt || statement.is_null() || std::ptr::eq(statement, MASKED_STATEMENT) {
         return true;
     }
     match mask_into_buffer(CStr::from_ptr(statement).to_bytes()) {
