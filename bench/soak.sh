@@ -38,9 +38,11 @@ work=$(mktemp -d /tmp/hoop-soak.XXXXXX)
 chmod 755 "$work"
 chown postgres "$work"
 cleanup() {
-    [ -n "${hoop_pid:-}" ] && kill "$hoop_pid" 2>/dev/null
+    if [ -n "${hoop_pid:-}" ]; then kill "$hoop_pid" 2>/dev/null || true; fi
     for d in "$work"/pg*; do
-        [ -d "$d" ] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1
+        if [ -d "$d" ]; then
+            runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true
+        fi
     done
     rm -rf "$work"
 }
@@ -231,7 +233,7 @@ TOML
             failed=1
         fi
         if [ "$how" = gateway ]; then
-            kill "$hoop_pid" 2>/dev/null
+            kill "$hoop_pid" 2>/dev/null || true
             wait "$hoop_pid" 2>/dev/null || true
             hoop_pid=
         fi

@@ -186,14 +186,14 @@ enabled = false
 TOML
     HOOP_LOG=info "$HOOP" serve -c "$gw/hoop.toml" >"$WORK/hoop.log" 2>&1 &
     hoop_pid=$!
-    trap 'kill $hoop_pid 2>/dev/null; pg_ctl -m immediate stop || true' EXIT
+    trap 'kill "$hoop_pid" 2>/dev/null || true; pg_ctl -m immediate stop || true' EXIT
     for _ in $(seq 100); do "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$HOOPPORT" && break; sleep 0.1; done
     token=$("$HOOP" token mint -c "$gw/hoop.toml" --sub compat-agent --group compat --ttl 1h)
     before=$(start_time)
     log_from=$(wc -l <"$SERVERLOG")
     CONNECT="--host=127.0.0.1 --port=$HOOPPORT --user=compat-agent" RUN_ENV="PGPASSWORD=$token" run_suite hoop
     after=$(start_time || echo unreachable)
-    kill "$hoop_pid" 2>/dev/null
+    kill "$hoop_pid" 2>/dev/null || true
     pg_ctl -m fast stop
 fi
 
