@@ -14,6 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A masked column of a relation.
 #[derive(Debug, Clone)]
@@ -108,18 +109,19 @@ pub(crate) fn forget_policies() {
     bump_generation();
 }
 
-thread_local! {
-    static GENERATION: Cell<u64> = const { Cell::new(0) };
-}
+/// Read on every masked value: a plain static (one relaxed load), not a
+/// thread-local, which costs a `__tls_get_addr` call in a shared library.
+/// A backend runs hoop on one thread; the atomic only makes that safe Rust.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// Changes whenever a policy or the session changes, so per-call caches of a
 /// masking decision know when to decide again.
 pub(crate) fn generation() -> u64 {
-    GENERATION.with(|generation| generation.get())
+    GENERATION.load(Ordering::Relaxed)
 }
 
 pub(crate) fn bump_generation() {
-    GENERATION.with(|generation| generation.set(generation.get().wrapping_add(1)));
+    GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
 #[pg_guard]

@@ -14,17 +14,21 @@ use pgrx::pg_sys;
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 thread_local! {
     /// CREATE VIEW statements being executed (their query is analyzed then).
     static VIEW_DEPTH: Cell<u32> = const { Cell::new(0) };
-    /// CREATE MATERIALIZED VIEW or REFRESH statements being executed.
-    static MATVIEW_DEPTH: Cell<u32> = const { Cell::new(0) };
     /// One set per planner call in progress: the relations the rewrite saw.
     static PLANNING: RefCell<Vec<HashSet<pg_sys::Oid>>> = const { RefCell::new(Vec::new()) };
     /// The mark taken when each open subtransaction started.
     static MARKS: RefCell<Vec<(pg_sys::SubTransactionId, Mark)>> = const { RefCell::new(Vec::new()) };
 }
+
+/// CREATE MATERIALIZED VIEW or REFRESH statements being executed. Read on
+/// every masked value, so a plain static rather than a thread-local (a
+/// backend runs hoop on one thread; the atomic only makes that safe Rust).
+static MATVIEW_DEPTH: AtomicU32 = AtomicU32::new(0);
 
 #[derive(Clone, Copy)]
 struct Mark {
@@ -36,14 +40,14 @@ struct Mark {
 fn mark() -> Mark {
     Mark {
         view_depth: VIEW_DEPTH.with(Cell::get),
-        matview_depth: MATVIEW_DEPTH.with(Cell::get),
+        matview_depth: MATVIEW_DEPTH.load(Ordering::Relaxed),
         planning: PLANNING.with(|planning| planning.borrow().len()),
     }
 }
 
 fn restore(mark: Mark) {
     VIEW_DEPTH.with(|depth| depth.set(mark.view_depth));
-    MATVIEW_DEPTH.with(|depth| depth.set(mark.matview_depth));
+    MATVIEW_DEPTH.store(mark.matview_depth, Ordering::Relaxed);
     PLANNING.with(|planning| planning.borrow_mut().truncate(mark.planning));
 }
 
@@ -112,17 +116,18 @@ pub(crate) fn defining_view() -> bool {
 /// Marks the start of filling a materialized view; [`end_matview`] when it
 /// returns normally.
 pub(crate) fn begin_matview() {
-    MATVIEW_DEPTH.with(|depth| depth.set(depth.get() + 1));
+    MATVIEW_DEPTH.fetch_add(1, Ordering::Relaxed);
 }
 
 pub(crate) fn end_matview() {
-    MATVIEW_DEPTH.with(|depth| depth.set(depth.get().saturating_sub(1)));
+    let depth = MATVIEW_DEPTH.load(Ordering::Relaxed);
+    MATVIEW_DEPTH.store(depth.saturating_sub(1), Ordering::Relaxed);
 }
 
 /// Whether a materialized view is being filled (CREATE or REFRESH): what it
 /// stores is read later by others, so it only ever stores masked values.
 pub(crate) fn filling_matview() -> bool {
-    MATVIEW_DEPTH.with(Cell::get) > 0
+    MATVIEW_DEPTH.load(Ordering::Relaxed) > 0
 }
 
 /// Starts recording, for one planner call, the relations the rewrite sees.
