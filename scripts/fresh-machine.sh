@@ -120,7 +120,7 @@ demo_smoke() {
     done
     local out
     out=$(in_root 'cd /root/hoop && PGPASSWORD=$(hoop token mint -c .hoop/demo/hoop.toml --sub fresh-agent --group fraud-agents) \
-        psql -XAt "host=127.0.0.1 port=6432 dbname=payments user=fresh-agent" -c "SELECT card_number FROM payments ORDER BY id LIMIT 3"')
+        psql -XAt "host=127.0.0.1 port=6432 dbname=payments user=fresh-agent" -c "SELECT card_number FROM payments WHERE amount < 1000 ORDER BY id LIMIT 3"')
     printf '%s\n' "$out"
     kill -INT "$demo_pid" 2>/dev/null || true
     wait "$demo_pid" 2>/dev/null || true

@@ -203,22 +203,62 @@ impl Cluster {
     }
 }
 
+/// Where the postgres user keeps the demo cluster (data, socket, log):
+/// `dir` itself when that user can reach it. A checkout in `/root` (mode
+/// 700) is out of its reach, so there the cluster lives in a directory of
+/// its own, `/var/lib/hoop-demo/<hash of dir>`, linked from `dir` as
+/// `pgdata`, `run` and `postgres.log`: still found under `.hoop/demo/`,
+/// without opening the user's home to other users.
+fn cluster_home(dir: &Path) -> Result<PathBuf, String> {
+    if !running_as_root() {
+        return Ok(dir.to_owned());
+    }
+    let mut reach = as_postgres(Path::new("test"));
+    reach
+        .arg("-d")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if reach.status().is_ok_and(|status| status.success()) {
+        return Ok(dir.to_owned());
+    }
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut hasher);
+    let home = PathBuf::from(format!("/var/lib/hoop-demo/{:016x}", hasher.finish()));
+    std::fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
+    for name in ["pgdata", "run", "postgres.log"] {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(home.join(name), &link)
+                .map_err(|e| format!("{}: {e}", link.display()))?;
+        }
+    }
+    println!(
+        "==> {} is out of the postgres user's reach: the demo cluster lives in {} (linked from there)",
+        dir.display(),
+        home.display()
+    );
+    Ok(home)
+}
+
 fn prepare_cluster(
     dir: &Path,
     bin: &Path,
     trusted_entry: &str,
     with_extension: bool,
 ) -> Result<Cluster, String> {
-    let data = dir.join("pgdata");
-    let socket = socket_dir(dir);
+    let home = cluster_home(dir)?;
+    let data = home.join("pgdata");
+    let socket = socket_dir(&home);
     let cluster = Cluster {
         bin: bin.to_owned(),
         data: data.clone(),
-        log: dir.join("postgres.log"),
+        log: home.join("postgres.log"),
         socket: socket.clone(),
         started_here: false,
     };
-    if socket.starts_with(dir) {
+    if socket.starts_with(&home) {
         std::fs::create_dir_all(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
         chown_postgres(&socket)?;
     }
