@@ -14,8 +14,8 @@
 
 use hoop_common::mask::{Masker, Strategy};
 use pgrx::pg_sys;
-use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr};
+use std::sync::{Mutex, OnceLock};
 
 static mut PREVIOUS: pg_sys::emit_log_hook_type = None;
 
@@ -31,10 +31,16 @@ unsafe extern "C-unwind" {
     fn raw_pfree(pointer: *mut c_void);
 }
 
-thread_local! {
-    static MASKER: Masker = Masker::new(Strategy::PanLast4, None).expect("pan_last4 needs no key");
-    /// The masked text of the last field, until it is copied out.
-    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+// Statics, not thread-locals: this hook also runs while a backend exits,
+// after thread-local destructors may have run.
+static MASKER: OnceLock<Masker> = OnceLock::new();
+/// The masked text of the last field, until it is copied out.
+static BUFFER: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+fn buffer() -> std::sync::MutexGuard<'static, Vec<u8>> {
+    BUFFER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The statement text this hook last put in `debug_query_string`.
@@ -44,22 +50,25 @@ static mut MASKED_STATEMENT: *mut c_char = std::ptr::null_mut();
 /// holds no card number, `Err` when masking failed.
 fn mask_into_buffer(text: &[u8]) -> Result<Option<usize>, ()> {
     std::panic::catch_unwind(|| {
-        MASKER.with(|masker| match masker.mask_bytes(text) {
+        let masker = MASKER
+            .get_or_init(|| Masker::new(Strategy::PanLast4, None).expect("pan_last4 needs no key"));
+        match masker.mask_bytes(text) {
             std::borrow::Cow::Borrowed(_) => None,
-            std::borrow::Cow::Owned(masked) => BUFFER.with(|buffer| {
-                let mut buffer = buffer.borrow_mut();
+            std::borrow::Cow::Owned(masked) => {
+                let mut buffer = buffer();
                 buffer.clear();
                 buffer.extend_from_slice(&masked);
                 Some(buffer.len())
-            }),
-        })
+            }
+        }
     })
     .map_err(|_| ())
 }
 
 /// A NUL-terminated copy of [`BUFFER`]'s first `len` bytes in `context`.
 unsafe fn buffer_copy(context: pg_sys::MemoryContext, len: usize) -> *mut c_char {
-    let from = BUFFER.with(|buffer| buffer.borrow().as_ptr());
+    // The guard is released here; nothing else masks until the copy is made.
+    let from = buffer().as_ptr();
     let out = raw_alloc(context, len + 1) as *mut u8;
     std::ptr::copy_nonoverlapping(from, out, len);
     *out.add(len) = 0;
