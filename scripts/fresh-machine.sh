@@ -47,7 +47,7 @@ report() {
 
 mounts=()
 cleanup() {
-    [ -n "${demo_pid:-}" ] && kill -INT "$demo_pid" 2>/dev/null && sleep 5
+    if [ -n "${demo_pid:-}" ]; then stop_demo; fi
     for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount -l "${mounts[i]}" 2>/dev/null || true; done
     [ -n "${HOOP_FRESH_KEEP:-}" ] || rm -rf "$ROOT"
 }
@@ -106,6 +106,15 @@ in_root() { # in_root CMD: runs a bash command as root inside the fresh root
         /bin/bash -c "$1"
 }
 
+# Ctrl-C for the demo: SIGINT to `hoop demo` itself (the subshell that
+# started it in the root passes no signal on), then wait for it to stop
+# everything it started.
+stop_demo() {
+    pkill -INT -f "^/root/hoop/target/release/hoop demo" 2>/dev/null || true
+    wait "$demo_pid" 2>/dev/null || true
+    demo_pid=
+}
+
 demo_smoke() {
     in_root 'cd /root/hoop && bash scripts/demo.sh' >"$ROOT.demo.log" 2>&1 &
     demo_pid=$!
@@ -122,9 +131,7 @@ demo_smoke() {
     out=$(in_root 'cd /root/hoop && PGPASSWORD=$(hoop token mint -c .hoop/demo/hoop.toml --sub fresh-agent --group fraud-agents) \
         psql -XAt "host=127.0.0.1 port=6432 dbname=payments user=fresh-agent" -c "SELECT card_number FROM payments WHERE amount < 1000 ORDER BY id LIMIT 3"')
     printf '%s\n' "$out"
-    kill -INT "$demo_pid" 2>/dev/null || true
-    wait "$demo_pid" 2>/dev/null || true
-    demo_pid=
+    stop_demo
     # Three rows, each a masked card number (BIN + last four at most), none raw.
     [ "$(grep -c . <<<"$out")" = 3 ] || { echo "expected 3 rows through the gateway" >&2; return 1; }
     if grep -qE '[0-9]{13,19}' <<<"$out"; then echo "a raw card number came through" >&2; return 1; fi
