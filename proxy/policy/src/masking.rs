@@ -1301,24 +1301,42 @@ fn mask_binary_array(
     if ValueKind::of(element_oid) == ValueKind::Skip {
         return Ok(None);
     }
+    mask_elements(
+        &mut reader,
+        &value[..header_end],
+        count,
+        type_oid,
+        "trailing bytes after an array",
+        |bytes| mask_binary_value(maskers, element_oid, bytes, untyped),
+    )
+}
+
+/// The body shared by arrays and multiranges: `count` length-prefixed
+/// elements (`-1`: NULL) after `header`, each masked by `mask`; `None` when
+/// no element changed. The value must end with the last element.
+fn mask_elements<'a>(
+    reader: &mut Reader<'a>,
+    header: &[u8],
+    count: usize,
+    type_oid: u32,
+    trailing: &'static str,
+    mut mask: impl FnMut(&'a [u8]) -> Result<Option<Vec<u8>>, MaskFailure>,
+) -> Result<Option<Vec<u8>>, MaskFailure> {
     let mut masked_any = false;
-    let mut elements = Vec::with_capacity(count);
+    let mut elements = Vec::with_capacity(count.min(1024));
     for _ in 0..count {
-        let element = read_element(&mut reader, type_oid)?;
-        let masked = match element {
-            Some(bytes) => mask_binary_value(maskers, element_oid, bytes, untyped)?,
-            None => None,
-        };
+        let element = read_element(reader, type_oid)?;
+        let masked = element.map(&mut mask).transpose()?.flatten();
         masked_any |= masked.is_some();
         elements.push((element, masked));
     }
     if !reader.is_at_end() {
-        return Err(undecodable(type_oid, "trailing bytes after an array"));
+        return Err(undecodable(type_oid, trailing));
     }
     if !masked_any {
         return Ok(None);
     }
-    let mut out = value[..header_end].to_vec();
+    let mut out = header.to_vec();
     for (element, masked) in &elements {
         put_element(&mut out, masked.as_deref().or(*element));
     }
@@ -1424,28 +1442,14 @@ fn mask_binary_multirange(
         .i32("ranges")
         .map_err(|_| undecodable(subtype, "short multirange"))?;
     let count = usize::try_from(count).map_err(|_| undecodable(subtype, "negative count"))?;
-    let mut masked_any = false;
-    let mut ranges = Vec::new();
-    for _ in 0..count {
-        let range = read_element(&mut reader, subtype)?;
-        let masked = match range {
-            Some(bytes) => mask_binary_range(maskers, subtype, bytes, untyped)?,
-            None => None,
-        };
-        masked_any |= masked.is_some();
-        ranges.push((range, masked));
-    }
-    if !reader.is_at_end() {
-        return Err(undecodable(subtype, "trailing bytes after a multirange"));
-    }
-    if !masked_any {
-        return Ok(None);
-    }
-    let mut out = value[..4].to_vec();
-    for (range, masked) in &ranges {
-        put_element(&mut out, masked.as_deref().or(*range));
-    }
-    Ok(Some(out))
+    mask_elements(
+        &mut reader,
+        &value[..4],
+        count,
+        subtype,
+        "trailing bytes after a multirange",
+        |bytes| mask_binary_range(maskers, subtype, bytes, untyped),
+    )
 }
 
 /// bytea in text format is `\x` and hex digits: `convert_to(card_number,
