@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Gateway benchmark (not a timed test). In one run, side by side:
-#   pgbench -S -c 8 -j 2 -T 20, simple and prepared protocol:
-#     directly to Postgres 15, through hoop, through PgBouncer (session mode)
-#   then streams a 1,000,000-row result through hoop and prints the
+# Gateway benchmark (not a timed test). In one run, side by side against one
+# Postgres 15 cluster:
+#   pgbench -S -c 8 -j 2 -T $T, simple and prepared protocol, and pgbench's
+#   TPC-B script (-c 8, prepared): directly, through PgBouncer (session
+#   mode), through hoop with recording off, through hoop with its defaults
+#   (every statement recorded). Beside each proxy's TPS: its CPU time per
+#   transaction (user + system, all threads, from /proc/<pid>/stat), which
+#   is far steadier than TPS on a shared machine.
+#   One client, one statement at a time (-S, -c 1): p50 and p99 latency, and
+#   what each proxy adds to direct.
+#   Then streams a 1,000,000-row result through hoop and prints the
 #   gateway's peak RSS (VmHWM).
-# Targets: hoop >= 0.8x direct and >= 1.0x PgBouncer; peak RSS flat, < 64 MB.
+# Targets (issue #14): hoop defaults >= 1.0x PgBouncer's TPS and <= 20 us of
+# CPU per transaction; recording off <= PgBouncer's CPU; added one-client p50
+# <= one fsync + 50 us; TPC-B >= 0.8x direct; peak RSS < 64 MB.
 # Installs PgBouncer (Debian) if missing; builds hoop in release mode.
 # BENCH_SECONDS=5 shortens each run.
 set -euo pipefail
@@ -46,17 +55,27 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PGPORT_=$(free_port); HOOPPORT=$(free_port); BOUNCERPORT=$(free_port)
+PGPORT_=$(free_port); HOOPPORT=$(free_port); HOOPPORT2=$(free_port); BOUNCERPORT=$(free_port)
 PW=bench-gateway-pw
 
 echo "==> Postgres 15 on $PGPORT_"
 bench_cluster_start 256MB
 runuser -u postgres -- "$PG/pgbench" -i -q -s 10 -h "$work/pg" -p "$PGPORT_" bench >/dev/null 2>&1
-psql_su -d bench -c "GRANT SELECT ON ALL TABLES IN SCHEMA public TO bench_agent, hoop_gateway;"
+psql_su -d bench -c "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO bench_agent, hoop_gateway;"
 
-echo "==> hoop on $HOOPPORT"
+echo "==> hoop on $HOOPPORT (defaults: every statement recorded)"
 bench_hoop_start
 pids+=("$hoop_pid")
+echo "==> hoop on $HOOPPORT2 ([audit] record_statements = false)"
+cp -r "$work/hoop" "$work/hoop2"
+sed -i "s/127.0.0.1:$HOOPPORT/127.0.0.1:$HOOPPORT2/" "$work/hoop2/hoop.toml"
+rm -f "$work/hoop2"/*.db*
+printf '[audit]\nrecord_statements = false\n' >>"$work/hoop2/hoop.toml"
+HOOP_LOG=warn "$HOOP" serve -c "$work/hoop2/hoop.toml" >"$work/hoop2.log" 2>&1 &
+hoop2_pid=$!
+pids+=("$hoop2_pid")
+for _ in $(seq 50); do "$PG/pg_isready" -q -h 127.0.0.1 -p "$HOOPPORT2" && break; sleep 0.1; done
+TOKEN2=$("$HOOP" token mint -c "$work/hoop2/hoop.toml" --sub bench --group bench --ttl 1h)
 
 echo "==> PgBouncer (session mode) on $BOUNCERPORT"
 cat >"$work/pgbouncer.ini" <<INI
@@ -79,28 +98,96 @@ chown postgres "$work/pgbouncer.ini" "$work/userlist.txt"
 runuser -u postgres -- pgbouncer -d "$work/pgbouncer.ini"
 sleep 1
 
-run_pgbench() { # NAME PORT USER PASSWORD MODE
-    local out
-    out=$(PGPASSWORD=$4 "$PG/pgbench" -n -S -c 8 -j 2 -T "$T" -M "$5" -h 127.0.0.1 -p "$2" -U "$3" bench 2>&1) \
-        || { echo "$out" >&2; echo 0; return; }
-    echo "$out" | sed -nE 's/^tps = ([0-9.]+).*/\1/p' | head -1
+# CPU ticks (user + system, all threads) of a process so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+# run_pgbench PORT USER PASSWORD PID ARGS...: prints "TPS CPU_US_PER_TX"
+# (CPU "-" when PID is empty: nothing to measure between client and server).
+run_pgbench() {
+    local port=$1 user=$2 password=$3 pid=$4 out before after tps
+    shift 4
+    [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+    out=$(PGPASSWORD=$password "$PG/pgbench" -n "$@" -T "$T" -h 127.0.0.1 -p "$port" -U "$user" bench 2>&1) \
+        || { echo "$out" | tail -5 >&2; echo "0 -"; return; }
+    tps=$(echo "$out" | sed -nE 's/^tps = ([0-9.]+).*/\1/p' | head -1)
+    local tx
+    tx=$(echo "$out" | sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p')
+    if [ -n "$pid" ]; then
+        after=$(cpu_ticks "$pid")
+        echo "$tps $(awk -v a="$before" -v b="$after" -v n="$tx" -v hz="$TICK" \
+            'BEGIN{ if (n>0) printf "%.1f", (b-a)/hz*1e6/n; else print "-" }')"
+    else
+        echo "$tps -"
+    fi
 }
 
-declare -A tps
+# latency PORT USER PASSWORD MODE: one client, -S, per-transaction log;
+# prints "P50_US P99_US".
+latency() {
+    local dir
+    dir=$(mktemp -d "$work/lat.XXXXXX")
+    (cd "$dir" && PGPASSWORD=$3 "$PG/pgbench" -n -S -c 1 -M "$4" -T "$T" -l \
+        -h 127.0.0.1 -p "$1" -U "$2" bench >/dev/null 2>&1) || { echo "- -"; return; }
+    cat "$dir"/pgbench_log.* | awk '{print $3}' | sort -n | awk '
+        { v[NR] = $1 }
+        END { if (NR == 0) { print "- -"; exit }
+              printf "%d %d\n", v[int(NR * 0.50) + 1], v[int(NR * 0.99) + 1] }'
+}
+
+bouncer_pid=$(cat "$work/pgbouncer.pid")
+paths=(direct pgbouncer hoop_norec hoop)
+declare -A port=([direct]=$PGPORT_ [pgbouncer]=$BOUNCERPORT [hoop_norec]=$HOOPPORT2 [hoop]=$HOOPPORT)
+declare -A user=([direct]=hoop_gateway [pgbouncer]=hoop_gateway [hoop_norec]=agent [hoop]=agent)
+declare -A pass=([direct]=$PW [pgbouncer]=$PW [hoop_norec]=$TOKEN2 [hoop]=$TOKEN)
+declare -A pid=([direct]="" [pgbouncer]=$bouncer_pid [hoop_norec]=$hoop2_pid [hoop]=$hoop_pid)
+declare -A label=([direct]=direct [pgbouncer]="PgBouncer (session)" \
+    [hoop_norec]="hoop, record_statements=false" [hoop]="hoop, defaults")
+declare -A res
 for mode in simple prepared; do
     echo "==> pgbench -S -c 8 -j 2 -T $T -M $mode"
-    tps[direct_$mode]=$(run_pgbench direct "$PGPORT_" hoop_gateway "$PW" "$mode")
-    tps[hoop_$mode]=$(run_pgbench hoop "$HOOPPORT" agent "$TOKEN" "$mode")
-    tps[pgbouncer_$mode]=$(run_pgbench pgbouncer "$BOUNCERPORT" hoop_gateway "$PW" "$mode")
+    for p in "${paths[@]}"; do
+        res[$p,$mode]=$(run_pgbench "${port[$p]}" "${user[$p]}" "${pass[$p]}" "${pid[$p]}" -S -c 8 -j 2 -M "$mode")
+    done
+done
+echo "==> pgbench TPC-B -c 8 -j 2 -T $T -M prepared"
+for p in "${paths[@]}"; do
+    res[$p,tpcb]=$(run_pgbench "${port[$p]}" "${user[$p]}" "${pass[$p]}" "${pid[$p]}" -c 8 -j 2 -M prepared)
+done
+echo "==> one client, -S, -T $T: latency"
+for mode in simple prepared; do
+    for p in "${paths[@]}"; do
+        res[$p,lat_$mode]=$(latency "${port[$p]}" "${user[$p]}" "${pass[$p]}" "$mode")
+    done
 done
 
+field() { echo "${res[$1]}" | awk -v i="$2" '{print $i}'; }
 echo
-printf '%-10s %12s %12s %12s %14s %16s\n' mode direct hoop pgbouncer hoop/direct hoop/pgbouncer
+printf '| %-30s | %11s | %12s | %13s | %12s | %11s | %12s |\n' path "simple TPS" "CPU us/tx" "prepared TPS" "CPU us/tx" "TPC-B TPS" "CPU us/tx"
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' "--------------------------------" -------------:  --------------: ---------------: --------------: -------------: --------------:
+for p in "${paths[@]}"; do
+    printf '| %-30s | %11.0f | %12s | %13.0f | %12s | %11.0f | %12s |\n' "${label[$p]}" \
+        "$(field "$p,simple" 1)" "$(field "$p,simple" 2)" \
+        "$(field "$p,prepared" 1)" "$(field "$p,prepared" 2)" \
+        "$(field "$p,tpcb" 1)" "$(field "$p,tpcb" 2)"
+done
+echo
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2fx", a/b; else print "n/a" }'; }
 for mode in simple prepared; do
-    d=${tps[direct_$mode]}; h=${tps[hoop_$mode]}; b=${tps[pgbouncer_$mode]}
-    printf '%-10s %12.0f %12.0f %12.0f %14s %16s\n' "$mode" "$d" "$h" "$b" \
-        "$(awk -v a="$h" -v b="$d" 'BEGIN{ if (b>0) printf "%.2fx", a/b; else print "n/a" }')" \
-        "$(awk -v a="$h" -v b="$b" 'BEGIN{ if (b>0) printf "%.2fx", a/b; else print "n/a" }')"
+    echo "hoop defaults, $mode: $(ratio "$(field "hoop,$mode" 1)" "$(field "direct,$mode" 1)") of direct, $(ratio "$(field "hoop,$mode" 1)" "$(field "pgbouncer,$mode" 1)") of PgBouncer"
+done
+echo "hoop defaults, TPC-B: $(ratio "$(field hoop,tpcb 1)" "$(field direct,tpcb 1)") of direct"
+echo
+printf '| %-30s | %13s | %13s | %15s | %15s |\n' "one client, -S" "simple p50 us" "simple p99 us" "prepared p50 us" "prepared p99 us"
+printf '|%s|%s|%s|%s|%s|\n' "--------------------------------" ---------------: ---------------: -----------------: -----------------:
+for p in "${paths[@]}"; do
+    added=""
+    printf '| %-30s | %13s | %13s | %15s | %15s |\n' "${label[$p]}" \
+        "$(field "$p,lat_simple" 1)" "$(field "$p,lat_simple" 2)" \
+        "$(field "$p,lat_prepared" 1)" "$(field "$p,lat_prepared" 2)"
+done
+for p in pgbouncer hoop_norec hoop; do
+    echo "${label[$p]} adds (p50/p99): simple $(( $(field "$p,lat_simple" 1) - $(field direct,lat_simple 1) ))/$(( $(field "$p,lat_simple" 2) - $(field direct,lat_simple 2) )) us, prepared $(( $(field "$p,lat_prepared" 1) - $(field direct,lat_prepared 1) ))/$(( $(field "$p,lat_prepared" 2) - $(field direct,lat_prepared 2) )) us"
 done
 
 echo
