@@ -1,4 +1,4 @@
-//! The Postgres store on a throwaway Postgres 15 cluster: every hub
+//! The Postgres store on a throwaway cluster (tests/kit): every hub
 //! scenario, then two gateways (two hubs) sharing one database.
 
 mod common;

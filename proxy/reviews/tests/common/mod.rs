@@ -1,6 +1,6 @@
 //! Shared by the integration tests: a reviewer-token double, requests, a
 //! policy check, the hub scenarios every backend must pass, and a throwaway
-//! Postgres 15 cluster.
+//! Postgres cluster (tests/kit).
 #![allow(dead_code)]
 
 pub mod postgres;
