@@ -98,15 +98,11 @@ fn stores(c: &mut Criterion) {
     normal.sqlite_synchronous = SqliteSync::Normal;
     bench_store(c, "sqlite_normal_records", &runtime, &normal, &[8, 64, 256]);
 
-    match pg::PgCluster::start() {
-        Some(cluster) => {
-            let database = runtime.block_on(cluster.create_database());
-            let mut postgres = AuditConfig::postgres(&cluster.url(&database), "bench-pg");
-            postgres.password_file = Some(cluster.password_file());
-            bench_store(c, "postgres_records", &runtime, &postgres, &[8, 64, 256]);
-        }
-        None => println!("postgres_records: skipped (no PostgreSQL binaries found)"),
-    }
+    let cluster = pg::PgCluster::start();
+    let database = runtime.block_on(cluster.create_database());
+    let mut postgres = AuditConfig::postgres(&cluster.url(&database), "bench-pg");
+    postgres.password_file = Some(cluster.password_file());
+    bench_store(c, "postgres_records", &runtime, &postgres, &[8, 64, 256]);
 }
 
 criterion_group!(benches, stores);

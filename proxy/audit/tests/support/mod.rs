@@ -35,14 +35,11 @@ impl Harness {
         Harness::Sqlite { _dir: dir, path }
     }
 
-    /// `None` when Postgres is not installed (the test is skipped).
-    pub async fn postgres() -> Option<Harness> {
-        let Some(cluster) = PgCluster::shared() else {
-            eprintln!("skipped: no PostgreSQL binaries");
-            return None;
-        };
+    /// A fresh database in the shared cluster (missing Postgres fails).
+    pub async fn postgres() -> Harness {
+        let cluster = PgCluster::shared();
         let database = cluster.create_database().await;
-        Some(Harness::Postgres { cluster, database })
+        Harness::Postgres { cluster, database }
     }
 
     pub fn config(&self, instance: &str) -> AuditConfig {
