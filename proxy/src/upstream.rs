@@ -7,11 +7,11 @@ use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::config::Upstream as UpstreamConfig;
 use crate::protocol::{self, error_summary, split_frame, take_cstr, take_i32, Frame};
 use crate::tls::PgStream;
+use crate::transport::{open_transport, TransportError};
 
 /// Startup parameters a client may pass through to the database. Anything
 /// else is dropped. `options` arrives here only as the handshake rewrote it:
@@ -34,13 +34,8 @@ pub const FORWARDED_PARAMETERS: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("cannot reach the database at {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("TLS to the database failed: {0}")]
-    Tls(String),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
     #[error("the database refused the gateway login: {code} {message}")]
     Login { code: String, message: String },
     #[error("the database reported {code}: {message}")]
@@ -63,7 +58,7 @@ impl UpstreamError {
                 "08004".into(),
                 "the gateway could not log in to the database; the operator has the details in the gateway log".into(),
             ),
-            UpstreamError::Connect { .. } | UpstreamError::Tls(_) | UpstreamError::Io(_) => (
+            UpstreamError::Transport(_) | UpstreamError::Io(_) => (
                 "08006".into(),
                 "the gateway could not reach the database; try again shortly".into(),
             ),
@@ -89,51 +84,6 @@ pub struct Upstream {
     pub secret: bytes::Bytes,
     /// ParameterStatus frames as the server sent them.
     pub parameter_status: Vec<Frame>,
-}
-
-/// Opens TCP (and TLS if configured) to the database.
-pub async fn open_transport(
-    config: &UpstreamConfig,
-    connector: Option<&tokio_rustls::TlsConnector>,
-) -> Result<PgStream, UpstreamError> {
-    let addr = format!("{}:{}", config.host, config.port);
-    let tcp = tokio::time::timeout(
-        config.connect_timeout,
-        TcpStream::connect((config.host.as_str(), config.port)),
-    )
-    .await
-    .map_err(|_| UpstreamError::Connect {
-        addr: addr.clone(),
-        source: std::io::ErrorKind::TimedOut.into(),
-    })?
-    .map_err(|source| UpstreamError::Connect {
-        addr: addr.clone(),
-        source,
-    })?;
-    tcp.set_nodelay(true)?;
-    let Some(connector) = connector else {
-        return Ok(PgStream::Plain(tcp));
-    };
-    let mut tcp = tcp;
-    let mut req = BytesMut::new();
-    frontend::ssl_request(&mut req);
-    tcp.write_all(&req).await?;
-    let answer = tcp.read_u8().await?;
-    if answer != b'S' {
-        return Err(UpstreamError::Tls(format!(
-            "{addr} does not accept TLS (answered {:?})",
-            answer as char
-        )));
-    }
-    let name = rustls_pki_types::ServerName::try_from(config.host.clone())
-        .map_err(|e| UpstreamError::Tls(format!("{}: {e}", config.host)))?;
-    let tls = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| UpstreamError::Tls(e.to_string()))?;
-    Ok(PgStream::Tls(Box::new(tokio_rustls::TlsStream::Client(
-        tls,
-    ))))
 }
 
 async fn read_frame(stream: &mut PgStream, buf: &mut BytesMut) -> Result<Frame, UpstreamError> {

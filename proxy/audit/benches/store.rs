@@ -101,7 +101,9 @@ fn stores(c: &mut Criterion) {
     let cluster = pg::PgCluster::start();
     let database = runtime.block_on(cluster.create_database());
     let mut postgres = AuditConfig::postgres(&cluster.url(&database), "bench-pg");
-    postgres.password_file = Some(cluster.password_file());
+    postgres.password = Some(hoop_common::config::SecretRef::file(
+        cluster.password_file(),
+    ));
     bench_store(c, "postgres_records", &runtime, &postgres, &[8, 64, 256]);
 }
 

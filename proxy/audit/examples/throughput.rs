@@ -149,7 +149,9 @@ fn main() {
                     let cluster = cluster.get_or_insert_with(pg::PgCluster::start);
                     let database = runtime.block_on(cluster.create_database());
                     let mut config = AuditConfig::postgres(&cluster.url(&database), &instance);
-                    config.password_file = Some(cluster.password_file());
+                    config.password = Some(hoop_common::config::SecretRef::file(
+                        cluster.password_file(),
+                    ));
                     config
                 }
                 other => {

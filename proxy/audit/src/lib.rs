@@ -9,14 +9,12 @@
 //! [`AuditReader`] with the public key only: sessions, replay, export and
 //! verify (also offline, on an export directory).
 
-/// `[audit]` configuration: store, location, instance id, retention.
+/// `[audit]` configuration: store, location, instance id, retention, and
+/// the checkpoint key.
 pub mod config;
 
 /// The one error type.
 pub mod error;
-
-/// Timestamps as recorded (microseconds, RFC 3339 in text).
-pub mod time;
 
 /// What is recorded: sessions, statements, outcomes, events.
 pub mod record;
@@ -56,9 +54,14 @@ mod export;
 
 pub use chain::{ChainHash, Entry};
 pub use checkpoint::{Checkpoint, CheckpointKeys, CheckpointKind, CheckpointSigner};
-pub use config::{AuditConfig, HumanDuration, SqliteSync, StoreKind};
+pub use config::{
+    AuditConfig, AuditSection, AuditSettings, SqliteSync, StoreKind, DEFAULT_AUDIT_FILE,
+    DEFAULT_INSTANCE_ID,
+};
 pub use error::{AuditError, Result};
 pub use export::{verify_export, verify_export_with_keys, ExportFilter, ExportSummary};
+/// Timestamps as recorded (microseconds, RFC 3339 in text): hoop's one kind.
+pub use hoop_common::time::Timestamp;
 pub use reader::AuditReader;
 pub use record::{
     Action, Decision, EndReason, Event, Identity, Record, ReviewOutcome, SessionEnd, SessionStart,
@@ -66,6 +69,5 @@ pub use record::{
 };
 pub use sessions::{SessionFilter, SessionSummary};
 pub use store::{AuditStore, StatementHandle};
-pub use time::Timestamp;
 pub use verify::{ChainReport, IncompleteStatement, Problem, VerifyReport};
 pub use writer::PurgeReport;

@@ -7,17 +7,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::time::Timestamp;
+use hoop_common::time::Timestamp;
 
-/// Who is behind a session, as the verified OIDC token said.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    pub issuer: String,
-    pub subject: String,
-    /// `azp`/`client_id` of the token, when present.
-    pub client_id: Option<String>,
-    pub groups: Vec<String>,
-}
+/// Who is behind a session, as the verified OIDC token said (issuer,
+/// subject, client, groups; recorded with these field names).
+pub use hoop_common::identity::Identity;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionStart {

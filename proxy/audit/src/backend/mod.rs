@@ -9,7 +9,7 @@ use crate::chain::{ChainHash, ChainHead, Entry};
 use crate::checkpoint::{Checkpoint, CheckpointKind};
 use crate::config::{AuditConfig, StoreKind};
 use crate::error::{AuditError, Result};
-use crate::time::Timestamp;
+use hoop_common::time::Timestamp;
 
 pub(crate) mod postgres;
 pub(crate) mod sqlite;

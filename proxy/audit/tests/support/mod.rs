@@ -47,7 +47,9 @@ impl Harness {
             Harness::Sqlite { path, .. } => AuditConfig::sqlite(path, instance),
             Harness::Postgres { cluster, database } => {
                 let mut config = AuditConfig::postgres(&cluster.url(database), instance);
-                config.password_file = Some(cluster.password_file());
+                config.password = Some(hoop_common::config::SecretRef::file(
+                    cluster.password_file(),
+                ));
                 config
             }
         };
