@@ -37,9 +37,10 @@ fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Key(KeyError::new(key, problem))
 }
 
+/// `[listen] allow_plaintext`: which clients may log in without TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum PlaintextPolicy {
+pub enum AllowPlaintext {
     /// Clients must use TLS.
     #[default]
     Never,
@@ -67,7 +68,7 @@ pub struct ListenSection {
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     #[serde(default)]
-    pub allow_plaintext: PlaintextPolicy,
+    pub allow_plaintext: AllowPlaintext,
     pub max_message_bytes: Option<usize>,
     /// Failed logins allowed per source address within `failed_login_window`.
     pub max_failed_logins: Option<u32>,
@@ -180,7 +181,7 @@ pub struct Config {
     pub path: PathBuf,
     pub listen: SocketAddr,
     pub tls: Option<(PathBuf, PathBuf)>,
-    pub allow_plaintext: PlaintextPolicy,
+    pub allow_plaintext: AllowPlaintext,
     pub max_message_bytes: usize,
     pub max_failed_logins: u32,
     pub failed_login_window: Duration,
@@ -271,7 +272,7 @@ const ASYMMETRIC_ALGORITHMS: [jsonwebtoken::Algorithm; 9] = [
 struct Listen {
     address: SocketAddr,
     tls: Option<(PathBuf, PathBuf)>,
-    allow_plaintext: PlaintextPolicy,
+    allow_plaintext: AllowPlaintext,
     max_message_bytes: usize,
     max_failed_logins: u32,
     failed_login_window: Duration,
@@ -385,7 +386,7 @@ impl ListenSection {
                 ))
             }
         };
-        if tls.is_none() && self.allow_plaintext == PlaintextPolicy::Never {
+        if tls.is_none() && self.allow_plaintext == AllowPlaintext::Never {
             return Err(invalid(
                 "listen.tls_cert_file",
                 "required: clients send their token as a password, so TLS is on by default \

@@ -16,7 +16,7 @@ use hoop_common::identity::Identity;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::auth::Authenticator;
-use crate::config::{Config, PlaintextPolicy, RoleMapping};
+use crate::config::{AllowPlaintext, Config, RoleMapping};
 use crate::handshake::{refuse, Ended, HandshakeError, Startup};
 use crate::metrics::LoginOutcome;
 use crate::protocol::{self, split_frame, take_cstr};
@@ -34,7 +34,6 @@ pub struct LoginChecks<'a> {
 pub struct Admitted {
     /// Bytes the client sent after its password (normally none).
     pub pending: BytesMut,
-    pub user: String,
     pub database: String,
     /// Startup parameters for the database (`options` rewritten by the gateway).
     pub params: Vec<(String, String)>,
@@ -139,11 +138,11 @@ fn param(params: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
-fn plaintext_allowed(policy: PlaintextPolicy, peer: SocketAddr) -> bool {
-    match policy {
-        PlaintextPolicy::Never => false,
-        PlaintextPolicy::Loopback => peer.ip().is_loopback(),
-        PlaintextPolicy::Always => true,
+fn plaintext_allowed(setting: AllowPlaintext, peer: SocketAddr) -> bool {
+    match setting {
+        AllowPlaintext::Never => false,
+        AllowPlaintext::Loopback => peer.ip().is_loopback(),
+        AllowPlaintext::Always => true,
     }
 }
 
@@ -186,7 +185,6 @@ pub async fn admit(
     let params = rewritten_params(request.params, &request.settings);
     Ok(Ok(Admitted {
         pending,
-        user: request.user,
         database: request.database,
         params,
         identity,

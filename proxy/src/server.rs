@@ -34,7 +34,7 @@ use crate::tls::PgStream;
 use crate::upstream::{self, Upstream, UpstreamError};
 
 /// Everything connections share.
-pub struct Context {
+pub(crate) struct Context {
     pub config: Config,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub upstream_tls: Option<tokio_rustls::TlsConnector>,
@@ -267,7 +267,7 @@ impl Gateway {
 /// Completes on SIGINT or SIGTERM. The handlers are installed when this is
 /// called (not when first polled), so a signal during start-up is not lost
 /// and does not kill the process half-way.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
     let int = signal(SignalKind::interrupt());
     let term = signal(SignalKind::terminate());

@@ -19,8 +19,9 @@ pub mod error;
 /// What is recorded: sessions, statements, outcomes, events.
 pub mod record;
 
-/// Defense-in-depth masking of every recorded string.
-mod masking;
+/// A record's canonical payload (what is hashed and stored), with every
+/// string masked again: defense in depth.
+mod payload;
 
 /// Entries and their hash chain.
 pub mod chain;

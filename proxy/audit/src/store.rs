@@ -17,7 +17,7 @@ use crate::backend;
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner};
 use crate::config::AuditConfig;
 use crate::error::{AuditError, Result};
-use crate::masking::{canonical_payload, mask_field, store_masker};
+use crate::payload::{canonical_payload, mask_field, store_masker};
 use crate::record::{
     Event, Record, SessionEnd, SessionStart, StatementBegin, StatementEnd, StatementOutcome,
 };

@@ -1,16 +1,16 @@
 //! Who is connecting: the client's password is a JWT, verified against the
 //! configured key source (OpenID discovery + JWKS, a static JWKS file, or the
-//! local development issuer). The result is a [`Verified`] identity with groups.
+//! local development issuer). The result is a `Verified` identity with groups.
 
 pub mod dev_issuer;
-pub mod jwt;
-pub mod oidc;
+pub(crate) mod jwt;
+pub(crate) mod oidc;
 
 use std::sync::Arc;
 
 use crate::config::{IdentityProvider, KeySource};
 
-pub use jwt::{TokenError, Verified};
+pub(crate) use jwt::{TokenError, Verified};
 
 /// Where verification keys come from.
 pub(crate) enum Keys {
@@ -19,7 +19,7 @@ pub(crate) enum Keys {
 }
 
 /// Verifies login tokens; shared by all connections.
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     config: IdentityProvider,
     keys: Keys,
 }
