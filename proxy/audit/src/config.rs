@@ -43,7 +43,7 @@ const DERIVED_KEY_LABEL: &[u8] = b"hoop audit checkpoint key v1\0";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum StoreKind {
+pub enum AuditStoreKind {
     /// Embedded SQLite file (WAL): nothing to set up.
     #[default]
     Sqlite,
@@ -74,7 +74,7 @@ pub enum SqliteSync {
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
     #[serde(default)]
-    pub store: StoreKind,
+    pub store: AuditStoreKind,
     /// SQLite database file (default `audit.db` next to the configuration).
     pub path: Option<PathBuf>,
     /// libpq-style connection string or `postgres://` URL without a password
@@ -118,7 +118,7 @@ pub struct AuditSection {
 /// and [`crate::AuditReader::open`] take.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
-    pub store: StoreKind,
+    pub store: AuditStoreKind,
     /// SQLite database file (`store = "sqlite"`).
     pub path: Option<PathBuf>,
     /// libpq-style connection string or `postgres://` URL without a password
@@ -145,7 +145,7 @@ impl AuditConfig {
     /// A SQLite store at `path` with defaults for everything else.
     pub fn sqlite(path: impl Into<PathBuf>, instance_id: &str) -> AuditConfig {
         AuditConfig {
-            store: StoreKind::Sqlite,
+            store: AuditStoreKind::Sqlite,
             path: Some(path.into()),
             url: None,
             password: None,
@@ -160,7 +160,7 @@ impl AuditConfig {
     /// A Postgres store at `url` (no password in it) with defaults.
     pub fn postgres(url: &str, instance_id: &str) -> AuditConfig {
         AuditConfig {
-            store: StoreKind::Postgres,
+            store: AuditStoreKind::Postgres,
             url: Some(url.to_owned()),
             path: None,
             ..AuditConfig::sqlite(PathBuf::new(), instance_id)
@@ -186,13 +186,15 @@ impl AuditConfig {
             ));
         }
         match self.store {
-            StoreKind::Sqlite if self.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) => {
+            AuditStoreKind::Sqlite
+                if self.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) =>
+            {
                 Err(AuditError::Config(
                     "store = \"sqlite\" needs `path` (the database file)".into(),
                 ))
             }
-            StoreKind::Postgres => self.postgres_config().map(drop),
-            StoreKind::Sqlite => Ok(()),
+            AuditStoreKind::Postgres => self.postgres_config().map(drop),
+            AuditStoreKind::Sqlite => Ok(()),
         }
     }
 
@@ -293,8 +295,8 @@ impl AuditSection {
     fn store_config(&self, base: &Path) -> std::result::Result<AuditConfig, KeyError> {
         let path = match (self.store, &self.path) {
             (_, Some(path)) => Some(base.join(path)),
-            (StoreKind::Sqlite, None) => Some(base.join(DEFAULT_AUDIT_FILE)),
-            (StoreKind::Postgres, None) => None,
+            (AuditStoreKind::Sqlite, None) => Some(base.join(DEFAULT_AUDIT_FILE)),
+            (AuditStoreKind::Postgres, None) => None,
         };
         let store = AuditConfig {
             store: self.store,
@@ -400,7 +402,7 @@ mod tests {
             "record_statements": false
         }))
         .expect("valid");
-        assert_eq!(s.store.store, StoreKind::Postgres);
+        assert_eq!(s.store.store, AuditStoreKind::Postgres);
         assert_eq!(s.store.path, None);
         assert_eq!(s.store.retention, Some(Duration::from_secs(400 * 86_400)));
         assert_eq!(s.store.record_rows, 5);

@@ -56,7 +56,7 @@ mod export;
 pub use chain::{ChainHash, Entry};
 pub use checkpoint::{Checkpoint, CheckpointKeys, CheckpointKind, CheckpointSigner};
 pub use config::{
-    AuditConfig, AuditSection, AuditSettings, SqliteSync, StoreKind, DEFAULT_AUDIT_FILE,
+    AuditConfig, AuditSection, AuditSettings, AuditStoreKind, SqliteSync, DEFAULT_AUDIT_FILE,
     DEFAULT_INSTANCE_ID,
 };
 pub use error::{AuditError, Result};
