@@ -82,22 +82,20 @@ pub struct AuditSection {
     pub url: Option<String>,
     /// The Postgres password: `{ file = "…" }` or `{ env = "VAR" }`.
     pub password: Option<SecretRef>,
+    /// Refuses the old spelling, naming the new one.
     #[serde(
         default,
         rename = "password_file",
         deserialize_with = "refuse_password_file"
     )]
-    /// Refuses the old spelling (see [`Renamed`]).
-    #[doc(hidden)]
-    pub _password_file: Renamed,
+    _password_file: Renamed,
+    /// Refuses the old spelling, naming the new one.
     #[serde(
         default,
         rename = "password_env",
         deserialize_with = "refuse_password_env"
     )]
-    /// Refuses the old spelling (see [`Renamed`]).
-    #[doc(hidden)]
-    pub _password_env: Renamed,
+    _password_env: Renamed,
     /// Names this gateway's hash chain; unique per running gateway.
     pub instance_id: Option<String>,
     pub checkpoint_interval: Option<HumanDuration>,

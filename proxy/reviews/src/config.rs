@@ -70,23 +70,25 @@ pub enum WebhookUrl {
 pub struct WebhookConfig {
     /// The endpoint. Slack webhook URLs are secrets: prefer `{ env }` or `{ file }`.
     pub url: WebhookUrl,
+    /// Refuses the old spelling, naming the new one (public only so the
+    /// section can be written as `..Default::default()`).
+    #[doc(hidden)]
     #[serde(
         default,
         rename = "url_env",
         deserialize_with = "refuse_url_env",
         skip_serializing
     )]
-    /// Refuses the old spelling (see [`Renamed`]).
-    #[doc(hidden)]
     pub _url_env: Renamed,
+    /// Refuses the old spelling, naming the new one (public only so the
+    /// section can be written as `..Default::default()`).
+    #[doc(hidden)]
     #[serde(
         default,
         rename = "url_file",
         deserialize_with = "refuse_url_file",
         skip_serializing
     )]
-    /// Refuses the old spelling (see [`Renamed`]).
-    #[doc(hidden)]
     pub _url_file: Renamed,
     #[serde(default)]
     pub format: WebhookFormat,
@@ -172,23 +174,25 @@ pub struct ReviewsConfig {
     /// The Postgres password: `{ file = "…" }` or `{ env = "VAR" }`.
     #[serde(default)]
     pub password: Option<SecretRef>,
+    /// Refuses the old spelling, naming the new one (public only so the
+    /// section can be written as `..Default::default()`).
+    #[doc(hidden)]
     #[serde(
         default,
         rename = "password_file",
         deserialize_with = "refuse_password_file",
         skip_serializing
     )]
-    /// Refuses the old spelling (see [`Renamed`]).
-    #[doc(hidden)]
     pub _password_file: Renamed,
+    /// Refuses the old spelling, naming the new one (public only so the
+    /// section can be written as `..Default::default()`).
+    #[doc(hidden)]
     #[serde(
         default,
         rename = "password_env",
         deserialize_with = "refuse_password_env",
         skip_serializing
     )]
-    /// Refuses the old spelling (see [`Renamed`]).
-    #[doc(hidden)]
     pub _password_env: Renamed,
 }
 
