@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hoop_audit::{
-    AuditConfig, AuditStore, CheckpointSigner, Decision, SqliteSync, StatementBegin, Timestamp,
+    AuditConfig, AuditStore, CheckpointSigner, RecordedDecision, SqliteSync, StatementBegin,
+    Timestamp,
 };
 
 #[path = "../tests/support/pg.rs"]
@@ -70,7 +71,7 @@ fn statement(writer: usize, sequence: u64) -> StatementBegin {
         params: vec![Some(sequence.to_string())],
         kind: "select".into(),
         tables: vec!["public.payments".into()],
-        decision: Decision::allow(),
+        decision: RecordedDecision::allow(),
         executed_sql: None,
     }
 }

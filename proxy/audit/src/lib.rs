@@ -65,8 +65,8 @@ pub use export::{verify_export, verify_export_with_keys, ExportFilter, ExportSum
 pub use hoop_common::time::Timestamp;
 pub use reader::AuditReader;
 pub use record::{
-    Action, Decision, EndReason, Event, Identity, Record, ReviewOutcome, SessionEnd, SessionStart,
-    StatementBegin, StatementEnd, StatementOutcome,
+    Action, EndReason, Event, Identity, Record, RecordedDecision, ReviewOutcome, SessionEnd,
+    SessionStart, StatementBegin, StatementEnd, StatementOutcome,
 };
 pub use sessions::{SessionFilter, SessionSummary};
 pub use store::{AuditStore, StatementHandle};

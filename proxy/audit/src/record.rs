@@ -54,7 +54,7 @@ pub enum Action {
 
 /// The policy's decision on one statement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Decision {
+pub struct RecordedDecision {
     pub action: Action,
     /// Rule that decided (`None` for the default allow).
     pub rule: Option<String>,
@@ -65,9 +65,9 @@ pub struct Decision {
     pub reviewer: Option<String>,
 }
 
-impl Decision {
-    pub fn allow() -> Decision {
-        Decision {
+impl RecordedDecision {
+    pub fn allow() -> RecordedDecision {
+        RecordedDecision {
             action: Action::Allow,
             rule: None,
             reason: None,
@@ -92,7 +92,7 @@ pub struct StatementBegin {
     pub kind: String,
     /// Tables the statement touches, `schema.table`.
     pub tables: Vec<String>,
-    pub decision: Decision,
+    pub decision: RecordedDecision,
     /// What ran instead of `sql`, masked: a reviewer's modification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executed_sql: Option<String>,

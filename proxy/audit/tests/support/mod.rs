@@ -7,8 +7,8 @@ pub mod pg;
 use std::path::PathBuf;
 
 use hoop_audit::{
-    Action, AuditConfig, AuditStore, CheckpointSigner, Decision, EndReason, Event, Identity,
-    SessionEnd, SessionStart, StatementBegin, StatementOutcome, Timestamp,
+    Action, AuditConfig, AuditStore, CheckpointSigner, EndReason, Event, Identity,
+    RecordedDecision, SessionEnd, SessionStart, StatementBegin, StatementOutcome, Timestamp,
 };
 
 pub use pg::PgCluster;
@@ -161,7 +161,7 @@ pub fn statement(session_id: &str, sequence: u64, sql: &str) -> StatementBegin {
         params: vec![Some("42".into()), None],
         kind: "select".into(),
         tables: vec!["public.payments".into()],
-        decision: Decision::allow(),
+        decision: RecordedDecision::allow(),
         executed_sql: None,
     }
 }
@@ -200,7 +200,7 @@ pub async fn workload(store: &AuditStore, session_id: &str, statements: u64) {
     }
     let mut blocked = statement(session_id, statements + 1, "DROP TABLE payments");
     blocked.kind = "drop".into();
-    blocked.decision = Decision {
+    blocked.decision = RecordedDecision {
         action: Action::Block,
         rule: Some("no-ddl".into()),
         reason: Some("DDL is not allowed for agents".into()),
