@@ -795,6 +795,53 @@ key_id = "k1"
     }
 
     #[test]
+    fn every_section_spells_secrets_one_way_and_names_the_key() {
+        let dir = tempdir("secrets");
+        let load = |extra: &str| {
+            Config::from_toml(
+                &format!("{}\n{extra}", sample(&dir)),
+                &dir.join("hoop.toml"),
+            )
+        };
+        for (old, new) in [
+            ("[audit]\npassword_file = \"pw\"", "password = { file = "),
+            ("[reviews]\npassword_env = \"PW\"", "password = { env = "),
+            ("[reviews.webhook]\nurl_file = \"url\"", "url = { file = "),
+        ] {
+            let err = load(old).unwrap_err().to_string();
+            assert!(err.contains(new), "{old}: {err}");
+        }
+
+        let cfg = load(
+            "[audit]\nstore = \"postgres\"\nurl = \"host=127.0.0.1 dbname=a\"\n\
+             password = { file = \"pw\" }\n\
+             [reviews]\nstore = \"postgres\"\nurl = \"host=127.0.0.1 dbname=r\"\n\
+             password = { file = \"pw\" }\n",
+        )
+        .unwrap();
+        // Relative to the configuration file, like every other path.
+        assert_eq!(
+            cfg.audit.store.password,
+            Some(SecretRef::file(dir.join("pw")))
+        );
+        assert_eq!(cfg.reviews.password, Some(SecretRef::file(dir.join("pw"))));
+
+        let err = load("[audit]\ncheckpoint_interval = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("checkpoint_interval") && err.contains("\"soon\" is not a duration"),
+            "{err}"
+        );
+        let err = load("[audit]\ncheckpoint_key = { env = \"HOOP_TEST_UNSET_CK\" }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`audit.checkpoint_key`"), "{err}");
+        let err = load("[reviews]\nexpiry = \"1ms\"").unwrap_err().to_string();
+        assert!(err.contains("`reviews.expiry`"), "{err}");
+    }
+
+    #[test]
     fn the_shipped_rules_are_configurable_and_misspellings_are_errors() {
         let dir = tempdir("default-rules");
         let text = format!(
