@@ -58,7 +58,7 @@ if want lint; then
     run_stage fmt cargo fmt --all -- --check
     run_stage clippy cargo clippy --workspace --exclude hoop --all-targets -- -D warnings
     run_stage clippy-ext cargo clippy -p hoop --features "pg15 pg_test" --no-default-features --all-targets -- -D warnings
-    run_stage cycles python3 scripts/cycles.py proxy/src extension/src
+    run_stage cycles bash -c "python3 scripts/cycles.py --self-test && python3 scripts/cycles.py proxy/src extension/src"
 fi
 if want unit; then
     run_stage unit cargo test --workspace --exclude hoop --exclude hoop-proxy
