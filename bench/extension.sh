@@ -10,7 +10,10 @@
 #     cluster without hoop. Target: ratio >= 0.97.
 # (b) Reading 100,000 rows (id, card_number) of a table whose card_number is
 #     masked with pan_last4, vs the same rows from an identical unmasked table,
-#     both through pgbench as an exempt role. Target: ratio >= 0.8.
+#     both through pgbench as an exempt role. Target: ratio >= 0.8. Also the
+#     reading backend's CPU time per read (utime + stime from /proc/<pid>/stat),
+#     which a busy machine disturbs far less than reads per second: the client
+#     and other processes compete for the same cores.
 #
 # Runs are interleaved (3 rounds) and the median is reported. Needs root (it
 # installs a release build of the extension and runs Postgres as postgres).
@@ -96,10 +99,35 @@ tps() {
 }
 median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 
+# read_run SQL-FILE: one pgbench client reading for SECONDS_PER_RUN; prints
+# "<reads/s> <backend CPU ms per read>". The backend's CPU is sampled every
+# 0.1 s until it exits (the last 0.1 s is missed, alike for both tables).
+read_run() {
+    local out="$WORK/read.out" pid="" ticks="" stat
+    "${PGBENCH[@]}" -n -c 1 -T "$SECONDS_PER_RUN" -f "$1" bench >"$out" 2>&1 &
+    local client=$!
+    while kill -0 "$client" 2>/dev/null; do
+        if [ -z "$pid" ]; then
+            pid=$("${PSQL[@]}" -d postgres -At -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' AND backend_type = 'client backend'" 2>/dev/null || true)
+        fi
+        if [ -n "$pid" ] && stat=$(cat "/proc/$pid/stat" 2>/dev/null); then
+            ticks=$(awk '{print $14 + $15}' <<<"$stat")
+        fi
+        sleep 0.1
+    done
+    wait "$client" || { cat "$out" >&2; return 1; }
+    local reads
+    reads=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+    python3 -c "import sys; print(sys.argv[1], f'{int(sys.argv[2]) * 1000 / int(sys.argv[3]) / int(sys.argv[4]):.2f}')" \
+        "$(tps "$(cat "$out")")" "${ticks:-0}" "$(getconf CLK_TCK)" "$reads"
+}
+
 select_with=()
 select_without=()
 read_plain=()
 read_masked=()
+cpu_plain=()
+cpu_masked=()
 for round in $(seq "$ROUNDS"); do
     echo "==> round $round/$ROUNDS" >&2
     without_hoop
@@ -111,10 +139,12 @@ for round in $(seq "$ROUNDS"); do
     start
     out=$("${PGBENCH[@]}" -S -M prepared -n -c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_PER_RUN" bench 2>&1)
     select_with+=("$(tps "$out")")
-    out=$("${PGBENCH[@]}" -n -c 1 -T "$SECONDS_PER_RUN" -f "$WORK/plain.sql" bench 2>&1)
-    read_plain+=("$(tps "$out")")
-    out=$("${PGBENCH[@]}" -n -c 1 -T "$SECONDS_PER_RUN" -f "$WORK/masked.sql" bench 2>&1)
-    read_masked+=("$(tps "$out")")
+    read -r tps_run cpu_run <<<"$(read_run "$WORK/plain.sql")"
+    read_plain+=("$tps_run")
+    cpu_plain+=("$cpu_run")
+    read -r tps_run cpu_run <<<"$(read_run "$WORK/masked.sql")"
+    read_masked+=("$tps_run")
+    cpu_masked+=("$cpu_run")
     stop
 done
 
@@ -125,6 +155,10 @@ b_masked=$(median "${read_masked[@]}")
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.3f}')" "$1" "$2"; }
 ra=$(ratio "$a_with" "$a_without")
 rb=$(ratio "$b_masked" "$b_plain")
+c_plain=$(median "${cpu_plain[@]}")
+c_masked=$(median "${cpu_masked[@]}")
+# CPU per read: less is faster, so plain / masked compares like reads/s.
+rc=$(ratio "$c_plain" "$c_masked")
 verdict() { python3 -c "import sys; print('ok' if float(sys.argv[1]) >= float(sys.argv[2]) else 'BELOW TARGET')" "$1" "$2"; }
 
 echo
@@ -132,4 +166,6 @@ echo "hoop extension benchmark (Postgres $PGVERSION, $CLIENTS clients for pgbenc
 printf '%-44s %16s %16s %8s %8s  %s\n' "" "baseline" "hoop" "ratio" "target" ""
 printf '%-44s %16s %16s %8s %8s  %s\n' "(a) pgbench -S, tps (not loaded / preloaded)" "$a_without" "$a_with" "$ra" ">=0.97" "$(verdict "$ra" 0.97)"
 printf '%-44s %16s %16s %8s %8s  %s\n' "(b) read 100,000 rows, reads/s (plain/masked)" "$b_plain" "$b_masked" "$rb" ">=0.80" "$(verdict "$rb" 0.8)"
+printf '%-44s %16s %16s %8s %8s  %s\n' "    backend CPU ms per read (plain/masked)" "$c_plain" "$c_masked" "$rc" ">=0.80" "$(verdict "$rc" 0.8)"
 echo "raw runs: a_without=${select_without[*]} a_with=${select_with[*]} b_plain=${read_plain[*]} b_masked=${read_masked[*]}"
+echo "          cpu_plain=${cpu_plain[*]} cpu_masked=${cpu_masked[*]}"
