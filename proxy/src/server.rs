@@ -96,56 +96,7 @@ impl Gateway {
         let audit = crate::audit::open_store(&config.audit)
             .await
             .map_err(|e| ServeError::Audit(e.to_string()))?;
-        let started = async {
-            audit
-                .record_event(&Event::ConfigReloaded {
-                    source: config.path.display().to_string(),
-                    ok: true,
-                    detail: Some("loaded at start".into()),
-                })
-                .await
-                .map_err(|e| ServeError::Audit(e.to_string()))?;
-            let reviews = crate::reviews::open_hub(&config, audit.clone())
-                .await
-                .map_err(|e| ServeError::Reviews(e.to_string()))?;
-            let listener =
-                TcpListener::bind(config.listen)
-                    .await
-                    .map_err(|source| ServeError::Bind {
-                        addr: config.listen,
-                        source,
-                    })?;
-            let admin = match config.admin {
-                Some(addr) => Some(
-                    TcpListener::bind(addr)
-                        .await
-                        .map_err(|source| ServeError::Bind { addr, source })?,
-                ),
-                None => None,
-            };
-            audit
-                .record_event(&Event::GatewayStarted {
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                })
-                .await
-                .map_err(|e| ServeError::Audit(e.to_string()))?;
-            if !config.audit.record_statements {
-                tracing::warn!(
-                    "[audit] record_statements = false: statements are NOT recorded one by one; \
-                     this is for measuring the cost of recording, not for a PCI environment"
-                );
-                audit
-                    .record_event(&Event::RecordingStopped {
-                        reason:
-                            "per-statement records turned off ([audit] record_statements = false)"
-                                .to_owned(),
-                    })
-                    .await
-                    .map_err(|e| ServeError::Audit(e.to_string()))?;
-            }
-            Ok::<_, ServeError>((reviews, listener, admin))
-        };
-        let (reviews, listener, admin) = match started.await {
+        let (reviews, listener, admin) = match start_recorded(&config, &audit).await {
             Ok(started) => started,
             Err(e) => {
                 if let Err(close) = audit.close("the gateway failed to start").await {
@@ -262,6 +213,76 @@ impl Gateway {
         }
         tracing::info!("hoop gateway stopped");
     }
+}
+
+/// With the audit trail open: record the configuration, open the review
+/// hub, bind the listeners, record the start. An error leaves nothing
+/// listening; the caller closes the trail.
+async fn start_recorded(
+    config: &Config,
+    audit: &AuditStore,
+) -> Result<(ReviewHub, TcpListener, Option<TcpListener>), ServeError> {
+    record(
+        audit,
+        Event::ConfigReloaded {
+            source: config.path.display().to_string(),
+            ok: true,
+            detail: Some("loaded at start".into()),
+        },
+    )
+    .await?;
+    let reviews = crate::reviews::open_hub(config, audit.clone())
+        .await
+        .map_err(|e| ServeError::Reviews(e.to_string()))?;
+    let (listener, admin) = bind_listeners(config).await?;
+    record(
+        audit,
+        Event::GatewayStarted {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        },
+    )
+    .await?;
+    if !config.audit.record_statements {
+        tracing::warn!(
+            "[audit] record_statements = false: statements are NOT recorded one by one; \
+             this is for measuring the cost of recording, not for a PCI environment"
+        );
+        record(
+            audit,
+            Event::RecordingStopped {
+                reason: "per-statement records turned off ([audit] record_statements = false)"
+                    .to_owned(),
+            },
+        )
+        .await?;
+    }
+    Ok((reviews, listener, admin))
+}
+
+async fn record(audit: &AuditStore, event: Event) -> Result<(), ServeError> {
+    audit
+        .record_event(&event)
+        .await
+        .map_err(|e| ServeError::Audit(e.to_string()))
+}
+
+/// The client listener and, when `[admin]` is set, the admin listener.
+async fn bind_listeners(config: &Config) -> Result<(TcpListener, Option<TcpListener>), ServeError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let admin = match config.admin {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
+    Ok((listener, admin))
 }
 
 /// Completes on SIGINT or SIGTERM. The handlers are installed when this is
