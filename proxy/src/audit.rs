@@ -218,6 +218,10 @@ pub fn end_reason(end: &RelayEnd) -> (EndReason, Option<String>) {
             EndReason::Error,
             Some(format!("protocol violation: {what}")),
         ),
+        RelayEnd::AuditUnavailable => (
+            EndReason::Error,
+            Some("a statement could not be recorded in the audit trail".into()),
+        ),
     }
 }
 

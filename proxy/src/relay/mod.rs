@@ -99,11 +99,15 @@ pub struct RelaySession {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayEnd {
     ClientTerminated,
-    ClientGone { mid_statement: bool },
+    ClientGone {
+        mid_statement: bool,
+    },
     ServerClosed,
     TokenExpired,
     ShutDown,
     ProtocolViolation(String),
+    /// An early read's record could not be written (see [`Held::early`]).
+    AuditUnavailable,
 }
 
 pub struct Relay<'a> {
@@ -124,6 +128,18 @@ struct Held {
     describe_portal: Option<Vec<u8>>,
     bind: Option<Bytes>,
     future: AdmissionFuture,
+    /// A plain read already sent to the server while its record is being
+    /// written: everything the server answers meanwhile is withheld from
+    /// the client until the record is durable (see [`Relay::admitted`]).
+    early: bool,
+    /// The early read's request id in the [`ConnectionState`].
+    request: Option<u64>,
+}
+
+impl Held {
+    fn is_early(held: &Option<Held>) -> bool {
+        held.as_ref().is_some_and(|held| held.early)
+    }
 }
 
 /// Waits for the held statement's admission (never, when none is held).
@@ -249,6 +265,8 @@ impl Relay<'_> {
         SW: AsyncWrite + Unpin,
     {
         let mut to_client = BytesMut::with_capacity(16 * 1024);
+        // Server answers withheld while an early read's record is written.
+        let mut withheld = BytesMut::new();
         let mut to_server = BytesMut::with_capacity(16 * 1024);
         let mut state = ConnectionState::new();
         let mut held: Option<Held> = None;
@@ -296,6 +314,7 @@ impl Relay<'_> {
         }
 
         while end.is_none() {
+            let early = Held::is_early(&held);
             if draining
                 && state.is_idle()
                 && held.is_none()
@@ -317,6 +336,7 @@ impl Relay<'_> {
             let client_readable = !client_done
                 && to_server.len() < HIGH_WATER
                 && (held.is_none() || from_client.len() < HIGH_WATER);
+            let server_readable = to_client.len() + withheld.len() < HIGH_WATER;
             tokio::select! {
                 read = client_rd.read_buf(&mut from_client), if client_readable => {
                     match read {
@@ -336,8 +356,38 @@ impl Relay<'_> {
                     }
                 }
                 admitted = admission(&mut held) => {
+                    let admitted = if early {
+                        let Admission::Forward(handle) = admitted else {
+                            // The read ran, but cannot be recorded: nothing
+                            // of its answer is passed on, and the session
+                            // ends (its transaction with it), as the
+                            // statements after it would be refused too.
+                            held = None;
+                            withheld.clear();
+                            fatal(&mut to_client, "58000", "the gateway cannot record this statement in its audit trail, so its results were not sent and the session is ended; try again later");
+                            end = Some(RelayEnd::AuditUnavailable);
+                            continue;
+                        };
+                        if let Some(request) = held.take().and_then(|h| h.request) {
+                            recorder.attach(request, handle);
+                        }
+                        to_client.extend_from_slice(&withheld);
+                        withheld.clear();
+                        if let Some(gate) = &self.gate {
+                            for (handle, outcome) in recorder.finished(&state, Instant::now()) {
+                                gate.complete(handle, outcome);
+                            }
+                        }
+                        None
+                    } else {
+                        Some(admitted)
+                    };
                     let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
-                    if let Err(e) = self.admitted(&mut pipes, admitted, &mut from_client, &mut to_server, &mut to_client) {
+                    let admitted = match admitted {
+                        Some(admitted) => self.admitted(&mut pipes, admitted, &mut from_client, &mut to_server, &mut to_client),
+                        None => self.pump_client(&mut pipes, &mut from_client, &mut to_server),
+                    };
+                    if let Err(e) = admitted {
                         fatal(&mut to_client, "08P01", &e);
                         end = Some(RelayEnd::ProtocolViolation(e));
                     } else if write_now(&mut server_wr, &mut to_server).await.is_err() {
@@ -346,7 +396,7 @@ impl Relay<'_> {
                         end = Some(RelayEnd::ClientGone { mid_statement: !state.is_idle() });
                     }
                 }
-                read = server_rd.read_buf(&mut from_server), if to_client.len() < HIGH_WATER => {
+                read = server_rd.read_buf(&mut from_server), if server_readable => {
                     match read {
                         Ok(0) | Err(_) => {
                             end = Some(if client_done { RelayEnd::ClientTerminated } else { RelayEnd::ServerClosed });
@@ -354,7 +404,8 @@ impl Relay<'_> {
                         Ok(n) => {
                             down_bytes.inc_by(n as u64);
                             let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
-                            if let Err(e) = self.pump_server(&mut pipes, &mut from_server, &mut to_client) {
+                            let out = if early { &mut withheld } else { &mut to_client };
+                            if let Err(e) = self.pump_server(&mut pipes, &mut from_server, out) {
                                 fatal(&mut to_client, "08P01", &e);
                                 end = Some(RelayEnd::ProtocolViolation(e));
                             } else if write_now(&mut client_wr, &mut to_client).await.is_err() {
@@ -395,6 +446,21 @@ impl Relay<'_> {
             }
         }
         let end = end.unwrap_or(RelayEnd::ServerClosed);
+        // An early read's record is on its way: let it land (briefly), so
+        // the statement is completed as abandoned rather than left open.
+        if let Some(Held {
+            early: true,
+            request: Some(request),
+            future,
+            ..
+        }) = held.take()
+        {
+            if let Ok(Admission::Forward(handle)) =
+                tokio::time::timeout(CLOSE_TIMEOUT, future).await
+            {
+                recorder.attach(request, handle);
+            }
+        }
         // A statement still held is abandoned: dropping its wait withdraws
         // its review (the ticket's drop).
         drop(held);
@@ -446,7 +512,13 @@ impl Relay<'_> {
         out: &mut BytesMut,
     ) -> Result<(), String> {
         let now = Instant::now();
-        while !*pipes.terminated && pipes.held.is_none() {
+        // While an early read's record is written, a Sync or Flush behind
+        // it still goes on (the server answers once it has one), nothing
+        // else: the next statement waits for the record.
+        while !*pipes.terminated
+            && (pipes.held.is_none()
+                || (Held::is_early(pipes.held) && matches!(input.first(), Some(b'S' | b'H'))))
+        {
             let frame = match split_frame(input, pipes.max) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
@@ -511,10 +583,32 @@ impl Relay<'_> {
                     Some(gate) => {
                         let describe_portal = info.describe_portal.clone();
                         let bind = info.bind.clone();
+                        // A plain read may run while its record is written
+                        // (its answer waits for the record); anything else
+                        // waits for the record before it is sent.
+                        let early = info.read_only
+                            && info.decision == hoop_policy::Decision::Allow
+                            && gate.records()
+                            && pipes.deferred.is_empty();
                         match gate.admit(*info) {
                             None => {
                                 self.send_deferred(pipes.deferred, out, state, now);
                                 self.forward_statement(&frame, describe_portal, out, state, now)
+                            }
+                            Some(future) if early => {
+                                self.forward_statement(&frame, describe_portal, out, state, now);
+                                let request = state.last_id();
+                                if let Some(request) = request {
+                                    pipes.recorder.open(OpenStatement::new(request, None, now));
+                                }
+                                *pipes.held = Some(Held {
+                                    frame,
+                                    describe_portal: None,
+                                    bind,
+                                    future,
+                                    early: true,
+                                    request,
+                                });
                             }
                             Some(future) => {
                                 *pipes.held = Some(Held {
@@ -522,6 +616,8 @@ impl Relay<'_> {
                                     describe_portal,
                                     bind,
                                     future,
+                                    early: false,
+                                    request: None,
                                 });
                             }
                         }
@@ -567,7 +663,7 @@ impl Relay<'_> {
                 if let (Some(handle), Some(request)) = (record, state.last_id()) {
                     pipes
                         .recorder
-                        .open(OpenStatement::new(request, handle, now));
+                        .open(OpenStatement::new(request, Some(handle), now));
                 }
             }
             Admission::Refuse(error) => self.refuse(&held.frame, error, to_server, state, now),
@@ -594,7 +690,7 @@ impl Relay<'_> {
                         if let (Some(handle), Some(request)) = (record, request) {
                             pipes
                                 .recorder
-                                .open(OpenStatement::new(request, handle, now));
+                                .open(OpenStatement::new(request, Some(handle), now));
                         }
                     }
                 }

@@ -20,8 +20,9 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hoop_policy::{
-    decide, mask_data_row, mask_error_or_notice, mask_notification, ClassifyCache, ColumnPolicy,
-    CopyMasker, Decision, Identity, Kind, PolicyContext, RowShape, RuleSet, StatementFacts,
+    decide, mask_data_row, mask_error_or_notice, mask_notification, Classified, ClassifyCache,
+    ColumnPolicy, CopyMasker, Decision, Identity, Kind, PolicyContext, RowShape, RuleSet,
+    StatementFacts,
 };
 
 use super::gate::StatementInfo;
@@ -50,6 +51,13 @@ pub struct PolicyInspector {
     rules: Arc<RuleSet>,
     columns: ColumnPolicy,
     cache: ClassifyCache,
+    /// Verdicts already reached, keyed by the classification the cache
+    /// returned (held here, so its address is not reused while it is a
+    /// key): a statement of a shape seen before, or a prepared statement
+    /// executed again, is not decided again. Only verdicts that depend on
+    /// nothing but the classification are kept (no `EXECUTE`, `PREPARE` or
+    /// `DEALLOCATE`, whose verdicts read the session's prepared statements).
+    verdicts: HashMap<usize, (Arc<Classified>, Judged)>,
     /// SQL `PREPARE name AS …`: the PREPARE's facts (they include the
     /// prepared statement), so `EXECUTE name` is judged on what it runs.
     sql_prepared: HashMap<String, Arc<StatementFacts>>,
@@ -102,6 +110,7 @@ impl PolicyInspector {
             rules,
             columns,
             cache,
+            verdicts: HashMap::new(),
             sql_prepared: HashMap::new(),
             described_statements: HashSet::new(),
             described_portals: HashSet::new(),
@@ -152,9 +161,13 @@ impl PolicyInspector {
                 ),
                 kind: "unparsed".to_owned(),
                 tables: Vec::new(),
+                read_only: false,
             };
         };
         let classified = self.cache.classify(sql);
+        if let Some((_, judged)) = self.verdicts.get(&(Arc::as_ptr(&classified) as usize)) {
+            return judged.clone();
+        }
         let mut worst = Decision::Allow;
         // PREPAREs become visible to later EXECUTEs of the same string, but
         // are remembered only if the whole string may run.
@@ -190,7 +203,30 @@ impl PolicyInspector {
                 }
             }
         }
-        Judged::of(worst, &classified.statements)
+        let judged = Judged::of(worst, &classified.statements);
+        self.remember(&classified, &judged);
+        judged
+    }
+
+    /// Keeps a verdict that depends on nothing but `classified` (see
+    /// [`PolicyInspector::verdicts`]).
+    fn remember(&mut self, classified: &Arc<Classified>, judged: &Judged) {
+        let session_dependent = classified.statements.iter().any(|facts| {
+            facts.levels().any(|level| {
+                !level.executes.is_empty()
+                    || matches!(level.kind, Kind::Prepare { .. } | Kind::Deallocate { .. })
+            })
+        });
+        if session_dependent {
+            return;
+        }
+        if self.verdicts.len() >= CACHE_CAPACITY {
+            self.verdicts.clear();
+        }
+        self.verdicts.insert(
+            Arc::as_ptr(classified) as usize,
+            (Arc::clone(classified), judged.clone()),
+        );
     }
 
     /// What `EXECUTE name` runs: a statement prepared in SQL (earlier in
@@ -247,17 +283,25 @@ impl PolicyInspector {
             Some(sql) => {
                 let text = String::from_utf8_lossy(&sql).into_owned();
                 let classified = self.cache.classify(&text);
-                let decision =
-                    classified
-                        .statements
-                        .iter()
-                        .fold(Decision::Allow, |worst, facts| {
-                            worse(
-                                worst,
-                                decide(facts, &self.identity, &self.context, &self.rules),
-                            )
-                        });
-                (text, Judged::of(decision, &classified.statements))
+                let judged = match self.verdicts.get(&(Arc::as_ptr(&classified) as usize)) {
+                    Some((_, judged)) => judged.clone(),
+                    None => {
+                        let decision =
+                            classified
+                                .statements
+                                .iter()
+                                .fold(Decision::Allow, |worst, facts| {
+                                    worse(
+                                        worst,
+                                        decide(facts, &self.identity, &self.context, &self.rules),
+                                    )
+                                });
+                        let judged = Judged::of(decision, &classified.statements);
+                        self.remember(&classified, &judged);
+                        judged
+                    }
+                };
+                (text, judged)
             }
             // A cursor declared in SQL (judged then), fetched by portal name.
             None => (
@@ -269,6 +313,7 @@ impl PolicyInspector {
                     decision: Decision::Allow,
                     kind: "fetch".to_owned(),
                     tables: Vec::new(),
+                    read_only: false,
                 },
             ),
         };
@@ -286,9 +331,21 @@ impl PolicyInspector {
             kind: judged.kind,
             tables: judged.tables,
             decision: judged.decision,
+            read_only: judged.read_only,
             describe_portal,
             bind,
         }
+    }
+
+    fn forget_statement(&mut self, name: &[u8]) {
+        self.described_statements.remove(name);
+        self.parsed.remove(name);
+        self.review_statements.remove(name);
+    }
+
+    fn forget_portal(&mut self, name: &[u8]) {
+        self.described_portals.remove(name);
+        self.portal_statements.remove(name);
     }
 
     /// Starts suppressing the rest of the request; the client gets this error.
@@ -431,12 +488,15 @@ impl PolicyInspector {
 }
 
 /// A decision with what the record says about the statement.
+#[derive(Clone)]
 struct Judged {
     decision: Decision,
     /// Most specific kind of each statement, `;`-separated.
     kind: String,
     /// Every table named, `schema.table`, first appearance first.
     tables: Vec<String>,
+    /// Every statement is a plain read (see [`StatementInfo::read_only`]).
+    read_only: bool,
 }
 
 impl Judged {
@@ -457,6 +517,7 @@ impl Judged {
             decision,
             kind,
             tables,
+            read_only: !statements.is_empty() && statements.iter().all(|facts| facts.read_only),
         }
     }
 
@@ -467,6 +528,7 @@ impl Judged {
             kind: self.kind,
             tables: self.tables,
             decision: self.decision,
+            read_only: self.read_only,
             describe_portal: None,
             bind: None,
         }
@@ -546,6 +608,10 @@ impl Inspector for PolicyInspector {
         let body = frame.body();
         match frame.tag() {
             b'Q' => {
+                // A simple Query drops the unnamed statement and portal
+                // (as `ConnectionState` does, and the server).
+                self.forget_statement(b"");
+                self.forget_portal(b"");
                 let (sql, _) = cstr(body);
                 let judged = self.decide_sql(sql);
                 return Verdict::Statement(Box::new(judged.into_info(sql)));
@@ -598,12 +664,9 @@ impl Inspector for PolicyInspector {
                 if let Some((&kind, rest)) = body.split_first() {
                     let (name, _) = cstr(rest);
                     if kind == b'S' {
-                        self.described_statements.remove(name);
-                        self.parsed.remove(name);
-                        self.review_statements.remove(name);
+                        self.forget_statement(name);
                     } else {
-                        self.described_portals.remove(name);
-                        self.portal_statements.remove(name);
+                        self.forget_portal(name);
                     }
                 }
             }
@@ -617,6 +680,7 @@ impl Inspector for PolicyInspector {
                     decision,
                     kind: "function_call".to_owned(),
                     tables: Vec::new(),
+                    read_only: false,
                 };
                 return Verdict::Statement(Box::new(
                     judged.into_info(b"-- fast-path FunctionCall"),
