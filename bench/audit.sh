@@ -43,15 +43,15 @@ chown postgres "$work"
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    runuser -u postgres -- "$PG/pg_ctl" -D "$work/pg" -m fast stop >/dev/null 2>&1 || true
+    bench_cluster_stop >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
 
 # (a) ------------------------------------------------------------------------
 echo "==> audit store: records/s, ${T}s per figure (9 figures)"
-# The example starts its own Postgres cluster (as the crate's tests do).
-HOOP_PG_BIN=$PG "$THROUGHPUT" --seconds "$T" --writers 8,64,256 \
+# The example starts its own Postgres cluster (as the crate's tests do: tests/kit).
+"$THROUGHPUT" --seconds "$T" --writers 8,64,256 \
     --stores sqlite-full,sqlite-normal,postgres | tee "$work/throughput.txt"
 
 # (b) ------------------------------------------------------------------------

@@ -1,26 +1,25 @@
-# Shared by the bench/ scripts (sourced, not run): a throw-away Postgres 15
-# cluster and a hoop gateway in front of it. Callers set PG (Postgres bin dir),
-# HOOP (the hoop binary), work (a scratch dir owned by postgres), PGPORT_,
-# HOOPPORT and PW (the gateway role's password) first.
+# Shared by the bench/ scripts (sourced, not run): a throw-away Postgres
+# cluster (the test kit's, tests/kit: version $HOOP_PG_VERSION, else 15) and a
+# hoop gateway in front of it. Callers set PG (Postgres bin dir, for the
+# clients), HOOP (the hoop binary), work (a scratch dir owned by postgres),
+# PGPORT_, HOOPPORT and PW (the gateway role's password) first.
 
-# bench_cluster_start SHARED_BUFFERS: initdb, SCRAM on loopback, start; creates
-# the gateway login role, the mapped role bench_agent and database bench.
+# shellcheck source=tests/kit/cluster.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../tests/kit/cluster.sh"
+
+# bench_cluster_start SHARED_BUFFERS: a cluster in $work/pg (data in
+# $work/pg/data, its socket in $work/pg, log $work/pg/log), SCRAM on
+# loopback, started; creates the gateway login role, the mapped role
+# bench_agent and database bench. It is stopped and removed by
+# bench_cluster_stop, or when the calling script exits.
 bench_cluster_start() {
-    install -d -o postgres -g postgres "$work/pg"
-    runuser -u postgres -- "$PG/initdb" -D "$work/pg" -U postgres --no-sync \
-        --auth-local=peer --auth-host=scram-sha-256 >/dev/null
-    cat >>"$work/pg/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $PGPORT_
-unix_socket_directories = '$work/pg'
-max_connections = 100
-shared_buffers = $1
-CONF
-    printf 'local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n' >"$work/pg/pg_hba.conf"
-    runuser -u postgres -- "$PG/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w start >/dev/null
+    hoop_cluster_start "$work/pg" --port "$PGPORT_" \
+        --set "max_connections = 100" --set "shared_buffers = $1"
     psql_su -d postgres -c "CREATE ROLE hoop_gateway LOGIN NOINHERIT PASSWORD '$PW'; CREATE ROLE bench_agent NOLOGIN; GRANT bench_agent TO hoop_gateway;"
     psql_su -d postgres -c "CREATE DATABASE bench"
 }
+
+bench_cluster_stop() { hoop_cluster stop "$work/pg"; }
 
 psql_su() { runuser -u postgres -- "$PG/psql" -X -q -v ON_ERROR_STOP=1 -h "$work/pg" -p "$PGPORT_" "$@"; }
 

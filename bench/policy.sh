@@ -32,7 +32,7 @@ chown postgres "$work"
 hoop_pid=
 cleanup() {
     [ -n "$hoop_pid" ] && kill "$hoop_pid" 2>/dev/null || true
-    runuser -u postgres -- "$PG/pg_ctl" -D "$work/pg" -m fast stop >/dev/null 2>&1 || true
+    bench_cluster_stop >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT

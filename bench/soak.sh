@@ -29,6 +29,8 @@ CLIENTS=4
 HOOP_CACHE=${HOOP_CACHE:-/var/cache/hoop}
 # shellcheck source=/dev/null
 . "$HOOP_CACHE/env.sh"
+# shellcheck source=tests/kit/cluster.sh
+. tests/kit/cluster.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 PGBENCH=${HOOP_PG15_BIN:-/usr/lib/postgresql/15/bin}/pgbench
 [ "$(id -u)" = 0 ] || { echo "soak: run as root" >&2; exit 2; }
@@ -40,9 +42,7 @@ chown postgres "$work"
 cleanup() {
     if [ -n "${hoop_pid:-}" ]; then kill "$hoop_pid" 2>/dev/null || true; fi
     for d in "$work"/pg*; do
-        if [ -d "$d" ]; then
-            runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true
-        fi
+        if [ -d "$d" ]; then hoop_cluster stop "$d" >/dev/null 2>&1 || true; fi
     done
     rm -rf "$work"
 }
@@ -132,29 +132,21 @@ summary() {
 
 failed=0
 for v in $VERSIONS; do
-    bin_var="HOOP_PG${v}_BIN"
-    PGBIN=${!bin_var}
+    PGBIN=$(hoop_cluster bin --version "$v")
     echo "==> Postgres $v: installing the extension" >&2
     (cd extension && cargo pgrx install --pg-config "$PGBIN/pg_config") >"$work/install$v.log" 2>&1 ||
         { tail -n 20 "$work/install$v.log" >&2; exit 1; }
-    data="$work/pg$v"
-    port=$(free_port)
-    runuser -u postgres -- "$PGBIN/initdb" -D "$data" -U postgres --no-sync \
-        --auth-local=trust --auth-host=scram-sha-256 >/dev/null
-    cat >>"$data/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $port
-unix_socket_directories = '$data'
+    hoop_cluster_start "$work/pg$v" --version "$v" --auth-local trust --conf - <<CONF
 shared_preload_libraries = 'hoop'
 hoop.exempt_roles = 'soak_agent'
 hoop.trusted_keys = '${trusted:-}'
 max_prepared_transactions = 20
-fsync = off
 log_min_messages = warning
 CONF
-    printf 'local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n' >"$data/pg_hba.conf"
-    env -u RUST_BACKTRACE runuser -u postgres -- "$PGBIN/pg_ctl" -D "$data" -l "$data/server.log" -w start >/dev/null
-    psql=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$data" -p "$port" -U postgres)
+    sock=$HOOP_CLUSTER_SOCKET
+    port=$HOOP_CLUSTER_PORT
+    server_log=$HOOP_CLUSTER_LOG
+    psql=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$sock" -p "$port" -U postgres)
     "${psql[@]}" -d postgres <<SQL
 CREATE ROLE soak_agent LOGIN;
 CREATE ROLE hoop_gateway LOGIN NOINHERIT PASSWORD 'soak-gateway-pw';
@@ -180,13 +172,13 @@ RESET ROLE;
 SELECT hoop_mask('soak_cards', 'card_number');
 SQL
     started=$("${psql[@]}" -d soak -Atc 'SELECT pg_postmaster_start_time()')
-    log_from=$(wc -l <"$data/server.log")
+    log_from=$(wc -l <"$server_log")
 
     runs=("direct")
     [ "$GATEWAY" != 0 ] && runs+=("gateway")
     for how in "${runs[@]}"; do
         if [ "$how" = direct ]; then
-            conn=(-h "$data" -p "$port" -U soak_agent soak)
+            conn=(-h "$sock" -p "$port" -U soak_agent soak)
             envs=()
         else
             hport=$(free_port)
@@ -240,7 +232,7 @@ TOML
     done
 
     after=$("${psql[@]}" -d soak -Atc 'SELECT pg_postmaster_start_time()' 2>/dev/null || echo "server down")
-    crashes=$(tail -n +"$((log_from + 1))" "$data/server.log" | grep -E 'PANIC|terminated by signal|was terminated' || true)
+    crashes=$(tail -n +"$((log_from + 1))" "$server_log" | grep -E 'PANIC|terminated by signal|was terminated' || true)
     if [ "$after" != "$started" ] || [ -n "$crashes" ]; then
         echo "soak pg$v: THE SERVER CRASHED (postmaster start $started -> $after)" >&2
         head -n 5 <<<"$crashes" >&2
@@ -248,6 +240,6 @@ TOML
     else
         echo "soak pg$v: no crash, postmaster up since $started"
     fi
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$data" -m fast stop >/dev/null
+    hoop_cluster stop "$work/pg$v"
 done
 exit $failed

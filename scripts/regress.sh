@@ -29,13 +29,9 @@ major=${version#pg}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SUITE="$ROOT/extension/tests/regress"
-[ -f /var/cache/hoop/env.sh ] && . /var/cache/hoop/env.sh
-bin_var="HOOP_PG${major}_BIN"
-PGBIN=${!bin_var:-}
-if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/pg_config" ]; then
-    echo "regress $version: Postgres $major not found (run scripts/setup.sh first)" >&2
-    exit 2
-fi
+# shellcheck source=tests/kit/cluster.sh
+. "$ROOT/tests/kit/cluster.sh"
+PGBIN=$(hoop_cluster bin --version "$major") || exit 2
 [ "$(id -u)" = 0 ] || { echo "regress: run as root (it installs the extension and runs Postgres as postgres)" >&2; exit 2; }
 
 WORK=${HOOP_REGRESS_DIR:-/tmp/hoop-regress-$version}
@@ -58,7 +54,7 @@ step "installing the extension into Postgres $major"
 step "building the session signer"
 (cd "$ROOT" && cargo build -q -p hoop-common --example sign_session) >>"$LOG" 2>&1 ||
     fail_setup "building common/examples/sign_session failed" "$LOG"
-SIGNER_BIN="$ROOT/target/debug/examples/sign_session"
+SIGNER_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/examples/sign_session"
 
 # A fixed test key: 32 bytes of 0x2a. Only this throw-away cluster trusts it.
 SEED=$(printf '%.0s*' $(seq 32) | base64 -w0)
@@ -69,34 +65,27 @@ SIGNER="$SIGNER_BIN --seed-base64 $SEED --kid regress"
 PANS=(4539148803436467 5425233430109903 378282246310005 6011000990139424 4916338506082832)
 
 # --- cluster -------------------------------------------------------------------
-PGDATA="$WORK/data"
-SOCK="$WORK"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# The test kit's cluster (tests/kit) in $WORK/cluster, its log kept in $WORK.
+CLUSTER="$WORK/cluster"
+SERVERLOG="$WORK/server.log"
 chown -R postgres "$WORK"
 chmod 755 "$WORK"
-step "initdb ($PGDATA, port $PORT)"
-runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust --no-sync \
-    --locale=C --encoding=UTF8 >>"$LOG" 2>&1 || fail_setup "initdb failed" "$LOG"
-cat >>"$PGDATA/postgresql.conf" <<CONF
-port = $PORT
+step "initdb and start ($CLUSTER)"
+hoop_cluster_start "$CLUSTER" --version "$major" --auth-local trust --locale C --log "$SERVERLOG" \
+    --conf - 2>>"$LOG" <<CONF || fail_setup "the cluster did not start" "$LOG"
 listen_addresses = ''
-unix_socket_directories = '$SOCK'
 shared_preload_libraries = 'hoop'
 hoop.trusted_keys = '$TRUSTED'
 hoop.exempt_roles = 'hoop_migrator'
 lc_messages = 'C'
-fsync = off
 max_worker_processes = 8
 max_prepared_transactions = 10
 max_parallel_workers = 4
 log_min_messages = warning
 CONF
-SERVERLOG="$WORK/server.log"
-# No Rust backtraces in error details: the expected output has none.
-env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -l "$SERVERLOG" -w -t 60 start >>"$LOG" 2>&1 ||
-    fail_setup "the cluster did not start" "$SERVERLOG"
-stop_cluster() { runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -m immediate -w stop >/dev/null 2>&1 || true; }
-trap stop_cluster EXIT
+trap 'hoop_cluster stop "$CLUSTER" >/dev/null 2>&1 || true' EXIT
+SOCK=$HOOP_CLUSTER_SOCKET
+PORT=$HOOP_CLUSTER_PORT
 
 PSQL=("$PGBIN/psql" -X -q -h "$SOCK" -p "$PORT" -U postgres -v ON_ERROR_STOP=0
     -v signer="$SIGNER" -v pan1="${PANS[0]}" -v pan2="${PANS[1]}" -v pan3="${PANS[2]}"

@@ -2,7 +2,8 @@
 # The README's Tests command: installs what is missing (scripts/setup.sh), then
 # runs every test in the workspace, stage by stage:
 #   sources   every pinned download is still served (scripts/sources.sh)
-#   lint      cargo fmt --check, cargo clippy -D warnings (common, proxy, extension)
+#   lint      cargo fmt --check, cargo clippy -D warnings (common, proxy, extension),
+#             no import cycles between modules (scripts/cycles.py)
 #   unit      cargo test for common, the policy engine, the audit store and
 #             the reviews hub (the gateway's own tests run in e2e)
 #   pgrx      cargo pgrx test on pg15, pg17, pg18, run as the postgres user
@@ -57,6 +58,7 @@ if want lint; then
     run_stage fmt cargo fmt --all -- --check
     run_stage clippy cargo clippy --workspace --exclude hoop --all-targets -- -D warnings
     run_stage clippy-ext cargo clippy -p hoop --features "pg15 pg_test" --no-default-features --all-targets -- -D warnings
+    run_stage cycles bash -c "python3 scripts/cycles.py --self-test && python3 scripts/cycles.py proxy/src extension/src"
 fi
 if want unit; then
     run_stage unit cargo test --workspace --exclude hoop --exclude hoop-proxy

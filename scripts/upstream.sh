@@ -55,11 +55,11 @@ esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=/dev/null
 . "${HOOP_CACHE:-/var/cache/hoop}/env.sh"
-bin_var="HOOP_PG${major}_BIN"
+# shellcheck source=tests/kit/cluster.sh
+. "$ROOT/tests/kit/cluster.sh"
 regress_var="HOOP_PG${major}_REGRESS"
-PGBIN=${!bin_var:-}
+PGBIN=$(hoop_cluster bin --version "$major") || exit 2
 SUITE=${!regress_var:-}
-[ -x "$PGBIN/postgres" ] || { echo "upstream $version: Postgres $major not found (scripts/setup.sh)" >&2; exit 2; }
 [ -x "$SUITE/pg_regress" ] || { echo "upstream $version: regression suite not found in '$SUITE' (scripts/setup.sh)" >&2; exit 2; }
 if [ "$mode" = extension ]; then
     ALLOW="$ROOT/extension/tests/upstream-allowlist.txt"
@@ -88,27 +88,27 @@ else
     HOOP="$CARGO_TARGET_DIR/debug/hoop"
 fi
 
-# pg_regress writes into its input directory's neighbours (results/, the
-# generated sql/ and expected/ files): each run gets its own copy.
-PGDATA="$WORK/data"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# The test kit's cluster (tests/kit) in $WORK/cluster, its log kept in
+# $WORK; local logins trusted, SCRAM on 127.0.0.1 (the gateway's login).
+CLUSTER="$WORK/cluster"
+SERVERLOG="$WORK/server.log"
 chown -R postgres "$WORK"
-runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth-local=trust \
-    --auth-host=scram-sha-256 --no-sync --locale=C --encoding=UTF8 >>"$LOG" 2>&1 || die "initdb failed" "$LOG"
-cat >>"$PGDATA/postgresql.conf" <<CONF
-port = $PORT
+hoop_cluster_start "$CLUSTER" --version "$major" --auth-local trust --locale C --log "$SERVERLOG" \
+    --conf - 2>>"$LOG" <<CONF || die "the cluster did not start" "$LOG"
 listen_addresses = '$([ "$mode" = gateway ] && echo 127.0.0.1)'
-unix_socket_directories = '$WORK'
-fsync = off
 lc_messages = 'C'
 max_connections = 60
 max_prepared_transactions = 10
 log_min_messages = warning
 include_if_exists = 'hoop.conf'
 CONF
-SERVERLOG="$WORK/server.log"
-pg_ctl() { runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -l "$SERVERLOG" -w -t 120 "$@" >>"$LOG" 2>&1; }
-trap 'pg_ctl -m immediate stop || true' EXIT
+PGDATA=$HOOP_CLUSTER_DATA
+SOCK=$HOOP_CLUSTER_SOCKET
+PORT=$HOOP_CLUSTER_PORT
+# Between runs the cluster stops cleanly and starts again as it was made.
+cluster_start() { hoop_cluster start "$CLUSTER" >>"$LOG" 2>&1; }
+cluster_stop() { hoop_cluster stop "$CLUSTER" --keep >>"$LOG" 2>&1; }
+trap 'hoop_cluster stop "$CLUSTER" >/dev/null 2>&1 || true' EXIT
 
 # run_suite NAME [pg_regress options...]: one full run into $WORK/NAME.
 run_suite() {
@@ -118,38 +118,39 @@ run_suite() {
     cp -a "$SUITE" "$dir"
     chown -R postgres "$dir"
     local start=$SECONDS
+    # pg_regress writes into its input directory's neighbours (results/, the
+    # generated sql/ and expected/ files): each run gets its own copy.
     # pg_regress exits non-zero whenever any test differs from upstream's
     # expected output; the comparison below is what judges.
     # CONNECT: how pg_regress reaches the server (default: the socket, as postgres).
-    local connect=(${CONNECT:---host=$WORK --port=$PORT --user=postgres})
+    local connect=(${CONNECT:---host=$SOCK --port=$PORT --user=postgres})
     (cd "$dir" && runuser -u postgres -- env -u PGOPTIONS ${RUN_ENV:-} ./pg_regress --inputdir=. --outputdir=. \
         --bindir="$PGBIN" --dlpath=. "${connect[@]}" \
         --schedule=parallel_schedule --max-concurrent-tests=20 "$@") >"$WORK/$name.log" 2>&1 || true
     step "$name: $(grep -E 'tests (passed|failed)|All [0-9]+ tests' "$WORK/$name.log" | tail -n 1 | tr -s ' ') ($((SECONDS - start))s)"
 }
 
-start_time() { "$PGBIN/psql" -XAtq -h "$WORK" -p "$PORT" -U postgres -d postgres -c 'SELECT pg_postmaster_start_time()'; }
+start_time() { "$PGBIN/psql" -XAtq -h "$SOCK" -p "$PORT" -U postgres -d postgres -c 'SELECT pg_postmaster_start_time()'; }
 
 step "run 1: plain cluster (Postgres $major, port $PORT)"
-pg_ctl start || die "the cluster did not start" "$SERVERLOG"
+cluster_start || die "the cluster did not start" "$SERVERLOG"
 run_suite plain
-pg_ctl -m fast stop
+cluster_stop
 
 if [ "$mode" = extension ]; then
     step "run 2: shared_preload_libraries = 'hoop', CREATE EXTENSION hoop"
     echo "shared_preload_libraries = 'hoop'" >"$PGDATA/hoop.conf"
     chown postgres "$PGDATA/hoop.conf"
-    pg_ctl start || die "the cluster did not start with hoop preloaded" "$SERVERLOG"
+    cluster_start || die "the cluster did not start with hoop preloaded" "$SERVERLOG"
     before=$(start_time)
     log_from=$(wc -l <"$SERVERLOG")
     run_suite hoop --load-extension=hoop
     after=$(start_time || echo unreachable)
-    pg_ctl -m fast stop
+    cluster_stop
 else
     step "run 2: through hoop serve (permissive profile)"
-    printf 'local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n' >"$PGDATA/pg_hba.conf"
-    pg_ctl start || die "the cluster did not start" "$SERVERLOG"
-    "$PGBIN/psql" -XAtq -h "$WORK" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 <<'SQL' >>"$LOG" 2>&1 || die "creating the gateway roles failed" "$LOG"
+    cluster_start || die "the cluster did not start" "$SERVERLOG"
+    "$PGBIN/psql" -XAtq -h "$SOCK" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 <<'SQL' >>"$LOG" 2>&1 || die "creating the gateway roles failed" "$LOG"
 CREATE ROLE hoop_gateway SUPERUSER LOGIN NOINHERIT PASSWORD 'compat-gateway-pw';
 CREATE ROLE regress_gateway_super SUPERUSER NOLOGIN;
 GRANT regress_gateway_super TO hoop_gateway;
@@ -186,7 +187,7 @@ enabled = false
 TOML
     HOOP_LOG=info "$HOOP" serve -c "$gw/hoop.toml" >"$WORK/hoop.log" 2>&1 &
     hoop_pid=$!
-    trap 'kill "$hoop_pid" 2>/dev/null || true; pg_ctl -m immediate stop || true' EXIT
+    trap 'kill "$hoop_pid" 2>/dev/null || true; hoop_cluster stop "$CLUSTER" >/dev/null 2>&1 || true' EXIT
     for _ in $(seq 100); do "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$HOOPPORT" && break; sleep 0.1; done
     token=$("$HOOP" token mint -c "$gw/hoop.toml" --sub compat-agent --group compat --ttl 1h)
     before=$(start_time)
@@ -194,7 +195,7 @@ TOML
     CONNECT="--host=127.0.0.1 --port=$HOOPPORT --user=compat-agent" RUN_ENV="PGPASSWORD=$token" run_suite hoop
     after=$(start_time || echo unreachable)
     kill "$hoop_pid" 2>/dev/null || true
-    pg_ctl -m fast stop
+    cluster_stop
 fi
 
 # --- judge -----------------------------------------------------------------------

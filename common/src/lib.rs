@@ -11,6 +11,14 @@
 //!   extension verifies.
 //! - [`names`]: names (extension, schema, GUCs, views) both sides must spell
 //!   identically.
+//! - [`identity`]: who is behind a session, as the gateway verified it.
+//!
+//! With the `gateway` feature (the gateway's crates; not the extension),
+//! the types every gateway configuration section and record shares, which
+//! do read files, the environment and the clock:
+//!
+//! - [`config`]: durations, secrets (`{ file }` / `{ env }`), key-naming errors.
+//! - [`time`]: timestamps (microseconds, RFC 3339).
 
 pub mod pan;
 
@@ -19,3 +27,11 @@ pub mod mask;
 pub mod token;
 
 pub mod names;
+
+pub mod identity;
+
+#[cfg(feature = "gateway")]
+pub mod config;
+
+#[cfg(feature = "gateway")]
+pub mod time;

@@ -223,6 +223,49 @@ impl Masker {
         }
     }
 
+    /// Whether this strategy gives every value a result of the same length
+    /// (`pan_last4`, `pan_bin_last4`: a digit becomes a mask character of
+    /// its own width), so that [`Masker::mask_value_to_slice`] can be used.
+    pub fn keeps_length(&self) -> bool {
+        matches!(self.method, Method::PanLast4 | Method::PanBinLast4)
+    }
+
+    /// [`Masker::mask_value`] of `value` written into `out`, which must be
+    /// exactly as long: for a caller that masks one value per row straight
+    /// into the result it returns (the extension, into a Postgres datum).
+    /// Returns `false`, writing nothing, when the strategy does not keep
+    /// lengths ([`Masker::keeps_length`]) or `out` has another length; use
+    /// [`Masker::mask_value_into`] then.
+    pub fn mask_value_to_slice(&self, value: &[u8], out: &mut [u8]) -> bool {
+        if out.len() != value.len() {
+            return false;
+        }
+        match self.method {
+            // The usual value (a declared column holding a card number):
+            // one pass to count, one to write, nothing allocated.
+            Method::PanLast4 => match pan::ascii_digit_count(value) {
+                Some(digits) => mask_last4_ascii(value, digits, out),
+                None => return self.mask_value_via_vec(value, out),
+            },
+            Method::PanBinLast4 if value.is_ascii() => mask_bin_last4_ascii(value, out),
+            Method::PanBinLast4 => return self.mask_value_via_vec(value, out),
+            Method::PanToken(_) | Method::Redact => return false,
+        }
+        true
+    }
+
+    /// [`Masker::mask_value_to_slice`] of a value with non-ASCII bytes (a
+    /// full-width digit is masked by a full-width `*`, as long as it).
+    fn mask_value_via_vec(&self, value: &[u8], out: &mut [u8]) -> bool {
+        let mut masked = Vec::with_capacity(value.len());
+        self.mask_value_into(value, &mut masked);
+        if masked.len() != out.len() {
+            return false;
+        }
+        out.copy_from_slice(&masked);
+        true
+    }
+
     /// Replaces every PAN [`pan::find_pans`] detects in `text`; everything
     /// else is kept byte for byte. Borrowed when there is nothing to mask.
     pub fn mask_text<'a>(&self, text: &'a str) -> Cow<'a, str> {
@@ -315,19 +358,10 @@ fn mask_last4(value: &[u8], out: &mut Vec<u8>) {
     if value.is_ascii() {
         // The usual value (a declared column holding a card number): copy it
         // and mask the digits in place, no per-byte unit walk.
-        let digits = value.iter().filter(|b| b.is_ascii_digit()).count();
-        let masked = digits.saturating_sub(4);
         let start = out.len();
-        out.extend_from_slice(value);
-        let mut seen = 0;
-        for byte in &mut out[start..] {
-            if byte.is_ascii_digit() {
-                if seen < masked {
-                    *byte = MASK_CHAR;
-                }
-                seen += 1;
-            }
-        }
+        out.resize(start + value.len(), 0);
+        let digits = value.iter().filter(|byte| byte.is_ascii_digit()).count();
+        mask_last4_ascii(value, digits, &mut out[start..]);
         return;
     }
     let mut digits = 0;
@@ -344,6 +378,52 @@ fn mask_last4(value: &[u8], out: &mut Vec<u8>) {
         }
         None => out.extend_from_slice(unit),
     });
+}
+
+/// [`mask_last4`] of an ASCII value with `digits` digits, into `out` (as
+/// long as `value`). Runs once per value read from a masked column: reads
+/// the value, not what was just written (no store-to-load stall), and no
+/// branch per byte.
+fn mask_last4_ascii(value: &[u8], digits: usize, out: &mut [u8]) {
+    let masked = digits.saturating_sub(4);
+    if digits == value.len() {
+        // A card number stored as digits only.
+        out[..masked].fill(MASK_CHAR);
+        out[masked..].copy_from_slice(&value[masked..]);
+        return;
+    }
+    let mut seen = 0;
+    for (to, &byte) in out.iter_mut().zip(value) {
+        let digit = byte.is_ascii_digit();
+        *to = if digit && seen < masked {
+            MASK_CHAR
+        } else {
+            byte
+        };
+        seen += usize::from(digit);
+    }
+}
+
+/// [`mask_bin_last4`] of an ASCII value into `out` (as long as `value`); in
+/// ASCII, a digit position is a digit or `*`.
+fn mask_bin_last4_ascii(value: &[u8], out: &mut [u8]) {
+    let is_position = |byte: u8| byte.is_ascii_digit() || byte == MASK_CHAR;
+    let positions = value.iter().filter(|&&byte| is_position(byte)).count();
+    if positions < pan::MIN_PAN_DIGITS {
+        let digits = value.iter().filter(|byte| byte.is_ascii_digit()).count();
+        mask_last4_ascii(value, digits, out);
+        return;
+    }
+    let mut seen = 0;
+    for (to, &byte) in out.iter_mut().zip(value) {
+        *to = byte;
+        if is_position(byte) {
+            if seen >= 6 && seen + 4 < positions {
+                *to = MASK_CHAR;
+            }
+            seen += 1;
+        }
+    }
 }
 
 /// Whether `unit` is a digit position: a digit or a masked one.
@@ -486,6 +566,84 @@ mod tests {
         assert_eq!(token.len(), TOKEN_LEN);
         assert!(is_token(token.as_bytes()), "{token}");
         assert!(!token.bytes().any(|b| b.is_ascii_digit()));
+    }
+
+    #[test]
+    fn masking_into_a_slice_is_mask_value() {
+        let values = [
+            "4111111111111111",
+            "4111 1111 1111 1111",
+            "4111-1111-1111-1111 exp 12/29",
+            "411111******1111",
+            "************1111",
+            "378282246310005",
+            "1234",
+            "12345",
+            "",
+            "no digits",
+            "carte nº 4111 1111 1111 1111 ✓",
+            "\u{ff14}\u{ff11}\u{ff11}\u{ff11}111111111111",
+            "41111\u{ff0a}\u{ff0a}1111111111",
+        ];
+        // And every short mix of digits, masks, separators and letters a
+        // small generator makes.
+        let alphabet = ["0", "4", "9", "*", " ", "-", "x", "\u{ff11}", "\u{ff0a}"];
+        let mut seed: u32 = 12345;
+        let mut generated = Vec::new();
+        for _ in 0..2000 {
+            let mut value = String::new();
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            for _ in 0..(seed >> 16) % 24 {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                // Mostly ASCII digits, as in a card number.
+                let pick = (seed >> 16) as usize % (alphabet.len() + 6);
+                value.push_str(alphabet[pick.saturating_sub(6)]);
+            }
+            generated.push(value);
+        }
+        for strategy in Strategy::ALL {
+            let masker = Masker::new(strategy, Some(b"0123456789abcdef0123")).expect("masker");
+            for value in values
+                .iter()
+                .copied()
+                .chain(generated.iter().map(String::as_str))
+            {
+                let mut out = vec![0xff; value.len()];
+                if masker.mask_value_to_slice(value.as_bytes(), &mut out) {
+                    assert!(masker.keeps_length(), "{strategy}");
+                    assert_eq!(
+                        String::from_utf8(out).expect("UTF-8"),
+                        masker.mask_value(value),
+                        "{strategy} {value:?}"
+                    );
+                } else {
+                    assert!(!masker.keeps_length(), "{strategy}");
+                    assert!(
+                        out.iter().all(|&b| b == 0xff),
+                        "{strategy}: nothing written"
+                    );
+                }
+                let mut longer = vec![0; value.len() + 1];
+                assert!(!masker.mask_value_to_slice(value.as_bytes(), &mut longer));
+            }
+        }
+    }
+
+    #[test]
+    fn ascii_digits_are_counted() {
+        let all: Vec<u8> = (0..=255).collect();
+        let digits: Vec<u8> = b"0123456789".repeat(5);
+        for bytes in [&all, &digits] {
+            for start in 0..bytes.len() {
+                for len in [0, 1, 7, 8, 9, 16, 17, 40] {
+                    let slice = &bytes[start..(start + len).min(bytes.len())];
+                    let expected = slice
+                        .is_ascii()
+                        .then(|| slice.iter().filter(|b| b.is_ascii_digit()).count());
+                    assert_eq!(pan::ascii_digit_count(slice), expected, "{slice:?}");
+                }
+            }
+        }
     }
 
     #[test]

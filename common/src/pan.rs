@@ -399,10 +399,30 @@ const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 /// 10..=127 without carrying into the next byte, and OR-ing the original
 /// high bit covers 128..=255.
 #[inline]
-fn digit_bits(word: u64) -> u64 {
+pub(crate) fn digit_bits(word: u64) -> u64 {
     let shifted = word ^ (u64::from(b'0') * ONES);
     let non_digit = (((shifted & !HIGH_BITS) + 0x76 * ONES) | shifted) & HIGH_BITS;
     !non_digit & HIGH_BITS
+}
+
+/// How many bytes of `input` are ASCII digits, or `None` when it is not all
+/// ASCII: one pass, eight bytes per step.
+pub(crate) fn ascii_digit_count(input: &[u8]) -> Option<usize> {
+    let mut words = input.chunks_exact(8);
+    let mut count = 0;
+    let mut high_bits = 0;
+    for word in &mut words {
+        let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        high_bits |= word & HIGH_BITS;
+        // One bit per digit byte, moved to the byte's low bit; the multiply
+        // sums the eight bytes into the top one.
+        count += (((digit_bits(word) >> 7).wrapping_mul(ONES)) >> 56) as usize;
+    }
+    let rest = words.remainder();
+    if high_bits != 0 || !rest.is_ascii() {
+        return None;
+    }
+    Some(count + rest.iter().filter(|b| is_digit(**b)).count())
 }
 
 /// Eight bytes at `offset` in little-endian order, so that the lowest set

@@ -25,6 +25,9 @@ pub(crate) enum HoopError {
     NotInstalled,
     /// Masking could not be done; nothing is returned instead (fail closed).
     MaskingFailed { target: String, why: String },
+    /// How a value may be shown cannot be told: the masking policies cannot
+    /// be read at this moment. Nothing is returned instead (fail closed).
+    PolicyUnreadable { target: String },
     /// A plan reads a masked table in a way the rewrite could not reach.
     Unmaskable { table: String, why: String },
     /// Something this session may not read, whatever its privileges.
@@ -34,7 +37,10 @@ pub(crate) enum HoopError {
 impl HoopError {
     pub(crate) fn sqlstate(&self) -> PgSqlErrorCode {
         match self {
-            HoopError::NotPreloaded | HoopError::NotInstalled | HoopError::MaskingFailed { .. } => {
+            HoopError::NotPreloaded
+            | HoopError::NotInstalled
+            | HoopError::MaskingFailed { .. }
+            | HoopError::PolicyUnreadable { .. } => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             HoopError::NoGatewaySession { .. }
@@ -72,6 +78,9 @@ impl HoopError {
             HoopError::MaskingFailed { target, why } => {
                 format!("hoop: cannot mask {target}: {why}")
             }
+            HoopError::PolicyUnreadable { target } => format!(
+                "hoop: cannot mask {target}: the masking policies cannot be read at this point"
+            ),
             HoopError::Hidden { what, .. } => format!("hoop: {what} cannot be read by this session"),
             HoopError::Unmaskable { table, .. } => format!(
                 "hoop: masked table {table} is read through an inlined SQL function, which hoop cannot mask"

@@ -550,9 +550,22 @@ pub(crate) fn masker(strategy: Strategy, target: &str) -> Masker {
     masker
 }
 
-/// The last masking decision, valid while nothing it depends on changed: a
-/// query calls `mask_column` once per row for the same column.
-struct ColumnDecision {
+/// How a masked column is shown to the current session.
+enum Shown {
+    /// As stored: the session may see it, or the column is not masked (not
+    /// protected, or its policy was removed since the plan was made).
+    /// `until`: the expiry of the session that grants it.
+    Raw {
+        until: Option<i64>,
+    },
+    Masked(Masker),
+}
+
+/// Everything a masking decision depends on besides the session's expiry:
+/// while these are unchanged, the decision stands. Policy, session and
+/// token-key changes, and role attribute changes, bump the generation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct DecisionInputs {
     relid: pg_sys::Oid,
     attnum: i16,
     generation: u64,
@@ -560,94 +573,159 @@ struct ColumnDecision {
     enforce_superuser: bool,
     token_key: usize,
     filling_matview: bool,
-    /// The session's expiry, when the decision rests on a session.
-    expires: Option<i64>,
-    /// `None`: the value is shown raw.
-    masker: Option<Masker>,
 }
 
-/// The per-value path's state, in one place so each value costs one
-/// thread-local access: the last decision and one buffer for every value
-/// masked (no allocation per row).
-struct ColumnMasking {
-    last: Option<ColumnDecision>,
-    buffer: Vec<u8>,
+impl DecisionInputs {
+    fn now(relid: pg_sys::Oid, attnum: i16) -> DecisionInputs {
+        unsafe extern "C-unwind" {
+            // miscadmin.h; cannot raise an error, so called without pgrx's boundary.
+            #[link_name = "GetOuterUserId"]
+            fn outer_user_id() -> pg_sys::Oid;
+        }
+        DecisionInputs {
+            relid,
+            attnum,
+            generation: policy::generation(),
+            outer_user: unsafe { outer_user_id() },
+            enforce_superuser: guc::ENFORCE_SUPERUSER.get(),
+            token_key: unsafe { *guc::TOKEN_KEY.as_ptr() } as usize,
+            filling_matview: scope::filling_matview(),
+        }
+    }
 }
 
-thread_local! {
-    static COLUMN_MASKING: RefCell<ColumnMasking> = const {
-        RefCell::new(ColumnMasking { last: None, buffer: Vec::new() })
+/// Decides how column `attnum` of `relid` is shown now. Fails closed: when
+/// the policies cannot be read, this raises an error rather than take the
+/// column for an unprotected one.
+fn decide(relid: pg_sys::Oid, attnum: i16) -> Shown {
+    let policy = match policy::lookup_or_unreadable(relid) {
+        Ok(Some(policy)) => policy,
+        Ok(None) => return Shown::Raw { until: None },
+        Err(policy::Unreadable) => HoopError::PolicyUnreadable {
+            target: format!("column {attnum} of relation {}", relid.to_u32()),
+        }
+        .report(),
     };
-}
-
-fn decide(relid: pg_sys::Oid, attnum: i16) -> Option<(Option<i64>, Option<Masker>)> {
-    let policy = policy::lookup(relid)?;
-    let column = policy.masked_column(attnum)?;
-    let expires = session::current().map(|s| s.claims.exp);
+    let Some(column) = policy.masked_column(attnum) else {
+        return Shown::Raw { until: None };
+    };
     if may_see_raw(&policy, column) {
-        return Some((expires, None));
+        return Shown::Raw {
+            until: session::current().map(|s| s.claims.exp),
+        };
     }
     let name = format!("column {}.{}", policy.qualified_name(), column.column);
-    Some((expires, Some(masker(column.strategy, &name))))
+    Shown::Masked(masker(column.strategy, &name))
 }
 
-/// Masks `value`, of column `attnum` of `relid`, as the current session may
-/// see it, into the backend's one mask buffer, and returns where the result
-/// is; `None` when the value is shown as it is (raw for this session, left
-/// unchanged by masking, or the policy was removed since the plan was made).
-/// A query asks once per row for the same column, so the last decision is
-/// kept while nothing it depends on has changed.
-fn mask_into_buffer(relid: pg_sys::Oid, attnum: i16, value: &[u8]) -> Option<(*const u8, usize)> {
-    unsafe extern "C-unwind" {
-        // miscadmin.h; cannot raise an error, so called without pgrx's boundary.
-        #[link_name = "GetOuterUserId"]
-        fn outer_user_id() -> pg_sys::Oid;
+/// One call site's decision, kept in its `FmgrInfo` (`fn_extra`) for as long
+/// as the expression lives: one execution of a query, or a PL/pgSQL
+/// expression for a transaction. A query calls `mask_column` once per row,
+/// so the policy is read once per query and column, not once per value.
+struct CallSite {
+    inputs: DecisionInputs,
+    shown: Shown,
+}
+
+// A call site lives in palloc'd memory, freed with its memory context and
+// never dropped: it must own nothing that needs dropping.
+const _: () = assert!(!std::mem::needs_drop::<CallSite>());
+const _: () = assert!(std::mem::align_of::<CallSite>() <= pg_sys::MAXIMUM_ALIGNOF as usize);
+
+impl CallSite {
+    /// Whether the decision still stands. An expired session only ever
+    /// takes rights away (its backend stays a gateway backend, see
+    /// [`session`]), so only a raw decision needs the clock.
+    fn stands(&self, inputs: &DecisionInputs) -> bool {
+        self.inputs == *inputs
+            && match self.shown {
+                Shown::Raw { until: Some(exp) } => exp > session::now_unix(),
+                _ => true,
+            }
     }
-    let outer_user = unsafe { outer_user_id() };
-    let enforce_superuser = guc::ENFORCE_SUPERUSER.get();
-    let token_key = unsafe { *guc::TOKEN_KEY.as_ptr() } as usize;
-    let generation = policy::generation();
-    let filling_matview = scope::filling_matview();
-    COLUMN_MASKING.with(|state| {
-        let mut state = state.borrow_mut();
-        let fresh = state.last.as_ref().is_some_and(|decision| {
-            decision.relid == relid
-                && decision.attnum == attnum
-                && decision.generation == generation
-                && decision.outer_user == outer_user
-                && decision.enforce_superuser == enforce_superuser
-                && decision.token_key == token_key
-                && decision.filling_matview == filling_matview
-                && decision.expires.is_none_or(|exp| exp > session::now_unix())
-        });
-        if !fresh {
-            let (expires, masker) = decide(relid, attnum)?;
-            state.last = Some(ColumnDecision {
-                relid,
-                attnum,
-                generation: policy::generation(),
-                outer_user,
-                enforce_superuser,
-                token_key,
-                filling_matview,
-                expires,
-                masker,
-            });
+}
+
+/// The call site's decision for `inputs`, made again when it no longer stands.
+unsafe fn call_site(flinfo: *mut pg_sys::FmgrInfo, inputs: DecisionInputs) -> *const CallSite {
+    let mut site = if flinfo.is_null() {
+        std::ptr::null_mut()
+    } else {
+        (*flinfo).fn_extra as *mut CallSite
+    };
+    if !site.is_null() && (*site).stands(&inputs) {
+        return site;
+    }
+    let decided = CallSite {
+        inputs,
+        shown: decide(inputs.relid, inputs.attnum),
+    };
+    if site.is_null() {
+        // Called without an FmgrInfo (never by the executor): nowhere to
+        // keep it beyond this call.
+        let context = if flinfo.is_null() {
+            pg_sys::CurrentMemoryContext
+        } else {
+            (*flinfo).fn_mcxt
+        };
+        site =
+            pg_sys::MemoryContextAlloc(context, std::mem::size_of::<CallSite>()) as *mut CallSite;
+        if !flinfo.is_null() {
+            (*flinfo).fn_extra = site as *mut c_void;
         }
-        let ColumnMasking { last, buffer } = &mut *state;
-        let masker = last.as_ref()?.masker.as_ref()?;
-        masker.mask_value_into(value, buffer);
-        (buffer.as_slice() != value).then_some((buffer.as_ptr(), buffer.len()))
-    })
+    }
+    // Plain data (see `needs_drop` above): overwriting drops nothing.
+    site.write(decided);
+    site
+}
+
+/// `value` (a text datum) masked into a new text datum.
+unsafe fn mask_datum(value: pg_sys::Datum, masker: &Masker) -> pg_sys::Datum {
+    use pgrx::varlena::{
+        set_varsize_4b, varatt_is_1b_e, varatt_is_4b_c, vardata_any, varsize_any_exhdr,
+    };
+    unsafe extern "C-unwind" {
+        #[link_name = "palloc"]
+        fn raw_palloc(size: usize) -> *mut c_void;
+    }
+    let mut text = value.cast_mut_ptr::<pg_sys::varlena>();
+    // Values stored inline (the usual card number) are read in place; only
+    // compressed or out-of-line values need detoasting.
+    if varatt_is_1b_e(text) || varatt_is_4b_c(text) {
+        text = pg_sys::pg_detoast_datum_packed(text);
+    }
+    let len = varsize_any_exhdr(text);
+    let bytes = std::slice::from_raw_parts(vardata_any(text) as *const u8, len);
+    if masker.keeps_length() {
+        // The usual strategies: masked straight into the datum returned.
+        // Nothing that needs dropping is alive across palloc, which is
+        // called directly (an out-of-memory ERROR passes straight through).
+        let out = raw_palloc(pg_sys::VARHDRSZ + len) as *mut pg_sys::varlena;
+        set_varsize_4b(out, (pg_sys::VARHDRSZ + len) as i32);
+        let body = std::slice::from_raw_parts_mut((out as *mut u8).add(pg_sys::VARHDRSZ), len);
+        if masker.mask_value_to_slice(bytes, body) {
+            return pg_sys::Datum::from(out);
+        }
+    }
+    let mut masked = Vec::with_capacity(len.max(64));
+    masker.mask_value_into(bytes, &mut masked);
+    let out = pg_sys::palloc(pg_sys::VARHDRSZ + masked.len()) as *mut pg_sys::varlena;
+    set_varsize_4b(out, (pg_sys::VARHDRSZ + masked.len()) as i32);
+    std::ptr::copy_nonoverlapping(
+        masked.as_ptr(),
+        (out as *mut u8).add(pg_sys::VARHDRSZ),
+        masked.len(),
+    );
+    pg_sys::Datum::from(out)
 }
 
 // `hoop.mask_column(value text, relid oid, attnum int2) RETURNS text`: the
 // value of a masked column as the current session may see it. Inserted by
 // the rewrite into every read of a masked column, so it runs once per value
 // read: it is written against fmgr directly (no argument or result
-// conversion beyond the text itself), and a value shown raw is returned as
-// the very datum it was given. Calling it directly reveals nothing the
-// caller did not pass in.
+// conversion beyond the text itself), decides once per call site (see
+// [`CallSite`]), and masks straight into the datum it returns; a value shown
+// raw is returned as the very datum it was given. Calling it directly
+// reveals nothing the caller did not pass in.
 extension_sql!(
     r#"
 CREATE FUNCTION hoop.mask_column(value text, relid oid, attnum int2) RETURNS text
@@ -668,42 +746,28 @@ pub extern "C" fn pg_finfo_hoop_mask_column() -> &'static pg_sys::Pg_finfo_recor
 pub unsafe extern "C-unwind" fn hoop_mask_column(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    use pgrx::varlena::{
-        set_varsize_4b, varatt_is_1b_e, varatt_is_4b_c, vardata_any, varsize_any_exhdr,
-    };
     let args = (*fcinfo).args.as_slice(3);
     let value = args[0].value;
     let relid = pg_sys::Oid::from(args[1].value.value() as u32);
     let attnum = args[2].value.value() as i16;
-    let mut text = value.cast_mut_ptr::<pg_sys::varlena>();
-    // Values stored inline (the usual card number) are read in place; only
-    // compressed or out-of-line values need detoasting.
-    if varatt_is_1b_e(text) || varatt_is_4b_c(text) {
-        text = pg_sys::pg_detoast_datum_packed(text);
+    let site = call_site((*fcinfo).flinfo, DecisionInputs::now(relid, attnum));
+    match &(*site).shown {
+        Shown::Raw { .. } => value,
+        Shown::Masked(masker) => mask_datum(value, masker),
     }
-    let bytes = std::slice::from_raw_parts(vardata_any(text) as *const u8, varsize_any_exhdr(text));
-    let Some((masked, len)) = mask_into_buffer(relid, attnum, bytes) else {
-        return value;
-    };
-    // Nothing that needs dropping is alive here: palloc is called directly
-    // (an out-of-memory ERROR passes straight through).
-    unsafe extern "C-unwind" {
-        #[link_name = "palloc"]
-        fn raw_palloc(size: usize) -> *mut std::ffi::c_void;
-    }
-    let size = pg_sys::VARHDRSZ + len;
-    let out = raw_palloc(size) as *mut pg_sys::varlena;
-    set_varsize_4b(out, size as i32);
-    std::ptr::copy_nonoverlapping(masked, (out as *mut u8).add(pg_sys::VARHDRSZ), len);
-    pg_sys::Datum::from(out)
 }
 
 /// A whole row of a protected table with its masked columns masked (for
 /// `SELECT t FROM t`, `row_to_json(t)`, `to_jsonb(t)`, `hstore(t)` …).
 #[pg_extern(stable, strict, parallel_safe)]
 fn mask_row(row: AnyElement, relid: pg_sys::Oid) -> AnyElement {
-    let Some(policy) = policy::lookup(relid) else {
-        return row;
+    let policy = match policy::lookup_or_unreadable(relid) {
+        Ok(Some(policy)) => policy,
+        Ok(None) => return row,
+        Err(policy::Unreadable) => HoopError::PolicyUnreadable {
+            target: format!("a row of relation {}", relid.to_u32()),
+        }
+        .report(),
     };
     let hidden: Vec<(i16, Masker)> = policy
         .masked
@@ -926,6 +990,44 @@ mod tests {
             "55000",
         );
         expect_error("SELECT hoop.mask_pan('4111111111111111', 'rot13')", "22023");
+    }
+
+    #[pg_test]
+    fn mask_column_decides_per_call_site_and_fails_closed() {
+        masked_table();
+        start_session(&[]);
+        let call = "SELECT hoop.mask_column(card_number, 'public.cards'::regclass, 2::int2) FROM public.cards";
+        // Called directly: masked for this session, raw for a column that
+        // is not masked, and nothing else is revealed.
+        assert_eq!(one_text(call).as_deref(), Some("************1111"));
+        assert_eq!(
+            one_text(
+                "SELECT hoop.mask_column('4111111111111111', 'public.cards'::regclass, 3::int2)"
+            )
+            .as_deref(),
+            Some(PAN)
+        );
+        // A policy that cannot be read is never taken for "not protected".
+        crate::policy::pretend_unreadable(true);
+        let unreadable = std::panic::catch_unwind(|| {
+            (
+                sql_error(&format!(
+                    "SELECT hoop.mask_column('{PAN}', 'public.cards'::regclass, 2::int2)"
+                )),
+                sql_error(
+                    "SELECT hoop.mask_row(c, 'public.cards'::regclass)::text FROM public.cards c",
+                ),
+            )
+        });
+        crate::policy::pretend_unreadable(false);
+        let (column, row) = unreadable.expect("no panic");
+        for failure in [column, row] {
+            let (state, message) = failure.expect("unreadable policy: an error, not a value");
+            assert_eq!(state, "55000", "{message}");
+            assert!(message.contains("cannot be read"), "{message}");
+        }
+        // Readable again: masked as before.
+        assert_eq!(one_text(call).as_deref(), Some("************1111"));
     }
 
     #[pg_test]

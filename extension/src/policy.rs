@@ -100,6 +100,13 @@ pub(crate) fn register_invalidation_callbacks() {
             Some(syscache_callback),
             pg_sys::Datum::from(0),
         );
+        // A role that gains or loses SUPERUSER changes whether it sees raw
+        // values: masking decisions kept by running queries are made again.
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::AUTHOID as _,
+            Some(role_callback),
+            pg_sys::Datum::from(0),
+        );
     }
 }
 
@@ -136,6 +143,11 @@ unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, _relid: pg_sy
 unsafe extern "C-unwind" fn syscache_callback(_arg: pg_sys::Datum, _cacheid: i32, _hash: u32) {
     EXTENSION.with(|cache| *cache.borrow_mut() = Cached::Unknown);
     forget_policies();
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn role_callback(_arg: pg_sys::Datum, _cacheid: i32, _hash: u32) {
+    bump_generation();
 }
 
 unsafe fn lookup_function(name: &CStr, arg_types: &[pg_sys::Oid]) -> pg_sys::Oid {
@@ -406,6 +418,28 @@ fn policies() -> Option<Policies> {
 /// The policy of `relid`, or `None` when it is not protected.
 pub(crate) fn lookup(relid: pg_sys::Oid) -> Option<Rc<RelationPolicy>> {
     policies()?.get(&relid).cloned()
+}
+
+/// The policies could not be read at this moment (no transaction in
+/// progress, or a lookup while they are being loaded): a caller about to
+/// show a value must not take this for "not protected".
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Unreadable;
+
+/// [`lookup`] for a caller that fails closed: `Ok(None)` only when `relid`
+/// is known not to be protected.
+pub(crate) fn lookup_or_unreadable(
+    relid: pg_sys::Oid,
+) -> Result<Option<Rc<RelationPolicy>>, Unreadable> {
+    Ok(policies().ok_or(Unreadable)?.get(&relid).cloned())
+}
+
+/// Tests only: makes the policies unreadable, as while they are being
+/// loaded (`true`), or readable again (`false`).
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) fn pretend_unreadable(unreadable: bool) {
+    forget_policies();
+    LOADING.with(|loading| loading.set(unreadable));
 }
 
 /// Whether any relation at all is protected in this database.

@@ -1,168 +1,21 @@
-//! The gateway's side of the audit trail: the `[audit]` configuration,
-//! the checkpoint key, what the gateway records about itself and its
-//! sessions, the sink that puts review events in the chain, and
-//! `hoop audit verify|sessions|replay|export`.
+//! The gateway's side of the audit trail: opening the store and applying
+//! retention, recording refused logins, the sink that puts review events in
+//! the chain, and `hoop audit verify|sessions|replay|export`.
 //!
-//! The store itself (hash chain, checkpoints, group commit) is `hoop-audit`.
+//! The store itself (hash chain, checkpoints, group commit) and the
+//! `[audit]` section (store, checkpoint key) are `hoop-audit`.
 
 use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use hoop_audit::{
-    AuditConfig, AuditError, AuditReader, AuditStore, CheckpointKeys, CheckpointSigner, EndReason,
-    Event, ExportFilter, ReviewOutcome, SessionFilter, Timestamp,
+    AuditError, AuditReader, AuditSettings, AuditStore, CheckpointKeys, EndReason, Event,
+    ExportFilter, ReviewOutcome, SessionFilter, Timestamp,
 };
 use hoop_reviews::{AuditSinkError, ReviewAuditSink, ReviewEvent};
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
-use crate::config::{Config, ConfigError, SecretRef};
-use crate::relay::RelayEnd;
-
-/// Where the audit store lives when `[audit]` does not say: next to the
-/// configuration file.
-pub const DEFAULT_AUDIT_FILE: &str = "audit.db";
-
-/// This gateway's chain when `[audit] instance_id` is not set.
-pub const DEFAULT_INSTANCE_ID: &str = "gw-1";
-
-/// Domain separation for the checkpoint key derived from the session key:
-/// one secret on disk, two keys that can never sign for each other.
-const DERIVED_KEY_LABEL: &[u8] = b"hoop audit checkpoint key v1\0";
-
-/// `[audit]` as the gateway uses it: the store's configuration and the key
-/// that signs its checkpoints.
-#[derive(Debug, Clone)]
-pub struct AuditSettings {
-    pub store: AuditConfig,
-    pub signer: CheckpointSigner,
-    /// `record_statements` (default true). Off, statements are not recorded
-    /// one by one (sessions, logins, reviews and gateway events still are):
-    /// for measuring what recording costs, never for a PCI environment.
-    pub record_statements: bool,
-}
-
-impl AuditSettings {
-    /// The public checkpoint keys readers verify with.
-    pub fn public_keys(&self) -> CheckpointKeys {
-        self.signer.public_keys()
-    }
-
-    /// The store configuration of the `hoop audit` tools: the same store,
-    /// their own chain (`<instance_id>-cli`), so reading the trail is
-    /// recorded without touching the gateway's chain.
-    pub fn for_cli(&self) -> AuditConfig {
-        let mut store = self.store.clone();
-        store.instance_id = format!("{}-cli", store.instance_id);
-        store
-    }
-}
-
-fn audit_error(problem: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Section(format!("configuration key `audit`: {problem}"))
-}
-
-/// Reads the `[audit]` table (absent: every default). The keys are those of
-/// [`AuditConfig`] plus `checkpoint_key` (a secret, `{ file = … }` or
-/// `{ env = … }`, holding a base64 Ed25519 seed) and `checkpoint_key_id`.
-/// Without `checkpoint_key` the checkpoint key is derived from the session
-/// signing key. Relative paths are taken from the configuration's directory.
-pub(crate) fn settings_from_toml(
-    table: Option<toml::Table>,
-    base: &Path,
-    session_seed: &str,
-    session_key_id: &str,
-) -> Result<AuditSettings, ConfigError> {
-    let mut table = table.unwrap_or_default();
-    let checkpoint_key = table
-        .remove("checkpoint_key")
-        .map(SecretRef::deserialize)
-        .transpose()
-        .map_err(|e| ConfigError::Invalid {
-            key: "audit.checkpoint_key",
-            problem: format!("{e}; give `{{ file = \"...\" }}` or `{{ env = \"VAR\" }}`"),
-        })?;
-    let checkpoint_key_id = match table.remove("checkpoint_key_id") {
-        None => None,
-        Some(toml::Value::String(id)) => Some(id),
-        Some(other) => {
-            return Err(ConfigError::Invalid {
-                key: "audit.checkpoint_key_id",
-                problem: format!("must be a string, not {}", other.type_str()),
-            })
-        }
-    };
-    let record_statements = match table.remove("record_statements") {
-        None => true,
-        Some(toml::Value::Boolean(on)) => on,
-        Some(other) => {
-            return Err(ConfigError::Invalid {
-                key: "audit.record_statements",
-                problem: format!("must be true or false, not {}", other.type_str()),
-            })
-        }
-    };
-    table
-        .entry("instance_id")
-        .or_insert_with(|| DEFAULT_INSTANCE_ID.into());
-    let sqlite = table
-        .get("store")
-        .and_then(toml::Value::as_str)
-        .is_none_or(|s| s == "sqlite");
-    if sqlite {
-        table
-            .entry("path")
-            .or_insert_with(|| DEFAULT_AUDIT_FILE.into());
-    }
-    let mut store = AuditConfig::deserialize(toml::Value::Table(table)).map_err(audit_error)?;
-    store.path = store.path.map(|p| base.join(p));
-    store.password_file = store.password_file.map(|p| base.join(p));
-    store.validate().map_err(|e| match e {
-        AuditError::Config(problem) => audit_error(problem),
-        other => audit_error(other),
-    })?;
-
-    let signer = match checkpoint_key {
-        Some(secret) => {
-            let seed = secret.resolve("audit.checkpoint_key", base)?;
-            let key_id = checkpoint_key_id.unwrap_or_else(|| "audit-1".to_owned());
-            CheckpointSigner::from_seed_base64(&key_id, &seed).map_err(|e| {
-                ConfigError::Invalid {
-                    key: "audit.checkpoint_key",
-                    problem: e.to_string(),
-                }
-            })?
-        }
-        None => {
-            let seed = base64::engine::general_purpose::STANDARD
-                .decode(session_seed.trim())
-                .map_err(|_| ConfigError::Invalid {
-                    key: "session.signing_key",
-                    problem: "is not base64".into(),
-                })?;
-            let derived: [u8; 32] = Sha256::new()
-                .chain_update(DERIVED_KEY_LABEL)
-                .chain_update(&seed)
-                .finalize()
-                .into();
-            let key_id = checkpoint_key_id.unwrap_or_else(|| format!("{session_key_id}-audit"));
-            CheckpointSigner::from_seed(&key_id, &derived)
-        }
-    };
-    if signer.key_id().is_empty() || signer.key_id().contains([':', ',', ' ', '\n']) {
-        return Err(ConfigError::Invalid {
-            key: "audit.checkpoint_key_id",
-            problem: "must be non-empty without ':', ',' or spaces".into(),
-        });
-    }
-    Ok(AuditSettings {
-        store,
-        signer,
-        record_statements,
-    })
-}
+use crate::config::Config;
 
 /// Opens the gateway's store (records `recording_started`). An error means
 /// the gateway must not serve: no access without a record.
@@ -188,41 +41,6 @@ pub fn spawn_retention(store: AuditStore) -> tokio::task::JoinHandle<()> {
             tokio::time::sleep(Duration::from_secs(6 * 3600)).await;
         }
     })
-}
-
-/// The audit identity of a verified login.
-pub fn identity_of(config: &Config, identity: &crate::auth::Identity) -> hoop_audit::Identity {
-    hoop_audit::Identity {
-        issuer: config.identity.expected_issuer().to_owned(),
-        subject: identity.subject.clone(),
-        client_id: identity.client_id.clone(),
-        groups: identity.groups.clone(),
-    }
-}
-
-/// Why a session ended, as recorded.
-pub fn end_reason(end: &RelayEnd) -> (EndReason, Option<String>) {
-    match end {
-        RelayEnd::ClientTerminated => (EndReason::ClientQuit, None),
-        RelayEnd::ClientGone { mid_statement } => (
-            EndReason::ClientQuit,
-            mid_statement.then(|| "the client disconnected during a statement".to_owned()),
-        ),
-        RelayEnd::ServerClosed => (
-            EndReason::Error,
-            Some("the database closed the connection".into()),
-        ),
-        RelayEnd::TokenExpired => (EndReason::TokenExpired, None),
-        RelayEnd::ShutDown => (EndReason::Shutdown, None),
-        RelayEnd::ProtocolViolation(what) => (
-            EndReason::Error,
-            Some(format!("protocol violation: {what}")),
-        ),
-        RelayEnd::AuditUnavailable => (
-            EndReason::Error,
-            Some("a statement could not be recorded in the audit trail".into()),
-        ),
-    }
 }
 
 /// Records a refused login (never the token). A failure to record is
@@ -565,59 +383,4 @@ pub async fn cli_export(config: &Path, filter: ExportFilter, out: &Path) -> Resu
     );
     println!("verify offline with: hoop audit verify {}", out.display());
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SEED: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
-
-    fn settings(text: &str) -> Result<AuditSettings, String> {
-        let table: toml::Table = toml::from_str(text).expect("toml");
-        settings_from_toml(Some(table), Path::new("/etc/hoop"), SEED, "k1")
-            .map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn defaults_put_sqlite_next_to_the_config_with_a_derived_key() {
-        let s = settings_from_toml(None, Path::new("/etc/hoop"), SEED, "k1").expect("defaults");
-        assert_eq!(
-            s.store.path.as_deref(),
-            Some(Path::new("/etc/hoop/audit.db"))
-        );
-        assert_eq!(s.store.instance_id, DEFAULT_INSTANCE_ID);
-        assert_eq!(s.signer.key_id(), "k1-audit");
-        assert_eq!(s.for_cli().instance_id, "gw-1-cli");
-        // Derived, not the session key itself.
-        let session = CheckpointSigner::from_seed_base64("k1-audit", SEED).unwrap();
-        assert_ne!(s.signer.public_key_entry(), session.public_key_entry());
-    }
-
-    #[test]
-    fn bad_values_name_the_key() {
-        assert!(settings("retension = \"1d\"")
-            .unwrap_err()
-            .contains("retension"));
-        assert!(settings("checkpoint_interval = \"soon\"")
-            .unwrap_err()
-            .contains("checkpoint_interval"));
-        assert!(settings("instance_id = \"a b\"")
-            .unwrap_err()
-            .contains("instance_id"));
-        assert!(settings("checkpoint_key = \"inline\"")
-            .unwrap_err()
-            .contains("audit.checkpoint_key"));
-        assert!(
-            settings("checkpoint_key = { env = \"HOOP_TEST_UNSET_CHECKPOINT_KEY\" }")
-                .unwrap_err()
-                .contains("audit.checkpoint_key")
-        );
-        assert!(settings("checkpoint_key_id = 3")
-            .unwrap_err()
-            .contains("audit.checkpoint_key_id"));
-        assert!(settings("store = \"postgres\"")
-            .unwrap_err()
-            .contains("url"));
-    }
 }

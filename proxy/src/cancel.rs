@@ -84,13 +84,33 @@ impl CancelRegistry {
     }
 }
 
+/// Forwards a client's CancelRequest (carrying the gateway's key) to the
+/// upstream backend it maps to; an unknown key is ignored, as Postgres does.
+pub async fn forward(
+    registry: &CancelRegistry,
+    config: &UpstreamConfig,
+    connector: Option<&tokio_rustls::TlsConnector>,
+    pid: i32,
+    secret: &[u8],
+) {
+    match registry.lookup(pid, secret) {
+        Some(target) => {
+            target.cancels.send_modify(|n| *n += 1);
+            if let Err(e) = send_cancel(config, connector, &target).await {
+                tracing::warn!(error = %e, "forwarding a cancel request failed");
+            }
+        }
+        None => tracing::debug!("cancel request with an unknown key ignored"),
+    }
+}
+
 /// Sends a CancelRequest for `target` on a fresh upstream connection.
 pub async fn send_cancel(
     config: &UpstreamConfig,
     connector: Option<&tokio_rustls::TlsConnector>,
     target: &CancelTarget,
 ) -> std::io::Result<()> {
-    let mut stream = crate::upstream::open_transport(config, connector)
+    let mut stream = crate::transport::open_transport(config, connector)
         .await
         .map_err(std::io::Error::other)?;
     let mut msg = BytesMut::with_capacity(12 + target.secret.len());

@@ -1,11 +1,21 @@
 //! The gateway's TOML configuration. Secrets (the upstream password, signing
 //! keys) are never written inline: each is read from a file or an environment
-//! variable. Every mistake is reported with the key it concerns.
+//! variable (`{ file = "…" }` / `{ env = "VAR" }`). Every mistake is reported
+//! with the key it concerns.
+//!
+//! This module knows the gateway's own sections (`[listen]`, `[upstream]`,
+//! `[identity]`, `[[role_mapping]]`, `[session]`, `[admin]`) and holds the
+//! others as the types their owners define: `[audit]` is
+//! [`hoop_audit::AuditSection`], `[reviews]` [`hoop_reviews::ReviewsConfig`],
+//! `[[rules]]` and `[policy]` `hoop_policy`'s. It imports no other module of
+//! the gateway.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hoop_common::config::KeyError;
+pub use hoop_common::config::{HumanDuration, SecretRef};
 use serde::Deserialize;
 
 /// Errors a person fixes by editing the configuration file.
@@ -18,73 +28,19 @@ pub enum ConfigError {
     },
     #[error("configuration file {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("configuration key `{key}`: {problem}")]
-    Invalid { key: &'static str, problem: String },
-    /// A section checked by its own crate; the text names the key.
-    #[error("{0}")]
-    Section(String),
+    /// `configuration key `…`: …`
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
-fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        problem: problem.into(),
-    }
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Key(KeyError::new(key, problem))
 }
 
-/// A duration written as text, e.g. `"30s"`, `"15m"`, `"1h"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map(HumanDuration)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
-    }
-}
-
-/// A secret's source: exactly one of a file path or an environment variable.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretRef {
-    pub file: Option<PathBuf>,
-    pub env: Option<String>,
-}
-
-impl SecretRef {
-    pub(crate) fn resolve(&self, key: &'static str, base: &Path) -> Result<String, ConfigError> {
-        match (&self.file, &self.env) {
-            (Some(file), None) => {
-                let path = base.join(file);
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
-                let text = text.trim_end_matches(['\n', '\r']).to_owned();
-                if text.is_empty() {
-                    return Err(invalid(key, format!("{} is empty", path.display())));
-                }
-                Ok(text)
-            }
-            (None, Some(var)) => match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Ok(v),
-                _ => Err(invalid(
-                    key,
-                    format!("environment variable {var} is not set or empty"),
-                )),
-            },
-            (Some(_), Some(_)) => Err(invalid(key, "set either `file` or `env`, not both")),
-            (None, None) => Err(invalid(
-                key,
-                "missing: give `file = \"...\"` or `env = \"VAR\"`",
-            )),
-        }
-    }
-}
-
+/// `[listen] allow_plaintext`: which clients may log in without TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum PlaintextPolicy {
+pub enum AllowPlaintext {
     /// Clients must use TLS.
     #[default]
     Never,
@@ -112,7 +68,7 @@ pub struct ListenSection {
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     #[serde(default)]
-    pub allow_plaintext: PlaintextPolicy,
+    pub allow_plaintext: AllowPlaintext,
     pub max_message_bytes: Option<usize>,
     /// Failed logins allowed per source address within `failed_login_window`.
     pub max_failed_logins: Option<u32>,
@@ -146,9 +102,10 @@ pub struct DevIssuerSection {
     pub default_ttl: Option<HumanDuration>,
 }
 
+/// `[identity]` as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IdentitySection {
+pub struct IdentityProviderSection {
     /// OpenID issuer URL: discovery + JWKS.
     pub issuer: Option<String>,
     /// A static JWKS file (keys rotate when the file is edited and the gateway restarted).
@@ -198,7 +155,7 @@ pub struct AdminSection {
 struct RawConfig {
     listen: ListenSection,
     upstream: UpstreamSection,
-    identity: IdentitySection,
+    identity: IdentityProviderSection,
     #[serde(default)]
     role_mapping: Vec<RoleMapping>,
     session: SessionSection,
@@ -207,8 +164,9 @@ struct RawConfig {
     /// as another name for `reviewer_group`).
     #[serde(default)]
     reviews: hoop_reviews::ReviewsConfig,
-    /// `[audit]`: read by [`crate::audit::settings_from_toml`].
-    audit: Option<toml::Table>,
+    /// `[audit]`: hoop-audit's own keys.
+    #[serde(default)]
+    audit: hoop_audit::AuditSection,
     /// Statement rules, added after the shipped defaults (which
     /// `[policy.default_rules]` selects).
     #[serde(default)]
@@ -223,20 +181,21 @@ pub struct Config {
     pub path: PathBuf,
     pub listen: SocketAddr,
     pub tls: Option<(PathBuf, PathBuf)>,
-    pub allow_plaintext: PlaintextPolicy,
+    pub allow_plaintext: AllowPlaintext,
     pub max_message_bytes: usize,
     pub max_failed_logins: u32,
     pub failed_login_window: Duration,
     pub shutdown_grace: Duration,
     pub upstream: Upstream,
-    pub identity: Identity,
+    /// `[identity]`: where login tokens come from and how they are checked.
+    pub identity: IdentityProvider,
     pub role_mapping: Vec<RoleMapping>,
     pub session_key_id: String,
     pub session_signing_seed: String,
     pub admin: Option<SocketAddr>,
     pub reviews: hoop_reviews::ReviewsConfig,
     /// `[audit]`: the store and the checkpoint signing key.
-    pub audit: crate::audit::AuditSettings,
+    pub audit: hoop_audit::AuditSettings,
     /// `[[rules]]` (with the defaults) and `[policy]`.
     pub policy: Policy,
 }
@@ -267,8 +226,10 @@ pub struct DevIssuer {
     pub default_ttl: Duration,
 }
 
+/// The identity provider: where verification keys come from and what an
+/// accepted token must say.
 #[derive(Debug, Clone)]
-pub struct Identity {
+pub struct IdentityProvider {
     pub source: KeySource,
     pub audience: String,
     pub groups_claim: Vec<String>,
@@ -279,7 +240,7 @@ pub struct Identity {
     pub dev_issuer: Option<DevIssuer>,
 }
 
-impl Identity {
+impl IdentityProvider {
     /// The `iss` every accepted token must carry.
     pub fn expected_issuer(&self) -> &str {
         match &self.source {
@@ -307,6 +268,23 @@ const ASYMMETRIC_ALGORITHMS: [jsonwebtoken::Algorithm; 9] = [
     jsonwebtoken::Algorithm::EdDSA,
 ];
 
+/// `[listen]`, checked.
+struct Listen {
+    address: SocketAddr,
+    tls: Option<(PathBuf, PathBuf)>,
+    allow_plaintext: AllowPlaintext,
+    max_message_bytes: usize,
+    max_failed_logins: u32,
+    failed_login_window: Duration,
+    shutdown_grace: Duration,
+}
+
+/// `[session]`, checked, with its signing seed read.
+struct SessionKeys {
+    key_id: String,
+    signing_seed: String,
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -327,22 +305,73 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_owned();
-        let rel = |p: &PathBuf| base.join(p);
+        let listen = raw.listen.check(&base)?;
+        let upstream = raw.upstream.check(&base)?;
+        let identity = raw.identity.check(&base)?;
+        check_role_mapping(&raw.role_mapping)?;
+        let session = raw.session.check(&base)?;
+        let admin = match raw.admin {
+            Some(a) => Some(
+                a.address
+                    .parse()
+                    .map_err(|e| invalid("admin.address", format!("{:?}: {e}", a.address)))?,
+            ),
+            None => None,
+        };
+        let policy = Policy::from_raw(raw.rules, &raw.policy, &base)?;
+        let audit = raw
+            .audit
+            .settings(&base, &session.signing_seed, &session.key_id)?;
+        let reviews = raw.reviews.relative_to(&base)?;
+        Ok(Config {
+            path: path.to_owned(),
+            listen: listen.address,
+            tls: listen.tls,
+            allow_plaintext: listen.allow_plaintext,
+            max_message_bytes: listen.max_message_bytes,
+            max_failed_logins: listen.max_failed_logins,
+            failed_login_window: listen.failed_login_window,
+            shutdown_grace: listen.shutdown_grace,
+            upstream,
+            identity,
+            role_mapping: raw.role_mapping,
+            session_key_id: session.key_id,
+            session_signing_seed: session.signing_seed,
+            admin,
+            reviews,
+            audit,
+            policy,
+        })
+    }
 
-        let listen: SocketAddr = raw
-            .listen
+    /// The first mapping (in file order) whose group the identity holds.
+    pub fn role_for(&self, groups: &[String]) -> Option<&RoleMapping> {
+        self.role_mapping
+            .iter()
+            .find(|m| groups.iter().any(|g| g == &m.group))
+    }
+}
+
+/// A file the configuration names, relative to its directory, that must exist.
+fn existing_file(key: &str, base: &Path, file: &Path) -> Result<PathBuf, ConfigError> {
+    let path = base.join(file);
+    if !path.is_file() {
+        return Err(invalid(key, format!("{} does not exist", path.display())));
+    }
+    Ok(path)
+}
+
+impl ListenSection {
+    fn check(self, base: &Path) -> Result<Listen, ConfigError> {
+        let address: SocketAddr = self
             .address
             .parse()
-            .map_err(|e| invalid("listen.address", format!("{:?}: {e}", raw.listen.address)))?;
-        let tls = match (&raw.listen.tls_cert_file, &raw.listen.tls_key_file) {
-            (Some(c), Some(k)) => {
-                for (key, p) in [("listen.tls_cert_file", c), ("listen.tls_key_file", k)] {
-                    if !rel(p).is_file() {
-                        return Err(invalid(key, format!("{} does not exist", rel(p).display())));
-                    }
-                }
-                Some((rel(c), rel(k)))
-            }
+            .map_err(|e| invalid("listen.address", format!("{:?}: {e}", self.address)))?;
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some((
+                existing_file("listen.tls_cert_file", base, cert)?,
+                existing_file("listen.tls_key_file", base, key)?,
+            )),
             (None, None) => None,
             (Some(_), None) => {
                 return Err(invalid(
@@ -357,259 +386,230 @@ impl Config {
                 ))
             }
         };
-        if tls.is_none() && raw.listen.allow_plaintext == PlaintextPolicy::Never {
+        if tls.is_none() && self.allow_plaintext == AllowPlaintext::Never {
             return Err(invalid(
                 "listen.tls_cert_file",
                 "required: clients send their token as a password, so TLS is on by default \
                  (set listen.allow_plaintext = \"loopback\" only for local development)",
             ));
         }
-        let max_message_bytes = raw
-            .listen
+        let max_message_bytes = self
             .max_message_bytes
             .unwrap_or(crate::protocol::DEFAULT_MAX_MESSAGE_BYTES);
         if max_message_bytes < 1024 {
             return Err(invalid("listen.max_message_bytes", "must be at least 1024"));
         }
+        Ok(Listen {
+            address,
+            tls,
+            allow_plaintext: self.allow_plaintext,
+            max_message_bytes,
+            max_failed_logins: self.max_failed_logins.unwrap_or(5),
+            failed_login_window: duration_or(self.failed_login_window, 60),
+            shutdown_grace: duration_or(self.shutdown_grace, 30),
+        })
+    }
+}
 
-        let up = raw.upstream;
-        if up.host.is_empty() {
+fn duration_or(value: Option<HumanDuration>, default_secs: u64) -> Duration {
+    value.map_or(Duration::from_secs(default_secs), |d| d.0)
+}
+
+impl UpstreamSection {
+    fn check(self, base: &Path) -> Result<Upstream, ConfigError> {
+        if self.host.is_empty() {
             return Err(invalid("upstream.host", "must not be empty"));
         }
-        if up.user.is_empty() {
+        if self.user.is_empty() {
             return Err(invalid("upstream.user", "must not be empty"));
         }
-        let password = up.password.resolve("upstream.password", &base)?;
-        if up.tls == UpstreamTls::VerifyFull {
-            if let Some(ca) = &up.tls_ca_file {
-                if !rel(ca).is_file() {
-                    return Err(invalid(
-                        "upstream.tls_ca_file",
-                        format!("{} does not exist", rel(ca).display()),
-                    ));
-                }
+        let password = self
+            .password
+            .relative_to(base)
+            .resolve("upstream.password")?;
+        let tls_ca_file = match &self.tls_ca_file {
+            Some(ca) if self.tls == UpstreamTls::VerifyFull => {
+                Some(existing_file("upstream.tls_ca_file", base, ca)?)
             }
-        }
-        let upstream = Upstream {
-            host: up.host,
-            port: up.port.unwrap_or(5432),
-            user: up.user,
-            password,
-            databases: up.databases,
-            tls: up.tls,
-            tls_ca_file: up.tls_ca_file.as_ref().map(rel),
-            connect_timeout: up
-                .connect_timeout
-                .map(|d| d.0)
-                .unwrap_or(Duration::from_secs(10)),
-        };
-
-        let id = raw.identity;
-        let dev_issuer = match &id.dev_issuer {
-            Some(d) => {
-                let seed = SecretRef {
-                    file: Some(d.key_file.clone()),
-                    env: None,
-                }
-                .resolve("identity.dev_issuer.key_file", &base)?;
-                Some(DevIssuer {
-                    issuer: d
-                        .issuer
-                        .clone()
-                        .unwrap_or_else(|| DEFAULT_DEV_ISSUER.into()),
-                    seed_base64: seed,
-                    default_ttl: d
-                        .default_ttl
-                        .map(|t| t.0)
-                        .unwrap_or(Duration::from_secs(900)),
-                })
-            }
+            Some(ca) => Some(base.join(ca)),
             None => None,
         };
-        let source = match (&id.issuer, &id.jwks_file, &dev_issuer) {
+        Ok(Upstream {
+            host: self.host,
+            port: self.port.unwrap_or(5432),
+            user: self.user,
+            password,
+            databases: self.databases,
+            tls: self.tls,
+            tls_ca_file,
+            connect_timeout: duration_or(self.connect_timeout, 10),
+        })
+    }
+}
+
+impl IdentityProviderSection {
+    fn check(self, base: &Path) -> Result<IdentityProvider, ConfigError> {
+        let dev_issuer = self
+            .dev_issuer
+            .as_ref()
+            .map(|d| d.check(base))
+            .transpose()?;
+        let source = self.key_source(base, dev_issuer.is_some())?;
+        if self.audience.is_empty() {
+            return Err(invalid("identity.audience", "must not be empty"));
+        }
+        let groups_claim = self.groups_claim_path()?;
+        let algorithms = self.algorithms()?;
+        let leeway = duration_or(self.leeway, 30);
+        if leeway > Duration::from_secs(300) {
+            return Err(invalid("identity.leeway", "at most 5m"));
+        }
+        Ok(IdentityProvider {
+            source,
+            audience: self.audience,
+            groups_claim,
+            leeway,
+            algorithms,
+            jwks_min_refresh_interval: duration_or(self.jwks_min_refresh_interval, 10),
+            jwks_max_age: duration_or(self.jwks_max_age, 600),
+            dev_issuer,
+        })
+    }
+
+    /// OIDC discovery, a static JWKS file, or (alone) the development issuer.
+    fn key_source(&self, base: &Path, dev_issuer: bool) -> Result<KeySource, ConfigError> {
+        match (&self.issuer, &self.jwks_file, dev_issuer) {
             (Some(issuer), None, _) => {
                 check_issuer_url(issuer)?;
-                KeySource::Oidc {
+                Ok(KeySource::Oidc {
                     issuer: issuer.trim_end_matches('/').to_owned(),
-                }
+                })
             }
             (None, Some(file), _) => {
-                let issuer = id.expected_issuer.clone().ok_or_else(|| {
+                let issuer = self.expected_issuer.clone().ok_or_else(|| {
                     invalid(
                         "identity.expected_issuer",
                         "required with identity.jwks_file (the `iss` tokens must carry)",
                     )
                 })?;
-                if !rel(file).is_file() {
-                    return Err(invalid(
-                        "identity.jwks_file",
-                        format!("{} does not exist", rel(file).display()),
-                    ));
-                }
-                KeySource::JwksFile {
-                    path: rel(file),
-                    issuer,
-                }
+                let path = existing_file("identity.jwks_file", base, file)?;
+                Ok(KeySource::JwksFile { path, issuer })
             }
-            (None, None, Some(_)) => KeySource::DevIssuer,
-            (Some(_), Some(_), _) => {
-                return Err(invalid(
-                    "identity.issuer",
-                    "set either identity.issuer or identity.jwks_file, not both",
-                ))
-            }
-            (None, None, None) => {
-                return Err(invalid(
-                    "identity.issuer",
-                    "missing: set identity.issuer (OIDC), identity.jwks_file, or \
-                     [identity.dev_issuer] for local development",
-                ))
-            }
-        };
-        if id.audience.is_empty() {
-            return Err(invalid("identity.audience", "must not be empty"));
+            (None, None, true) => Ok(KeySource::DevIssuer),
+            (Some(_), Some(_), _) => Err(invalid(
+                "identity.issuer",
+                "set either identity.issuer or identity.jwks_file, not both",
+            )),
+            (None, None, false) => Err(invalid(
+                "identity.issuer",
+                "missing: set identity.issuer (OIDC), identity.jwks_file, or \
+                 [identity.dev_issuer] for local development",
+            )),
         }
-        let groups_claim: Vec<String> = id.groups_claim.split('.').map(str::to_owned).collect();
-        if groups_claim.iter().any(String::is_empty) {
+    }
+
+    /// `groups_claim` as a path into the token's claims (`realm_access.roles`).
+    fn groups_claim_path(&self) -> Result<Vec<String>, ConfigError> {
+        let path: Vec<String> = self.groups_claim.split('.').map(str::to_owned).collect();
+        if path.iter().any(String::is_empty) {
             return Err(invalid(
                 "identity.groups_claim",
                 format!(
                     "{:?} is not a claim path like `groups` or `realm_access.roles`",
-                    id.groups_claim
+                    self.groups_claim
                 ),
             ));
         }
-        let algorithms = match &id.algorithms {
-            None => ASYMMETRIC_ALGORITHMS.to_vec(),
-            Some(names) => {
-                let mut out = Vec::new();
-                for name in names {
-                    let alg: jsonwebtoken::Algorithm = name.parse().map_err(|_| {
-                        invalid("identity.algorithms", format!("unknown algorithm {name:?}"))
-                    })?;
-                    if !ASYMMETRIC_ALGORITHMS.contains(&alg) {
-                        return Err(invalid(
-                            "identity.algorithms",
-                            format!("{name} is symmetric; only public-key algorithms are accepted"),
-                        ));
-                    }
-                    out.push(alg);
-                }
-                if out.is_empty() {
-                    return Err(invalid("identity.algorithms", "must not be empty"));
-                }
-                out
-            }
-        };
-        let identity = Identity {
-            source,
-            audience: id.audience,
-            groups_claim,
-            leeway: id.leeway.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
-            algorithms,
-            jwks_min_refresh_interval: id
-                .jwks_min_refresh_interval
-                .map(|d| d.0)
-                .unwrap_or(Duration::from_secs(10)),
-            jwks_max_age: id
-                .jwks_max_age
-                .map(|d| d.0)
-                .unwrap_or(Duration::from_secs(600)),
-            dev_issuer,
-        };
-        if identity.leeway > Duration::from_secs(300) {
-            return Err(invalid("identity.leeway", "at most 5m"));
-        }
+        Ok(path)
+    }
 
-        if raw.role_mapping.is_empty() {
-            return Err(invalid(
-                "role_mapping",
-                "no [[role_mapping]] entries: nobody could log in",
-            ));
-        }
-        for m in &raw.role_mapping {
-            if m.group.is_empty() || m.role.is_empty() {
+    /// The accepted signature algorithms: public-key ones only.
+    fn algorithms(&self) -> Result<Vec<jsonwebtoken::Algorithm>, ConfigError> {
+        let Some(names) = &self.algorithms else {
+            return Ok(ASYMMETRIC_ALGORITHMS.to_vec());
+        };
+        let mut out = Vec::new();
+        for name in names {
+            let alg: jsonwebtoken::Algorithm = name.parse().map_err(|_| {
+                invalid("identity.algorithms", format!("unknown algorithm {name:?}"))
+            })?;
+            if !ASYMMETRIC_ALGORITHMS.contains(&alg) {
                 return Err(invalid(
-                    "role_mapping",
-                    "every entry needs `group` and `role`",
+                    "identity.algorithms",
+                    format!("{name} is symmetric; only public-key algorithms are accepted"),
                 ));
             }
-            for col in &m.unmask {
-                if col.split('.').count() != 3 || col.split('.').any(str::is_empty) {
-                    return Err(invalid(
-                        "role_mapping.unmask",
-                        format!("{col:?} is not \"schema.table.column\""),
-                    ));
-                }
+            out.push(alg);
+        }
+        if out.is_empty() {
+            return Err(invalid("identity.algorithms", "must not be empty"));
+        }
+        Ok(out)
+    }
+}
+
+impl DevIssuerSection {
+    fn check(&self, base: &Path) -> Result<DevIssuer, ConfigError> {
+        let seed =
+            SecretRef::file(base.join(&self.key_file)).resolve("identity.dev_issuer.key_file")?;
+        Ok(DevIssuer {
+            issuer: self
+                .issuer
+                .clone()
+                .unwrap_or_else(|| DEFAULT_DEV_ISSUER.into()),
+            seed_base64: seed,
+            default_ttl: duration_or(self.default_ttl, 900),
+        })
+    }
+}
+
+fn check_role_mapping(mappings: &[RoleMapping]) -> Result<(), ConfigError> {
+    if mappings.is_empty() {
+        return Err(invalid(
+            "role_mapping",
+            "no [[role_mapping]] entries: nobody could log in",
+        ));
+    }
+    for m in mappings {
+        if m.group.is_empty() || m.role.is_empty() {
+            return Err(invalid(
+                "role_mapping",
+                "every entry needs `group` and `role`",
+            ));
+        }
+        for col in &m.unmask {
+            if col.split('.').count() != 3 || col.split('.').any(str::is_empty) {
+                return Err(invalid(
+                    "role_mapping.unmask",
+                    format!("{col:?} is not \"schema.table.column\""),
+                ));
             }
         }
+    }
+    Ok(())
+}
 
-        let session_signing_seed = raw
-            .session
+impl SessionSection {
+    fn check(self, base: &Path) -> Result<SessionKeys, ConfigError> {
+        let signing_seed = self
             .signing_key
-            .resolve("session.signing_key", &base)?;
-        if let Err(e) = hoop_common::token::SessionSigner::from_seed_base64(
-            &raw.session.key_id,
-            &session_signing_seed,
-        ) {
+            .relative_to(base)
+            .resolve("session.signing_key")?;
+        if let Err(e) =
+            hoop_common::token::SessionSigner::from_seed_base64(&self.key_id, &signing_seed)
+        {
             return Err(invalid("session.signing_key", e.to_string()));
         }
-        if raw.session.key_id.is_empty() || raw.session.key_id.contains([':', ',', ' ']) {
+        if self.key_id.is_empty() || self.key_id.contains([':', ',', ' ']) {
             return Err(invalid(
                 "session.key_id",
                 "must be non-empty without ':', ',' or spaces",
             ));
         }
-        let admin = match raw.admin {
-            Some(a) => Some(
-                a.address
-                    .parse()
-                    .map_err(|e| invalid("admin.address", format!("{:?}: {e}", a.address)))?,
-            ),
-            None => None,
-        };
-        let policy = Policy::from_raw(raw.rules, &raw.policy, &base)?;
-        let audit = crate::audit::settings_from_toml(
-            raw.audit,
-            &base,
-            &session_signing_seed,
-            &raw.session.key_id,
-        )?;
-        let reviews = crate::reviews::settings(raw.reviews, &base)?;
-        Ok(Config {
-            path: path.to_owned(),
-            listen,
-            tls,
-            allow_plaintext: raw.listen.allow_plaintext,
-            max_message_bytes,
-            max_failed_logins: raw.listen.max_failed_logins.unwrap_or(5),
-            failed_login_window: raw
-                .listen
-                .failed_login_window
-                .map(|d| d.0)
-                .unwrap_or(Duration::from_secs(60)),
-            shutdown_grace: raw
-                .listen
-                .shutdown_grace
-                .map(|d| d.0)
-                .unwrap_or(Duration::from_secs(30)),
-            upstream,
-            identity,
-            role_mapping: raw.role_mapping,
-            session_key_id: raw.session.key_id,
-            session_signing_seed,
-            admin,
-            reviews,
-            audit,
-            policy,
+        Ok(SessionKeys {
+            key_id: self.key_id,
+            signing_seed,
         })
-    }
-
-    /// The first mapping (in file order) whose group the identity holds.
-    pub fn role_for(&self, groups: &[String]) -> Option<&RoleMapping> {
-        self.role_mapping
-            .iter()
-            .find(|m| groups.iter().any(|g| g == &m.group))
     }
 }
 
@@ -675,7 +675,12 @@ impl Policy {
             })?,
         };
         let token_key = match &section.token_key {
-            Some(secret) => Some(secret.resolve("policy.token_key", base)?.into_bytes()),
+            Some(secret) => Some(
+                secret
+                    .relative_to(base)
+                    .resolve("policy.token_key")?
+                    .into_bytes(),
+            ),
             None => None,
         };
         let content_masker = hoop_common::mask::Masker::new(strategy, token_key.as_deref())
@@ -787,6 +792,53 @@ key_id = "k1"
             err.contains("upstream.password") && err.contains("missing-file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn every_section_spells_secrets_one_way_and_names_the_key() {
+        let dir = tempdir("secrets");
+        let load = |extra: &str| {
+            Config::from_toml(
+                &format!("{}\n{extra}", sample(&dir)),
+                &dir.join("hoop.toml"),
+            )
+        };
+        for (old, new) in [
+            ("[audit]\npassword_file = \"pw\"", "password = { file = "),
+            ("[reviews]\npassword_env = \"PW\"", "password = { env = "),
+            ("[reviews.webhook]\nurl_file = \"url\"", "url = { file = "),
+        ] {
+            let err = load(old).unwrap_err().to_string();
+            assert!(err.contains(new), "{old}: {err}");
+        }
+
+        let cfg = load(
+            "[audit]\nstore = \"postgres\"\nurl = \"host=127.0.0.1 dbname=a\"\n\
+             password = { file = \"pw\" }\n\
+             [reviews]\nstore = \"postgres\"\nurl = \"host=127.0.0.1 dbname=r\"\n\
+             password = { file = \"pw\" }\n",
+        )
+        .unwrap();
+        // Relative to the configuration file, like every other path.
+        assert_eq!(
+            cfg.audit.store.password,
+            Some(SecretRef::file(dir.join("pw")))
+        );
+        assert_eq!(cfg.reviews.password, Some(SecretRef::file(dir.join("pw"))));
+
+        let err = load("[audit]\ncheckpoint_interval = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("checkpoint_interval") && err.contains("\"soon\" is not a duration"),
+            "{err}"
+        );
+        let err = load("[audit]\ncheckpoint_key = { env = \"HOOP_TEST_UNSET_CK\" }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`audit.checkpoint_key`"), "{err}");
+        let err = load("[reviews]\nexpiry = \"1ms\"").unwrap_err().to_string();
+        assert!(err.contains("`reviews.expiry`"), "{err}");
     }
 
     #[test]

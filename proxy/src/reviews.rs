@@ -1,41 +1,22 @@
-//! The gateway's side of just-in-time approvals: the `[reviews]`
-//! configuration, the hub (with the policy that vets a reviewer's
+//! The gateway's side of just-in-time approvals: the hub (with the policy that vets a reviewer's
 //! replacement statement and the audit chain every change goes through),
 //! reviewer authentication with the gateway's own token rules, and
 //! `hoop reviews list|show|approve|deny|modify`.
 //!
-//! Holding, review state, the API and the page are `hoop-reviews`.
+//! Holding, review state, the API, the page and the `[reviews]` section
+//! are `hoop-reviews`.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use hoop_audit::AuditStore;
 use hoop_policy::{PolicyContext, RuleSet};
 use hoop_reviews::cli::CliError;
-use hoop_reviews::{
-    AuthError, HubError, PolicyCheck, Review, ReviewHub, Reviewer, ReviewerAuth, ReviewsConfig,
-};
+use hoop_reviews::{AuthError, HubError, PolicyCheck, Review, ReviewHub, Reviewer, ReviewerAuth};
 
 use crate::audit::ReviewEventsToAudit;
-use crate::config::{Config, ConfigError};
-use crate::server::Context;
-
-/// Checks `[reviews]` and takes its relative paths from the configuration's
-/// directory.
-pub(crate) fn settings(
-    mut reviews: ReviewsConfig,
-    base: &Path,
-) -> Result<ReviewsConfig, ConfigError> {
-    reviews.password_file = reviews.password_file.map(|p| base.join(p));
-    if let Some(webhook) = &mut reviews.webhook {
-        webhook.url_file = webhook.url_file.take().map(|p| base.join(p));
-    }
-    reviews
-        .validate()
-        .map_err(|e| ConfigError::Section(e.to_string()))?;
-    Ok(reviews)
-}
+use crate::auth::{Authenticator, TokenError};
+use crate::config::Config;
 
 /// Vets a replacement statement: a modification may not smuggle in a
 /// statement the rules block. A replacement that would itself need review
@@ -47,9 +28,10 @@ fn policy_check(rules: Arc<RuleSet>) -> PolicyCheck {
     // on protected tables do not match here.
     let context = PolicyContext::default();
     Arc::new(move |sql: &str, review: &Review| {
-        let identity = hoop_policy::Identity {
+        let identity = hoop_common::identity::Identity {
             subject: review.subject.clone(),
             groups: review.groups.clone(),
+            ..Default::default()
         };
         let classified = hoop_policy::classify(sql);
         match hoop_policy::decide_all(&classified, &identity, &context, &rules) {
@@ -72,17 +54,17 @@ pub async fn open_hub(config: &Config, audit: AuditStore) -> Result<ReviewHub, H
 /// Reviewers sign in with the same kind of token agents use: verified by
 /// the gateway's [`crate::auth::Authenticator`] (issuer, audience, expiry,
 /// algorithms); the groups decide who may review.
-pub struct ReviewerTokens(pub Arc<Context>);
+pub struct ReviewerTokens(pub Arc<Authenticator>);
 
 #[async_trait]
 impl ReviewerAuth for ReviewerTokens {
     async fn authenticate(&self, bearer: &str) -> Result<Reviewer, AuthError> {
-        match self.0.auth.verify(bearer).await {
-            Ok(identity) => Ok(Reviewer {
-                subject: identity.subject,
-                groups: identity.groups,
+        match self.0.verify(bearer).await {
+            Ok(verified) => Ok(Reviewer {
+                subject: verified.identity.subject,
+                groups: verified.identity.groups,
             }),
-            Err(crate::auth::AuthError::Expired) => Err(AuthError::Expired),
+            Err(TokenError::Expired) => Err(AuthError::Expired),
             Err(e) => Err(AuthError::Invalid(e.to_string())),
         }
     }

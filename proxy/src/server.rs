@@ -1,6 +1,9 @@
-//! The listener: accepts clients, runs handshake → upstream login → session
+//! The listener: accepts clients, runs handshake → login → upstream session
 //! setup → relay for each, and shuts down gracefully (stop accepting, let
 //! in-flight statements finish within the grace period, then close).
+//!
+//! The top of the gateway: it wires the other modules together, and no
+//! module imports it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,26 +17,29 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use hoop_audit::{AuditStore, Event, SessionEnd, SessionStart, Timestamp};
+use hoop_audit::{AuditStore, EndReason, Event, SessionEnd, SessionStart, Timestamp};
 use hoop_reviews::ReviewHub;
 
 use crate::auth::Authenticator;
-use crate::cancel::{CancelRegistry, CancelTarget};
+use crate::cancel::{CancelRegistry, CancelTarget, GatewayKey};
 use crate::config::Config;
-use crate::handshake::{self, Ended, LoginLimiter};
+use crate::handshake::{self, Ended, Negotiated};
+use crate::login::{self, Admitted, LoginChecks, LoginLimiter};
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::protocol::{put_error, put_message, Severity};
 use crate::relay::gate::{Gate, GateSession};
 use crate::relay::policy::PolicyInspector;
-use crate::relay::{Relay, RelaySession};
-use crate::upstream;
+use crate::relay::{Relay, RelayEnd, RelaySession};
+use crate::tls::PgStream;
+use crate::upstream::{self, Upstream, UpstreamError};
 
 /// Everything connections share.
-pub struct Context {
+pub(crate) struct Context {
     pub config: Config,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub upstream_tls: Option<tokio_rustls::TlsConnector>,
-    pub auth: Authenticator,
+    /// Shared with the review API, which verifies reviewers' tokens with it.
+    pub auth: Arc<Authenticator>,
     pub signer: SessionSigner,
     pub cancel: CancelRegistry,
     pub login_limiter: LoginLimiter,
@@ -83,63 +89,14 @@ impl Gateway {
         let signer =
             SessionSigner::from_seed_base64(&config.session_key_id, &config.session_signing_seed)
                 .map_err(|e| ServeError::Signer(e.to_string()))?;
-        let auth = Authenticator::new(config.identity.clone())?;
+        let auth = Arc::new(Authenticator::new(config.identity.clone())?);
         if let Err(e) = auth.warm_up().await {
             tracing::warn!(error = %e, "identity provider not reachable yet; logins retry it");
         }
         let audit = crate::audit::open_store(&config.audit)
             .await
             .map_err(|e| ServeError::Audit(e.to_string()))?;
-        let started = async {
-            audit
-                .record_event(&Event::ConfigReloaded {
-                    source: config.path.display().to_string(),
-                    ok: true,
-                    detail: Some("loaded at start".into()),
-                })
-                .await
-                .map_err(|e| ServeError::Audit(e.to_string()))?;
-            let reviews = crate::reviews::open_hub(&config, audit.clone())
-                .await
-                .map_err(|e| ServeError::Reviews(e.to_string()))?;
-            let listener =
-                TcpListener::bind(config.listen)
-                    .await
-                    .map_err(|source| ServeError::Bind {
-                        addr: config.listen,
-                        source,
-                    })?;
-            let admin = match config.admin {
-                Some(addr) => Some(
-                    TcpListener::bind(addr)
-                        .await
-                        .map_err(|source| ServeError::Bind { addr, source })?,
-                ),
-                None => None,
-            };
-            audit
-                .record_event(&Event::GatewayStarted {
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                })
-                .await
-                .map_err(|e| ServeError::Audit(e.to_string()))?;
-            if !config.audit.record_statements {
-                tracing::warn!(
-                    "[audit] record_statements = false: statements are NOT recorded one by one; \
-                     this is for measuring the cost of recording, not for a PCI environment"
-                );
-                audit
-                    .record_event(&Event::RecordingStopped {
-                        reason:
-                            "per-statement records turned off ([audit] record_statements = false)"
-                                .to_owned(),
-                    })
-                    .await
-                    .map_err(|e| ServeError::Audit(e.to_string()))?;
-            }
-            Ok::<_, ServeError>((reviews, listener, admin))
-        };
-        let (reviews, listener, admin) = match started.await {
+        let (reviews, listener, admin) = match start_recorded(&config, &audit).await {
             Ok(started) => started,
             Err(e) => {
                 if let Err(close) = audit.close("the gateway failed to start").await {
@@ -186,7 +143,7 @@ impl Gateway {
         let admin_task = admin.map(|l| {
             let router = crate::admin::router(ctx.metrics.clone()).merge(hoop_reviews::router(
                 ctx.reviews.clone(),
-                Arc::new(crate::reviews::ReviewerTokens(ctx.clone())),
+                Arc::new(crate::reviews::ReviewerTokens(ctx.auth.clone())),
             ));
             let mut rx = stop_rx.clone();
             tokio::spawn(crate::admin::serve(l, router, async move {
@@ -258,10 +215,80 @@ impl Gateway {
     }
 }
 
+/// With the audit trail open: record the configuration, open the review
+/// hub, bind the listeners, record the start. An error leaves nothing
+/// listening; the caller closes the trail.
+async fn start_recorded(
+    config: &Config,
+    audit: &AuditStore,
+) -> Result<(ReviewHub, TcpListener, Option<TcpListener>), ServeError> {
+    record(
+        audit,
+        Event::ConfigReloaded {
+            source: config.path.display().to_string(),
+            ok: true,
+            detail: Some("loaded at start".into()),
+        },
+    )
+    .await?;
+    let reviews = crate::reviews::open_hub(config, audit.clone())
+        .await
+        .map_err(|e| ServeError::Reviews(e.to_string()))?;
+    let (listener, admin) = bind_listeners(config).await?;
+    record(
+        audit,
+        Event::GatewayStarted {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        },
+    )
+    .await?;
+    if !config.audit.record_statements {
+        tracing::warn!(
+            "[audit] record_statements = false: statements are NOT recorded one by one; \
+             this is for measuring the cost of recording, not for a PCI environment"
+        );
+        record(
+            audit,
+            Event::RecordingStopped {
+                reason: "per-statement records turned off ([audit] record_statements = false)"
+                    .to_owned(),
+            },
+        )
+        .await?;
+    }
+    Ok((reviews, listener, admin))
+}
+
+async fn record(audit: &AuditStore, event: Event) -> Result<(), ServeError> {
+    audit
+        .record_event(&event)
+        .await
+        .map_err(|e| ServeError::Audit(e.to_string()))
+}
+
+/// The client listener and, when `[admin]` is set, the admin listener.
+async fn bind_listeners(config: &Config) -> Result<(TcpListener, Option<TcpListener>), ServeError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let admin = match config.admin {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
+    Ok((listener, admin))
+}
+
 /// Completes on SIGINT or SIGTERM. The handlers are installed when this is
 /// called (not when first polled), so a signal during start-up is not lost
 /// and does not kill the process half-way.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
     let int = signal(SignalKind::interrupt());
     let term = signal(SignalKind::terminate());
@@ -299,6 +326,58 @@ impl Drop for ActiveGuard {
     }
 }
 
+impl Context {
+    fn login_checks(&self) -> LoginChecks<'_> {
+        LoginChecks {
+            config: &self.config,
+            auth: &self.auth,
+            limiter: &self.login_limiter,
+            audit: &self.audit,
+        }
+    }
+
+    /// Sends a CancelRequest for `target` to the database.
+    async fn cancel_upstream(&self, target: &CancelTarget) -> std::io::Result<()> {
+        crate::cancel::send_cancel(&self.config.upstream, self.upstream_tls.as_ref(), target).await
+    }
+}
+
+/// A client that proved who it is and may use a role.
+struct Login {
+    stream: PgStream,
+    admitted: Admitted,
+}
+
+/// The handshake, then either a forwarded cancel or a login.
+async fn handshake_and_login(
+    ctx: &Context,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Result<Result<Login, Ended>, handshake::HandshakeError> {
+    match handshake::negotiate(tcp, ctx.tls.as_ref()).await? {
+        Err(ended) => Ok(Err(ended)),
+        Ok(Negotiated::Cancel { pid, secret }) => {
+            crate::cancel::forward(
+                &ctx.cancel,
+                &ctx.config.upstream,
+                ctx.upstream_tls.as_ref(),
+                pid,
+                &secret,
+            )
+            .await;
+            Ok(Err(Ended::Quietly))
+        }
+        Ok(Negotiated::Startup {
+            mut stream,
+            startup,
+        }) => Ok(
+            login::admit(&ctx.login_checks(), &mut stream, peer, startup)
+                .await?
+                .map(|admitted| Login { stream, admitted }),
+        ),
+    }
+}
+
 async fn handle(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
     let _ = tcp.set_nodelay(true);
     ctx.metrics.connections.inc();
@@ -309,7 +388,7 @@ async fn handle(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr, stop: watch
     async move {
         let handshake = tokio::time::timeout(
             std::time::Duration::from_secs(60),
-            handshake::accept(&ctx, tcp, peer),
+            handshake_and_login(&ctx, tcp, peer),
         )
         .await;
         let login = match handshake {
@@ -325,8 +404,8 @@ async fn handle(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr, stop: watch
             Ok(Ok(Err(Ended::Refused(outcome, reason)))) => {
                 ctx.metrics.login(outcome);
                 tracing::info!(%reason, "connection refused");
-                // Token and role refusals are recorded by the handshake,
-                // which knows the user name.
+                // Token and role refusals are recorded by the login, which
+                // knows the user name.
                 if !matches!(outcome, LoginOutcome::bad_token | LoginOutcome::no_role) {
                     let event = Event::LoginFailed {
                         client_addr: peer.to_string(),
@@ -348,12 +427,33 @@ async fn handle(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr, stop: watch
     .await
 }
 
+/// Why a session ended, as recorded.
+fn end_reason(end: &RelayEnd) -> (EndReason, Option<String>) {
+    match end {
+        RelayEnd::ClientTerminated => (EndReason::ClientQuit, None),
+        RelayEnd::ClientGone { mid_statement } => (
+            EndReason::ClientQuit,
+            mid_statement.then(|| "the client disconnected during a statement".to_owned()),
+        ),
+        RelayEnd::ServerClosed => (
+            EndReason::Error,
+            Some("the database closed the connection".into()),
+        ),
+        RelayEnd::TokenExpired => (EndReason::TokenExpired, None),
+        RelayEnd::ShutDown => (EndReason::Shutdown, None),
+        RelayEnd::ProtocolViolation(what) => (
+            EndReason::Error,
+            Some(format!("protocol violation: {what}")),
+        ),
+        RelayEnd::AuditUnavailable => (
+            EndReason::Error,
+            Some("a statement could not be recorded in the audit trail".into()),
+        ),
+    }
+}
+
 /// Records the end of a session that was recorded as started.
-async fn record_session_end(
-    ctx: &Context,
-    sid: &str,
-    end: (hoop_audit::EndReason, Option<String>),
-) {
+async fn record_session_end(ctx: &Context, sid: &str, end: (EndReason, Option<String>)) {
     let (reason, detail) = end;
     let end = SessionEnd {
         session_id: sid.to_owned(),
@@ -366,86 +466,92 @@ async fn record_session_end(
     }
 }
 
-async fn session(
-    ctx: &Context,
-    login: handshake::Login,
-    sid: String,
-    peer: SocketAddr,
-    stop: watch::Receiver<bool>,
-) {
-    let handshake::Login {
-        stream: mut client,
-        admitted,
-    } = login;
-    let identity = &admitted.identity;
-    let span = tracing::Span::current();
-    span.record("sub", identity.subject.as_str());
-    span.record("role", admitted.mapping.role.as_str());
+/// Tells the client why its session cannot start (a FATAL error) and closes.
+async fn refuse_session(client: &mut PgStream, code: &str, message: &str) {
+    let mut out = BytesMut::new();
+    put_error(&mut out, Severity::Fatal, code, message);
+    let _ = client.write_all(&out).await;
+    let _ = client.shutdown().await;
+}
 
-    let setup = async {
-        let mut up = upstream::connect(
-            &ctx.config.upstream,
-            ctx.upstream_tls.as_ref(),
-            &admitted.database,
-            &admitted.params,
-        )
-        .await?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let claims = SessionClaims {
-            v: TOKEN_VERSION,
-            kid: ctx.signer.kid().to_owned(),
-            sid: sid.clone(),
-            sub: identity.subject.clone(),
-            groups: identity.groups.clone(),
-            role: admitted.mapping.role.clone(),
-            db: admitted.database.clone(),
-            pid: up.pid,
-            unmask: admitted.mapping.unmask.clone(),
-            iat: now,
-            exp: identity.expires_at,
-        };
-        let token = ctx.signer.sign(&claims);
-        let later = upstream::start_session(&mut up, &admitted.mapping.role, &token).await?;
-        let masked = upstream::load_masked_columns(&mut up).await?;
-        if masked.is_none() {
-            tracing::warn!(
-                "database has no hoop.masked_columns (extension not installed): \
-                 no declared columns, content detection only"
-            );
-        }
-        let inspector = PolicyInspector::for_session(
-            &ctx.config.policy,
-            hoop_policy::Identity {
-                subject: identity.subject.clone(),
-                groups: identity.groups.clone(),
-            },
-            &admitted.mapping.unmask,
-            masked.as_deref(),
-        )
-        .map_err(|e| upstream::UpstreamError::Masking(e.to_string()))?;
-        Ok::<_, upstream::UpstreamError>((up, later, inspector))
+/// The upstream connection turned into this client's session.
+struct UpstreamSession {
+    up: Upstream,
+    /// ParameterStatus frames the session setup produced.
+    later_status: Vec<crate::protocol::Frame>,
+    inspector: PolicyInspector,
+}
+
+/// Logs in upstream as the gateway role, hands the database the signed
+/// session (`SET ROLE`, `hoop.session`), and learns which columns it masks.
+async fn open_upstream_session(
+    ctx: &Context,
+    admitted: &Admitted,
+    sid: &str,
+) -> Result<UpstreamSession, UpstreamError> {
+    let mut up = upstream::connect(
+        &ctx.config.upstream,
+        ctx.upstream_tls.as_ref(),
+        &admitted.database,
+        &admitted.params,
+    )
+    .await?;
+    let token = sign_session(ctx, admitted, sid, up.pid);
+    let later_status = upstream::start_session(&mut up, &admitted.mapping.role, &token).await?;
+    let masked = upstream::load_masked_columns(&mut up).await?;
+    if masked.is_none() {
+        tracing::warn!(
+            "database has no hoop.masked_columns (extension not installed): \
+             no declared columns, content detection only"
+        );
+    }
+    let inspector = PolicyInspector::for_session(
+        &ctx.config.policy,
+        admitted.identity.clone(),
+        &admitted.mapping.unmask,
+        masked.as_deref(),
+    )
+    .map_err(|e| UpstreamError::Masking(e.to_string()))?;
+    Ok(UpstreamSession {
+        up,
+        later_status,
+        inspector,
+    })
+}
+
+/// The signed session token for backend `pid`: the extension checks it.
+fn sign_session(ctx: &Context, admitted: &Admitted, sid: &str, pid: i32) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let claims = SessionClaims {
+        v: TOKEN_VERSION,
+        kid: ctx.signer.kid().to_owned(),
+        sid: sid.to_owned(),
+        sub: admitted.identity.subject.clone(),
+        groups: admitted.identity.groups.clone(),
+        role: admitted.mapping.role.clone(),
+        db: admitted.database.clone(),
+        pid,
+        unmask: admitted.mapping.unmask.clone(),
+        iat: now,
+        exp: admitted.expires_at,
     };
-    let (up, later_status, inspector) = match setup.await {
-        Ok(v) => v,
-        Err(e) => {
-            ctx.metrics.login(LoginOutcome::upstream_error);
-            tracing::warn!(error = %e, "upstream session setup failed");
-            let (code, message) = e.for_client();
-            let mut out = BytesMut::new();
-            put_error(&mut out, Severity::Fatal, &code, &message);
-            let _ = client.write_all(&out).await;
-            let _ = client.shutdown().await;
-            return;
-        }
-    };
-    // No access without a record: the session is in the audit trail before
-    // the client learns it is logged in.
+    ctx.signer.sign(&claims)
+}
+
+/// No access without a record: the session is in the audit trail before
+/// the client learns it is logged in.
+async fn record_session_start(
+    ctx: &Context,
+    admitted: &Admitted,
+    sid: &str,
+    peer: SocketAddr,
+) -> Result<(), hoop_audit::AuditError> {
     let start = SessionStart {
-        session_id: sid.clone(),
-        identity: crate::audit::identity_of(&ctx.config, identity),
+        session_id: sid.to_owned(),
+        identity: admitted.identity.clone(),
         client_addr: peer.to_string(),
         application_name: admitted
             .params
@@ -456,41 +562,26 @@ async fn session(
         database: admitted.database.clone(),
         started_at: Timestamp::now(),
     };
-    if let Err(e) = ctx.audit.begin_session(&start).await {
-        ctx.metrics.login(LoginOutcome::refused);
-        tracing::error!(error = %e, "the audit store cannot record the session; refusing it");
-        let mut out = BytesMut::new();
-        put_error(
-            &mut out,
-            Severity::Fatal,
-            "58000",
-            "the gateway cannot record this session in its audit trail, so it refuses access; \
-             try again later",
-        );
-        let _ = client.write_all(&out).await;
-        let _ = client.shutdown().await;
-        return;
-    }
-    ctx.metrics.login(LoginOutcome::ok);
-    let gone_early = || {
-        (
-            hoop_audit::EndReason::ClientQuit,
-            Some("the client left before the session was ready".to_owned()),
-        )
-    };
+    ctx.audit.begin_session(&start).await
+}
 
-    let target = CancelTarget {
-        pid: up.pid,
-        secret: up.secret.clone(),
-        cancels: Arc::new(tokio::sync::watch::channel(0).0),
-    };
-    let key = ctx.cancel.register(target.clone());
-
-    // AuthenticationOk, the server's parameters (filtered), our key, ready.
+/// AuthenticationOk, the server's parameters (filtered), the gateway's own
+/// cancel key, ReadyForQuery. `Err` says why the session is over already.
+async fn greet_client(
+    client: &mut PgStream,
+    session: &UpstreamSession,
+    role: &str,
+    key: GatewayKey,
+) -> Result<(), (EndReason, Option<String>)> {
     let mut out = BytesMut::new();
     out.extend_from_slice(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]);
-    for frame in up.parameter_status.iter().chain(later_status.iter()) {
-        if let Some(bytes) = upstream::filter_parameter_status(frame, &admitted.mapping.role) {
+    for frame in session
+        .up
+        .parameter_status
+        .iter()
+        .chain(session.later_status.iter())
+    {
+        if let Some(bytes) = upstream::filter_parameter_status(frame, role) {
             out.extend_from_slice(&bytes);
         }
     }
@@ -499,23 +590,112 @@ async fn session(
         pgwire::messages::startup::SecretKey::I32(key.secret),
     );
     if put_message(&mut out, &key_msg).is_err() {
-        ctx.cancel.unregister(key);
-        let detail = Some("cannot encode BackendKeyData".to_owned());
-        record_session_end(ctx, &sid, (hoop_audit::EndReason::Error, detail)).await;
-        return;
+        return Err((
+            EndReason::Error,
+            Some("cannot encode BackendKeyData".to_owned()),
+        ));
     }
     out.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
     if client.write_all(&out).await.is_err() || client.flush().await.is_err() {
-        ctx.cancel.unregister(key);
-        record_session_end(ctx, &sid, gone_early()).await;
+        return Err((
+            EndReason::ClientQuit,
+            Some("the client left before the session was ready".to_owned()),
+        ));
+    }
+    Ok(())
+}
+
+/// One logged-in client, from the upstream session to its recorded end.
+async fn session(
+    ctx: &Context,
+    login: Login,
+    sid: String,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    let Login {
+        stream: mut client,
+        admitted,
+    } = login;
+    let span = tracing::Span::current();
+    span.record("sub", admitted.identity.subject.as_str());
+    span.record("role", admitted.mapping.role.as_str());
+
+    let upstream_session = match open_upstream_session(ctx, &admitted, &sid).await {
+        Ok(session) => session,
+        Err(e) => {
+            ctx.metrics.login(LoginOutcome::upstream_error);
+            tracing::warn!(error = %e, "upstream session setup failed");
+            let (code, message) = e.for_client();
+            refuse_session(&mut client, &code, &message).await;
+            return;
+        }
+    };
+    if let Err(e) = record_session_start(ctx, &admitted, &sid, peer).await {
+        ctx.metrics.login(LoginOutcome::refused);
+        tracing::error!(error = %e, "the audit store cannot record the session; refusing it");
+        refuse_session(
+            &mut client,
+            "58000",
+            "the gateway cannot record this session in its audit trail, so it refuses access; \
+             try again later",
+        )
+        .await;
         return;
     }
-    tracing::info!(database = %admitted.database, upstream_pid = up.pid, "session started");
+    ctx.metrics.login(LoginOutcome::ok);
 
+    let target = CancelTarget {
+        pid: upstream_session.up.pid,
+        secret: upstream_session.up.secret.clone(),
+        cancels: Arc::new(tokio::sync::watch::channel(0).0),
+    };
+    let key = ctx.cancel.register(target.clone());
+    let greeted = greet_client(&mut client, &upstream_session, &admitted.mapping.role, key).await;
+    if let Err(end) = greeted {
+        ctx.cancel.unregister(key);
+        record_session_end(ctx, &sid, end).await;
+        return;
+    }
+    tracing::info!(database = %admitted.database, upstream_pid = upstream_session.up.pid, "session started");
+
+    let gate_session = GateSession {
+        session_id: sid.clone(),
+        subject: admitted.identity.subject.clone(),
+        groups: admitted.identity.groups.clone(),
+        role: admitted.mapping.role.clone(),
+        client_addr: peer.to_string(),
+    };
+    let end = relay(
+        ctx,
+        client,
+        admitted,
+        upstream_session,
+        target,
+        gate_session,
+        stop,
+    )
+    .await;
+    ctx.cancel.unregister(key);
+    record_session_end(ctx, &sid, end_reason(&end)).await;
+    tracing::info!(?end, "session ended");
+}
+
+/// The steady state: statements through the gate until one side ends it.
+async fn relay(
+    ctx: &Context,
+    client: PgStream,
+    admitted: Admitted,
+    upstream_session: UpstreamSession,
+    target: CancelTarget,
+    gate_session: GateSession,
+    stop: watch::Receiver<bool>,
+) -> RelayEnd {
+    let UpstreamSession { up, inspector, .. } = upstream_session;
     let relay = Relay {
         session: RelaySession {
             mapped_role: admitted.mapping.role.clone(),
-            expires_at: identity.expires_at,
+            expires_at: admitted.expires_at,
             upstream: target.clone(),
             max_message_bytes: ctx.config.max_message_bytes,
         },
@@ -529,28 +709,17 @@ async fn session(
             ctx.config.audit.record_statements,
             ctx.config.audit.store.record_rows,
             ctx.config.policy.content_masker.clone(),
-            GateSession {
-                session_id: sid.clone(),
-                subject: identity.subject.clone(),
-                groups: identity.groups.clone(),
-                role: admitted.mapping.role.clone(),
-                client_addr: peer.to_string(),
-            },
+            gate_session,
             target.cancels.subscribe(),
         )),
     };
     let cancel = async {
-        if let Err(e) =
-            crate::cancel::send_cancel(&ctx.config.upstream, ctx.upstream_tls.as_ref(), &target)
-                .await
-        {
+        if let Err(e) = ctx.cancel_upstream(&target).await {
             tracing::warn!(error = %e, "cancelling the abandoned statement failed");
         }
     };
     let (end, _) = relay
         .run(client, admitted.pending, up.stream, up.read_buf, cancel)
         .await;
-    ctx.cancel.unregister(key);
-    record_session_end(ctx, &sid, crate::audit::end_reason(&end)).await;
-    tracing::info!(?end, "session ended");
+    end
 }

@@ -7,11 +7,11 @@ use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::config::Upstream as UpstreamConfig;
 use crate::protocol::{self, error_summary, split_frame, take_cstr, take_i32, Frame};
 use crate::tls::PgStream;
+use crate::transport::{open_transport, TransportError};
 
 /// Startup parameters a client may pass through to the database. Anything
 /// else is dropped. `options` arrives here only as the handshake rewrote it:
@@ -34,13 +34,8 @@ pub const FORWARDED_PARAMETERS: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("cannot reach the database at {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("TLS to the database failed: {0}")]
-    Tls(String),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
     #[error("the database refused the gateway login: {code} {message}")]
     Login { code: String, message: String },
     #[error("the database reported {code}: {message}")]
@@ -63,7 +58,7 @@ impl UpstreamError {
                 "08004".into(),
                 "the gateway could not log in to the database; the operator has the details in the gateway log".into(),
             ),
-            UpstreamError::Connect { .. } | UpstreamError::Tls(_) | UpstreamError::Io(_) => (
+            UpstreamError::Transport(_) | UpstreamError::Io(_) => (
                 "08006".into(),
                 "the gateway could not reach the database; try again shortly".into(),
             ),
@@ -91,51 +86,6 @@ pub struct Upstream {
     pub parameter_status: Vec<Frame>,
 }
 
-/// Opens TCP (and TLS if configured) to the database.
-pub async fn open_transport(
-    config: &UpstreamConfig,
-    connector: Option<&tokio_rustls::TlsConnector>,
-) -> Result<PgStream, UpstreamError> {
-    let addr = format!("{}:{}", config.host, config.port);
-    let tcp = tokio::time::timeout(
-        config.connect_timeout,
-        TcpStream::connect((config.host.as_str(), config.port)),
-    )
-    .await
-    .map_err(|_| UpstreamError::Connect {
-        addr: addr.clone(),
-        source: std::io::ErrorKind::TimedOut.into(),
-    })?
-    .map_err(|source| UpstreamError::Connect {
-        addr: addr.clone(),
-        source,
-    })?;
-    tcp.set_nodelay(true)?;
-    let Some(connector) = connector else {
-        return Ok(PgStream::Plain(tcp));
-    };
-    let mut tcp = tcp;
-    let mut req = BytesMut::new();
-    frontend::ssl_request(&mut req);
-    tcp.write_all(&req).await?;
-    let answer = tcp.read_u8().await?;
-    if answer != b'S' {
-        return Err(UpstreamError::Tls(format!(
-            "{addr} does not accept TLS (answered {:?})",
-            answer as char
-        )));
-    }
-    let name = rustls_pki_types::ServerName::try_from(config.host.clone())
-        .map_err(|e| UpstreamError::Tls(format!("{}: {e}", config.host)))?;
-    let tls = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| UpstreamError::Tls(e.to_string()))?;
-    Ok(PgStream::Tls(Box::new(tokio_rustls::TlsStream::Client(
-        tls,
-    ))))
-}
-
 async fn read_frame(stream: &mut PgStream, buf: &mut BytesMut) -> Result<Frame, UpstreamError> {
     loop {
         if let Some(frame) = split_frame(buf, protocol::DEFAULT_MAX_MESSAGE_BYTES)
@@ -155,7 +105,9 @@ fn server_error(frame: &Frame) -> UpstreamError {
     UpstreamError::Server { code, message }
 }
 
-/// Connects and authenticates as the gateway role.
+/// Connects and authenticates as the gateway role: the StartupMessage,
+/// the SCRAM exchange, then the server's parameters and key until
+/// ReadyForQuery.
 pub async fn connect(
     config: &UpstreamConfig,
     connector: Option<&tokio_rustls::TlsConnector>,
@@ -163,19 +115,12 @@ pub async fn connect(
     client_params: &[(String, String)],
 ) -> Result<Upstream, UpstreamError> {
     let mut stream = open_transport(config, connector).await?;
-    let mut params: Vec<(&str, &str)> = vec![("user", &config.user), ("database", database)];
-    for (name, value) in client_params {
-        if FORWARDED_PARAMETERS.contains(&name.as_str()) {
-            params.push((name, value));
-        }
-    }
-    let mut out = BytesMut::new();
-    frontend::startup_message(params.iter().copied(), &mut out)?;
-    stream.write_all(&out).await?;
-    stream.flush().await?;
-
+    send_startup(&mut stream, &config.user, database, client_params).await?;
     let mut buf = BytesMut::with_capacity(8192);
-    let mut scram: Option<ScramSha256> = None;
+    let mut login = ScramLogin {
+        password: &config.password,
+        scram: None,
+    };
     let mut pid = 0;
     let mut secret = bytes::Bytes::new();
     let mut parameter_status = Vec::new();
@@ -183,62 +128,9 @@ pub async fn connect(
         let frame = read_frame(&mut stream, &mut buf).await?;
         match frame.tag() {
             b'R' => {
-                let (code, data) = take_i32(frame.body()).ok_or_else(|| {
-                    UpstreamError::Protocol("short authentication message".into())
-                })?;
-                out.clear();
-                match code {
-                    0 => {}
-                    10 => {
-                        let mut mechanisms = Vec::new();
-                        let mut rest = data;
-                        while let Some((m, tail)) = take_cstr(rest) {
-                            if m.is_empty() {
-                                break;
-                            }
-                            mechanisms.push(String::from_utf8_lossy(m).into_owned());
-                            rest = tail;
-                        }
-                        if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
-                            return Err(UpstreamError::Login {
-                                code: "28000".into(),
-                                message: format!("server offers SASL {mechanisms:?}, not SCRAM-SHA-256"),
-                            });
-                        }
-                        let s = ScramSha256::new(config.password.as_bytes(), ChannelBinding::unsupported());
-                        frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
-                        scram = Some(s);
-                    }
-                    11 => {
-                        let s = scram
-                            .as_mut()
-                            .ok_or_else(|| UpstreamError::Protocol("SASL continue before start".into()))?;
-                        s.update(data).map_err(|e| UpstreamError::Login {
-                            code: "28000".into(),
-                            message: format!("SCRAM: {e}"),
-                        })?;
-                        frontend::sasl_response(s.message(), &mut out)?;
-                    }
-                    12 => {
-                        let s = scram
-                            .as_mut()
-                            .ok_or_else(|| UpstreamError::Protocol("SASL final before start".into()))?;
-                        s.finish(data).map_err(|e| UpstreamError::Login {
-                            code: "28000".into(),
-                            message: format!("SCRAM server signature: {e}"),
-                        })?;
-                    }
-                    other => {
-                        return Err(UpstreamError::Login {
-                            code: "28000".into(),
-                            message: format!(
-                                "server asked for authentication method {other}; configure scram-sha-256 for the gateway role in pg_hba.conf"
-                            ),
-                        })
-                    }
-                }
-                if !out.is_empty() {
-                    stream.write_all(&out).await?;
+                let reply = login.answer(frame.body())?;
+                if !reply.is_empty() {
+                    stream.write_all(&reply).await?;
                     stream.flush().await?;
                 }
             }
@@ -249,7 +141,7 @@ pub async fn connect(
                 pid = p;
                 secret = bytes::Bytes::copy_from_slice(rest);
             }
-            b'N' => {}
+            b'N' | b'v' => {}
             b'Z' => break,
             b'E' => {
                 let (code, message) = error_summary(frame.body());
@@ -259,7 +151,6 @@ pub async fn connect(
                     UpstreamError::Server { code, message }
                 });
             }
-            b'v' => {}
             other => {
                 return Err(UpstreamError::Protocol(format!(
                     "unexpected message {:?} during startup",
@@ -268,7 +159,7 @@ pub async fn connect(
             }
         }
     }
-    if scram.is_none() {
+    if login.scram.is_none() {
         tracing::warn!("the database let the gateway role in without a password; use scram-sha-256 in pg_hba.conf");
     }
     Ok(Upstream {
@@ -278,6 +169,100 @@ pub async fn connect(
         secret,
         parameter_status,
     })
+}
+
+/// The StartupMessage: the gateway role, the database, and the client's
+/// parameters the database may see ([`FORWARDED_PARAMETERS`]).
+async fn send_startup(
+    stream: &mut PgStream,
+    user: &str,
+    database: &str,
+    client_params: &[(String, String)],
+) -> Result<(), UpstreamError> {
+    let mut params: Vec<(&str, &str)> = vec![("user", user), ("database", database)];
+    for (name, value) in client_params {
+        if FORWARDED_PARAMETERS.contains(&name.as_str()) {
+            params.push((name, value));
+        }
+    }
+    let mut out = BytesMut::new();
+    frontend::startup_message(params.iter().copied(), &mut out)?;
+    stream.write_all(&out).await?;
+    stream.flush().await?;
+    Ok(())
+}
+
+/// The gateway's side of SCRAM-SHA-256 (the only method it accepts).
+struct ScramLogin<'a> {
+    password: &'a str,
+    scram: Option<ScramSha256>,
+}
+
+impl ScramLogin<'_> {
+    /// Answers one Authentication message; an empty reply means nothing to send.
+    fn answer(&mut self, body: &[u8]) -> Result<BytesMut, UpstreamError> {
+        let (code, data) = take_i32(body)
+            .ok_or_else(|| UpstreamError::Protocol("short authentication message".into()))?;
+        let mut out = BytesMut::new();
+        match code {
+            0 => {}
+            10 => {
+                let mechanisms = sasl_mechanisms(data);
+                if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
+                    return Err(UpstreamError::Login {
+                        code: "28000".into(),
+                        message: format!("server offers SASL {mechanisms:?}, not SCRAM-SHA-256"),
+                    });
+                }
+                let s = ScramSha256::new(self.password.as_bytes(), ChannelBinding::unsupported());
+                frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
+                self.scram = Some(s);
+            }
+            11 => {
+                let s = self
+                    .scram
+                    .as_mut()
+                    .ok_or_else(|| UpstreamError::Protocol("SASL continue before start".into()))?;
+                s.update(data).map_err(|e| UpstreamError::Login {
+                    code: "28000".into(),
+                    message: format!("SCRAM: {e}"),
+                })?;
+                frontend::sasl_response(s.message(), &mut out)?;
+            }
+            12 => {
+                let s = self
+                    .scram
+                    .as_mut()
+                    .ok_or_else(|| UpstreamError::Protocol("SASL final before start".into()))?;
+                s.finish(data).map_err(|e| UpstreamError::Login {
+                    code: "28000".into(),
+                    message: format!("SCRAM server signature: {e}"),
+                })?;
+            }
+            other => {
+                return Err(UpstreamError::Login {
+                    code: "28000".into(),
+                    message: format!(
+                        "server asked for authentication method {other}; configure scram-sha-256 for the gateway role in pg_hba.conf"
+                    ),
+                })
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The mechanisms of an AuthenticationSASL message.
+fn sasl_mechanisms(mut data: &[u8]) -> Vec<String> {
+    let mut mechanisms = Vec::new();
+    while let Some((m, tail)) = take_cstr(data) {
+        if m.is_empty() {
+            break;
+        }
+        mechanisms.push(String::from_utf8_lossy(m).into_owned());
+        data = tail;
+    }
+    mechanisms
 }
 
 /// Double-quotes an identifier for SQL.

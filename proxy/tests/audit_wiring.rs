@@ -260,7 +260,7 @@ async fn statements_are_refused_while_the_audit_store_cannot_record_them() {
 [audit]
 store = "postgres"
 url = "host=127.0.0.1 port={} user=hoop_audit_fc dbname=hoop_audit_fc"
-password_file = "{}"
+password = {{ file = "{}" }}
 "#,
         cluster.port,
         password.display()

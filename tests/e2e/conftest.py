@@ -1,5 +1,7 @@
-"""End-to-end fixtures: a real Postgres 15 cluster (run as the postgres OS
-user, SCRAM on 127.0.0.1), the `hoop` binary serving a generated config, and
+"""End-to-end fixtures: a real Postgres cluster from the test kit (tests/kit,
+through its `hoop-cluster` command: the version $HOOP_PG_VERSION names, else
+15; run as the postgres OS user, SCRAM on 127.0.0.1; stopped and removed when
+pytest ends, however it ends), the `hoop` binary serving a generated config, and
 helpers to mint tokens. Every client test runs the same script of operations
 through the gateway and directly, and compares the results.
 
@@ -19,7 +21,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_BIN = Path(os.environ.get("HOOP_PG15_BIN", "/usr/lib/postgresql/15/bin"))
 HOOP_BIN = Path(os.environ.get("HOOP_BIN", "/tmp/target-proxy/debug/hoop"))
 GATEWAY_PASSWORD = "e2e-gateway-pw-81"
 
@@ -41,29 +42,35 @@ def run(cmd, **kw):
     return res.stdout
 
 
+def kit_tool():
+    """The test kit's `hoop-cluster` command, built here (a no-op when it is
+    up to date) into $CARGO_TARGET_DIR, as tests/kit/cluster.sh does."""
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    run(["cargo", "build", "-q", "-p", "hoop-testkit", "--bin", "hoop-cluster"], cwd=ROOT)
+    return target / "debug" / "hoop-cluster"
+
+
+KIT = kit_tool()
+# Postgres's programs (psql, pg_dump, pg_config …) of the version under test.
+PG_BIN = Path(run([str(KIT), "bin"]).strip())
+
+
 class Cluster:
+    """A cluster in `base` (data in `base/data`, the socket in `base`, the
+    server log in `base/log`)."""
+
     def __init__(self, base: Path):
         self.dir = base
         self.data = base / "data"
         self.port = free_port()
 
     def start(self, extra_conf=""):
-        self.data.mkdir(parents=True)
-        shutil.chown(self.dir, "postgres", "postgres")
-        shutil.chown(self.data, "postgres", "postgres")
-        run(as_postgres(PG_BIN / "initdb", "-D", self.data, "-U", "postgres", "--no-sync",
-                        "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"))
-        with open(self.data / "postgresql.conf", "a") as f:
-            f.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
-                    f"unix_socket_directories = '{self.dir}'\nfsync = off\nmax_connections = 100\n{extra_conf}")
-        (self.data / "pg_hba.conf").write_text(
-            "local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RUST_")}
-        run(as_postgres(PG_BIN / "pg_ctl", "-D", self.data, "-l", self.dir / "log", "-w", "start"), env=env)
+        run([str(KIT), "start", str(self.dir), "--port", str(self.port), "--owner", str(os.getpid()),
+             "--set", "max_connections = 100", "--conf", "-"], input=extra_conf)
 
     def stop(self):
-        subprocess.run(as_postgres(PG_BIN / "pg_ctl", "-D", self.data, "-m", "immediate", "stop"),
-                       capture_output=True)
+        """Stops the server at once and removes `base`."""
+        subprocess.run([str(KIT), "stop", str(self.dir)], capture_output=True)
 
     def psql(self, db, sql):
         return run(as_postgres(PG_BIN / "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",

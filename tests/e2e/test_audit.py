@@ -71,8 +71,15 @@ def dsn(gateway, sub):
             f"password={gateway.token(sub=sub)}")
 
 
+def toml_value(value):
+    """A TOML value: JSON's spelling, but dicts as inline tables (`{ file = "…" }`)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
 def audit_section(**keys):
-    return "\n[audit]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in keys.items())
+    return "\n[audit]\n" + "".join(f"{key} = {toml_value(value)}\n" for key, value in keys.items())
 
 
 def start_gateway(cluster, base, name, audit=None, pg_store=False, audit_db="hoop_audit"):
@@ -84,7 +91,7 @@ def start_gateway(cluster, base, name, audit=None, pg_store=False, audit_db="hoo
     if pg_store:
         (gw_dir / "audit-db.pw").write_text(AUDIT_PASSWORD + "\n")
         os.chmod(gw_dir / "audit-db.pw", 0o600)
-        keys = {"store": "postgres", "instance_id": name, "password_file": "audit-db.pw",
+        keys = {"store": "postgres", "instance_id": name, "password": {"file": "audit-db.pw"},
                 "url": f"host=127.0.0.1 port={cluster.port} user=hoop_audit dbname={audit_db}", **keys}
     gateway = Gateway(cluster, gw_dir, mappings=MAPPINGS + RULES + audit_section(**keys))
     gateway.start()

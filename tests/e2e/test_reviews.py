@@ -952,7 +952,7 @@ expiry = "8s"
 public_url = "{g.admin_url}"
 store = "postgres"
 url = "{url}"
-password_file = "store.password"
+password = {{ file = "store.password" }}
 
 [reviews.webhook]
 url = "{webhook.url}"
@@ -961,7 +961,7 @@ format = "slack"
 [audit]
 store = "postgres"
 url = "{url}"
-password_file = "store.password"
+password = {{ file = "store.password" }}
 instance_id = "{instance}"
 """
         return text

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hoop_audit::{
-    AuditConfig, AuditStore, CheckpointSigner, Decision, SqliteSync, StatementBegin, Timestamp,
+    AuditConfig, AuditStore, CheckpointSigner, RecordedDecision, SqliteSync, StatementBegin,
+    Timestamp,
 };
 use tokio::runtime::Runtime;
 
@@ -27,7 +28,7 @@ fn statement(writer: usize, sequence: u64) -> StatementBegin {
         params: vec![Some(sequence.to_string())],
         kind: "select".into(),
         tables: vec!["public.payments".into()],
-        decision: Decision::allow(),
+        decision: RecordedDecision::allow(),
         executed_sql: None,
     }
 }
@@ -101,7 +102,9 @@ fn stores(c: &mut Criterion) {
     let cluster = pg::PgCluster::start();
     let database = runtime.block_on(cluster.create_database());
     let mut postgres = AuditConfig::postgres(&cluster.url(&database), "bench-pg");
-    postgres.password_file = Some(cluster.password_file());
+    postgres.password = Some(hoop_common::config::SecretRef::file(
+        cluster.password_file(),
+    ));
     bench_store(c, "postgres_records", &runtime, &postgres, &[8, 64, 256]);
 }
 

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hoop_audit::{
-    AuditConfig, AuditStore, CheckpointSigner, Decision, SqliteSync, StatementBegin, Timestamp,
+    AuditConfig, AuditStore, CheckpointSigner, RecordedDecision, SqliteSync, StatementBegin,
+    Timestamp,
 };
 
 #[path = "../tests/support/pg.rs"]
@@ -70,7 +71,7 @@ fn statement(writer: usize, sequence: u64) -> StatementBegin {
         params: vec![Some(sequence.to_string())],
         kind: "select".into(),
         tables: vec!["public.payments".into()],
-        decision: Decision::allow(),
+        decision: RecordedDecision::allow(),
         executed_sql: None,
     }
 }
@@ -149,7 +150,9 @@ fn main() {
                     let cluster = cluster.get_or_insert_with(pg::PgCluster::start);
                     let database = runtime.block_on(cluster.create_database());
                     let mut config = AuditConfig::postgres(&cluster.url(&database), &instance);
-                    config.password_file = Some(cluster.password_file());
+                    config.password = Some(hoop_common::config::SecretRef::file(
+                        cluster.password_file(),
+                    ));
                     config
                 }
                 other => {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::record::Record;
-use crate::time::Timestamp;
+use hoop_common::time::Timestamp;
 
 /// A SHA-256 value; hex in text.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::ChainHash;
 use crate::error::{AuditError, Result};
-use crate::time::Timestamp;
+use hoop_common::time::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -23,8 +23,8 @@ use crate::chain::{ChainHash, Entry};
 use crate::checkpoint::{Checkpoint, CheckpointKeys, CheckpointKind};
 use crate::error::{AuditError, Result};
 use crate::record::{Event, Record};
-use crate::time::Timestamp;
 use crate::verify::{verify_chains, Problem, VerifyReport, WindowStart};
+use hoop_common::time::Timestamp;
 
 pub(crate) const RECORDS_FILE: &str = "records.jsonl";
 pub(crate) const CHECKPOINTS_FILE: &str = "checkpoints.jsonl";

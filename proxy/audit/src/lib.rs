@@ -9,20 +9,19 @@
 //! [`AuditReader`] with the public key only: sessions, replay, export and
 //! verify (also offline, on an export directory).
 
-/// `[audit]` configuration: store, location, instance id, retention.
+/// `[audit]` configuration: store, location, instance id, retention, and
+/// the checkpoint key.
 pub mod config;
 
 /// The one error type.
 pub mod error;
 
-/// Timestamps as recorded (microseconds, RFC 3339 in text).
-pub mod time;
-
 /// What is recorded: sessions, statements, outcomes, events.
 pub mod record;
 
-/// Defense-in-depth masking of every recorded string.
-mod masking;
+/// A record's canonical payload (what is hashed and stored), with every
+/// string masked again: defense in depth.
+mod payload;
 
 /// Entries and their hash chain.
 pub mod chain;
@@ -56,16 +55,20 @@ mod export;
 
 pub use chain::{ChainHash, Entry};
 pub use checkpoint::{Checkpoint, CheckpointKeys, CheckpointKind, CheckpointSigner};
-pub use config::{AuditConfig, HumanDuration, SqliteSync, StoreKind};
+pub use config::{
+    AuditConfig, AuditSection, AuditSettings, AuditStoreKind, SqliteSync, DEFAULT_AUDIT_FILE,
+    DEFAULT_INSTANCE_ID,
+};
 pub use error::{AuditError, Result};
 pub use export::{verify_export, verify_export_with_keys, ExportFilter, ExportSummary};
+/// Timestamps as recorded (microseconds, RFC 3339 in text): hoop's one kind.
+pub use hoop_common::time::Timestamp;
 pub use reader::AuditReader;
 pub use record::{
-    Action, Decision, EndReason, Event, Identity, Record, ReviewOutcome, SessionEnd, SessionStart,
-    StatementBegin, StatementEnd, StatementOutcome,
+    Action, EndReason, Event, Identity, Record, RecordedDecision, ReviewOutcome, SessionEnd,
+    SessionStart, StatementBegin, StatementEnd, StatementOutcome,
 };
 pub use sessions::{SessionFilter, SessionSummary};
 pub use store::{AuditStore, StatementHandle};
-pub use time::Timestamp;
 pub use verify::{ChainReport, IncompleteStatement, Problem, VerifyReport};
 pub use writer::PurgeReport;

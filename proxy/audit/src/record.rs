@@ -3,21 +3,15 @@
 //! canonical JSON that is hashed (see [`crate::chain`]).
 //!
 //! Callers pass text that is already masked; the store masks every string
-//! again before writing ([`crate::masking`]).
+//! again before writing ([`crate::payload`]).
 
 use serde::{Deserialize, Serialize};
 
-use crate::time::Timestamp;
+use hoop_common::time::Timestamp;
 
-/// Who is behind a session, as the verified OIDC token said.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    pub issuer: String,
-    pub subject: String,
-    /// `azp`/`client_id` of the token, when present.
-    pub client_id: Option<String>,
-    pub groups: Vec<String>,
-}
+/// Who is behind a session, as the verified OIDC token said (issuer,
+/// subject, client, groups; recorded with these field names).
+pub use hoop_common::identity::Identity;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionStart {
@@ -60,7 +54,7 @@ pub enum Action {
 
 /// The policy's decision on one statement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Decision {
+pub struct RecordedDecision {
     pub action: Action,
     /// Rule that decided (`None` for the default allow).
     pub rule: Option<String>,
@@ -71,9 +65,9 @@ pub struct Decision {
     pub reviewer: Option<String>,
 }
 
-impl Decision {
-    pub fn allow() -> Decision {
-        Decision {
+impl RecordedDecision {
+    pub fn allow() -> RecordedDecision {
+        RecordedDecision {
             action: Action::Allow,
             rule: None,
             reason: None,
@@ -98,7 +92,7 @@ pub struct StatementBegin {
     pub kind: String,
     /// Tables the statement touches, `schema.table`.
     pub tables: Vec<String>,
-    pub decision: Decision,
+    pub decision: RecordedDecision,
     /// What ran instead of `sql`, masked: a reviewer's modification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executed_sql: Option<String>,

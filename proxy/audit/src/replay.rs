@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::chain::Entry;
-use crate::record::{Action, Decision, Event, Record, StatementOutcome};
+use crate::record::{Action, Event, Record, RecordedDecision, StatementOutcome};
 
 /// Renders the session's entries (any order; sorted by chain position).
 pub(crate) fn render(session_id: &str, entries: &[Entry]) -> String {
@@ -137,7 +137,7 @@ fn render_record(out: &mut String, entry: &Entry, record: Record) -> std::fmt::R
     Ok(())
 }
 
-fn describe_decision(decision: &Decision) -> String {
+fn describe_decision(decision: &RecordedDecision) -> String {
     let mut text = match decision.action {
         Action::Allow => "allow".to_owned(),
         Action::Block => "BLOCK".to_owned(),

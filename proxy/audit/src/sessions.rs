@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::Entry;
 use crate::record::{Action, EndReason, Record};
-use crate::time::Timestamp;
+use hoop_common::time::Timestamp;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionFilter {

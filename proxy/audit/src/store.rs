@@ -17,12 +17,12 @@ use crate::backend;
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner};
 use crate::config::AuditConfig;
 use crate::error::{AuditError, Result};
-use crate::masking::{canonical_payload, mask_field, store_masker};
+use crate::payload::{canonical_payload, mask_field, store_masker};
 use crate::record::{
     Event, Record, SessionEnd, SessionStart, StatementBegin, StatementEnd, StatementOutcome,
 };
-use crate::time::Timestamp;
 use crate::writer::{Pending, PurgeReport, Reply, Request, Writer};
+use hoop_common::time::Timestamp;
 
 /// Appends waiting for the writer; past this, callers wait (backpressure).
 /// Only `complete_statement_nowait` may go past it: it cannot wait, and
@@ -88,7 +88,7 @@ impl AuditStore {
                 masker,
                 instance: config.instance_id.clone(),
                 record_rows: config.record_rows,
-                retention: config.retention.map(|r| r.0),
+                retention: config.retention,
                 thread: Mutex::new(Some(thread)),
             }),
         };
@@ -332,7 +332,7 @@ fn run_writer(
             backend,
             config.instance_id.clone(),
             signer,
-            config.checkpoint_interval.0,
+            config.checkpoint_interval,
         )
         .run(receiver)
         .await;

@@ -514,7 +514,7 @@ fn track_statement(
 mod tests {
     use super::*;
     use crate::checkpoint::CheckpointSigner;
-    use crate::time::Timestamp;
+    use hoop_common::time::Timestamp;
 
     fn chain(length: u64) -> Vec<Entry> {
         let mut head = ChainHash::GENESIS;

@@ -42,7 +42,7 @@ use crate::backend::Backend;
 use crate::chain::{ChainHead, Entry};
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner};
 use crate::error::{AuditError, Result};
-use crate::time::Timestamp;
+use hoop_common::time::Timestamp;
 
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 4096;

@@ -303,7 +303,9 @@ mod suite {
         let cluster = support::PgCluster::start();
         let database = cluster.create_database().await;
         let mut config = hoop_audit::AuditConfig::postgres(&cluster.url(&database), GW);
-        config.password_file = Some(cluster.password_file());
+        config.password = Some(hoop_common::config::SecretRef::file(
+            cluster.password_file(),
+        ));
         let store = hoop_audit::AuditStore::open(&config, signer())
             .await
             .expect("open");

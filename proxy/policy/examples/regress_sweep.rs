@@ -12,6 +12,7 @@ fn main() {
     let identity = hoop_policy::Identity {
         subject: "regress".into(),
         groups: vec!["regress".into()],
+        ..Default::default()
     };
     let context = hoop_policy::PolicyContext::default();
     let mut files: Vec<_> = std::fs::read_dir(&dir)

@@ -21,12 +21,9 @@ use crate::facts::{Kind, Parameter, StatementFacts, TableName};
 use crate::glob::glob_match;
 use crate::rules::{Action, Rule, RuleSet};
 
-/// Who sent the statement, as the gateway authenticated them.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Identity {
-    pub subject: String,
-    pub groups: Vec<String>,
-}
+/// Who sent the statement, as the gateway authenticated them: rules match
+/// on its subject and groups.
+pub use hoop_common::identity::Identity;
 
 /// What the relay knows about the database that rules refer to.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -11,6 +11,7 @@ fn agent() -> Identity {
     Identity {
         subject: "agent-7".to_owned(),
         groups: vec!["fraud-agents".to_owned()],
+        ..Default::default()
     }
 }
 
@@ -399,6 +400,7 @@ fn groups_scope_rules() {
     let admins = Identity {
         subject: "ci".to_owned(),
         groups: vec!["payments-admins".to_owned()],
+        ..Default::default()
     };
     let rules = RuleSet::new(vec![
         RuleConfig {
@@ -421,6 +423,7 @@ fn groups_scope_rules() {
     let migrations = Identity {
         subject: "migrate".to_owned(),
         groups: vec!["migrations".to_owned()],
+        ..Default::default()
     };
     assert_eq!(
         outcome("CREATE TABLE t (id int)", &agent(), &rules),
@@ -703,6 +706,7 @@ fn the_shipped_rules_are_the_operators_to_switch_off() {
     let migrations = Identity {
         subject: "migrate".to_owned(),
         groups: vec!["migrations".to_owned()],
+        ..Default::default()
     };
     // Off as a whole.
     let none = RuleSet::configured(

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::time::Timestamp;
+use hoop_common::time::Timestamp;
 
 /// One audit-worthy moment in a review's life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

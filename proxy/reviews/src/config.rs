@@ -9,10 +9,10 @@
 //! max_grant = "8h"
 //! store = "postgres"                  # "memory" (one gateway) | "postgres" (shared)
 //! url = "host=audit.internal user=hoop_reviews dbname=hoop_audit"
-//! password_env = "HOOP_REVIEWS_DB_PASSWORD"
+//! password = { env = "HOOP_REVIEWS_DB_PASSWORD" }   # or { file = "…" }
 //!
 //! [reviews.webhook]
-//! url_env = "HOOP_SLACK_WEBHOOK"      # or url = "…", url_file = "…"
+//! url = { env = "HOOP_SLACK_WEBHOOK" } # or url = "https://…", { file = "…" }
 //! format = "slack"                    # "json" | "slack"
 //!
 //! [reviews.min_approvals]
@@ -20,32 +20,15 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-use crate::time::{format_duration, parse_duration};
-
-/// A duration written as text (`"5m"`, `"30s"`, `"1h 30m"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl Serialize for HumanDuration {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&format_duration(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        parse_duration(&text)
-            .map(HumanDuration)
-            .map_err(serde::de::Error::custom)
-    }
-}
+pub use hoop_common::config::HumanDuration;
+use hoop_common::config::{
+    refuse_password_env, refuse_password_file, refuse_url_env, refuse_url_file, KeyError, Renamed,
+    SecretRef,
+};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Where reviews live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -70,16 +53,43 @@ pub enum WebhookFormat {
     Slack,
 }
 
+/// The webhook endpoint: inline, or a secret read from a file or an
+/// environment variable (Slack webhook URLs are secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a URL, or `{ file = \"...\" }` / `{ env = \"VAR\" }` holding one"
+)]
+pub enum WebhookUrl {
+    Inline(String),
+    Secret(SecretRef),
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// The endpoint. Slack webhook URLs are secrets: prefer `url_env` or `url_file`.
-    #[serde(default)]
-    pub url: Option<String>,
-    #[serde(default)]
-    pub url_env: Option<String>,
-    #[serde(default)]
-    pub url_file: Option<PathBuf>,
+    /// The endpoint. Slack webhook URLs are secrets: prefer `{ env }` or `{ file }`.
+    pub url: WebhookUrl,
+    /// Refuses the old spelling, naming the new one (public only so the
+    /// section can be written as `..Default::default()`).
+    #[doc(hidden)]
+    #[serde(
+        default,
+        rename = "url_env",
+        deserialize_with = "refuse_url_env",
+        skip_serializing
+    )]
+    pub _url_env: Renamed,
+    /// Refuses the old spelling, naming the new one (public only so the
+    /// section can be written as `..Default::default()`).
+    #[doc(hidden)]
+    #[serde(
+        default,
+        rename = "url_file",
+        deserialize_with = "refuse_url_file",
+        skip_serializing
+    )]
+    pub _url_file: Renamed,
     #[serde(default)]
     pub format: WebhookFormat,
     /// Per attempt.
@@ -91,30 +101,27 @@ pub struct WebhookConfig {
 }
 
 impl WebhookConfig {
+    /// A webhook posting to `url` in `format`, with the default timeout and retries.
+    pub fn new(url: WebhookUrl, format: WebhookFormat) -> WebhookConfig {
+        WebhookConfig {
+            url,
+            _url_env: Renamed,
+            _url_file: Renamed,
+            format,
+            timeout: default_webhook_timeout(),
+            retries: default_webhook_retries(),
+        }
+    }
+
     /// The endpoint, read from wherever the configuration says.
-    pub fn resolve_url(&self) -> Result<String, String> {
-        let url = match (&self.url, &self.url_env, &self.url_file) {
-            (Some(url), None, None) => url.clone(),
-            (None, Some(var), None) => std::env::var(var).map_err(|_| {
-                format!("`reviews.webhook.url_env`: environment variable {var} is not set")
-            })?,
-            (None, None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| {
-                    format!(
-                        "`reviews.webhook.url_file`: cannot read {}: {e}",
-                        path.display()
-                    )
-                })?
-                .trim()
-                .to_owned(),
-            _ => {
-                return Err(
-                    "`reviews.webhook` needs exactly one of `url`, `url_env`, `url_file`".into(),
-                )
-            }
+    pub fn resolve_url(&self) -> Result<String, KeyError> {
+        const KEY: &str = "reviews.webhook.url";
+        let url = match &self.url {
+            WebhookUrl::Inline(url) => url.clone(),
+            WebhookUrl::Secret(secret) => secret.resolve(KEY)?.trim().to_owned(),
         };
         if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err("`reviews.webhook` URL must start with https:// or http://".into());
+            return Err(KeyError::new(KEY, "must start with https:// or http://"));
         }
         Ok(url)
     }
@@ -164,10 +171,29 @@ pub struct ReviewsConfig {
     /// password (`store = "postgres"`).
     #[serde(default)]
     pub url: Option<String>,
+    /// The Postgres password: `{ file = "…" }` or `{ env = "VAR" }`.
     #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    #[serde(default)]
-    pub password_env: Option<String>,
+    pub password: Option<SecretRef>,
+    /// Refuses the old spelling, naming the new one (public only so the
+    /// section can be written as `..Default::default()`).
+    #[doc(hidden)]
+    #[serde(
+        default,
+        rename = "password_file",
+        deserialize_with = "refuse_password_file",
+        skip_serializing
+    )]
+    pub _password_file: Renamed,
+    /// Refuses the old spelling, naming the new one (public only so the
+    /// section can be written as `..Default::default()`).
+    #[doc(hidden)]
+    #[serde(
+        default,
+        rename = "password_env",
+        deserialize_with = "refuse_password_env",
+        skip_serializing
+    )]
+    pub _password_env: Renamed,
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -211,46 +237,47 @@ impl Default for ReviewsConfig {
             max_grant: default_max_grant(),
             store: StoreKind::Memory,
             url: None,
-            password_file: None,
-            password_env: None,
+            password: None,
+            _password_file: Renamed,
+            _password_env: Renamed,
         }
     }
 }
-
-/// A configuration problem, naming the key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "configuration key `reviews.{}`", self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 impl ReviewsConfig {
+    /// The section as written, with relative secret files taken from
+    /// `base` (the configuration file's directory), checked.
+    pub fn relative_to(mut self, base: &Path) -> Result<ReviewsConfig, KeyError> {
+        self.password = self.password.map(|p| p.relative_to(base));
+        if let Some(webhook) = &mut self.webhook {
+            if let WebhookUrl::Secret(secret) = &webhook.url {
+                webhook.url = WebhookUrl::Secret(secret.relative_to(base));
+            }
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
     /// Checks everything that can be checked without the network.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |text: String| Err(ConfigError(text));
+    pub fn validate(&self) -> Result<(), KeyError> {
+        let fail =
+            |key: String, problem: &str| Err(KeyError::new(format!("reviews.{key}"), problem));
         if self.reviewer_groups.is_empty() || self.reviewer_groups.iter().any(|g| g.is_empty()) {
-            return fail("reviewer_group`: name at least one non-empty group".into());
+            return fail("reviewer_group".into(), "name at least one non-empty group");
         }
         if self.expiry.0 < Duration::from_millis(100) {
-            return fail("expiry`: must be at least 100ms".into());
+            return fail("expiry".into(), "must be at least 100ms");
         }
         if let Some((rule, _)) = self.min_approvals.iter().find(|(_, n)| **n == 0) {
-            return fail(format!("min_approvals.{rule}`: must be at least 1"));
+            return fail(format!("min_approvals.{rule}"), "must be at least 1");
         }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return fail("public_url`: must start with https:// or http://".into());
+                return fail("public_url".into(), "must start with https:// or http://");
             }
         }
         if let Some(webhook) = &self.webhook {
-            webhook
-                .resolve_url()
-                .map_err(|e| ConfigError(format!("webhook`: {e}")))?;
+            webhook.resolve_url()?;
         }
         if self.store == StoreKind::Postgres {
             self.postgres_config()?;
@@ -263,44 +290,25 @@ impl ReviewsConfig {
         self.min_approvals.get(rule).copied().unwrap_or(1).max(1)
     }
 
-    /// The Postgres connection settings, password resolved from
-    /// `password_file` or `password_env` (never inline).
-    pub fn postgres_config(&self) -> Result<tokio_postgres::Config, ConfigError> {
+    /// The Postgres connection settings, password read from `password`
+    /// (never inline).
+    pub fn postgres_config(&self) -> Result<tokio_postgres::Config, KeyError> {
         let url = self
             .url
             .as_deref()
-            .ok_or_else(|| ConfigError("url`: store = \"postgres\" needs `url`".into()))?;
-        let mut config: tokio_postgres::Config =
-            url.parse().map_err(|e| ConfigError(format!("url`: {e}")))?;
+            .ok_or_else(|| KeyError::new("reviews.url", "store = \"postgres\" needs `url`"))?;
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| KeyError::new("reviews.url", format!("{e}")))?;
         if config.get_password().is_some() {
-            return Err(ConfigError(
-                "url`: must not hold a password; use `password_file` or `password_env`".into(),
+            return Err(KeyError::new(
+                "reviews.url",
+                "must not hold a password; use `password = { file = \"...\" }` \
+                 or `password = { env = \"VAR\" }`",
             ));
         }
-        match (&self.password_file, &self.password_env) {
-            (Some(path), None) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError(format!(
-                        "password_file`: cannot read {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                config.password(text.trim());
-            }
-            (None, Some(var)) => {
-                let text = std::env::var(var).map_err(|_| {
-                    ConfigError(format!(
-                        "password_env`: environment variable {var} is not set"
-                    ))
-                })?;
-                config.password(text);
-            }
-            (None, None) => {}
-            (Some(_), Some(_)) => {
-                return Err(ConfigError(
-                    "password_file`: set either `password_file` or `password_env`, not both".into(),
-                ))
-            }
+        if let Some(password) = &self.password {
+            config.password(password.resolve("reviews.password")?);
         }
         if config.get_application_name().is_none() {
             config.application_name("hoop-reviews");
@@ -373,5 +381,30 @@ mod tests {
         assert!(bad("[webhook]\nurl = \"ftp://x\"").contains("webhook"));
         assert!(toml::from_str::<ReviewsConfig>("expiry = \"soon\"").is_err());
         assert!(toml::from_str::<ReviewsConfig>("unknown = 1").is_err());
+    }
+
+    #[test]
+    fn secrets_use_the_one_spelling_and_the_old_one_is_refused() {
+        let config: ReviewsConfig = toml::from_str(
+            "store = \"postgres\"\nurl = \"host=h dbname=d\"\npassword = { env = \"HOOP_TEST_UNSET_RV\" }\n\
+             [webhook]\nurl = { file = \"hook-url\" }",
+        )
+        .expect("parses");
+        assert_eq!(config.password, Some(SecretRef::env("HOOP_TEST_UNSET_RV")));
+        assert_eq!(
+            config.webhook.map(|w| w.url),
+            Some(WebhookUrl::Secret(SecretRef::file("hook-url")))
+        );
+        for (old, new) in [
+            ("password_file = \"pw\"", "password = { file = "),
+            ("password_env = \"PW\"", "password = { env = "),
+            ("[webhook]\nurl_env = \"HOOK\"", "url = { env = "),
+            ("[webhook]\nurl_file = \"hook\"", "url = { file = "),
+        ] {
+            let err = toml::from_str::<ReviewsConfig>(old)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(new), "{old}: {err}");
+        }
     }
 }

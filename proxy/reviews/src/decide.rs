@@ -7,8 +7,10 @@ use std::time::Duration;
 use crate::audit::ReviewEvent;
 use crate::auth::Reviewer;
 use crate::error::HubError;
-use crate::model::{Decision, DecisionKind, Review, ReviewStatus};
-use crate::time::{format_duration, Timestamp};
+use crate::model::{DecisionKind, Review, ReviewStatus, ReviewerDecision};
+use hoop_common::time::Timestamp;
+
+use crate::model::format_duration;
 
 /// A review to store and the events to record first.
 #[derive(Debug)]
@@ -77,7 +79,7 @@ pub(crate) fn decide(
         return Err(HubError::Expired(review.id.clone()));
     }
     let mut next = review.clone();
-    let decision = |action: DecisionKind, reason: &Option<String>| Decision {
+    let decision = |action: DecisionKind, reason: &Option<String>| ReviewerDecision {
         reviewer: reviewer.subject.clone(),
         action,
         at: now,
@@ -94,7 +96,7 @@ pub(crate) fn decide(
                 });
             }
             let grant_text = grant_for.map(format_duration);
-            next.decisions.push(Decision {
+            next.decisions.push(ReviewerDecision {
                 grant_for: grant_text.clone(),
                 ..decision(DecisionKind::Approve, reason)
             });
@@ -124,7 +126,7 @@ pub(crate) fn decide(
         Action::Modify { sql, reason } => {
             check_replacement(sql)?;
             policy(sql, review).map_err(HubError::Blocked)?;
-            next.decisions.push(Decision {
+            next.decisions.push(ReviewerDecision {
                 sql: Some(sql.clone()),
                 ..decision(DecisionKind::Modify, reason)
             });
@@ -238,7 +240,7 @@ mod tests {
     use crate::model::ReviewOutcome;
 
     fn review(min_approvals: u32) -> Review {
-        let now = Timestamp::now_millis();
+        let now = Timestamp::now();
         Review {
             id: "r-1".into(),
             status: ReviewStatus::Pending,
@@ -432,7 +434,7 @@ mod tests {
         let one = run(&r, &reviewer("alice"), grant(3600)).expect("a").review;
         let both = run(&one, &reviewer("bob"), grant(600)).expect("b").review;
         let until = both.grant_until.expect("granted");
-        assert!(until.0 <= Timestamp::now().plus(Duration::from_secs(601)).0);
+        assert!(until <= Timestamp::now().plus(Duration::from_secs(601)));
         let one = run(&r, &reviewer("alice"), grant(3600)).expect("a").review;
         let mixed = run(&one, &reviewer("bob"), approve()).expect("b").review;
         assert_eq!(mixed.grant_until, None);

@@ -20,7 +20,10 @@ use crate::notify::Notifier;
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::{GrantKey, ReviewChange, Store};
-use crate::time::{format_duration, parse_duration, Timestamp};
+use hoop_common::config::HumanDuration;
+use hoop_common::time::Timestamp;
+
+use crate::model::format_duration;
 
 /// Vets a reviewer's replacement statement with the gateway's policy, in
 /// the context of the review (requester, groups, role, rule): `Err` holds
@@ -164,7 +167,7 @@ impl ReviewHub {
     /// is recorded in the audit chain), sends the webhook in the
     /// background, and returns the ticket the relay waits on.
     pub async fn request(&self, request: ReviewRequest) -> Result<ReviewTicket, HubError> {
-        let now = Timestamp::now_millis();
+        let now = Timestamp::now();
         let id = new_review_id()?;
         let review = Review {
             id: id.clone(),
@@ -367,7 +370,7 @@ impl ReviewHub {
                 review,
                 reviewer,
                 &action,
-                Timestamp::now_millis(),
+                Timestamp::now(),
                 &rules,
                 &*policy,
             )
@@ -398,8 +401,9 @@ impl ReviewHub {
                 "grants are disabled on this gateway (`reviews.grants_allowed = false`)".into(),
             ));
         }
-        let duration =
-            parse_duration(text).map_err(|e| HubError::Invalid(format!("grant_for: {e}")))?;
+        let duration = HumanDuration::parse(text)
+            .map(|d| d.0)
+            .map_err(|e| HubError::Invalid(format!("grant_for: {e}")))?;
         if duration < Duration::from_secs(1) {
             return Err(HubError::Invalid("grant_for must be at least 1s".into()));
         }
@@ -421,7 +425,7 @@ impl ReviewHub {
 
     /// Pending past expiry → expired (recorded first); returns the review.
     pub(crate) async fn expire(&self, id: &str) -> Result<Review, HubError> {
-        let change = |review: &Review| Ok(decide::expire(review, Timestamp::now_millis()));
+        let change = |review: &Review| Ok(decide::expire(review, Timestamp::now()));
         self.inner
             .store
             .update(id, &change, &*self.inner.audit)
@@ -442,8 +446,7 @@ impl ReviewHub {
     }
 
     pub(crate) async fn withdraw(&self, id: &str, reason: &str) -> Result<Review, HubError> {
-        let change =
-            |review: &Review| Ok(decide::withdraw(review, reason, Timestamp::now_millis()));
+        let change = |review: &Review| Ok(decide::withdraw(review, reason, Timestamp::now()));
         self.inner
             .store
             .update(id, &change, &*self.inner.audit)

@@ -11,9 +11,6 @@
 /// `[reviews]` configuration.
 pub mod config;
 
-/// Timestamps and human durations as reviews carry them.
-pub mod time;
-
 /// Requests, reviews, decisions, outcomes, grants.
 pub mod model;
 
@@ -46,12 +43,13 @@ pub mod cli;
 
 pub use audit::{AuditSinkError, MemoryAuditSink, ReviewAuditSink, ReviewEvent};
 pub use auth::{AuthError, Reviewer, ReviewerAuth};
-pub use config::{ReviewsConfig, StoreKind, WebhookConfig, WebhookFormat};
+pub use config::{ReviewsConfig, StoreKind, WebhookConfig, WebhookFormat, WebhookUrl};
 pub use error::HubError;
+/// Timestamps as reviews carry them (microseconds, RFC 3339): hoop's one kind.
+pub use hoop_common::time::Timestamp;
 pub use http::router;
 pub use hub::{PolicyCheck, ReviewHub, ReviewTicket};
 pub use model::{
-    Decision, DecisionKind, GrantUse, Review, ReviewOutcome, ReviewRequest, ReviewStatus,
+    DecisionKind, GrantUse, Review, ReviewOutcome, ReviewRequest, ReviewStatus, ReviewerDecision,
 };
 pub use store::ReviewChange;
-pub use time::Timestamp;

@@ -4,10 +4,11 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::time::Timestamp;
+use hoop_common::time::Timestamp;
 
 /// What the gateway knows about a held statement when it asks for review.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +103,7 @@ pub enum DecisionKind {
 
 /// One reviewer's decision, kept on the review in the order made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Decision {
+pub struct ReviewerDecision {
     pub reviewer: String,
     pub action: DecisionKind,
     pub at: Timestamp,
@@ -142,7 +143,7 @@ pub struct Review {
     /// Distinct approvers needed.
     pub min_approvals: u32,
     #[serde(default)]
-    pub decisions: Vec<Decision>,
+    pub decisions: Vec<ReviewerDecision>,
     /// Until when the requester may rerun the same statement under the same
     /// rule without a new review.
     #[serde(default)]
@@ -231,4 +232,9 @@ pub struct GrantUse {
     pub review_id: String,
     pub until: Timestamp,
     pub approvers: Vec<String>,
+}
+
+/// A duration as reviews show it (`5m`, `1h 30m`): whole seconds, at least one.
+pub(crate) fn format_duration(duration: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(duration.as_secs().max(1))).to_string()
 }

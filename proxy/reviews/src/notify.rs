@@ -18,7 +18,7 @@ pub(crate) struct Notifier {
 
 impl Notifier {
     pub(crate) fn new(config: &WebhookConfig) -> Result<Notifier, String> {
-        let url = config.resolve_url()?;
+        let url = config.resolve_url().map_err(|e| e.to_string())?;
         let client = reqwest::Client::builder()
             .timeout(config.timeout.0)
             .redirect(reqwest::redirect::Policy::none())
@@ -156,7 +156,7 @@ fn truncate(text: &str, max_chars: usize) -> String {
 mod tests {
     use super::*;
     use crate::model::ReviewStatus;
-    use crate::time::Timestamp;
+    use hoop_common::time::Timestamp;
 
     fn review() -> Review {
         Review {
@@ -172,8 +172,8 @@ mod tests {
             sql: "SELECT * FROM payments WHERE note = '```<b>'".into(),
             modified_sql: None,
             tables: vec!["public.payments".into()],
-            created_at: Timestamp::now_millis(),
-            expires_at: Timestamp::now_millis(),
+            created_at: Timestamp::now(),
+            expires_at: Timestamp::now(),
             decided_at: None,
             min_approvals: 1,
             decisions: vec![],

@@ -11,7 +11,9 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use common::{policy, request, serve};
-use hoop_reviews::{MemoryAuditSink, ReviewHub, ReviewsConfig, WebhookConfig, WebhookFormat};
+use hoop_reviews::{
+    MemoryAuditSink, ReviewHub, ReviewsConfig, WebhookConfig, WebhookFormat, WebhookUrl,
+};
 use serde_json::Value;
 
 #[derive(Clone, Default)]
@@ -49,12 +51,9 @@ fn config(url: &str, format: WebhookFormat) -> ReviewsConfig {
     ReviewsConfig {
         public_url: Some("https://hoop-admin.example".into()),
         webhook: Some(WebhookConfig {
-            url: Some(url.to_owned()),
-            url_env: None,
-            url_file: None,
-            format,
             timeout: hoop_reviews::config::HumanDuration(Duration::from_secs(2)),
             retries: 2,
+            ..WebhookConfig::new(WebhookUrl::Inline(url.to_owned()), format)
         }),
         ..ReviewsConfig::default()
     }

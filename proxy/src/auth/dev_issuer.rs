@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde_json::{json, Map, Value};
 
 use super::jwt::{KeySet, VerificationKey};
-use crate::config::{DevIssuer as DevIssuerConfig, Identity as IdentityConfig};
+use crate::config::{DevIssuer as DevIssuerConfig, IdentityProvider};
 
 pub const DEV_KEY_ID: &str = "hoop-dev-1";
 
@@ -28,7 +28,7 @@ pub struct DevIssuer {
 impl DevIssuer {
     pub fn from_config(
         dev: &DevIssuerConfig,
-        identity: &IdentityConfig,
+        identity: &IdentityProvider,
     ) -> Result<DevIssuer, String> {
         let seed = STANDARD
             .decode(dev.seed_base64.trim())

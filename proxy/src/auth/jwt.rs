@@ -10,15 +10,14 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde_json::Value;
 
-use crate::config::Identity as IdentityConfig;
+use hoop_common::identity::Identity;
 
-/// A verified login.
+use crate::config::IdentityProvider;
+
+/// A verified token: who it names and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub subject: String,
-    /// The OAuth client the token was issued to (`azp`, else `client_id`).
-    pub client_id: Option<String>,
-    pub groups: Vec<String>,
+pub struct Verified {
+    pub identity: Identity,
     /// Unix seconds; the session ends here.
     pub expires_at: i64,
 }
@@ -26,7 +25,7 @@ pub struct Identity {
 /// Why a token was refused. The text is shown to the client after
 /// "password authentication failed", so it names the problem, not secrets.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum AuthError {
+pub enum TokenError {
     #[error("the password is not a JWT ({0})")]
     Malformed(String),
     #[error("token algorithm {0} is not accepted")]
@@ -144,15 +143,15 @@ impl KeySet {
     }
 
     /// The key a token's header points at.
-    pub fn select(&self, kid: Option<&str>) -> Result<VerificationKey, AuthError> {
+    pub fn select(&self, kid: Option<&str>) -> Result<VerificationKey, TokenError> {
         match kid {
             Some(kid) => self
                 .by_kid
                 .get(kid)
                 .cloned()
-                .ok_or_else(|| AuthError::UnknownKeyId(kid.to_owned())),
+                .ok_or_else(|| TokenError::UnknownKeyId(kid.to_owned())),
             None if self.all.len() == 1 => Ok(self.all[0].clone()),
-            None => Err(AuthError::MissingKeyId),
+            None => Err(TokenError::MissingKeyId),
         }
     }
 
@@ -162,12 +161,12 @@ impl KeySet {
 }
 
 /// Decodes the header; `alg: none` and unknown algorithms fail here.
-pub(crate) fn header_of(token: &str) -> Result<Header, AuthError> {
+pub(crate) fn header_of(token: &str) -> Result<Header, TokenError> {
     jsonwebtoken::decode_header(token.trim()).map_err(|e| match e.kind() {
         jsonwebtoken::errors::ErrorKind::Json(_) => {
-            AuthError::AlgorithmNotAllowed("(unsupported or none)".into())
+            TokenError::AlgorithmNotAllowed("(unsupported or none)".into())
         }
-        _ => AuthError::Malformed(e.to_string()),
+        _ => TokenError::Malformed(e.to_string()),
     })
 }
 
@@ -175,11 +174,11 @@ pub(crate) fn verify_with(
     token: &str,
     header: &Header,
     key: &VerificationKey,
-    config: &IdentityConfig,
-) -> Result<Identity, AuthError> {
+    config: &IdentityProvider,
+) -> Result<Verified, TokenError> {
     let alg = header.alg;
     if !key.algorithms.contains(&alg) || !config.algorithms.contains(&alg) {
-        return Err(AuthError::AlgorithmNotAllowed(format!("{alg:?}")));
+        return Err(TokenError::AlgorithmNotAllowed(format!("{alg:?}")));
     }
     let mut validation = Validation::new(alg);
     validation.algorithms = vec![alg];
@@ -192,14 +191,14 @@ pub(crate) fn verify_with(
     let data = jsonwebtoken::decode::<Value>(token.trim(), &key.key, &validation).map_err(|e| {
         use jsonwebtoken::errors::ErrorKind as K;
         match e.kind() {
-            K::InvalidSignature => AuthError::BadSignature,
-            K::ExpiredSignature => AuthError::Expired,
-            K::ImmatureSignature => AuthError::NotYetValid,
-            K::InvalidAudience => AuthError::WrongAudience,
-            K::InvalidIssuer => AuthError::WrongIssuer,
-            K::MissingRequiredClaim(c) => AuthError::MissingClaim(c.clone()),
-            K::InvalidAlgorithm => AuthError::AlgorithmNotAllowed(format!("{alg:?}")),
-            _ => AuthError::Malformed(e.to_string()),
+            K::InvalidSignature => TokenError::BadSignature,
+            K::ExpiredSignature => TokenError::Expired,
+            K::ImmatureSignature => TokenError::NotYetValid,
+            K::InvalidAudience => TokenError::WrongAudience,
+            K::InvalidIssuer => TokenError::WrongIssuer,
+            K::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
+            K::InvalidAlgorithm => TokenError::AlgorithmNotAllowed(format!("{alg:?}")),
+            _ => TokenError::Malformed(e.to_string()),
         }
     })?;
     let claims = data.claims;
@@ -207,16 +206,19 @@ pub(crate) fn verify_with(
         .get("sub")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| AuthError::MissingClaim("sub".into()))?
+        .ok_or_else(|| TokenError::MissingClaim("sub".into()))?
         .to_owned();
     let expires_at = claims
         .get("exp")
         .and_then(Value::as_i64)
-        .ok_or_else(|| AuthError::MissingClaim("exp".into()))?;
-    Ok(Identity {
-        subject,
-        client_id: client_id_of(&claims),
-        groups: groups_at(&claims, &config.groups_claim),
+        .ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
+    Ok(Verified {
+        identity: Identity {
+            issuer: config.expected_issuer().to_owned(),
+            subject,
+            client_id: client_id_of(&claims),
+            groups: groups_at(&claims, &config.groups_claim),
+        },
         expires_at,
     })
 }

@@ -1,16 +1,16 @@
 //! Who is connecting: the client's password is a JWT, verified against the
 //! configured key source (OpenID discovery + JWKS, a static JWKS file, or the
-//! local development issuer). The result is an [`Identity`] with groups.
+//! local development issuer). The result is a `Verified` identity with groups.
 
 pub mod dev_issuer;
-pub mod jwt;
-pub mod oidc;
+pub(crate) mod jwt;
+pub(crate) mod oidc;
 
 use std::sync::Arc;
 
-use crate::config::{Identity as IdentityConfig, KeySource};
+use crate::config::{IdentityProvider, KeySource};
 
-pub use jwt::{AuthError, Identity};
+pub(crate) use jwt::{TokenError, Verified};
 
 /// Where verification keys come from.
 pub(crate) enum Keys {
@@ -19,8 +19,8 @@ pub(crate) enum Keys {
 }
 
 /// Verifies login tokens; shared by all connections.
-pub struct Authenticator {
-    config: IdentityConfig,
+pub(crate) struct Authenticator {
+    config: IdentityProvider,
     keys: Keys,
 }
 
@@ -35,7 +35,7 @@ pub enum AuthSetupError {
 }
 
 impl Authenticator {
-    pub fn new(config: IdentityConfig) -> Result<Authenticator, AuthSetupError> {
+    pub fn new(config: IdentityProvider) -> Result<Authenticator, AuthSetupError> {
         let keys = match &config.source {
             KeySource::JwksFile { path, .. } => {
                 let text = std::fs::read_to_string(path).map_err(|e| AuthSetupError::JwksFile {
@@ -71,7 +71,7 @@ impl Authenticator {
     }
 
     /// Fetches the OIDC keys once so a misconfigured issuer shows at start.
-    pub async fn warm_up(&self) -> Result<(), AuthError> {
+    pub async fn warm_up(&self) -> Result<(), TokenError> {
         match &self.keys {
             Keys::Static(_) => Ok(()),
             Keys::Oidc(oidc) => oidc.refresh().await.map(|_| ()),
@@ -79,7 +79,7 @@ impl Authenticator {
     }
 
     /// Verifies `token` and returns who it names.
-    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+    pub async fn verify(&self, token: &str) -> Result<Verified, TokenError> {
         let header = jwt::header_of(token)?;
         let key = match &self.keys {
             Keys::Static(set) => set.select(header.kid.as_deref())?,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::{Mutex, RwLock};
 
-use super::jwt::{AuthError, KeySet, VerificationKey};
+use super::jwt::{KeySet, TokenError, VerificationKey};
 
 pub(crate) struct OidcKeys {
     issuer: String,
@@ -49,7 +49,7 @@ impl OidcKeys {
         })
     }
 
-    pub async fn key_for(&self, kid: Option<&str>) -> Result<VerificationKey, AuthError> {
+    pub async fn key_for(&self, kid: Option<&str>) -> Result<VerificationKey, TokenError> {
         {
             let cache = self.cache.read().await;
             if let (Some(keys), Some(at)) = (&cache.keys, cache.fetched_at) {
@@ -64,11 +64,11 @@ impl OidcKeys {
         let cache = self.cache.read().await;
         match &cache.keys {
             Some(keys) => keys.select(kid),
-            None => Err(AuthError::Provider("no keys fetched yet".into())),
+            None => Err(TokenError::Provider("no keys fetched yet".into())),
         }
     }
 
-    async fn refresh_rate_limited(&self) -> Result<(), AuthError> {
+    async fn refresh_rate_limited(&self) -> Result<(), TokenError> {
         let mut last = self.last_attempt.lock().await;
         if let Some(at) = *last {
             if at.elapsed() < self.min_refresh_interval {
@@ -96,7 +96,7 @@ impl OidcKeys {
     }
 
     /// Fetches discovery and the JWKS now (used at start-up).
-    pub async fn refresh(&self) -> Result<usize, AuthError> {
+    pub async fn refresh(&self) -> Result<usize, TokenError> {
         *self.last_attempt.lock().await = Some(Instant::now());
         let keys = self.fetch().await?;
         let n = keys.len();
@@ -106,15 +106,15 @@ impl OidcKeys {
         Ok(n)
     }
 
-    async fn get_json(&self, url: &str) -> Result<Value, AuthError> {
+    async fn get_json(&self, url: &str) -> Result<Value, TokenError> {
         let response = self
             .http
             .get(url)
             .send()
             .await
-            .map_err(|e| AuthError::Provider(format!("GET {url}: {e}")))?;
+            .map_err(|e| TokenError::Provider(format!("GET {url}: {e}")))?;
         if !response.status().is_success() {
-            return Err(AuthError::Provider(format!(
+            return Err(TokenError::Provider(format!(
                 "GET {url}: HTTP {}",
                 response.status()
             )));
@@ -122,10 +122,10 @@ impl OidcKeys {
         response
             .json::<Value>()
             .await
-            .map_err(|e| AuthError::Provider(format!("GET {url}: {e}")))
+            .map_err(|e| TokenError::Provider(format!("GET {url}: {e}")))
     }
 
-    async fn fetch(&self) -> Result<KeySet, AuthError> {
+    async fn fetch(&self) -> Result<KeySet, TokenError> {
         let discovery_url = format!("{}/.well-known/openid-configuration", self.issuer);
         let discovery = self.get_json(&discovery_url).await?;
         let advertised = discovery
@@ -134,7 +134,7 @@ impl OidcKeys {
             .unwrap_or_default()
             .trim_end_matches('/');
         if advertised != self.issuer {
-            return Err(AuthError::Provider(format!(
+            return Err(TokenError::Provider(format!(
                 "discovery document names issuer {advertised:?}, expected {:?}",
                 self.issuer
             )));
@@ -142,10 +142,10 @@ impl OidcKeys {
         let jwks_uri = discovery
             .get("jwks_uri")
             .and_then(Value::as_str)
-            .ok_or_else(|| AuthError::Provider("discovery document has no jwks_uri".into()))?
+            .ok_or_else(|| TokenError::Provider("discovery document has no jwks_uri".into()))?
             .to_owned();
         let jwks = self.get_json(&jwks_uri).await?;
         KeySet::from_json(&jwks.to_string())
-            .map_err(|e| AuthError::Provider(format!("{jwks_uri}: {e}")))
+            .map_err(|e| TokenError::Provider(format!("{jwks_uri}: {e}")))
     }
 }

@@ -1,11 +1,14 @@
 //! `hoop demo`: a Postgres 15 cluster under `.hoop/demo/` (port 54329,
-//! SCRAM logins on 127.0.0.1, the hoop extension preloaded), the `payments`
+//! SCRAM logins on 127.0.0.1, the hoop extension preloaded; run by the test
+//! kit, `tests/kit`, as every cluster of the project), the `payments`
 //! database with test card numbers, a generated `hoop.toml` with the
 //! development issuer, and the gateway on 127.0.0.1:6432 (admin on :8432).
 //! Runs until SIGINT/SIGTERM, then stops everything it started.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use hoop_testkit::{running_as_root, server_user_can_reach, Cluster, Postgres};
 
 use crate::config::Config;
 use crate::keys;
@@ -23,80 +26,6 @@ pub fn demo_dir() -> Result<PathBuf, String> {
     Ok(cwd.join(".hoop").join("demo"))
 }
 
-/// The Postgres 15 binaries: $HOOP_PG15_BIN, else the Debian location.
-fn pg15_bin() -> Result<PathBuf, String> {
-    let dir = std::env::var_os("HOOP_PG15_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
-    if dir.join("postgres").is_file() && dir.join("pg_ctl").is_file() {
-        Ok(dir)
-    } else {
-        Err(format!(
-            "Postgres 15 is not installed ({} has no postgres/pg_ctl): run scripts/setup.sh first",
-            dir.display()
-        ))
-    }
-}
-
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// A command run as the `postgres` OS user when we are root (Postgres
-/// refuses to run as root), as ourselves otherwise.
-fn as_postgres(program: &Path) -> Command {
-    if running_as_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-fn run_checked(mut cmd: Command, what: &str) -> Result<String, String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{what}: cannot run: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// Whether `cargo pgrx install` put the extension into this Postgres.
-pub fn extension_installed(bin: &Path) -> bool {
-    let pg_config = bin.join("pg_config");
-    let ask = |flag: &str| {
-        Command::new(&pg_config)
-            .arg(flag)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-    };
-    match (ask("--sharedir"), ask("--pkglibdir")) {
-        (Some(share), Some(lib)) => {
-            share.join("extension/hoop.control").is_file() && lib.join("hoop.so").is_file()
-        }
-        _ => false,
-    }
-}
-
 /// Unix socket directory: inside .hoop/demo when the path is short enough
 /// for a socket name (107 bytes), else /tmp.
 fn socket_dir(dir: &Path) -> PathBuf {
@@ -108,101 +37,6 @@ fn socket_dir(dir: &Path) -> PathBuf {
     }
 }
 
-fn chown_postgres(path: &Path) -> Result<(), String> {
-    if running_as_root() {
-        run_checked(
-            {
-                let mut c = Command::new("chown");
-                c.arg("postgres:postgres").arg(path);
-                c
-            },
-            "chown postgres",
-        )?;
-    }
-    Ok(())
-}
-
-struct Cluster {
-    bin: PathBuf,
-    data: PathBuf,
-    log: PathBuf,
-    socket: PathBuf,
-    started_here: bool,
-}
-
-impl Cluster {
-    fn pg_ctl(&self, args: &[&str]) -> Command {
-        let mut c = as_postgres(&self.bin.join("pg_ctl"));
-        c.arg("-D").arg(&self.data).args(args);
-        // The server inherits our environment; Rust backtrace settings would
-        // make the extension append backtraces to every error's DETAIL.
-        c.env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LIB_BACKTRACE");
-        c
-    }
-
-    fn is_running(&self) -> bool {
-        self.pg_ctl(&["status"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    }
-
-    fn start(&mut self) -> Result<(), String> {
-        if self.is_running() {
-            // Left over from an earlier demo that did not shut down: it is
-            // the demo's own cluster, so this run stops it at the end too.
-            println!("    reusing the running cluster in {}", self.data.display());
-            self.started_here = true;
-            return Ok(());
-        }
-        let mut cmd = self.pg_ctl(&["-w", "-t", "60", "-l"]);
-        cmd.arg(&self.log).arg("start");
-        run_checked(cmd, "pg_ctl start").map_err(|e| {
-            let tail = std::fs::read_to_string(&self.log)
-                .map(|t| {
-                    t.lines()
-                        .rev()
-                        .take(15)
-                        .collect::<Vec<_>>()
-                        .into_iter()
-                        .rev()
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                })
-                .unwrap_or_default();
-            format!("{e}\n--- {} ---\n{tail}", self.log.display())
-        })?;
-        self.started_here = true;
-        Ok(())
-    }
-
-    fn stop(&self) {
-        if self.started_here {
-            println!("stopping the demo cluster");
-            let _ = self
-                .pg_ctl(&["-m", "fast", "-w", "stop"])
-                .stdout(Stdio::null())
-                .status();
-        }
-    }
-
-    fn psql(&self, database: &str) -> Command {
-        let mut c = as_postgres(&self.bin.join("psql"));
-        c.arg("-X")
-            .arg("-q")
-            .arg("-h")
-            .arg(&self.socket)
-            .arg("-p")
-            .arg(PG_PORT.to_string())
-            .arg("-d")
-            .arg(database);
-        c
-    }
-}
-
 /// Where the postgres user keeps the demo cluster (data, socket, log):
 /// `dir` itself when that user can reach it. A checkout in `/root` (mode
 /// 700) is out of its reach, so there the cluster lives in a directory of
@@ -210,16 +44,7 @@ impl Cluster {
 /// `pgdata`, `run` and `postgres.log`: still found under `.hoop/demo/`,
 /// without opening the user's home to other users.
 fn cluster_home(dir: &Path) -> Result<PathBuf, String> {
-    if !running_as_root() {
-        return Ok(dir.to_owned());
-    }
-    let mut reach = as_postgres(Path::new("test"));
-    reach
-        .arg("-d")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if reach.status().is_ok_and(|status| status.success()) {
+    if !running_as_root() || server_user_can_reach(dir) {
         return Ok(dir.to_owned());
     }
     use std::hash::{Hash, Hasher};
@@ -242,91 +67,50 @@ fn cluster_home(dir: &Path) -> Result<PathBuf, String> {
     Ok(home)
 }
 
+/// The demo's cluster, created on first use and kept: its settings are
+/// rewritten on each start.
 fn prepare_cluster(
     dir: &Path,
-    bin: &Path,
+    postgres: Postgres,
     trusted_entry: &str,
     with_extension: bool,
 ) -> Result<Cluster, String> {
     let home = cluster_home(dir)?;
     let data = home.join("pgdata");
-    let socket = socket_dir(&home);
-    let cluster = Cluster {
-        bin: bin.to_owned(),
-        data: data.clone(),
-        log: home.join("postgres.log"),
-        socket: socket.clone(),
-        started_here: false,
-    };
-    if socket.starts_with(&home) {
-        std::fs::create_dir_all(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
-        chown_postgres(&socket)?;
-    }
     if !data.join("PG_VERSION").is_file() {
         println!("==> creating the demo cluster in {}", data.display());
-        std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
-        chown_postgres(&data)?;
-        // The log file is written by the server.
-        let _ = std::fs::File::create(&cluster.log);
-        chown_postgres(&cluster.log)?;
-        let mut initdb = as_postgres(&bin.join("initdb"));
-        initdb.arg("-D").arg(&data).args([
-            "--auth-local=peer",
-            "--auth-host=scram-sha-256",
-            "-E",
-            "UTF8",
-            "--locale=C.UTF-8",
-        ]);
-        if running_as_root() {
-            initdb.args(["-U", "postgres"]);
-        }
-        run_checked(initdb, "initdb").map_err(|e| {
-            format!("{e}\nhint: the postgres user must be able to reach {} (every parent directory needs o+x)", data.display())
-        })?;
     }
-    // Settings live in one included file, rewritten on each start.
-    let mut conf = format!(
-        "# written by `hoop demo`\nlisten_addresses = '127.0.0.1'\nport = {PG_PORT}\n\
-         unix_socket_directories = '{}'\npassword_encryption = 'scram-sha-256'\n\
-         {} = '{trusted_entry}'\n",
-        socket.display(),
+    // Written by earlier versions of the demo; the kit's file replaces it.
+    let _ = std::fs::remove_file(data.join("hoop-demo.conf"));
+    let mut settings = format!(
+        "password_encryption = 'scram-sha-256'\n{} = '{trusted_entry}'\n",
         hoop_common::names::GUC_TRUSTED_KEYS,
     );
     if with_extension {
-        conf.push_str("shared_preload_libraries = 'hoop'\n");
+        settings.push_str("shared_preload_libraries = 'hoop'\n");
     }
-    std::fs::write(data.join("hoop-demo.conf"), conf)
-        .map_err(|e| format!("hoop-demo.conf: {e}"))?;
-    let main_conf = data.join("postgresql.conf");
-    let text =
-        std::fs::read_to_string(&main_conf).map_err(|e| format!("{}: {e}", main_conf.display()))?;
-    if !text.contains("include_if_exists = 'hoop-demo.conf'") {
-        std::fs::write(
-            &main_conf,
-            format!("{text}\ninclude_if_exists = 'hoop-demo.conf'\n"),
-        )
-        .map_err(|e| format!("{}: {e}", main_conf.display()))?;
-    }
-    std::fs::write(
-        data.join("pg_hba.conf"),
-        "# written by `hoop demo`\nlocal all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n",
-    )
-    .map_err(|e| format!("pg_hba.conf: {e}"))?;
-    Ok(cluster)
+    Cluster::builder(&home)
+        .postgres(postgres)
+        .port(PG_PORT)
+        .data(data)
+        .socket_dir(socket_dir(&home))
+        .log(home.join("postgres.log"))
+        .settings(&settings)
+        .durable()
+        .keep()
+        .create()
+        .map_err(|e| e.to_string())
 }
 
 fn seed(cluster: &Cluster, gateway_password: &str, with_extension: bool) -> Result<(), String> {
-    let mut cmd = cluster.psql("postgres");
-    cmd.arg("-v")
+    let mut cmd = cluster.psql_command("postgres");
+    cmd.arg("-q")
+        .arg("-v")
         .arg(format!("with_extension={with_extension}"))
         .env("HOOP_DEMO_GATEWAY_PASSWORD", gateway_password)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if running_as_root() {
-        // runuser resets nothing by default, but keep the variable explicit.
-        cmd.env("HOOP_DEMO_GATEWAY_PASSWORD", gateway_password);
-    }
     let mut child = cmd.spawn().map_err(|e| format!("psql: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         use std::io::Write;
@@ -367,14 +151,14 @@ pub async fn run() -> Result<(), String> {
     // From here on Ctrl-C ends the demo cleanly (the cluster is stopped).
     let shutdown = crate::server::shutdown_signal();
     let dir = demo_dir()?;
-    let bin = pg15_bin()?;
+    let postgres = Postgres::version(15).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     // The postgres user must traverse .hoop/demo to reach its data directory.
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711));
     }
-    let with_extension = extension_installed(&bin);
+    let with_extension = postgres.has_extension("hoop");
 
     println!("==> hoop demo in {}", dir.display());
     let signing_path = dir.join(keys::SESSION_KEY_FILE);
@@ -388,11 +172,22 @@ pub async fn run() -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", password_path.display()))?;
     let trusted = keys::signer_from_file(SESSION_KEY_ID, &signing_path)?.trusted_key_entry();
 
-    let mut cluster = prepare_cluster(&dir, &bin, &trusted, with_extension)?;
+    let cluster = prepare_cluster(&dir, postgres, &trusted, with_extension)?;
     println!("==> starting Postgres 15 on 127.0.0.1:{PG_PORT}");
-    cluster.start()?;
+    if cluster.is_running() {
+        // Left over from an earlier demo that did not shut down: it is the
+        // demo's own cluster, so this run stops it at the end too.
+        println!(
+            "    reusing the running cluster in {}",
+            cluster.data.display()
+        );
+    }
+    cluster.start().map_err(|e| e.to_string())?;
     let result = serve(&dir, &cluster, &gateway_password, with_extension, shutdown).await;
-    cluster.stop();
+    println!("stopping the demo cluster");
+    if let Err(e) = cluster.stop() {
+        eprintln!("{e}");
+    }
     result
 }
 
@@ -427,7 +222,7 @@ async fn serve(
         println!("!! and direct connections are NOT refused. Install it and restart the demo:");
         println!(
             "!!     (cd extension && cargo pgrx install --pg-config {}/pg_config)",
-            cluster.bin.display()
+            cluster.postgres().bin().display()
         );
         println!();
     }

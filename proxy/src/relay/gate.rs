@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use hoop_audit::{
-    Action, AuditStore, Decision as AuditDecision, StatementBegin, StatementHandle,
+    Action, AuditStore, RecordedDecision as AuditDecision, StatementBegin, StatementHandle,
     StatementOutcome, Timestamp,
 };
 use hoop_common::mask::Masker;

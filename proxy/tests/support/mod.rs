@@ -1,6 +1,8 @@
-//! Test harness: a real Postgres 15 cluster (one per test binary, run as the
-//! `postgres` OS user on a free port, SCRAM on 127.0.0.1) and an in-process
-//! gateway per test, plus a raw protocol client for what libpq cannot send.
+//! Test harness: a real Postgres cluster from the test kit (`tests/kit`:
+//! the version `$HOOP_PG_VERSION` names, else 15; one per test binary, run
+//! as the `postgres` OS user on a free port, SCRAM on 127.0.0.1, TLS when
+//! the build has it) and an in-process gateway per test, plus a raw
+//! protocol client for what libpq cannot send.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use hoop_proxy::auth::dev_issuer::DevIssuer;
 use hoop_proxy::config::Config;
+use hoop_testkit::Postgres;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -19,31 +22,20 @@ pub const GATEWAY_PASSWORD: &str = "gw-test-password-3f1";
 pub const SEED_B64: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
 pub const DEV_SEED_B64: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
-/// Postgres binaries: $HOOP_TEST_PG_BIN (tests/run.sh also points it at 17
-/// and 18), else $HOOP_PG15_BIN, else Debian's Postgres 15.
+/// The Postgres the tests run on (missing Postgres fails the test).
+pub fn postgres() -> &'static Postgres {
+    static POSTGRES: OnceLock<Postgres> = OnceLock::new();
+    POSTGRES.get_or_init(|| Postgres::from_env().unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// Its binaries.
 pub fn pg_bin() -> PathBuf {
-    let dir = std::env::var("HOOP_TEST_PG_BIN")
-        .or_else(|_| std::env::var("HOOP_PG15_BIN"))
-        .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
-    PathBuf::from(dir)
+    postgres().bin().to_owned()
 }
 
 /// Whether this Postgres build supports TLS (the PG17 built by setup does not).
 pub fn server_has_ssl() -> bool {
-    Command::new(pg_bin().join("pg_config"))
-        .arg("--configure")
-        .output()
-        .map(|o| {
-            let text = String::from_utf8_lossy(&o.stdout).into_owned();
-            text.contains("--with-ssl=openssl") || text.contains("--with-openssl")
-        })
-        .unwrap_or(false)
-}
-
-fn as_postgres(program: &Path) -> Command {
-    let mut c = Command::new("runuser");
-    c.args(["-u", "postgres", "--"]).arg(program);
-    c
+    postgres().has_ssl()
 }
 
 fn run(mut cmd: Command, what: &str) -> String {
@@ -70,19 +62,15 @@ pub fn free_port() -> u16 {
 
 pub struct Cluster {
     pub port: u16,
+    /// The cluster's directory (its socket, `server.crt`).
     pub dir: PathBuf,
+    kit: hoop_testkit::Cluster,
 }
 
 impl Cluster {
     /// Runs SQL as the superuser over the Unix socket.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let mut c = as_postgres(&pg_bin().join("psql"));
-        c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(&self.dir)
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(["-d", db, "-c", sql]);
-        run(c, "psql")
+        self.kit.psql(db, sql).unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn direct_url(&self, db: &str) -> String {
@@ -93,83 +81,49 @@ impl Cluster {
     }
 }
 
-/// Stops clusters of earlier test runs whose test process is gone.
-fn reap_stale(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let data = e.path().join("data");
-        let mut c = as_postgres(&pg_bin().join("pg_ctl"));
-        c.arg("-D").arg(&data).args(["-m", "immediate", "stop"]);
-        let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
-        let _ = std::fs::remove_dir_all(e.path());
-    }
-}
-
-static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-
-/// Stops the shared cluster when the test binary exits (statics are never
-/// dropped, so this runs from the C library's exit handlers).
-extern "C" fn stop_cluster_at_exit() {
-    if let Some(cluster) = CLUSTER.get() {
-        let mut c = as_postgres(&pg_bin().join("pg_ctl"));
-        c.arg("-D")
-            .arg(cluster.dir.join("data"))
-            .args(["-m", "immediate", "stop"]);
-        let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
-        let _ = std::fs::remove_dir_all(&cluster.dir);
-    }
-}
-
-/// The cluster shared by the tests of one binary.
+/// The cluster shared by the tests of one binary; the kit stops and
+/// removes it once the test process is gone.
 pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        // SAFETY: registering a plain extern "C" function with atexit.
-        unsafe {
-            libc::atexit(stop_cluster_at_exit);
-        }
-        let root = PathBuf::from("/tmp/hoop-it");
-        std::fs::create_dir_all(&root).unwrap();
-        reap_stale(&root);
         let exe = std::env::current_exe().unwrap();
         let stem = exe.file_name().unwrap().to_string_lossy().replace('-', "_");
-        let dir = root.join(format!("{stem}-{}", std::process::id()));
-        let data = dir.join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        run({ let mut c = Command::new("chown"); c.arg("-R").arg("postgres:postgres").arg(&dir); c }, "chown");
-        let mut c = as_postgres(&pg_bin().join("initdb"));
-        c.arg("-D").arg(&data).args(["-U", "postgres", "--no-sync", "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"]);
-        run(c, "initdb");
-        let port = free_port();
+        let builder = hoop_testkit::Cluster::scratch(&stem)
+            .postgres(postgres().clone())
+            .settings("max_connections = 100");
+        let dir = builder.dir().to_owned();
         // TLS on the server too (when the build has it), so the gateway's
         // upstream TLS is tested.
-        let (cert, key) = make_cert(&dir);
-        run({ let mut c = Command::new("chown"); c.arg("postgres:postgres").arg(&cert).arg(&key); c }, "chown");
         let ssl = if server_has_ssl() {
-            format!("ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n", cert.display(), key.display())
+            format!(
+                "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                dir.join("server.crt").display(),
+                dir.join("server.key").display()
+            )
         } else {
             String::new()
         };
-        let conf = format!(
-            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\nmax_connections = 100\n{ssl}",
-            dir.display(),
+        let kit = builder
+            .settings(&ssl)
+            .create()
+            .unwrap_or_else(|e| panic!("{e}"));
+        kit.stop_when_gone(std::process::id())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (cert, key) = make_cert(&dir);
+        run(
+            {
+                let mut c = Command::new("chown");
+                c.arg("postgres:postgres").arg(&cert).arg(&key);
+                c
+            },
+            "chown",
         );
-        let path = data.join("postgresql.conf");
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, text + &conf).unwrap();
-        std::fs::write(data.join("pg_hba.conf"), "local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n").unwrap();
-        let mut c = as_postgres(&pg_bin().join("pg_ctl"));
-        c.arg("-D").arg(&data).arg("-l").arg(dir.join("log")).args(["-w", "start"]);
-        run(c, "pg_ctl start");
-        let cluster = Cluster { port, dir };
+        kit.start().unwrap_or_else(|e| panic!("{e}"));
+        let cluster = Cluster {
+            port: kit.port,
+            dir,
+            kit,
+        };
         cluster.psql(
             "postgres",
             &format!(

@@ -241,7 +241,10 @@ impl Cluster {
                 "HOOP_CLUSTER_VERSION",
                 self.postgres.version_number().to_string(),
             ),
-            ("HOOP_CLUSTER_BIN", self.postgres.bin().display().to_string()),
+            (
+                "HOOP_CLUSTER_BIN",
+                self.postgres.bin().display().to_string(),
+            ),
             ("HOOP_CLUSTER_DIR", self.dir.display().to_string()),
             ("HOOP_CLUSTER_DATA", self.data.display().to_string()),
             ("HOOP_CLUSTER_SOCKET", self.socket_dir.display().to_string()),

@@ -33,4 +33,4 @@ mod run;
 
 pub use cluster::{Auth, Builder, Cluster};
 pub use postgres::{Postgres, DEFAULT_VERSION};
-pub use run::{running_as_root, Error};
+pub use run::{running_as_root, server_user_can_reach, Error};

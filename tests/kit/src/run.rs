@@ -51,6 +51,18 @@ pub(crate) fn as_server_user(program: &Path) -> Command {
     command
 }
 
+/// Whether the server's OS user can reach directory `dir` (a checkout in
+/// `/root`, mode 700, is out of its reach).
+pub fn server_user_can_reach(dir: &Path) -> bool {
+    as_server_user(Path::new("test"))
+        .arg("-d")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 /// Hands `path` to the server's OS user (when we are root).
 pub(crate) fn give_to_server_user(path: &Path) -> Result<(), Error> {
     if running_as_root() {

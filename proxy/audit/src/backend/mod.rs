@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use crate::chain::{ChainHash, ChainHead, Entry};
 use crate::checkpoint::{Checkpoint, CheckpointKind};
-use crate::config::{AuditConfig, StoreKind};
+use crate::config::{AuditConfig, AuditStoreKind};
 use crate::error::{AuditError, Result};
-use crate::time::Timestamp;
+use hoop_common::time::Timestamp;
 
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
@@ -59,8 +59,8 @@ pub(crate) trait Backend: Sized {
 /// Opens the configured store (writing side creates the schema).
 pub(crate) async fn open_writer(config: &AuditConfig) -> Result<AnyBackend> {
     Ok(match config.store {
-        StoreKind::Sqlite => AnyBackend::Sqlite(sqlite::SqliteBackend::open_writer(config)?),
-        StoreKind::Postgres => AnyBackend::Postgres(Box::new(
+        AuditStoreKind::Sqlite => AnyBackend::Sqlite(sqlite::SqliteBackend::open_writer(config)?),
+        AuditStoreKind::Postgres => AnyBackend::Postgres(Box::new(
             postgres::PostgresBackend::open_writer(config).await?,
         )),
     })
@@ -69,8 +69,8 @@ pub(crate) async fn open_writer(config: &AuditConfig) -> Result<AnyBackend> {
 /// Opens the configured store for reading only.
 pub(crate) async fn open_reader(config: &AuditConfig) -> Result<AnyBackend> {
     Ok(match config.store {
-        StoreKind::Sqlite => AnyBackend::Sqlite(sqlite::SqliteBackend::open_reader(config)?),
-        StoreKind::Postgres => AnyBackend::Postgres(Box::new(
+        AuditStoreKind::Sqlite => AnyBackend::Sqlite(sqlite::SqliteBackend::open_reader(config)?),
+        AuditStoreKind::Postgres => AnyBackend::Postgres(Box::new(
             postgres::PostgresBackend::open_reader(config).await?,
         )),
     })

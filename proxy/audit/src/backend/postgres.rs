@@ -13,7 +13,7 @@ use crate::chain::{ChainHash, ChainHead, Entry};
 use crate::checkpoint::Checkpoint;
 use crate::config::AuditConfig;
 use crate::error::{AuditError, Result};
-use crate::time::Timestamp;
+use hoop_common::time::Timestamp;
 
 const SCHEMA: &str = include_str!("../../sql/postgres.sql");
 

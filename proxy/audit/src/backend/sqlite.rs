@@ -33,7 +33,7 @@ use crate::chain::{ChainHash, ChainHead, Entry};
 use crate::checkpoint::Checkpoint;
 use crate::config::{AuditConfig, SqliteSync};
 use crate::error::{AuditError, Result};
-use crate::time::Timestamp;
+use hoop_common::time::Timestamp;
 
 const SCHEMA: &str = include_str!("../../sql/sqlite.sql");
 

@@ -7,8 +7,8 @@ pub mod pg;
 use std::path::PathBuf;
 
 use hoop_audit::{
-    Action, AuditConfig, AuditStore, CheckpointSigner, Decision, EndReason, Event, Identity,
-    SessionEnd, SessionStart, StatementBegin, StatementOutcome, Timestamp,
+    Action, AuditConfig, AuditStore, CheckpointSigner, EndReason, Event, Identity,
+    RecordedDecision, SessionEnd, SessionStart, StatementBegin, StatementOutcome, Timestamp,
 };
 
 pub use pg::PgCluster;
@@ -47,7 +47,9 @@ impl Harness {
             Harness::Sqlite { path, .. } => AuditConfig::sqlite(path, instance),
             Harness::Postgres { cluster, database } => {
                 let mut config = AuditConfig::postgres(&cluster.url(database), instance);
-                config.password_file = Some(cluster.password_file());
+                config.password = Some(hoop_common::config::SecretRef::file(
+                    cluster.password_file(),
+                ));
                 config
             }
         };
@@ -159,7 +161,7 @@ pub fn statement(session_id: &str, sequence: u64, sql: &str) -> StatementBegin {
         params: vec![Some("42".into()), None],
         kind: "select".into(),
         tables: vec!["public.payments".into()],
-        decision: Decision::allow(),
+        decision: RecordedDecision::allow(),
         executed_sql: None,
     }
 }
@@ -198,7 +200,7 @@ pub async fn workload(store: &AuditStore, session_id: &str, statements: u64) {
     }
     let mut blocked = statement(session_id, statements + 1, "DROP TABLE payments");
     blocked.kind = "drop".into();
-    blocked.decision = Decision {
+    blocked.decision = RecordedDecision {
         action: Action::Block,
         rule: Some("no-ddl".into()),
         reason: Some("DDL is not allowed for agents".into()),

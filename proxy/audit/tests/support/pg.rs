@@ -55,7 +55,9 @@ impl PgCluster {
 
     /// The password file a config points `password_file` at.
     pub fn password_file(&self) -> PathBuf {
-        self.kit.password_file().expect("the superuser has a password")
+        self.kit
+            .password_file()
+            .expect("the superuser has a password")
     }
 
     pub fn url(&self, database: &str) -> String {

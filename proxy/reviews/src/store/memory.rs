@@ -10,7 +10,7 @@ use crate::audit::ReviewAuditSink;
 use crate::decide::Update;
 use crate::error::HubError;
 use crate::model::{Review, ReviewStatus};
-use crate::time::Timestamp;
+use hoop_common::time::Timestamp;
 
 /// Final reviews kept for the page and the API; older ones are dropped
 /// (the audit chain keeps them for good).

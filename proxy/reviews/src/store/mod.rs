@@ -11,7 +11,7 @@ use crate::audit::ReviewAuditSink;
 use crate::decide::Update;
 use crate::error::HubError;
 use crate::model::{Review, ReviewStatus};
-use crate::time::Timestamp;
+use hoop_common::time::Timestamp;
 
 pub(crate) mod memory;
 pub(crate) mod postgres;

@@ -15,7 +15,7 @@ use crate::audit::ReviewAuditSink;
 use crate::decide::Update;
 use crate::error::HubError;
 use crate::model::{Review, ReviewStatus};
-use crate::time::Timestamp;
+use hoop_common::time::Timestamp;
 
 const SCHEMA: &str = include_str!("../../sql/schema.sql");
 
@@ -199,9 +199,9 @@ impl Store for PostgresStore {
                 &review.role,
                 &review.rule,
                 &review.sql_fingerprint,
-                &review.created_at.0,
-                &review.expires_at.0,
-                &review.grant_until.map(|t| t.0),
+                &review.created_at.system_time(),
+                &review.expires_at.system_time(),
+                &review.grant_until.map(Timestamp::system_time),
                 &json,
             ],
         )
@@ -247,7 +247,7 @@ impl Store for PostgresStore {
         record(audit, update.events).await?;
         tx.execute(
             "UPDATE hoop_reviews SET status = $2, grant_until = $3, review = $4::text::jsonb WHERE id = $1",
-            &[&id, &review.status.as_str(), &review.grant_until.map(|t| t.0), &json],
+            &[&id, &review.status.as_str(), &review.grant_until.map(Timestamp::system_time), &json],
         )
         .await
         .map_err(fail)?;
@@ -303,7 +303,7 @@ impl Store for PostgresStore {
         let client = guard
             .as_ref()
             .ok_or_else(|| HubError::Store("not connected".into()))?;
-        let now: SystemTime = now.0;
+        let now: SystemTime = now.system_time();
         let rows = client
             .query(
                 "SELECT id FROM hoop_reviews WHERE status = 'pending' AND expires_at <= $1",
@@ -334,7 +334,7 @@ impl Store for PostgresStore {
                     &key.role,
                     &key.rule,
                     &key.sql_fingerprint,
-                    &now.0,
+                    &now.system_time(),
                 ],
             )
             .await

@@ -1,5 +1,7 @@
-//! Time as the audit log keeps it: microseconds since the Unix epoch, written
-//! as RFC 3339 UTC in records and exports so an auditor reads it directly.
+//! Wall-clock time as hoop records and shares it: microseconds since the
+//! Unix epoch (what PostgreSQL's `timestamptz` keeps), written as RFC 3339
+//! UTC in audit records, exports, reviews and the review API, so an auditor
+//! reads it directly and a value read back compares equal to the one written.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,17 +33,35 @@ impl Timestamp {
     }
 
     pub fn saturating_sub(self, duration: Duration) -> Timestamp {
-        let micros = i64::try_from(duration.as_micros()).unwrap_or(i64::MAX);
-        Timestamp(self.0.saturating_sub(micros))
+        Timestamp(self.0.saturating_sub(micros_of(duration)))
     }
 
-    fn to_system_time(self) -> SystemTime {
+    pub fn plus(self, duration: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(micros_of(duration)))
+    }
+
+    /// How long from now until this instant; zero when it has passed.
+    pub fn remaining(self) -> Duration {
+        self.system_time()
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    }
+
+    pub fn has_passed(self) -> bool {
+        Timestamp::now() >= self
+    }
+
+    pub fn system_time(self) -> SystemTime {
         if self.0 >= 0 {
             UNIX_EPOCH + Duration::from_micros(self.0.unsigned_abs())
         } else {
             UNIX_EPOCH - Duration::from_micros(self.0.unsigned_abs())
         }
     }
+}
+
+fn micros_of(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
 impl From<SystemTime> for Timestamp {
@@ -60,7 +80,7 @@ impl fmt::Display for Timestamp {
         write!(
             f,
             "{}",
-            humantime::format_rfc3339_micros(self.to_system_time())
+            humantime::format_rfc3339_micros(self.system_time())
         )
     }
 }
@@ -93,5 +113,16 @@ mod tests {
             Timestamp::parse_rfc3339("2024-05-01T12:00:00Z"),
             Some(Timestamp::from_unix_micros(1_714_564_800_000_000))
         );
+    }
+
+    #[test]
+    fn now_round_trips_through_json() {
+        let now = Timestamp::now();
+        let text = serde_json::to_string(&now).expect("serializes");
+        assert!(text.ends_with("Z\""), "{text}");
+        let back: Timestamp = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back, now);
+        assert!(!now.plus(Duration::from_secs(60)).has_passed());
+        assert!(now.saturating_sub(Duration::from_secs(1)).has_passed());
     }
 }
