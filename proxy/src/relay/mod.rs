@@ -2,15 +2,20 @@
 //! and "bytes from the server" (plus the two writes, token expiry and
 //! shutdown), so server-initiated messages (NoticeResponse,
 //! NotificationResponse, ParameterStatus) flow while the client is idle.
-//! Frames are forwarded byte for byte; each passes the [`Inspector`] seam
-//! where policy and masking plug in. Reads stop while the opposite write
+//! Frames are forwarded byte for byte; each passes the
+//! [`PolicyInspector`] (statement rules in, masking out), whose
+//! [`verdict`]s say what to do with it. Client frames are inspected before
+//! [`ConnectionState`] records them (only what is sent on is recorded);
+//! server frames before the state moves on, so [`ConnectionState::front`]
+//! is the request the frame answers. Reads stop while the opposite write
 //! buffer is full, so memory per connection is bounded by one message plus
 //! the high-water mark, however large a result is.
 
-pub mod gate;
-pub mod policy;
-pub mod record;
-pub mod state;
+pub(crate) mod gate;
+pub(crate) mod policy;
+pub(crate) mod record;
+pub(crate) mod state;
+pub(crate) mod verdict;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,82 +27,36 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::cancel::CancelTarget;
 use crate::metrics::{Direction, Metrics};
 use crate::protocol::{put_error, put_notice, reserve_for_read, split_frame, Frame, Severity};
 use crate::tls::PgStream;
-use gate::{Admission, AdmissionFuture, Gate, StatementInfo};
+use gate::{Admission, AdmissionFuture, Gate};
+use policy::PolicyInspector;
 use record::{OpenStatement, Recorder};
-pub use state::ConnectionState;
+pub(crate) use state::ConnectionState;
 use state::DescribeOrigin;
+use verdict::{ClientVerdict, ServerVerdict};
 
-/// What to do with one frame. The relay forwards unless told otherwise.
-#[derive(Debug)]
-pub enum Verdict {
-    Forward,
-    /// Send these bytes (one or more complete frames) instead.
-    Replace(BytesMut),
-    Drop,
-    /// Client frames only: hold this message back with the statement it
-    /// prepares (a Parse or Bind of a statement that goes to review). The
-    /// relay keeps it, and every message after it, until the Execute is
-    /// admitted, or sends them on at a Sync or Flush without one.
-    Defer,
-    /// Client Query, Execute (and refused Parse or FunctionCall): a
-    /// statement. It goes through the [`Gate`] (audit record, review hold)
-    /// and runs only if admitted. Every refusal takes this way, so none
-    /// goes unrecorded. A refused request never reaches the server: the
-    /// client gets the error in order with the answers to its earlier
-    /// requests, then ReadyForQuery with the real transaction status (a
-    /// refusal inside a transaction aborts it, as any error would); after an
-    /// extended-protocol message the relay discards the client's messages
-    /// until Sync.
-    Statement(Box<StatementInfo>),
-}
 /// The name the refusal Describe asks for. A statement of this name never
 /// exists unless a client creates it on purpose, and then the relay still
 /// replaces the answer with the refusal.
 const REFUSED_STATEMENT: &[u8] = b"hoop: refused statement";
-
-/// The seam for "inspect this frame": statement policy and result masking
-/// implement this. Client frames are inspected before [`ConnectionState`]
-/// records them (only what is sent on is recorded); server frames before
-/// the state moves on, so [`ConnectionState::front`] is the request the
-/// frame answers.
-pub trait Inspector: Send {
-    fn client_frame(&mut self, _state: &ConnectionState, _frame: &Frame) -> Verdict {
-        Verdict::Forward
-    }
-    fn server_frame(&mut self, _state: &ConnectionState, _frame: &Frame) -> Verdict {
-        Verdict::Forward
-    }
-    /// A reviewer's replacement statement, about to run instead of the held
-    /// one: `Err` is the refusal when the rules block it.
-    fn check_replacement(&mut self, _state: &ConnectionState, _sql: &str) -> Result<(), BytesMut> {
-        Ok(())
-    }
-}
-
-/// Forwards everything unchanged.
-pub struct PassThrough;
-impl Inspector for PassThrough {}
 
 /// Stops reading one side while this much is queued for the other.
 const HIGH_WATER: usize = 256 * 1024;
 /// How long the final messages to a leaving client may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub struct RelaySession {
+pub(crate) struct RelaySession {
     pub mapped_role: String,
     /// Unix seconds at which the login token expires.
     pub expires_at: i64,
-    pub upstream: CancelTarget,
     pub max_message_bytes: usize,
 }
 
 /// Why the relay ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RelayEnd {
+pub(crate) enum RelayEnd {
     ClientTerminated,
     ClientGone {
         mid_statement: bool,
@@ -110,16 +69,15 @@ pub enum RelayEnd {
     AuditUnavailable,
 }
 
-pub struct Relay<'a> {
+pub(crate) struct Relay {
     pub session: RelaySession,
     /// Statements seen on this connection (numbers the per-statement spans).
     pub statements: u64,
     pub metrics: Arc<Metrics>,
-    pub inspector: Box<dyn Inspector + 'a>,
+    pub inspector: PolicyInspector,
     pub shutdown: watch::Receiver<bool>,
-    /// Audit records and review holds; `None` forwards what the inspector
-    /// allows and refuses the rest, recording nothing.
-    pub gate: Option<Gate>,
+    /// Audit records and review holds.
+    pub gate: Gate,
 }
 
 /// A statement waiting for the gate, and what it needs once admitted.
@@ -153,15 +111,6 @@ async fn admission(held: &mut Option<Held>) -> Admission {
 /// Names of the statement and portal a reviewer's replacement runs as in
 /// the extended protocol.
 const MODIFIED_STATEMENT: &[u8] = b"hoop: modified statement";
-
-fn append(out: &mut BytesMut, frame: &Frame, verdict: Verdict) {
-    match verdict {
-        Verdict::Forward => out.extend_from_slice(frame.as_bytes()),
-        Verdict::Replace(bytes) => out.extend_from_slice(&bytes),
-        // Client-side verdicts: a server frame is never refused, so drop it.
-        Verdict::Drop | Verdict::Statement(_) | Verdict::Defer => {}
-    }
-}
 
 /// A Describe message (`kind` b'S' or b'P').
 fn describe_frame(kind: u8, name: &[u8]) -> Frame {
@@ -215,7 +164,7 @@ fn fatal(out: &mut BytesMut, code: &str, message: &str) {
     put_error(out, Severity::Fatal, code, message);
 }
 
-impl Relay<'_> {
+impl Relay {
     /// Relays until either side ends. `cancel_upstream` is called when the
     /// client vanishes while a statement is running.
     pub async fn run(
@@ -271,7 +220,7 @@ impl Relay<'_> {
         let mut state = ConnectionState::new();
         let mut held: Option<Held> = None;
         let mut deferred: Vec<Frame> = Vec::new();
-        let mut recorder = Recorder::new(self.gate.as_ref().map_or(0, Gate::record_rows));
+        let mut recorder = Recorder::new(self.gate.record_rows());
         let max = self.session.max_message_bytes;
         let up_bytes = self.metrics.bytes_counter(Direction::client_to_server);
         let down_bytes = self.metrics.bytes_counter(Direction::server_to_client);
@@ -373,10 +322,8 @@ impl Relay<'_> {
                         }
                         to_client.extend_from_slice(&withheld);
                         withheld.clear();
-                        if let Some(gate) = &self.gate {
-                            for (handle, outcome) in recorder.finished(&state, Instant::now()) {
-                                gate.complete(handle, outcome);
-                            }
+                        for (handle, outcome) in recorder.finished(&state, Instant::now()) {
+                            self.gate.complete(handle, outcome);
                         }
                         None
                     } else {
@@ -464,7 +411,7 @@ impl Relay<'_> {
         // A statement still held is abandoned: dropping its wait withdraws
         // its review (the ticket's drop).
         drop(held);
-        if let Some(gate) = &self.gate {
+        {
             let why = match &end {
                 RelayEnd::ClientGone { .. } => "the client went away before the statement ended",
                 RelayEnd::TokenExpired => "the session ended: the login token expired",
@@ -472,7 +419,7 @@ impl Relay<'_> {
                 _ => "the connection ended before the statement did",
             };
             for (handle, outcome) in recorder.abandon(Instant::now(), why) {
-                gate.complete(handle, outcome);
+                self.gate.complete(handle, outcome);
             }
         }
 
@@ -538,91 +485,69 @@ impl Relay<'_> {
                 self.send_client_frame(&frame, out, state, now);
                 continue;
             }
-            let verdict = self.inspector.client_frame(state, &frame);
+            let verdict = self.inspector.client_frame(&frame);
             match verdict {
-                Verdict::Defer => {
+                ClientVerdict::Defer => {
                     pipes.deferred.push(frame);
                     continue;
                 }
                 // Messages after a held-back one wait with it, in order; a
                 // Sync or Flush (the client waits for answers) sends them.
-                Verdict::Forward
+                ClientVerdict::Forward
                     if !pipes.deferred.is_empty() && !matches!(frame.tag(), b'S' | b'H' | b'X') =>
                 {
                     pipes.deferred.push(frame);
                     continue;
                 }
                 // An admitted statement sends them first (see `admitted`).
-                Verdict::Statement(_) => {}
+                ClientVerdict::Statement(_) => {}
                 _ => self.send_deferred(pipes.deferred, out, state, now),
             }
             match verdict {
-                Verdict::Defer => {}
-                Verdict::Forward => self.send_client_frame(&frame, out, state, now),
-                Verdict::Replace(mut bytes) => {
-                    while let Ok(Some(replacement)) = split_frame(&mut bytes, usize::MAX) {
-                        self.send_client_frame(&replacement, out, state, now);
+                ClientVerdict::Defer => {}
+                ClientVerdict::Forward => self.send_client_frame(&frame, out, state, now),
+                ClientVerdict::Statement(info) => {
+                    let describe_portal = info.describe_portal.clone();
+                    let bind = info.bind.clone();
+                    // A plain read may run while its record is written (its
+                    // answer waits for the record); anything else waits for
+                    // the record before it is sent.
+                    let early = info.read_only
+                        && info.decision == hoop_policy::Decision::Allow
+                        && self.gate.records()
+                        && pipes.deferred.is_empty();
+                    match self.gate.admit(*info) {
+                        None => {
+                            self.send_deferred(pipes.deferred, out, state, now);
+                            self.forward_statement(&frame, describe_portal, out, state, now)
+                        }
+                        Some(future) if early => {
+                            self.forward_statement(&frame, describe_portal, out, state, now);
+                            let request = state.last_id();
+                            if let Some(request) = request {
+                                pipes.recorder.open(OpenStatement::new(request, None, now));
+                            }
+                            *pipes.held = Some(Held {
+                                frame,
+                                describe_portal: None,
+                                bind,
+                                future,
+                                early: true,
+                                request,
+                            });
+                        }
+                        Some(future) => {
+                            *pipes.held = Some(Held {
+                                frame,
+                                describe_portal,
+                                bind,
+                                future,
+                                early: false,
+                                request: None,
+                            });
+                        }
                     }
                 }
-                Verdict::Drop => {}
-                Verdict::Statement(info) => match self.gate.as_mut() {
-                    None => {
-                        self.send_deferred(pipes.deferred, out, state, now);
-                        match info.decision.client_error() {
-                            None => {
-                                let portal = info.describe_portal;
-                                self.forward_statement(&frame, portal, out, state, now);
-                            }
-                            Some((code, message)) => {
-                                let mut error = BytesMut::new();
-                                put_error(&mut error, Severity::Error, code, &message);
-                                self.refuse(&frame, error, out, state, now);
-                            }
-                        }
-                    }
-                    Some(gate) => {
-                        let describe_portal = info.describe_portal.clone();
-                        let bind = info.bind.clone();
-                        // A plain read may run while its record is written
-                        // (its answer waits for the record); anything else
-                        // waits for the record before it is sent.
-                        let early = info.read_only
-                            && info.decision == hoop_policy::Decision::Allow
-                            && gate.records()
-                            && pipes.deferred.is_empty();
-                        match gate.admit(*info) {
-                            None => {
-                                self.send_deferred(pipes.deferred, out, state, now);
-                                self.forward_statement(&frame, describe_portal, out, state, now)
-                            }
-                            Some(future) if early => {
-                                self.forward_statement(&frame, describe_portal, out, state, now);
-                                let request = state.last_id();
-                                if let Some(request) = request {
-                                    pipes.recorder.open(OpenStatement::new(request, None, now));
-                                }
-                                *pipes.held = Some(Held {
-                                    frame,
-                                    describe_portal: None,
-                                    bind,
-                                    future,
-                                    early: true,
-                                    request,
-                                });
-                            }
-                            Some(future) => {
-                                *pipes.held = Some(Held {
-                                    frame,
-                                    describe_portal,
-                                    bind,
-                                    future,
-                                    early: false,
-                                    request: None,
-                                });
-                            }
-                        }
-                    }
-                },
             }
         }
         Ok(())
@@ -667,34 +592,32 @@ impl Relay<'_> {
                 }
             }
             Admission::Refuse(error) => self.refuse(&held.frame, error, to_server, state, now),
-            Admission::Replace { sql, record } => {
-                match self.inspector.check_replacement(state, &sql) {
-                    Err(error) => {
-                        if let (Some(gate), Some(handle)) = (&self.gate, record) {
-                            let (code, message) = crate::protocol::error_summary(
-                                record::first_body(&error).unwrap_or_default(),
-                            );
-                            gate.complete(
-                                handle,
-                                hoop_audit::StatementOutcome {
-                                    sqlstate: Some(code),
-                                    message: Some(message),
-                                    ..Default::default()
-                                },
-                            );
-                        }
-                        self.refuse(&held.frame, error, to_server, state, now);
+            Admission::Replace { sql, record } => match self.inspector.check_replacement(&sql) {
+                Err(error) => {
+                    if let Some(handle) = record {
+                        let (code, message) = crate::protocol::error_summary(
+                            record::first_body(&error).unwrap_or_default(),
+                        );
+                        self.gate.complete(
+                            handle,
+                            hoop_audit::StatementOutcome {
+                                sqlstate: Some(code),
+                                message: Some(message),
+                                ..Default::default()
+                            },
+                        );
                     }
-                    Ok(()) => {
-                        let request = self.run_replacement(&held, &sql, to_server, state, now);
-                        if let (Some(handle), Some(request)) = (record, request) {
-                            pipes
-                                .recorder
-                                .open(OpenStatement::new(request, Some(handle), now));
-                        }
+                    self.refuse(&held.frame, error, to_server, state, now);
+                }
+                Ok(()) => {
+                    let request = self.run_replacement(&held, &sql, to_server, state, now);
+                    if let (Some(handle), Some(request)) = (record, request) {
+                        pipes
+                            .recorder
+                            .open(OpenStatement::new(request, Some(handle), now));
                     }
                 }
-            }
+            },
         }
         self.pump_client(pipes, input, to_server)
     }
@@ -814,7 +737,7 @@ impl Relay<'_> {
     }
 
     /// Refuses a client request: nothing of it reaches the server (see
-    /// [`Verdict::Statement`]).
+    /// [`ClientVerdict::Statement`]).
     fn refuse(
         &mut self,
         frame: &Frame,
@@ -890,8 +813,8 @@ impl Relay<'_> {
                 }) => match frame.tag() {
                     // The server's answer to the stand-in Describe becomes
                     // the refusal (ParameterDescription: the name existed).
-                    b'E' | b't' => Verdict::Replace(BytesMut::from(&error[..])),
-                    b'T' | b'n' => Verdict::Drop,
+                    b'E' | b't' => ServerVerdict::Replace(BytesMut::from(&error[..])),
+                    b'T' | b'n' => ServerVerdict::Drop,
                     _ => self.inspector.server_frame(state, &frame),
                 },
                 Some(state::Pending::Describe {
@@ -900,9 +823,9 @@ impl Relay<'_> {
                 }) if matches!(frame.tag(), b'T' | b'n') => {
                     // For the inspector only.
                     let _ = self.inspector.server_frame(state, &frame);
-                    Verdict::Drop
+                    ServerVerdict::Drop
                 }
-                _ if frame.tag() == b'S' => Verdict::Forward,
+                _ if frame.tag() == b'S' => ServerVerdict::Forward,
                 _ => self.inspector.server_frame(state, &frame),
             };
             if !pipes.recorder.is_empty() {
@@ -917,10 +840,8 @@ impl Relay<'_> {
                 );
             }
             if !pipes.recorder.is_empty() {
-                if let Some(gate) = &self.gate {
-                    for (handle, outcome) in pipes.recorder.finished(state, now) {
-                        gate.complete(handle, outcome);
-                    }
+                for (handle, outcome) in pipes.recorder.finished(state, now) {
+                    self.gate.complete(handle, outcome);
                 }
             }
             if frame.tag() == b'S' {
@@ -933,7 +854,7 @@ impl Relay<'_> {
                 }
                 continue;
             }
-            append(out, &frame, verdict);
+            verdict.append_to(&frame, out);
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! In: every simple Query (each of its statements), every Parse, and what
 //! SQL `EXECUTE` runs are classified (through the cache) and decided with
 //! the configured rules; a refusal never reaches the server (see
-//! [`Verdict::Statement`]). A FunctionCall (fast path) is refused: it names a
+//! [`ClientVerdict::Statement`]). A FunctionCall (fast path) is refused: it names a
 //! function by OID, which no rule can judge.
 //!
 //! Out: DataRows are masked with the row shape of the result they belong to
@@ -27,7 +27,7 @@ use hoop_policy::{
 
 use super::gate::StatementInfo;
 use super::state::{ConnectionState, Pending};
-use super::{Inspector, Verdict};
+use super::verdict::{ClientVerdict, ServerVerdict};
 use crate::protocol::{put_error, take_cstr, take_i16, take_i32, Frame, Severity};
 
 /// Statements kept by the per-connection classification cache.
@@ -349,7 +349,7 @@ impl PolicyInspector {
     }
 
     /// Starts suppressing the rest of the request; the client gets this error.
-    fn fail(&mut self, problem: &dyn std::fmt::Display) -> Verdict {
+    fn fail(&mut self, problem: &dyn std::fmt::Display) -> ServerVerdict {
         tracing::warn!(%problem, "result could not be masked; request ended with an error");
         self.suppressing = true;
         self.copy = None;
@@ -360,7 +360,7 @@ impl PolicyInspector {
             SQLSTATE_MASKING_FAILED,
             &format!("the gateway could not mask this result, so it was not sent: {problem}"),
         );
-        Verdict::Replace(out)
+        ServerVerdict::Replace(out)
     }
 
     /// The shape of the rows the server is sending now.
@@ -387,7 +387,7 @@ impl PolicyInspector {
         }
     }
 
-    fn on_row_description(&mut self, state: &ConnectionState, frame: &Frame) -> Verdict {
+    fn on_row_description(&mut self, state: &ConnectionState, frame: &Frame) -> ServerVerdict {
         let front = state.front().cloned();
         let shape = if frame.tag() == b'T' {
             match RowShape::from_row_description(frame.body(), &self.columns) {
@@ -418,25 +418,25 @@ impl PolicyInspector {
             // An Execute of a cursor's FETCH in simple mode and the like.
             _ => self.simple_shape = shape,
         }
-        Verdict::Forward
+        ServerVerdict::Forward
     }
 
-    fn mask_copy(&mut self, frame: &Frame) -> Verdict {
+    fn mask_copy(&mut self, frame: &Frame) -> ServerVerdict {
         let copy = self
             .copy
             .get_or_insert_with(|| CopyMasker::new(&self.columns, false));
         let chunks = copy.mask_copy_data(frame.body());
         if chunks.len() == 1 && matches!(chunks[0], std::borrow::Cow::Borrowed(_)) {
-            return Verdict::Forward;
+            return ServerVerdict::Forward;
         }
         let mut out = BytesMut::new();
         for chunk in chunks {
             put_frame(&mut out, b'd', &chunk);
         }
         if out.is_empty() {
-            Verdict::Drop
+            ServerVerdict::Drop
         } else {
-            Verdict::Replace(out)
+            ServerVerdict::Replace(out)
         }
     }
 
@@ -455,18 +455,18 @@ impl PolicyInspector {
         Some(out)
     }
 
-    fn mask_error(&mut self, frame: &Frame) -> Verdict {
+    fn mask_error(&mut self, frame: &Frame) -> ServerVerdict {
         let masker = self.columns.content_masker();
         let masked = match frame.tag() {
             b'A' => mask_notification(masker, frame.body()),
             _ => mask_error_or_notice(masker, frame.body()),
         };
         match masked {
-            Ok(None) => Verdict::Forward,
+            Ok(None) => ServerVerdict::Forward,
             Ok(Some(body)) => {
                 let mut out = BytesMut::new();
                 put_frame(&mut out, frame.tag(), &body);
-                Verdict::Replace(out)
+                ServerVerdict::Replace(out)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "malformed message from the database was not forwarded");
@@ -478,9 +478,9 @@ impl PolicyInspector {
                         SQLSTATE_MASKING_FAILED,
                         "the database reported an error the gateway could not read",
                     );
-                    Verdict::Replace(out)
+                    ServerVerdict::Replace(out)
                 } else {
-                    Verdict::Drop
+                    ServerVerdict::Drop
                 }
             }
         }
@@ -603,8 +603,9 @@ fn cstr(body: &[u8]) -> (&[u8], &[u8]) {
     take_cstr(body).unwrap_or((b"", b""))
 }
 
-impl Inspector for PolicyInspector {
-    fn client_frame(&mut self, _state: &ConnectionState, frame: &Frame) -> Verdict {
+/// The inspector's two directions and the reviewer's replacement check.
+impl PolicyInspector {
+    pub(crate) fn client_frame(&mut self, frame: &Frame) -> ClientVerdict {
         let body = frame.body();
         match frame.tag() {
             b'Q' => {
@@ -614,7 +615,7 @@ impl Inspector for PolicyInspector {
                 self.forget_portal(b"");
                 let (sql, _) = cstr(body);
                 let judged = self.decide_sql(sql);
-                return Verdict::Statement(Box::new(judged.into_info(sql)));
+                return ClientVerdict::Statement(Box::new(judged.into_info(sql)));
             }
             b'P' => {
                 let (name, rest) = cstr(body);
@@ -623,14 +624,14 @@ impl Inspector for PolicyInspector {
                 // Blocked statements are refused when prepared; reviewed
                 // ones are held when executed, with their parameters.
                 if matches!(judged.decision, Decision::Block { .. }) {
-                    return Verdict::Statement(Box::new(judged.into_info(sql)));
+                    return ClientVerdict::Statement(Box::new(judged.into_info(sql)));
                 }
                 self.described_statements.remove(name);
                 self.parsed
                     .insert(name.to_vec(), Bytes::copy_from_slice(sql));
                 if matches!(judged.decision, Decision::Review { .. }) {
                     self.review_statements.insert(name.to_vec());
-                    return Verdict::Defer;
+                    return ClientVerdict::Defer;
                 }
                 self.review_statements.remove(name);
             }
@@ -643,7 +644,7 @@ impl Inspector for PolicyInspector {
                     (statement.to_vec(), Bytes::copy_from_slice(body)),
                 );
                 if self.review_statements.contains(statement) {
-                    return Verdict::Defer;
+                    return ClientVerdict::Defer;
                 }
             }
             b'D' => {
@@ -658,7 +659,7 @@ impl Inspector for PolicyInspector {
             }
             b'E' => {
                 let (portal, _) = cstr(body);
-                return Verdict::Statement(Box::new(self.execute(portal)));
+                return ClientVerdict::Statement(Box::new(self.execute(portal)));
             }
             b'C' => {
                 if let Some((&kind, rest)) = body.split_first() {
@@ -682,16 +683,18 @@ impl Inspector for PolicyInspector {
                     tables: Vec::new(),
                     read_only: false,
                 };
-                return Verdict::Statement(Box::new(
+                return ClientVerdict::Statement(Box::new(
                     judged.into_info(b"-- fast-path FunctionCall"),
                 ));
             }
             _ => {}
         }
-        Verdict::Forward
+        ClientVerdict::Forward
     }
 
-    fn check_replacement(&mut self, _state: &ConnectionState, sql: &str) -> Result<(), BytesMut> {
+    /// A reviewer's replacement statement, about to run instead of the
+    /// held one: `Err` is the refusal when the rules block it.
+    pub(crate) fn check_replacement(&mut self, sql: &str) -> Result<(), BytesMut> {
         // A replacement that would itself need review is allowed: the
         // reviewer who wrote it approved it. A blocked one never runs.
         match self.decide_sql(sql.as_bytes()).decision {
@@ -709,16 +712,16 @@ impl Inspector for PolicyInspector {
         }
     }
 
-    fn server_frame(&mut self, state: &ConnectionState, frame: &Frame) -> Verdict {
+    pub(crate) fn server_frame(&mut self, state: &ConnectionState, frame: &Frame) -> ServerVerdict {
         if self.suppressing {
             return match frame.tag() {
                 b'Z' => {
                     self.suppressing = false;
                     self.simple_shape = None;
-                    Verdict::Forward
+                    ServerVerdict::Forward
                 }
                 b'N' | b'A' => self.mask_error(frame),
-                _ => Verdict::Drop,
+                _ => ServerVerdict::Drop,
             };
         }
         match frame.tag() {
@@ -732,11 +735,11 @@ impl Inspector for PolicyInspector {
                     Err(problem) => return self.fail(&problem),
                 };
                 match mask_data_row(shape, frame.body()) {
-                    Ok(None) => Verdict::Forward,
+                    Ok(None) => ServerVerdict::Forward,
                     Ok(Some(body)) => {
                         let mut out = BytesMut::new();
                         put_frame(&mut out, b'D', &body);
-                        Verdict::Replace(out)
+                        ServerVerdict::Replace(out)
                     }
                     Err(e) => self.fail(&e),
                 }
@@ -746,11 +749,11 @@ impl Inspector for PolicyInspector {
             b'H' | b'W' => {
                 let binary = frame.body().first() == Some(&1);
                 self.copy = Some(CopyMasker::new(&self.columns, binary));
-                Verdict::Forward
+                ServerVerdict::Forward
             }
             b'c' => match self.finish_copy(frame) {
-                Some(out) => Verdict::Replace(out),
-                None => Verdict::Forward,
+                Some(out) => ServerVerdict::Replace(out),
+                None => ServerVerdict::Forward,
             },
             b'E' | b'N' | b'A' => {
                 let held = if frame.tag() == b'E' {
@@ -767,17 +770,17 @@ impl Inspector for PolicyInspector {
                     put_frame(&mut out, b'd', &chunk);
                 }
                 match verdict {
-                    Verdict::Forward => out.extend_from_slice(frame.as_bytes()),
-                    Verdict::Replace(bytes) => out.extend_from_slice(&bytes),
+                    ServerVerdict::Forward => out.extend_from_slice(frame.as_bytes()),
+                    ServerVerdict::Replace(bytes) => out.extend_from_slice(&bytes),
                     _ => {}
                 }
-                Verdict::Replace(out)
+                ServerVerdict::Replace(out)
             }
             b'1' => {
                 if let Some(Pending::Parse { name }) = state.front() {
                     self.statement_shapes.remove(name);
                 }
-                Verdict::Forward
+                ServerVerdict::Forward
             }
             b'2' => {
                 if let Some(Pending::Bind {
@@ -795,7 +798,7 @@ impl Inspector for PolicyInspector {
                         },
                     );
                 }
-                Verdict::Forward
+                ServerVerdict::Forward
             }
             b'Z' => {
                 self.simple_shape = None;
@@ -803,9 +806,9 @@ impl Inspector for PolicyInspector {
                 if frame.body().first() == Some(&b'I') {
                     self.portal_shapes.clear();
                 }
-                Verdict::Forward
+                ServerVerdict::Forward
             }
-            _ => Verdict::Forward,
+            _ => ServerVerdict::Forward,
         }
     }
 }

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use hoop_audit::{StatementHandle, StatementOutcome};
 
 use super::state::{ConnectionState, Pending};
-use super::Verdict;
+use super::verdict::ServerVerdict;
 use crate::protocol::{error_fields, take_cstr, take_i16, take_i32, Frame};
 
 /// A forwarded statement whose record awaits its outcome.
@@ -101,15 +101,11 @@ impl Recorder {
 
     /// Looks at a server frame before the state moves on; `verdict` is what
     /// the client gets instead of it, if anything.
-    pub fn observe(&mut self, state: &ConnectionState, frame: &Frame, verdict: &Verdict) {
+    pub fn observe(&mut self, state: &ConnectionState, frame: &Frame, verdict: &ServerVerdict) {
         if self.open.is_empty() {
             return;
         }
-        let sent: Option<&[u8]> = match verdict {
-            Verdict::Forward => Some(frame.as_bytes()),
-            Verdict::Replace(bytes) => Some(bytes),
-            _ => None,
-        };
+        let sent = verdict.sent(frame);
         if frame.tag() == b'E' {
             // The error of the front request; every statement queued before
             // the next Sync is skipped by the server.
