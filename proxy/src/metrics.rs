@@ -97,12 +97,6 @@ impl Metrics {
         self.logins.get_or_create(&LoginLabels { outcome }).inc();
     }
 
-    pub fn add_bytes(&self, direction: Direction, n: usize) {
-        self.bytes
-            .get_or_create(&DirectionLabels { direction })
-            .inc_by(n as u64);
-    }
-
     /// A handle on one direction's byte counter (no lookup per use).
     pub fn bytes_counter(&self, direction: Direction) -> Counter {
         self.bytes

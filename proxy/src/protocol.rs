@@ -38,10 +38,6 @@ impl Frame {
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
 }
 
 impl PartialEq for Frame {
@@ -222,8 +218,6 @@ pub enum StartupPacket {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StartupError {
-    #[error("invalid startup packet length {0}")]
-    BadLength(usize),
     #[error("malformed startup packet: {0}")]
     Malformed(&'static str),
 }

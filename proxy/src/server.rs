@@ -445,6 +445,10 @@ fn end_reason(end: &RelayEnd) -> (EndReason, Option<String>) {
             EndReason::Error,
             Some(format!("protocol violation: {what}")),
         ),
+        RelayEnd::AuditUnavailable => (
+            EndReason::Error,
+            Some("a statement could not be recorded in the audit trail".into()),
+        ),
     }
 }
 
@@ -692,14 +696,13 @@ async fn relay(
         session: RelaySession {
             mapped_role: admitted.mapping.role.clone(),
             expires_at: admitted.expires_at,
-            upstream: target.clone(),
             max_message_bytes: ctx.config.max_message_bytes,
         },
         statements: 0,
         metrics: ctx.metrics.clone(),
-        inspector: Box::new(inspector),
+        inspector,
         shutdown: stop,
-        gate: Some(Gate::new(
+        gate: Gate::new(
             ctx.audit.clone(),
             ctx.reviews.clone(),
             ctx.config.audit.record_statements,
@@ -707,7 +710,7 @@ async fn relay(
             ctx.config.policy.content_masker.clone(),
             gate_session,
             target.cancels.subscribe(),
-        )),
+        ),
     };
     let cancel = async {
         if let Err(e) = ctx.cancel_upstream(&target).await {

@@ -267,6 +267,8 @@ password = {{ file = "{}" }}
     ));
     let gw = start_gateway(opts).await;
     let client = pg_connect(&gw.url("agent-7", &gw.agent_token())).await;
+    // Logged in (and so recorded) while the store still works.
+    let reader = pg_connect(&gw.url("agent-7", &gw.agent_token())).await;
     client
         .simple_query("INSERT INTO scratch VALUES (9100, 'recorded')")
         .await
@@ -292,6 +294,18 @@ password = {{ file = "{}" }}
         "0",
         "the refused statement must not have run"
     );
+
+    // A plain read runs while its record is written, but nothing of its
+    // answer reaches the client when the record cannot be written: the
+    // session ends with 58000 instead.
+    let withheld = reader
+        .simple_query("SELECT * FROM scratch WHERE id = 9100")
+        .await
+        .expect_err("no record, no rows");
+    let db_error = withheld.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db_error.code().code(), "58000", "{db_error}");
+    assert!(db_error.message().contains("not sent"), "{db_error}");
+    assert!(reader.is_closed() || reader.simple_query("SELECT 1").await.is_err());
 
     // The store returns: statements run again.
     cluster.psql("postgres", "ALTER ROLE hoop_audit_fc LOGIN");

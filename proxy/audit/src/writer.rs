@@ -15,7 +15,11 @@
 //!
 //! Records nobody waits for (`complete_statement_nowait`) do not start a
 //! commit of their own: they wait, at most [`DETACHED_LINGER`], for one
-//! that someone waits for (typically the session's next statement).
+//! that someone waits for (typically the session's next statement). When
+//! their commit fails they are kept and written again with the next batch
+//! (the statements they complete are begun and durable), every
+//! [`RETRY_DELAY`] while nothing else comes, for about half a minute
+//! ([`RETRY_ATTEMPTS`]) before an alert gives up on them.
 //!
 //! The head advances only after a commit succeeded, so a failed batch
 //! leaves no gap: its callers get an error (and refuse their statements),
@@ -56,6 +60,18 @@ const SYNC_THREADS: usize = MAX_UNSYNCED;
 /// How long records nobody waits for (`complete_statement_nowait`) may
 /// wait for company before they are committed on their own.
 const DETACHED_LINGER: Duration = Duration::from_millis(10);
+
+/// How long records kept after a failed commit wait before they are
+/// tried again on their own.
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// Tries at writing a record nobody waits for (at least [`RETRY_DELAY`]
+/// apart: about half a minute).
+const RETRY_ATTEMPTS: u32 = 60;
+
+/// Records nobody waits for kept for another try; past this, the oldest
+/// are given up (with an alert each).
+const MAX_RETRY: usize = 65_536;
 
 /// Answers the callers of a commit once it is durable (or failed to be).
 type Acknowledge = Box<dyn FnOnce(Result<()>) + Send>;
@@ -164,6 +180,9 @@ pub(crate) struct Writer<B> {
     head: Option<ChainHead>,
     last_checkpoint: u64,
     interval: Duration,
+    /// Records nobody waits for whose commit failed, with their tries so
+    /// far: written first in the next batch.
+    retry: Vec<(Pending, Reply, u32)>,
 }
 
 impl<B: Backend> Writer<B> {
@@ -181,14 +200,23 @@ impl<B: Backend> Writer<B> {
             head: None,
             last_checkpoint: 0,
             interval,
+            retry: Vec::new(),
         }
     }
 
     pub(crate) async fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
         let mut next_checkpoint = Instant::now() + self.interval;
         loop {
+            let retry_due = !self.retry.is_empty();
             let first = tokio::select! {
                 request = requests.recv() => request,
+                () = tokio::time::sleep(RETRY_DELAY), if retry_due => {
+                    if let Ok(permit) = self.sync_capacity().await {
+                        self.recover_from_failed_sync();
+                        self.append_batch(Vec::new(), permit).await;
+                    }
+                    continue;
+                }
                 () = sleep_until(next_checkpoint) => {
                     next_checkpoint = Instant::now() + self.interval;
                     self.periodic_checkpoint().await;
@@ -266,7 +294,7 @@ impl<B: Backend> Writer<B> {
                 control => controls.push(control),
             }
         }
-        if !appends.is_empty() {
+        if !appends.is_empty() || !self.retry.is_empty() {
             self.append_batch(appends, permit.take()).await;
         }
         let mut closed = false;
@@ -308,7 +336,20 @@ impl<B: Backend> Writer<B> {
         appends: Vec<(Pending, Reply)>,
         permit: Option<OwnedSemaphorePermit>,
     ) {
-        let (pending, replies): (Vec<_>, Vec<_>) = appends.into_iter().unzip();
+        // Records kept from a failed commit go first, in their order.
+        let retried = std::mem::take(&mut self.retry);
+        let mut tries: Vec<u32> = Vec::with_capacity(retried.len() + appends.len());
+        let mut all = Vec::with_capacity(retried.len() + appends.len());
+        for (pending, reply, attempts) in retried {
+            all.push((pending, reply));
+            tries.push(attempts);
+        }
+        tries.resize(tries.len() + appends.len(), 0);
+        all.extend(appends);
+        if all.is_empty() {
+            return;
+        }
+        let (pending, replies): (Vec<_>, Vec<_>) = all.into_iter().unzip();
         let mut result = self.write_entries(&pending).await;
         if matches!(result, Err(AuditError::Conflict { .. })) {
             // Someone else appended to our chain (a second process with the
@@ -336,7 +377,18 @@ impl<B: Backend> Writer<B> {
                     records = replies.len(),
                     "ALERT: audit store write failed; statements are refused until it recovers"
                 );
-                refuse_appends(replies, &error);
+                let mut refused = Vec::new();
+                for ((pending, reply), attempts) in pending.into_iter().zip(replies).zip(tries) {
+                    if matches!(reply, Reply::Detached { .. })
+                        && attempts + 1 < RETRY_ATTEMPTS
+                        && self.retry.len() < MAX_RETRY
+                    {
+                        self.retry.push((pending, reply, attempts + 1));
+                    } else {
+                        refused.push(reply);
+                    }
+                }
+                refuse_appends(refused, &error);
             }
         }
     }
@@ -773,6 +825,8 @@ mod tests {
         unsynced: Option<Arc<File>>,
         /// Handed out after a reset (a reopened store).
         after_reset: Option<Arc<File>>,
+        /// Appends of entries that fail before one succeeds again.
+        failing_appends: usize,
     }
 
     struct MemoryBackend(Arc<Mutex<Stored>>);
@@ -797,6 +851,10 @@ mod tests {
 
         async fn append(&mut self, entries: &[Entry], _checkpoints: &[Checkpoint]) -> Result<()> {
             let mut stored = self.stored();
+            if !entries.is_empty() && stored.failing_appends > 0 {
+                stored.failing_appends -= 1;
+                return Err(AuditError::Unavailable("store down".into()));
+            }
             if !entries.is_empty() {
                 stored.entry_commits += 1;
             }
@@ -933,6 +991,47 @@ mod tests {
             },
             _slot: None,
         }
+    }
+
+    #[tokio::test]
+    async fn detached_records_outlive_a_failed_commit() {
+        let stored = Arc::new(Mutex::new(Stored {
+            failing_appends: 2,
+            ..Stored::default()
+        }));
+        let (requests, thread) = start(stored.clone());
+
+        // Its commit fails; so does the next one, which a waiting caller
+        // is told about. The detached record is kept and written once the
+        // store takes writes again, before what comes after it.
+        requests.send(detached("outcome")).expect("running");
+        tokio::time::sleep(DETACHED_LINGER * 3).await;
+        assert!(stored.lock().expect("lock").entries.is_empty());
+        let refused = append(&requests, "refused").await;
+        assert!(
+            matches!(refused, Err(AuditError::Unavailable(_))),
+            "{refused:?}"
+        );
+        assert_eq!(append(&requests, "next").await.expect("durable"), 2);
+
+        let (reply, answer) = oneshot::channel();
+        requests.send(Request::Close { reply }).expect("running");
+        answer.await.expect("answered").expect("closed");
+        thread.join().expect("writer thread");
+        let payloads: Vec<String> = stored
+            .lock()
+            .expect("lock")
+            .entries
+            .iter()
+            .map(|e| e.payload.clone())
+            .collect();
+        assert_eq!(
+            payloads,
+            vec![
+                "{\"text\":\"outcome\"}".to_owned(),
+                "{\"text\":\"next\"}".to_owned()
+            ]
+        );
     }
 
     #[tokio::test]

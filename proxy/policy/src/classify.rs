@@ -651,7 +651,28 @@ fn plain(tag: &str, body: &Value, literal_dependent: &mut bool) -> StatementFact
     }
     *literal_dependent |= walker.literal_dependent;
     walker.finish(&mut facts);
+    facts.read_only = tag == "SelectStmt"
+        && facts.kind == Kind::Select
+        && facts.functions.is_empty()
+        && facts.nested_kinds.is_empty()
+        && facts.parameters.is_empty()
+        && facts.executes.is_empty()
+        && !facts.weakens_escape_rules
+        && !has_key(body, "locking_clause");
     facts
+}
+
+/// Whether `key` appears, with a value (not null, not an empty list),
+/// anywhere in `value`.
+fn has_key(value: &Value, key: &str) -> bool {
+    let present = |item: &Value| !item.is_null() && item.as_array().is_none_or(|a| !a.is_empty());
+    match value {
+        Value::Object(map) => map
+            .iter()
+            .any(|(name, item)| (name == key && present(item)) || has_key(item, key)),
+        Value::Array(items) => items.iter().any(|item| has_key(item, key)),
+        _ => false,
+    }
 }
 
 fn kind_of(tag: &str, body: &Value) -> Kind {

@@ -43,6 +43,15 @@ pub struct StatementFacts {
     pub executes: Vec<String>,
     /// Why the statement was not understood (only for [`Kind::Unparsed`]).
     pub unparsed_reason: Option<String>,
+    /// A plain `SELECT` that reads and returns rows and does nothing else:
+    /// no function calls, no row locks (`FOR UPDATE`/`SHARE`), no `INTO`,
+    /// no data-modifying `WITH`, no parameter changes, no `EXECUTE`. The
+    /// relay may run such a statement while its audit record is being
+    /// written, holding its results back until the record is durable.
+    /// (What a view it reads calls is not visible here: a view whose
+    /// definition calls a volatile function with side effects reads as
+    /// read-only.)
+    pub read_only: bool,
     /// PostgreSQL's grammar rejects the string: the server's message and
     /// position, answered with SQLSTATE 42601 (only for [`Kind::Unparsed`]).
     pub syntax_error: Option<SyntaxError>,

@@ -926,3 +926,35 @@ fn functions_named_for_later_calls_are_seen() {
         );
     }
 }
+
+/// Only plain reads may run while their audit record is written.
+#[test]
+fn read_only_statements() {
+    for sql in [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+        "select * from payments p join customers c on c.id = p.customer_id where p.amount > 10",
+        "SELECT 1",
+        "VALUES (1), (2)",
+        "SELECT a FROM t UNION SELECT b FROM u",
+        "SELECT * FROM t WHERE a IN (SELECT b FROM u) ORDER BY 1 LIMIT 5",
+    ] {
+        let facts = one(sql);
+        assert!(facts.read_only, "{sql}: {facts:?}");
+    }
+    for sql in [
+        "SELECT nextval('s')",
+        "SELECT pg_terminate_backend(1)",
+        "SELECT * FROM payments FOR UPDATE",
+        "SELECT * FROM (SELECT * FROM payments FOR SHARE) s",
+        "SELECT * INTO t2 FROM payments",
+        "WITH d AS (DELETE FROM payments RETURNING *) SELECT * FROM d",
+        "SELECT set_config('role', 'x', false)",
+        "SELECT count(*) FROM payments",
+        "INSERT INTO t VALUES (1)",
+        "UPDATE t SET a = 1 WHERE b = 2",
+        "EXPLAIN ANALYZE SELECT 1",
+        "SHOW search_path",
+    ] {
+        assert!(!one(sql).read_only, "{sql}");
+    }
+}

@@ -35,9 +35,6 @@ use crate::protocol::{put_error, Severity};
 const SQLSTATE_AUDIT_UNAVAILABLE: &str = "58000";
 /// SQLSTATE of a cancelled or expired hold (as for a cancelled statement).
 const SQLSTATE_QUERY_CANCELED: &str = "57014";
-/// Tries at writing a statement's outcome (backoff 50 ms doubling to 2 s:
-/// about half a minute).
-const COMPLETE_ATTEMPTS: u32 = 20;
 
 /// SQLSTATE of a denial or a block.
 const SQLSTATE_INSUFFICIENT_PRIVILEGE: &str = "42501";
@@ -53,6 +50,9 @@ pub struct StatementInfo {
     pub kind: String,
     pub tables: Vec<String>,
     pub decision: Decision,
+    /// Every statement is a plain read ([`hoop_policy::StatementFacts::read_only`]):
+    /// it may run while its record is written, its results held back.
+    pub read_only: bool,
     /// Execute only: ask the server to describe this portal before running
     /// it (the masker needs the row shape).
     pub describe_portal: Option<Vec<u8>>,
@@ -143,6 +143,11 @@ impl Gate {
         }
     }
 
+    /// Whether each statement gets its own audit record.
+    pub fn records(&self) -> bool {
+        self.record_statements
+    }
+
     /// How many result rows per statement the audit keeps (0: none, and no
     /// rows need decoding).
     pub fn record_rows(&self) -> usize {
@@ -223,31 +228,13 @@ impl Gate {
     }
 
     /// Records how a forwarded statement ended. Not awaited: the client
-    /// already has its answer. A store that fails for a while (the
-    /// statement's begin record is already durable) is retried with
-    /// backoff for about half a minute before an alert gives up on it.
+    /// already has its answer, and the record rides with the next commit
+    /// someone waits for. A store that fails for a while (the statement's
+    /// begin record is already durable) gets it again with its next
+    /// batches, for about half a minute, before an alert gives up on it
+    /// (see `hoop_audit`'s writer).
     pub fn complete(&self, handle: StatementHandle, outcome: StatementOutcome) {
-        let audit = self.audit.clone();
-        tokio::spawn(async move {
-            let mut delay = std::time::Duration::from_millis(50);
-            for attempt in 1.. {
-                let error = match audit.complete_statement(&handle, &outcome).await {
-                    Ok(()) => return,
-                    Err(error) => error,
-                };
-                if matches!(error, hoop_audit::AuditError::Closed) || attempt == COMPLETE_ATTEMPTS {
-                    tracing::error!(
-                        %error,
-                        sequence = handle.sequence,
-                        "ALERT: cannot record a statement's outcome in the audit trail"
-                    );
-                    return;
-                }
-                tracing::warn!(%error, attempt, "recording a statement's outcome failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(2));
-            }
-        });
+        self.audit.complete_statement_nowait(&handle, &outcome);
     }
 }
 

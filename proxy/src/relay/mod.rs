@@ -2,15 +2,20 @@
 //! and "bytes from the server" (plus the two writes, token expiry and
 //! shutdown), so server-initiated messages (NoticeResponse,
 //! NotificationResponse, ParameterStatus) flow while the client is idle.
-//! Frames are forwarded byte for byte; each passes the [`Inspector`] seam
-//! where policy and masking plug in. Reads stop while the opposite write
+//! Frames are forwarded byte for byte; each passes the
+//! [`PolicyInspector`] (statement rules in, masking out), whose
+//! [`verdict`]s say what to do with it. Client frames are inspected before
+//! [`ConnectionState`] records them (only what is sent on is recorded);
+//! server frames before the state moves on, so [`ConnectionState::front`]
+//! is the request the frame answers. Reads stop while the opposite write
 //! buffer is full, so memory per connection is bounded by one message plus
 //! the high-water mark, however large a result is.
 
-pub mod gate;
-pub mod policy;
-pub mod record;
-pub mod state;
+pub(crate) mod gate;
+pub(crate) mod policy;
+pub(crate) mod record;
+pub(crate) mod state;
+pub(crate) mod verdict;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,100 +27,57 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::cancel::CancelTarget;
 use crate::metrics::{Direction, Metrics};
 use crate::protocol::{put_error, put_notice, reserve_for_read, split_frame, Frame, Severity};
 use crate::tls::PgStream;
-use gate::{Admission, AdmissionFuture, Gate, StatementInfo};
+use gate::{Admission, AdmissionFuture, Gate};
+use policy::PolicyInspector;
 use record::{OpenStatement, Recorder};
-pub use state::ConnectionState;
+pub(crate) use state::ConnectionState;
 use state::DescribeOrigin;
+use verdict::{ClientVerdict, ServerVerdict};
 
-/// What to do with one frame. The relay forwards unless told otherwise.
-#[derive(Debug)]
-pub enum Verdict {
-    Forward,
-    /// Send these bytes (one or more complete frames) instead.
-    Replace(BytesMut),
-    Drop,
-    /// Client frames only: hold this message back with the statement it
-    /// prepares (a Parse or Bind of a statement that goes to review). The
-    /// relay keeps it, and every message after it, until the Execute is
-    /// admitted, or sends them on at a Sync or Flush without one.
-    Defer,
-    /// Client Query, Execute (and refused Parse or FunctionCall): a
-    /// statement. It goes through the [`Gate`] (audit record, review hold)
-    /// and runs only if admitted. Every refusal takes this way, so none
-    /// goes unrecorded. A refused request never reaches the server: the
-    /// client gets the error in order with the answers to its earlier
-    /// requests, then ReadyForQuery with the real transaction status (a
-    /// refusal inside a transaction aborts it, as any error would); after an
-    /// extended-protocol message the relay discards the client's messages
-    /// until Sync.
-    Statement(Box<StatementInfo>),
-}
 /// The name the refusal Describe asks for. A statement of this name never
 /// exists unless a client creates it on purpose, and then the relay still
 /// replaces the answer with the refusal.
 const REFUSED_STATEMENT: &[u8] = b"hoop: refused statement";
-
-/// The seam for "inspect this frame": statement policy and result masking
-/// implement this. Client frames are inspected before [`ConnectionState`]
-/// records them (only what is sent on is recorded); server frames before
-/// the state moves on, so [`ConnectionState::front`] is the request the
-/// frame answers.
-pub trait Inspector: Send {
-    fn client_frame(&mut self, _state: &ConnectionState, _frame: &Frame) -> Verdict {
-        Verdict::Forward
-    }
-    fn server_frame(&mut self, _state: &ConnectionState, _frame: &Frame) -> Verdict {
-        Verdict::Forward
-    }
-    /// A reviewer's replacement statement, about to run instead of the held
-    /// one: `Err` is the refusal when the rules block it.
-    fn check_replacement(&mut self, _state: &ConnectionState, _sql: &str) -> Result<(), BytesMut> {
-        Ok(())
-    }
-}
-
-/// Forwards everything unchanged.
-pub struct PassThrough;
-impl Inspector for PassThrough {}
 
 /// Stops reading one side while this much is queued for the other.
 const HIGH_WATER: usize = 256 * 1024;
 /// How long the final messages to a leaving client may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub struct RelaySession {
+pub(crate) struct RelaySession {
     pub mapped_role: String,
     /// Unix seconds at which the login token expires.
     pub expires_at: i64,
-    pub upstream: CancelTarget,
     pub max_message_bytes: usize,
 }
 
 /// Why the relay ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RelayEnd {
+pub(crate) enum RelayEnd {
     ClientTerminated,
-    ClientGone { mid_statement: bool },
+    ClientGone {
+        mid_statement: bool,
+    },
     ServerClosed,
     TokenExpired,
     ShutDown,
     ProtocolViolation(String),
+    /// An early read's record could not be written (see [`Held::early`]).
+    AuditUnavailable,
 }
 
-pub struct Relay<'a> {
+pub(crate) struct Relay {
     pub session: RelaySession,
     /// Statements seen on this connection (numbers the per-statement spans).
     pub statements: u64,
     pub metrics: Arc<Metrics>,
-    pub inspector: Box<dyn Inspector + 'a>,
+    pub inspector: PolicyInspector,
     pub shutdown: watch::Receiver<bool>,
-    /// Audit records and review holds; `None` forwards what the inspector
-    /// allows and refuses the rest, recording nothing.
-    pub gate: Option<Gate>,
+    /// Audit records and review holds.
+    pub gate: Gate,
 }
 
 /// A statement waiting for the gate, and what it needs once admitted.
@@ -124,6 +86,18 @@ struct Held {
     describe_portal: Option<Vec<u8>>,
     bind: Option<Bytes>,
     future: AdmissionFuture,
+    /// A plain read already sent to the server while its record is being
+    /// written: everything the server answers meanwhile is withheld from
+    /// the client until the record is durable (see [`Relay::admitted`]).
+    early: bool,
+    /// The early read's request id in the [`ConnectionState`].
+    request: Option<u64>,
+}
+
+impl Held {
+    fn is_early(held: &Option<Held>) -> bool {
+        held.as_ref().is_some_and(|held| held.early)
+    }
 }
 
 /// Waits for the held statement's admission (never, when none is held).
@@ -137,15 +111,6 @@ async fn admission(held: &mut Option<Held>) -> Admission {
 /// Names of the statement and portal a reviewer's replacement runs as in
 /// the extended protocol.
 const MODIFIED_STATEMENT: &[u8] = b"hoop: modified statement";
-
-fn append(out: &mut BytesMut, frame: &Frame, verdict: Verdict) {
-    match verdict {
-        Verdict::Forward => out.extend_from_slice(frame.as_bytes()),
-        Verdict::Replace(bytes) => out.extend_from_slice(&bytes),
-        // Client-side verdicts: a server frame is never refused, so drop it.
-        Verdict::Drop | Verdict::Statement(_) | Verdict::Defer => {}
-    }
-}
 
 /// A Describe message (`kind` b'S' or b'P').
 fn describe_frame(kind: u8, name: &[u8]) -> Frame {
@@ -199,7 +164,7 @@ fn fatal(out: &mut BytesMut, code: &str, message: &str) {
     put_error(out, Severity::Fatal, code, message);
 }
 
-impl Relay<'_> {
+impl Relay {
     /// Relays until either side ends. `cancel_upstream` is called when the
     /// client vanishes while a statement is running.
     pub async fn run(
@@ -249,11 +214,13 @@ impl Relay<'_> {
         SW: AsyncWrite + Unpin,
     {
         let mut to_client = BytesMut::with_capacity(16 * 1024);
+        // Server answers withheld while an early read's record is written.
+        let mut withheld = BytesMut::new();
         let mut to_server = BytesMut::with_capacity(16 * 1024);
         let mut state = ConnectionState::new();
         let mut held: Option<Held> = None;
         let mut deferred: Vec<Frame> = Vec::new();
-        let mut recorder = Recorder::new(self.gate.as_ref().map_or(0, Gate::record_rows));
+        let mut recorder = Recorder::new(self.gate.record_rows());
         let max = self.session.max_message_bytes;
         let up_bytes = self.metrics.bytes_counter(Direction::client_to_server);
         let down_bytes = self.metrics.bytes_counter(Direction::server_to_client);
@@ -296,6 +263,7 @@ impl Relay<'_> {
         }
 
         while end.is_none() {
+            let early = Held::is_early(&held);
             if draining
                 && state.is_idle()
                 && held.is_none()
@@ -317,6 +285,7 @@ impl Relay<'_> {
             let client_readable = !client_done
                 && to_server.len() < HIGH_WATER
                 && (held.is_none() || from_client.len() < HIGH_WATER);
+            let server_readable = to_client.len() + withheld.len() < HIGH_WATER;
             tokio::select! {
                 read = client_rd.read_buf(&mut from_client), if client_readable => {
                     match read {
@@ -336,8 +305,36 @@ impl Relay<'_> {
                     }
                 }
                 admitted = admission(&mut held) => {
+                    let admitted = if early {
+                        let Admission::Forward(handle) = admitted else {
+                            // The read ran, but cannot be recorded: nothing
+                            // of its answer is passed on, and the session
+                            // ends (its transaction with it), as the
+                            // statements after it would be refused too.
+                            held = None;
+                            withheld.clear();
+                            fatal(&mut to_client, "58000", "the gateway cannot record this statement in its audit trail, so its results were not sent and the session is ended; try again later");
+                            end = Some(RelayEnd::AuditUnavailable);
+                            continue;
+                        };
+                        if let Some(request) = held.take().and_then(|h| h.request) {
+                            recorder.attach(request, handle);
+                        }
+                        to_client.extend_from_slice(&withheld);
+                        withheld.clear();
+                        for (handle, outcome) in recorder.finished(&state, Instant::now()) {
+                            self.gate.complete(handle, outcome);
+                        }
+                        None
+                    } else {
+                        Some(admitted)
+                    };
                     let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
-                    if let Err(e) = self.admitted(&mut pipes, admitted, &mut from_client, &mut to_server, &mut to_client) {
+                    let admitted = match admitted {
+                        Some(admitted) => self.admitted(&mut pipes, admitted, &mut from_client, &mut to_server, &mut to_client),
+                        None => self.pump_client(&mut pipes, &mut from_client, &mut to_server),
+                    };
+                    if let Err(e) = admitted {
                         fatal(&mut to_client, "08P01", &e);
                         end = Some(RelayEnd::ProtocolViolation(e));
                     } else if write_now(&mut server_wr, &mut to_server).await.is_err() {
@@ -346,7 +343,7 @@ impl Relay<'_> {
                         end = Some(RelayEnd::ClientGone { mid_statement: !state.is_idle() });
                     }
                 }
-                read = server_rd.read_buf(&mut from_server), if to_client.len() < HIGH_WATER => {
+                read = server_rd.read_buf(&mut from_server), if server_readable => {
                     match read {
                         Ok(0) | Err(_) => {
                             end = Some(if client_done { RelayEnd::ClientTerminated } else { RelayEnd::ServerClosed });
@@ -354,7 +351,8 @@ impl Relay<'_> {
                         Ok(n) => {
                             down_bytes.inc_by(n as u64);
                             let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
-                            if let Err(e) = self.pump_server(&mut pipes, &mut from_server, &mut to_client) {
+                            let out = if early { &mut withheld } else { &mut to_client };
+                            if let Err(e) = self.pump_server(&mut pipes, &mut from_server, out) {
                                 fatal(&mut to_client, "08P01", &e);
                                 end = Some(RelayEnd::ProtocolViolation(e));
                             } else if write_now(&mut client_wr, &mut to_client).await.is_err() {
@@ -395,10 +393,25 @@ impl Relay<'_> {
             }
         }
         let end = end.unwrap_or(RelayEnd::ServerClosed);
+        // An early read's record is on its way: let it land (briefly), so
+        // the statement is completed as abandoned rather than left open.
+        if let Some(Held {
+            early: true,
+            request: Some(request),
+            future,
+            ..
+        }) = held.take()
+        {
+            if let Ok(Admission::Forward(handle)) =
+                tokio::time::timeout(CLOSE_TIMEOUT, future).await
+            {
+                recorder.attach(request, handle);
+            }
+        }
         // A statement still held is abandoned: dropping its wait withdraws
         // its review (the ticket's drop).
         drop(held);
-        if let Some(gate) = &self.gate {
+        {
             let why = match &end {
                 RelayEnd::ClientGone { .. } => "the client went away before the statement ended",
                 RelayEnd::TokenExpired => "the session ended: the login token expired",
@@ -406,7 +419,7 @@ impl Relay<'_> {
                 _ => "the connection ended before the statement did",
             };
             for (handle, outcome) in recorder.abandon(Instant::now(), why) {
-                gate.complete(handle, outcome);
+                self.gate.complete(handle, outcome);
             }
         }
 
@@ -446,7 +459,13 @@ impl Relay<'_> {
         out: &mut BytesMut,
     ) -> Result<(), String> {
         let now = Instant::now();
-        while !*pipes.terminated && pipes.held.is_none() {
+        // While an early read's record is written, a Sync or Flush behind
+        // it still goes on (the server answers once it has one), nothing
+        // else: the next statement waits for the record.
+        while !*pipes.terminated
+            && (pipes.held.is_none()
+                || (Held::is_early(pipes.held) && matches!(input.first(), Some(b'S' | b'H'))))
+        {
             let frame = match split_frame(input, pipes.max) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
@@ -466,67 +485,69 @@ impl Relay<'_> {
                 self.send_client_frame(&frame, out, state, now);
                 continue;
             }
-            let verdict = self.inspector.client_frame(state, &frame);
+            let verdict = self.inspector.client_frame(&frame);
             match verdict {
-                Verdict::Defer => {
+                ClientVerdict::Defer => {
                     pipes.deferred.push(frame);
                     continue;
                 }
                 // Messages after a held-back one wait with it, in order; a
                 // Sync or Flush (the client waits for answers) sends them.
-                Verdict::Forward
+                ClientVerdict::Forward
                     if !pipes.deferred.is_empty() && !matches!(frame.tag(), b'S' | b'H' | b'X') =>
                 {
                     pipes.deferred.push(frame);
                     continue;
                 }
                 // An admitted statement sends them first (see `admitted`).
-                Verdict::Statement(_) => {}
+                ClientVerdict::Statement(_) => {}
                 _ => self.send_deferred(pipes.deferred, out, state, now),
             }
             match verdict {
-                Verdict::Defer => {}
-                Verdict::Forward => self.send_client_frame(&frame, out, state, now),
-                Verdict::Replace(mut bytes) => {
-                    while let Ok(Some(replacement)) = split_frame(&mut bytes, usize::MAX) {
-                        self.send_client_frame(&replacement, out, state, now);
+                ClientVerdict::Defer => {}
+                ClientVerdict::Forward => self.send_client_frame(&frame, out, state, now),
+                ClientVerdict::Statement(info) => {
+                    let describe_portal = info.describe_portal.clone();
+                    let bind = info.bind.clone();
+                    // A plain read may run while its record is written (its
+                    // answer waits for the record); anything else waits for
+                    // the record before it is sent.
+                    let early = info.read_only
+                        && info.decision == hoop_policy::Decision::Allow
+                        && self.gate.records()
+                        && pipes.deferred.is_empty();
+                    match self.gate.admit(*info) {
+                        None => {
+                            self.send_deferred(pipes.deferred, out, state, now);
+                            self.forward_statement(&frame, describe_portal, out, state, now)
+                        }
+                        Some(future) if early => {
+                            self.forward_statement(&frame, describe_portal, out, state, now);
+                            let request = state.last_id();
+                            if let Some(request) = request {
+                                pipes.recorder.open(OpenStatement::new(request, None, now));
+                            }
+                            *pipes.held = Some(Held {
+                                frame,
+                                describe_portal: None,
+                                bind,
+                                future,
+                                early: true,
+                                request,
+                            });
+                        }
+                        Some(future) => {
+                            *pipes.held = Some(Held {
+                                frame,
+                                describe_portal,
+                                bind,
+                                future,
+                                early: false,
+                                request: None,
+                            });
+                        }
                     }
                 }
-                Verdict::Drop => {}
-                Verdict::Statement(info) => match self.gate.as_mut() {
-                    None => {
-                        self.send_deferred(pipes.deferred, out, state, now);
-                        match info.decision.client_error() {
-                            None => {
-                                let portal = info.describe_portal;
-                                self.forward_statement(&frame, portal, out, state, now);
-                            }
-                            Some((code, message)) => {
-                                let mut error = BytesMut::new();
-                                put_error(&mut error, Severity::Error, code, &message);
-                                self.refuse(&frame, error, out, state, now);
-                            }
-                        }
-                    }
-                    Some(gate) => {
-                        let describe_portal = info.describe_portal.clone();
-                        let bind = info.bind.clone();
-                        match gate.admit(*info) {
-                            None => {
-                                self.send_deferred(pipes.deferred, out, state, now);
-                                self.forward_statement(&frame, describe_portal, out, state, now)
-                            }
-                            Some(future) => {
-                                *pipes.held = Some(Held {
-                                    frame,
-                                    describe_portal,
-                                    bind,
-                                    future,
-                                });
-                            }
-                        }
-                    }
-                },
             }
         }
         Ok(())
@@ -567,38 +588,36 @@ impl Relay<'_> {
                 if let (Some(handle), Some(request)) = (record, state.last_id()) {
                     pipes
                         .recorder
-                        .open(OpenStatement::new(request, handle, now));
+                        .open(OpenStatement::new(request, Some(handle), now));
                 }
             }
             Admission::Refuse(error) => self.refuse(&held.frame, error, to_server, state, now),
-            Admission::Replace { sql, record } => {
-                match self.inspector.check_replacement(state, &sql) {
-                    Err(error) => {
-                        if let (Some(gate), Some(handle)) = (&self.gate, record) {
-                            let (code, message) = crate::protocol::error_summary(
-                                record::first_body(&error).unwrap_or_default(),
-                            );
-                            gate.complete(
-                                handle,
-                                hoop_audit::StatementOutcome {
-                                    sqlstate: Some(code),
-                                    message: Some(message),
-                                    ..Default::default()
-                                },
-                            );
-                        }
-                        self.refuse(&held.frame, error, to_server, state, now);
+            Admission::Replace { sql, record } => match self.inspector.check_replacement(&sql) {
+                Err(error) => {
+                    if let Some(handle) = record {
+                        let (code, message) = crate::protocol::error_summary(
+                            record::first_body(&error).unwrap_or_default(),
+                        );
+                        self.gate.complete(
+                            handle,
+                            hoop_audit::StatementOutcome {
+                                sqlstate: Some(code),
+                                message: Some(message),
+                                ..Default::default()
+                            },
+                        );
                     }
-                    Ok(()) => {
-                        let request = self.run_replacement(&held, &sql, to_server, state, now);
-                        if let (Some(handle), Some(request)) = (record, request) {
-                            pipes
-                                .recorder
-                                .open(OpenStatement::new(request, handle, now));
-                        }
+                    self.refuse(&held.frame, error, to_server, state, now);
+                }
+                Ok(()) => {
+                    let request = self.run_replacement(&held, &sql, to_server, state, now);
+                    if let (Some(handle), Some(request)) = (record, request) {
+                        pipes
+                            .recorder
+                            .open(OpenStatement::new(request, Some(handle), now));
                     }
                 }
-            }
+            },
         }
         self.pump_client(pipes, input, to_server)
     }
@@ -718,7 +737,7 @@ impl Relay<'_> {
     }
 
     /// Refuses a client request: nothing of it reaches the server (see
-    /// [`Verdict::Statement`]).
+    /// [`ClientVerdict::Statement`]).
     fn refuse(
         &mut self,
         frame: &Frame,
@@ -794,8 +813,8 @@ impl Relay<'_> {
                 }) => match frame.tag() {
                     // The server's answer to the stand-in Describe becomes
                     // the refusal (ParameterDescription: the name existed).
-                    b'E' | b't' => Verdict::Replace(BytesMut::from(&error[..])),
-                    b'T' | b'n' => Verdict::Drop,
+                    b'E' | b't' => ServerVerdict::Replace(BytesMut::from(&error[..])),
+                    b'T' | b'n' => ServerVerdict::Drop,
                     _ => self.inspector.server_frame(state, &frame),
                 },
                 Some(state::Pending::Describe {
@@ -804,9 +823,9 @@ impl Relay<'_> {
                 }) if matches!(frame.tag(), b'T' | b'n') => {
                     // For the inspector only.
                     let _ = self.inspector.server_frame(state, &frame);
-                    Verdict::Drop
+                    ServerVerdict::Drop
                 }
-                _ if frame.tag() == b'S' => Verdict::Forward,
+                _ if frame.tag() == b'S' => ServerVerdict::Forward,
                 _ => self.inspector.server_frame(state, &frame),
             };
             if !pipes.recorder.is_empty() {
@@ -821,10 +840,8 @@ impl Relay<'_> {
                 );
             }
             if !pipes.recorder.is_empty() {
-                if let Some(gate) = &self.gate {
-                    for (handle, outcome) in pipes.recorder.finished(state, now) {
-                        gate.complete(handle, outcome);
-                    }
+                for (handle, outcome) in pipes.recorder.finished(state, now) {
+                    self.gate.complete(handle, outcome);
                 }
             }
             if frame.tag() == b'S' {
@@ -837,7 +854,7 @@ impl Relay<'_> {
                 }
                 continue;
             }
-            append(out, &frame, verdict);
+            verdict.append_to(&frame, out);
         }
         Ok(())
     }

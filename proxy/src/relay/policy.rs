@@ -4,7 +4,7 @@
 //! In: every simple Query (each of its statements), every Parse, and what
 //! SQL `EXECUTE` runs are classified (through the cache) and decided with
 //! the configured rules; a refusal never reaches the server (see
-//! [`Verdict::Statement`]). A FunctionCall (fast path) is refused: it names a
+//! [`ClientVerdict::Statement`]). A FunctionCall (fast path) is refused: it names a
 //! function by OID, which no rule can judge.
 //!
 //! Out: DataRows are masked with the row shape of the result they belong to
@@ -20,13 +20,14 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hoop_policy::{
-    decide, mask_data_row, mask_error_or_notice, mask_notification, ClassifyCache, ColumnPolicy,
-    CopyMasker, Decision, Identity, Kind, PolicyContext, RowShape, RuleSet, StatementFacts,
+    decide, mask_data_row, mask_error_or_notice, mask_notification, Classified, ClassifyCache,
+    ColumnPolicy, CopyMasker, Decision, Identity, Kind, PolicyContext, RowShape, RuleSet,
+    StatementFacts,
 };
 
 use super::gate::StatementInfo;
 use super::state::{ConnectionState, Pending};
-use super::{Inspector, Verdict};
+use super::verdict::{ClientVerdict, ServerVerdict};
 use crate::protocol::{put_error, take_cstr, take_i16, take_i32, Frame, Severity};
 
 /// Statements kept by the per-connection classification cache.
@@ -50,6 +51,13 @@ pub struct PolicyInspector {
     rules: Arc<RuleSet>,
     columns: ColumnPolicy,
     cache: ClassifyCache,
+    /// Verdicts already reached, keyed by the classification the cache
+    /// returned (held here, so its address is not reused while it is a
+    /// key): a statement of a shape seen before, or a prepared statement
+    /// executed again, is not decided again. Only verdicts that depend on
+    /// nothing but the classification are kept (no `EXECUTE`, `PREPARE` or
+    /// `DEALLOCATE`, whose verdicts read the session's prepared statements).
+    verdicts: HashMap<usize, (Arc<Classified>, Judged)>,
     /// SQL `PREPARE name AS …`: the PREPARE's facts (they include the
     /// prepared statement), so `EXECUTE name` is judged on what it runs.
     sql_prepared: HashMap<String, Arc<StatementFacts>>,
@@ -102,6 +110,7 @@ impl PolicyInspector {
             rules,
             columns,
             cache,
+            verdicts: HashMap::new(),
             sql_prepared: HashMap::new(),
             described_statements: HashSet::new(),
             described_portals: HashSet::new(),
@@ -152,9 +161,13 @@ impl PolicyInspector {
                 ),
                 kind: "unparsed".to_owned(),
                 tables: Vec::new(),
+                read_only: false,
             };
         };
         let classified = self.cache.classify(sql);
+        if let Some((_, judged)) = self.verdicts.get(&(Arc::as_ptr(&classified) as usize)) {
+            return judged.clone();
+        }
         let mut worst = Decision::Allow;
         // PREPAREs become visible to later EXECUTEs of the same string, but
         // are remembered only if the whole string may run.
@@ -190,7 +203,30 @@ impl PolicyInspector {
                 }
             }
         }
-        Judged::of(worst, &classified.statements)
+        let judged = Judged::of(worst, &classified.statements);
+        self.remember(&classified, &judged);
+        judged
+    }
+
+    /// Keeps a verdict that depends on nothing but `classified` (see
+    /// [`PolicyInspector::verdicts`]).
+    fn remember(&mut self, classified: &Arc<Classified>, judged: &Judged) {
+        let session_dependent = classified.statements.iter().any(|facts| {
+            facts.levels().any(|level| {
+                !level.executes.is_empty()
+                    || matches!(level.kind, Kind::Prepare { .. } | Kind::Deallocate { .. })
+            })
+        });
+        if session_dependent {
+            return;
+        }
+        if self.verdicts.len() >= CACHE_CAPACITY {
+            self.verdicts.clear();
+        }
+        self.verdicts.insert(
+            Arc::as_ptr(classified) as usize,
+            (Arc::clone(classified), judged.clone()),
+        );
     }
 
     /// What `EXECUTE name` runs: a statement prepared in SQL (earlier in
@@ -247,17 +283,25 @@ impl PolicyInspector {
             Some(sql) => {
                 let text = String::from_utf8_lossy(&sql).into_owned();
                 let classified = self.cache.classify(&text);
-                let decision =
-                    classified
-                        .statements
-                        .iter()
-                        .fold(Decision::Allow, |worst, facts| {
-                            worse(
-                                worst,
-                                decide(facts, &self.identity, &self.context, &self.rules),
-                            )
-                        });
-                (text, Judged::of(decision, &classified.statements))
+                let judged = match self.verdicts.get(&(Arc::as_ptr(&classified) as usize)) {
+                    Some((_, judged)) => judged.clone(),
+                    None => {
+                        let decision =
+                            classified
+                                .statements
+                                .iter()
+                                .fold(Decision::Allow, |worst, facts| {
+                                    worse(
+                                        worst,
+                                        decide(facts, &self.identity, &self.context, &self.rules),
+                                    )
+                                });
+                        let judged = Judged::of(decision, &classified.statements);
+                        self.remember(&classified, &judged);
+                        judged
+                    }
+                };
+                (text, judged)
             }
             // A cursor declared in SQL (judged then), fetched by portal name.
             None => (
@@ -269,6 +313,7 @@ impl PolicyInspector {
                     decision: Decision::Allow,
                     kind: "fetch".to_owned(),
                     tables: Vec::new(),
+                    read_only: false,
                 },
             ),
         };
@@ -286,13 +331,25 @@ impl PolicyInspector {
             kind: judged.kind,
             tables: judged.tables,
             decision: judged.decision,
+            read_only: judged.read_only,
             describe_portal,
             bind,
         }
     }
 
+    fn forget_statement(&mut self, name: &[u8]) {
+        self.described_statements.remove(name);
+        self.parsed.remove(name);
+        self.review_statements.remove(name);
+    }
+
+    fn forget_portal(&mut self, name: &[u8]) {
+        self.described_portals.remove(name);
+        self.portal_statements.remove(name);
+    }
+
     /// Starts suppressing the rest of the request; the client gets this error.
-    fn fail(&mut self, problem: &dyn std::fmt::Display) -> Verdict {
+    fn fail(&mut self, problem: &dyn std::fmt::Display) -> ServerVerdict {
         tracing::warn!(%problem, "result could not be masked; request ended with an error");
         self.suppressing = true;
         self.copy = None;
@@ -303,7 +360,7 @@ impl PolicyInspector {
             SQLSTATE_MASKING_FAILED,
             &format!("the gateway could not mask this result, so it was not sent: {problem}"),
         );
-        Verdict::Replace(out)
+        ServerVerdict::Replace(out)
     }
 
     /// The shape of the rows the server is sending now.
@@ -330,7 +387,7 @@ impl PolicyInspector {
         }
     }
 
-    fn on_row_description(&mut self, state: &ConnectionState, frame: &Frame) -> Verdict {
+    fn on_row_description(&mut self, state: &ConnectionState, frame: &Frame) -> ServerVerdict {
         let front = state.front().cloned();
         let shape = if frame.tag() == b'T' {
             match RowShape::from_row_description(frame.body(), &self.columns) {
@@ -361,25 +418,25 @@ impl PolicyInspector {
             // An Execute of a cursor's FETCH in simple mode and the like.
             _ => self.simple_shape = shape,
         }
-        Verdict::Forward
+        ServerVerdict::Forward
     }
 
-    fn mask_copy(&mut self, frame: &Frame) -> Verdict {
+    fn mask_copy(&mut self, frame: &Frame) -> ServerVerdict {
         let copy = self
             .copy
             .get_or_insert_with(|| CopyMasker::new(&self.columns, false));
         let chunks = copy.mask_copy_data(frame.body());
         if chunks.len() == 1 && matches!(chunks[0], std::borrow::Cow::Borrowed(_)) {
-            return Verdict::Forward;
+            return ServerVerdict::Forward;
         }
         let mut out = BytesMut::new();
         for chunk in chunks {
             put_frame(&mut out, b'd', &chunk);
         }
         if out.is_empty() {
-            Verdict::Drop
+            ServerVerdict::Drop
         } else {
-            Verdict::Replace(out)
+            ServerVerdict::Replace(out)
         }
     }
 
@@ -398,18 +455,18 @@ impl PolicyInspector {
         Some(out)
     }
 
-    fn mask_error(&mut self, frame: &Frame) -> Verdict {
+    fn mask_error(&mut self, frame: &Frame) -> ServerVerdict {
         let masker = self.columns.content_masker();
         let masked = match frame.tag() {
             b'A' => mask_notification(masker, frame.body()),
             _ => mask_error_or_notice(masker, frame.body()),
         };
         match masked {
-            Ok(None) => Verdict::Forward,
+            Ok(None) => ServerVerdict::Forward,
             Ok(Some(body)) => {
                 let mut out = BytesMut::new();
                 put_frame(&mut out, frame.tag(), &body);
-                Verdict::Replace(out)
+                ServerVerdict::Replace(out)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "malformed message from the database was not forwarded");
@@ -421,9 +478,9 @@ impl PolicyInspector {
                         SQLSTATE_MASKING_FAILED,
                         "the database reported an error the gateway could not read",
                     );
-                    Verdict::Replace(out)
+                    ServerVerdict::Replace(out)
                 } else {
-                    Verdict::Drop
+                    ServerVerdict::Drop
                 }
             }
         }
@@ -431,12 +488,15 @@ impl PolicyInspector {
 }
 
 /// A decision with what the record says about the statement.
+#[derive(Clone)]
 struct Judged {
     decision: Decision,
     /// Most specific kind of each statement, `;`-separated.
     kind: String,
     /// Every table named, `schema.table`, first appearance first.
     tables: Vec<String>,
+    /// Every statement is a plain read (see [`StatementInfo::read_only`]).
+    read_only: bool,
 }
 
 impl Judged {
@@ -457,6 +517,7 @@ impl Judged {
             decision,
             kind,
             tables,
+            read_only: !statements.is_empty() && statements.iter().all(|facts| facts.read_only),
         }
     }
 
@@ -467,6 +528,7 @@ impl Judged {
             kind: self.kind,
             tables: self.tables,
             decision: self.decision,
+            read_only: self.read_only,
             describe_portal: None,
             bind: None,
         }
@@ -541,14 +603,19 @@ fn cstr(body: &[u8]) -> (&[u8], &[u8]) {
     take_cstr(body).unwrap_or((b"", b""))
 }
 
-impl Inspector for PolicyInspector {
-    fn client_frame(&mut self, _state: &ConnectionState, frame: &Frame) -> Verdict {
+/// The inspector's two directions and the reviewer's replacement check.
+impl PolicyInspector {
+    pub(crate) fn client_frame(&mut self, frame: &Frame) -> ClientVerdict {
         let body = frame.body();
         match frame.tag() {
             b'Q' => {
+                // A simple Query drops the unnamed statement and portal
+                // (as `ConnectionState` does, and the server).
+                self.forget_statement(b"");
+                self.forget_portal(b"");
                 let (sql, _) = cstr(body);
                 let judged = self.decide_sql(sql);
-                return Verdict::Statement(Box::new(judged.into_info(sql)));
+                return ClientVerdict::Statement(Box::new(judged.into_info(sql)));
             }
             b'P' => {
                 let (name, rest) = cstr(body);
@@ -557,14 +624,14 @@ impl Inspector for PolicyInspector {
                 // Blocked statements are refused when prepared; reviewed
                 // ones are held when executed, with their parameters.
                 if matches!(judged.decision, Decision::Block { .. }) {
-                    return Verdict::Statement(Box::new(judged.into_info(sql)));
+                    return ClientVerdict::Statement(Box::new(judged.into_info(sql)));
                 }
                 self.described_statements.remove(name);
                 self.parsed
                     .insert(name.to_vec(), Bytes::copy_from_slice(sql));
                 if matches!(judged.decision, Decision::Review { .. }) {
                     self.review_statements.insert(name.to_vec());
-                    return Verdict::Defer;
+                    return ClientVerdict::Defer;
                 }
                 self.review_statements.remove(name);
             }
@@ -577,7 +644,7 @@ impl Inspector for PolicyInspector {
                     (statement.to_vec(), Bytes::copy_from_slice(body)),
                 );
                 if self.review_statements.contains(statement) {
-                    return Verdict::Defer;
+                    return ClientVerdict::Defer;
                 }
             }
             b'D' => {
@@ -592,18 +659,15 @@ impl Inspector for PolicyInspector {
             }
             b'E' => {
                 let (portal, _) = cstr(body);
-                return Verdict::Statement(Box::new(self.execute(portal)));
+                return ClientVerdict::Statement(Box::new(self.execute(portal)));
             }
             b'C' => {
                 if let Some((&kind, rest)) = body.split_first() {
                     let (name, _) = cstr(rest);
                     if kind == b'S' {
-                        self.described_statements.remove(name);
-                        self.parsed.remove(name);
-                        self.review_statements.remove(name);
+                        self.forget_statement(name);
                     } else {
-                        self.described_portals.remove(name);
-                        self.portal_statements.remove(name);
+                        self.forget_portal(name);
                     }
                 }
             }
@@ -617,17 +681,20 @@ impl Inspector for PolicyInspector {
                     decision,
                     kind: "function_call".to_owned(),
                     tables: Vec::new(),
+                    read_only: false,
                 };
-                return Verdict::Statement(Box::new(
+                return ClientVerdict::Statement(Box::new(
                     judged.into_info(b"-- fast-path FunctionCall"),
                 ));
             }
             _ => {}
         }
-        Verdict::Forward
+        ClientVerdict::Forward
     }
 
-    fn check_replacement(&mut self, _state: &ConnectionState, sql: &str) -> Result<(), BytesMut> {
+    /// A reviewer's replacement statement, about to run instead of the
+    /// held one: `Err` is the refusal when the rules block it.
+    pub(crate) fn check_replacement(&mut self, sql: &str) -> Result<(), BytesMut> {
         // A replacement that would itself need review is allowed: the
         // reviewer who wrote it approved it. A blocked one never runs.
         match self.decide_sql(sql.as_bytes()).decision {
@@ -645,16 +712,16 @@ impl Inspector for PolicyInspector {
         }
     }
 
-    fn server_frame(&mut self, state: &ConnectionState, frame: &Frame) -> Verdict {
+    pub(crate) fn server_frame(&mut self, state: &ConnectionState, frame: &Frame) -> ServerVerdict {
         if self.suppressing {
             return match frame.tag() {
                 b'Z' => {
                     self.suppressing = false;
                     self.simple_shape = None;
-                    Verdict::Forward
+                    ServerVerdict::Forward
                 }
                 b'N' | b'A' => self.mask_error(frame),
-                _ => Verdict::Drop,
+                _ => ServerVerdict::Drop,
             };
         }
         match frame.tag() {
@@ -668,11 +735,11 @@ impl Inspector for PolicyInspector {
                     Err(problem) => return self.fail(&problem),
                 };
                 match mask_data_row(shape, frame.body()) {
-                    Ok(None) => Verdict::Forward,
+                    Ok(None) => ServerVerdict::Forward,
                     Ok(Some(body)) => {
                         let mut out = BytesMut::new();
                         put_frame(&mut out, b'D', &body);
-                        Verdict::Replace(out)
+                        ServerVerdict::Replace(out)
                     }
                     Err(e) => self.fail(&e),
                 }
@@ -682,11 +749,11 @@ impl Inspector for PolicyInspector {
             b'H' | b'W' => {
                 let binary = frame.body().first() == Some(&1);
                 self.copy = Some(CopyMasker::new(&self.columns, binary));
-                Verdict::Forward
+                ServerVerdict::Forward
             }
             b'c' => match self.finish_copy(frame) {
-                Some(out) => Verdict::Replace(out),
-                None => Verdict::Forward,
+                Some(out) => ServerVerdict::Replace(out),
+                None => ServerVerdict::Forward,
             },
             b'E' | b'N' | b'A' => {
                 let held = if frame.tag() == b'E' {
@@ -703,17 +770,17 @@ impl Inspector for PolicyInspector {
                     put_frame(&mut out, b'd', &chunk);
                 }
                 match verdict {
-                    Verdict::Forward => out.extend_from_slice(frame.as_bytes()),
-                    Verdict::Replace(bytes) => out.extend_from_slice(&bytes),
+                    ServerVerdict::Forward => out.extend_from_slice(frame.as_bytes()),
+                    ServerVerdict::Replace(bytes) => out.extend_from_slice(&bytes),
                     _ => {}
                 }
-                Verdict::Replace(out)
+                ServerVerdict::Replace(out)
             }
             b'1' => {
                 if let Some(Pending::Parse { name }) = state.front() {
                     self.statement_shapes.remove(name);
                 }
-                Verdict::Forward
+                ServerVerdict::Forward
             }
             b'2' => {
                 if let Some(Pending::Bind {
@@ -731,7 +798,7 @@ impl Inspector for PolicyInspector {
                         },
                     );
                 }
-                Verdict::Forward
+                ServerVerdict::Forward
             }
             b'Z' => {
                 self.simple_shape = None;
@@ -739,9 +806,9 @@ impl Inspector for PolicyInspector {
                 if frame.body().first() == Some(&b'I') {
                     self.portal_shapes.clear();
                 }
-                Verdict::Forward
+                ServerVerdict::Forward
             }
-            _ => Verdict::Forward,
+            _ => ServerVerdict::Forward,
         }
     }
 }

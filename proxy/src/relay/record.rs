@@ -9,21 +9,23 @@ use bytes::BytesMut;
 use hoop_audit::{StatementHandle, StatementOutcome};
 
 use super::state::{ConnectionState, Pending};
-use super::Verdict;
+use super::verdict::ServerVerdict;
 use crate::protocol::{error_fields, take_cstr, take_i16, take_i32, Frame};
 
 /// A forwarded statement whose record awaits its outcome.
 pub struct OpenStatement {
     /// The [`ConnectionState`] request id of its Query or Execute.
     pub request: u64,
-    pub handle: StatementHandle,
+    /// `None` while its record is still being written (a read that runs
+    /// meanwhile): its outcome waits for it.
+    pub handle: Option<StatementHandle>,
     pub started: Instant,
     outcome: StatementOutcome,
     returned: u64,
 }
 
 impl OpenStatement {
-    pub fn new(request: u64, handle: StatementHandle, started: Instant) -> OpenStatement {
+    pub fn new(request: u64, handle: Option<StatementHandle>, started: Instant) -> OpenStatement {
         OpenStatement {
             request,
             handle,
@@ -34,7 +36,8 @@ impl OpenStatement {
     }
 
     /// Closes the outcome: duration, and rows from the tag when it has them.
-    pub fn finish(mut self, now: Instant) -> (StatementHandle, StatementOutcome) {
+    /// `None` when the statement has no record to complete.
+    pub fn finish(mut self, now: Instant) -> Option<(StatementHandle, StatementOutcome)> {
         self.outcome.duration_us = now.saturating_duration_since(self.started).as_micros() as u64;
         let from_tag = self
             .outcome
@@ -47,7 +50,7 @@ impl OpenStatement {
             (None, false) => Some(self.returned),
             (None, true) => None,
         };
-        (self.handle, self.outcome)
+        Some((self.handle?, self.outcome))
     }
 
     /// The statement failed without being answered itself (an earlier
@@ -79,21 +82,30 @@ impl Recorder {
         self.open.push_back(statement);
     }
 
+    /// The record of `request`'s statement is durable: its outcome can be
+    /// completed (`None`: it has no record after all).
+    pub fn attach(&mut self, request: u64, handle: Option<StatementHandle>) {
+        match handle {
+            Some(handle) => {
+                if let Some(open) = self.open.iter_mut().find(|o| o.request == request) {
+                    open.handle = Some(handle);
+                }
+            }
+            None => self.open.retain(|o| o.request != request),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.open.is_empty()
     }
 
     /// Looks at a server frame before the state moves on; `verdict` is what
     /// the client gets instead of it, if anything.
-    pub fn observe(&mut self, state: &ConnectionState, frame: &Frame, verdict: &Verdict) {
+    pub fn observe(&mut self, state: &ConnectionState, frame: &Frame, verdict: &ServerVerdict) {
         if self.open.is_empty() {
             return;
         }
-        let sent: Option<&[u8]> = match verdict {
-            Verdict::Forward => Some(frame.as_bytes()),
-            Verdict::Replace(bytes) => Some(bytes),
-            _ => None,
-        };
+        let sent = verdict.sent(frame);
         if frame.tag() == b'E' {
             // The error of the front request; every statement queued before
             // the next Sync is skipped by the server.
@@ -161,8 +173,13 @@ impl Recorder {
             if state.front_id().is_some_and(|front| front <= open.request) {
                 break;
             }
-            if let Some(open) = self.open.pop_front() {
-                done.push(open.finish(now));
+            // Answered, but its record is not durable yet: completed once
+            // it is (see `attach`), in order.
+            if open.handle.is_none() {
+                break;
+            }
+            if let Some(finished) = self.open.pop_front().and_then(|open| open.finish(now)) {
+                done.push(finished);
             }
         }
         done
@@ -172,7 +189,7 @@ impl Recorder {
     pub fn abandon(&mut self, now: Instant, why: &str) -> Vec<(StatementHandle, StatementOutcome)> {
         self.open
             .drain(..)
-            .map(|mut open| {
+            .filter_map(|mut open| {
                 if open.outcome.sqlstate.is_none() && open.outcome.command_tag.is_none() {
                     open.outcome.sqlstate = Some("08006".to_owned());
                     open.outcome.message = Some(why.to_owned());

@@ -13,7 +13,6 @@ use crate::protocol::{take_cstr, take_i16, take_i32, Frame};
 
 #[derive(Debug, Clone, Default)]
 pub struct PreparedStatement {
-    pub query: Bytes,
     /// RowDescription body, once a Describe of the statement returned one.
     pub row_description: Option<Bytes>,
 }
@@ -21,8 +20,6 @@ pub struct PreparedStatement {
 #[derive(Debug, Clone, Default)]
 pub struct Portal {
     pub statement: Vec<u8>,
-    /// Result column format codes from Bind (empty = all text).
-    pub result_formats: Vec<i16>,
     pub row_description: Option<Bytes>,
 }
 
@@ -188,15 +185,9 @@ impl ConnectionState {
             }
             b'P' => {
                 let mut parsed = Vec::new();
-                if let Some((name, rest)) = take_cstr(body) {
-                    let query = take_cstr(rest).map(|(q, _)| q).unwrap_or_default();
-                    self.statements.insert(
-                        name.to_vec(),
-                        PreparedStatement {
-                            query: Bytes::copy_from_slice(query),
-                            row_description: None,
-                        },
-                    );
+                if let Some((name, _)) = take_cstr(body) {
+                    self.statements
+                        .insert(name.to_vec(), PreparedStatement::default());
                     parsed = name.to_vec();
                 }
                 self.push(Pending::Parse { name: parsed });
@@ -349,7 +340,6 @@ impl BindParts {
             self.portal,
             Portal {
                 statement: self.statement,
-                result_formats: self.result_formats,
                 row_description: None,
             },
         )
@@ -419,7 +409,11 @@ mod tests {
             Some(&b"rowdesc"[..])
         );
         s.on_server_frame(&frame(b'2', b""), now);
-        assert_eq!(s.portals[&b"p1"[..]].result_formats, vec![1]);
+        assert_eq!(
+            s.portals[&b"p1"[..]].statement,
+            b"s1".to_vec(),
+            "the portal knows its statement"
+        );
         assert_eq!(
             s.portal_row_description(b"p1").map(|b| &b[..]),
             Some(&b"rowdesc"[..])
