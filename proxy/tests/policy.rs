@@ -96,6 +96,25 @@ async fn a_refusal_inside_a_transaction_aborts_it_like_any_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_outside_a_transaction_is_answered_by_the_gateway_alone() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    // Answered by the gateway (the server is not asked to fail: its log
+    // stays free of errors for refusals outside a transaction).
+    raw.send(&query("SET ROLE postgres")).await;
+    let refused = raw.until(b'Z').await;
+    assert_eq!(tags(&refused), "EZ");
+    refusal_names(&refused, "block-identity-change");
+    assert_eq!(ready_status(&refused), b'I');
+    // The session goes on.
+    raw.send(&query("select 1")).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "TDCZ");
+    assert_eq!(ready_status(&msgs), b'I');
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_query_is_answered_in_order_behind_earlier_requests() {
     let gw = start_gateway(GatewayOptions::default()).await;
     let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;

@@ -591,7 +591,9 @@ impl Relay {
                         .open(OpenStatement::new(request, Some(handle), now));
                 }
             }
-            Admission::Refuse(error) => self.refuse(&held.frame, error, to_server, state, now),
+            Admission::Refuse(error) => {
+                self.refuse(&held.frame, error, (to_server, to_client), state, now)
+            }
             Admission::Replace { sql, record } => match self.inspector.check_replacement(&sql) {
                 Err(error) => {
                     if let Some(handle) = record {
@@ -607,7 +609,7 @@ impl Relay {
                             },
                         );
                     }
-                    self.refuse(&held.frame, error, to_server, state, now);
+                    self.refuse(&held.frame, error, (to_server, to_client), state, now);
                 }
                 Ok(()) => {
                     let request = self.run_replacement(&held, &sql, to_server, state, now);
@@ -738,11 +740,19 @@ impl Relay {
 
     /// Refuses a client request: nothing of it reaches the server (see
     /// [`ClientVerdict::Statement`]).
+    ///
+    /// A Query or FunctionCall on an idle session, outside a transaction,
+    /// is answered by the gateway alone: there is nothing to abort and no
+    /// earlier answer to wait for, so the server does not hear of it (and
+    /// logs no error). Anywhere else the server must fail the way the
+    /// statement would have (abort the transaction, skip to Sync), so the
+    /// gateway sends it a Describe of a statement that does not exist and
+    /// replaces the answer with the refusal.
     fn refuse(
         &mut self,
         frame: &Frame,
         error: BytesMut,
-        out: &mut BytesMut,
+        (out, to_client): (&mut BytesMut, &mut BytesMut),
         state: &mut ConnectionState,
         now: Instant,
     ) {
@@ -751,6 +761,12 @@ impl Relay {
         let span =
             tracing::info_span!("statement", seq = self.statements, kind = %(frame.tag() as char));
         span.in_scope(|| tracing::info!("statement refused by the gateway"));
+        if matches!(frame.tag(), b'Q' | b'F') && state.is_idle() && state.transaction_status == b'I'
+        {
+            to_client.extend_from_slice(&error);
+            to_client.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+            return;
+        }
         let describe = describe_frame(b'S', REFUSED_STATEMENT);
         state.on_gateway_describe(
             b'S',
