@@ -243,6 +243,38 @@ async fn function_call_is_refused() {
     raw.send(&query("select 1")).await;
     assert_eq!(tags(&raw.until(b'Z').await), "TDCZ");
     gw.stop().await;
+
+    // Switching the rule off is not enough while a rule about functions
+    // applies: a FunctionCall may call any of them.
+    let gw = start_gateway(GatewayOptions {
+        mappings: GatewayOptions::default().mappings
+            + "[policy.default_rules]\ndisable = [\"function-call-protocol\"]\n",
+        ..Default::default()
+    })
+    .await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    raw.send(&msg(b'F', &body)).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "EZ");
+    assert!(
+        msgs[0].text().contains("block-file-access-functions"),
+        "{}",
+        msgs[0].text()
+    );
+    gw.stop().await;
+
+    // With no rule that refuses it, the call runs and is answered.
+    let gw = start_gateway(GatewayOptions {
+        mappings: GatewayOptions::default().mappings + "[policy.default_rules]\nenabled = false\n",
+        ..Default::default()
+    })
+    .await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    raw.send(&msg(b'F', &body)).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "VZ");
+    assert_eq!(msgs[0].body, [0, 0, 0, 4, 0, 0, 0, 42]);
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

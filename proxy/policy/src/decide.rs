@@ -280,7 +280,9 @@ fn matches_level(rule: &Rule, facts: &StatementFacts, context: &PolicyContext) -
             return false;
         }
     }
+    // A FunctionCall names its function by OID: it may be any function.
     if !rule.functions.is_empty()
+        && facts.kind != Kind::FunctionCall
         && !facts.functions.iter().any(|function| {
             let last = function.rsplit('.').next().unwrap_or(function);
             rule.functions

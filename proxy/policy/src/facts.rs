@@ -176,6 +176,10 @@ pub enum Kind {
     Maintenance,
     #[default]
     Other,
+    /// The fast-path FunctionCall message: a function named by OID, with
+    /// arguments, outside any statement. Which function is not known, so
+    /// every rule about functions matches it.
+    FunctionCall,
     /// Rejected by PostgreSQL's grammar (answered with 42601 as the server
     /// would), or otherwise unreadable (not UTF-8): never forwarded.
     Unparsed,
@@ -336,6 +340,7 @@ pub const KIND_NAMES: &[&str] = &[
     "lock",
     "maintenance",
     "other",
+    "function_call",
     "unparsed",
 ];
 
@@ -427,6 +432,7 @@ impl Kind {
             Kind::Lock => &["lock"],
             Kind::Maintenance => &["maintenance"],
             Kind::Other => &["other"],
+            Kind::FunctionCall => &["function_call"],
             Kind::Unparsed => &["unparsed"],
         };
         fixed.iter().map(|name| (*name).to_owned()).collect()

@@ -367,6 +367,14 @@ impl DefaultRules {
 /// would write; the README shows the same text. See [`default_rules`].
 pub const DEFAULT_RULES_TOML: &str = r#"
 # Commands no machine identity needs and that would undo hoop's guarantees.
+# The fast-path FunctionCall message names a function by OID, which no rule
+# can judge (it matches every rule about functions).
+[[rules]]
+name = "function-call-protocol"
+action = "block"
+kinds = ["function_call"]
+message = "function calls through the fast-path protocol are not allowed through the gateway; call the function in a statement instead"
+
 [[rules]]
 name = "block-drop-database"
 action = "block"

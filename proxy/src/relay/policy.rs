@@ -672,17 +672,15 @@ impl PolicyInspector {
                 }
             }
             b'F' => {
-                let decision = Decision::block(
-                    "function-call-protocol",
-                    "function calls through the fast-path protocol are not allowed \
-                     through the gateway; call the function in a statement instead",
-                );
-                let judged = Judged {
-                    decision,
-                    kind: "function_call".to_owned(),
-                    tables: Vec::new(),
-                    read_only: false,
+                // Refused by the shipped rule `function-call-protocol`
+                // unless the operator switched it off (and no rule about
+                // functions applies: any of them matches a FunctionCall).
+                let facts = StatementFacts {
+                    kind: Kind::FunctionCall,
+                    ..StatementFacts::default()
                 };
+                let decision = decide(&facts, &self.identity, &self.context, &self.rules);
+                let judged = Judged::of(decision, std::slice::from_ref(&facts));
                 return ClientVerdict::Statement(Box::new(
                     judged.into_info(b"-- fast-path FunctionCall"),
                 ));
