@@ -479,6 +479,8 @@ struct UpstreamSession {
     up: Upstream,
     /// ParameterStatus frames the session setup produced.
     later_status: Vec<crate::protocol::Frame>,
+    /// The login's notices, masked, for the client.
+    notices: BytesMut,
     inspector: PolicyInspector,
 }
 
@@ -505,16 +507,23 @@ async fn open_upstream_session(
              no declared columns, content detection only"
         );
     }
-    let inspector = PolicyInspector::for_session(
+    let mut inspector = PolicyInspector::for_session(
         &ctx.config.policy,
         admitted.identity.clone(),
         &admitted.mapping.unmask,
         masked.as_deref(),
     )
     .map_err(|e| UpstreamError::Masking(e.to_string()))?;
+    let mut notices = BytesMut::new();
+    for notice in std::mem::take(&mut up.notices) {
+        inspector
+            .mask_notice(&notice)
+            .append_to(&notice, &mut notices);
+    }
     Ok(UpstreamSession {
         up,
         later_status,
+        notices,
         inspector,
     })
 }
@@ -595,6 +604,9 @@ async fn greet_client(
             Some("cannot encode BackendKeyData".to_owned()),
         ));
     }
+    // Where the server puts a login event trigger's notices: after
+    // BackendKeyData, before the first ReadyForQuery.
+    out.extend_from_slice(&session.notices);
     out.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
     if client.write_all(&out).await.is_err() || client.flush().await.is_err() {
         return Err((

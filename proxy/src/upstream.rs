@@ -84,6 +84,9 @@ pub struct Upstream {
     pub secret: bytes::Bytes,
     /// ParameterStatus frames as the server sent them.
     pub parameter_status: Vec<Frame>,
+    /// NoticeResponses of the login (a login event trigger's, say): the
+    /// client gets them, masked, before its first ReadyForQuery.
+    pub notices: Vec<Frame>,
 }
 
 async fn read_frame(stream: &mut PgStream, buf: &mut BytesMut) -> Result<Frame, UpstreamError> {
@@ -124,6 +127,7 @@ pub async fn connect(
     let mut pid = 0;
     let mut secret = bytes::Bytes::new();
     let mut parameter_status = Vec::new();
+    let mut notices = Vec::new();
     loop {
         let frame = read_frame(&mut stream, &mut buf).await?;
         match frame.tag() {
@@ -141,7 +145,8 @@ pub async fn connect(
                 pid = p;
                 secret = bytes::Bytes::copy_from_slice(rest);
             }
-            b'N' | b'v' => {}
+            b'N' => notices.push(frame),
+            b'v' => {}
             b'Z' => break,
             b'E' => {
                 let (code, message) = error_summary(frame.body());
@@ -168,6 +173,7 @@ pub async fn connect(
         pid,
         secret,
         parameter_status,
+        notices,
     })
 }
 

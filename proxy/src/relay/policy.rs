@@ -337,6 +337,11 @@ impl PolicyInspector {
         }
     }
 
+    /// A NoticeResponse of the upstream login, masked like any other.
+    pub(crate) fn mask_notice(&mut self, frame: &Frame) -> ServerVerdict {
+        self.mask_error(frame)
+    }
+
     fn forget_statement(&mut self, name: &[u8]) {
         self.described_statements.remove(name);
         self.parsed.remove(name);
