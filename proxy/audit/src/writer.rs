@@ -224,7 +224,16 @@ impl<B: Backend> Writer<B> {
                 }
             };
             let Some(first) = first else {
-                // Every handle dropped without close(): seal what we have.
+                // Every handle dropped without close(): try what waits for
+                // another try once more, then seal what we have.
+                if !self.retry.is_empty() {
+                    if let Ok(permit) = self.sync_capacity().await {
+                        self.append_batch(Vec::new(), permit).await;
+                    }
+                    for (_, reply, _) in std::mem::take(&mut self.retry) {
+                        reply.send_error(AuditError::Closed);
+                    }
+                }
                 let sealed = self.write_checkpoint(CheckpointKind::Shutdown).await;
                 self.reply_when_durable(sealed, None, |sealed| {
                     if let Err(error) = sealed {
