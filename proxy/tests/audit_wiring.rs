@@ -336,3 +336,140 @@ password = {{ file = "{}" }}
         "DELETE FROM scratch WHERE id BETWEEN 9100 AND 9102",
     );
 }
+
+/// No result without its record, under load: eight clients read (plain
+/// reads, which run while their record is written) and write while the
+/// (Postgres) audit store goes away and comes back. Every answer a client
+/// received, rows or command tag, must have its `statement` record in the
+/// store afterwards; what could not be recorded must have failed (58000)
+/// and never shown its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_receives_a_result_whose_record_is_missing() {
+    let cluster = cluster();
+    for sql in [
+        "DROP DATABASE IF EXISTS hoop_audit_kill",
+        "DROP ROLE IF EXISTS hoop_audit_kill",
+        "CREATE ROLE hoop_audit_kill LOGIN PASSWORD 'audit-pw'",
+        "CREATE DATABASE hoop_audit_kill OWNER hoop_audit_kill",
+    ] {
+        cluster.psql("postgres", sql);
+    }
+    let password = std::env::temp_dir().join(format!("hoop-audit-kill-{}", std::process::id()));
+    std::fs::write(&password, "audit-pw").unwrap();
+    let mut opts = GatewayOptions::default();
+    opts.mappings.push_str(&format!(
+        r#"
+[audit]
+store = "postgres"
+url = "host=127.0.0.1 port={} user=hoop_audit_kill dbname=hoop_audit_kill"
+password = {{ file = "{}" }}
+"#,
+        cluster.port,
+        password.display()
+    ));
+    let gw = start_gateway(opts).await;
+    cluster.psql(
+        "payments",
+        "DELETE FROM scratch WHERE id BETWEEN 9200 AND 9299; \
+         INSERT INTO scratch VALUES (9200, 'seen')",
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for client_no in 0..8 {
+        let url = gw.url("agent-7", &gw.agent_token());
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            // Tags of the statements whose answers this client received.
+            let mut received = Vec::new();
+            let mut refused = 0usize;
+            let mut client = pg_connect(&url).await;
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let tag = format!("c{client_no}q{n}");
+                let sql = if n % 4 == 0 {
+                    format!("UPDATE scratch SET t = 'seen' WHERE id = 9200 AND t <> '{tag}'")
+                } else {
+                    format!("SELECT t, '{tag}' AS tag FROM scratch WHERE id = 9200")
+                };
+                match client.simple_query(&sql).await {
+                    Ok(messages) => {
+                        if n % 4 != 0 {
+                            let rows = messages
+                                .iter()
+                                .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+                                .count();
+                            assert_eq!(rows, 1, "{sql}");
+                        }
+                        received.push(tag);
+                    }
+                    Err(error) => {
+                        let code = error.as_db_error().map(|e| e.code().code().to_owned());
+                        assert_eq!(code.as_deref(), Some("58000"), "{sql}: {error}");
+                        refused += 1;
+                        // A read whose record failed ends the session.
+                        if client.is_closed() || n % 4 != 0 {
+                            loop {
+                                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                    return (received, refused);
+                                }
+                                match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                                    Ok((c, conn)) => {
+                                        tokio::spawn(conn);
+                                        client = c;
+                                        break;
+                                    }
+                                    // Logins are refused too while the store is away.
+                                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            (received, refused)
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The store goes away mid-run ...
+    cluster.psql(
+        "postgres",
+        "ALTER ROLE hoop_audit_kill NOLOGIN;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'hoop_audit_kill';",
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // ... and comes back.
+    cluster.psql("postgres", "ALTER ROLE hoop_audit_kill LOGIN");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut received = Vec::new();
+    let mut refused = 0;
+    for client in clients {
+        let (tags, failures) = client.await.expect("client task");
+        received.extend(tags);
+        refused += failures;
+    }
+    assert!(refused > 0, "the store's absence was never noticed");
+    assert!(received.len() > refused, "the run did almost nothing");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.stop().await;
+    let recorded = cluster.psql(
+        "hoop_audit_kill",
+        "SELECT string_agg(payload, E'\\n') FROM audit_entries WHERE kind = 'statement'",
+    );
+    let missing: Vec<&String> = received
+        .iter()
+        .filter(|tag| !recorded.contains(&format!("'{tag}'")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answers have no record: {:?}",
+        missing.len(),
+        received.len(),
+        &missing[..missing.len().min(10)]
+    );
+    cluster.psql("postgres", "DROP DATABASE IF EXISTS hoop_audit_kill");
+}
