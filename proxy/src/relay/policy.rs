@@ -217,7 +217,9 @@ impl PolicyInspector {
                     || matches!(level.kind, Kind::Prepare { .. } | Kind::Deallocate { .. })
             })
         });
-        if session_dependent {
+        // Only what the classification cache keeps (it holds the other
+        // reference): a statement too long for it is not kept here either.
+        if session_dependent || Arc::strong_count(classified) < 2 {
             return;
         }
         if self.verdicts.len() >= CACHE_CAPACITY {
