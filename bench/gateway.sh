@@ -15,7 +15,8 @@
 # CPU per transaction; recording off <= PgBouncer's CPU; added one-client p50
 # <= one fsync + 50 us; TPC-B >= 0.8x direct; peak RSS < 64 MB.
 # Installs PgBouncer (Debian) if missing; builds hoop in release mode.
-# BENCH_SECONDS=5 shortens each run.
+# BENCH_SECONDS=5 shortens each run; BENCH_HOOP=/path/to/hoop measures that
+# build instead of building this checkout (before/after comparisons).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -37,9 +38,15 @@ fi
 # Debian starts a pgbouncer service on install; the benchmark runs its own.
 systemctl stop pgbouncer >/dev/null 2>&1 || true
 
-echo "==> building hoop (release)"
-cargo build --release -p hoop-proxy --bin hoop >/dev/null 2>&1 || cargo build --release -p hoop-proxy --bin hoop
-HOOP="$CARGO_TARGET_DIR/release/hoop"
+if [ -n "${BENCH_HOOP:-}" ]; then
+    # Another build of hoop (an earlier commit, say) measured by this script.
+    HOOP=$BENCH_HOOP
+    echo "==> hoop: $HOOP"
+else
+    echo "==> building hoop (release)"
+    cargo build --release -p hoop-proxy --bin hoop >/dev/null 2>&1 || cargo build --release -p hoop-proxy --bin hoop
+    HOOP="$CARGO_TARGET_DIR/release/hoop"
+fi
 
 work=$(mktemp -d /tmp/hoop-bench.XXXXXX)
 chmod 755 "$work"
