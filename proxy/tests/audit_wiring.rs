@@ -238,34 +238,42 @@ async fn review_api_and_cli_answer_reviewers_only() {
     gw.stop().await;
 }
 
-/// No access without a record: while the (Postgres) audit store refuses
-/// writes, statements are refused with 58000 and do not run; once it is
-/// back, statements run again and the trail verifies.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statements_are_refused_while_the_audit_store_cannot_record_them() {
+/// Gateway options with a Postgres audit store in a fresh database owned by
+/// a fresh role, both named `name` (the tests take the role's login away to
+/// make the store fail).
+fn postgres_audit_store(name: &str) -> GatewayOptions {
     let cluster = cluster();
     for sql in [
-        "DROP DATABASE IF EXISTS hoop_audit_fc",
-        "DROP ROLE IF EXISTS hoop_audit_fc",
-        "CREATE ROLE hoop_audit_fc LOGIN PASSWORD 'audit-pw'",
-        "CREATE DATABASE hoop_audit_fc OWNER hoop_audit_fc",
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("DROP ROLE IF EXISTS {name}"),
+        format!("CREATE ROLE {name} LOGIN PASSWORD 'audit-pw'"),
+        format!("CREATE DATABASE {name} OWNER {name}"),
     ] {
-        cluster.psql("postgres", sql);
+        cluster.psql("postgres", &sql);
     }
-    let password = std::env::temp_dir().join(format!("hoop-audit-fc-{}", std::process::id()));
+    let password = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     std::fs::write(&password, "audit-pw").unwrap();
     let mut opts = GatewayOptions::default();
     opts.mappings.push_str(&format!(
         r#"
 [audit]
 store = "postgres"
-url = "host=127.0.0.1 port={} user=hoop_audit_fc dbname=hoop_audit_fc"
+url = "host=127.0.0.1 port={} user={name} dbname={name}"
 password = {{ file = "{}" }}
 "#,
         cluster.port,
         password.display()
     ));
-    let gw = start_gateway(opts).await;
+    opts
+}
+
+/// No access without a record: while the (Postgres) audit store refuses
+/// writes, statements are refused with 58000 and do not run; once it is
+/// back, statements run again and the trail verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_are_refused_while_the_audit_store_cannot_record_them() {
+    let cluster = cluster();
+    let gw = start_gateway(postgres_audit_store("hoop_audit_fc")).await;
     let client = pg_connect(&gw.url("agent-7", &gw.agent_token())).await;
     // Logged in (and so recorded) while the store still works.
     let reader = pg_connect(&gw.url("agent-7", &gw.agent_token())).await;
@@ -346,28 +354,7 @@ password = {{ file = "{}" }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_client_receives_a_result_whose_record_is_missing() {
     let cluster = cluster();
-    for sql in [
-        "DROP DATABASE IF EXISTS hoop_audit_kill",
-        "DROP ROLE IF EXISTS hoop_audit_kill",
-        "CREATE ROLE hoop_audit_kill LOGIN PASSWORD 'audit-pw'",
-        "CREATE DATABASE hoop_audit_kill OWNER hoop_audit_kill",
-    ] {
-        cluster.psql("postgres", sql);
-    }
-    let password = std::env::temp_dir().join(format!("hoop-audit-kill-{}", std::process::id()));
-    std::fs::write(&password, "audit-pw").unwrap();
-    let mut opts = GatewayOptions::default();
-    opts.mappings.push_str(&format!(
-        r#"
-[audit]
-store = "postgres"
-url = "host=127.0.0.1 port={} user=hoop_audit_kill dbname=hoop_audit_kill"
-password = {{ file = "{}" }}
-"#,
-        cluster.port,
-        password.display()
-    ));
-    let gw = start_gateway(opts).await;
+    let gw = start_gateway(postgres_audit_store("hoop_audit_kill")).await;
     cluster.psql(
         "payments",
         "DELETE FROM scratch WHERE id BETWEEN 9200 AND 9299; \
