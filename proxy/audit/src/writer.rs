@@ -17,9 +17,9 @@
 //! commit of their own: they wait, at most [`DETACHED_LINGER`], for one
 //! that someone waits for (typically the session's next statement). When
 //! their commit fails they are kept and written again with the next batch
-//! (the statements they complete are begun and durable), every
-//! [`RETRY_DELAY`] while nothing else comes, for about half a minute
-//! ([`RETRY_ATTEMPTS`]) before an alert gives up on them.
+//! (the statements they complete are begun and durable), and every
+//! [`RETRY_DELAY`] while nothing else comes, for [`RETRY_FOR`] after their
+//! first failure, before an alert gives up on them.
 //!
 //! The head advances only after a commit succeeded, so a failed batch
 //! leaves no gap: its callers get an error (and refuse their statements),
@@ -65,9 +65,9 @@ const DETACHED_LINGER: Duration = Duration::from_millis(10);
 /// tried again on their own.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
-/// Tries at writing a record nobody waits for (at least [`RETRY_DELAY`]
-/// apart: about half a minute).
-const RETRY_ATTEMPTS: u32 = 60;
+/// How long a record nobody waits for is tried again after its first
+/// failed commit.
+const RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// Records nobody waits for kept for another try; past this, the oldest
 /// are given up (with an alert each).
@@ -180,9 +180,9 @@ pub(crate) struct Writer<B> {
     head: Option<ChainHead>,
     last_checkpoint: u64,
     interval: Duration,
-    /// Records nobody waits for whose commit failed, with their tries so
-    /// far: written first in the next batch.
-    retry: Vec<(Pending, Reply, u32)>,
+    /// Records nobody waits for whose commit failed, with the time of
+    /// their first failure: written first in the next batch.
+    retry: Vec<(Pending, Reply, Instant)>,
 }
 
 impl<B: Backend> Writer<B> {
@@ -347,13 +347,14 @@ impl<B: Backend> Writer<B> {
     ) {
         // Records kept from a failed commit go first, in their order.
         let retried = std::mem::take(&mut self.retry);
-        let mut tries: Vec<u32> = Vec::with_capacity(retried.len() + appends.len());
+        let mut failed_first: Vec<Option<Instant>> =
+            Vec::with_capacity(retried.len() + appends.len());
         let mut all = Vec::with_capacity(retried.len() + appends.len());
-        for (pending, reply, attempts) in retried {
+        for (pending, reply, since) in retried {
             all.push((pending, reply));
-            tries.push(attempts);
+            failed_first.push(Some(since));
         }
-        tries.resize(tries.len() + appends.len(), 0);
+        failed_first.resize(failed_first.len() + appends.len(), None);
         all.extend(appends);
         if all.is_empty() {
             return;
@@ -387,12 +388,15 @@ impl<B: Backend> Writer<B> {
                     "ALERT: audit store write failed; statements are refused until it recovers"
                 );
                 let mut refused = Vec::new();
-                for ((pending, reply), attempts) in pending.into_iter().zip(replies).zip(tries) {
+                let now = Instant::now();
+                for ((pending, reply), since) in pending.into_iter().zip(replies).zip(failed_first)
+                {
+                    let since = since.unwrap_or(now);
                     if matches!(reply, Reply::Detached { .. })
-                        && attempts + 1 < RETRY_ATTEMPTS
+                        && now.duration_since(since) < RETRY_FOR
                         && self.retry.len() < MAX_RETRY
                     {
-                        self.retry.push((pending, reply, attempts + 1));
+                        self.retry.push((pending, reply, since));
                     } else {
                         refused.push(reply);
                     }
