@@ -487,3 +487,47 @@ async fn a_grant_covers_the_reviewed_statement_and_nothing_else() {
     raw.until(b'Z').await;
     gw.stop().await;
 }
+
+/// A fast-path FunctionCall a rule sends to review: approval runs it, but
+/// no statement can stand in for it (its client waits for a
+/// FunctionCallResponse), so a reviewer's replacement is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_function_call_runs_when_approved_and_is_never_replaced() {
+    let mut opts = options("30s");
+    opts.mappings.push_str(
+        "[policy.default_rules]\ndisable = [\"function-call-protocol\", \"block-file-access-functions\"]\n",
+    );
+    let gw = start_gateway(opts).await;
+    let api = Api::new(&gw);
+    let (mut raw, _) = login(&gw).await;
+    // int4pl(40, 2) by oid 177, binary arguments and result: held by
+    // `review-dynamic-sql-functions`, whose functions a FunctionCall may be.
+    let mut body = 177u32.to_be_bytes().to_vec();
+    body.extend([0, 1, 0, 1, 0, 2]);
+    for v in [40i32, 2] {
+        body.extend(4i32.to_be_bytes());
+        body.extend(v.to_be_bytes());
+    }
+    body.extend([0, 1]);
+
+    raw.send(&msg(b'F', &body)).await;
+    let id = review_id(&raw.recv().await.expect("notice"));
+    quiet(&mut raw).await;
+    let (status, _) = api.post(&id, "approve", json!({"reason": "ok"})).await;
+    assert_eq!(status, 200);
+    let answer = raw.until(b'Z').await;
+    assert_eq!(tags(&answer), "VZ", "{answer:?}");
+    assert_eq!(answer[0].body, [0, 0, 0, 4, 0, 0, 0, 42]);
+
+    raw.send(&msg(b'F', &body)).await;
+    let id = review_id(&raw.recv().await.expect("notice"));
+    let (status, body) = api.post(&id, "modify", json!({"sql": "SELECT 42"})).await;
+    assert_eq!(status, 200, "{body}");
+    let answer = raw.until(b'Z').await;
+    assert_eq!(tags(&answer), "EZ", "{answer:?}");
+    let message = answer[0].field(b'M').unwrap();
+    assert!(message.contains("cannot be replaced"), "{message}");
+    raw.send(&query("select 1")).await;
+    assert_eq!(tags(&raw.until(b'Z').await), "TDCZ");
+    gw.stop().await;
+}

@@ -594,32 +594,34 @@ impl Relay {
             Admission::Refuse(error) => {
                 self.refuse(&held.frame, error, (to_server, to_client), state, now)
             }
-            Admission::Replace { sql, record } => match self.inspector.check_replacement(&sql) {
-                Err(error) => {
-                    if let Some(handle) = record {
-                        let (code, message) = crate::protocol::error_summary(
-                            record::first_body(&error).unwrap_or_default(),
-                        );
-                        self.gate.complete(
-                            handle,
-                            hoop_audit::StatementOutcome {
-                                sqlstate: Some(code),
-                                message: Some(message),
-                                ..Default::default()
-                            },
-                        );
+            Admission::Replace { sql, record } => {
+                match self.inspector.check_replacement(held.frame.tag(), &sql) {
+                    Err(error) => {
+                        if let Some(handle) = record {
+                            let (code, message) = crate::protocol::error_summary(
+                                record::first_body(&error).unwrap_or_default(),
+                            );
+                            self.gate.complete(
+                                handle,
+                                hoop_audit::StatementOutcome {
+                                    sqlstate: Some(code),
+                                    message: Some(message),
+                                    ..Default::default()
+                                },
+                            );
+                        }
+                        self.refuse(&held.frame, error, (to_server, to_client), state, now);
                     }
-                    self.refuse(&held.frame, error, (to_server, to_client), state, now);
-                }
-                Ok(()) => {
-                    let request = self.run_replacement(&held, &sql, to_server, state, now);
-                    if let (Some(handle), Some(request)) = (record, request) {
-                        pipes
-                            .recorder
-                            .open(OpenStatement::new(request, Some(handle), now));
+                    Ok(()) => {
+                        let request = self.run_replacement(&held, &sql, to_server, state, now);
+                        if let (Some(handle), Some(request)) = (record, request) {
+                            pipes
+                                .recorder
+                                .open(OpenStatement::new(request, Some(handle), now));
+                        }
                     }
                 }
-            },
+            }
         }
         self.pump_client(pipes, input, to_server)
     }

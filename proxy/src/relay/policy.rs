@@ -698,11 +698,23 @@ impl PolicyInspector {
     }
 
     /// A reviewer's replacement statement, about to run instead of the
-    /// held one: `Err` is the refusal when the rules block it.
-    pub(crate) fn check_replacement(&mut self, sql: &str) -> Result<(), BytesMut> {
+    /// held request (`tag`: its message type): `Err` is the refusal when
+    /// the rules block it, or when nothing can stand in for the request.
+    pub(crate) fn check_replacement(&mut self, tag: u8, sql: &str) -> Result<(), BytesMut> {
+        // A FunctionCall's client waits for a FunctionCallResponse, which
+        // no statement produces.
+        let decision = if tag == b'F' {
+            Decision::block(
+                "function-call-protocol",
+                "a fast-path function call cannot be replaced by a statement; \
+                 approve or deny it",
+            )
+        } else {
+            self.decide_sql(sql.as_bytes()).decision
+        };
         // A replacement that would itself need review is allowed: the
         // reviewer who wrote it approved it. A blocked one never runs.
-        match self.decide_sql(sql.as_bytes()).decision {
+        match decision {
             Decision::Block { message, .. } => {
                 let mut out = BytesMut::new();
                 put_error(
