@@ -50,6 +50,13 @@ want() { case " $stages " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 if want sources; then
     run_stage sources bash scripts/sources.sh
 fi
+# A full run builds about 25 GB (three Postgres versions of the extension,
+# the gateway, release builds for the soak) and its clusters need room too:
+# say so up front rather than as "No space left on device" mid-run.
+free_kb=$(df -Pk "$root" | awk 'NR == 2 {print $4}')
+if [ "${free_kb:-0}" -lt $((20 * 1024 * 1024)) ]; then
+    echo "!! only $((free_kb / 1024 / 1024)) GB free on $(df -P "$root" | awk 'NR == 2 {print $6}'): a full run needs about 20 GB (target/ and the test clusters)" >&2
+fi
 bash scripts/setup.sh || exit 1
 # shellcheck source=/dev/null
 . "${HOOP_CACHE:-/var/cache/hoop}/env.sh"

@@ -64,9 +64,13 @@ done
 
 echo "==> pytest tests/e2e (client compatibility)"
 "$HOOP_CACHE/venv/bin/pytest" -q -rfE tests/e2e 2>&1 | tee "$log/pytest.log" | tail -n 40
-p=$(grep -Eo '[0-9]+ passed' "$log/pytest.log" | tail -1 | cut -d' ' -f1)
-f=$(grep -Eo '[0-9]+ (failed|error)' "$log/pytest.log" | cut -d' ' -f1 | awk '{s+=$1} END {print s+0}')
-if ! grep -Eq '[0-9]+ (passed|failed)' "$log/pytest.log"; then
+# pytest's own summary is its last line ("8 failed, 3 passed, 2 errors in
+# 7.99s"); counts elsewhere in the log (a server's message, a PID) are not
+# results.
+summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|errors?|skipped).* in [0-9.]+s' "$log/pytest.log" | tail -n 1)
+p=$(grep -Eo '[0-9]+ passed' <<<"$summary" | cut -d' ' -f1)
+f=$(grep -Eo '[0-9]+ (failed|errors?)' <<<"$summary" | cut -d' ' -f1 | awk '{s+=$1} END {print s+0}')
+if [ -z "$summary" ] || ! grep -Eq '[0-9]+ (passed|failed|error)' <<<"$summary"; then
     f=1
 fi
 passed=$((passed + ${p:-0}))
