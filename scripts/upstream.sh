@@ -206,6 +206,12 @@ crashes=$(tail -n +"$((log_from + 1))" "$SERVERLOG" | grep -E 'PANIC|terminated 
 if [ "$mode" = gateway ]; then
     refused=$(grep -c 'statement refused\|refused by rule' "$WORK/hoop.log" || true)
     printf 'upstream %s gateway: %s statements refused by the gateway (hoop.log)\n' "$version" "${refused:-0}"
+    # A refusal is answered by the gateway; the server hears of one only
+    # when it must fail work of the client's already under way (the
+    # stand-in Describe's error): count those, and fail on them.
+    heard=$(tail -n +"$((log_from + 1))" "$SERVERLOG" | grep -c 'hoop: refused statement' || true)
+    printf 'upstream %s gateway: %s refusals the server had to fail itself (server log)\n' "$version" "${heard:-0}"
+    [ "${heard:-0}" -eq 0 ] || problems+=("$heard refusals reached the server (\"hoop: refused statement\" in $SERVERLOG)")
 fi
 
 allowed() { grep -qE "^$1[[:space:]]" "$ALLOW" 2>/dev/null; }

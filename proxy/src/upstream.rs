@@ -3,7 +3,7 @@
 //! `SET ROLE <mapped>` and `SET hoop.session = <signed token>`. Nothing the
 //! client later sees reveals the gateway's credential.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -359,60 +359,82 @@ pub fn filter_parameter_status(frame: &Frame, mapped_role: &str) -> Option<Bytes
 
 /// Columns the extension masks (`hoop.masked_columns`), read over the
 /// session's own connection after [`start_session`]. `Ok(None)`: the
-/// database has no hoop extension (the view or its schema does not exist),
-/// so only content detection applies. Any other failure is an error: the
-/// session must not start without knowing what to mask.
+/// database has no hoop extension (no such view), so only content detection
+/// applies. Any other failure is an error: the session must not start
+/// without knowing what to mask. The view's existence is asked first, so a
+/// database without the extension logs no error for each login.
 pub async fn load_masked_columns(
     up: &mut Upstream,
 ) -> Result<Option<Vec<hoop_policy::MaskedColumn>>, UpstreamError> {
+    const EXISTS: &str = "SELECT pg_catalog.to_regclass('hoop.masked_columns') IS NOT NULL";
     const SQL: &str = "SELECT relid::int8, attnum, schema_name::text, table_name::text, \
                        column_name::text, strategy::text FROM hoop.masked_columns";
+    let exists = simple_query(up, EXISTS).await?;
+    if exists.first().map(|row| row_values(row)) != Some(Some(vec!["t".to_owned()])) {
+        return Ok(None);
+    }
+    let rows = simple_query(up, SQL).await.map_err(|error| match error {
+        UpstreamError::Server { code, message } => UpstreamError::Server {
+            code,
+            message: format!("could not read hoop.masked_columns: {message}"),
+        },
+        other => other,
+    })?;
+    rows.iter()
+        .map(|row| masked_column_from_row(row))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// Runs one simple Query on a connection nobody else uses yet and returns
+/// the bodies of its DataRows; the server's error is
+/// [`UpstreamError::Server`].
+async fn simple_query(up: &mut Upstream, sql: &str) -> Result<Vec<Bytes>, UpstreamError> {
     let mut out = BytesMut::new();
-    frontend::query(SQL, &mut out)?;
+    frontend::query(sql, &mut out)?;
     up.stream.write_all(&out).await?;
     up.stream.flush().await?;
-    let mut columns = Vec::new();
+    let mut rows = Vec::new();
     let mut failure: Option<(String, String)> = None;
     loop {
         let frame = read_frame(&mut up.stream, &mut up.read_buf).await?;
         match frame.tag() {
             b'T' | b'C' | b'N' | b'S' => {}
-            b'D' if failure.is_none() => columns.push(masked_column_from_row(frame.body())?),
-            b'D' => {}
+            b'D' => rows.push(Bytes::copy_from_slice(frame.body())),
             b'E' => failure = Some(error_summary(frame.body())),
             b'Z' => break,
             other => {
                 return Err(UpstreamError::Protocol(format!(
-                    "unexpected message {:?} while reading hoop.masked_columns",
+                    "unexpected message {:?} in answer to the gateway's own query",
                     other as char
                 )))
             }
         }
     }
     match failure {
-        None => Ok(Some(columns)),
-        // undefined_table, invalid_schema_name: no extension in this database.
-        Some((code, _)) if code == "42P01" || code == "3F000" => Ok(None),
-        Some((code, message)) => Err(UpstreamError::Server {
-            code,
-            message: format!("could not read hoop.masked_columns: {message}"),
-        }),
+        None => Ok(rows),
+        Some((code, message)) => Err(UpstreamError::Server { code, message }),
     }
+}
+
+/// A DataRow's values as text (`None`: malformed, or a NULL).
+fn row_values(body: &[u8]) -> Option<Vec<String>> {
+    let (count, mut rest) = protocol::take_i16(body)?;
+    let mut values = Vec::with_capacity(usize::try_from(count).ok()?);
+    for _ in 0..count {
+        let (len, tail) = take_i32(rest)?;
+        let len = usize::try_from(len).ok()?;
+        values.push(std::str::from_utf8(tail.get(..len)?).ok()?.to_owned());
+        rest = &tail[len..];
+    }
+    Some(values)
 }
 
 fn masked_column_from_row(body: &[u8]) -> Result<hoop_policy::MaskedColumn, UpstreamError> {
     let bad = || UpstreamError::Protocol("malformed row from hoop.masked_columns".into());
-    let (count, mut rest) = protocol::take_i16(body).ok_or_else(bad)?;
-    if count != 6 {
+    let fields = row_values(body).ok_or_else(bad)?;
+    if fields.len() != 6 {
         return Err(bad());
-    }
-    let mut fields = Vec::with_capacity(6);
-    for _ in 0..6 {
-        let (len, tail) = take_i32(rest).ok_or_else(bad)?;
-        let len = usize::try_from(len).map_err(|_| bad())?;
-        let value = tail.get(..len).ok_or_else(bad)?;
-        fields.push(std::str::from_utf8(value).map_err(|_| bad())?.to_owned());
-        rest = &tail[len..];
     }
     Ok(hoop_policy::MaskedColumn {
         relid: fields[0].parse().map_err(|_| bad())?,

@@ -301,3 +301,157 @@ async fn syntax_errors_are_answered_like_the_server_and_not_forwarded() {
     }
     gw.stop().await;
 }
+
+/// The server log's ERROR lines of one backend (the kit's clusters log
+/// with PostgreSQL's default prefix, `%m [%p] `).
+fn server_errors_of(pid: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(cluster().dir.join("log")).unwrap_or_default();
+    let mark = format!("[{pid}] ERROR");
+    log.lines()
+        .filter(|line| line.contains(&mark))
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn simple(raw: &mut Raw, sql: &str) -> Vec<Msg> {
+    raw.send(&query(sql)).await;
+    raw.until(b'Z').await
+}
+
+fn command_tag(msgs: &[Msg]) -> String {
+    let c = msgs
+        .iter()
+        .find(|m| m.tag == b'C')
+        .expect("CommandComplete");
+    c.text().trim_end_matches('\0').to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_in_a_transaction_fail_it_without_the_server() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let pid = simple(&mut raw, "select pg_backend_pid()").await[1].text();
+    let pid = pid[6..].to_owned(); // DataRow: 1 column, its length, the text
+
+    // A refusal fails the block; PostgreSQL's answers follow until it ends.
+    let msgs = simple(&mut raw, "begin; insert into scratch values (902, 'x')").await;
+    assert_eq!(ready_status(&msgs), b'T');
+    let refused = simple(&mut raw, "SET ROLE postgres").await;
+    assert_eq!(tags(&refused), "EZ");
+    refusal_names(&refused, "block-identity-change");
+    assert_eq!(ready_status(&refused), b'E', "the block failed");
+    let msgs = simple(&mut raw, "select 1; select 2").await;
+    assert_eq!(tags(&msgs), "EZ");
+    assert_eq!(msgs[0].error_code().as_deref(), Some("25P02"));
+    assert_eq!(
+        msgs[0].field(b'M').as_deref(),
+        Some("current transaction is aborted, commands ignored until end of transaction block")
+    );
+    assert_eq!(ready_status(&msgs), b'E');
+    // Syntax errors come first, as from the server.
+    let msgs = simple(&mut raw, "selec 1").await;
+    assert_eq!(msgs[0].error_code().as_deref(), Some("42601"));
+    assert_eq!(ready_status(&msgs), b'E');
+    // An empty query string (as psql sends for a lone `;`), and an empty
+    // statement prepared and described (psql's `\gdesc`): no error.
+    let msgs = simple(&mut raw, ";").await;
+    assert_eq!((tags(&msgs), ready_status(&msgs)), ("IZ".to_owned(), b'E'));
+    let mut batch = parse("", "");
+    batch.extend(describe(b'S', ""));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(
+        (tags(&msgs), ready_status(&msgs)),
+        ("1tnZ".to_owned(), b'E')
+    );
+    // A Parse that does not parse: the syntax error, then Sync.
+    let mut batch = parse("", "selec 1");
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(msgs[0].error_code().as_deref(), Some("42601"));
+    assert_eq!((tags(&msgs), ready_status(&msgs)), ("EZ".to_owned(), b'E'));
+    // A Sync alone.
+    raw.send(&sync()).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!((tags(&msgs), ready_status(&msgs)), ("Z".to_owned(), b'E'));
+    // COMMIT of a failed block rolls it back, command tag included.
+    let msgs = simple(&mut raw, "commit").await;
+    assert_eq!((tags(&msgs), ready_status(&msgs)), ("CZ".to_owned(), b'I'));
+    assert_eq!(command_tag(&msgs), "ROLLBACK");
+    let msgs = simple(&mut raw, "select count(*) from scratch where id = 902").await;
+    assert_eq!(msgs[1].body, b"\0\x01\0\0\0\x010");
+
+    // ROLLBACK TO SAVEPOINT recovers the block; what came before it stays.
+    simple(
+        &mut raw,
+        "begin; insert into scratch values (903, 'x'); savepoint s; insert into scratch values (904, 'x')",
+    )
+    .await;
+    let refused = simple(&mut raw, "SET ROLE postgres").await;
+    assert_eq!(ready_status(&refused), b'E');
+    let msgs = simple(&mut raw, "rollback to savepoint s").await;
+    assert_eq!(
+        (command_tag(&msgs), ready_status(&msgs)),
+        ("ROLLBACK".to_owned(), b'T')
+    );
+    let msgs = simple(&mut raw, "commit").await;
+    assert_eq!(
+        (command_tag(&msgs), ready_status(&msgs)),
+        ("COMMIT".to_owned(), b'I')
+    );
+    let msgs = simple(
+        &mut raw,
+        "select string_agg(id::text, ',' order by id) from scratch where id in (903, 904)",
+    )
+    .await;
+    assert_eq!(msgs[1].body, b"\0\x01\0\0\0\x03903");
+
+    // A refused Parse at a sync point; the block ended in the extended
+    // protocol, as drivers do (COMMIT: rolled back).
+    for (end, tag) in [("ROLLBACK", "ROLLBACK"), ("COMMIT", "ROLLBACK")] {
+        simple(&mut raw, "begin; insert into scratch values (905, 'x')").await;
+        let mut batch = parse("bad", "SET ROLE postgres");
+        batch.extend(bind("", "bad", None));
+        batch.extend(execute("", 0));
+        batch.extend(sync());
+        raw.send(&batch).await;
+        let refused = raw.until(b'Z').await;
+        assert_eq!(tags(&refused), "EZ");
+        assert_eq!(ready_status(&refused), b'E');
+        let mut batch = parse("", end);
+        batch.extend(bind("", "", None));
+        batch.extend(execute("", 0));
+        batch.extend(sync());
+        raw.send(&batch).await;
+        let msgs = raw.until(b'Z').await;
+        assert_eq!(
+            (tags(&msgs), ready_status(&msgs)),
+            ("12CZ".to_owned(), b'I'),
+            "{end}"
+        );
+        assert_eq!(command_tag(&msgs), tag);
+        let msgs = simple(&mut raw, "select count(*) from scratch where id = 905").await;
+        assert_eq!(msgs[1].body, b"\0\x01\0\0\0\x010", "{end}");
+    }
+    // None of it reached the server: its log has no error of this backend.
+    assert_eq!(server_errors_of(&pid), Vec::<String>::new());
+
+    // Anything else in the failed block (here: a statement in the extended
+    // protocol) fails the server's block first; the server answers it.
+    simple(&mut raw, "begin").await;
+    simple(&mut raw, "SET ROLE postgres").await;
+    let mut batch = parse("", "select 1");
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "EZ");
+    assert_eq!(msgs[0].error_code().as_deref(), Some("25P02"));
+    assert_eq!(ready_status(&msgs), b'E');
+    let msgs = simple(&mut raw, "rollback").await;
+    assert_eq!(ready_status(&msgs), b'I');
+    gw.stop().await;
+}

@@ -106,6 +106,57 @@ pub fn classify(sql: &str) -> Classified {
     })
 }
 
+/// A statement that ends a failed transaction: the only kind PostgreSQL
+/// runs there (`IsTransactionExitStmt`); every other is answered with 25P02.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionExit {
+    /// `ROLLBACK`/`ABORT` (also `AND CHAIN`) and `ROLLBACK TO SAVEPOINT`:
+    /// the same in a failed transaction as in a healthy one.
+    Rollback,
+    /// `COMMIT`/`END` (`chain`: `AND CHAIN`) and `PREPARE TRANSACTION`: in a
+    /// failed transaction they roll it back (command tag `ROLLBACK`), as
+    /// `ROLLBACK` (`AND CHAIN`) would.
+    Commit { chain: bool },
+}
+
+/// What PostgreSQL does with `sql` in a failed transaction block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InFailedTransaction {
+    /// It does not parse: the syntax error is reported (first).
+    Unparsed,
+    /// No statement at all (`;`, a comment): nothing to refuse.
+    Empty,
+    /// The first of its `usize` statements ends the block.
+    Ends(TransactionExit, usize),
+    /// Its first statement is refused: 25P02.
+    Refused,
+}
+
+/// Reads `sql` as PostgreSQL does in a failed transaction block.
+pub fn in_failed_transaction(sql: &str) -> InFailedTransaction {
+    use pg_query::protobuf::TransactionStmtKind as K;
+    use pg_query::NodeEnum;
+    let Some(Ok(parsed)) = with_room_for(sql, || pg_query::parse(sql, 0)) else {
+        return InFailedTransaction::Unparsed;
+    };
+    let stmts = &parsed.protobuf.stmts;
+    let Some(first) = stmts.first() else {
+        return InFailedTransaction::Empty;
+    };
+    let Some(NodeEnum::TransactionStmt(first)) =
+        first.stmt.as_ref().and_then(|node| node.node.as_ref())
+    else {
+        return InFailedTransaction::Refused;
+    };
+    let exit = match K::try_from(first.kind) {
+        Ok(K::TransStmtRollback | K::TransStmtRollbackTo) => TransactionExit::Rollback,
+        Ok(K::TransStmtCommit) => TransactionExit::Commit { chain: first.chain },
+        Ok(K::TransStmtPrepare) => TransactionExit::Commit { chain: false },
+        _ => return InFailedTransaction::Refused,
+    };
+    InFailedTransaction::Ends(exit, stmts.len())
+}
+
 /// One statement the gateway refuses before any rule, with this SQLSTATE.
 fn refused(sqlstate: &'static str, message: &str) -> Classified {
     Classified {

@@ -62,6 +62,18 @@ pub const SYNTAX_ERROR_RULE: &str = "syntax-error";
 /// so no configuration switches it off.
 pub const ESCAPE_RULES_RULE: &str = "standard-string-escapes";
 
+/// Recorded for a statement sent into a transaction a refusal failed: the
+/// gateway answers it as PostgreSQL answers any statement in a failed
+/// transaction ([`SQLSTATE_IN_FAILED_TRANSACTION`]), not a rule either.
+pub const FAILED_TRANSACTION_RULE: &str = "failed-transaction";
+
+/// SQLSTATE of a statement in a failed transaction: in_failed_sql_transaction.
+pub const SQLSTATE_IN_FAILED_TRANSACTION: &str = "25P02";
+
+/// PostgreSQL's message for it, word for word.
+pub const IN_FAILED_TRANSACTION_MESSAGE: &str =
+    "current transaction is aborted, commands ignored until end of transaction block";
+
 /// SQLSTATE of a string PostgreSQL's grammar rejects: syntax_error.
 pub const SQLSTATE_SYNTAX_ERROR: &str = "42601";
 

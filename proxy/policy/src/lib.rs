@@ -55,10 +55,14 @@ mod masking;
 /// Bounds-checked reading of message bodies.
 mod wire;
 
-pub use classify::{classify, setting_facts, statement_key, Classified, ClassifyCache};
+pub use classify::{
+    classify, in_failed_transaction, setting_facts, statement_key, Classified, ClassifyCache,
+    InFailedTransaction, TransactionExit,
+};
 pub use decide::{
     decide, decide_all, Decision, Identity, PolicyContext, DEFAULT_RULE, ESCAPE_RULES_RULE,
-    SQLSTATE_INSUFFICIENT_PRIVILEGE, SQLSTATE_SYNTAX_ERROR, SYNTAX_ERROR_RULE, UNPARSED_RULE,
+    FAILED_TRANSACTION_RULE, IN_FAILED_TRANSACTION_MESSAGE, SQLSTATE_INSUFFICIENT_PRIVILEGE,
+    SQLSTATE_IN_FAILED_TRANSACTION, SQLSTATE_SYNTAX_ERROR, SYNTAX_ERROR_RULE, UNPARSED_RULE,
 };
 pub use facts::weakens_escape_rules;
 pub use facts::{

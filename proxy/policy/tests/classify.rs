@@ -958,3 +958,40 @@ fn read_only_statements() {
         assert!(!one(sql).read_only, "{sql}");
     }
 }
+
+#[test]
+fn statements_that_end_a_failed_transaction() {
+    use hoop_policy::{in_failed_transaction, InFailedTransaction as F, TransactionExit as X};
+    let rollback = F::Ends(X::Rollback, 1);
+    let commit = F::Ends(X::Commit { chain: false }, 1);
+    for (sql, exit) in [
+        ("ROLLBACK", rollback),
+        ("abort", rollback),
+        ("ROLLBACK AND CHAIN", rollback),
+        ("rollback to savepoint s1", rollback),
+        ("ROLLBACK TO s1", rollback),
+        ("COMMIT", commit),
+        ("end transaction", commit),
+        ("PREPARE TRANSACTION 'g'", commit),
+        ("COMMIT AND CHAIN", F::Ends(X::Commit { chain: true }, 1)),
+        ("ROLLBACK; SELECT 1", F::Ends(X::Rollback, 2)),
+        (
+            "/* c */ COMMIT; SELECT 1",
+            F::Ends(X::Commit { chain: false }, 2),
+        ),
+        // Not exits: PostgreSQL refuses these in a failed transaction.
+        ("SELECT 1; ROLLBACK", F::Refused),
+        ("SAVEPOINT s1", F::Refused),
+        ("RELEASE s1", F::Refused),
+        ("BEGIN", F::Refused),
+        ("COMMIT PREPARED 'g'", F::Refused),
+        ("ROLLBACK PREPARED 'g'", F::Refused),
+        ("ROLLBACK TO", F::Unparsed),
+        ("bogus", F::Unparsed),
+        ("", F::Empty),
+        (";", F::Empty),
+        ("-- nothing", F::Empty),
+    ] {
+        assert_eq!(in_failed_transaction(sql), exit, "{sql}");
+    }
+}

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use crate::metrics::{Direction, Metrics};
 use crate::protocol::{put_error, put_notice, reserve_for_read, split_frame, Frame, Severity};
 use crate::tls::PgStream;
-use gate::{Admission, AdmissionFuture, Gate};
+use gate::{Admission, AdmissionFuture, Gate, StatementInfo};
 use policy::PolicyInspector;
 use record::{OpenStatement, Recorder};
 pub(crate) use state::ConnectionState;
@@ -125,6 +125,11 @@ fn describe_frame(kind: u8, name: &[u8]) -> Frame {
 
 fn sync_frame() -> Frame {
     frame_of(BytesMut::from(&[b'S', 0, 0, 0, 4][..]))
+}
+
+/// ReadyForQuery with this transaction status.
+fn put_ready(out: &mut BytesMut, status: u8) {
+    out.extend_from_slice(&[b'Z', 0, 0, 0, 5, status]);
 }
 
 fn frame_of(mut bytes: BytesMut) -> Frame {
@@ -253,7 +258,9 @@ impl Relay {
             terminated: &mut client_done,
             max,
         };
-        if let Err(e) = self.pump_client(&mut pipes, &mut from_client, &mut to_server) {
+        if let Err(e) =
+            self.pump_client(&mut pipes, &mut from_client, &mut to_server, &mut to_client)
+        {
             fatal(&mut to_client, "08P01", &e);
             end = Some(RelayEnd::ProtocolViolation(e));
         }
@@ -295,7 +302,7 @@ impl Relay {
                         Ok(n) => {
                             up_bytes.inc_by(n as u64);
                             let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
-                            if let Err(e) = self.pump_client(&mut pipes, &mut from_client, &mut to_server) {
+                            if let Err(e) = self.pump_client(&mut pipes, &mut from_client, &mut to_server, &mut to_client) {
                                 fatal(&mut to_client, "08P01", &e);
                                 end = Some(RelayEnd::ProtocolViolation(e));
                             } else if write_now(&mut server_wr, &mut to_server).await.is_err() {
@@ -332,7 +339,7 @@ impl Relay {
                     let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
                     let admitted = match admitted {
                         Some(admitted) => self.admitted(&mut pipes, admitted, &mut from_client, &mut to_server, &mut to_client),
-                        None => self.pump_client(&mut pipes, &mut from_client, &mut to_server),
+                        None => self.pump_client(&mut pipes, &mut from_client, &mut to_server, &mut to_client),
                     };
                     if let Err(e) = admitted {
                         fatal(&mut to_client, "08P01", &e);
@@ -457,6 +464,7 @@ impl Relay {
         pipes: &mut Pipes<'_>,
         input: &mut BytesMut,
         out: &mut BytesMut,
+        to_client: &mut BytesMut,
     ) -> Result<(), String> {
         let now = Instant::now();
         // While an early read's record is written, a Sync or Flush behind
@@ -477,7 +485,13 @@ impl Relay {
             let state = &mut *pipes.state;
             if state.discarding_until_sync {
                 match frame.tag() {
-                    b'S' => state.discarding_until_sync = false,
+                    b'S' => {
+                        state.discarding_until_sync = false;
+                        if let Some(status) = state.sync_answered_here.take() {
+                            put_ready(to_client, status);
+                            continue;
+                        }
+                    }
                     // Flush and Terminate carry nothing of the refused statement.
                     b'H' | b'X' => {}
                     _ => continue,
@@ -485,7 +499,36 @@ impl Relay {
                 self.send_client_frame(&frame, out, state, now);
                 continue;
             }
-            let verdict = self.inspector.client_frame(&frame);
+            // The client's transaction failed here, not on the server (see
+            // `ConnectionState::failed_here`): answer as PostgreSQL would.
+            let mut forward_instead = None;
+            let mut refuse_as_failed = false;
+            if state.failed_here {
+                match self.in_failed_transaction(&frame, out, state, now) {
+                    FailedStep::Answered(answer) => {
+                        if answer == FailedAnswer::EmptyQuery {
+                            to_client.extend_from_slice(&[b'I', 0, 0, 0, 4]);
+                        }
+                        put_ready(to_client, b'E');
+                        continue;
+                    }
+                    FailedStep::Go => {}
+                    FailedStep::Instead(substitute) => forward_instead = Some(substitute),
+                    FailedStep::Refuse => refuse_as_failed = true,
+                }
+            }
+            // The inspector (and so the record) sees what the client sent.
+            let mut verdict = self.inspector.client_frame(&frame);
+            if refuse_as_failed {
+                match &mut verdict {
+                    ClientVerdict::Statement(info) => refuse_in_failed_transaction(info),
+                    // Not refused after all (the gateway's reading and the
+                    // server's agree, so this should not happen): the
+                    // server's block fails first, and the server judges.
+                    _ => self.fail_server_transaction(out, state, now),
+                }
+            }
+            let frame = forward_instead.unwrap_or(frame);
             match verdict {
                 ClientVerdict::Defer => {
                     pipes.deferred.push(frame);
@@ -623,7 +666,7 @@ impl Relay {
                 }
             }
         }
-        self.pump_client(pipes, input, to_server)
+        self.pump_client(pipes, input, to_server, to_client)
     }
 
     /// Sends a reviewer's replacement in place of the held Query or Execute.
@@ -743,13 +786,20 @@ impl Relay {
     /// Refuses a client request: nothing of it reaches the server (see
     /// [`ClientVerdict::Statement`]).
     ///
-    /// A Query or FunctionCall on an idle session, outside a transaction,
-    /// is answered by the gateway alone: there is nothing to abort and no
-    /// earlier answer to wait for, so the server does not hear of it (and
-    /// logs no error). Anywhere else the server must fail the way the
-    /// statement would have (abort the transaction, skip to Sync), so the
-    /// gateway sends it a Describe of a statement that does not exist and
-    /// replaces the answer with the refusal.
+    /// Where nothing of the client's is open on the server (no answer
+    /// pending, no extended-protocol message since the last Sync), the
+    /// gateway answers alone and the server does not hear of it (and logs
+    /// no error): outside a transaction block nothing needs undoing; inside
+    /// one, the client is told the block failed (ReadyForQuery `E`) and the
+    /// gateway keeps it failed until the client ends it (see
+    /// [`ConnectionState::failed_here`]). A refused extended-protocol
+    /// message skips the client's messages up to Sync, which the gateway
+    /// answers too.
+    ///
+    /// Anywhere else the server must fail the way the statement would have
+    /// (roll back an implicit transaction's earlier statements, skip to
+    /// Sync), so the gateway sends it a Describe of a statement that does
+    /// not exist and replaces the answer with the refusal.
     fn refuse(
         &mut self,
         frame: &Frame,
@@ -763,10 +813,23 @@ impl Relay {
         let span =
             tracing::info_span!("statement", seq = self.statements, kind = %(frame.tag() as char));
         span.in_scope(|| tracing::info!("statement refused by the gateway"));
-        if matches!(frame.tag(), b'Q' | b'F') && state.is_idle() && state.transaction_status == b'I'
-        {
+        if state.is_idle() && state.at_sync_point {
+            let status = match state.transaction_status {
+                b'I' => b'I',
+                b'T' => {
+                    state.failed_here = true;
+                    b'E'
+                }
+                _ => b'E',
+            };
+            state.transaction_status = status;
             to_client.extend_from_slice(&error);
-            to_client.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+            if matches!(frame.tag(), b'Q' | b'F') {
+                put_ready(to_client, status);
+            } else {
+                state.discarding_until_sync = true;
+                state.sync_answered_here = Some(status);
+            }
             return;
         }
         let describe = describe_frame(b'S', REFUSED_STATEMENT);
@@ -781,6 +844,127 @@ impl Relay {
         } else {
             state.discarding_until_sync = true;
         }
+    }
+
+    /// What becomes of a client message while the client's transaction
+    /// block has failed here and not on the server (see
+    /// [`ConnectionState::failed_here`]). PostgreSQL runs only a statement
+    /// that ends the block there (`IsTransactionExitStmt`) and answers
+    /// anything else with 25P02; the gateway does the same for a simple
+    /// Query and a Parse:
+    ///
+    /// - `ROLLBACK` (or `ROLLBACK TO SAVEPOINT`) does to the healthy server
+    ///   transaction what it does to a failed one: sent as it is;
+    /// - `COMMIT` (or `PREPARE TRANSACTION`) would commit it, so a
+    ///   `ROLLBACK` goes instead (what PostgreSQL does with them in a failed
+    ///   block, command tag `ROLLBACK` included);
+    /// - what succeeds alike in a failed block and a healthy one (an empty
+    ///   Parse, a Describe of a statement that is empty or ends the block,
+    ///   Flush, a Sync behind them) goes to the server, whose ReadyForQuery
+    ///   then says `E`; an empty Query and a lone Sync are answered here.
+    ///
+    /// Any other message first fails the server's transaction for real (the
+    /// server then answers it itself, and logs the stand-in's error).
+    fn in_failed_transaction(
+        &mut self,
+        frame: &Frame,
+        out: &mut BytesMut,
+        state: &mut ConnectionState,
+        now: Instant,
+    ) -> FailedStep {
+        use crate::protocol::take_cstr;
+        use hoop_policy::{InFailedTransaction as Read, TransactionExit};
+        let read = |sql: &[u8]| match std::str::from_utf8(sql) {
+            Ok(sql) => hoop_policy::in_failed_transaction(sql),
+            Err(_) => Read::Unparsed,
+        };
+        let (name, sql) = match frame.tag() {
+            b'H' | b'X' => return FailedStep::Go,
+            b'S' if state.is_idle() => return FailedStep::Answered(FailedAnswer::Ready),
+            b'S' => return FailedStep::Go,
+            b'Q' if state.is_idle() => match take_cstr(frame.body()) {
+                Some((sql, _)) => (&b""[..], read(sql)),
+                None => (&b""[..], Read::Unparsed),
+            },
+            b'P' if state.is_idle() => match take_cstr(frame.body())
+                .and_then(|(name, rest)| Some((name, take_cstr(rest)?.0)))
+            {
+                Some((name, sql)) => (name, read(sql)),
+                None => (&b""[..], Read::Unparsed),
+            },
+            b'D' if frame.body().first() == Some(&b'S') => {
+                let sql = take_cstr(&frame.body()[1..])
+                    .and_then(|(name, _)| self.inspector.prepared_sql(name))
+                    .map(read);
+                return match sql {
+                    // No result description, in a failed block or not.
+                    Some(Read::Empty | Read::Ends(..)) => FailedStep::Go,
+                    _ => {
+                        self.fail_server_transaction(out, state, now);
+                        FailedStep::Go
+                    }
+                };
+            }
+            _ => {
+                self.fail_server_transaction(out, state, now);
+                return FailedStep::Go;
+            }
+        };
+        match sql {
+            Read::Ends(TransactionExit::Rollback, _) => {
+                state.failed_here = false;
+                FailedStep::Go
+            }
+            Read::Ends(TransactionExit::Commit { chain }, 1) => {
+                state.failed_here = false;
+                let rollback: &[u8] = if chain {
+                    b"ROLLBACK AND CHAIN\0"
+                } else {
+                    b"ROLLBACK\0"
+                };
+                FailedStep::Instead(if frame.tag() == b'Q' {
+                    message(b'Q', rollback)
+                } else {
+                    let mut body = Vec::with_capacity(name.len() + rollback.len() + 3);
+                    body.extend_from_slice(name);
+                    body.push(0);
+                    body.extend_from_slice(rollback);
+                    body.extend_from_slice(&[0, 0]);
+                    message(b'P', &body)
+                })
+            }
+            Read::Empty if frame.tag() == b'Q' => FailedStep::Answered(FailedAnswer::EmptyQuery),
+            Read::Empty => FailedStep::Go,
+            // PostgreSQL reports a syntax error first (the classification
+            // finds it), anything else with 25P02.
+            Read::Unparsed | Read::Refused if frame.tag() == b'Q' => FailedStep::Refuse,
+            Read::Unparsed => FailedStep::Refuse,
+            _ => {
+                self.fail_server_transaction(out, state, now);
+                FailedStep::Go
+            }
+        }
+    }
+
+    /// Fails the server's transaction block as the gateway failed it for
+    /// the client, before a message the gateway cannot answer itself: a
+    /// Describe of a statement that does not exist, then Sync, answered
+    /// to nobody.
+    fn fail_server_transaction(
+        &mut self,
+        out: &mut BytesMut,
+        state: &mut ConnectionState,
+        now: Instant,
+    ) {
+        state.failed_here = false;
+        let describe = describe_frame(b'S', REFUSED_STATEMENT);
+        state.on_gateway_describe(
+            b'S',
+            REFUSED_STATEMENT.to_vec(),
+            DescribeOrigin::FailTransaction,
+        );
+        out.extend_from_slice(describe.as_bytes());
+        self.send_silent(&sync_frame(), out, state, now);
     }
 
     /// Records a frame in the state and queues it for the server.
@@ -818,7 +1002,7 @@ impl Relay {
                 Ok(None) => break,
                 Err(e) => return Err(format!("invalid message from the database: {e}")),
             };
-            if state.front_is_silent() && matches!(frame.tag(), b'1' | b'2' | b'3') {
+            if state.front_is_silent() && matches!(frame.tag(), b'1' | b'2' | b'3' | b'Z') {
                 // The completion of a message the gateway sent itself.
                 let _ = self.inspector.server_frame(state, &frame);
                 state.on_server_frame(&frame, now);
@@ -836,6 +1020,10 @@ impl Relay {
                     _ => self.inspector.server_frame(state, &frame),
                 },
                 Some(state::Pending::Describe {
+                    origin: DescribeOrigin::FailTransaction,
+                    ..
+                }) if matches!(frame.tag(), b'E' | b't' | b'T' | b'n') => ServerVerdict::Drop,
+                Some(state::Pending::Describe {
                     origin: DescribeOrigin::Gateway,
                     ..
                 }) if matches!(frame.tag(), b'T' | b'n') => {
@@ -843,13 +1031,25 @@ impl Relay {
                     let _ = self.inspector.server_frame(state, &frame);
                     ServerVerdict::Drop
                 }
+                // What went to the server while the client's block failed
+                // here succeeds alike in a failed block; the client is told
+                // its block is still failed.
+                _ if frame.tag() == b'Z' && state.failed_here => {
+                    let mut ready = BytesMut::new();
+                    put_ready(&mut ready, b'E');
+                    ServerVerdict::Replace(ready)
+                }
                 _ if frame.tag() == b'S' => ServerVerdict::Forward,
                 _ => self.inspector.server_frame(state, &frame),
             };
             if !pipes.recorder.is_empty() {
                 pipes.recorder.observe(state, &frame, &verdict);
             }
-            if let Some(took) = state.on_server_frame(&frame, now) {
+            let took = state.on_server_frame(&frame, now);
+            if state.failed_here {
+                state.transaction_status = b'E';
+            }
+            if let Some(took) = took {
                 self.metrics.request_duration.observe(took.as_secs_f64());
                 tracing::debug!(
                     micros = took.as_micros() as u64,
@@ -875,6 +1075,44 @@ impl Relay {
             verdict.append_to(&frame, out);
         }
         Ok(())
+    }
+}
+
+/// See [`Relay::in_failed_transaction`].
+enum FailedStep {
+    /// Handle the message as usual.
+    Go,
+    /// Answered by the gateway (then ReadyForQuery `E`).
+    Answered(FailedAnswer),
+    /// Judge and record the message, send this one in its place.
+    Instead(Frame),
+    /// Record the statement and answer 25P02 (unless it is a syntax error).
+    Refuse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailedAnswer {
+    /// A lone Sync: ReadyForQuery only.
+    Ready,
+    /// A Query without statements: EmptyQueryResponse first.
+    EmptyQuery,
+}
+
+/// What PostgreSQL answers a statement in a failed transaction, once it
+/// parsed: 25P02 (a syntax error is reported first, as the server does).
+fn refuse_in_failed_transaction(info: &mut StatementInfo) {
+    let syntax_error = matches!(
+        &info.decision,
+        hoop_policy::Decision::Block { rule, .. } if rule == hoop_policy::SYNTAX_ERROR_RULE
+    );
+    if !syntax_error {
+        info.read_only = false;
+        info.decision = hoop_policy::Decision::Block {
+            rule: hoop_policy::FAILED_TRANSACTION_RULE.to_owned(),
+            message: hoop_policy::IN_FAILED_TRANSACTION_MESSAGE.to_owned(),
+            sqlstate: hoop_policy::SQLSTATE_IN_FAILED_TRANSACTION,
+            position: None,
+        };
     }
 }
 

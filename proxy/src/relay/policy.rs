@@ -612,6 +612,11 @@ fn cstr(body: &[u8]) -> (&[u8], &[u8]) {
 
 /// The inspector's two directions and the reviewer's replacement check.
 impl PolicyInspector {
+    /// The text of a statement the client prepared (protocol Parse).
+    pub(crate) fn prepared_sql(&self, name: &[u8]) -> Option<&[u8]> {
+        self.parsed.get(name).map(|sql| &sql[..])
+    }
+
     pub(crate) fn client_frame(&mut self, frame: &Frame) -> ClientVerdict {
         let body = frame.body();
         match frame.tag() {

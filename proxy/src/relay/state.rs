@@ -62,6 +62,10 @@ pub enum DescribeOrigin {
     /// anything of it reaching the server. Its answer is replaced by this
     /// ErrorResponse frame.
     Refusal(Bytes),
+    /// Sent to fail the server's transaction the way a refusal answered by
+    /// the gateway alone failed it for the client (see
+    /// [`ConnectionState::failed_here`]): its answer is for nobody.
+    FailTransaction,
 }
 
 impl Pending {
@@ -86,6 +90,21 @@ pub struct ConnectionState {
     /// dropped until the next Sync (as the server would skip them after an
     /// error), so nothing of the refused statement reaches the server.
     pub discarding_until_sync: bool,
+    /// The Sync that ends the discarding is answered by the gateway with a
+    /// ReadyForQuery of this status instead of being forwarded: the refusal
+    /// was answered without the server (see [`ConnectionState::at_sync_point`]).
+    pub sync_answered_here: Option<u8>,
+    /// No extended-protocol message has been sent since the last Sync (or
+    /// Query, FunctionCall): with nothing pending either, the server has no
+    /// work of the client's open, so a refusal there can be answered by the
+    /// gateway alone without changing what the statements around it do.
+    pub at_sync_point: bool,
+    /// A refusal answered by the gateway alone failed the client's
+    /// transaction block: the client was told its transaction failed
+    /// (ReadyForQuery `E`) while the server's is still healthy. Until the
+    /// client ends the block, the gateway answers as PostgreSQL answers in a
+    /// failed transaction (the relay's `in_failed_transaction`).
+    pub failed_here: bool,
     pending: VecDeque<Entry>,
     /// Id of the next request queued (ids only grow).
     next_id: u64,
@@ -112,6 +131,7 @@ impl ConnectionState {
     pub fn new() -> ConnectionState {
         ConnectionState {
             transaction_status: b'I',
+            at_sync_point: true,
             ..Default::default()
         }
     }
@@ -175,6 +195,11 @@ impl ConnectionState {
 
     pub fn on_client_frame(&mut self, frame: &Frame, now: Instant) -> Started {
         let body = frame.body();
+        match frame.tag() {
+            b'Q' | b'S' | b'F' => self.at_sync_point = true,
+            b'P' | b'B' | b'D' | b'E' | b'C' => self.at_sync_point = false,
+            _ => {}
+        }
         match frame.tag() {
             b'Q' => {
                 self.statements.remove(&b""[..]);
