@@ -75,6 +75,9 @@ pub struct ListenSection {
     pub failed_login_window: Option<HumanDuration>,
     /// How long in-flight statements may run after SIGTERM/SIGINT.
     pub shutdown_grace: Option<HumanDuration>,
+    /// Threads that run sessions (each session stays on one); default:
+    /// half the CPUs, at least one.
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +189,8 @@ pub struct Config {
     pub max_failed_logins: u32,
     pub failed_login_window: Duration,
     pub shutdown_grace: Duration,
+    /// Session threads (`[listen] threads`).
+    pub threads: usize,
     pub upstream: Upstream,
     /// `[identity]`: where login tokens come from and how they are checked.
     pub identity: IdentityProvider,
@@ -277,6 +282,7 @@ struct Listen {
     max_failed_logins: u32,
     failed_login_window: Duration,
     shutdown_grace: Duration,
+    threads: usize,
 }
 
 /// `[session]`, checked, with its signing seed read.
@@ -332,6 +338,7 @@ impl Config {
             max_failed_logins: listen.max_failed_logins,
             failed_login_window: listen.failed_login_window,
             shutdown_grace: listen.shutdown_grace,
+            threads: listen.threads,
             upstream,
             identity,
             role_mapping: raw.role_mapping,
@@ -399,7 +406,17 @@ impl ListenSection {
         if max_message_bytes < 1024 {
             return Err(invalid("listen.max_message_bytes", "must be at least 1024"));
         }
+        let threads = match self.threads {
+            // Half the CPUs: a gateway shares its machine (with the
+            // database, often), and a busy thread that finds several
+            // sessions ready per wake-up spends less per statement than
+            // two that each find one (see `threads`).
+            None => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            Some(n @ 1..=1024) => n,
+            Some(_) => return Err(invalid("listen.threads", "must be between 1 and 1024")),
+        };
         Ok(Listen {
+            threads,
             address,
             tls,
             allow_plaintext: self.allow_plaintext,

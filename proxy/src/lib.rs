@@ -46,6 +46,7 @@ pub(crate) mod metrics;
 pub(crate) mod protocol;
 pub(crate) mod relay;
 pub(crate) mod reviews;
+pub(crate) mod threads;
 pub(crate) mod tls;
 pub(crate) mod transport;
 pub(crate) mod upstream;

@@ -30,6 +30,7 @@ use crate::protocol::{put_error, put_message, Severity};
 use crate::relay::gate::{Gate, GateSession};
 use crate::relay::policy::PolicyInspector;
 use crate::relay::{Relay, RelayEnd, RelaySession};
+use crate::threads::SessionThreads;
 use crate::tls::PgStream;
 use crate::upstream::{self, Upstream, UpstreamError};
 
@@ -152,6 +153,13 @@ impl Gateway {
         });
         let retention = crate::audit::spawn_retention(ctx.audit.clone());
         tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "hoop gateway accepting connections");
+        let mut threads = match SessionThreads::start(ctx.config.threads) {
+            Ok(threads) => threads,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the session threads");
+                return;
+            }
+        };
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -160,7 +168,24 @@ impl Gateway {
                     Ok((tcp, peer)) => {
                         let ctx = ctx.clone();
                         let stop = stop_rx.clone();
-                        connections.spawn(async move { handle(ctx, tcp, peer, stop).await });
+                        // The socket moves to the session's thread (and its
+                        // event loop): see `threads`.
+                        let tcp = match tcp.into_std() {
+                            Ok(tcp) => tcp,
+                            Err(e) => {
+                                tracing::warn!(error = %e, %peer, "cannot hand the connection to a session thread");
+                                continue;
+                            }
+                        };
+                        connections.spawn_on(
+                            async move {
+                                match TcpStream::from_std(tcp) {
+                                    Ok(tcp) => handle(ctx, tcp, peer, stop).await,
+                                    Err(e) => tracing::warn!(error = %e, %peer, "cannot take the connection on a session thread"),
+                                }
+                            },
+                            threads.next(),
+                        );
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -191,6 +216,10 @@ impl Gateway {
             connections.abort_all();
             while connections.join_next().await.is_some() {}
         }
+        // Every session is over: the threads end.
+        tokio::task::spawn_blocking(move || drop(threads))
+            .await
+            .ok();
         if let Some(task) = admin_task {
             let _ = task.await;
         }
