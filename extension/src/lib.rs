@@ -7,6 +7,7 @@
 //! - [`policy`]: which tables are protected and which columns masked (catalog + cache).
 //! - [`declare`]: `hoop_mask()`, `hoop_unmask()`, `hoop_protect()` (SQL API in `sql/`).
 //! - [`masking`]: the query rewrite and the masking functions it inserts.
+//! - [`output`]: the plan node that masks a `SELECT`'s output columns.
 //! - [`hooks`]: post-parse-analyze, planner, executor and utility hooks.
 //! - [`scope`]: what a hook holds across the next hook, unwound when an ERROR passes.
 //! - [`nodes`]: reading node trees and lists.
@@ -22,6 +23,7 @@ mod guc;
 mod hooks;
 mod masking;
 mod nodes;
+mod output;
 mod policy;
 mod scope;
 mod session;
@@ -41,6 +43,7 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register();
     policy::register_invalidation_callbacks();
     scope::register();
+    output::register();
     hooks::install();
 }
 

@@ -7,6 +7,9 @@
 //! does not depend on who runs the query. Whether a value is shown raw is
 //! decided by the functions on every call, from the session state at that
 //! moment, so a cached plan can never carry one session's rights into another.
+//! When a finished `SELECT` plan's top node calls `mask_column` for a whole
+//! output column, the call moves into a node above it that decides and masks
+//! with the same code ([`kept_decision`], [`mask_datum`]); see [`crate::output`].
 
 use crate::compat;
 use crate::error::HoopError;
@@ -622,7 +625,7 @@ fn decide(relid: pg_sys::Oid, attnum: i16) -> Shown {
 /// as the expression lives: one execution of a query, or a PL/pgSQL
 /// expression for a transaction. A query calls `mask_column` once per row,
 /// so the policy is read once per query and column, not once per value.
-struct CallSite {
+pub(crate) struct CallSite {
     inputs: DecisionInputs,
     shown: Shown,
 }
@@ -633,6 +636,14 @@ const _: () = assert!(!std::mem::needs_drop::<CallSite>());
 const _: () = assert!(std::mem::align_of::<CallSite>() <= pg_sys::MAXIMUM_ALIGNOF as usize);
 
 impl CallSite {
+    /// The masker to apply, or `None` when the value is shown as stored.
+    pub(crate) fn masker(&self) -> Option<&Masker> {
+        match &self.shown {
+            Shown::Raw { .. } => None,
+            Shown::Masked(masker) => Some(masker),
+        }
+    }
+
     /// Whether the decision still stands. An expired session only ever
     /// takes rights away (its backend stays a gateway backend, see
     /// [`session`]), so only a raw decision needs the clock.
@@ -645,48 +656,45 @@ impl CallSite {
     }
 }
 
-/// The call site's decision for `inputs`, made again when it no longer stands.
-unsafe fn call_site(flinfo: *mut pg_sys::FmgrInfo, inputs: DecisionInputs) -> *const CallSite {
-    let mut site = if flinfo.is_null() {
-        std::ptr::null_mut()
-    } else {
-        (*flinfo).fn_extra as *mut CallSite
-    };
-    if !site.is_null() && (*site).stands(&inputs) {
-        return site;
+/// The decision for column `attnum` of `relid` now: the one kept at `kept`
+/// while it stands, else made again (into `kept`, or, when null, into a new
+/// one allocated in `context`). The caller keeps the pointer returned.
+pub(crate) unsafe fn kept_decision(
+    kept: *mut CallSite,
+    context: pg_sys::MemoryContext,
+    relid: pg_sys::Oid,
+    attnum: i16,
+) -> *mut CallSite {
+    let inputs = DecisionInputs::now(relid, attnum);
+    if !kept.is_null() && (*kept).stands(&inputs) {
+        return kept;
     }
     let decided = CallSite {
         inputs,
-        shown: decide(inputs.relid, inputs.attnum),
+        shown: decide(relid, attnum),
     };
-    if site.is_null() {
-        // Called without an FmgrInfo (never by the executor): nowhere to
-        // keep it beyond this call.
-        let context = if flinfo.is_null() {
-            pg_sys::CurrentMemoryContext
-        } else {
-            (*flinfo).fn_mcxt
-        };
-        site =
-            pg_sys::MemoryContextAlloc(context, std::mem::size_of::<CallSite>()) as *mut CallSite;
-        if !flinfo.is_null() {
-            (*flinfo).fn_extra = site as *mut c_void;
-        }
-    }
+    let site = if kept.is_null() {
+        pg_sys::MemoryContextAlloc(context, std::mem::size_of::<CallSite>()) as *mut CallSite
+    } else {
+        kept
+    };
     // Plain data (see `needs_drop` above): overwriting drops nothing.
     site.write(decided);
     site
 }
 
-/// `value` (a text datum) masked into a new text datum.
-unsafe fn mask_datum(value: pg_sys::Datum, masker: &Masker) -> pg_sys::Datum {
+/// `value` (a text datum) masked into a new text datum, written into the
+/// varlena `allocate(size)` gives (`size` bytes, header included): a fresh
+/// palloc for the function, a buffer reused row after row for the output
+/// masking node ([`crate::output`]).
+pub(crate) unsafe fn mask_datum(
+    value: pg_sys::Datum,
+    masker: &Masker,
+    mut allocate: impl FnMut(usize) -> *mut pg_sys::varlena,
+) -> pg_sys::Datum {
     use pgrx::varlena::{
         set_varsize_4b, varatt_is_1b_e, varatt_is_4b_c, vardata_any, varsize_any_exhdr,
     };
-    unsafe extern "C-unwind" {
-        #[link_name = "palloc"]
-        fn raw_palloc(size: usize) -> *mut c_void;
-    }
     let mut text = value.cast_mut_ptr::<pg_sys::varlena>();
     // Values stored inline (the usual card number) are read in place; only
     // compressed or out-of-line values need detoasting.
@@ -697,9 +705,10 @@ unsafe fn mask_datum(value: pg_sys::Datum, masker: &Masker) -> pg_sys::Datum {
     let bytes = std::slice::from_raw_parts(vardata_any(text) as *const u8, len);
     if masker.keeps_length() {
         // The usual strategies: masked straight into the datum returned.
-        // Nothing that needs dropping is alive across palloc, which is
-        // called directly (an out-of-memory ERROR passes straight through).
-        let out = raw_palloc(pg_sys::VARHDRSZ + len) as *mut pg_sys::varlena;
+        // Nothing that needs dropping is alive across `allocate`, which
+        // calls palloc directly (an out-of-memory ERROR passes straight
+        // through).
+        let out = allocate(pg_sys::VARHDRSZ + len);
         set_varsize_4b(out, (pg_sys::VARHDRSZ + len) as i32);
         let body = std::slice::from_raw_parts_mut((out as *mut u8).add(pg_sys::VARHDRSZ), len);
         if masker.mask_value_to_slice(bytes, body) {
@@ -708,14 +717,29 @@ unsafe fn mask_datum(value: pg_sys::Datum, masker: &Masker) -> pg_sys::Datum {
     }
     let mut masked = Vec::with_capacity(len.max(64));
     masker.mask_value_into(bytes, &mut masked);
-    let out = pg_sys::palloc(pg_sys::VARHDRSZ + masked.len()) as *mut pg_sys::varlena;
-    set_varsize_4b(out, (pg_sys::VARHDRSZ + masked.len()) as i32);
+    // pan_token and redact (other lengths). Were `allocate` to raise an
+    // out-of-memory ERROR, the vector would be leaked, nothing else.
+    let size = pg_sys::VARHDRSZ + masked.len();
+    let out = allocate(size);
+    set_varsize_4b(out, size as i32);
     std::ptr::copy_nonoverlapping(
         masked.as_ptr(),
         (out as *mut u8).add(pg_sys::VARHDRSZ),
         masked.len(),
     );
     pg_sys::Datum::from(out)
+}
+
+unsafe extern "C-unwind" {
+    // The same symbol pg_sys binds, without pgrx's error boundary (run once
+    // per masked value): an out-of-memory ERROR passes straight through.
+    #[link_name = "palloc"]
+    fn raw_palloc(size: usize) -> *mut c_void;
+}
+
+/// A fresh varlena of `size` bytes in the current memory context.
+pub(crate) fn palloc_varlena(size: usize) -> *mut pg_sys::varlena {
+    unsafe { raw_palloc(size) as *mut pg_sys::varlena }
 }
 
 // `hoop.mask_column(value text, relid oid, attnum int2) RETURNS text`: the
@@ -750,10 +774,21 @@ pub unsafe extern "C-unwind" fn hoop_mask_column(
     let value = args[0].value;
     let relid = pg_sys::Oid::from(args[1].value.value() as u32);
     let attnum = args[2].value.value() as i16;
-    let site = call_site((*fcinfo).flinfo, DecisionInputs::now(relid, attnum));
-    match &(*site).shown {
-        Shown::Raw { .. } => value,
-        Shown::Masked(masker) => mask_datum(value, masker),
+    let flinfo = (*fcinfo).flinfo;
+    // Called without an FmgrInfo (never by the executor): nowhere to keep
+    // the decision beyond this call.
+    let (kept, context) = if flinfo.is_null() {
+        (std::ptr::null_mut(), pg_sys::CurrentMemoryContext)
+    } else {
+        ((*flinfo).fn_extra as *mut CallSite, (*flinfo).fn_mcxt)
+    };
+    let site = kept_decision(kept, context, relid, attnum);
+    if !flinfo.is_null() {
+        (*flinfo).fn_extra = site as *mut c_void;
+    }
+    match (*site).masker() {
+        None => value,
+        Some(masker) => mask_datum(value, masker, palloc_varlena),
     }
 }
 

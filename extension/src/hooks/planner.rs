@@ -1,9 +1,11 @@
 //! planner_hook: by planning time the rewriter has expanded views and rules,
 //! whose bodies post_parse_analyze never saw; the same rewrite runs again
-//! (already-masked references are left alone).
+//! (already-masked references are left alone). The finished plan's output
+//! columns are then masked by a node at its top ([`crate::output`]).
 
 use crate::hooks::next;
 use crate::masking;
+use crate::output;
 use crate::scope;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -29,5 +31,7 @@ unsafe extern "C-unwind" fn planner(
     let planned = next::planner(PREVIOUS, parse, query_string, cursor_options, bound_params);
     let seen = scope::end_planning();
     masking::check_plan(planned, &seen);
+    // The masking calls among the outputs move to a node above the plan.
+    output::mask_at_output(planned);
     planned
 }
