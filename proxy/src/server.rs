@@ -478,6 +478,10 @@ fn end_reason(end: &RelayEnd) -> (EndReason, Option<String>) {
             EndReason::Error,
             Some("a statement could not be recorded in the audit trail".into()),
         ),
+        RelayEnd::NonstandardStrings => (
+            EndReason::Error,
+            Some("the database turned standard_conforming_strings off".into()),
+        ),
     }
 }
 
@@ -529,6 +533,17 @@ async fn open_upstream_session(
     .await?;
     let token = sign_session(ctx, admitted, sid, up.pid);
     let later_status = upstream::start_session(&mut up, &admitted.mapping.role, &token).await?;
+    if up
+        .parameter_status
+        .iter()
+        .chain(later_status.iter())
+        .any(upstream::reports_nonstandard_strings)
+    {
+        return Err(UpstreamError::Server {
+            code: upstream::SQLSTATE_FEATURE_NOT_SUPPORTED.to_owned(),
+            message: upstream::NONSTANDARD_STRINGS.to_owned(),
+        });
+    }
     let masked = upstream::load_masked_columns(&mut up).await?;
     if masked.is_none() {
         tracing::warn!(

@@ -337,6 +337,32 @@ pub async fn start_session(
     }
 }
 
+/// Whether a ParameterStatus reports `standard_conforming_strings` off:
+/// backslashes then escape in ordinary string literals, and the gateway,
+/// which reads SQL as PostgreSQL does with it on, would read strings
+/// differently from the server (a way past the rules), so it never relays
+/// such a session. Turning it off by statement is refused (rule
+/// `standard-string-escapes`); this catches every other way (`ALTER ROLE …
+/// SET`, `ALTER DATABASE … SET`, a function that calls `set_config`).
+pub fn reports_nonstandard_strings(frame: &Frame) -> bool {
+    let Some((name, rest)) = take_cstr(frame.body()) else {
+        return false;
+    };
+    let value = take_cstr(rest).map(|(value, _)| String::from_utf8_lossy(value));
+    hoop_policy::weakens_escape_rules(&String::from_utf8_lossy(name), value.as_deref())
+}
+
+/// feature_not_supported: what a session gets when the server reports
+/// `standard_conforming_strings` off.
+pub const SQLSTATE_FEATURE_NOT_SUPPORTED: &str = "0A000";
+
+/// The FATAL a session gets when the server reports
+/// `standard_conforming_strings` off (see [`reports_nonstandard_strings`]).
+pub const NONSTANDARD_STRINGS: &str =
+    "the database turned standard_conforming_strings off for this \
+     session; hoop reads SQL exactly as PostgreSQL does only with it on, so the session is ended \
+     (check ALTER ROLE/DATABASE … SET standard_conforming_strings, and functions that change it)";
+
 /// What the client may see of a ParameterStatus: the gateway role's name
 /// (`session_authorization`) is replaced by the mapped role, and the
 /// extension's own settings are never reported.

@@ -455,3 +455,33 @@ async fn refusals_in_a_transaction_fail_it_without_the_server() {
     assert_eq!(ready_status(&msgs), b'I');
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_server_turns_to_nonstandard_strings_is_ended() {
+    // Turning standard_conforming_strings off by statement is refused; a
+    // function can still do it, and the server reports it: from then on
+    // the gateway would read string literals differently from the server.
+    cluster().psql(
+        "payments",
+        "CREATE OR REPLACE FUNCTION public.hoop_test_strings_off() RETURNS int \
+           LANGUAGE plpgsql AS $$ BEGIN \
+             PERFORM set_config('standard_conforming_strings', 'off', false); RETURN 1; END $$; \
+         GRANT EXECUTE ON FUNCTION public.hoop_test_strings_off() TO fraud_agent",
+    );
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    raw.send(&query(
+        "select public.hoop_test_strings_off(); select 'a\\'",
+    ))
+    .await;
+    let mut seen = Vec::new();
+    while let Some(m) = raw.recv().await {
+        seen.push(m);
+    }
+    let fatal = seen.last().expect("a FATAL");
+    assert_eq!(fatal.error_code().as_deref(), Some("0A000"), "{seen:?}");
+    assert_eq!(fatal.field(b'S').as_deref(), Some("FATAL"));
+    // The ParameterStatus itself never reached the client.
+    assert!(!seen.iter().any(|m| m.tag == b'S'), "{seen:?}");
+    gw.stop().await;
+}

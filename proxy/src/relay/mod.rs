@@ -67,6 +67,25 @@ pub(crate) enum RelayEnd {
     ProtocolViolation(String),
     /// An early read's record could not be written (see [`Held::early`]).
     AuditUnavailable,
+    /// The server reported `standard_conforming_strings` off (see
+    /// [`crate::upstream::reports_nonstandard_strings`]).
+    NonstandardStrings,
+}
+
+impl RelayEnd {
+    /// Tells the client why the gateway ends its session, where it is the
+    /// gateway's doing.
+    fn tell(&self, to_client: &mut BytesMut) {
+        match self {
+            RelayEnd::ProtocolViolation(what) => fatal(to_client, "08P01", what),
+            RelayEnd::NonstandardStrings => fatal(
+                to_client,
+                crate::upstream::SQLSTATE_FEATURE_NOT_SUPPORTED,
+                crate::upstream::NONSTANDARD_STRINGS,
+            ),
+            _ => {}
+        }
+    }
 }
 
 pub(crate) struct Relay {
@@ -264,9 +283,9 @@ impl Relay {
             fatal(&mut to_client, "08P01", &e);
             end = Some(RelayEnd::ProtocolViolation(e));
         }
-        if let Err(e) = self.pump_server(&mut pipes, &mut from_server, &mut to_client) {
-            fatal(&mut to_client, "08P01", &e);
-            end = Some(RelayEnd::ProtocolViolation(e));
+        if let Err(stop) = self.pump_server(&mut pipes, &mut from_server, &mut to_client) {
+            stop.tell(&mut to_client);
+            end = Some(stop);
         }
 
         while end.is_none() {
@@ -359,9 +378,9 @@ impl Relay {
                             down_bytes.inc_by(n as u64);
                             let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
                             let out = if early { &mut withheld } else { &mut to_client };
-                            if let Err(e) = self.pump_server(&mut pipes, &mut from_server, out) {
-                                fatal(&mut to_client, "08P01", &e);
-                                end = Some(RelayEnd::ProtocolViolation(e));
+                            if let Err(stop) = self.pump_server(&mut pipes, &mut from_server, out) {
+                                stop.tell(&mut to_client);
+                                end = Some(stop);
                             } else if write_now(&mut client_wr, &mut to_client).await.is_err() {
                                 end = Some(RelayEnd::ClientGone { mid_statement: !state.is_idle() });
                             }
@@ -990,7 +1009,7 @@ impl Relay {
         pipes: &mut Pipes<'_>,
         input: &mut BytesMut,
         out: &mut BytesMut,
-    ) -> Result<(), String> {
+    ) -> Result<(), RelayEnd> {
         let now = Instant::now();
         let state = &mut *pipes.state;
         loop {
@@ -1000,7 +1019,11 @@ impl Relay {
             ) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
-                Err(e) => return Err(format!("invalid message from the database: {e}")),
+                Err(e) => {
+                    return Err(RelayEnd::ProtocolViolation(format!(
+                        "invalid message from the database: {e}"
+                    )))
+                }
             };
             if state.front_is_silent() && matches!(frame.tag(), b'1' | b'2' | b'3' | b'Z') {
                 // The completion of a message the gateway sent itself.
@@ -1063,6 +1086,10 @@ impl Relay {
                 }
             }
             if frame.tag() == b'S' {
+                if crate::upstream::reports_nonstandard_strings(&frame) {
+                    // Nothing after it is read the way the server reads it.
+                    return Err(RelayEnd::NonstandardStrings);
+                }
                 if let Some(bytes) =
                     crate::upstream::filter_parameter_status(&frame, &self.session.mapped_role)
                 {
