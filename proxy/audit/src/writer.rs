@@ -11,14 +11,6 @@
 //! threads costs more CPU than the SQLite work of a small batch), and
 //! everything that arrives during the fsync makes the next batch larger.
 //!
-//! A batch someone waits for may wait a little for company: when fewer
-//! callers wait in it than were answered by recent commits (the sessions
-//! that are busy now come back within a round trip), the writer sleeps in
-//! short steps, at most [`GATHER_FOR`], until they have queued. A session
-//! alone never waits (one caller is all recent commits answered), and
-//! when the others do not come, the expectation drops to what came. This
-//! is PostgreSQL's `commit_delay`, sized by the load itself.
-//!
 //! Records nobody waits for (`complete_statement_nowait`) do not start a
 //! commit of their own: they wait, at most [`DETACHED_LINGER`], for one
 //! that someone waits for (typically the session's next statement). When
@@ -54,15 +46,6 @@ const MAX_BATCH: usize = 4096;
 /// A write that takes longer than this is treated as failed (a hung
 /// server must not hold statements forever).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Longest a batch someone waits for is held back for company (see the
-/// module docs): well under one fsync here, where a batch of eight shares
-/// what one record would pay alone.
-const GATHER_FOR: Duration = Duration::from_micros(200);
-
-/// Each sleep while gathering (plus the kernel's timer slack): short, so a
-/// batch leaves soon after its last expected record came.
-const GATHER_STEP: Duration = Duration::from_micros(20);
 
 /// How long records nobody waits for (`complete_statement_nowait`) may
 /// wait for company before they are committed on their own.
@@ -152,16 +135,6 @@ pub(crate) enum Request {
 }
 
 impl Request {
-    fn is_waited_append(&self) -> bool {
-        matches!(
-            self,
-            Request::Append {
-                reply: Reply::Waiting(_),
-                ..
-            }
-        )
-    }
-
     fn is_detached(&self) -> bool {
         matches!(
             self,
@@ -194,10 +167,6 @@ pub(crate) struct Writer<B> {
     /// Records nobody waits for whose commit failed, with the time of
     /// their first failure: written first in the next batch.
     retry: Vec<(Pending, Reply, Instant)>,
-    /// Callers a batch may wait for (see the module docs): the most any
-    /// recent commit answered, lowered to what came when a gathering
-    /// batch waited in vain.
-    expected: usize,
 }
 
 impl<B: Backend> Writer<B> {
@@ -215,7 +184,6 @@ impl<B: Backend> Writer<B> {
             last_checkpoint: 0,
             interval,
             retry: Vec::new(),
-            expected: 1,
         }
     }
 
@@ -272,7 +240,6 @@ impl<B: Backend> Writer<B> {
                     }
                 }
             }
-            self.gather(&mut requests, &mut batch);
             if self.process(batch).await {
                 requests.close();
                 while let Some(request) = requests.recv().await {
@@ -280,36 +247,6 @@ impl<B: Backend> Writer<B> {
                 }
                 return;
             }
-        }
-    }
-
-    /// Holds a batch someone waits for until as many callers wait in it as
-    /// recent commits answered, or [`GATHER_FOR`] has passed (see the
-    /// module docs). The thread sleeps meanwhile: nothing wakes it, and
-    /// senders need not wake it either.
-    fn gather(
-        &mut self,
-        requests: &mut mpsc::UnboundedReceiver<Request>,
-        batch: &mut Vec<Request>,
-    ) {
-        let mut waiting = batch.iter().filter(|r| r.is_waited_append()).count();
-        if waiting == 0 || waiting >= self.expected {
-            return;
-        }
-        let started = std::time::Instant::now();
-        while waiting < self.expected && batch.len() < MAX_BATCH {
-            if started.elapsed() >= GATHER_FOR {
-                // They did not come: expect what did.
-                self.expected = waiting;
-                return;
-            }
-            std::thread::sleep(GATHER_STEP);
-            let before = batch.len();
-            collect(requests, batch);
-            waiting += batch[before..]
-                .iter()
-                .filter(|r| r.is_waited_append())
-                .count();
         }
     }
 
@@ -379,11 +316,6 @@ impl<B: Backend> Writer<B> {
         match result {
             Ok(first_seq) => match self.sync() {
                 Ok(()) => {
-                    let waiting = replies
-                        .iter()
-                        .filter(|r| matches!(r, Reply::Waiting(_)))
-                        .count();
-                    self.expected = self.expected.max(waiting);
                     for (offset, reply) in replies.into_iter().enumerate() {
                         reply.send(Ok(first_seq + offset as u64));
                     }
@@ -866,81 +798,6 @@ mod tests {
         );
         drop(requests);
         thread.join().expect("writer thread");
-    }
-
-    fn waited(text: &str) -> (Request, oneshot::Receiver<Result<u64>>) {
-        let (reply, answer) = oneshot::channel();
-        let request = Request::Append {
-            pending: Pending {
-                kind: "test",
-                session_id: None,
-                payload: format!("{{\"text\":\"{text}\"}}"),
-            },
-            reply: Reply::Waiting(reply),
-            _slot: None,
-        };
-        (request, answer)
-    }
-
-    fn gathering_writer(expected: usize) -> Writer<MemoryBackend> {
-        let mut writer = Writer::new(
-            MemoryBackend(Arc::default()),
-            "gw-test".into(),
-            CheckpointSigner::from_seed("test", &[7; 32]),
-            Duration::from_secs(3600),
-        );
-        writer.expected = expected;
-        writer
-    }
-
-    #[test]
-    fn a_batch_waits_for_as_many_callers_as_recent_commits_answered() {
-        let (requests, mut receiver) = mpsc::unbounded_channel();
-        let mut answers = Vec::new();
-        for text in ["two", "three"] {
-            let (request, answer) = waited(text);
-            requests.send(request).expect("queued");
-            answers.push(answer);
-        }
-        let (first, _answer) = waited("one");
-        let mut batch = vec![first, detached("outcome")];
-        let mut writer = gathering_writer(3);
-        let started = std::time::Instant::now();
-        writer.gather(&mut receiver, &mut batch);
-        assert_eq!(batch.len(), 4, "the expected callers joined the batch");
-        assert!(
-            started.elapsed() < GATHER_FOR * 10,
-            "it left once they came"
-        );
-        assert_eq!(writer.expected, 3);
-    }
-
-    #[test]
-    fn a_batch_waits_for_company_but_not_forever() {
-        let (_requests, mut receiver) = mpsc::unbounded_channel();
-        let (first, _answer) = waited("one");
-        let mut batch = vec![first];
-        let mut writer = gathering_writer(8);
-        let started = std::time::Instant::now();
-        writer.gather(&mut receiver, &mut batch);
-        assert!(started.elapsed() >= GATHER_FOR);
-        assert_eq!(batch.len(), 1);
-        // Nobody came: the next batch expects what did, and leaves at once.
-        assert_eq!(writer.expected, 1);
-        let started = std::time::Instant::now();
-        writer.gather(&mut receiver, &mut batch);
-        assert!(started.elapsed() < GATHER_FOR);
-    }
-
-    #[test]
-    fn records_nobody_waits_for_are_not_held_for_company() {
-        let (_requests, mut receiver) = mpsc::unbounded_channel();
-        let mut batch = vec![detached("outcome")];
-        let mut writer = gathering_writer(8);
-        let started = std::time::Instant::now();
-        writer.gather(&mut receiver, &mut batch);
-        assert!(started.elapsed() < GATHER_FOR);
-        assert_eq!(writer.expected, 8);
     }
 
     #[tokio::test]
