@@ -17,9 +17,12 @@ use crate::backend;
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner};
 use crate::config::AuditConfig;
 use crate::error::{AuditError, Result};
-use crate::payload::{canonical_payload, mask_field, store_masker};
+use crate::payload::{
+    canonical_payload, mask_field, statement_begin_payload, statement_end_payload, store_masker,
+};
 use crate::record::{
-    Event, Record, SessionEnd, SessionStart, StatementBegin, StatementEnd, StatementOutcome,
+    Event, Record, SessionEnd, SessionStart, StatementBegin, StatementOutcome, KIND_STATEMENT,
+    KIND_STATEMENT_END,
 };
 use crate::writer::{Pending, PurgeReport, Reply, Request, Writer};
 use hoop_common::time::Timestamp;
@@ -123,7 +126,12 @@ impl AuditStore {
     /// Records a statement before it is forwarded. When this fails the
     /// statement must be refused.
     pub async fn begin_statement(&self, statement: &StatementBegin) -> Result<StatementHandle> {
-        let begin_seq = self.append(&Record::Statement(statement.clone())).await?;
+        let pending = Pending {
+            kind: KIND_STATEMENT,
+            session_id: Some(mask_field(&self.inner.masker, &statement.session_id)),
+            payload: statement_begin_payload(&self.inner.masker, statement)?,
+        };
+        let begin_seq = self.append_pending(pending).await?;
         Ok(StatementHandle {
             session_id: statement.session_id.clone(),
             sequence: statement.sequence,
@@ -138,7 +146,7 @@ impl AuditStore {
         handle: &StatementHandle,
         outcome: &StatementOutcome,
     ) -> Result<()> {
-        self.append(&self.statement_end(handle, outcome))
+        self.append_pending(self.statement_end(handle, outcome)?)
             .await
             .map(drop)
     }
@@ -160,8 +168,7 @@ impl AuditStore {
             session_id: mask_field(&self.inner.masker, &handle.session_id),
             sequence: handle.sequence,
         };
-        let record = self.statement_end(handle, outcome);
-        let pending = match self.pending(&record) {
+        let pending = match self.statement_end(handle, outcome) {
             Ok(pending) => pending,
             Err(error) => return reply.send_error(error),
         };
@@ -181,17 +188,23 @@ impl AuditStore {
         }
     }
 
-    fn statement_end(&self, handle: &StatementHandle, outcome: &StatementOutcome) -> Record {
-        let mut outcome = outcome.clone();
-        outcome.result_rows.truncate(self.inner.record_rows);
-        if outcome.result_rows.is_empty() {
-            outcome.columns.clear();
-        }
-        Record::StatementEnd(StatementEnd {
-            session_id: handle.session_id.clone(),
-            sequence: handle.sequence,
-            begin_seq: handle.begin_seq,
-            outcome,
+    /// The outcome's entry; result rows beyond `record_rows` are dropped.
+    fn statement_end(
+        &self,
+        handle: &StatementHandle,
+        outcome: &StatementOutcome,
+    ) -> Result<Pending> {
+        Ok(Pending {
+            kind: KIND_STATEMENT_END,
+            session_id: Some(mask_field(&self.inner.masker, &handle.session_id)),
+            payload: statement_end_payload(
+                &self.inner.masker,
+                &handle.session_id,
+                handle.sequence,
+                handle.begin_seq,
+                outcome,
+                self.inner.record_rows,
+            )?,
         })
     }
 
@@ -257,7 +270,10 @@ impl AuditStore {
     }
 
     async fn append(&self, record: &Record) -> Result<u64> {
-        let pending = self.pending(record)?;
+        self.append_pending(self.pending(record)?).await
+    }
+
+    async fn append_pending(&self, pending: Pending) -> Result<u64> {
         let slot = self
             .inner
             .slots
