@@ -590,7 +590,9 @@ impl DecisionInputs {
             attnum,
             generation: policy::generation(),
             outer_user: unsafe { outer_user_id() },
-            enforce_superuser: guc::ENFORCE_SUPERUSER.get(),
+            // Read directly: `GucSetting::get` checks the calling thread
+            // through a thread-local, on every masked value.
+            enforce_superuser: unsafe { *guc::ENFORCE_SUPERUSER.as_ptr() },
             token_key: unsafe { *guc::TOKEN_KEY.as_ptr() } as usize,
             filling_matview: scope::filling_matview(),
         }
@@ -659,6 +661,7 @@ impl CallSite {
 /// The decision for column `attnum` of `relid` now: the one kept at `kept`
 /// while it stands, else made again (into `kept`, or, when null, into a new
 /// one allocated in `context`). The caller keeps the pointer returned.
+#[inline]
 pub(crate) unsafe fn kept_decision(
     kept: *mut CallSite,
     context: pg_sys::MemoryContext,
@@ -669,9 +672,21 @@ pub(crate) unsafe fn kept_decision(
     if !kept.is_null() && (*kept).stands(&inputs) {
         return kept;
     }
+    decide_again(kept, context, inputs)
+}
+
+/// [`kept_decision`] when the kept one does not stand (once per query and
+/// column, or after a policy or session change).
+#[cold]
+#[inline(never)]
+unsafe fn decide_again(
+    kept: *mut CallSite,
+    context: pg_sys::MemoryContext,
+    inputs: DecisionInputs,
+) -> *mut CallSite {
     let decided = CallSite {
         inputs,
-        shown: decide(relid, attnum),
+        shown: decide(inputs.relid, inputs.attnum),
     };
     let site = if kept.is_null() {
         pg_sys::MemoryContextAlloc(context, std::mem::size_of::<CallSite>()) as *mut CallSite
@@ -699,7 +714,7 @@ pub(crate) unsafe fn mask_datum(
     // Values stored inline (the usual card number) are read in place; only
     // compressed or out-of-line values need detoasting.
     if varatt_is_1b_e(text) || varatt_is_4b_c(text) {
-        text = pg_sys::pg_detoast_datum_packed(text);
+        text = detoast(text);
     }
     let len = varsize_any_exhdr(text);
     let bytes = std::slice::from_raw_parts(vardata_any(text) as *const u8, len);
@@ -735,6 +750,15 @@ unsafe extern "C-unwind" {
     // per masked value): an out-of-memory ERROR passes straight through.
     #[link_name = "palloc"]
     fn raw_palloc(size: usize) -> *mut c_void;
+}
+
+/// A compressed or out-of-line value, detoasted (in the current memory
+/// context). Kept out of [`mask_datum`]: pgrx's error boundary around the
+/// call needs a large stack frame that inline values should not pay for.
+#[cold]
+#[inline(never)]
+unsafe fn detoast(text: *mut pg_sys::varlena) -> *mut pg_sys::varlena {
+    pg_sys::pg_detoast_datum_packed(text)
 }
 
 /// A fresh varlena of `size` bytes in the current memory context.
