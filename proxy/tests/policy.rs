@@ -485,3 +485,58 @@ async fn a_session_the_server_turns_to_nonstandard_strings_is_ended() {
     assert!(!seen.iter().any(|m| m.tag == b'S'), "{seen:?}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_runs_the_statement_it_was_bound_to_and_is_judged_on_it() {
+    // The unnamed statement is replaced by a later Parse; a portal bound
+    // before keeps running the earlier one (PostgreSQL copies the plan
+    // into the portal), so that is the statement the gateway must judge
+    // and record. Here: a DO block (held for review by the shipped rules)
+    // bound to portal "p", then a harmless SELECT parsed over it.
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let mut batch = parse(
+        "",
+        "DO $$BEGIN INSERT INTO scratch VALUES (907, 'ran without review'); END$$",
+    );
+    batch.extend(bind("p", "", None));
+    batch.extend(parse("", "select 1"));
+    batch.extend(execute("p", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    // Held: the gateway tells the client (a notice naming the review), and
+    // nothing has run.
+    let first = raw.recv().await.expect("a message");
+    assert_eq!(
+        first.tag,
+        b'N',
+        "held for review, not run: {first:?} {}",
+        first.text()
+    );
+    let count = cluster().psql("payments", "select count(*) from scratch where id = 907");
+    assert_eq!(count.trim(), "0");
+    // Leaving withdraws the review.
+    drop(raw);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_is_masked_with_the_shape_of_the_statement_it_was_bound_to() {
+    // The unnamed statement is replaced (and described) after portal "p"
+    // was bound to the earlier one: p's rows have the earlier statement's
+    // shape, whatever the later one's description says.
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let mut batch = parse("", "select card_number from payments where id = 1");
+    batch.extend(bind("p", "", None));
+    batch.extend(parse("", "select 1"));
+    batch.extend(describe(b'S', ""));
+    batch.extend(execute("p", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    no_pan(&msgs);
+    let row = msgs.iter().find(|m| m.tag == b'D').expect("p's row");
+    assert!(row.text().contains("************1111"), "{}", row.text());
+    gw.stop().await;
+}

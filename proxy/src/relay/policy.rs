@@ -15,7 +15,7 @@
 //! shape is unknown or cannot be masked ends the request with an error and
 //! everything up to ReadyForQuery is suppressed: nothing unmasked is sent.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -62,19 +62,15 @@ pub struct PolicyInspector {
     /// prepared statement), so `EXECUTE name` is judged on what it runs.
     sql_prepared: HashMap<String, Arc<StatementFacts>>,
 
-    // Client side, in the order the client sends: which portals will have a
-    // row description by the time their Execute runs.
-    described_statements: HashSet<Vec<u8>>,
-    described_portals: HashSet<Vec<u8>>,
-    /// Portal → its statement and Bind body (parameters for the record).
-    portal_statements: HashMap<Vec<u8>, (Vec<u8>, Bytes)>,
-    /// Statement name → its text, as parsed (the relay may still hold the
-    /// Parse back, so this is not read from the connection state).
-    parsed: HashMap<Vec<u8>, Bytes>,
-    /// Statements a rule sends to review: their Parse and Binds are held
-    /// back with the Execute, so nothing of them reaches the server (no
-    /// transaction, no locks) until the review is decided.
-    review_statements: HashSet<Vec<u8>>,
+    // Client side, in the order the client sends (the relay may still hold
+    // a Parse or Bind back, so this is not read from the connection state).
+    /// Statement name → the statement the client last prepared under it.
+    prepared: HashMap<Vec<u8>, Prepared>,
+    /// Portal name → what the client bound under it.
+    bound: HashMap<Vec<u8>, Bound>,
+    /// Numbers the Parses, so a portal knows which statement of a name it
+    /// was bound to.
+    parses: u64,
 
     // Server side, in the order the server answers.
     /// Statement name → its result shape (`None`: NoData).
@@ -85,6 +81,39 @@ pub struct PolicyInspector {
     /// A result could not be masked: its error has been sent, everything
     /// else up to ReadyForQuery is dropped.
     suppressing: bool,
+}
+
+/// A statement the client prepared with Parse.
+struct Prepared {
+    /// Which Parse made it (see [`Bound::statement`]).
+    parse: u64,
+    /// Its text, as the client sent it.
+    sql: Bytes,
+    /// A rule sends it to review: its Parse and Binds are held back with
+    /// the Execute, so nothing of them reaches the server (no transaction,
+    /// no locks) until the review is decided.
+    needs_review: bool,
+    /// The client asked the server to describe it: its row description
+    /// arrives before the rows of any later Execute of a portal bound to it.
+    described: bool,
+}
+
+/// A portal the client bound.
+struct Bound {
+    /// The statement it was bound to and the Parse that made it:
+    /// PostgreSQL runs the portal's own copy of the statement, whatever
+    /// the name means by the time it is executed (the unnamed statement is
+    /// replaced by every Parse of it).
+    statement: (Vec<u8>, u64),
+    /// That statement's text (`None`: no statement of that name was
+    /// prepared with Parse).
+    sql: Option<Bytes>,
+    /// The Bind body (parameters for the record, formats for a reviewer's
+    /// replacement).
+    bind: Bytes,
+    /// Its row description arrives before its rows: the client or the
+    /// gateway asked for it.
+    described: bool,
 }
 
 struct PortalShape {
@@ -112,11 +141,9 @@ impl PolicyInspector {
             cache,
             verdicts: HashMap::new(),
             sql_prepared: HashMap::new(),
-            described_statements: HashSet::new(),
-            described_portals: HashSet::new(),
-            portal_statements: HashMap::new(),
-            parsed: HashMap::new(),
-            review_statements: HashSet::new(),
+            prepared: HashMap::new(),
+            bound: HashMap::new(),
+            parses: 0,
             statement_shapes: HashMap::new(),
             portal_shapes: HashMap::new(),
             simple_shape: None,
@@ -244,7 +271,7 @@ impl PolicyInspector {
         if let Some(facts) = self.sql_prepared.get(name) {
             return Some(vec![facts.as_ref().clone()]);
         }
-        let query = self.parsed.get(name.as_bytes())?;
+        let query = &self.prepared.get(name.as_bytes())?.sql;
         let sql = std::str::from_utf8(query).ok()?;
         Some(self.cache.classify(sql).statements.clone())
     }
@@ -273,14 +300,18 @@ impl PolicyInspector {
     /// An Execute: the statement its portal runs, judged now (a rule may
     /// hold it for review), with the portal's parameters for the record.
     fn execute(&mut self, portal: &[u8]) -> StatementInfo {
-        let (statement, bind) = match self.portal_statements.get(portal) {
-            Some((statement, bind)) => (Some(statement.clone()), Some(bind.clone())),
-            None => (None, None),
-        };
-        let sql = statement
-            .as_ref()
-            .and_then(|name| self.parsed.get(name))
-            .cloned();
+        let bound = self.bound.get(portal);
+        let bind = bound.map(|b| b.bind.clone());
+        let sql = bound.and_then(|b| b.sql.clone());
+        // Its shape is known by its rows if the portal was described, or the
+        // very statement it was bound to (not a later one of the same name).
+        let described = bound.is_some_and(|b| {
+            b.described
+                || self
+                    .prepared
+                    .get(&b.statement.0)
+                    .is_some_and(|p| p.parse == b.statement.1 && p.described)
+        });
         let (sql, judged) = match sql {
             Some(sql) => {
                 let text = String::from_utf8_lossy(&sql).into_owned();
@@ -319,12 +350,10 @@ impl PolicyInspector {
                 },
             ),
         };
-        let described = self.described_portals.contains(portal)
-            || statement
-                .as_ref()
-                .is_some_and(|s| self.described_statements.contains(s));
         let describe_portal = (!described).then(|| {
-            self.described_portals.insert(portal.to_vec());
+            if let Some(bound) = self.bound.get_mut(portal) {
+                bound.described = true;
+            }
             portal.to_vec()
         });
         StatementInfo {
@@ -345,14 +374,11 @@ impl PolicyInspector {
     }
 
     fn forget_statement(&mut self, name: &[u8]) {
-        self.described_statements.remove(name);
-        self.parsed.remove(name);
-        self.review_statements.remove(name);
+        self.prepared.remove(name);
     }
 
     fn forget_portal(&mut self, name: &[u8]) {
-        self.described_portals.remove(name);
-        self.portal_statements.remove(name);
+        self.bound.remove(name);
     }
 
     /// Starts suppressing the rest of the request; the client gets this error.
@@ -614,7 +640,7 @@ fn cstr(body: &[u8]) -> (&[u8], &[u8]) {
 impl PolicyInspector {
     /// The text of a statement the client prepared (protocol Parse).
     pub(crate) fn prepared_sql(&self, name: &[u8]) -> Option<&[u8]> {
-        self.parsed.get(name).map(|sql| &sql[..])
+        self.prepared.get(name).map(|p| &p.sql[..])
     }
 
     pub(crate) fn client_frame(&mut self, frame: &Frame) -> ClientVerdict {
@@ -638,24 +664,36 @@ impl PolicyInspector {
                 if matches!(judged.decision, Decision::Block { .. }) {
                     return ClientVerdict::Statement(Box::new(judged.into_info(sql)));
                 }
-                self.described_statements.remove(name);
-                self.parsed
-                    .insert(name.to_vec(), Bytes::copy_from_slice(sql));
-                if matches!(judged.decision, Decision::Review { .. }) {
-                    self.review_statements.insert(name.to_vec());
+                self.parses += 1;
+                let needs_review = matches!(judged.decision, Decision::Review { .. });
+                self.prepared.insert(
+                    name.to_vec(),
+                    Prepared {
+                        parse: self.parses,
+                        sql: Bytes::copy_from_slice(sql),
+                        needs_review,
+                        described: false,
+                    },
+                );
+                if needs_review {
                     return ClientVerdict::Defer;
                 }
-                self.review_statements.remove(name);
             }
             b'B' => {
                 let (portal, rest) = cstr(body);
                 let (statement, _) = cstr(rest);
-                self.described_portals.remove(portal);
-                self.portal_statements.insert(
+                let prepared = self.prepared.get(statement);
+                let needs_review = prepared.is_some_and(|p| p.needs_review);
+                self.bound.insert(
                     portal.to_vec(),
-                    (statement.to_vec(), Bytes::copy_from_slice(body)),
+                    Bound {
+                        statement: (statement.to_vec(), prepared.map_or(0, |p| p.parse)),
+                        sql: prepared.map(|p| p.sql.clone()),
+                        bind: Bytes::copy_from_slice(body),
+                        described: false,
+                    },
                 );
-                if self.review_statements.contains(statement) {
+                if needs_review {
                     return ClientVerdict::Defer;
                 }
             }
@@ -663,9 +701,11 @@ impl PolicyInspector {
                 if let Some((&kind, rest)) = body.split_first() {
                     let (name, _) = cstr(rest);
                     if kind == b'S' {
-                        self.described_statements.insert(name.to_vec());
-                    } else {
-                        self.described_portals.insert(name.to_vec());
+                        if let Some(prepared) = self.prepared.get_mut(name) {
+                            prepared.described = true;
+                        }
+                    } else if let Some(bound) = self.bound.get_mut(name) {
+                        bound.described = true;
                     }
                 }
             }
