@@ -15,12 +15,13 @@
 #     which a busy machine disturbs far less than reads per second: the client
 #     and other processes compete for the same cores.
 #
-# Runs are interleaved (3 rounds) and the median is reported. Needs root (it
-# installs a release build of the extension and runs Postgres as postgres).
+# Runs are interleaved (3 rounds, or $HOOP_BENCH_ROUNDS) and the median is
+# reported. Needs root (it installs a release build of the extension and
+# runs Postgres as postgres).
 set -euo pipefail
 
 SECONDS_PER_RUN=${1:-15}
-ROUNDS=3
+ROUNDS=${HOOP_BENCH_ROUNDS:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=tests/kit/cluster.sh
 . "$ROOT/tests/kit/cluster.sh"
@@ -97,29 +98,43 @@ tps() {
     # tps OUTPUT-OF-PGBENCH
     sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$1" | head -n 1
 }
-median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
+# median VALUE…: of the numeric values ("-", a run not sampled, is skipped).
+median() {
+    local values=()
+    for v in "$@"; do [ "$v" = - ] || values+=("$v"); done
+    [ ${#values[@]} -gt 0 ] || { echo nan; return; }
+    printf '%s\n' "${values[@]}" | sort -g | sed -n "$(( (${#values[@]} + 1) / 2 ))p"
+}
 
 # read_run SQL-FILE: one pgbench client reading for SECONDS_PER_RUN; prints
-# "<reads/s> <backend CPU ms per read>". The backend's CPU is sampled every
-# 0.1 s until it exits (the last 0.1 s is missed, alike for both tables).
+# "<reads/s> <backend CPU ms per read>" ("-" for the CPU when its backend
+# could not be sampled). The backend is found by an application_name unique
+# to the run (a backend of the previous run may still be exiting), and its
+# CPU is sampled every 0.1 s until it exits (the last 0.1 s is missed,
+# alike for both tables).
 read_run() {
-    local out="$WORK/read.out" pid="" ticks="" stat
-    "${PGBENCH[@]}" -n -c 1 -T "$SECONDS_PER_RUN" -f "$1" bench >"$out" 2>&1 &
+    local out="$WORK/read.out" pid="" ticks="" stat app
+    app="hoop-bench-read-$RANDOM$RANDOM"
+    PGAPPNAME=$app "${PGBENCH[@]}" -n -c 1 -T "$SECONDS_PER_RUN" -f "$1" bench >"$out" 2>&1 &
     local client=$!
     while kill -0 "$client" 2>/dev/null; do
         if [ -z "$pid" ]; then
-            pid=$("${PSQL[@]}" -d postgres -At -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' AND backend_type = 'client backend'" 2>/dev/null || true)
+            pid=$("${PSQL[@]}" -d postgres -At -c "SELECT pid FROM pg_stat_activity WHERE application_name = '$app' AND backend_type = 'client backend' LIMIT 1" 2>/dev/null || true)
         fi
-        if [ -n "$pid" ] && stat=$(cat "/proc/$pid/stat" 2>/dev/null); then
-            ticks=$(awk '{print $14 + $15}' <<<"$stat")
+        if [ -n "$pid" ]; then
+            if stat=$(cat "/proc/$pid/stat" 2>/dev/null); then
+                ticks=$(awk '{print $14 + $15}' <<<"$stat")
+            elif [ -z "$ticks" ]; then
+                pid=""
+            fi
         fi
         sleep 0.1
     done
     wait "$client" || { cat "$out" >&2; return 1; }
     local reads
     reads=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
-    python3 -c "import sys; print(sys.argv[1], f'{int(sys.argv[2]) * 1000 / int(sys.argv[3]) / int(sys.argv[4]):.2f}')" \
-        "$(tps "$(cat "$out")")" "${ticks:-0}" "$(getconf CLK_TCK)" "$reads"
+    python3 -c "import sys; t = sys.argv[2]; print(sys.argv[1], f'{int(t) * 1000 / int(sys.argv[3]) / int(sys.argv[4]):.2f}' if t else '-')" \
+        "$(tps "$(cat "$out")")" "${ticks}" "$(getconf CLK_TCK)" "$reads"
 }
 
 select_with=()

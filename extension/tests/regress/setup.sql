@@ -62,7 +62,7 @@ DECLARE
 BEGIN
     FOR line IN EXECUTE format('EXPLAIN (ANALYZE %s, VERBOSE, COSTS OFF, TIMING OFF, SUMMARY OFF) %s',
                             CASE WHEN do_analyze THEN 'true' ELSE 'false' END, query) LOOP
-        IF line ~ '(Output|Filter|Gather|Sort Key|Group Key)' THEN
+        IF line ~ '(Output|Filter|Gather|Sort Key|Group Key|Custom Scan|Masked Columns)' THEN
             RETURN NEXT regexp_replace(trim(line), '''\d+''::oid', '''<relid>''::oid', 'g');
         END IF;
     END LOOP;

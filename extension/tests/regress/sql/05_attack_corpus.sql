@@ -111,6 +111,16 @@ MOVE 1 IN c;
 FETCH 1 FROM c;
 CLOSE c;
 COMMIT;
+-- Output columns are masked by a node above the plan (extension/src/output.rs);
+-- a scrollable cursor kept past its transaction, read forward, backward, rewound.
+SELECT * FROM public.explain_lines($q$SELECT id, card_number FROM public.payments$q$, false);
+BEGIN;
+DECLARE h SCROLL CURSOR WITH HOLD FOR SELECT id, card_number FROM public.payments WHERE id <= 2;
+COMMIT;
+FETCH ALL FROM h;
+FETCH BACKWARD 1 FROM h;
+FETCH ABSOLUTE 1 FROM h;
+CLOSE h;
 PREPARE q(bigint) AS SELECT card_number FROM public.payments WHERE id = $1;
 EXECUTE q(1);
 EXECUTE q(2);
