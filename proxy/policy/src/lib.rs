@@ -70,8 +70,8 @@ pub use facts::{
     Kind, Parameter, StatementFacts, SyntaxError, TableName, KIND_NAMES,
 };
 pub use masking::{
-    mask_data_row, mask_error_or_notice, mask_notification, mask_sql_text, ColumnPolicy,
-    CopyMasker, MaskFailure, MaskedColumn, RowShape,
+    mask_data_row, mask_error_or_notice, mask_function_result, mask_notification, mask_sql_text,
+    ColumnPolicy, CopyMasker, MaskFailure, MaskedColumn, RowShape,
 };
 pub use rules::{
     default_rules, Action, DefaultRules, RuleConfig, RuleError, RuleSet, DEFAULT_RULES_TOML,

@@ -363,6 +363,43 @@ fn format_is_binary(code: i16, message: &'static str) -> Result<bool, MaskFailur
     }
 }
 
+/// Masks a FunctionCallResponse body: the fast-path function's result (its
+/// length, -1 for NULL, then the value in the format the call asked for).
+/// Its type is not known: a text result is scanned as text; a binary one
+/// as a value of a type the gateway does not know (records and arrays by
+/// their structure, text in place), refusing an 8-byte value that reads as
+/// a card number. `Ok(None)`: forward it as it came.
+pub fn mask_function_result(
+    policy: &ColumnPolicy,
+    body: &[u8],
+    binary: bool,
+) -> Result<Option<Vec<u8>>, MaskFailure> {
+    const MESSAGE: &str = "FunctionCallResponse";
+    let mut reader = Reader::new(body, MESSAGE);
+    let len = reader.i32("result length")?;
+    if len == -1 {
+        reader.expect_end()?;
+        return Ok(None);
+    }
+    let len = usize::try_from(len).map_err(|_| MaskFailure::Malformed {
+        message: MESSAGE,
+        problem: "negative result length",
+    })?;
+    let value = reader.bytes(len, "result")?;
+    reader.expect_end()?;
+    let masked = if binary {
+        mask_untyped_binary(&policy.maskers, 0, value, Untyped::REFUSE)?
+    } else {
+        mask_content(&policy.maskers.content, value)
+    };
+    Ok(masked.map(|masked| {
+        let mut out = Vec::with_capacity(masked.len() + 4);
+        out.extend_from_slice(&(masked.len() as i32).to_be_bytes());
+        out.extend_from_slice(&masked);
+        out
+    }))
+}
+
 /// Masks one DataRow body. `Ok(None)`: nothing to mask, forward the frame as
 /// it came. `Ok(Some(body))`: send this body instead. `Err`: the row is not
 /// what `shape` describes — do not forward it.

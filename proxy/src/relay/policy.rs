@@ -808,6 +808,21 @@ impl PolicyInspector {
             }
             b'T' | b'n' => self.on_row_description(state, frame),
             b'd' => self.mask_copy(frame),
+            b'V' => {
+                let binary = !matches!(
+                    state.front(),
+                    Some(Pending::FunctionCall { binary: false, .. })
+                );
+                match hoop_policy::mask_function_result(&self.columns, frame.body(), binary) {
+                    Ok(None) => ServerVerdict::Forward,
+                    Ok(Some(body)) => {
+                        let mut out = BytesMut::new();
+                        put_frame(&mut out, b'V', &body);
+                        ServerVerdict::Replace(out)
+                    }
+                    Err(e) => self.fail(&e),
+                }
+            }
             b'H' | b'W' => {
                 let binary = frame.body().first() == Some(&1);
                 self.copy = Some(CopyMasker::new(&self.columns, binary));

@@ -46,7 +46,11 @@ pub enum Pending {
     },
     Close,
     Sync(Instant),
-    FunctionCall(Instant),
+    /// `binary`: the call asked for its result in binary format.
+    FunctionCall {
+        started: Instant,
+        binary: bool,
+    },
 }
 
 /// Who sent a Describe, and so who its answer is for.
@@ -72,7 +76,9 @@ impl Pending {
     /// Requests answered by ReadyForQuery.
     fn ends_with_ready(&self) -> Option<Instant> {
         match self {
-            Pending::Query(t) | Pending::Sync(t) | Pending::FunctionCall(t) => Some(*t),
+            Pending::Query(t) | Pending::Sync(t) | Pending::FunctionCall { started: t, .. } => {
+                Some(*t)
+            }
             _ => None,
         }
     }
@@ -275,7 +281,12 @@ impl ConnectionState {
             }
             b'S' => self.push(Pending::Sync(now)),
             b'F' => {
-                self.push(Pending::FunctionCall(now));
+                self.push(Pending::FunctionCall {
+                    started: now,
+                    // Unreadable: the server refuses it; treated as binary,
+                    // the stricter reading of whatever comes back.
+                    binary: function_result_format(body).is_none_or(|format| format != 0),
+                });
                 return Started::Statement;
             }
             _ => {}
@@ -369,6 +380,27 @@ impl BindParts {
             },
         )
     }
+}
+
+/// The result format a FunctionCall asks for: after the function's OID, its
+/// argument formats and its arguments.
+fn function_result_format(body: &[u8]) -> Option<i16> {
+    let (_, rest) = take_i32(body)?;
+    let (n_formats, mut rest) = take_i16(rest)?;
+    for _ in 0..n_formats.max(0) {
+        rest = take_i16(rest)?.1;
+    }
+    let (n_args, mut rest) = take_i16(rest)?;
+    for _ in 0..n_args.max(0) {
+        let (len, tail) = take_i32(rest)?;
+        rest = if len > 0 {
+            tail.get(len as usize..)?
+        } else {
+            tail
+        };
+    }
+    let (format, rest) = take_i16(rest)?;
+    rest.is_empty().then_some(format)
 }
 
 fn parse_bind(body: &[u8]) -> Option<BindParts> {
