@@ -56,8 +56,8 @@ pub enum AuditStoreKind {
 #[serde(rename_all = "lowercase")]
 pub enum SqliteSync {
     /// Every group commit fsyncs the WAL before any caller is answered: an
-    /// acknowledged record survives a power loss or OS crash. Whatever
-    /// arrives during one fsync is written by the next commit, so
+    /// acknowledged record survives a power loss or OS crash. The fsync
+    /// runs beside the writer, which meanwhile commits the next batch, so
     /// throughput is about (records in flight) / (fsync latency) until the
     /// CPU, not the disk, is the limit.
     #[default]

@@ -1,15 +1,17 @@
 //! The single writer: one thread per store that owns the chain head and the
-//! connection. Concurrent appends queue up while a commit is in flight and
-//! are written together by the next one (group commit): one transaction
-//! and one fsync for the whole batch, and every caller is answered only
-//! once its record is durable.
+//! connection. Concurrent appends queue up while a transaction is in
+//! flight and are written together by the next one (group commit): one
+//! fsync for the whole batch, and every caller is answered only once its
+//! record is durable.
 //!
 //! Where the commit itself is not yet durable (SQLite with
-//! `synchronous = FULL`: see `backend::sqlite`), the writer fsyncs the
-//! store's log right after the commit, on its own thread, and then answers
-//! the batch: no other thread is woken on the way (each hand-off between
-//! threads costs more CPU than the SQLite work of a small batch), and
-//! everything that arrives during the fsync makes the next batch larger.
+//! `synchronous = FULL`: see `backend::sqlite`), the fsync runs on fsync
+//! threads, which answer a batch's callers once an fsync started after its
+//! commit has returned; meanwhile the writer already seals and commits the
+//! next batch on top of it, and its fsync can start before the previous one
+//! is done. At most [`MAX_UNSYNCED`] commits wait for their fsync; beyond
+//! that the writer waits too, and the records arriving meanwhile make the
+//! next batch larger.
 //!
 //! Records nobody waits for (`complete_statement_nowait`) do not start a
 //! commit of their own: they wait, at most [`DETACHED_LINGER`], for one
@@ -22,16 +24,18 @@
 //! The head advances only after a commit succeeded, so a failed batch
 //! leaves no gap: its callers get an error (and refuse their statements),
 //! and the next batch reloads the head from the store and starts again.
-//! A failed fsync fails its batch and makes the writer reopen the store
-//! (the file is never trusted again: the kernel may have dropped the pages
-//! that failed to write and report success next time); the entries it
-//! covered stay in the chain (as after a crash: begun, never acknowledged)
-//! or are lost from its tail, never from its middle.
+//! A failed fsync fails every batch committed to that file and not yet
+//! answered, and makes the writer reopen the store; the entries it covered stay
+//! in the chain (as after a crash: begun, never acknowledged) or are lost
+//! from its tail, never from its middle.
 
 use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 
 use crate::backend::Backend;
@@ -46,6 +50,12 @@ const MAX_BATCH: usize = 4096;
 /// A write that takes longer than this is treated as failed (a hung
 /// server must not hold statements forever).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Commits that may wait for their fsync while the writer goes on.
+const MAX_UNSYNCED: usize = 3;
+
+/// fsyncs that may be in flight at once.
+const SYNC_THREADS: usize = MAX_UNSYNCED;
 
 /// How long records nobody waits for (`complete_statement_nowait`) may
 /// wait for company before they are committed on their own.
@@ -62,6 +72,9 @@ const RETRY_FOR: Duration = Duration::from_secs(30);
 /// Records nobody waits for kept for another try; past this, the oldest
 /// are given up (with an alert each).
 const MAX_RETRY: usize = 65_536;
+
+/// Answers the callers of a commit once it is durable (or failed to be).
+type Acknowledge = Box<dyn FnOnce(Result<()>) + Send>;
 
 /// An entry ready to be sealed: masked canonical payload.
 pub(crate) struct Pending {
@@ -157,6 +170,9 @@ fn collect(requests: &mut mpsc::UnboundedReceiver<Request>, batch: &mut Vec<Requ
 }
 
 pub(crate) struct Writer<B> {
+    /// Declared before `backend`: dropping the writer first lets the
+    /// syncer finish every fsync, then closes the connection.
+    syncer: Option<Syncer>,
     backend: B,
     instance: String,
     signer: CheckpointSigner,
@@ -177,6 +193,7 @@ impl<B: Backend> Writer<B> {
         interval: Duration,
     ) -> Self {
         Writer {
+            syncer: None,
             backend,
             instance,
             signer,
@@ -194,7 +211,10 @@ impl<B: Backend> Writer<B> {
             let first = tokio::select! {
                 request = requests.recv() => request,
                 () = tokio::time::sleep(RETRY_DELAY), if retry_due => {
-                    self.append_batch(Vec::new()).await;
+                    if let Ok(permit) = self.sync_capacity().await {
+                        self.recover_from_failed_sync();
+                        self.append_batch(Vec::new(), permit).await;
+                    }
                     continue;
                 }
                 () = sleep_until(next_checkpoint) => {
@@ -207,19 +227,34 @@ impl<B: Backend> Writer<B> {
                 // Every handle dropped without close(): try what waits for
                 // another try once more, then seal what we have.
                 if !self.retry.is_empty() {
-                    self.append_batch(Vec::new()).await;
+                    if let Ok(permit) = self.sync_capacity().await {
+                        self.append_batch(Vec::new(), permit).await;
+                    }
                     for (_, reply, _) in std::mem::take(&mut self.retry) {
                         reply.send_error(AuditError::Closed);
                     }
                 }
                 let sealed = self.write_checkpoint(CheckpointKind::Shutdown).await;
-                self.reply_when_durable(sealed, |sealed| {
+                self.reply_when_durable(sealed, None, |sealed| {
                     if let Err(error) = sealed {
                         tracing::error!(%error, "final audit checkpoint failed");
                     }
-                });
+                })
+                .await;
                 return;
             };
+            // Wait until a commit may go to the syncer; what arrives
+            // meanwhile joins this batch.
+            let permit = match self.sync_capacity().await {
+                Ok(permit) => permit,
+                Err(_) => {
+                    refuse(first, || {
+                        AuditError::Unavailable("audit store fsync timed out".into())
+                    });
+                    continue;
+                }
+            };
+            self.recover_from_failed_sync();
             let mut batch = vec![first];
             collect(&mut requests, &mut batch);
             if batch.iter().all(Request::is_detached) {
@@ -240,7 +275,7 @@ impl<B: Backend> Writer<B> {
                     }
                 }
             }
-            if self.process(batch).await {
+            if self.process(batch, permit).await {
                 requests.close();
                 while let Some(request) = requests.recv().await {
                     refuse(request, || AuditError::Closed);
@@ -252,7 +287,14 @@ impl<B: Backend> Writer<B> {
 
     /// Writes the appends of a batch in one transaction, then runs its
     /// control requests in order. Returns true once the store is closed.
-    async fn process(&mut self, batch: Vec<Request>) -> bool {
+    ///
+    /// `permit` (see [`Writer::sync_capacity`]) goes to the first commit
+    /// of the batch; later ones wait for their own.
+    async fn process(
+        &mut self,
+        batch: Vec<Request>,
+        mut permit: Option<OwnedSemaphorePermit>,
+    ) -> bool {
         let mut appends = Vec::new();
         let mut controls = Vec::new();
         for request in batch {
@@ -262,7 +304,7 @@ impl<B: Backend> Writer<B> {
             }
         }
         if !appends.is_empty() || !self.retry.is_empty() {
-            self.append_batch(appends).await;
+            self.append_batch(appends, permit.take()).await;
         }
         let mut closed = false;
         for control in controls {
@@ -270,16 +312,25 @@ impl<B: Backend> Writer<B> {
                 Request::Append { .. } => {}
                 Request::Checkpoint { kind, reply } => {
                     let written = self.write_checkpoint(kind).await;
-                    self.reply_when_durable(written, |result| drop(reply.send(result)));
+                    self.reply_when_durable(written, permit.take(), |result| {
+                        drop(reply.send(result))
+                    })
+                    .await;
                 }
                 Request::Purge { before, reply } => {
                     let purged = self.purge(before).await;
-                    self.reply_when_durable(purged, |result| drop(reply.send(result)));
+                    self.reply_when_durable(purged, permit.take(), |result| {
+                        drop(reply.send(result))
+                    })
+                    .await;
                 }
                 Request::Close { reply } if !closed => {
                     closed = true;
                     let sealed = self.write_checkpoint(CheckpointKind::Shutdown).await;
-                    self.reply_when_durable(sealed, |result| drop(reply.send(result)));
+                    self.reply_when_durable(sealed, permit.take(), |result| {
+                        drop(reply.send(result))
+                    })
+                    .await;
                 }
                 Request::Close { reply } => {
                     let _ = reply.send(Err(AuditError::Closed));
@@ -289,7 +340,11 @@ impl<B: Backend> Writer<B> {
         closed
     }
 
-    async fn append_batch(&mut self, appends: Vec<(Pending, Reply)>) {
+    async fn append_batch(
+        &mut self,
+        appends: Vec<(Pending, Reply)>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
         // Records kept from a failed commit go first, in their order.
         let retried = std::mem::take(&mut self.retry);
         let mut failed_first: Vec<Option<Instant>> =
@@ -314,14 +369,17 @@ impl<B: Backend> Writer<B> {
             result = self.write_entries(&pending).await;
         }
         match result {
-            Ok(first_seq) => match self.sync() {
-                Ok(()) => {
-                    for (offset, reply) in replies.into_iter().enumerate() {
-                        reply.send(Ok(first_seq + offset as u64));
+            Ok(first_seq) => {
+                let answer: Acknowledge = Box::new(move |durable| match durable {
+                    Ok(()) => {
+                        for (offset, reply) in replies.into_iter().enumerate() {
+                            reply.send(Ok(first_seq + offset as u64));
+                        }
                     }
-                }
-                Err(error) => refuse_appends(replies, &error),
-            },
+                    Err(error) => refuse_appends(replies, &error),
+                });
+                self.acknowledge(answer, permit).await;
+            }
             Err(error) => {
                 tracing::error!(
                     instance = %self.instance,
@@ -424,11 +482,12 @@ impl<B: Backend> Writer<B> {
         }
         let written = self.write_checkpoint(CheckpointKind::Periodic).await;
         let instance = self.instance.clone();
-        self.reply_when_durable(written, move |result| {
+        self.reply_when_durable(written, None, move |result| {
             if let Err(error) = result {
                 tracing::error!(%instance, %error, "audit checkpoint failed");
             }
-        });
+        })
+        .await;
     }
 
     /// Signs the chain as it is now and commits the checkpoint (durable
@@ -482,28 +541,255 @@ impl<B: Backend> Writer<B> {
 
     /// Runs `reply` with `result` once the commit that produced it is
     /// durable; at once when it failed.
-    fn reply_when_durable<T>(&mut self, result: Result<T>, reply: impl FnOnce(Result<T>)) {
-        reply(result.and_then(|value| self.sync().map(|()| value)));
+    async fn reply_when_durable<T: Send + 'static>(
+        &mut self,
+        result: Result<T>,
+        permit: Option<OwnedSemaphorePermit>,
+        reply: impl FnOnce(Result<T>) + Send + 'static,
+    ) {
+        match result {
+            Err(error) => reply(Err(error)),
+            Ok(value) => {
+                let answer: Acknowledge = Box::new(move |durable| reply(durable.map(|()| value)));
+                self.acknowledge(answer, permit).await;
+            }
+        }
     }
 
-    /// Makes the last commit durable when the backend's commit was not
-    /// (see the module docs). A failed fsync makes the writer reopen the
-    /// store and reload the head from what it holds.
-    fn sync(&mut self) -> Result<()> {
+    /// Answers a successful commit: at once when the backend's commit was
+    /// durable, else after the syncer's fsync. Without a `permit` it waits
+    /// for one (the caller must not hold another: they are few).
+    async fn acknowledge(&mut self, answer: Acknowledge, permit: Option<OwnedSemaphorePermit>) {
         let Some(file) = self.backend.unsynced_file() else {
-            return Ok(());
+            answer(Ok(()));
+            return;
         };
-        let synced = sync_file(&file);
-        if let Err(error) = &synced {
-            tracing::error!(
-                instance = %self.instance,
-                %error,
-                "ALERT: audit store fsync failed; statements are refused until it recovers"
-            );
+        if self.syncer.is_none() {
+            self.syncer = Syncer::start(&self.instance);
+        }
+        let Some(syncer) = &self.syncer else {
+            // No thread for the syncer: fsync here, as SQLite would have.
+            answer(sync_file(&file));
+            return;
+        };
+        let permit = match permit {
+            Some(permit) => Some(permit),
+            None => syncer.capacity.clone().acquire_owned().await.ok(),
+        };
+        syncer.submit(SyncJob {
+            file,
+            answer,
+            _permit: permit,
+        });
+    }
+
+    /// A slot for one more commit awaiting its fsync (`None` without a
+    /// syncer). A syncer stuck longer than a write may take fails the
+    /// batch rather than holding it forever.
+    async fn sync_capacity(&self) -> Result<Option<OwnedSemaphorePermit>> {
+        let Some(syncer) = &self.syncer else {
+            return Ok(None);
+        };
+        match timeout(WRITE_TIMEOUT, syncer.capacity.clone().acquire_owned()).await {
+            Ok(permit) => Ok(permit.ok()),
+            Err(_) => {
+                tracing::error!(instance = %self.instance, "ALERT: fsync of the audit store hangs; statements are refused until it returns");
+                Err(AuditError::Unavailable("audit fsync timed out".into()))
+            }
+        }
+    }
+
+    /// After a failed fsync, nothing more is committed to that file: reopen
+    /// the store and reload the head from what it holds.
+    fn recover_from_failed_sync(&mut self) {
+        if self.syncer.as_ref().is_some_and(Syncer::take_failure) {
             self.head = None;
             self.backend.reset();
         }
-        synced
+    }
+}
+
+/// The fsync threads (see the module docs). Several, so that an fsync can
+/// start as soon as a commit is written, even while earlier ones are still
+/// in flight (with a slow disk the wait is the device's flush, which
+/// overlaps); each answers every job its fsync covers.
+struct Syncer {
+    shared: Arc<SyncShared>,
+    threads: Vec<JoinHandle<()>>,
+    /// [`MAX_UNSYNCED`] permits; a job holds one until it is answered.
+    capacity: Arc<Semaphore>,
+}
+
+struct SyncShared {
+    state: std::sync::Mutex<SyncState>,
+    work: std::sync::Condvar,
+    /// Set when an fsync failed; cleared by the writer.
+    failed: AtomicBool,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Unanswered jobs in commit order.
+    jobs: std::collections::VecDeque<(u64, SyncJob)>,
+    next_ticket: u64,
+    /// Jobs up to this ticket are covered by an fsync already started.
+    started_upto: u64,
+    /// A file whose fsync failed: never trusted again (the kernel may have
+    /// dropped the pages that failed to write and report success next
+    /// time), so its jobs fail without an fsync.
+    poisoned: Option<Arc<File>>,
+    closing: bool,
+}
+
+struct SyncJob {
+    file: Arc<File>,
+    answer: Acknowledge,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Syncer {
+    fn start(instance: &str) -> Option<Syncer> {
+        let shared = Arc::new(SyncShared {
+            state: std::sync::Mutex::new(SyncState::default()),
+            work: std::sync::Condvar::new(),
+            failed: AtomicBool::new(false),
+        });
+        let mut threads = Vec::new();
+        for index in 0..SYNC_THREADS {
+            let thread_shared = shared.clone();
+            let thread_instance = instance.to_owned();
+            match std::thread::Builder::new()
+                .name(format!("hoop-audit-sync-{index}"))
+                .spawn(move || run_syncer(&thread_shared, &thread_instance))
+            {
+                Ok(thread) => threads.push(thread),
+                Err(error) => {
+                    tracing::warn!(%instance, %error, "cannot start an audit fsync thread");
+                    break;
+                }
+            }
+        }
+        if threads.is_empty() {
+            tracing::warn!(%instance, "no audit fsync thread; syncing inline");
+            return None;
+        }
+        Some(Syncer {
+            shared,
+            threads,
+            capacity: Arc::new(Semaphore::new(MAX_UNSYNCED)),
+        })
+    }
+
+    fn submit(&self, job: SyncJob) {
+        let mut state = lock(&self.shared.state);
+        state.next_ticket += 1;
+        let ticket = state.next_ticket;
+        state.jobs.push_back((ticket, job));
+        drop(state);
+        self.shared.work.notify_one();
+    }
+
+    /// Takes the failure flag (see [`Writer::recover_from_failed_sync`]).
+    fn take_failure(&self) -> bool {
+        self.shared.failed.swap(false, Ordering::SeqCst)
+    }
+}
+
+impl Drop for Syncer {
+    /// Lets every submitted fsync finish and be answered.
+    fn drop(&mut self) {
+        lock(&self.shared.state).closing = true;
+        self.shared.work.notify_all();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn lock(state: &std::sync::Mutex<SyncState>) -> std::sync::MutexGuard<'_, SyncState> {
+    // The state stays consistent across a panic in an answer (each field is
+    // updated in one step), so a poisoned lock is still usable.
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One fsync thread: takes every job not yet covered by a started fsync
+/// (all of one file, in commit order), fsyncs once for them (group commit
+/// again, at the fsync) and answers every job of that file its fsync
+/// covers, including ones another thread's fsync, started earlier, has not
+/// answered yet.
+fn run_syncer(shared: &SyncShared, instance: &str) {
+    let mut state = lock(&shared.state);
+    loop {
+        let started_upto = state.started_upto;
+        let Some(file) = state
+            .jobs
+            .iter()
+            .find(|(ticket, _)| *ticket > started_upto)
+            .map(|(_, job)| job.file.clone())
+        else {
+            if state.closing {
+                return;
+            }
+            state = shared
+                .work
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            continue;
+        };
+        // Tickets of one file are contiguous: a new file only comes with a
+        // reopened store, after every commit to the old one.
+        let upto = state
+            .jobs
+            .iter()
+            .filter(|(_, job)| Arc::ptr_eq(&job.file, &file))
+            .map(|(ticket, _)| *ticket)
+            .max()
+            .unwrap_or(started_upto);
+        state.started_upto = upto;
+        let already_failed = state
+            .poisoned
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, &file));
+        drop(state);
+
+        let outcome = if already_failed {
+            Err(AuditError::Unavailable(
+                "an earlier fsync of the audit store failed".into(),
+            ))
+        } else {
+            sync_file(&file)
+        };
+
+        state = lock(&shared.state);
+        let failed = outcome.is_err();
+        if failed && !already_failed {
+            tracing::error!(
+                %instance,
+                error = %outcome.as_ref().err().map(ToString::to_string).unwrap_or_default(),
+                "ALERT: audit store fsync failed; statements are refused until it recovers"
+            );
+            state.poisoned = Some(file.clone());
+            shared.failed.store(true, Ordering::SeqCst);
+        }
+        // After a failure every job of the file fails, even those a later
+        // fsync (started or not) would seem to cover.
+        let (done, waiting): (Vec<_>, Vec<_>) = state.jobs.drain(..).partition(|(ticket, job)| {
+            Arc::ptr_eq(&job.file, &file) && (failed || *ticket <= upto)
+        });
+        state.jobs = waiting.into();
+        drop(state);
+        for (_, job) in done {
+            (job.answer)(match &outcome {
+                Ok(()) => Ok(()),
+                Err(error) => Err(AuditError::Unavailable(match error {
+                    AuditError::Unavailable(message) => message.clone(),
+                    other => other.to_string(),
+                })),
+            });
+        }
+        state = lock(&shared.state);
     }
 }
 
@@ -536,8 +822,7 @@ fn refuse(request: Request, error: impl Fn() -> AuditError) {
 mod tests {
     use std::fs::File;
     use std::os::fd::OwnedFd;
-    use std::sync::{Arc, Mutex};
-    use std::thread::JoinHandle;
+    use std::sync::Mutex;
 
     use super::*;
     use crate::backend::EntryQuery;
@@ -801,7 +1086,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn controls_alone_in_a_batch_are_answered_after_their_fsync() {
+    async fn controls_alone_in_a_batch_are_answered_with_a_syncer() {
         let dir = tempfile::tempdir().expect("temp dir");
         let stored = Arc::new(Mutex::new(Stored {
             unsynced: Some(syncable_file(&dir, "wal")),
@@ -809,9 +1094,9 @@ mod tests {
         }));
         let (requests, thread) = start(stored);
         append(&requests, "one").await.expect("durable");
-        // Each control, with nothing else queued, is answered once its
-        // commit is synced; none may wait on itself.
-        for _ in 0..4 {
+        // Each control, with nothing else queued, holds the batch's slot
+        // for a commit awaiting its fsync; none may wait on itself.
+        for _ in 0..=MAX_UNSYNCED {
             let (reply, answer) = oneshot::channel();
             requests
                 .send(Request::Checkpoint {

@@ -7,14 +7,14 @@
 //!
 //! The fsync is not done inside SQLite's commit. The connection runs with
 //! `PRAGMA synchronous = NORMAL` and the writer fsyncs the WAL file itself
-//! (`unsynced_file`) right after the commit, before it answers anyone. In
-//! WAL mode `FULL` differs from `NORMAL` only by that fsync of the WAL at
-//! each commit (both sync the WAL header when the log restarts and the WAL
-//! and the database around every checkpoint), so the durability is the
-//! same; what changes is that a failed fsync is the writer's to see and
-//! handle (it never trusts that file again and reopens the store), and
-//! that a reader may see a record a moment before it is durable, before
-//! anyone was told it is. A WAL is a
+//! (`unsynced_file`) on threads of its own, before it answers anyone,
+//! while the next batch is already being written. In WAL
+//! mode `FULL` differs from `NORMAL` only by that fsync of the WAL at each
+//! commit (both sync the WAL header when the log restarts and the WAL and
+//! the database around every checkpoint), so the durability is the same;
+//! what changes is that the fsync no longer stalls the writer (and that a
+//! reader may see a record a moment before it is durable, before anyone
+//! was told it is). A WAL is a
 //! log: after a crash SQLite recovers a prefix of the commits (frames carry
 //! cumulative checksums), so records are lost, if ever, from the tail and
 //! never from the middle of a chain.
