@@ -119,31 +119,51 @@ impl Entry {
         entry
     }
 
-    /// The canonical bytes the hash covers (after `prev_hash`).
-    pub fn canonical_bytes(&self) -> Vec<u8> {
-        let canonical = CanonicalEntry {
+    fn canonical(&self) -> CanonicalEntry<'_> {
+        CanonicalEntry {
             instance: &self.instance,
             seq: self.seq,
             time_us: self.time.unix_micros(),
             kind: &self.kind,
             session_id: self.session_id.as_deref(),
             payload: &self.payload,
-        };
+        }
+    }
+
+    /// The canonical bytes the hash covers (after `prev_hash`).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
         // Serialising plain strings and integers cannot fail.
-        serde_json::to_vec(&canonical).unwrap_or_default()
+        serde_json::to_vec(&self.canonical()).unwrap_or_default()
     }
 
     /// `SHA-256(prev_hash || canonical bytes)` from the stored columns.
     pub fn compute_hash(&self) -> ChainHash {
-        let mut hasher = Sha256::new();
-        hasher.update(self.prev_hash.0);
-        hasher.update(self.canonical_bytes());
-        ChainHash(hasher.finalize().into())
+        let mut hasher = HashWriter(Sha256::new());
+        hasher.0.update(self.prev_hash.0);
+        // Streamed into the hash (every entry is sealed, and every one
+        // verified): no copy of the canonical bytes. Writing to a hasher
+        // cannot fail.
+        let _ = serde_json::to_writer(&mut hasher, &self.canonical());
+        ChainHash(hasher.0.finalize().into())
     }
 
     /// The decoded record, if the payload is well formed.
     pub fn record(&self) -> serde_json::Result<Record> {
         Record::decode(&self.kind, &self.payload)
+    }
+}
+
+/// Feeds serialised bytes straight into a hash.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -182,6 +202,14 @@ mod tests {
             ChainHash::GENESIS,
         );
         assert_eq!(entry.compute_hash(), entry.hash);
+        let mut whole = Sha256::new();
+        whole.update(entry.prev_hash.0);
+        whole.update(entry.canonical_bytes());
+        assert_eq!(
+            ChainHash(whole.finalize().into()),
+            entry.hash,
+            "the streamed hash covers the canonical bytes"
+        );
         let mut changed = entry.clone();
         changed.seq = 2;
         assert_ne!(changed.compute_hash(), entry.hash);
