@@ -249,6 +249,14 @@ pub struct RowShape {
     maskers: Arc<Maskers>,
 }
 
+impl std::fmt::Debug for RowShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowShape")
+            .field("fields", &self.fields.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl RowShape {
     /// Reads a RowDescription body: per field name, table OID, attribute
     /// number, type OID, type size, type modifier, format code.

@@ -21,12 +21,12 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use hoop_policy::{
     decide, mask_data_row, mask_error_or_notice, mask_notification, Classified, ClassifyCache,
-    ColumnPolicy, CopyMasker, Decision, Identity, Kind, PolicyContext, RowShape, RuleSet,
-    StatementFacts,
+    ColumnPolicy, CopyMasker, Decision, Identity, Kind, MaskFailure, PolicyContext, RowShape,
+    RuleSet, StatementFacts,
 };
 
 use super::gate::StatementInfo;
-use super::state::{ConnectionState, Pending};
+use super::state::{ConnectionState, Pending, PortalDescription};
 use super::verdict::{ClientVerdict, ServerVerdict};
 use crate::protocol::{put_error, take_cstr, take_i16, take_i32, Frame, Severity};
 
@@ -72,11 +72,8 @@ pub struct PolicyInspector {
     /// was bound to.
     parses: u64,
 
-    // Server side, in the order the server answers.
-    /// Statement name → its result shape (`None`: NoData).
-    statement_shapes: HashMap<Vec<u8>, Option<RowShape>>,
-    portal_shapes: HashMap<Vec<u8>, PortalShape>,
-    simple_shape: Option<RowShape>,
+    // Server side, in the order the server answers (the statements and
+    // portals the server holds, and their shapes, are `ConnectionState`'s).
     copy: Option<CopyMasker>,
     /// A result could not be masked: its error has been sent, everything
     /// else up to ReadyForQuery is dropped.
@@ -116,14 +113,6 @@ struct Bound {
     described: bool,
 }
 
-struct PortalShape {
-    statement: Vec<u8>,
-    result_formats: Vec<i16>,
-    /// Resolved when known: from a Describe of the portal, or the
-    /// statement's description with the portal's result formats.
-    shape: Option<Option<RowShape>>,
-}
-
 impl PolicyInspector {
     pub fn new(identity: Identity, rules: Arc<RuleSet>, columns: ColumnPolicy) -> PolicyInspector {
         // Statements of one shape share a classification unless their
@@ -144,9 +133,6 @@ impl PolicyInspector {
             prepared: HashMap::new(),
             bound: HashMap::new(),
             parses: 0,
-            statement_shapes: HashMap::new(),
-            portal_shapes: HashMap::new(),
-            simple_shape: None,
             copy: None,
             suppressing: false,
         }
@@ -397,61 +383,55 @@ impl PolicyInspector {
     }
 
     /// The shape of the rows the server is sending now.
-    fn current_shape(&mut self, state: &ConnectionState) -> Result<Option<&RowShape>, String> {
-        match state.front() {
-            Some(Pending::Query(_)) => Ok(self.simple_shape.as_ref()),
-            Some(Pending::Execute { portal }) => {
-                let Some(entry) = self.portal_shapes.get_mut(portal) else {
-                    // A cursor declared in SQL, executed by name: described
-                    // by the gateway before the Execute.
-                    return Ok(None);
-                };
-                if entry.shape.is_none() {
-                    if let Some(Some(statement)) = self.statement_shapes.get(&entry.statement) {
-                        let shape = statement
-                            .with_result_formats(&entry.result_formats)
-                            .map_err(|e| e.to_string())?;
-                        entry.shape = Some(Some(shape));
+    /// The shape of the rows now arriving: the simple Query's result set,
+    /// or the portal an Execute runs (from a Describe of the portal, or of
+    /// the very statement it was bound to, with the portal's result
+    /// formats), made once and kept in the connection state. `None`: not
+    /// known (a row then cannot be masked, and is not sent).
+    fn current_shape<'s>(
+        &self,
+        state: &'s mut ConnectionState,
+    ) -> Result<Option<&'s RowShape>, MaskFailure> {
+        let portal = match state.front() {
+            Some(Pending::Execute { portal }) => portal.clone(),
+            Some(Pending::Query(_)) => {
+                if state.simple_shape.is_none() {
+                    if let Some(raw) = &state.simple_row_description {
+                        state.simple_shape =
+                            Some(RowShape::from_row_description(raw, &self.columns)?);
                     }
                 }
-                Ok(entry.shape.as_ref().and_then(Option::as_ref))
+                return Ok(state.simple_shape.as_ref());
             }
-            _ => Ok(None),
-        }
-    }
-
-    fn on_row_description(&mut self, state: &ConnectionState, frame: &Frame) -> ServerVerdict {
-        let front = state.front().cloned();
-        let shape = if frame.tag() == b'T' {
-            match RowShape::from_row_description(frame.body(), &self.columns) {
-                Ok(shape) => Some(shape),
-                Err(e) => return self.fail(&e),
-            }
-        } else {
-            None
+            _ => return Ok(None),
         };
-        match front {
-            Some(Pending::Query(_)) => self.simple_shape = shape,
-            Some(Pending::Describe {
-                kind: b'S', name, ..
-            }) => {
-                self.statement_shapes.insert(name, shape);
+        let made = match state.portals.get(&portal) {
+            Some(p) if p.shape.is_none() => {
+                let formats = p.result_formats.clone();
+                match state.portal_description(&portal) {
+                    Some(PortalDescription::Own(raw)) => Some(
+                        raw.map(|raw| RowShape::from_row_description(raw, &self.columns))
+                            .transpose()?,
+                    ),
+                    Some(PortalDescription::Statement(raw)) => Some(
+                        raw.map(|raw| {
+                            RowShape::from_row_description(raw, &self.columns)?
+                                .with_result_formats(&formats)
+                        })
+                        .transpose()?,
+                    ),
+                    None => None,
+                }
             }
-            Some(Pending::Describe { name, .. }) => {
-                let entry = self
-                    .portal_shapes
-                    .entry(name)
-                    .or_insert_with(|| PortalShape {
-                        statement: Vec::new(),
-                        result_formats: Vec::new(),
-                        shape: None,
-                    });
-                entry.shape = Some(shape);
-            }
-            // An Execute of a cursor's FETCH in simple mode and the like.
-            _ => self.simple_shape = shape,
+            _ => None,
+        };
+        let Some(p) = state.portals.get_mut(&portal) else {
+            return Ok(None);
+        };
+        if made.is_some() {
+            p.shape = made;
         }
-        ServerVerdict::Forward
+        Ok(p.shape.as_ref().and_then(Option::as_ref))
     }
 
     fn mask_copy(&mut self, frame: &Frame) -> ServerVerdict {
@@ -774,12 +754,15 @@ impl PolicyInspector {
         }
     }
 
-    pub(crate) fn server_frame(&mut self, state: &ConnectionState, frame: &Frame) -> ServerVerdict {
+    pub(crate) fn server_frame(
+        &mut self,
+        state: &mut ConnectionState,
+        frame: &Frame,
+    ) -> ServerVerdict {
         if self.suppressing {
             return match frame.tag() {
                 b'Z' => {
                     self.suppressing = false;
-                    self.simple_shape = None;
                     ServerVerdict::Forward
                 }
                 b'N' | b'A' => self.mask_error(frame),
@@ -806,7 +789,6 @@ impl PolicyInspector {
                     Err(e) => self.fail(&e),
                 }
             }
-            b'T' | b'n' => self.on_row_description(state, frame),
             b'd' => self.mask_copy(frame),
             b'V' => {
                 let binary = !matches!(
@@ -853,36 +835,8 @@ impl PolicyInspector {
                 }
                 ServerVerdict::Replace(out)
             }
-            b'1' => {
-                if let Some(Pending::Parse { name }) = state.front() {
-                    self.statement_shapes.remove(name);
-                }
-                ServerVerdict::Forward
-            }
-            b'2' => {
-                if let Some(Pending::Bind {
-                    portal,
-                    statement,
-                    result_formats,
-                }) = state.front()
-                {
-                    self.portal_shapes.insert(
-                        portal.clone(),
-                        PortalShape {
-                            statement: statement.clone(),
-                            result_formats: result_formats.clone(),
-                            shape: None,
-                        },
-                    );
-                }
-                ServerVerdict::Forward
-            }
             b'Z' => {
-                self.simple_shape = None;
                 self.copy = None;
-                if frame.body().first() == Some(&b'I') {
-                    self.portal_shapes.clear();
-                }
                 ServerVerdict::Forward
             }
             _ => ServerVerdict::Forward,

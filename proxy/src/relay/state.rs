@@ -1,8 +1,16 @@
-//! Per-connection protocol state, kept from the frames the relay sees:
-//! prepared statements and portals with their row descriptions (an Execute
+//! Per-connection protocol state, kept from the frames the relay sees: the
+//! prepared statements and portals the server holds, with their row
+//! descriptions and the row shapes the masker makes of them (an Execute
 //! does not resend RowDescription, so whoever inspects DataRows later needs
 //! them), the transaction status, and the queue of requests still awaiting
 //! their responses (so pipelining, errors-until-Sync and idleness are known).
+//!
+//! Statements and portals are kept in the server's order: a statement from
+//! its ParseComplete, a portal from its BindComplete, each description from
+//! the answer to its Describe. What the client has sent (and the relay may
+//! still hold back) is the policy inspector's: its record of each statement
+//! and portal knows the text, the verdict and which Parse a portal was bound
+//! to.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -10,17 +18,42 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::protocol::{take_cstr, take_i16, take_i32, Frame};
+use hoop_policy::RowShape;
 
+/// A prepared statement the server holds.
 #[derive(Debug, Clone, Default)]
 pub struct PreparedStatement {
-    /// RowDescription body, once a Describe of the statement returned one.
-    pub row_description: Option<Bytes>,
+    /// Which ParseComplete made it: a portal bound to it remembers this,
+    /// and a later statement of the same name (the unnamed statement is
+    /// replaced by every Parse) does not describe that portal's rows.
+    parse: u64,
+    /// The answer to a Describe of it: a RowDescription body, or `None`
+    /// for NoData.
+    pub description: Option<Option<Bytes>>,
 }
 
+/// A portal the server holds.
 #[derive(Debug, Clone, Default)]
 pub struct Portal {
     pub statement: Vec<u8>,
-    pub row_description: Option<Bytes>,
+    /// The [`PreparedStatement::parse`] of the statement it was bound to.
+    statement_parse: u64,
+    pub result_formats: Vec<i16>,
+    /// The answer to a Describe of the portal itself (its result formats
+    /// applied): a RowDescription body, or `None` for NoData.
+    pub description: Option<Option<Bytes>>,
+    /// The shape of its rows, once the masker made it (see
+    /// [`ConnectionState::portal_description`]); `None` inside: no rows.
+    pub shape: Option<Option<RowShape>>,
+}
+
+/// Where a portal's row description comes from.
+pub enum PortalDescription<'a> {
+    /// A Describe of the portal: its result formats are applied.
+    Own(Option<&'a Bytes>),
+    /// A Describe of the very statement it was bound to: every column in
+    /// text format; the portal's result formats still apply.
+    Statement(Option<&'a Bytes>),
 }
 
 /// A request sent to the server whose response has not fully arrived. The
@@ -44,7 +77,10 @@ pub enum Pending {
     Execute {
         portal: Vec<u8>,
     },
-    Close,
+    Close {
+        kind: u8,
+        name: Vec<u8>,
+    },
     Sync(Instant),
     /// `binary`: the call asked for its result in binary format.
     FunctionCall {
@@ -92,6 +128,10 @@ pub struct ConnectionState {
     pub transaction_status: u8,
     /// RowDescription of the simple-query result currently streaming.
     pub simple_row_description: Option<Bytes>,
+    /// Its shape, once the masker made it.
+    pub simple_shape: Option<RowShape>,
+    /// Counts ParseCompletes (see [`PreparedStatement::parse`]).
+    parses: u64,
     /// After a refused extended-protocol message: client messages are
     /// dropped until the next Sync (as the server would skip them after an
     /// error), so nothing of the refused statement reaches the server.
@@ -211,35 +251,21 @@ impl ConnectionState {
                 self.statements.remove(&b""[..]);
                 self.portals.remove(&b""[..]);
                 self.simple_row_description = None;
+                self.simple_shape = None;
                 self.push(Pending::Query(now));
                 return Started::Statement;
             }
             b'P' => {
-                let mut parsed = Vec::new();
-                if let Some((name, _)) = take_cstr(body) {
-                    self.statements
-                        .insert(name.to_vec(), PreparedStatement::default());
-                    parsed = name.to_vec();
-                }
-                self.push(Pending::Parse { name: parsed });
+                let name = take_cstr(body).map(|(n, _)| n.to_vec()).unwrap_or_default();
+                self.push(Pending::Parse { name });
             }
             b'B' => {
                 let pending = match parse_bind(body) {
-                    Some(portal) => {
-                        let row_description = self
-                            .statements
-                            .get(&portal.statement)
-                            .and_then(|s| s.row_description.clone());
-                        let pending = Pending::Bind {
-                            portal: portal.portal.clone(),
-                            statement: portal.statement.clone(),
-                            result_formats: portal.result_formats.clone(),
-                        };
-                        let (name, mut portal) = portal.into_parts();
-                        portal.row_description = row_description;
-                        self.portals.insert(name, portal);
-                        pending
-                    }
+                    Some(portal) => Pending::Bind {
+                        portal: portal.portal,
+                        statement: portal.statement,
+                        result_formats: portal.result_formats,
+                    },
                     None => Pending::Bind {
                         portal: Vec::new(),
                         statement: Vec::new(),
@@ -264,20 +290,11 @@ impl ConnectionState {
                 return Started::Statement;
             }
             b'C' => {
-                if let Some((&kind, rest)) = body.split_first() {
-                    if let Some((name, _)) = take_cstr(rest) {
-                        match kind {
-                            b'S' => {
-                                self.statements.remove(name);
-                            }
-                            b'P' => {
-                                self.portals.remove(name);
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                self.push(Pending::Close);
+                let (kind, name) = body
+                    .split_first()
+                    .and_then(|(&kind, rest)| Some((kind, take_cstr(rest)?.0.to_vec())))
+                    .unwrap_or_default();
+                self.push(Pending::Close { kind, name });
             }
             b'S' => self.push(Pending::Sync(now)),
             b'F' => {
@@ -304,15 +321,49 @@ impl ConnectionState {
                     self.portals.clear();
                 }
                 self.simple_row_description = None;
+                self.simple_shape = None;
                 while let Some(e) = self.pending.pop_front() {
                     if let Some(started) = e.pending.ends_with_ready() {
                         return Some(now.saturating_duration_since(started));
                     }
                 }
             }
-            b'1' | b'2' | b'3' => {
-                self.pending.pop_front();
-            }
+            b'1' | b'2' | b'3' => match self.pending.pop_front().map(|e| e.pending) {
+                Some(Pending::Parse { name }) => {
+                    self.parses += 1;
+                    self.statements.insert(
+                        name,
+                        PreparedStatement {
+                            parse: self.parses,
+                            description: None,
+                        },
+                    );
+                }
+                Some(Pending::Bind {
+                    portal,
+                    statement,
+                    result_formats,
+                }) => {
+                    let statement_parse = self.statements.get(&statement).map_or(0, |s| s.parse);
+                    self.portals.insert(
+                        portal,
+                        Portal {
+                            statement,
+                            statement_parse,
+                            result_formats,
+                            description: None,
+                            shape: None,
+                        },
+                    );
+                }
+                Some(Pending::Close { kind: b'S', name }) => {
+                    self.statements.remove(&name);
+                }
+                Some(Pending::Close { kind: b'P', name }) => {
+                    self.portals.remove(&name);
+                }
+                _ => {}
+            },
             b'T' | b'n' => {
                 let description =
                     (frame.tag() == b'T').then(|| Bytes::copy_from_slice(frame.body()));
@@ -321,19 +372,25 @@ impl ConnectionState {
                         match kind {
                             b'S' => {
                                 if let Some(s) = self.statements.get_mut(name) {
-                                    s.row_description = description;
+                                    s.description = Some(description);
                                 }
                             }
                             _ => {
-                                if let Some(p) = self.portals.get_mut(name) {
-                                    p.row_description = description;
-                                }
+                                // A cursor declared in SQL is a portal no
+                                // Bind made: its description is all there is.
+                                let p = self.portals.entry(name.clone()).or_default();
+                                p.description = Some(description);
+                                p.shape = None;
                             }
                         }
                         self.pending.pop_front();
                     }
-                    Some(Pending::Query(_)) => self.simple_row_description = description,
-                    _ => {}
+                    // A Query's result set (and whatever else streams rows
+                    // with a description of their own).
+                    _ => {
+                        self.simple_row_description = description;
+                        self.simple_shape = None;
+                    }
                 }
             }
             b'C' | b's' | b'I' if matches!(self.front(), Some(Pending::Execute { .. })) => {
@@ -353,14 +410,31 @@ impl ConnectionState {
         None
     }
 
-    /// The row description that applies to DataRows of `portal`.
-    pub fn portal_row_description(&self, portal: &[u8]) -> Option<&Bytes> {
+    /// Where the description of `portal`'s rows comes from (`None`: not
+    /// known — neither the portal nor the statement it was bound to was
+    /// described).
+    pub fn portal_description(&self, portal: &[u8]) -> Option<PortalDescription<'_>> {
         let p = self.portals.get(portal)?;
-        p.row_description.as_ref().or_else(|| {
-            self.statements
-                .get(&p.statement)
-                .and_then(|s| s.row_description.as_ref())
-        })
+        if let Some(own) = &p.description {
+            return Some(PortalDescription::Own(own.as_ref()));
+        }
+        let statement = self
+            .statements
+            .get(&p.statement)
+            .filter(|s| s.parse == p.statement_parse)?;
+        Some(PortalDescription::Statement(
+            statement.description.as_ref()?.as_ref(),
+        ))
+    }
+
+    /// The row description that applies to DataRows of `portal` (its
+    /// column names; the formats may be the statement's).
+    pub fn portal_row_description(&self, portal: &[u8]) -> Option<&Bytes> {
+        match self.portal_description(portal)? {
+            PortalDescription::Own(description) | PortalDescription::Statement(description) => {
+                description
+            }
+        }
     }
 }
 
@@ -368,18 +442,6 @@ struct BindParts {
     portal: Vec<u8>,
     statement: Vec<u8>,
     result_formats: Vec<i16>,
-}
-
-impl BindParts {
-    fn into_parts(self) -> (Vec<u8>, Portal) {
-        (
-            self.portal,
-            Portal {
-                statement: self.statement,
-                row_description: None,
-            },
-        )
-    }
 }
 
 /// The result format a FunctionCall asks for: after the function's OID, its
@@ -462,7 +524,10 @@ mod tests {
         s.on_server_frame(&frame(b't', b"\0\0"), now);
         s.on_server_frame(&frame(b'T', b"rowdesc"), now);
         assert_eq!(
-            s.statements[&b"s1"[..]].row_description.as_deref(),
+            s.statements[&b"s1"[..]]
+                .description
+                .as_ref()
+                .and_then(|d| d.as_deref()),
             Some(&b"rowdesc"[..])
         );
         s.on_server_frame(&frame(b'2', b""), now);
@@ -478,6 +543,54 @@ mod tests {
         s.on_server_frame(&frame(b'C', b"SELECT 1\0"), now);
         assert!(s.on_server_frame(&frame(b'Z', b"I"), now).is_some());
         assert!(s.is_idle());
+    }
+
+    #[test]
+    fn a_portal_keeps_the_statement_it_was_bound_to() {
+        let mut s = ConnectionState::new();
+        let now = Instant::now();
+        // Described, bound, then replaced by another Parse of the unnamed
+        // statement, described too.
+        for (t, b) in [
+            (b'P', &b"\0select card\0\0\0"[..]),
+            (b'D', b"S\0"),
+            (b'B', b"p\0\0\0\0\0\0\0\0"),
+            (b'P', b"\0select 1\0\0\0"),
+            (b'D', b"S\0"),
+            (b'S', b""),
+        ] {
+            s.on_client_frame(&frame(t, b), now);
+        }
+        for (t, b) in [
+            (b'1', &b""[..]),
+            (b't', b"\0\0"),
+            (b'T', b"card"),
+            (b'2', b""),
+            (b'1', b""),
+            (b't', b"\0\0"),
+            (b'T', b"one"),
+            (b'Z', b"T"),
+        ] {
+            s.on_server_frame(&frame(t, b), now);
+        }
+        assert!(
+            s.portal_description(b"p").is_none(),
+            "p's statement is gone: only a Describe of p itself describes its rows"
+        );
+        assert_eq!(
+            s.statements[&b""[..]]
+                .description
+                .as_ref()
+                .and_then(|d| d.as_deref()),
+            Some(&b"one"[..])
+        );
+        // Bound after the Describe it was bound with: that one applies.
+        s.on_client_frame(&frame(b'B', b"q\0\0\0\0\0\0\0\0"), now);
+        s.on_server_frame(&frame(b'2', b""), now);
+        assert!(matches!(
+            s.portal_description(b"q"),
+            Some(PortalDescription::Statement(Some(d))) if &d[..] == b"one"
+        ));
     }
 
     #[test]
