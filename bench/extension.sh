@@ -109,11 +109,13 @@ median() {
 # read_run SQL-FILE: one pgbench client reading for SECONDS_PER_RUN; prints
 # "<reads/s> <backend CPU ms per read>" ("-" for the CPU when its backend
 # could not be sampled). The backend is found by an application_name unique
-# to the run (a backend of the previous run may still be exiting), and its
-# CPU is sampled every 0.1 s until it exits (the last 0.1 s is missed,
-# alike for both tables).
+# to the run (a backend of the previous run may still be exiting); pgbench's
+# own first connection has that name too, so a backend that is gone is
+# looked up again and the largest CPU figure seen is kept. The reader's CPU
+# is sampled every 0.1 s until it exits (the last 0.1 s is missed, alike for
+# both tables).
 read_run() {
-    local out="$WORK/read.out" pid="" ticks="" stat app
+    local out="$WORK/read.out" pid="" ticks="" now stat app
     app="hoop-bench-read-$RANDOM$RANDOM"
     PGAPPNAME=$app "${PGBENCH[@]}" -n -c 1 -T "$SECONDS_PER_RUN" -f "$1" bench >"$out" 2>&1 &
     local client=$!
@@ -123,8 +125,11 @@ read_run() {
         fi
         if [ -n "$pid" ]; then
             if stat=$(cat "/proc/$pid/stat" 2>/dev/null); then
-                ticks=$(awk '{print $14 + $15}' <<<"$stat")
-            elif [ -z "$ticks" ]; then
+                now=$(awk '{print $14 + $15}' <<<"$stat")
+                if [ -z "$ticks" ] || [ "$now" -gt "$ticks" ]; then ticks=$now; fi
+            else
+                # Gone: pgbench's first connection (it checks the server
+                # before its clients connect), or the reader at the very end.
                 pid=""
             fi
         fi

@@ -702,6 +702,7 @@ unsafe fn decide_again(
 /// varlena `allocate(size)` gives (`size` bytes, header included): a fresh
 /// palloc for the function, a buffer reused row after row for the output
 /// masking node ([`crate::output`]).
+#[inline(always)]
 pub(crate) unsafe fn mask_datum(
     value: pg_sys::Datum,
     masker: &Masker,
