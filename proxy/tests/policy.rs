@@ -540,3 +540,62 @@ async fn a_portal_is_masked_with_the_shape_of_the_statement_it_was_bound_to() {
     assert!(row.text().contains("************1111"), "{}", row.text());
     gw.stop().await;
 }
+
+/// The SQL of every statement record of the gateway's audit store, in order.
+fn recorded_statements(dir: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(dir.join("audit.db")).unwrap();
+    let mut query = conn
+        .prepare("SELECT payload FROM audit_entries WHERE kind = 'statement' ORDER BY seq")
+        .unwrap();
+    let payloads = query
+        .query_map([], |row| row.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect::<Vec<_>>();
+    payloads
+        .iter()
+        .map(|payload| {
+            let record: serde_json::Value = serde_json::from_str(payload).unwrap();
+            record["sql"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_prepared_in_sql_is_judged_and_recorded_as_what_it_runs() {
+    // Prepared statements of SQL and of the protocol share one namespace:
+    // after DEALLOCATE and PREPARE of the same name in SQL, a portal bound
+    // to the name runs the SQL one, and is recorded as that.
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let mut batch = parse("s", "select 'protocol'");
+    batch.extend(sync());
+    raw.send(&batch).await;
+    assert_eq!(tags(&raw.until(b'Z').await), "1Z");
+    let msgs = simple(
+        &mut raw,
+        "DEALLOCATE s; PREPARE s AS SELECT card_number FROM payments WHERE id = 1",
+    )
+    .await;
+    assert_eq!(ready_status(&msgs), b'I', "{msgs:?}");
+    let mut batch = bind("p", "s", None);
+    batch.extend(execute("p", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    no_pan(&msgs);
+    let row = msgs
+        .iter()
+        .find(|m| m.tag == b'D')
+        .expect("the SQL statement's row");
+    assert!(row.text().contains("************1111"), "{}", row.text());
+    drop(raw);
+    let dir = gw.dir.clone();
+    gw.stop().await;
+    let recorded = recorded_statements(&dir);
+    let last = recorded.last().expect("records");
+    assert!(
+        last.contains("\"s\" (prepared in SQL)"),
+        "the Execute is recorded as the SQL statement it ran: {recorded:?}"
+    );
+}

@@ -185,7 +185,9 @@ impl PolicyInspector {
         // PREPAREs become visible to later EXECUTEs of the same string, but
         // are remembered only if the whole string may run.
         let mut prepared_here: Vec<(String, Arc<StatementFacts>)> = Vec::new();
-        let mut deallocated_here: Vec<Option<String>> = Vec::new();
+        // PREPAREs (`Some` facts) and DEALLOCATEs (`None`; no name: ALL),
+        // in the order the string has them.
+        let mut changes: Vec<(Option<String>, Option<Arc<StatementFacts>>)> = Vec::new();
         for facts in &classified.statements {
             let mut decision = decide(facts, &self.identity, &self.context, &self.rules);
             // `EXECUTE name`, also inside `EXPLAIN ANALYZE EXECUTE name` and
@@ -196,23 +198,32 @@ impl PolicyInspector {
             }
             match &facts.kind {
                 Kind::Prepare { name } => {
-                    prepared_here.push((name.clone(), Arc::new(facts.clone())));
+                    let facts = Arc::new(facts.clone());
+                    prepared_here.push((name.clone(), Arc::clone(&facts)));
+                    changes.push((Some(name.clone()), Some(facts)));
                 }
-                Kind::Deallocate { name } => deallocated_here.push(name.clone()),
+                Kind::Deallocate { name } => changes.push((name.clone(), None)),
                 _ => {}
             }
             worst = worse(worst, decision);
         }
         if worst == Decision::Allow {
-            for (name, facts) in prepared_here {
-                self.sql_prepared.insert(name, facts);
-            }
-            for name in deallocated_here {
-                match name {
-                    Some(name) => {
+            // SQL and the protocol share one namespace of prepared
+            // statements: a name prepared in SQL is no longer a Parse's.
+            for change in changes {
+                match change {
+                    (Some(name), Some(facts)) => {
+                        self.prepared.remove(name.as_bytes());
+                        self.sql_prepared.insert(name, facts);
+                    }
+                    (Some(name), None) => {
+                        self.prepared.remove(name.as_bytes());
                         self.sql_prepared.remove(&name);
                     }
-                    None => self.sql_prepared.clear(),
+                    (None, _) => {
+                        self.prepared.clear();
+                        self.sql_prepared.clear();
+                    }
                 }
             }
         }
@@ -288,6 +299,12 @@ impl PolicyInspector {
     fn execute(&mut self, portal: &[u8]) -> StatementInfo {
         let bound = self.bound.get(portal);
         let bind = bound.map(|b| b.bind.clone());
+        // A portal bound to a statement prepared in SQL (`PREPARE name AS
+        // …`, judged then): judged again on what it runs, as `EXECUTE name`.
+        let prepared_in_sql = bound
+            .filter(|b| b.sql.is_none())
+            .and_then(|b| std::str::from_utf8(&b.statement.0).ok())
+            .and_then(|name| Some((name.to_owned(), self.sql_prepared.get(name)?.clone())));
         let sql = bound.and_then(|b| b.sql.clone());
         // Its shape is known by its rows if the portal was described, or the
         // very statement it was bound to (not a later one of the same name).
@@ -298,8 +315,8 @@ impl PolicyInspector {
                     .get(&b.statement.0)
                     .is_some_and(|p| p.parse == b.statement.1 && p.described)
         });
-        let (sql, judged) = match sql {
-            Some(sql) => {
+        let (sql, judged) = match (sql, prepared_in_sql) {
+            (Some(sql), _) => {
                 let text = String::from_utf8_lossy(&sql).into_owned();
                 let classified = self.cache.classify(&text);
                 let judged = match self.verdicts.get(&(Arc::as_ptr(&classified) as usize)) {
@@ -322,8 +339,17 @@ impl PolicyInspector {
                 };
                 (text, judged)
             }
+            (None, Some((name, facts))) => {
+                let decision = self.decide_executed(&name, Some(vec![facts.as_ref().clone()]));
+                // Its kind and tables are the prepared statement's.
+                let runs = facts.inner.as_deref().unwrap_or(facts.as_ref());
+                (
+                    format!("-- Execute of statement \"{name}\" (prepared in SQL)"),
+                    Judged::of(decision, std::slice::from_ref(runs)),
+                )
+            }
             // A cursor declared in SQL (judged then), fetched by portal name.
-            None => (
+            (None, None) => (
                 format!(
                     "-- Execute of portal \"{}\"",
                     String::from_utf8_lossy(portal)
