@@ -14,24 +14,29 @@
 //!
 //! Why this shows nothing the function would not:
 //!
-//! - What the top plan node outputs goes nowhere but to the node above it
-//!   (nothing in a plan reads the top node's output columns: quals, sort
-//!   keys, join and grouping expressions are evaluated below or inside it
-//!   and keep their own `mask_column` calls; only whole output columns are
-//!   moved). The HoopMask node is the plan's top, so every consumer of the
-//!   statement's result — the client, `INSERT … SELECT`'s subplan is not
-//!   one (only `SELECT` plans are changed), `CREATE TABLE AS`/`SELECT INTO`,
-//!   `COPY (…) TO`, cursors (WITH HOLD ones store the top node's output),
-//!   SPI and PL/pgSQL, SQL functions, `EXPLAIN ANALYZE` — receives the masked
-//!   row.
+//! - Only the top node's own output columns are changed. Nothing in a plan
+//!   reads them but the node above: quals, sort keys, join, grouping and
+//!   window expressions are evaluated below or inside the top node (and sort
+//!   and group column numbers refer to its input), and they keep their own
+//!   `mask_column` calls; so does every other node, and so does whatever a
+//!   node stores (sorts, hashes, materializations, spilled to disk or not).
+//!   The only new place a raw value exists is the hand-off of one row from
+//!   the top node to HoopMask, in the backend's memory.
+//! - HoopMask is the plan's top, so every consumer of a `SELECT`'s rows gets
+//!   them masked: the client (and the gateway, which sees the same row
+//!   description: names, types, table and column numbers are copied), `CREATE
+//!   TABLE AS`/`SELECT INTO`, `COPY (…) TO` and `COPY t TO`, cursors
+//!   (scrollable ones read backward and rewound through it, WITH HOLD ones
+//!   store its output), SPI and PL/pgSQL, SQL functions, `EXPLAIN ANALYZE`.
+//!   Other commands (`INSERT … SELECT`, `UPDATE`, `RETURNING` …) keep the
+//!   function: only `SELECT` plans are changed.
 //! - It lives in the plan, so it travels with prepared statements, cached
 //!   plans and portals; the decision is taken while the plan runs, per row
 //!   and column, from the session state at that moment, as the function's.
+//!   It is only ever added at the very top of a statement's plan (never
+//!   inside a parallel worker's part of it).
 //! - It fails closed like the function: when the policies cannot be read it
 //!   raises the same 55000 error, and a masking error stops the statement.
-//! - Raw values of such columns now pass between the top node and HoopMask
-//!   (one row at a time, in memory, in the backend) where before they were
-//!   masked inside the top node: no session can observe that step.
 //!
 //! The gain: the top node often needs no projection at all any more (a scan
 //! returns the table's rows as they are), no fmgr call per value, and the
