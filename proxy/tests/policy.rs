@@ -599,3 +599,46 @@ async fn a_name_prepared_in_sql_is_judged_and_recorded_as_what_it_runs() {
         "the Execute is recorded as the SQL statement it ran: {recorded:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_declared_over_a_described_portals_name_is_masked_as_itself() {
+    // Portals of SQL and of the protocol share one namespace: a protocol
+    // portal described (and executed), then closed in SQL and declared
+    // again as a cursor over card numbers, executed by the protocol.
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    simple(&mut raw, "begin").await;
+    let mut batch = parse("", "select 1");
+    batch.extend(bind("p", "", None));
+    batch.extend(describe(b'P', "p"));
+    batch.extend(execute("p", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    assert_eq!(tags(&raw.until(b'Z').await), "12TDCZ");
+    let msgs = simple(
+        &mut raw,
+        "close p; declare p cursor for select card_number from payments where id = 1",
+    )
+    .await;
+    assert_eq!(ready_status(&msgs), b'T', "{msgs:?}");
+    let mut batch = execute("p", 0);
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    no_pan(&msgs);
+    let row = msgs
+        .iter()
+        .find(|m| m.tag == b'D')
+        .expect("the cursor's row");
+    assert!(row.text().contains("************1111"), "{}", row.text());
+    drop(raw);
+    let dir = gw.dir.clone();
+    gw.stop().await;
+    // Recorded as the cursor it ran, not the portal that had the name.
+    let recorded = recorded_statements(&dir);
+    assert_eq!(
+        recorded.last().map(String::as_str),
+        Some("-- Execute of portal \"p\""),
+        "{recorded:?}"
+    );
+}

@@ -71,6 +71,13 @@ pub struct PolicyInspector {
     /// Numbers the Parses, so a portal knows which statement of a name it
     /// was bound to.
     parses: u64,
+    /// Counts the statements the client asked to run (Query, Execute,
+    /// FunctionCall). SQL and the protocol share one namespace of portals:
+    /// any statement may close a portal and declare a cursor of the same
+    /// name (`CLOSE p; DECLARE p CURSOR …`, or a function doing so), so
+    /// what the gateway knows of a portal's rows holds only until another
+    /// statement runs.
+    runs: u64,
 
     // Server side, in the order the server answers (the statements and
     // portals the server holds, and their shapes, are `ConnectionState`'s).
@@ -111,6 +118,9 @@ struct Bound {
     /// Its row description arrives before its rows: the client or the
     /// gateway asked for it.
     described: bool,
+    /// [`PolicyInspector::runs`] when the above was last true: once
+    /// another statement ran, the name may be a different portal.
+    known_at: u64,
 }
 
 impl PolicyInspector {
@@ -133,6 +143,7 @@ impl PolicyInspector {
             prepared: HashMap::new(),
             bound: HashMap::new(),
             parses: 0,
+            runs: 0,
             copy: None,
             suppressing: false,
         }
@@ -188,6 +199,8 @@ impl PolicyInspector {
         // PREPAREs (`Some` facts) and DEALLOCATEs (`None`; no name: ALL),
         // in the order the string has them.
         let mut changes: Vec<(Option<String>, Option<Arc<StatementFacts>>)> = Vec::new();
+        // Cursors declared: a portal of the protocol by that name is gone.
+        let mut declared: Vec<String> = Vec::new();
         for facts in &classified.statements {
             let mut decision = decide(facts, &self.identity, &self.context, &self.rules);
             // `EXECUTE name`, also inside `EXPLAIN ANALYZE EXECUTE name` and
@@ -203,11 +216,15 @@ impl PolicyInspector {
                     changes.push((Some(name.clone()), Some(facts)));
                 }
                 Kind::Deallocate { name } => changes.push((name.clone(), None)),
+                Kind::DeclareCursor { name, .. } => declared.push(name.clone()),
                 _ => {}
             }
             worst = worse(worst, decision);
         }
         if worst == Decision::Allow {
+            for name in declared {
+                self.bound.remove(name.as_bytes());
+            }
             // SQL and the protocol share one namespace of prepared
             // statements: a name prepared in SQL is no longer a Parse's.
             for change in changes {
@@ -308,13 +325,20 @@ impl PolicyInspector {
         let sql = bound.and_then(|b| b.sql.clone());
         // Its shape is known by its rows if the portal was described, or the
         // very statement it was bound to (not a later one of the same name).
+        // Nothing else ran since (see `runs`).
         let described = bound.is_some_and(|b| {
-            b.described
-                || self
-                    .prepared
-                    .get(&b.statement.0)
-                    .is_some_and(|p| p.parse == b.statement.1 && p.described)
+            b.known_at == self.runs
+                && (b.described
+                    || self
+                        .prepared
+                        .get(&b.statement.0)
+                        .is_some_and(|p| p.parse == b.statement.1 && p.described))
         });
+        // This Execute runs; the portal it runs is still this one after.
+        self.runs += 1;
+        if let Some(bound) = self.bound.get_mut(portal) {
+            bound.known_at = self.runs;
+        }
         let (sql, judged) = match (sql, prepared_in_sql) {
             (Some(sql), _) => {
                 let text = String::from_utf8_lossy(&sql).into_owned();
@@ -362,12 +386,11 @@ impl PolicyInspector {
                 },
             ),
         };
-        let describe_portal = (!described).then(|| {
-            if let Some(bound) = self.bound.get_mut(portal) {
-                bound.described = true;
-            }
-            portal.to_vec()
-        });
+        if let Some(bound) = self.bound.get_mut(portal) {
+            // Described now, by the client's Describe or the gateway's.
+            bound.described = true;
+        }
+        let describe_portal = (!described).then(|| portal.to_vec());
         StatementInfo {
             params: bind.as_deref().map(bind_params).unwrap_or_default(),
             sql,
@@ -657,6 +680,7 @@ impl PolicyInspector {
                 // (as `ConnectionState` does, and the server).
                 self.forget_statement(b"");
                 self.forget_portal(b"");
+                self.runs += 1;
                 let (sql, _) = cstr(body);
                 let judged = self.decide_sql(sql);
                 return ClientVerdict::Statement(Box::new(judged.into_info(sql)));
@@ -697,6 +721,7 @@ impl PolicyInspector {
                         sql: prepared.map(|p| p.sql.clone()),
                         bind: Bytes::copy_from_slice(body),
                         described: false,
+                        known_at: self.runs,
                     },
                 );
                 if needs_review {
@@ -712,6 +737,7 @@ impl PolicyInspector {
                         }
                     } else if let Some(bound) = self.bound.get_mut(name) {
                         bound.described = true;
+                        bound.known_at = self.runs;
                     }
                 }
             }
@@ -730,6 +756,7 @@ impl PolicyInspector {
                 }
             }
             b'F' => {
+                self.runs += 1;
                 // Refused by the shipped rule `function-call-protocol`
                 // unless the operator switched it off (and no rule about
                 // functions applies: any of them matches a FunctionCall).
