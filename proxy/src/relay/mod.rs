@@ -955,9 +955,9 @@ impl Relay {
             Read::Empty if frame.tag() == b'Q' => FailedStep::Answered(FailedAnswer::EmptyQuery),
             Read::Empty => FailedStep::Go,
             // PostgreSQL reports a syntax error first (the classification
-            // finds it), anything else with 25P02.
-            Read::Unparsed | Read::Refused if frame.tag() == b'Q' => FailedStep::Refuse,
+            // finds it), and a Query's other statements with 25P02.
             Read::Unparsed => FailedStep::Refuse,
+            Read::Refused if frame.tag() == b'Q' => FailedStep::Refuse,
             _ => {
                 self.fail_server_transaction(out, state, now);
                 FailedStep::Go
