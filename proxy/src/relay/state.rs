@@ -444,23 +444,28 @@ struct BindParts {
     result_formats: Vec<i16>,
 }
 
+/// Skips a count and that many format codes (Bind, FunctionCall).
+fn skip_formats(body: &[u8]) -> Option<&[u8]> {
+    let (count, rest) = take_i16(body)?;
+    rest.get(2 * usize::try_from(count).unwrap_or(0)..)
+}
+
+/// Skips a count and that many length-prefixed values, -1 for NULL (Bind
+/// parameters, FunctionCall arguments).
+fn skip_values(body: &[u8]) -> Option<&[u8]> {
+    let (count, mut rest) = take_i16(body)?;
+    for _ in 0..count.max(0) {
+        let (len, tail) = take_i32(rest)?;
+        rest = tail.get(usize::try_from(len).unwrap_or(0)..)?;
+    }
+    Some(rest)
+}
+
 /// The result format a FunctionCall asks for: after the function's OID, its
 /// argument formats and its arguments.
 fn function_result_format(body: &[u8]) -> Option<i16> {
     let (_, rest) = take_i32(body)?;
-    let (n_formats, mut rest) = take_i16(rest)?;
-    for _ in 0..n_formats.max(0) {
-        rest = take_i16(rest)?.1;
-    }
-    let (n_args, mut rest) = take_i16(rest)?;
-    for _ in 0..n_args.max(0) {
-        let (len, tail) = take_i32(rest)?;
-        rest = if len > 0 {
-            tail.get(len as usize..)?
-        } else {
-            tail
-        };
-    }
+    let rest = skip_values(skip_formats(rest)?)?;
     let (format, rest) = take_i16(rest)?;
     rest.is_empty().then_some(format)
 }
@@ -468,25 +473,14 @@ fn function_result_format(body: &[u8]) -> Option<i16> {
 fn parse_bind(body: &[u8]) -> Option<BindParts> {
     let (portal, rest) = take_cstr(body)?;
     let (statement, rest) = take_cstr(rest)?;
-    let (n_formats, mut rest) = take_i16(rest)?;
-    for _ in 0..n_formats.max(0) {
-        rest = take_i16(rest)?.1;
-    }
-    let (n_params, mut rest2) = take_i16(rest)?;
-    for _ in 0..n_params.max(0) {
-        let (len, tail) = take_i32(rest2)?;
-        rest2 = if len > 0 {
-            tail.get(len as usize..)?
-        } else {
-            tail
-        };
-    }
-    let (n_results, mut rest3) = take_i16(rest2)?;
+    // Parameter formats and parameters, then the result formats.
+    let rest = skip_values(skip_formats(rest)?)?;
+    let (n_results, mut rest) = take_i16(rest)?;
     let mut result_formats = Vec::with_capacity(n_results.max(0) as usize);
     for _ in 0..n_results.max(0) {
-        let (f, tail) = take_i16(rest3)?;
-        result_formats.push(f);
-        rest3 = tail;
+        let (format, tail) = take_i16(rest)?;
+        result_formats.push(format);
+        rest = tail;
     }
     Some(BindParts {
         portal: portal.to_vec(),
