@@ -416,6 +416,25 @@ impl PolicyInspector {
         self.bound.remove(name);
     }
 
+    /// The verdict on a frame carrying values (DataRow, FunctionCallResponse)
+    /// once masked: as it came, its masked body under the same tag, or the
+    /// request ended with an error when it could not be masked.
+    fn masked_value(
+        &mut self,
+        tag: u8,
+        masked: Result<Option<Vec<u8>>, MaskFailure>,
+    ) -> ServerVerdict {
+        match masked {
+            Ok(None) => ServerVerdict::Forward,
+            Ok(Some(body)) => {
+                let mut out = BytesMut::new();
+                put_frame(&mut out, tag, &body);
+                ServerVerdict::Replace(out)
+            }
+            Err(e) => self.fail(&e),
+        }
+    }
+
     /// Starts suppressing the rest of the request; the client gets this error.
     fn fail(&mut self, problem: &dyn std::fmt::Display) -> ServerVerdict {
         tracing::warn!(%problem, "result could not be masked; request ended with an error");
@@ -441,46 +460,25 @@ impl PolicyInspector {
         &self,
         state: &'s mut ConnectionState,
     ) -> Result<Option<&'s RowShape>, MaskFailure> {
-        let portal = match state.front() {
-            Some(Pending::Execute { portal }) => portal.clone(),
-            Some(Pending::Query(_)) => {
-                if state.simple_shape.is_none() {
-                    if let Some(raw) = &state.simple_row_description {
-                        state.simple_shape =
-                            Some(RowShape::from_row_description(raw, &self.columns)?);
-                    }
-                }
-                return Ok(state.simple_shape.as_ref());
-            }
-            _ => return Ok(None),
-        };
-        let made = match state.portals.get(&portal) {
-            Some(p) if p.shape.is_none() => {
-                let formats = p.result_formats.clone();
-                match state.portal_description(&portal) {
-                    Some(PortalDescription::Own(raw)) => Some(
-                        raw.map(|raw| RowShape::from_row_description(raw, &self.columns))
-                            .transpose()?,
-                    ),
-                    Some(PortalDescription::Statement(raw)) => Some(
-                        raw.map(|raw| {
-                            RowShape::from_row_description(raw, &self.columns)?
-                                .with_result_formats(&formats)
-                        })
-                        .transpose()?,
-                    ),
-                    None => None,
+        if let Some(Pending::Query(_)) = state.front() {
+            if state.simple_shape.is_none() {
+                if let Some(raw) = &state.simple_row_description {
+                    state.simple_shape = Some(RowShape::from_row_description(raw, &self.columns)?);
                 }
             }
-            _ => None,
-        };
-        let Some(p) = state.portals.get_mut(&portal) else {
-            return Ok(None);
-        };
-        if made.is_some() {
-            p.shape = made;
+            return Ok(state.simple_shape.as_ref());
         }
-        Ok(p.shape.as_ref().and_then(Option::as_ref))
+        let columns = &self.columns;
+        state.execute_shape(|description, formats| match description {
+            PortalDescription::Own(raw) => raw
+                .map(|raw| RowShape::from_row_description(raw, columns))
+                .transpose(),
+            PortalDescription::Statement(raw) => raw
+                .map(|raw| {
+                    RowShape::from_row_description(raw, columns)?.with_result_formats(formats)
+                })
+                .transpose(),
+        })
     }
 
     fn mask_copy(&mut self, frame: &Frame) -> ServerVerdict {
@@ -832,15 +830,8 @@ impl PolicyInspector {
                     }
                     Err(problem) => return self.fail(&problem),
                 };
-                match mask_data_row(shape, frame.body()) {
-                    Ok(None) => ServerVerdict::Forward,
-                    Ok(Some(body)) => {
-                        let mut out = BytesMut::new();
-                        put_frame(&mut out, b'D', &body);
-                        ServerVerdict::Replace(out)
-                    }
-                    Err(e) => self.fail(&e),
-                }
+                let masked = mask_data_row(shape, frame.body());
+                self.masked_value(frame.tag(), masked)
             }
             b'd' => self.mask_copy(frame),
             b'V' => {
@@ -848,15 +839,8 @@ impl PolicyInspector {
                     state.front(),
                     Some(Pending::FunctionCall { binary: false, .. })
                 );
-                match hoop_policy::mask_function_result(&self.columns, frame.body(), binary) {
-                    Ok(None) => ServerVerdict::Forward,
-                    Ok(Some(body)) => {
-                        let mut out = BytesMut::new();
-                        put_frame(&mut out, b'V', &body);
-                        ServerVerdict::Replace(out)
-                    }
-                    Err(e) => self.fail(&e),
-                }
+                let masked = hoop_policy::mask_function_result(&self.columns, frame.body(), binary);
+                self.masked_value(frame.tag(), masked)
             }
             b'H' | b'W' => {
                 let binary = frame.body().first() == Some(&1);

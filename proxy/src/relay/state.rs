@@ -414,17 +414,37 @@ impl ConnectionState {
     /// known — neither the portal nor the statement it was bound to was
     /// described).
     pub fn portal_description(&self, portal: &[u8]) -> Option<PortalDescription<'_>> {
-        let p = self.portals.get(portal)?;
-        if let Some(own) = &p.description {
-            return Some(PortalDescription::Own(own.as_ref()));
+        described(self.portals.get(portal)?, &self.statements)
+    }
+
+    /// The shape of the rows the request at the front (an Execute) is
+    /// returning: made once with `make` from the portal's description (see
+    /// [`ConnectionState::portal_description`]) and its result formats,
+    /// then kept with the portal. `None`: not an Execute, or its rows'
+    /// description is not known. Called for every DataRow: one lookup once
+    /// the shape is made.
+    pub fn execute_shape<E>(
+        &mut self,
+        make: impl FnOnce(PortalDescription<'_>, &[i16]) -> Result<Option<RowShape>, E>,
+    ) -> Result<Option<&RowShape>, E> {
+        let Some(Entry {
+            pending: Pending::Execute { portal },
+            ..
+        }) = self.pending.front()
+        else {
+            return Ok(None);
+        };
+        let Some(p) = self.portals.get_mut(portal) else {
+            return Ok(None);
+        };
+        if p.shape.is_none() {
+            let Some(description) = described(p, &self.statements) else {
+                return Ok(None);
+            };
+            let shape = make(description, &p.result_formats)?;
+            p.shape = Some(shape);
         }
-        let statement = self
-            .statements
-            .get(&p.statement)
-            .filter(|s| s.parse == p.statement_parse)?;
-        Some(PortalDescription::Statement(
-            statement.description.as_ref()?.as_ref(),
-        ))
+        Ok(p.shape.as_ref().and_then(Option::as_ref))
     }
 
     /// The row description that applies to DataRows of `portal` (its
@@ -436,6 +456,23 @@ impl ConnectionState {
             }
         }
     }
+}
+
+/// Where `portal`'s row description comes from: its own Describe, else
+/// that of the very statement it was bound to.
+fn described<'a>(
+    portal: &'a Portal,
+    statements: &'a HashMap<Vec<u8>, PreparedStatement>,
+) -> Option<PortalDescription<'a>> {
+    if let Some(own) = &portal.description {
+        return Some(PortalDescription::Own(own.as_ref()));
+    }
+    let statement = statements
+        .get(&portal.statement)
+        .filter(|s| s.parse == portal.statement_parse)?;
+    Some(PortalDescription::Statement(
+        statement.description.as_ref()?.as_ref(),
+    ))
 }
 
 struct BindParts {
