@@ -334,10 +334,12 @@ impl PolicyInspector {
                         .get(&b.statement.0)
                         .is_some_and(|p| p.parse == b.statement.1 && p.described))
         });
-        // This Execute runs; the portal it runs is still this one after.
+        // This Execute runs; the portal it runs is still this one after,
+        // described now (by the client's Describe or the gateway's).
         self.runs += 1;
         if let Some(bound) = self.bound.get_mut(portal) {
             bound.known_at = self.runs;
+            bound.described = true;
         }
         let (sql, judged) = match (sql, prepared_in_sql) {
             (Some(sql), _) => {
@@ -386,10 +388,6 @@ impl PolicyInspector {
                 },
             ),
         };
-        if let Some(bound) = self.bound.get_mut(portal) {
-            // Described now, by the client's Describe or the gateway's.
-            bound.described = true;
-        }
         let describe_portal = (!described).then(|| portal.to_vec());
         StatementInfo {
             params: bind.as_deref().map(bind_params).unwrap_or_default(),
