@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use hoop_audit::AuditStore;
 use hoop_common::identity::Identity;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,7 +19,8 @@ use crate::auth::Authenticator;
 use crate::config::{AllowPlaintext, Config, RoleMapping};
 use crate::handshake::{refuse, Ended, HandshakeError, Startup};
 use crate::metrics::LoginOutcome;
-use crate::protocol::{self, split_frame, take_cstr};
+use crate::protocol::backend::{put_cleartext_password_request, put_negotiate_protocol_version};
+use crate::protocol::{split_frame, take_cstr};
 use crate::tls::PgStream;
 
 /// What a login is checked against; shared by all connections.
@@ -295,11 +296,10 @@ async fn ask_for_password(
         .map(|(n, _)| n.clone())
         .collect();
     if request.minor > 0 || !unsupported.is_empty() {
-        let msg = pgwire::messages::startup::NegotiateProtocolVersion::new(0, unsupported);
-        protocol::put_message(&mut out, &msg)?;
+        put_negotiate_protocol_version(&mut out, &unsupported);
     }
-    // AuthenticationCleartextPassword: the password is the token.
-    out.put_slice(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]);
+    // The password is the token.
+    put_cleartext_password_request(&mut out);
     stream.write_all(&out).await?;
     stream.flush().await?;
 

@@ -26,7 +26,10 @@ use crate::config::Config;
 use crate::handshake::{self, Ended, Negotiated};
 use crate::login::{self, Admitted, LoginChecks, LoginLimiter};
 use crate::metrics::{LoginOutcome, Metrics};
-use crate::protocol::{put_error, put_message, Severity};
+use crate::protocol::backend::{
+    self, put_authentication_ok, put_backend_key_data, put_ready_for_query,
+};
+use crate::protocol::{put_error, Severity};
 use crate::relay::gate::{Gate, GateSession};
 use crate::relay::policy::PolicyInspector;
 use crate::relay::{Relay, RelayEnd, RelaySession};
@@ -627,7 +630,7 @@ async fn greet_client(
     key: GatewayKey,
 ) -> Result<(), (EndReason, Option<String>)> {
     let mut out = BytesMut::new();
-    out.extend_from_slice(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]);
+    put_authentication_ok(&mut out);
     for frame in session
         .up
         .parameter_status
@@ -638,20 +641,11 @@ async fn greet_client(
             out.extend_from_slice(&bytes);
         }
     }
-    let key_msg = pgwire::messages::startup::BackendKeyData::new(
-        key.pid,
-        pgwire::messages::startup::SecretKey::I32(key.secret),
-    );
-    if put_message(&mut out, &key_msg).is_err() {
-        return Err((
-            EndReason::Error,
-            Some("cannot encode BackendKeyData".to_owned()),
-        ));
-    }
+    put_backend_key_data(&mut out, key.pid, &key.secret.to_be_bytes());
     // Where the server puts a login event trigger's notices: after
     // BackendKeyData, before the first ReadyForQuery.
     out.extend_from_slice(&session.notices);
-    out.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+    put_ready_for_query(&mut out, backend::IDLE);
     if client.write_all(&out).await.is_err() || client.flush().await.is_err() {
         return Err((
             EndReason::ClientQuit,

@@ -9,6 +9,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Upstream as UpstreamConfig;
+use crate::protocol::backend::put_parameter_status;
 use crate::protocol::{self, error_summary, split_frame, take_cstr, take_i32, Frame};
 use crate::tls::PgStream;
 use crate::transport::{open_transport, TransportError};
@@ -373,11 +374,7 @@ pub fn filter_parameter_status(frame: &Frame, mapped_role: &str) -> Option<Bytes
     }
     if name == b"session_authorization" {
         let mut out = BytesMut::new();
-        let msg = pgwire::messages::startup::ParameterStatus::new(
-            "session_authorization".into(),
-            mapped_role.into(),
-        );
-        protocol::put_message(&mut out, &msg).ok()?;
+        put_parameter_status(&mut out, name, mapped_role.as_bytes());
         return Some(out);
     }
     Some(BytesMut::from(frame.as_bytes()))

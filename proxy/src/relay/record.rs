@@ -10,7 +10,8 @@ use hoop_audit::{StatementHandle, StatementOutcome};
 
 use super::state::{ConnectionState, Pending};
 use super::verdict::ServerVerdict;
-use crate::protocol::{error_fields, take_cstr, take_i16, take_i32, Frame};
+use crate::protocol::backend::fields as error_fields;
+use crate::protocol::{take_cstr, take_i16, take_i32, Frame};
 
 /// A forwarded statement whose record awaits its outcome.
 pub struct OpenStatement {

@@ -1,11 +1,15 @@
 //! PostgreSQL v3 framing: a type byte and a big-endian length, kept byte for
-//! byte. Frames the gateway does not change are forwarded as they arrived;
-//! only the few fields the gateway needs are decoded, and messages the gateway
-//! writes itself are encoded with `pgwire`.
+//! byte. Frames the gateway does not change are forwarded as they arrived.
+//! Each frame is read once, as a [`frontend::Frontend`] or a
+//! [`backend::Backend`] message whose fields borrow it; every message the
+//! gateway writes has a named constructor there.
 
-use bytes::{BufMut, Bytes, BytesMut};
-use pgwire::messages::response::{ErrorResponse, NoticeResponse};
-use pgwire::messages::Message;
+pub(crate) mod backend;
+pub(crate) mod frontend;
+
+use bytes::{Bytes, BytesMut};
+
+pub(crate) use backend::{error_summary, put_error, put_notice, Severity};
 
 /// Postgres refuses messages over 1 GB; so do we unless configured lower.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 0x3fff_ffff;
@@ -116,88 +120,6 @@ pub fn take_i32(input: &[u8]) -> Option<(i32, &[u8])> {
         i32::from_be_bytes([input[0], input[1], input[2], input[3]]),
         &input[4..],
     ))
-}
-
-/// Severity of a message the gateway itself sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Error,
-    Fatal,
-}
-
-impl Severity {
-    fn as_str(self) -> &'static str {
-        match self {
-            Severity::Error => "ERROR",
-            Severity::Fatal => "FATAL",
-        }
-    }
-}
-
-fn fields(severity: &str, code: &str, message: &str) -> Vec<(u8, String)> {
-    vec![
-        (b'S', severity.to_owned()),
-        (b'V', severity.to_owned()),
-        (b'C', code.to_owned()),
-        (b'M', message.to_owned()),
-    ]
-}
-
-/// Appends an ErrorResponse the client will show as `SEVERITY: message`.
-pub fn put_error(out: &mut BytesMut, severity: Severity, code: &str, message: &str) {
-    let msg = ErrorResponse::new(fields(severity.as_str(), code, message));
-    // Encoding into a BytesMut only fails for over-long messages, which ours are not.
-    if msg.encode(out).is_err() {
-        out.put_slice(b"E\0\0\0\x05\0");
-    }
-}
-
-/// Appends a NoticeResponse (severity NOTICE).
-pub fn put_notice(out: &mut BytesMut, code: &str, message: &str) {
-    let msg = NoticeResponse::new(fields("NOTICE", code, message));
-    if msg.encode(out).is_err() {
-        out.put_slice(b"N\0\0\0\x05\0");
-    }
-}
-
-/// Encodes any pgwire message; the messages the gateway writes are small and
-/// well-formed, so a failure is a bug and is reported as such.
-pub fn put_message<M: Message>(out: &mut BytesMut, msg: &M) -> std::io::Result<()> {
-    msg.encode(out)
-        .map_err(|e| std::io::Error::other(format!("encoding a gateway message: {e}")))
-}
-
-/// The fields of an ErrorResponse/NoticeResponse body, as raw bytes per code.
-pub fn error_fields(body: &[u8]) -> Vec<(u8, &[u8])> {
-    let mut out = Vec::new();
-    let mut rest = body;
-    while let Some((&code, tail)) = rest.split_first() {
-        if code == 0 {
-            break;
-        }
-        match take_cstr(tail) {
-            Some((value, tail)) => {
-                out.push((code, value));
-                rest = tail;
-            }
-            None => break,
-        }
-    }
-    out
-}
-
-/// SQLSTATE and message of an ErrorResponse body, lossily decoded for logs.
-pub fn error_summary(body: &[u8]) -> (String, String) {
-    let mut code = String::new();
-    let mut message = String::new();
-    for (field, value) in error_fields(body) {
-        match field {
-            b'C' => code = String::from_utf8_lossy(value).into_owned(),
-            b'M' => message = String::from_utf8_lossy(value).into_owned(),
-            _ => {}
-        }
-    }
-    (code, message)
 }
 
 /// What a client sent as its first packet (before any typed message).
