@@ -240,15 +240,6 @@ pub(crate) fn put_empty_query_response(out: &mut BytesMut) {
     put_message(out, b'I', &[]);
 }
 
-/// CommandComplete with this command tag.
-pub(crate) fn put_command_complete(out: &mut BytesMut, tag: &str) {
-    out.reserve(tag.len() + 6);
-    out.put_u8(b'C');
-    out.put_u32(tag.len() as u32 + 5);
-    out.put_slice(tag.as_bytes());
-    out.put_u8(0);
-}
-
 /// A DataRow with this body (a masked one, in place of the server's).
 pub(crate) fn put_data_row(out: &mut BytesMut, body: &[u8]) {
     put_message(out, b'D', body);
@@ -256,6 +247,26 @@ pub(crate) fn put_data_row(out: &mut BytesMut, body: &[u8]) {
 
 pub(crate) fn put_copy_data(out: &mut BytesMut, data: &[u8]) {
     put_message(out, b'd', data);
+}
+
+/// A FunctionCallResponse with this body (a masked one).
+pub(crate) fn put_function_call_response(out: &mut BytesMut, body: &[u8]) {
+    put_message(out, b'V', body);
+}
+
+/// An ErrorResponse with these fields (the server's, masked).
+pub(crate) fn put_error_response(out: &mut BytesMut, fields: &[u8]) {
+    put_message(out, b'E', fields);
+}
+
+/// A NoticeResponse with these fields (the server's, masked).
+pub(crate) fn put_notice_response(out: &mut BytesMut, fields: &[u8]) {
+    put_message(out, b'N', fields);
+}
+
+/// A NotificationResponse with this body (the server's, masked).
+pub(crate) fn put_notification_response(out: &mut BytesMut, body: &[u8]) {
+    put_message(out, b'A', body);
 }
 
 /// A ParameterStatus report.
@@ -319,7 +330,7 @@ mod tests {
     fn what_the_gateway_writes_reads_back() {
         let mut out = BytesMut::new();
         put_ready_for_query(&mut out, IN_TRANSACTION);
-        put_command_complete(&mut out, "ROLLBACK");
+        put_message(&mut out, b'C', b"ROLLBACK\0");
         put_parameter_status(&mut out, b"application_name", b"psql");
         put_empty_query_response(&mut out);
         put_error(&mut out, Severity::Error, "42501", "no");

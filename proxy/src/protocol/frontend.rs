@@ -104,7 +104,7 @@ impl<'a> Frontend<'a> {
                 sql: last_cstr(body).ok_or(bad("Query"))?,
             },
             b'P' => Frontend::Parse(Parse::read(body).ok_or(bad("Parse"))?),
-            b'B' => Frontend::Bind(Bind::read(body).ok_or(bad("Bind"))?),
+            b'B' => Frontend::Bind(Bind::from_body(body).ok_or(bad("Bind"))?),
             b'D' | b'C' => {
                 let (&kind, rest) = body.split_first().ok_or(bad(kind_name(frame.tag())))?;
                 let name = last_cstr(rest).ok_or(bad(kind_name(frame.tag())))?;
@@ -141,28 +141,6 @@ impl<'a> Frontend<'a> {
             },
             other => Frontend::Unexpected(other),
         })
-    }
-
-    /// Query, Execute and FunctionCall run something; the rest prepare,
-    /// describe or end.
-    pub(crate) fn runs_statement(&self) -> bool {
-        matches!(
-            self,
-            Frontend::Query { .. } | Frontend::Execute { .. } | Frontend::FunctionCall { .. }
-        )
-    }
-
-    /// The messages of the extended protocol, which the server answers only
-    /// at the next Sync once one of them fails.
-    pub(crate) fn is_extended(&self) -> bool {
-        matches!(
-            self,
-            Frontend::Parse(_)
-                | Frontend::Bind(_)
-                | Frontend::Describe { .. }
-                | Frontend::Execute { .. }
-                | Frontend::Close { .. }
-        )
     }
 }
 
@@ -234,7 +212,8 @@ impl<'a> Parse<'a> {
 }
 
 impl<'a> Bind<'a> {
-    fn read(body: &'a [u8]) -> Option<Bind<'a>> {
+    /// A Bind read from its body (as kept with a portal).
+    pub(crate) fn from_body(body: &'a [u8]) -> Option<Bind<'a>> {
         let (portal, rest) = take_cstr(body)?;
         let (statement, rest) = take_cstr(rest)?;
         let (param_formats, rest) = split_formats(rest)?;
@@ -282,6 +261,18 @@ impl<'a> Bind<'a> {
             out.push((format, value));
         }
         Some(out)
+    }
+
+    /// The body of a Bind of `statement` as `portal` without parameters,
+    /// every column in text.
+    pub(crate) fn empty(portal: &[u8], statement: &[u8]) -> BytesMut {
+        let mut body = BytesMut::with_capacity(portal.len() + statement.len() + 8);
+        put_cstr(&mut body, portal);
+        put_cstr(&mut body, statement);
+        body.put_i16(0);
+        body.put_i16(0);
+        body.put_i16(0);
+        body
     }
 
     /// This Bind's parameters and result formats for `portal` and

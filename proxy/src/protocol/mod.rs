@@ -42,6 +42,12 @@ impl Frame {
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
+
+    /// `part` of this frame (a field a message borrowed from it) as its
+    /// own handle on the same bytes: kept without copying.
+    pub fn share(&self, part: &[u8]) -> Bytes {
+        self.bytes.slice_ref(part)
+    }
 }
 
 impl PartialEq for Frame {

@@ -53,9 +53,10 @@ pub struct StatementInfo {
     /// Every statement is a plain read ([`hoop_policy::StatementFacts::read_only`]):
     /// it may run while its record is written, its results held back.
     pub read_only: bool,
-    /// Execute only: ask the server to describe this portal before running
-    /// it (the masker needs the row shape).
-    pub describe_portal: Option<Vec<u8>>,
+    /// Execute only: ask the server to describe this portal (its name and
+    /// record in the session state) before running it (the masker needs
+    /// the row shape).
+    pub describe_portal: Option<(Vec<u8>, u64)>,
     /// Execute only: the Bind body of the portal, so a reviewer's
     /// replacement runs with the same parameters and result formats.
     pub bind: Option<Bytes>,

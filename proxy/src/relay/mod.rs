@@ -28,13 +28,18 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::metrics::{Direction, Metrics};
+use crate::protocol::backend::{
+    put_empty_query_response, put_ready_for_query, Backend, FAILED_TRANSACTION, IDLE,
+    IN_TRANSACTION,
+};
+use crate::protocol::frontend::{self, Frontend, Target};
 use crate::protocol::{put_error, put_notice, reserve_for_read, split_frame, Frame, Severity};
 use crate::tls::PgStream;
 use gate::{Admission, AdmissionFuture, Gate, StatementInfo};
 use policy::PolicyInspector;
 use record::{OpenStatement, Recorder};
 pub(crate) use state::ConnectionState;
-use state::DescribeOrigin;
+use state::{About, DescribeOrigin, Pending, Prepared, RecordId, Request};
 use verdict::{ClientVerdict, ServerVerdict};
 
 /// The name the refusal Describe asks for. A statement of this name never
@@ -102,7 +107,12 @@ pub(crate) struct Relay {
 /// A statement waiting for the gate, and what it needs once admitted.
 struct Held {
     frame: Frame,
-    describe_portal: Option<Vec<u8>>,
+    request: Request,
+    /// The records the client's order resolved it to.
+    about: About,
+    /// Describe this portal (name, record) first: the masker needs its
+    /// row description.
+    describe_portal: Option<(Vec<u8>, RecordId)>,
     bind: Option<Bytes>,
     future: AdmissionFuture,
     /// A plain read already sent to the server while its record is being
@@ -110,7 +120,7 @@ struct Held {
     /// the client until the record is durable (see [`Relay::admitted`]).
     early: bool,
     /// The early read's request id in the [`ConnectionState`].
-    request: Option<u64>,
+    request_id: Option<u64>,
 }
 
 impl Held {
@@ -130,34 +140,6 @@ async fn admission(held: &mut Option<Held>) -> Admission {
 /// Names of the statement and portal a reviewer's replacement runs as in
 /// the extended protocol.
 const MODIFIED_STATEMENT: &[u8] = b"hoop: modified statement";
-
-/// A Describe message (`kind` b'S' or b'P').
-fn describe_frame(kind: u8, name: &[u8]) -> Frame {
-    let mut b = BytesMut::with_capacity(name.len() + 7);
-    b.extend_from_slice(b"D");
-    b.extend_from_slice(&((name.len() + 6) as u32).to_be_bytes());
-    b.extend_from_slice(&[kind]);
-    b.extend_from_slice(name);
-    b.extend_from_slice(&[0]);
-    frame_of(b)
-}
-
-fn sync_frame() -> Frame {
-    frame_of(BytesMut::from(&[b'S', 0, 0, 0, 4][..]))
-}
-
-/// ReadyForQuery with this transaction status.
-fn put_ready(out: &mut BytesMut, status: u8) {
-    out.extend_from_slice(&[b'Z', 0, 0, 0, 5, status]);
-}
-
-fn frame_of(mut bytes: BytesMut) -> Frame {
-    match split_frame(&mut bytes, usize::MAX) {
-        Ok(Some(frame)) => frame,
-        // The callers build complete frames.
-        _ => unreachable!("a frame built by the relay is complete"),
-    }
-}
 
 /// Writes what the socket takes right now without waiting, so the common
 /// case (a writable socket) needs no extra turn of the select loop; whatever
@@ -243,7 +225,10 @@ impl Relay {
         let mut to_server = BytesMut::with_capacity(16 * 1024);
         let mut state = ConnectionState::new();
         let mut held: Option<Held> = None;
-        let mut deferred: Vec<Frame> = Vec::new();
+        let mut deferred: Vec<(Frame, Request, About)> = Vec::new();
+        // A client message that waits for the server's answers (see
+        // `ConnectionState::must_wait`).
+        let mut waiting: Option<Frame> = None;
         let mut recorder = Recorder::new(self.gate.record_rows());
         let max = self.session.max_message_bytes;
         let up_bytes = self.metrics.bytes_counter(Direction::client_to_server);
@@ -273,6 +258,7 @@ impl Relay {
             state: &mut state,
             deferred: &mut deferred,
             held: &mut held,
+            waiting: &mut waiting,
             recorder: &mut recorder,
             terminated: &mut client_done,
             max,
@@ -310,7 +296,7 @@ impl Relay {
             // the buffer; reading on (up to a bound) notices a disconnect.
             let client_readable = !client_done
                 && to_server.len() < HIGH_WATER
-                && (held.is_none() || from_client.len() < HIGH_WATER);
+                && ((held.is_none() && waiting.is_none()) || from_client.len() < HIGH_WATER);
             let server_readable = to_client.len() + withheld.len() < HIGH_WATER;
             tokio::select! {
                 read = client_rd.read_buf(&mut from_client), if client_readable => {
@@ -320,7 +306,7 @@ impl Relay {
                         }
                         Ok(n) => {
                             up_bytes.inc_by(n as u64);
-                            let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
+                            let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, waiting: &mut waiting, recorder: &mut recorder, terminated: &mut client_done, max };
                             if let Err(e) = self.pump_client(&mut pipes, &mut from_client, &mut to_server, &mut to_client) {
                                 fatal(&mut to_client, "08P01", &e);
                                 end = Some(RelayEnd::ProtocolViolation(e));
@@ -343,7 +329,7 @@ impl Relay {
                             end = Some(RelayEnd::AuditUnavailable);
                             continue;
                         };
-                        if let Some(request) = held.take().and_then(|h| h.request) {
+                        if let Some(request) = held.take().and_then(|h| h.request_id) {
                             recorder.attach(request, handle);
                         }
                         to_client.extend_from_slice(&withheld);
@@ -355,7 +341,7 @@ impl Relay {
                     } else {
                         Some(admitted)
                     };
-                    let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
+                    let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, waiting: &mut waiting, recorder: &mut recorder, terminated: &mut client_done, max };
                     let admitted = match admitted {
                         Some(admitted) => self.admitted(&mut pipes, admitted, &mut from_client, &mut to_server, &mut to_client),
                         None => self.pump_client(&mut pipes, &mut from_client, &mut to_server, &mut to_client),
@@ -376,12 +362,24 @@ impl Relay {
                         }
                         Ok(n) => {
                             down_bytes.inc_by(n as u64);
-                            let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, recorder: &mut recorder, terminated: &mut client_done, max };
+                            let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, waiting: &mut waiting, recorder: &mut recorder, terminated: &mut client_done, max };
                             let out = if early { &mut withheld } else { &mut to_client };
                             if let Err(stop) = self.pump_server(&mut pipes, &mut from_server, out) {
                                 stop.tell(&mut to_client);
                                 end = Some(stop);
-                            } else if write_now(&mut client_wr, &mut to_client).await.is_err() {
+                                continue;
+                            }
+                            // A client message waited for these answers.
+                            if pipes.waiting.is_some() {
+                                if let Err(e) = self.pump_client(&mut pipes, &mut from_client, &mut to_server, &mut to_client) {
+                                    fatal(&mut to_client, "08P01", &e);
+                                    end = Some(RelayEnd::ProtocolViolation(e));
+                                } else if write_now(&mut server_wr, &mut to_server).await.is_err() {
+                                    end = Some(RelayEnd::ServerClosed);
+                                    continue;
+                                }
+                            }
+                            if write_now(&mut client_wr, &mut to_client).await.is_err() {
                                 end = Some(RelayEnd::ClientGone { mid_statement: !state.is_idle() });
                             }
                         }
@@ -423,7 +421,7 @@ impl Relay {
         // the statement is completed as abandoned rather than left open.
         if let Some(Held {
             early: true,
-            request: Some(request),
+            request_id: Some(request),
             future,
             ..
         }) = held.take()
@@ -460,7 +458,7 @@ impl Relay {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
                 if !client_done {
                     to_server.clear();
-                    to_server.extend_from_slice(&[b'X', 0, 0, 0, 4]);
+                    to_server.extend_from_slice(frontend::terminate().as_bytes());
                 }
                 let _ = server_wr.write_all(&to_server).await;
                 let _ = server_wr.shutdown().await;
@@ -486,49 +484,77 @@ impl Relay {
         to_client: &mut BytesMut,
     ) -> Result<(), String> {
         let now = Instant::now();
-        // While an early read's record is written, a Sync or Flush behind
-        // it still goes on (the server answers once it has one), nothing
-        // else: the next statement waits for the record.
-        while !*pipes.terminated
-            && (pipes.held.is_none()
-                || (Held::is_early(pipes.held) && matches!(input.first(), Some(b'S' | b'H'))))
-        {
-            let frame = match split_frame(input, pipes.max) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return Err(format!("invalid message from client: {e}")),
+        loop {
+            if *pipes.terminated {
+                break;
+            }
+            // While an early read's record is written, a Sync or Flush behind
+            // it still goes on (the server answers once it has one), nothing
+            // else: the next statement waits for the record.
+            let early = Held::is_early(pipes.held);
+            if pipes.held.is_some() && !early {
+                break;
+            }
+            let frame = match pipes.waiting.take() {
+                Some(frame) => frame,
+                None => match split_frame(input, pipes.max) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => return Err(format!("invalid message from client: {e}")),
+                },
             };
-            if frame.tag() == b'X' {
+            // Each message is read once, here; a layout PostgreSQL would
+            // refuse ends the session before anything judges it.
+            let message = match Frontend::read(&frame) {
+                Ok(message) => message,
+                Err(e) => return Err(e.to_string()),
+            };
+            if early && !matches!(message, Frontend::Sync | Frontend::Flush) {
+                *pipes.waiting = Some(frame);
+                break;
+            }
+            if let Frontend::Terminate = message {
                 *pipes.terminated = true;
             }
             let state = &mut *pipes.state;
             if state.discarding_until_sync {
-                match frame.tag() {
-                    b'S' => {
+                match message {
+                    Frontend::Sync => {
                         state.discarding_until_sync = false;
                         if let Some(status) = state.sync_answered_here.take() {
-                            put_ready(to_client, status);
+                            put_ready_for_query(to_client, status);
                             continue;
                         }
                     }
                     // Flush and Terminate carry nothing of the refused statement.
-                    b'H' | b'X' => {}
+                    Frontend::Flush | Frontend::Terminate => {}
                     _ => continue,
                 }
-                self.send_client_frame(&frame, out, state, now);
+                self.send_client_frame(
+                    &frame,
+                    Request::of(&message),
+                    About::Nothing,
+                    out,
+                    state,
+                    now,
+                );
                 continue;
+            }
+            if state.must_wait(&message) {
+                *pipes.waiting = Some(frame);
+                break;
             }
             // The client's transaction failed here, not on the server (see
             // `ConnectionState::failed_here`): answer as PostgreSQL would.
             let mut forward_instead = None;
             let mut refuse_as_failed = false;
             if state.failed_here {
-                match self.in_failed_transaction(&frame, out, state, now) {
+                match self.in_failed_transaction(&message, out, state, now) {
                     FailedStep::Answered(answer) => {
                         if answer == FailedAnswer::EmptyQuery {
-                            to_client.extend_from_slice(&[b'I', 0, 0, 0, 4]);
+                            put_empty_query_response(to_client);
                         }
-                        put_ready(to_client, b'E');
+                        put_ready_for_query(to_client, FAILED_TRANSACTION);
                         continue;
                     }
                     FailedStep::Go => {}
@@ -537,7 +563,7 @@ impl Relay {
                 }
             }
             // The inspector (and so the record) sees what the client sent.
-            let mut verdict = self.inspector.client_frame(&frame);
+            let (mut verdict, about) = self.inspector.client_frame(&message, &frame, state);
             if refuse_as_failed {
                 match &mut verdict {
                     ClientVerdict::Statement(info) => refuse_in_failed_transaction(info),
@@ -547,18 +573,23 @@ impl Relay {
                     _ => self.fail_server_transaction(out, state, now),
                 }
             }
+            let request = Request::of(&message);
             let frame = forward_instead.unwrap_or(frame);
             match verdict {
                 ClientVerdict::Defer => {
-                    pipes.deferred.push(frame);
+                    pipes.deferred.push((frame, request, about));
                     continue;
                 }
                 // Messages after a held-back one wait with it, in order; a
                 // Sync or Flush (the client waits for answers) sends them.
                 ClientVerdict::Forward
-                    if !pipes.deferred.is_empty() && !matches!(frame.tag(), b'S' | b'H' | b'X') =>
+                    if !pipes.deferred.is_empty()
+                        && !matches!(
+                            request,
+                            Request::Sync | Request::Flush | Request::Terminate
+                        ) =>
                 {
-                    pipes.deferred.push(frame);
+                    pipes.deferred.push((frame, request, about));
                     continue;
                 }
                 // An admitted statement sends them first (see `admitted`).
@@ -567,7 +598,9 @@ impl Relay {
             }
             match verdict {
                 ClientVerdict::Defer => {}
-                ClientVerdict::Forward => self.send_client_frame(&frame, out, state, now),
+                ClientVerdict::Forward => {
+                    self.send_client_frame(&frame, request, about, out, state, now)
+                }
                 ClientVerdict::Statement(info) => {
                     let describe_portal = info.describe_portal.clone();
                     let bind = info.bind.clone();
@@ -581,31 +614,51 @@ impl Relay {
                     match self.gate.admit(*info) {
                         None => {
                             self.send_deferred(pipes.deferred, out, state, now);
-                            self.forward_statement(&frame, describe_portal, out, state, now)
+                            self.forward_statement(
+                                &frame,
+                                request,
+                                about,
+                                describe_portal,
+                                out,
+                                state,
+                                now,
+                            )
                         }
                         Some(future) if early => {
-                            self.forward_statement(&frame, describe_portal, out, state, now);
-                            let request = state.last_id();
-                            if let Some(request) = request {
-                                pipes.recorder.open(OpenStatement::new(request, None, now));
+                            self.forward_statement(
+                                &frame,
+                                request,
+                                about,
+                                describe_portal,
+                                out,
+                                state,
+                                now,
+                            );
+                            let request_id = state.last_id();
+                            if let Some(id) = request_id {
+                                pipes.recorder.open(OpenStatement::new(id, None, now));
                             }
                             *pipes.held = Some(Held {
                                 frame,
+                                request,
+                                about,
                                 describe_portal: None,
                                 bind,
                                 future,
                                 early: true,
-                                request,
+                                request_id,
                             });
                         }
                         Some(future) => {
                             *pipes.held = Some(Held {
                                 frame,
+                                request,
+                                about,
                                 describe_portal,
                                 bind,
                                 future,
                                 early: false,
-                                request: None,
+                                request_id: None,
                             });
                         }
                     }
@@ -646,7 +699,15 @@ impl Relay {
         match admission {
             Admission::Hold { .. } => {}
             Admission::Forward(record) => {
-                self.forward_statement(&held.frame, held.describe_portal, to_server, state, now);
+                self.forward_statement(
+                    &held.frame,
+                    held.request,
+                    held.about,
+                    held.describe_portal,
+                    to_server,
+                    state,
+                    now,
+                );
                 if let (Some(handle), Some(request)) = (record, state.last_id()) {
                     pipes
                         .recorder
@@ -654,10 +715,11 @@ impl Relay {
                 }
             }
             Admission::Refuse(error) => {
-                self.refuse(&held.frame, error, (to_server, to_client), state, now)
+                self.refuse(held.request, error, (to_server, to_client), state, now)
             }
             Admission::Replace { sql, record } => {
-                match self.inspector.check_replacement(held.frame.tag(), &sql) {
+                let function_call = matches!(held.request, Request::FunctionCall { .. });
+                match self.inspector.check_replacement(function_call, &sql, state) {
                     Err(error) => {
                         if let Some(handle) = record {
                             let (code, message) = crate::protocol::error_summary(
@@ -672,7 +734,7 @@ impl Relay {
                                 },
                             );
                         }
-                        self.refuse(&held.frame, error, (to_server, to_client), state, now);
+                        self.refuse(held.request, error, (to_server, to_client), state, now);
                     }
                     Ok(()) => {
                         let request = self.run_replacement(&held, &sql, to_server, state, now);
@@ -703,58 +765,64 @@ impl Relay {
         state: &mut ConnectionState,
         now: Instant,
     ) -> Option<u64> {
-        if held.frame.tag() != b'E' {
-            let mut bytes = record::query_frame(sql);
-            if let Ok(Some(frame)) = split_frame(&mut bytes, usize::MAX) {
-                self.send_client_frame(&frame, out, state, now);
-            }
+        let Ok(Frontend::Execute { max_rows, .. }) = Frontend::read(&held.frame) else {
+            let query = frontend::query(sql.as_bytes());
+            self.send_client_frame(&query, Request::Query, About::Nothing, out, state, now);
             return state.last_id();
-        }
-        let mut parse = Vec::new();
-        parse.extend_from_slice(MODIFIED_STATEMENT);
-        parse.push(0);
-        parse.extend_from_slice(sql.as_bytes());
-        parse.extend_from_slice(&[0, 0, 0]);
-        self.send_silent(&message(b'P', &parse), out, state, now);
+        };
+        let parse = frontend::parse(MODIFIED_STATEMENT, sql.as_bytes());
+        let statement = state.prepare(
+            MODIFIED_STATEMENT,
+            Prepared::Parse {
+                sql: Bytes::copy_from_slice(sql.as_bytes()),
+                needs_review: false,
+            },
+        );
+        self.send_silent(
+            &parse,
+            Request::Parse,
+            About::Statement(statement),
+            out,
+            state,
+            now,
+        );
 
-        let mut bind = Vec::new();
-        bind.extend_from_slice(MODIFIED_STATEMENT);
-        bind.push(0);
-        bind.extend_from_slice(MODIFIED_STATEMENT);
-        bind.push(0);
-        // Formats, parameters and result formats of the held portal.
-        let tail = held
-            .bind
-            .as_deref()
-            .and_then(|body| {
-                let (_, rest) = crate::protocol::take_cstr(body)?;
-                let (_, rest) = crate::protocol::take_cstr(rest)?;
-                Some(rest)
-            })
-            .unwrap_or(&[0, 0, 0, 0, 0, 0]);
-        bind.extend_from_slice(tail);
-        self.send_silent(&message(b'B', &bind), out, state, now);
+        // The parameters and result formats of the held portal.
+        let held_bind = held.bind.as_deref().and_then(frontend::Bind::from_body);
+        let body = match held_bind {
+            Some(bind) => bind.renamed(MODIFIED_STATEMENT, MODIFIED_STATEMENT),
+            None => frontend::Bind::empty(MODIFIED_STATEMENT, MODIFIED_STATEMENT),
+        };
+        let formats = frontend::Bind::from_body(&body)
+            .map(|bind| bind.result_formats().collect())
+            .unwrap_or_default();
+        let body = body.freeze();
+        let bind = frontend::message(b'B', &body);
+        let portal = state.bind(MODIFIED_STATEMENT, statement, body, formats);
+        self.send_silent(&bind, Request::Bind, About::Portal(portal), out, state, now);
 
-        let describe = describe_frame(b'P', MODIFIED_STATEMENT);
-        state.on_gateway_describe(b'P', MODIFIED_STATEMENT.to_vec(), DescribeOrigin::Gateway);
-        out.extend_from_slice(describe.as_bytes());
+        let about = state.describe(Target::Portal, MODIFIED_STATEMENT);
+        state.on_gateway_describe(Target::Portal, Some(portal), DescribeOrigin::Gateway);
+        out.extend_from_slice(frontend::describe(Target::Portal, MODIFIED_STATEMENT).as_bytes());
 
-        // Execute with the held Execute's row limit.
-        let max_rows = crate::protocol::take_cstr(held.frame.body())
-            .map(|(_, rest)| rest)
-            .unwrap_or(&[0, 0, 0, 0]);
-        let mut execute = Vec::new();
-        execute.extend_from_slice(MODIFIED_STATEMENT);
-        execute.push(0);
-        execute.extend_from_slice(max_rows);
-        self.send_client_frame(&message(b'E', &execute), out, state, now);
+        // Executed with the held Execute's row limit.
+        let executed = state.execute(MODIFIED_STATEMENT);
+        debug_assert_eq!(about, About::Portal(executed.portal));
+        let execute = frontend::execute(MODIFIED_STATEMENT, max_rows);
+        self.send_client_frame(
+            &execute,
+            Request::Execute,
+            About::Portal(executed.portal),
+            out,
+            state,
+            now,
+        );
         let request = state.last_id();
 
-        for kind in [b'P', b'S'] {
-            let mut close = vec![kind];
-            close.extend_from_slice(MODIFIED_STATEMENT);
-            close.push(0);
-            self.send_silent(&message(b'C', &close), out, state, now);
+        for target in [Target::Portal, Target::Statement] {
+            state.close(target, MODIFIED_STATEMENT);
+            let close = frontend::close(target, MODIFIED_STATEMENT);
+            self.send_silent(&close, Request::Close, About::Nothing, out, state, now);
         }
         request
     }
@@ -762,13 +830,13 @@ impl Relay {
     /// Sends the messages held back with a statement, in order.
     fn send_deferred(
         &mut self,
-        deferred: &mut Vec<Frame>,
+        deferred: &mut Vec<(Frame, Request, About)>,
         out: &mut BytesMut,
         state: &mut ConnectionState,
         now: Instant,
     ) {
-        for frame in deferred.drain(..) {
-            self.send_client_frame(&frame, out, state, now);
+        for (frame, request, about) in deferred.drain(..) {
+            self.send_client_frame(&frame, request, about, out, state, now);
         }
     }
 
@@ -776,30 +844,34 @@ impl Relay {
     fn send_silent(
         &mut self,
         frame: &Frame,
+        request: Request,
+        about: About,
         out: &mut BytesMut,
         state: &mut ConnectionState,
         now: Instant,
     ) {
-        self.send_client_frame(frame, out, state, now);
+        self.send_client_frame(frame, request, about, out, state, now);
         state.mark_last_silent();
     }
 
     /// Sends a statement the gate admitted (after a Describe of its portal
     /// when the masker needs the row shape).
+    #[allow(clippy::too_many_arguments)]
     fn forward_statement(
         &mut self,
         frame: &Frame,
-        describe_portal: Option<Vec<u8>>,
+        request: Request,
+        about: About,
+        describe_portal: Option<(Vec<u8>, RecordId)>,
         out: &mut BytesMut,
         state: &mut ConnectionState,
         now: Instant,
     ) {
-        if let Some(portal) = describe_portal {
-            let describe = describe_frame(b'P', &portal);
-            state.on_gateway_describe(b'P', portal, DescribeOrigin::Gateway);
-            out.extend_from_slice(describe.as_bytes());
+        if let Some((name, portal)) = describe_portal {
+            state.on_gateway_describe(Target::Portal, Some(portal), DescribeOrigin::Gateway);
+            out.extend_from_slice(frontend::describe(Target::Portal, &name).as_bytes());
         }
-        self.send_client_frame(frame, out, state, now);
+        self.send_client_frame(frame, request, about, out, state, now);
     }
 
     /// Refuses a client request: nothing of it reaches the server (see
@@ -821,7 +893,7 @@ impl Relay {
     /// not exist and replaces the answer with the refusal.
     fn refuse(
         &mut self,
-        frame: &Frame,
+        request: Request,
         error: BytesMut,
         (out, to_client): (&mut BytesMut, &mut BytesMut),
         state: &mut ConnectionState,
@@ -829,37 +901,47 @@ impl Relay {
     ) {
         self.metrics.statements.inc();
         self.statements += 1;
-        let span =
-            tracing::info_span!("statement", seq = self.statements, kind = %(frame.tag() as char));
+        let span = tracing::info_span!("statement", seq = self.statements, kind = ?request);
         span.in_scope(|| tracing::info!("statement refused by the gateway"));
+        // Whatever the string would have prepared in SQL, it did not.
+        if request == Request::Query {
+            state.query_refused();
+        }
+        let ends_batch = matches!(request, Request::Query | Request::FunctionCall { .. });
         if state.is_idle() && state.at_sync_point {
             let status = match state.transaction_status {
-                b'I' => b'I',
-                b'T' => {
+                IDLE => IDLE,
+                IN_TRANSACTION => {
                     state.failed_here = true;
-                    b'E'
+                    FAILED_TRANSACTION
                 }
-                _ => b'E',
+                _ => FAILED_TRANSACTION,
             };
             state.transaction_status = status;
             to_client.extend_from_slice(&error);
-            if matches!(frame.tag(), b'Q' | b'F') {
-                put_ready(to_client, status);
+            if ends_batch {
+                put_ready_for_query(to_client, status);
             } else {
                 state.discarding_until_sync = true;
                 state.sync_answered_here = Some(status);
             }
             return;
         }
-        let describe = describe_frame(b'S', REFUSED_STATEMENT);
         state.on_gateway_describe(
-            b'S',
-            REFUSED_STATEMENT.to_vec(),
+            Target::Statement,
+            None,
             DescribeOrigin::Refusal(error.freeze()),
         );
-        out.extend_from_slice(describe.as_bytes());
-        if matches!(frame.tag(), b'Q' | b'F') {
-            self.send_client_frame(&sync_frame(), out, state, now);
+        out.extend_from_slice(frontend::describe(Target::Statement, REFUSED_STATEMENT).as_bytes());
+        if ends_batch {
+            self.send_client_frame(
+                &frontend::sync(),
+                Request::Sync,
+                About::Nothing,
+                out,
+                state,
+                now,
+            );
         } else {
             state.discarding_until_sync = true;
         }
@@ -886,35 +968,33 @@ impl Relay {
     /// server then answers it itself, and logs the stand-in's error).
     fn in_failed_transaction(
         &mut self,
-        frame: &Frame,
+        message: &Frontend<'_>,
         out: &mut BytesMut,
         state: &mut ConnectionState,
         now: Instant,
     ) -> FailedStep {
-        use crate::protocol::take_cstr;
         use hoop_policy::{InFailedTransaction as Read, TransactionExit};
         let read = |sql: &[u8]| match std::str::from_utf8(sql) {
             Ok(sql) => hoop_policy::in_failed_transaction(sql),
             Err(_) => Read::Unparsed,
         };
-        let (name, sql) = match frame.tag() {
-            b'H' | b'X' => return FailedStep::Go,
-            b'S' if state.is_idle() => return FailedStep::Answered(FailedAnswer::Ready),
-            b'S' => return FailedStep::Go,
-            b'Q' if state.is_idle() => match take_cstr(frame.body()) {
-                Some((sql, _)) => (&b""[..], read(sql)),
-                None => (&b""[..], Read::Unparsed),
-            },
-            b'P' if state.is_idle() => match take_cstr(frame.body())
-                .and_then(|(name, rest)| Some((name, take_cstr(rest)?.0)))
-            {
-                Some((name, sql)) => (name, read(sql)),
-                None => (&b""[..], Read::Unparsed),
-            },
-            b'D' if frame.body().first() == Some(&b'S') => {
-                let sql = take_cstr(&frame.body()[1..])
-                    .and_then(|(name, _)| self.inspector.prepared_sql(name))
-                    .map(read);
+        let (name, sql, query) = match message {
+            Frontend::Flush | Frontend::Terminate => return FailedStep::Go,
+            Frontend::Sync if state.is_idle() => return FailedStep::Answered(FailedAnswer::Ready),
+            Frontend::Sync => return FailedStep::Go,
+            Frontend::Query { sql } if state.is_idle() => (&b""[..], read(sql), true),
+            Frontend::Parse(parse) if state.is_idle() => (parse.name, read(parse.sql), false),
+            Frontend::Describe {
+                target: Some(Target::Statement),
+                name,
+            } => {
+                let sql = match state.statement(name) {
+                    Some((_, statement)) => match &statement.prepared {
+                        Prepared::Parse { sql, .. } => Some(read(sql)),
+                        Prepared::Sql(_) => None,
+                    },
+                    None => None,
+                };
                 return match sql {
                     // No result description, in a failed block or not.
                     Some(Read::Empty | Read::Ends(..)) => FailedStep::Go,
@@ -937,27 +1017,22 @@ impl Relay {
             Read::Ends(TransactionExit::Commit { chain }, 1) => {
                 state.failed_here = false;
                 let rollback: &[u8] = if chain {
-                    b"ROLLBACK AND CHAIN\0"
+                    b"ROLLBACK AND CHAIN"
                 } else {
-                    b"ROLLBACK\0"
+                    b"ROLLBACK"
                 };
-                FailedStep::Instead(if frame.tag() == b'Q' {
-                    message(b'Q', rollback)
+                FailedStep::Instead(if query {
+                    frontend::query(rollback)
                 } else {
-                    let mut body = Vec::with_capacity(name.len() + rollback.len() + 3);
-                    body.extend_from_slice(name);
-                    body.push(0);
-                    body.extend_from_slice(rollback);
-                    body.extend_from_slice(&[0, 0]);
-                    message(b'P', &body)
+                    frontend::parse(name, rollback)
                 })
             }
-            Read::Empty if frame.tag() == b'Q' => FailedStep::Answered(FailedAnswer::EmptyQuery),
+            Read::Empty if query => FailedStep::Answered(FailedAnswer::EmptyQuery),
             Read::Empty => FailedStep::Go,
             // PostgreSQL reports a syntax error first (the classification
             // finds it), and a Query's other statements with 25P02.
             Read::Unparsed => FailedStep::Refuse,
-            Read::Refused if frame.tag() == b'Q' => FailedStep::Refuse,
+            Read::Refused if query => FailedStep::Refuse,
             _ => {
                 self.fail_server_transaction(out, state, now);
                 FailedStep::Go
@@ -976,29 +1051,34 @@ impl Relay {
         now: Instant,
     ) {
         state.failed_here = false;
-        let describe = describe_frame(b'S', REFUSED_STATEMENT);
-        state.on_gateway_describe(
-            b'S',
-            REFUSED_STATEMENT.to_vec(),
-            DescribeOrigin::FailTransaction,
+        state.on_gateway_describe(Target::Statement, None, DescribeOrigin::FailTransaction);
+        out.extend_from_slice(frontend::describe(Target::Statement, REFUSED_STATEMENT).as_bytes());
+        self.send_silent(
+            &frontend::sync(),
+            Request::Sync,
+            About::Nothing,
+            out,
+            state,
+            now,
         );
-        out.extend_from_slice(describe.as_bytes());
-        self.send_silent(&sync_frame(), out, state, now);
     }
 
-    /// Records a frame in the state and queues it for the server.
+    /// Queues a message for the server and records it in the state (with
+    /// the records the client's order resolved it to).
     fn send_client_frame(
         &mut self,
         frame: &Frame,
+        request: Request,
+        about: About,
         out: &mut BytesMut,
         state: &mut ConnectionState,
         now: Instant,
     ) {
-        if state.on_client_frame(frame, now) == state::Started::Statement {
+        if state.on_client_frame(request, about, now) == state::Started::Statement {
             self.metrics.statements.inc();
             self.statements += 1;
             // Never the SQL text or parameters: they may hold card numbers.
-            let span = tracing::debug_span!("statement", seq = self.statements, kind = %(frame.tag() as char));
+            let span = tracing::debug_span!("statement", seq = self.statements, kind = ?request);
             span.in_scope(|| tracing::debug!(bytes = frame.len(), "statement sent upstream"));
         }
         out.extend_from_slice(frame.as_bytes());
@@ -1025,52 +1105,72 @@ impl Relay {
                     )))
                 }
             };
-            if state.front_is_silent() && matches!(frame.tag(), b'1' | b'2' | b'3' | b'Z') {
+            // Read once; a message the gateway cannot read is not passed on.
+            let message = Backend::read(&frame)
+                .map_err(|e| RelayEnd::ProtocolViolation(format!("the database sent an {e}")))?;
+            let completion = matches!(
+                message,
+                Backend::ParseComplete
+                    | Backend::BindComplete
+                    | Backend::CloseComplete
+                    | Backend::ReadyForQuery { .. }
+            );
+            if state.front_is_silent() && completion {
                 // The completion of a message the gateway sent itself.
-                let _ = self.inspector.server_frame(state, &frame);
-                state.on_server_frame(&frame, now);
+                let _ = self.inspector.server_frame(state, &message, &frame);
+                state.on_server_frame(&message, now);
                 continue;
             }
+            let description = matches!(message, Backend::RowDescription(_) | Backend::NoData);
             let verdict = match state.front() {
-                Some(state::Pending::Describe {
+                Some(Pending::Describe {
                     origin: DescribeOrigin::Refusal(error),
                     ..
-                }) => match frame.tag() {
+                }) => match message {
                     // The server's answer to the stand-in Describe becomes
                     // the refusal (ParameterDescription: the name existed).
-                    b'E' | b't' => ServerVerdict::Replace(BytesMut::from(&error[..])),
-                    b'T' | b'n' => ServerVerdict::Drop,
-                    _ => self.inspector.server_frame(state, &frame),
+                    Backend::ErrorResponse(_) | Backend::ParameterDescription => {
+                        ServerVerdict::Replace(BytesMut::from(&error[..]))
+                    }
+                    _ if description => ServerVerdict::Drop,
+                    _ => self.inspector.server_frame(state, &message, &frame),
                 },
-                Some(state::Pending::Describe {
+                Some(Pending::Describe {
                     origin: DescribeOrigin::FailTransaction,
                     ..
-                }) if matches!(frame.tag(), b'E' | b't' | b'T' | b'n') => ServerVerdict::Drop,
-                Some(state::Pending::Describe {
+                }) if description
+                    || matches!(
+                        message,
+                        Backend::ErrorResponse(_) | Backend::ParameterDescription
+                    ) =>
+                {
+                    ServerVerdict::Drop
+                }
+                Some(Pending::Describe {
                     origin: DescribeOrigin::Gateway,
                     ..
-                }) if matches!(frame.tag(), b'T' | b'n') => {
-                    // For the inspector only.
-                    let _ = self.inspector.server_frame(state, &frame);
+                }) if description => {
+                    // For the masker only.
+                    let _ = self.inspector.server_frame(state, &message, &frame);
                     ServerVerdict::Drop
                 }
                 // What went to the server while the client's block failed
                 // here succeeds alike in a failed block; the client is told
                 // its block is still failed.
-                _ if frame.tag() == b'Z' && state.failed_here => {
+                _ if matches!(message, Backend::ReadyForQuery { .. }) && state.failed_here => {
                     let mut ready = BytesMut::new();
-                    put_ready(&mut ready, b'E');
+                    put_ready_for_query(&mut ready, FAILED_TRANSACTION);
                     ServerVerdict::Replace(ready)
                 }
-                _ if frame.tag() == b'S' => ServerVerdict::Forward,
-                _ => self.inspector.server_frame(state, &frame),
+                _ if matches!(message, Backend::ParameterStatus { .. }) => ServerVerdict::Forward,
+                _ => self.inspector.server_frame(state, &message, &frame),
             };
             if !pipes.recorder.is_empty() {
-                pipes.recorder.observe(state, &frame, &verdict);
+                pipes.recorder.observe(state, &message, &frame, &verdict);
             }
-            let took = state.on_server_frame(&frame, now);
+            let took = state.on_server_frame(&message, now);
             if state.failed_here {
-                state.transaction_status = b'E';
+                state.transaction_status = FAILED_TRANSACTION;
             }
             if let Some(took) = took {
                 self.metrics.request_duration.observe(took.as_secs_f64());
@@ -1085,7 +1185,7 @@ impl Relay {
                     self.gate.complete(handle, outcome);
                 }
             }
-            if frame.tag() == b'S' {
+            if let Backend::ParameterStatus { .. } = message {
                 if crate::upstream::reports_nonstandard_strings(&frame) {
                     // Nothing after it is read the way the server reads it.
                     return Err(RelayEnd::NonstandardStrings);
@@ -1146,21 +1246,15 @@ fn refuse_in_failed_transaction(info: &mut StatementInfo) {
 /// The per-connection state the pumps share.
 struct Pipes<'s> {
     state: &'s mut ConnectionState,
-    /// Client messages held back with a statement that goes to review.
-    deferred: &'s mut Vec<Frame>,
+    /// Client messages held back with a statement that goes to review,
+    /// with the records each is about.
+    deferred: &'s mut Vec<(Frame, Request, About)>,
     held: &'s mut Option<Held>,
+    /// A client message waiting for the server's answers.
+    waiting: &'s mut Option<Frame>,
     recorder: &'s mut Recorder,
     terminated: &'s mut bool,
     max: usize,
-}
-
-/// A frontend message with this tag and body.
-fn message(tag: u8, body: &[u8]) -> Frame {
-    let mut b = BytesMut::with_capacity(body.len() + 5);
-    b.extend_from_slice(&[tag]);
-    b.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    b.extend_from_slice(body);
-    frame_of(b)
 }
 
 /// Masks the card numbers in a ParameterStatus frame (name and value):

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::BytesMut;
 use hoop_policy::{
     decide, mask_data_row, mask_error_or_notice, mask_notification, Classified, ClassifyCache,
     ColumnPolicy, CopyMasker, Decision, Identity, Kind, MaskFailure, PolicyContext, RowShape,
@@ -26,9 +26,14 @@ use hoop_policy::{
 };
 
 use super::gate::StatementInfo;
-use super::state::{ConnectionState, Pending, PortalDescription};
+use super::state::{About, ConnectionState, Pending, PortalDescription, Prepared};
 use super::verdict::{ClientVerdict, ServerVerdict};
-use crate::protocol::{put_error, take_cstr, take_i16, take_i32, Frame, Severity};
+use crate::protocol::backend::{
+    put_copy_data, put_data_row, put_error_response, put_function_call_response,
+    put_notice_response, put_notification_response, Backend,
+};
+use crate::protocol::frontend::{Bind, Frontend};
+use crate::protocol::{put_error, Frame, Severity};
 
 /// Statements kept by the per-connection classification cache.
 const CACHE_CAPACITY: usize = 1024;
@@ -58,26 +63,8 @@ pub struct PolicyInspector {
     /// nothing but the classification are kept (no `EXECUTE`, `PREPARE` or
     /// `DEALLOCATE`, whose verdicts read the session's prepared statements).
     verdicts: HashMap<usize, (Arc<Classified>, Judged)>,
-    /// SQL `PREPARE name AS …`: the PREPARE's facts (they include the
-    /// prepared statement), so `EXECUTE name` is judged on what it runs.
-    sql_prepared: HashMap<String, Arc<StatementFacts>>,
-
-    // Client side, in the order the client sends (the relay may still hold
-    // a Parse or Bind back, so this is not read from the connection state).
-    /// Statement name → the statement the client last prepared under it.
-    prepared: HashMap<Vec<u8>, Prepared>,
-    /// Portal name → what the client bound under it.
-    bound: HashMap<Vec<u8>, Bound>,
-    /// Numbers the Parses, so a portal knows which statement of a name it
-    /// was bound to.
-    parses: u64,
-    /// Counts the statements the client asked to run (Query, Execute,
-    /// FunctionCall). SQL and the protocol share one namespace of portals:
-    /// any statement may close a portal and declare a cursor of the same
-    /// name (`CLOSE p; DECLARE p CURSOR …`, or a function doing so), so
-    /// what the gateway knows of a portal's rows holds only until another
-    /// statement runs.
-    runs: u64,
+    // What the session holds (statements, portals, their descriptions and
+    // shapes) is the connection state's, read and changed through it.
 
     // Server side, in the order the server answers (the statements and
     // portals the server holds, and their shapes, are `ConnectionState`'s).
@@ -85,42 +72,6 @@ pub struct PolicyInspector {
     /// A result could not be masked: its error has been sent, everything
     /// else up to ReadyForQuery is dropped.
     suppressing: bool,
-}
-
-/// A statement the client prepared with Parse.
-struct Prepared {
-    /// Which Parse made it (see [`Bound::statement`]).
-    parse: u64,
-    /// Its text, as the client sent it.
-    sql: Bytes,
-    /// A rule sends it to review: its Parse and Binds are held back with
-    /// the Execute, so nothing of them reaches the server (no transaction,
-    /// no locks) until the review is decided.
-    needs_review: bool,
-    /// The client asked the server to describe it: its row description
-    /// arrives before the rows of any later Execute of a portal bound to it.
-    described: bool,
-}
-
-/// A portal the client bound.
-struct Bound {
-    /// The statement it was bound to and the Parse that made it:
-    /// PostgreSQL runs the portal's own copy of the statement, whatever
-    /// the name means by the time it is executed (the unnamed statement is
-    /// replaced by every Parse of it).
-    statement: (Vec<u8>, u64),
-    /// That statement's text (`None`: no statement of that name was
-    /// prepared with Parse).
-    sql: Option<Bytes>,
-    /// The Bind body (parameters for the record, formats for a reviewer's
-    /// replacement).
-    bind: Bytes,
-    /// Its row description arrives before its rows: the client or the
-    /// gateway asked for it.
-    described: bool,
-    /// [`PolicyInspector::runs`] when the above was last true: once
-    /// another statement ran, the name may be a different portal.
-    known_at: u64,
 }
 
 impl PolicyInspector {
@@ -139,11 +90,6 @@ impl PolicyInspector {
             columns,
             cache,
             verdicts: HashMap::new(),
-            sql_prepared: HashMap::new(),
-            prepared: HashMap::new(),
-            bound: HashMap::new(),
-            parses: 0,
-            runs: 0,
             copy: None,
             suppressing: false,
         }
@@ -171,8 +117,10 @@ impl PolicyInspector {
         ))
     }
 
-    /// Decides a query string (a simple Query, or the text of a Parse).
-    fn decide_sql(&mut self, sql: &[u8]) -> Judged {
+    /// Decides a query string (a simple Query, or the text of a Parse;
+    /// `runs`: it is a Query, whose `PREPARE`, `DEALLOCATE` and `DECLARE`
+    /// statements change the session once it is sent).
+    fn decide_sql(&mut self, sql: &[u8], state: &mut ConnectionState, runs: bool) -> Judged {
         let Ok(sql) = std::str::from_utf8(sql) else {
             return Judged {
                 decision: Decision::block(
@@ -206,7 +154,7 @@ impl PolicyInspector {
             // `EXECUTE name`, also inside `EXPLAIN ANALYZE EXECUTE name` and
             // `CREATE TABLE t AS EXECUTE name`: judged on what it runs.
             for name in facts.levels().flat_map(|level| &level.executes) {
-                let executed = self.executed_facts(&prepared_here, name);
+                let executed = self.executed_facts(state, &prepared_here, name);
                 decision = worse(decision, self.decide_executed(name, executed));
             }
             match &facts.kind {
@@ -221,26 +169,19 @@ impl PolicyInspector {
             }
             worst = worse(worst, decision);
         }
-        if worst == Decision::Allow {
+        if runs && worst == Decision::Allow {
             for name in declared {
-                self.bound.remove(name.as_bytes());
+                state.declare_cursor(name.as_bytes());
             }
             // SQL and the protocol share one namespace of prepared
             // statements: a name prepared in SQL is no longer a Parse's.
             for change in changes {
                 match change {
                     (Some(name), Some(facts)) => {
-                        self.prepared.remove(name.as_bytes());
-                        self.sql_prepared.insert(name, facts);
+                        state.prepare(name.as_bytes(), Prepared::Sql(facts));
                     }
-                    (Some(name), None) => {
-                        self.prepared.remove(name.as_bytes());
-                        self.sql_prepared.remove(&name);
-                    }
-                    (None, _) => {
-                        self.prepared.clear();
-                        self.sql_prepared.clear();
-                    }
+                    (Some(name), None) => state.deallocate(Some(name.as_bytes())),
+                    (None, _) => state.deallocate(None),
                 }
             }
         }
@@ -255,7 +196,10 @@ impl PolicyInspector {
         let session_dependent = classified.statements.iter().any(|facts| {
             facts.levels().any(|level| {
                 !level.executes.is_empty()
-                    || matches!(level.kind, Kind::Prepare { .. } | Kind::Deallocate { .. })
+                    || matches!(
+                        level.kind,
+                        Kind::Prepare { .. } | Kind::Deallocate { .. } | Kind::DeclareCursor { .. }
+                    )
             })
         });
         // Only what the classification cache keeps (it holds the other
@@ -272,22 +216,24 @@ impl PolicyInspector {
         );
     }
 
-    /// What `EXECUTE name` runs: a statement prepared in SQL (earlier in
-    /// this string, or before), or one prepared with Parse.
+    /// What `EXECUTE name` runs: a statement prepared in SQL earlier in
+    /// this string, or one the session holds (prepared in SQL or with Parse).
     fn executed_facts(
         &mut self,
+        state: &ConnectionState,
         prepared_here: &[(String, Arc<StatementFacts>)],
         name: &str,
     ) -> Option<Vec<StatementFacts>> {
         if let Some((_, facts)) = prepared_here.iter().rev().find(|(n, _)| n == name) {
             return Some(vec![facts.as_ref().clone()]);
         }
-        if let Some(facts) = self.sql_prepared.get(name) {
-            return Some(vec![facts.as_ref().clone()]);
+        match &state.statement(name.as_bytes())?.1.prepared {
+            Prepared::Sql(facts) => Some(vec![facts.as_ref().clone()]),
+            Prepared::Parse { sql, .. } => {
+                let sql = std::str::from_utf8(sql).ok()?;
+                Some(self.cache.classify(sql).statements.clone())
+            }
         }
-        let query = &self.prepared.get(name.as_bytes())?.sql;
-        let sql = std::str::from_utf8(query).ok()?;
-        Some(self.cache.classify(sql).statements.clone())
     }
 
     fn decide_executed(&self, name: &str, executed: Option<Vec<StatementFacts>>) -> Decision {
@@ -313,37 +259,11 @@ impl PolicyInspector {
 
     /// An Execute: the statement its portal runs, judged now (a rule may
     /// hold it for review), with the portal's parameters for the record.
-    fn execute(&mut self, portal: &[u8]) -> StatementInfo {
-        let bound = self.bound.get(portal);
-        let bind = bound.map(|b| b.bind.clone());
-        // A portal bound to a statement prepared in SQL (`PREPARE name AS
-        // …`, judged then): judged again on what it runs, as `EXECUTE name`.
-        let prepared_in_sql = bound
-            .filter(|b| b.sql.is_none())
-            .and_then(|b| std::str::from_utf8(&b.statement.0).ok())
-            .and_then(|name| Some((name.to_owned(), self.sql_prepared.get(name)?.clone())));
-        let sql = bound.and_then(|b| b.sql.clone());
-        // Its shape is known by its rows if the portal was described, or the
-        // very statement it was bound to (not a later one of the same name).
-        // Nothing else ran since (see `runs`).
-        let described = bound.is_some_and(|b| {
-            b.known_at == self.runs
-                && (b.described
-                    || self
-                        .prepared
-                        .get(&b.statement.0)
-                        .is_some_and(|p| p.parse == b.statement.1 && p.described))
-        });
-        // This Execute runs; the portal it runs is still this one after,
-        // described now (by the client's Describe or the gateway's).
-        self.runs += 1;
-        if let Some(bound) = self.bound.get_mut(portal) {
-            bound.known_at = self.runs;
-            bound.described = true;
-        }
-        let (sql, judged) = match (sql, prepared_in_sql) {
-            (Some(sql), _) => {
-                let text = String::from_utf8_lossy(&sql).into_owned();
+    fn execute(&mut self, portal: &[u8], state: &mut ConnectionState) -> (StatementInfo, About) {
+        let executed = state.execute(portal);
+        let (sql, judged) = match &executed.prepared {
+            Some(Prepared::Parse { sql, .. }) => {
+                let text = String::from_utf8_lossy(sql).into_owned();
                 let classified = self.cache.classify(&text);
                 let judged = match self.verdicts.get(&(Arc::as_ptr(&classified) as usize)) {
                     Some((_, judged)) => judged.clone(),
@@ -365,7 +285,13 @@ impl PolicyInspector {
                 };
                 (text, judged)
             }
-            (None, Some((name, facts))) => {
+            // A portal bound to a statement prepared in SQL (`PREPARE name
+            // AS …`, judged then): judged again on what it runs, as
+            // `EXECUTE name`.
+            Some(Prepared::Sql(facts)) => {
+                let name =
+                    String::from_utf8_lossy(executed.statement_name.as_deref().unwrap_or_default())
+                        .into_owned();
                 let decision = self.decide_executed(&name, Some(vec![facts.as_ref().clone()]));
                 // Its kind and tables are the prepared statement's.
                 let runs = facts.inner.as_deref().unwrap_or(facts.as_ref());
@@ -374,8 +300,9 @@ impl PolicyInspector {
                     Judged::of(decision, std::slice::from_ref(runs)),
                 )
             }
-            // A cursor declared in SQL (judged then), fetched by portal name.
-            (None, None) => (
+            // A cursor declared in SQL or opened by a function (judged
+            // then), fetched by portal name.
+            None => (
                 format!(
                     "-- Execute of portal \"{}\"",
                     String::from_utf8_lossy(portal)
@@ -388,45 +315,46 @@ impl PolicyInspector {
                 },
             ),
         };
-        let describe_portal = (!described).then(|| portal.to_vec());
-        StatementInfo {
-            params: bind.as_deref().map(bind_params).unwrap_or_default(),
+        let describe_portal = (!executed.described).then(|| (portal.to_vec(), executed.portal));
+        let info = StatementInfo {
+            params: executed
+                .bind
+                .as_deref()
+                .map(bind_params)
+                .unwrap_or_default(),
             sql,
             kind: judged.kind,
             tables: judged.tables,
             decision: judged.decision,
             read_only: judged.read_only,
             describe_portal,
-            bind,
-        }
+            bind: executed.bind,
+        };
+        (info, About::Portal(executed.portal))
     }
 
     /// A NoticeResponse of the upstream login, masked like any other.
     pub(crate) fn mask_notice(&mut self, frame: &Frame) -> ServerVerdict {
-        self.mask_error(frame)
+        match Backend::read(frame) {
+            Ok(message) => self.mask_report(&message),
+            Err(_) => ServerVerdict::Drop,
+        }
     }
 
-    fn forget_statement(&mut self, name: &[u8]) {
-        self.prepared.remove(name);
-    }
-
-    fn forget_portal(&mut self, name: &[u8]) {
-        self.bound.remove(name);
-    }
-
-    /// The verdict on a frame carrying values (DataRow, FunctionCallResponse)
-    /// once masked: as it came, its masked body under the same tag, or the
-    /// request ended with an error when it could not be masked.
+    /// The verdict on a message carrying values (DataRow,
+    /// FunctionCallResponse) once masked: as it came, its masked body
+    /// written by `put`, or the request ended with an error when it could
+    /// not be masked.
     fn masked_value(
         &mut self,
-        tag: u8,
+        put: fn(&mut BytesMut, &[u8]),
         masked: Result<Option<Vec<u8>>, MaskFailure>,
     ) -> ServerVerdict {
         match masked {
             Ok(None) => ServerVerdict::Forward,
             Ok(Some(body)) => {
                 let mut out = BytesMut::new();
-                put_frame(&mut out, tag, &body);
+                put(&mut out, &body);
                 ServerVerdict::Replace(out)
             }
             Err(e) => self.fail(&e),
@@ -479,17 +407,17 @@ impl PolicyInspector {
         })
     }
 
-    fn mask_copy(&mut self, frame: &Frame) -> ServerVerdict {
+    fn mask_copy(&mut self, data: &[u8]) -> ServerVerdict {
         let copy = self
             .copy
             .get_or_insert_with(|| CopyMasker::new(&self.columns, false));
-        let chunks = copy.mask_copy_data(frame.body());
+        let chunks = copy.mask_copy_data(data);
         if chunks.len() == 1 && matches!(chunks[0], std::borrow::Cow::Borrowed(_)) {
             return ServerVerdict::Forward;
         }
         let mut out = BytesMut::new();
         for chunk in chunks {
-            put_frame(&mut out, b'd', &chunk);
+            put_copy_data(&mut out, &chunk);
         }
         if out.is_empty() {
             ServerVerdict::Drop
@@ -507,28 +435,38 @@ impl PolicyInspector {
         }
         let mut out = BytesMut::new();
         for chunk in held {
-            put_frame(&mut out, b'd', &chunk);
+            put_copy_data(&mut out, &chunk);
         }
         out.extend_from_slice(frame.as_bytes());
         Some(out)
     }
 
-    fn mask_error(&mut self, frame: &Frame) -> ServerVerdict {
+    /// An ErrorResponse, NoticeResponse or NotificationResponse with the
+    /// card numbers in its fields masked.
+    fn mask_report(&mut self, message: &Backend<'_>) -> ServerVerdict {
         let masker = self.columns.content_masker();
-        let masked = match frame.tag() {
-            b'A' => mask_notification(masker, frame.body()),
-            _ => mask_error_or_notice(masker, frame.body()),
+        let (masked, put): (_, fn(&mut BytesMut, &[u8])) = match message {
+            Backend::NotificationResponse(body) => {
+                (mask_notification(masker, body), put_notification_response)
+            }
+            Backend::ErrorResponse(body) => {
+                (mask_error_or_notice(masker, body), put_error_response)
+            }
+            Backend::NoticeResponse(body) => {
+                (mask_error_or_notice(masker, body), put_notice_response)
+            }
+            _ => return ServerVerdict::Forward,
         };
         match masked {
             Ok(None) => ServerVerdict::Forward,
             Ok(Some(body)) => {
                 let mut out = BytesMut::new();
-                put_frame(&mut out, frame.tag(), &body);
+                put(&mut out, &body);
                 ServerVerdict::Replace(out)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "malformed message from the database was not forwarded");
-                if frame.tag() == b'E' {
+                if matches!(message, Backend::ErrorResponse(_)) {
                     let mut out = BytesMut::new();
                     put_error(
                         &mut out,
@@ -579,6 +517,16 @@ impl Judged {
         }
     }
 
+    /// A refusal of something that is no statement of its own (a Bind).
+    fn refused(decision: Decision) -> Judged {
+        Judged {
+            decision,
+            kind: "bind".to_owned(),
+            tables: Vec::new(),
+            read_only: false,
+        }
+    }
+
     fn into_info(self, sql: &[u8]) -> StatementInfo {
         StatementInfo {
             sql: String::from_utf8_lossy(sql).into_owned(),
@@ -597,41 +545,21 @@ impl Judged {
 /// described (their type is not known here, and decoding guesses could
 /// print a card number stored as a number).
 fn bind_params(body: &[u8]) -> Vec<Option<String>> {
-    let parse = || -> Option<Vec<Option<String>>> {
-        let (_, rest) = take_cstr(body)?;
-        let (_, rest) = take_cstr(rest)?;
-        let (n_formats, mut rest) = take_i16(rest)?;
-        let mut formats = Vec::with_capacity(n_formats.max(0) as usize);
-        for _ in 0..n_formats.max(0) {
-            let (format, tail) = take_i16(rest)?;
-            formats.push(format);
-            rest = tail;
-        }
-        let (n_params, mut rest) = take_i16(rest)?;
-        let mut params = Vec::with_capacity(n_params.max(0) as usize);
-        for index in 0..n_params.max(0) as usize {
-            let (len, tail) = take_i32(rest)?;
-            if len < 0 {
-                params.push(None);
-                rest = tail;
-                continue;
-            }
-            let value = tail.get(..len as usize)?;
-            rest = &tail[len as usize..];
-            let format = match formats.len() {
-                0 => 0,
-                1 => formats[0],
-                _ => *formats.get(index)?,
-            };
-            params.push(Some(if format == 0 {
-                String::from_utf8_lossy(value).into_owned()
-            } else {
-                format!("<binary, {} bytes>", value.len())
-            }));
-        }
-        Some(params)
+    let Some(parameters) = Bind::from_body(body).and_then(|bind| bind.parameters()) else {
+        return vec![Some("<malformed Bind>".to_owned())];
     };
-    parse().unwrap_or_else(|| vec![Some("<malformed Bind>".to_owned())])
+    parameters
+        .into_iter()
+        .map(|(format, value)| {
+            value.map(|value| {
+                if format == 0 {
+                    String::from_utf8_lossy(value).into_owned()
+                } else {
+                    format!("<binary, {} bytes>", value.len())
+                }
+            })
+        })
+        .collect()
 }
 
 /// The more restrictive of two decisions (the first of equals).
@@ -650,109 +578,105 @@ fn worse(a: Decision, b: Decision) -> Decision {
     }
 }
 
-fn put_frame(out: &mut BytesMut, tag: u8, body: &[u8]) {
-    out.reserve(body.len() + 5);
-    out.put_u8(tag);
-    out.put_u32((body.len() + 4) as u32);
-    out.extend_from_slice(body);
-}
-
-fn cstr(body: &[u8]) -> (&[u8], &[u8]) {
-    take_cstr(body).unwrap_or((b"", b""))
-}
-
 /// The inspector's two directions and the reviewer's replacement check.
 impl PolicyInspector {
-    /// The text of a statement the client prepared (protocol Parse).
-    pub(crate) fn prepared_sql(&self, name: &[u8]) -> Option<&[u8]> {
-        self.prepared.get(name).map(|p| &p.sql[..])
-    }
-
-    pub(crate) fn client_frame(&mut self, frame: &Frame) -> ClientVerdict {
-        let body = frame.body();
-        match frame.tag() {
-            b'Q' => {
+    /// Judges a client message and records in `state` what it makes of
+    /// the session (in the client's order: the relay may still hold it
+    /// back); returns what to do with it and the records it is about.
+    pub(crate) fn client_frame(
+        &mut self,
+        message: &Frontend<'_>,
+        frame: &Frame,
+        state: &mut ConnectionState,
+    ) -> (ClientVerdict, About) {
+        let statement = |judged: Judged, sql: &[u8]| {
+            (
+                ClientVerdict::Statement(Box::new(judged.into_info(sql))),
+                About::Nothing,
+            )
+        };
+        match message {
+            Frontend::Query { sql } => {
                 // A simple Query drops the unnamed statement and portal
-                // (as `ConnectionState` does, and the server).
-                self.forget_statement(b"");
-                self.forget_portal(b"");
-                self.runs += 1;
-                let (sql, _) = cstr(body);
-                let judged = self.decide_sql(sql);
-                return ClientVerdict::Statement(Box::new(judged.into_info(sql)));
+                // (as the server does).
+                state.query();
+                let judged = self.decide_sql(sql, state, true);
+                statement(judged, sql)
             }
-            b'P' => {
-                let (name, rest) = cstr(body);
-                let (sql, _) = cstr(rest);
-                let judged = self.decide_sql(sql);
+            Frontend::Parse(parse) => {
+                let judged = self.decide_sql(parse.sql, state, false);
                 // Blocked statements are refused when prepared; reviewed
                 // ones are held when executed, with their parameters.
                 if matches!(judged.decision, Decision::Block { .. }) {
-                    return ClientVerdict::Statement(Box::new(judged.into_info(sql)));
+                    return statement(judged, parse.sql);
                 }
-                self.parses += 1;
                 let needs_review = matches!(judged.decision, Decision::Review { .. });
-                self.prepared.insert(
-                    name.to_vec(),
-                    Prepared {
-                        parse: self.parses,
-                        sql: Bytes::copy_from_slice(sql),
+                let id = state.prepare(
+                    parse.name,
+                    Prepared::Parse {
+                        sql: frame.share(parse.sql),
                         needs_review,
-                        described: false,
                     },
                 );
-                if needs_review {
-                    return ClientVerdict::Defer;
-                }
+                let verdict = if needs_review {
+                    ClientVerdict::Defer
+                } else {
+                    ClientVerdict::Forward
+                };
+                (verdict, About::Statement(id))
             }
-            b'B' => {
-                let (portal, rest) = cstr(body);
-                let (statement, _) = cstr(rest);
-                let prepared = self.prepared.get(statement);
-                let needs_review = prepared.is_some_and(|p| p.needs_review);
-                self.bound.insert(
-                    portal.to_vec(),
-                    Bound {
-                        statement: (statement.to_vec(), prepared.map_or(0, |p| p.parse)),
-                        sql: prepared.map(|p| p.sql.clone()),
-                        bind: Bytes::copy_from_slice(body),
-                        described: false,
-                        known_at: self.runs,
-                    },
+            Frontend::Bind(bind) => {
+                // Every way of preparing a statement passes the gateway: a
+                // name it does not know is one the server does not hold
+                // either (or holds unseen, prepared inside a function).
+                let Some((id, prepared)) = state.statement(bind.statement) else {
+                    let name = String::from_utf8_lossy(bind.statement);
+                    return statement(
+                        Judged::refused(self.decide_executed(&name, None)),
+                        format!("-- Bind of statement \"{name}\"").as_bytes(),
+                    );
+                };
+                let needs_review = matches!(
+                    prepared.prepared,
+                    Prepared::Parse {
+                        needs_review: true,
+                        ..
+                    }
                 );
-                if needs_review {
-                    return ClientVerdict::Defer;
-                }
+                let portal = state.bind(
+                    bind.portal,
+                    id,
+                    frame.share(frame.body()),
+                    bind.result_formats().collect(),
+                );
+                let verdict = if needs_review {
+                    ClientVerdict::Defer
+                } else {
+                    ClientVerdict::Forward
+                };
+                (verdict, About::Portal(portal))
             }
-            b'D' => {
-                if let Some((&kind, rest)) = body.split_first() {
-                    let (name, _) = cstr(rest);
-                    if kind == b'S' {
-                        if let Some(prepared) = self.prepared.get_mut(name) {
-                            prepared.described = true;
-                        }
-                    } else if let Some(bound) = self.bound.get_mut(name) {
-                        bound.described = true;
-                        bound.known_at = self.runs;
-                    }
-                }
+            Frontend::Describe {
+                target: Some(target),
+                name,
+            } => (ClientVerdict::Forward, state.describe(*target, name)),
+            Frontend::Execute { portal, .. } => {
+                let (info, about) = self.execute(portal, state);
+                (ClientVerdict::Statement(Box::new(info)), about)
             }
-            b'E' => {
-                let (portal, _) = cstr(body);
-                return ClientVerdict::Statement(Box::new(self.execute(portal)));
+            Frontend::Close {
+                target: Some(target),
+                name,
+            } => {
+                state.close(*target, name);
+                (ClientVerdict::Forward, About::Nothing)
             }
-            b'C' => {
-                if let Some((&kind, rest)) = body.split_first() {
-                    let (name, _) = cstr(rest);
-                    if kind == b'S' {
-                        self.forget_statement(name);
-                    } else {
-                        self.forget_portal(name);
-                    }
-                }
+            Frontend::Sync => {
+                state.sync();
+                (ClientVerdict::Forward, About::Nothing)
             }
-            b'F' => {
-                self.runs += 1;
+            Frontend::FunctionCall { .. } => {
+                state.function_call();
                 // Refused by the shipped rule `function-call-protocol`
                 // unless the operator switched it off (and no rule about
                 // functions applies: any of them matches a FunctionCall).
@@ -761,30 +685,36 @@ impl PolicyInspector {
                     ..StatementFacts::default()
                 };
                 let decision = decide(&facts, &self.identity, &self.context, &self.rules);
-                let judged = Judged::of(decision, std::slice::from_ref(&facts));
-                return ClientVerdict::Statement(Box::new(
-                    judged.into_info(b"-- fast-path FunctionCall"),
-                ));
+                statement(
+                    Judged::of(decision, std::slice::from_ref(&facts)),
+                    b"-- fast-path FunctionCall",
+                )
             }
-            _ => {}
+            _ => (ClientVerdict::Forward, About::Nothing),
         }
-        ClientVerdict::Forward
     }
 
     /// A reviewer's replacement statement, about to run instead of the
-    /// held request (`tag`: its message type): `Err` is the refusal when
+    /// held request (`function_call`: a fast-path call): `Err` is the refusal when
     /// the rules block it, or when nothing can stand in for the request.
-    pub(crate) fn check_replacement(&mut self, tag: u8, sql: &str) -> Result<(), BytesMut> {
+    pub(crate) fn check_replacement(
+        &mut self,
+        function_call: bool,
+        sql: &str,
+        state: &mut ConnectionState,
+    ) -> Result<(), BytesMut> {
         // A FunctionCall's client waits for a FunctionCallResponse, which
         // no statement produces.
-        let decision = if tag == b'F' {
+        let decision = if function_call {
             Decision::block(
                 "function-call-protocol",
                 "a fast-path function call cannot be replaced by a statement; \
                  approve or deny it",
             )
         } else {
-            self.decide_sql(sql.as_bytes()).decision
+            // Judged only: what it prepares or deallocates in SQL is not
+            // followed (the reviewer's text stands in for one statement).
+            self.decide_sql(sql.as_bytes(), state, false).decision
         };
         // A replacement that would itself need review is allowed: the
         // reviewer who wrote it approved it. A blocked one never runs.
@@ -806,20 +736,23 @@ impl PolicyInspector {
     pub(crate) fn server_frame(
         &mut self,
         state: &mut ConnectionState,
+        message: &Backend<'_>,
         frame: &Frame,
     ) -> ServerVerdict {
         if self.suppressing {
-            return match frame.tag() {
-                b'Z' => {
+            return match message {
+                Backend::ReadyForQuery { .. } => {
                     self.suppressing = false;
                     ServerVerdict::Forward
                 }
-                b'N' | b'A' => self.mask_error(frame),
+                Backend::NoticeResponse(_) | Backend::NotificationResponse(_) => {
+                    self.mask_report(message)
+                }
                 _ => ServerVerdict::Drop,
             };
         }
-        match frame.tag() {
-            b'D' => {
+        match message {
+            Backend::DataRow(body) => {
                 let shape = match self.current_shape(state) {
                     Ok(Some(shape)) => shape,
                     Ok(None) => {
@@ -828,49 +761,50 @@ impl PolicyInspector {
                     }
                     Err(problem) => return self.fail(&problem),
                 };
-                let masked = mask_data_row(shape, frame.body());
-                self.masked_value(frame.tag(), masked)
+                let masked = mask_data_row(shape, body);
+                self.masked_value(put_data_row, masked)
             }
-            b'd' => self.mask_copy(frame),
-            b'V' => {
+            Backend::CopyData(data) => self.mask_copy(data),
+            Backend::FunctionCallResponse(body) => {
                 let binary = !matches!(
                     state.front(),
                     Some(Pending::FunctionCall { binary: false, .. })
                 );
-                let masked = hoop_policy::mask_function_result(&self.columns, frame.body(), binary);
-                self.masked_value(frame.tag(), masked)
+                let masked = hoop_policy::mask_function_result(&self.columns, body, binary);
+                self.masked_value(put_function_call_response, masked)
             }
-            b'H' | b'W' => {
-                let binary = frame.body().first() == Some(&1);
-                self.copy = Some(CopyMasker::new(&self.columns, binary));
+            Backend::CopyOutResponse { binary } | Backend::CopyBothResponse { binary } => {
+                self.copy = Some(CopyMasker::new(&self.columns, *binary));
                 ServerVerdict::Forward
             }
-            b'c' => match self.finish_copy(frame) {
+            Backend::CopyDone => match self.finish_copy(frame) {
                 Some(out) => ServerVerdict::Replace(out),
                 None => ServerVerdict::Forward,
             },
-            b'E' | b'N' | b'A' => {
-                let held = if frame.tag() == b'E' {
+            Backend::ErrorResponse(_)
+            | Backend::NoticeResponse(_)
+            | Backend::NotificationResponse(_) => {
+                let held = if matches!(message, Backend::ErrorResponse(_)) {
                     self.copy.take().map(|mut c| c.finish()).unwrap_or_default()
                 } else {
                     Vec::new()
                 };
-                let verdict = self.mask_error(frame);
+                let verdict = self.mask_report(message);
                 if held.is_empty() {
                     return verdict;
                 }
                 let mut out = BytesMut::new();
                 for chunk in held {
-                    put_frame(&mut out, b'd', &chunk);
+                    put_copy_data(&mut out, &chunk);
                 }
                 match verdict {
                     ServerVerdict::Forward => out.extend_from_slice(frame.as_bytes()),
                     ServerVerdict::Replace(bytes) => out.extend_from_slice(&bytes),
-                    _ => {}
+                    ServerVerdict::Drop => {}
                 }
                 ServerVerdict::Replace(out)
             }
-            b'Z' => {
+            Backend::ReadyForQuery { .. } => {
                 self.copy = None;
                 ServerVerdict::Forward
             }

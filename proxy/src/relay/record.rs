@@ -5,12 +5,11 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use bytes::BytesMut;
 use hoop_audit::{StatementHandle, StatementOutcome};
 
-use super::state::{ConnectionState, Pending};
+use super::state::ConnectionState;
 use super::verdict::ServerVerdict;
-use crate::protocol::backend::fields as error_fields;
+use crate::protocol::backend::{error_summary, Backend};
 use crate::protocol::{take_cstr, take_i16, take_i32, Frame};
 
 /// A forwarded statement whose record awaits its outcome.
@@ -102,17 +101,23 @@ impl Recorder {
 
     /// Looks at a server frame before the state moves on; `verdict` is what
     /// the client gets instead of it, if anything.
-    pub fn observe(&mut self, state: &ConnectionState, frame: &Frame, verdict: &ServerVerdict) {
+    pub fn observe(
+        &mut self,
+        state: &ConnectionState,
+        message: &Backend<'_>,
+        frame: &Frame,
+        verdict: &ServerVerdict,
+    ) {
         if self.open.is_empty() {
             return;
         }
         let sent = verdict.sent(frame);
-        if frame.tag() == b'E' {
+        if let Backend::ErrorResponse(_) = message {
             // The error of the front request; every statement queued before
             // the next Sync is skipped by the server.
             let (code, message) = sent
                 .and_then(first_body)
-                .map(code_and_message)
+                .map(error_summary)
                 .unwrap_or_else(|| ("XX000".to_owned(), "error not passed on".to_owned()));
             let front = state.front_id();
             let ready = state.next_ready_id();
@@ -136,16 +141,16 @@ impl Recorder {
             return;
         }
         let outcome = &mut open.outcome;
-        match frame.tag() {
-            b'T' if record_rows > 0 => outcome.columns = column_names(frame.body()),
-            b'D' => {
+        match message {
+            Backend::RowDescription(body) if record_rows > 0 => {
+                outcome.columns = column_names(body)
+            }
+            Backend::DataRow(_) => {
                 open.returned += 1;
                 if outcome.result_rows.len() < record_rows {
                     if outcome.columns.is_empty() {
-                        if let Some(Pending::Execute { portal }) = state.front() {
-                            if let Some(description) = state.portal_row_description(portal) {
-                                outcome.columns = column_names(description);
-                            }
+                        if let Some(description) = state.execute_row_description() {
+                            outcome.columns = column_names(description);
                         }
                     }
                     if let Some(body) = sent.and_then(first_body) {
@@ -153,12 +158,11 @@ impl Recorder {
                     }
                 }
             }
-            b'C' => {
-                let (tag, _) = take_cstr(frame.body()).unwrap_or_default();
+            Backend::CommandComplete { tag } => {
                 outcome.command_tag = Some(String::from_utf8_lossy(tag).into_owned());
             }
-            b'I' => outcome.command_tag = Some("EMPTY QUERY".to_owned()),
-            b's' => outcome.command_tag = Some("PORTAL SUSPENDED".to_owned()),
+            Backend::EmptyQueryResponse => outcome.command_tag = Some("EMPTY QUERY".to_owned()),
+            Backend::PortalSuspended => outcome.command_tag = Some("PORTAL SUSPENDED".to_owned()),
             _ => {}
         }
     }
@@ -207,19 +211,6 @@ pub fn first_body(bytes: &[u8]) -> Option<&[u8]> {
     bytes.get(5..1 + len)
 }
 
-fn code_and_message(body: &[u8]) -> (String, String) {
-    let mut code = String::new();
-    let mut message = String::new();
-    for (field, value) in error_fields(body) {
-        match field {
-            b'C' => code = String::from_utf8_lossy(value).into_owned(),
-            b'M' => message = String::from_utf8_lossy(value).into_owned(),
-            _ => {}
-        }
-    }
-    (code, message)
-}
-
 /// Column names of a RowDescription body.
 fn column_names(body: &[u8]) -> Vec<String> {
     let Some((count, mut rest)) = take_i16(body) else {
@@ -266,16 +257,6 @@ fn row_values(body: &[u8]) -> Vec<Option<String>> {
         }));
     }
     values
-}
-
-/// A simple Query frame.
-pub fn query_frame(sql: &str) -> BytesMut {
-    let mut out = BytesMut::with_capacity(sql.len() + 6);
-    out.extend_from_slice(b"Q");
-    out.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
-    out.extend_from_slice(sql.as_bytes());
-    out.extend_from_slice(&[0]);
-    out
 }
 
 #[cfg(test)]

@@ -1,54 +1,291 @@
-//! Per-connection protocol state, kept from the frames the relay sees: the
-//! prepared statements and portals the server holds, with their row
-//! descriptions and the row shapes the masker makes of them (an Execute
-//! does not resend RowDescription, so whoever inspects DataRows later needs
-//! them), the transaction status, and the queue of requests still awaiting
-//! their responses (so pipelining, errors-until-Sync and idleness are known).
+//! The one model of a session: the prepared statements and portals it
+//! holds, each with what every part of the gateway needs of it (its SQL or
+//! facts, whether it goes to review, its row description and the row shape
+//! the masker makes of it), the transaction status, and the queue of
+//! requests still awaiting their answers (so pipelining, errors-until-Sync
+//! and idleness are known). The policy inspector, the masker and the
+//! recorder read and change this state; none keeps a copy of it.
 //!
-//! Statements and portals are kept in the server's order: a statement from
-//! its ParseComplete, a portal from its BindComplete, each description from
-//! the answer to its Describe. What the client has sent (and the relay may
-//! still hold back) is the policy inspector's: its record of each statement
-//! and portal knows the text, the verdict and which Parse a portal was bound
-//! to.
+//! # Two orders, one model
+//!
+//! The inspector must judge a client's message when it arrives (client
+//! order), while the server answers later (server order), and a rule may
+//! hold messages back for review meanwhile. So statements and portals are
+//! *records* with ids, and names map to them:
+//!
+//! - a Parse or Bind makes a new record at once, under its name, in the
+//!   client's order; the record it replaced is kept until the server has
+//!   answered, since the server may refuse the new one (`42P05` for a named
+//!   statement that exists, `42P03` for a portal, any error in its text) or
+//!   skip it (an earlier error in its batch), and the name then still means
+//!   the old one (see [`ConnectionState::on_server_frame`]);
+//! - every request queued for the server names the records it is about
+//!   (resolved in the client's order: [`About`]), so an answer attaches to
+//!   the very statement or portal it describes, whatever its name means by
+//!   then (the unnamed statement is replaced by every Parse; SQL shares the
+//!   names: `CLOSE p; DECLARE p CURSOR …`);
+//! - a message that depends on a record whose fate is still open, and was
+//!   sent in an earlier batch (a Sync between them), waits until the server
+//!   has answered ([`ConnectionState::must_wait`]): within one batch a
+//!   failed Parse or Bind makes the server skip what depends on it, across
+//!   batches it does not, and the gateway would otherwise judge a statement
+//!   the server does not run.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::protocol::{take_cstr, take_i16, take_i32, Frame};
-use hoop_policy::RowShape;
+use crate::protocol::backend::{Backend, IDLE};
+use crate::protocol::frontend::{Frontend, Target};
+use hoop_policy::{RowShape, StatementFacts};
 
-/// A prepared statement the server holds.
-#[derive(Debug, Clone, Default)]
-pub struct PreparedStatement {
-    /// Which ParseComplete made it: a portal bound to it remembers this,
-    /// and a later statement of the same name (the unnamed statement is
-    /// replaced by every Parse) does not describe that portal's rows.
-    parse: u64,
-    /// The answer to a Describe of it: a RowDescription body, or `None`
-    /// for NoData.
-    pub description: Option<Option<Bytes>>,
+/// Names a statement or portal record for as long as it is kept.
+pub(crate) type RecordId = u64;
+
+/// What a statement name holds.
+#[derive(Debug, Clone)]
+pub(crate) enum Prepared {
+    /// Prepared with Parse: its text, and whether a rule sends it to review
+    /// (its Parse and Binds are then held back with the Execute, so nothing
+    /// of them reaches the server until the review is decided).
+    Parse { sql: Bytes, needs_review: bool },
+    /// Prepared in SQL (`PREPARE name AS …`, judged then): its facts (they
+    /// include the statement it prepares).
+    Sql(Arc<StatementFacts>),
 }
 
-/// A portal the server holds.
-#[derive(Debug, Clone, Default)]
-pub struct Portal {
-    pub statement: Vec<u8>,
-    /// The [`PreparedStatement::parse`] of the statement it was bound to.
-    statement_parse: u64,
-    pub result_formats: Vec<i16>,
+/// A prepared statement.
+#[derive(Debug)]
+pub(crate) struct Statement {
+    name: Vec<u8>,
+    pub prepared: Prepared,
+    /// A Describe of it was sent: its description arrives before the rows
+    /// of any later Execute of a portal bound to it.
+    described: bool,
+    /// The server's answer to a Describe of it: a RowDescription body, or
+    /// `None` for NoData.
+    description: Option<Option<Bytes>>,
+    fate: Fate,
+}
+
+/// A portal: bound with Bind, or a cursor (declared in SQL, opened by a
+/// function) the gateway knows only by its name.
+#[derive(Debug)]
+pub(crate) struct Portal {
+    name: Vec<u8>,
+    /// The statement record it was bound to (PostgreSQL runs the portal's
+    /// own copy, whatever the name means by the time it is executed).
+    /// `None`: a cursor.
+    pub statement: Option<RecordId>,
+    /// The Bind body (parameters for the record, formats for a reviewer's
+    /// replacement); `None`: a cursor.
+    pub bind: Option<Bytes>,
+    result_formats: Vec<i16>,
+    /// Its row description arrives before its rows: the client or the
+    /// gateway asked for it.
+    described: bool,
+    /// [`ConnectionState::runs`] when the above was last true: SQL and the
+    /// protocol share one namespace of portals, so once another statement
+    /// ran, the name may be another portal.
+    known_at: u64,
     /// The answer to a Describe of the portal itself (its result formats
     /// applied): a RowDescription body, or `None` for NoData.
-    pub description: Option<Option<Bytes>>,
-    /// The shape of its rows, once the masker made it (see
-    /// [`ConnectionState::portal_description`]); `None` inside: no rows.
-    pub shape: Option<Option<RowShape>>,
+    description: Option<Option<Bytes>>,
+    /// The shape of its rows, once the masker made it; `None` inside: no rows.
+    shape: Option<Option<RowShape>>,
+    /// Id of the request that made it, once sent: a transaction's end
+    /// (ReadyForQuery idle) closes the portals made before it.
+    sent: Option<u64>,
+    fate: Fate,
+}
+
+/// Whether the server has taken a record yet.
+#[derive(Debug, Clone, Copy, Default)]
+struct Fate {
+    /// The server answered its Parse or Bind (or it needs none).
+    confirmed: bool,
+    /// What its name meant before, while its Parse or Bind is unanswered.
+    replaced: Option<RecordId>,
+    /// [`ConnectionState::batch`] when it was made.
+    batch: u64,
+}
+
+impl Fate {
+    fn open_before(&self, batch: u64) -> bool {
+        !self.confirmed && self.replaced.is_some() && self.batch < batch
+    }
+}
+
+trait Named {
+    fn name(&self) -> &[u8];
+    fn fate(&mut self) -> &mut Fate;
+}
+
+impl Named for Statement {
+    fn name(&self) -> &[u8] {
+        &self.name
+    }
+    fn fate(&mut self) -> &mut Fate {
+        &mut self.fate
+    }
+}
+
+impl Named for Portal {
+    fn name(&self) -> &[u8] {
+        &self.name
+    }
+    fn fate(&mut self) -> &mut Fate {
+        &mut self.fate
+    }
+}
+
+/// Records by id, and what each name means now.
+#[derive(Debug)]
+struct Records<T> {
+    by_id: HashMap<RecordId, T>,
+    names: HashMap<Vec<u8>, RecordId>,
+    next: RecordId,
+    /// Records kept before unused ones are looked for again.
+    collect_at: usize,
+}
+
+impl<T> Default for Records<T> {
+    fn default() -> Self {
+        Records {
+            by_id: HashMap::new(),
+            names: HashMap::new(),
+            next: 0,
+            collect_at: COLLECT_AT,
+        }
+    }
+}
+
+/// Records kept, beyond those with names, before unused ones are dropped.
+const COLLECT_AT: usize = 64;
+
+impl<T: Named> Records<T> {
+    /// Puts `record` under its name; what the name meant is kept as what a
+    /// refusal of the new one restores.
+    fn insert(&mut self, mut record: T, batch: u64, confirmed: bool) -> RecordId {
+        let id = self.next;
+        self.next += 1;
+        let replaced = self.names.insert(record.name().to_vec(), id);
+        *record.fate() = Fate {
+            confirmed,
+            replaced: if confirmed { None } else { replaced },
+            batch,
+        };
+        self.by_id.insert(id, record);
+        id
+    }
+
+    fn current(&self, name: &[u8]) -> Option<RecordId> {
+        self.names.get(name).copied()
+    }
+
+    fn get(&self, id: RecordId) -> Option<&T> {
+        self.by_id.get(&id)
+    }
+
+    fn get_mut(&mut self, id: RecordId) -> Option<&mut T> {
+        self.by_id.get_mut(&id)
+    }
+
+    fn named(&self, name: &[u8]) -> Option<&T> {
+        self.get(self.current(name)?)
+    }
+
+    fn unname(&mut self, name: &[u8]) {
+        self.names.remove(name);
+    }
+
+    fn confirm(&mut self, id: RecordId) {
+        if let Some(record) = self.by_id.get_mut(&id) {
+            *record.fate() = Fate {
+                confirmed: true,
+                replaced: None,
+                ..*record.fate()
+            };
+        }
+    }
+
+    /// The server refused or skipped the record's Parse or Bind: its name
+    /// means what it meant before (`restore`), or nothing. The record stays
+    /// while something refers to it (a pending answer, a portal).
+    fn refused(&mut self, id: RecordId, restore: bool) {
+        let Some(record) = self.by_id.get_mut(&id) else {
+            return;
+        };
+        let fate = *record.fate();
+        let name = record.name().to_vec();
+        let before = fate
+            .replaced
+            .filter(|r| restore && self.by_id.contains_key(r));
+        if self.names.get(&name) == Some(&id) {
+            match before {
+                Some(before) => self.names.insert(name, before),
+                None => self.names.remove(&name),
+            };
+        }
+        // Records made after it under the same name restore what it
+        // restored.
+        for record in self.by_id.values_mut() {
+            if record.fate().replaced == Some(id) {
+                record.fate().replaced = before;
+            }
+        }
+    }
+
+    /// Drops the records no name means, none replaced, and `in_use` does
+    /// not need.
+    fn collect(&mut self, in_use: impl Fn(RecordId) -> bool) {
+        let replaced: Vec<RecordId> = self
+            .by_id
+            .values_mut()
+            .filter_map(|r| r.fate().replaced)
+            .collect();
+        let names = &self.names;
+        self.by_id.retain(|id, record| {
+            names.get(record.name()) == Some(id) || replaced.contains(id) || in_use(*id)
+        });
+        self.collect_at = self.by_id.len() * 2 + COLLECT_AT;
+    }
+
+    fn must_collect(&self) -> bool {
+        self.by_id.len() > self.collect_at
+    }
+}
+
+/// The records a client message is about, resolved in the client's order
+/// (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum About {
+    #[default]
+    Nothing,
+    Statement(RecordId),
+    Portal(RecordId),
+}
+
+impl About {
+    fn statement(self) -> Option<RecordId> {
+        match self {
+            About::Statement(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    fn portal(self) -> Option<RecordId> {
+        match self {
+            About::Portal(id) => Some(id),
+            _ => None,
+        }
+    }
 }
 
 /// Where a portal's row description comes from.
-pub enum PortalDescription<'a> {
+pub(crate) enum PortalDescription<'a> {
     /// A Describe of the portal: its result formats are applied.
     Own(Option<&'a Bytes>),
     /// A Describe of the very statement it was bound to: every column in
@@ -59,28 +296,17 @@ pub enum PortalDescription<'a> {
 /// A request sent to the server whose response has not fully arrived. The
 /// front of the queue is what the next server message answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pending {
+pub(crate) enum Pending {
     Query(Instant),
-    Parse {
-        name: Vec<u8>,
-    },
-    Bind {
-        portal: Vec<u8>,
-        statement: Vec<u8>,
-        result_formats: Vec<i16>,
-    },
+    Parse(Option<RecordId>),
+    Bind(Option<RecordId>),
     Describe {
-        kind: u8,
-        name: Vec<u8>,
+        target: Target,
+        record: Option<RecordId>,
         origin: DescribeOrigin,
     },
-    Execute {
-        portal: Vec<u8>,
-    },
-    Close {
-        kind: u8,
-        name: Vec<u8>,
-    },
+    Execute(Option<RecordId>),
+    Close,
     Sync(Instant),
     /// `binary`: the call asked for its result in binary format.
     FunctionCall {
@@ -91,10 +317,10 @@ pub enum Pending {
 
 /// Who sent a Describe, and so who its answer is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DescribeOrigin {
+pub(crate) enum DescribeOrigin {
     Client,
     /// Sent by the gateway before an Execute whose row description it did
-    /// not know; the answer is for the inspector only.
+    /// not know; the answer is for the masker only.
     Gateway,
     /// Sent instead of a refused request: a Describe of a statement that
     /// does not exist, so the server fails (and aborts a transaction, skips
@@ -120,18 +346,81 @@ impl Pending {
     }
 }
 
+/// What a message sent to the server asks of it, as the state queues it
+/// (read from the message once, kept while the message waits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Request {
+    Query,
+    Parse,
+    Bind,
+    /// `None`: a subtype the server refuses.
+    Describe(Option<Target>),
+    Execute,
+    Close,
+    Sync,
+    Flush,
+    /// `binary`: the call asked for its result in binary format.
+    FunctionCall {
+        binary: bool,
+    },
+    Terminate,
+    /// Anything else (COPY data, a type the server refuses).
+    Other,
+}
+
+impl Request {
+    pub fn of(message: &Frontend<'_>) -> Request {
+        match message {
+            Frontend::Query { .. } => Request::Query,
+            Frontend::Parse(_) => Request::Parse,
+            Frontend::Bind(_) => Request::Bind,
+            Frontend::Describe { target, .. } => Request::Describe(*target),
+            Frontend::Execute { .. } => Request::Execute,
+            Frontend::Close { .. } => Request::Close,
+            Frontend::Sync => Request::Sync,
+            Frontend::Flush => Request::Flush,
+            Frontend::FunctionCall { binary_result } => Request::FunctionCall {
+                binary: *binary_result,
+            },
+            Frontend::Terminate => Request::Terminate,
+            Frontend::CopyData(_)
+            | Frontend::CopyDone
+            | Frontend::CopyFail
+            | Frontend::Unexpected(_) => Request::Other,
+        }
+    }
+}
+
+/// What an Execute runs, as the client's order has it (see
+/// [`ConnectionState::execute`]).
+pub(crate) struct Executed {
+    pub portal: RecordId,
+    /// What its statement was prepared as (`None`: a cursor).
+    pub prepared: Option<Prepared>,
+    /// The statement's name, for a statement prepared in SQL.
+    pub statement_name: Option<Vec<u8>>,
+    pub bind: Option<Bytes>,
+    /// Its rows' description arrives before them (else the gateway asks
+    /// for it).
+    pub described: bool,
+}
+
 #[derive(Debug, Default)]
-pub struct ConnectionState {
-    pub statements: HashMap<Vec<u8>, PreparedStatement>,
-    pub portals: HashMap<Vec<u8>, Portal>,
+pub(crate) struct ConnectionState {
+    statements: Records<Statement>,
+    portals: Records<Portal>,
+    /// Counts the statements the client asked to run (Query, Execute,
+    /// FunctionCall); see [`Portal::known_at`].
+    runs: u64,
+    /// Counts the client's batches (each Sync, Query and FunctionCall ends
+    /// one); see [`ConnectionState::must_wait`].
+    batch: u64,
     /// From the last ReadyForQuery: b'I' idle, b'T' in a transaction, b'E' failed.
     pub transaction_status: u8,
     /// RowDescription of the simple-query result currently streaming.
     pub simple_row_description: Option<Bytes>,
     /// Its shape, once the masker made it.
     pub simple_shape: Option<RowShape>,
-    /// Counts ParseCompletes (see [`PreparedStatement::parse`]).
-    parses: u64,
     /// After a refused extended-protocol message: client messages are
     /// dropped until the next Sync (as the server would skip them after an
     /// error), so nothing of the refused statement reaches the server.
@@ -154,6 +443,12 @@ pub struct ConnectionState {
     pending: VecDeque<Entry>,
     /// Id of the next request queued (ids only grow).
     next_id: u64,
+    /// Statements prepared in SQL by the Query being judged: sent with it.
+    unsent_prepares: Vec<RecordId>,
+    /// Per Query sent (by request id), the statements its `PREPARE`s make,
+    /// in order: each is the server's once its `PREPARE` completes; those
+    /// an error stopped never were.
+    query_prepares: VecDeque<(u64, VecDeque<RecordId>)>,
 }
 
 /// A queued request: its id (the relay ties audit records to it) and
@@ -168,20 +463,268 @@ struct Entry {
 
 /// What a client frame started, for metrics and tracing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Started {
+pub(crate) enum Started {
     Statement,
     Nothing,
 }
 
+/// The client's side: what its messages make of the session, in the order
+/// it sends them (before the relay holds any back).
 impl ConnectionState {
     pub fn new() -> ConnectionState {
         ConnectionState {
-            transaction_status: b'I',
+            transaction_status: IDLE,
             at_sync_point: true,
             ..Default::default()
         }
     }
 
+    /// Whether `message` must wait for the server's answers before it is
+    /// judged: it depends on a statement or portal made in an earlier
+    /// batch whose Parse or Bind is unanswered and replaced another (see the
+    /// module documentation). Then the server has been sent a Sync since,
+    /// so its answers are on their way.
+    pub fn must_wait(&self, message: &Frontend<'_>) -> bool {
+        let batch = self.batch;
+        let statement_open = |name: &[u8]| {
+            self.statements
+                .named(name)
+                .is_some_and(|s| s.fate.open_before(batch))
+        };
+        let portal_open = |name: &[u8]| {
+            self.portals
+                .named(name)
+                .is_some_and(|p| p.fate.open_before(batch))
+        };
+        match message {
+            Frontend::Bind(bind) => statement_open(bind.statement),
+            Frontend::Execute { portal, .. } => portal_open(portal),
+            Frontend::Describe {
+                target: Some(Target::Statement),
+                name,
+            } => statement_open(name),
+            Frontend::Describe {
+                target: Some(Target::Portal),
+                name,
+            } => portal_open(name),
+            // SQL reaches either namespace (`EXECUTE`, `FETCH`).
+            Frontend::Query { .. } => {
+                self.statements
+                    .by_id
+                    .values()
+                    .any(|s| s.fate.open_before(batch))
+                    || self
+                        .portals
+                        .by_id
+                        .values()
+                        .any(|p| p.fate.open_before(batch))
+            }
+            _ => false,
+        }
+    }
+
+    /// A simple Query: it drops the unnamed statement and portal, runs,
+    /// and ends a batch.
+    pub fn query(&mut self) {
+        self.statements.unname(b"");
+        self.portals.unname(b"");
+        self.runs += 1;
+        self.batch += 1;
+    }
+
+    /// A Sync ends a batch.
+    pub fn sync(&mut self) {
+        self.batch += 1;
+    }
+
+    /// A fast-path FunctionCall runs (anything, by OID) and ends a batch.
+    pub fn function_call(&mut self) {
+        self.runs += 1;
+        self.batch += 1;
+    }
+
+    /// A statement prepared under `name` (with Parse, unanswered until the
+    /// server's ParseComplete; or in SQL, judged then).
+    pub fn prepare(&mut self, name: &[u8], prepared: Prepared) -> RecordId {
+        let in_sql = matches!(prepared, Prepared::Sql(_));
+        let statement = Statement {
+            name: name.to_vec(),
+            prepared,
+            described: false,
+            description: None,
+            fate: Fate::default(),
+        };
+        let id = self.statements.insert(statement, self.batch, false);
+        if in_sql {
+            self.unsent_prepares.push(id);
+        }
+        if self.statements.must_collect() {
+            self.collect();
+        }
+        id
+    }
+
+    /// The statement `name` means now.
+    pub fn statement(&self, name: &[u8]) -> Option<(RecordId, &Statement)> {
+        let id = self.statements.current(name)?;
+        Some((id, self.statements.get(id)?))
+    }
+
+    /// The Query whose `PREPARE`s were recorded is not sent after all (the
+    /// gate refused it): they never happened.
+    pub fn query_refused(&mut self) {
+        for id in std::mem::take(&mut self.unsent_prepares).into_iter().rev() {
+            self.statements.refused(id, true);
+        }
+    }
+
+    /// `DEALLOCATE name` (`None`: `DEALLOCATE ALL`).
+    pub fn deallocate(&mut self, name: Option<&[u8]>) {
+        match name {
+            Some(name) => self.statements.unname(name),
+            None => self.statements.names.clear(),
+        }
+    }
+
+    /// `DECLARE name CURSOR …`: the name is the cursor's now.
+    pub fn declare_cursor(&mut self, name: &[u8]) {
+        self.portals.unname(name);
+    }
+
+    /// A Bind of `statement` (a record [`ConnectionState::statement`]
+    /// found) as `portal`.
+    pub fn bind(
+        &mut self,
+        portal: &[u8],
+        statement: RecordId,
+        body: Bytes,
+        result_formats: Vec<i16>,
+    ) -> RecordId {
+        let record = Portal {
+            name: portal.to_vec(),
+            statement: Some(statement),
+            bind: Some(body),
+            result_formats,
+            described: false,
+            known_at: self.runs,
+            description: None,
+            shape: None,
+            sent: None,
+            fate: Fate::default(),
+        };
+        let id = self.portals.insert(record, self.batch, false);
+        if self.portals.must_collect() {
+            self.collect();
+        }
+        id
+    }
+
+    /// The portal `name` means now, made a cursor's record if the gateway
+    /// knows none by that name.
+    fn portal_or_cursor(&mut self, name: &[u8]) -> RecordId {
+        if let Some(id) = self.portals.current(name) {
+            return id;
+        }
+        let cursor = Portal {
+            name: name.to_vec(),
+            statement: None,
+            bind: None,
+            result_formats: Vec::new(),
+            described: false,
+            known_at: self.runs,
+            description: None,
+            shape: None,
+            sent: None,
+            fate: Fate::default(),
+        };
+        self.portals.insert(cursor, self.batch, true)
+    }
+
+    /// A Describe: its answer comes before the rows of what it describes.
+    pub fn describe(&mut self, target: Target, name: &[u8]) -> About {
+        match target {
+            Target::Statement => match self.statements.current(name) {
+                Some(id) => {
+                    if let Some(s) = self.statements.get_mut(id) {
+                        s.described = true;
+                    }
+                    About::Statement(id)
+                }
+                // The server answers 26000.
+                None => About::Nothing,
+            },
+            Target::Portal => {
+                let id = self.portal_or_cursor(name);
+                let runs = self.runs;
+                if let Some(p) = self.portals.get_mut(id) {
+                    p.described = true;
+                    p.known_at = runs;
+                }
+                About::Portal(id)
+            }
+        }
+    }
+
+    /// A Close: the name means nothing from here on.
+    pub fn close(&mut self, target: Target, name: &[u8]) {
+        match target {
+            Target::Statement => self.statements.unname(name),
+            Target::Portal => self.portals.unname(name),
+        }
+    }
+
+    /// An Execute of `portal`: what it runs, and whether its rows'
+    /// description will precede them (the portal was described, or the very
+    /// statement it was bound to, and nothing ran since). From here on the
+    /// portal counts as described: the client's Describe or the gateway's
+    /// goes before this Execute.
+    pub fn execute(&mut self, portal: &[u8]) -> Executed {
+        let id = self.portal_or_cursor(portal);
+        let runs = self.runs;
+        self.runs += 1;
+        let statements = &self.statements;
+        let Some(p) = self.portals.get_mut(id) else {
+            unreachable!("portal_or_cursor returns a kept record")
+        };
+        let statement = p.statement.and_then(|s| statements.get(s));
+        let described =
+            p.known_at == runs && (p.described || statement.is_some_and(|s| s.described));
+        p.described = true;
+        p.known_at = self.runs;
+        Executed {
+            portal: id,
+            prepared: statement.map(|s| s.prepared.clone()),
+            statement_name: statement.map(|s| s.name.clone()),
+            bind: p.bind.clone(),
+            described,
+        }
+    }
+
+    /// Drops the records nothing needs any more: no name means them, no
+    /// pending answer and no portal refers to them.
+    fn collect(&mut self) {
+        let pending = &self.pending;
+        let in_pending = |want: &dyn Fn(&Pending) -> bool| pending.iter().any(|e| want(&e.pending));
+        self.portals.collect(|id| {
+            in_pending(&|p| {
+                matches!(p, Pending::Bind(Some(r)) | Pending::Execute(Some(r)) if *r == id)
+                    || matches!(p, Pending::Describe { target: Target::Portal, record: Some(r), .. } if *r == id)
+            })
+        });
+        let portals = &self.portals.by_id;
+        self.statements.collect(|id| {
+            portals.values().any(|p| p.statement == Some(id))
+                || in_pending(&|p| {
+                    matches!(p, Pending::Parse(Some(r)) if *r == id)
+                        || matches!(p, Pending::Describe { target: Target::Statement, record: Some(r), .. } if *r == id)
+                })
+        });
+    }
+}
+
+/// The server's side: requests in the order they are sent, answers in the
+/// order they come.
+impl ConnectionState {
     /// No request is waiting for a response.
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty()
@@ -235,153 +778,152 @@ impl ConnectionState {
     }
 
     /// Records a Describe the gateway sent itself (see [`DescribeOrigin`]).
-    pub fn on_gateway_describe(&mut self, kind: u8, name: Vec<u8>, origin: DescribeOrigin) {
-        self.push(Pending::Describe { kind, name, origin });
+    pub fn on_gateway_describe(
+        &mut self,
+        target: Target,
+        record: Option<RecordId>,
+        origin: DescribeOrigin,
+    ) {
+        self.push(Pending::Describe {
+            target,
+            record,
+            origin,
+        });
     }
 
-    pub fn on_client_frame(&mut self, frame: &Frame, now: Instant) -> Started {
-        let body = frame.body();
-        match frame.tag() {
-            b'Q' | b'S' | b'F' => self.at_sync_point = true,
-            b'P' | b'B' | b'D' | b'E' | b'C' => self.at_sync_point = false,
+    /// A client message sent on to the server, with the records the
+    /// client's order resolved it to.
+    pub fn on_client_frame(&mut self, request: Request, about: About, now: Instant) -> Started {
+        match request {
+            Request::Query | Request::Sync | Request::FunctionCall { .. } => {
+                self.at_sync_point = true
+            }
+            Request::Parse
+            | Request::Bind
+            | Request::Describe(_)
+            | Request::Execute
+            | Request::Close => self.at_sync_point = false,
             _ => {}
         }
-        match frame.tag() {
-            b'Q' => {
-                self.statements.remove(&b""[..]);
-                self.portals.remove(&b""[..]);
+        let pending = match request {
+            Request::Query => {
                 self.simple_row_description = None;
                 self.simple_shape = None;
-                self.push(Pending::Query(now));
-                return Started::Statement;
-            }
-            b'P' => {
-                let name = take_cstr(body).map(|(n, _)| n.to_vec()).unwrap_or_default();
-                self.push(Pending::Parse { name });
-            }
-            b'B' => {
-                let pending = match parse_bind(body) {
-                    Some(portal) => Pending::Bind {
-                        portal: portal.portal,
-                        statement: portal.statement,
-                        result_formats: portal.result_formats,
-                    },
-                    None => Pending::Bind {
-                        portal: Vec::new(),
-                        statement: Vec::new(),
-                        result_formats: Vec::new(),
-                    },
-                };
-                self.push(pending);
-            }
-            b'D' => {
-                if let Some((&kind, rest)) = body.split_first() {
-                    let name = take_cstr(rest).map(|(n, _)| n.to_vec()).unwrap_or_default();
-                    self.push(Pending::Describe {
-                        kind,
-                        name,
-                        origin: DescribeOrigin::Client,
-                    });
+                if !self.unsent_prepares.is_empty() {
+                    let prepares = std::mem::take(&mut self.unsent_prepares);
+                    self.query_prepares
+                        .push_back((self.next_id, prepares.into()));
                 }
+                Pending::Query(now)
             }
-            b'E' => {
-                let portal = take_cstr(body).map(|(n, _)| n.to_vec()).unwrap_or_default();
-                self.push(Pending::Execute { portal });
-                return Started::Statement;
-            }
-            b'C' => {
-                let (kind, name) = body
-                    .split_first()
-                    .and_then(|(&kind, rest)| Some((kind, take_cstr(rest)?.0.to_vec())))
-                    .unwrap_or_default();
-                self.push(Pending::Close { kind, name });
-            }
-            b'S' => self.push(Pending::Sync(now)),
-            b'F' => {
-                self.push(Pending::FunctionCall {
-                    started: now,
-                    // Unreadable: the server refuses it; treated as binary,
-                    // the stricter reading of whatever comes back.
-                    binary: function_result_format(body).is_none_or(|format| format != 0),
-                });
-                return Started::Statement;
-            }
-            _ => {}
+            Request::Parse => Pending::Parse(about.statement()),
+            Request::Bind => Pending::Bind(about.portal()),
+            Request::Describe(Some(target)) => Pending::Describe {
+                target,
+                record: match target {
+                    Target::Statement => about.statement(),
+                    Target::Portal => about.portal(),
+                },
+                origin: DescribeOrigin::Client,
+            },
+            // Another subtype: the server answers with an error.
+            Request::Describe(None) | Request::Close => Pending::Close,
+            Request::Execute => Pending::Execute(about.portal()),
+            Request::Sync => Pending::Sync(now),
+            Request::FunctionCall { binary } => Pending::FunctionCall {
+                started: now,
+                binary,
+            },
+            Request::Flush | Request::Terminate | Request::Other => return Started::Nothing,
+        };
+        if let Some(portal) = about.portal().and_then(|id| self.portals.get_mut(id)) {
+            portal.sent.get_or_insert(self.next_id);
         }
-        Started::Nothing
+        self.push(pending);
+        match request {
+            Request::Query | Request::Execute | Request::FunctionCall { .. } => Started::Statement,
+            _ => Started::Nothing,
+        }
     }
 
-    /// Updates the state from a server frame; returns the duration of a
+    /// Updates the state from a server message; returns the duration of a
     /// request that just completed (ReadyForQuery).
-    pub fn on_server_frame(&mut self, frame: &Frame, now: Instant) -> Option<Duration> {
-        match frame.tag() {
-            b'Z' => {
-                self.transaction_status = frame.body().first().copied().unwrap_or(b'I');
-                if self.transaction_status == b'I' {
-                    self.portals.clear();
-                }
+    pub fn on_server_frame(&mut self, message: &Backend<'_>, now: Instant) -> Option<Duration> {
+        match message {
+            Backend::ReadyForQuery { status } => {
+                self.transaction_status = *status;
                 self.simple_row_description = None;
                 self.simple_shape = None;
+                let mut took = None;
+                let mut ended = None;
                 while let Some(e) = self.pending.pop_front() {
+                    if self.query_prepares.front().is_some_and(|(q, _)| *q == e.id) {
+                        // An error stopped the string before these ran.
+                        if let Some((_, stopped)) = self.query_prepares.pop_front() {
+                            for id in stopped.into_iter().rev() {
+                                self.statements.refused(id, true);
+                            }
+                        }
+                    }
                     if let Some(started) = e.pending.ends_with_ready() {
-                        return Some(now.saturating_duration_since(started));
+                        took = Some(now.saturating_duration_since(started));
+                        ended = Some(e.id);
+                        break;
                     }
                 }
+                if *status == IDLE {
+                    // The transaction's end closed the portals made before
+                    // it (not those of requests still queued).
+                    if let Some(ended) = ended {
+                        let portals = &self.portals.by_id;
+                        let closed: Vec<Vec<u8>> = self
+                            .portals
+                            .names
+                            .iter()
+                            .filter(|(_, id)| {
+                                portals
+                                    .get(id)
+                                    .is_some_and(|p| p.sent.is_some_and(|sent| sent < ended))
+                            })
+                            .map(|(name, _)| name.clone())
+                            .collect();
+                        for name in closed {
+                            self.portals.unname(&name);
+                        }
+                    }
+                }
+                if self.pending.is_empty() {
+                    self.collect();
+                }
+                return took;
             }
-            b'1' | b'2' | b'3' => match self.pending.pop_front().map(|e| e.pending) {
-                Some(Pending::Parse { name }) => {
-                    self.parses += 1;
-                    self.statements.insert(
-                        name,
-                        PreparedStatement {
-                            parse: self.parses,
-                            description: None,
-                        },
-                    );
+            Backend::ParseComplete | Backend::BindComplete | Backend::CloseComplete => {
+                match self.pending.pop_front().map(|e| e.pending) {
+                    Some(Pending::Parse(Some(id))) => self.statements.confirm(id),
+                    Some(Pending::Bind(Some(id))) => self.portals.confirm(id),
+                    _ => {}
                 }
-                Some(Pending::Bind {
-                    portal,
-                    statement,
-                    result_formats,
-                }) => {
-                    let statement_parse = self.statements.get(&statement).map_or(0, |s| s.parse);
-                    self.portals.insert(
-                        portal,
-                        Portal {
-                            statement,
-                            statement_parse,
-                            result_formats,
-                            description: None,
-                            shape: None,
-                        },
-                    );
-                }
-                Some(Pending::Close { kind: b'S', name }) => {
-                    self.statements.remove(&name);
-                }
-                Some(Pending::Close { kind: b'P', name }) => {
-                    self.portals.remove(&name);
-                }
-                _ => {}
-            },
-            b'T' | b'n' => {
-                let description =
-                    (frame.tag() == b'T').then(|| Bytes::copy_from_slice(frame.body()));
+            }
+            Backend::RowDescription(_) | Backend::NoData => {
+                let description = match message {
+                    Backend::RowDescription(body) => Some(Bytes::copy_from_slice(body)),
+                    _ => None,
+                };
                 match self.pending.front().map(|e| &e.pending) {
-                    Some(Pending::Describe { kind, name, .. }) => {
-                        match kind {
-                            b'S' => {
-                                if let Some(s) = self.statements.get_mut(name) {
+                    Some(Pending::Describe { target, record, .. }) => {
+                        match (target, record) {
+                            (Target::Statement, Some(id)) => {
+                                if let Some(s) = self.statements.get_mut(*id) {
                                     s.description = Some(description);
                                 }
                             }
-                            _ => {
-                                // A cursor declared in SQL is a portal no
-                                // Bind made: its description is all there is.
-                                let p = self.portals.entry(name.clone()).or_default();
-                                p.description = Some(description);
-                                p.shape = None;
+                            (Target::Portal, Some(id)) => {
+                                if let Some(p) = self.portals.get_mut(*id) {
+                                    p.description = Some(description);
+                                    p.shape = None;
+                                }
                             }
+                            _ => {}
                         }
                         self.pending.pop_front();
                     }
@@ -393,16 +935,42 @@ impl ConnectionState {
                     }
                 }
             }
-            b'C' | b's' | b'I' if matches!(self.front(), Some(Pending::Execute { .. })) => {
+            Backend::CommandComplete { tag: b"PREPARE" }
+                if matches!(self.front(), Some(Pending::Query(_))) =>
+            {
+                let front = self.front_id();
+                if let Some((query, prepares)) = self.query_prepares.front_mut() {
+                    if Some(*query) == front {
+                        if let Some(id) = prepares.pop_front() {
+                            self.statements.confirm(id);
+                        }
+                    }
+                }
+            }
+            m if m.ends_execute() && matches!(self.front(), Some(Pending::Execute(_))) => {
                 self.pending.pop_front();
             }
-            b'E' => {
-                // Extended protocol: the server skips everything up to Sync.
+            Backend::ErrorResponse(_) => {
+                // The front request failed; the server skips everything up
+                // to the next Sync. A refused Parse or Bind leaves its name
+                // meaning what it meant (a named statement or portal that
+                // existed stays; a failed Parse of the unnamed statement
+                // dropped the old one first); a skipped one never happened.
+                let mut failed = true;
                 while let Some(front) = self.pending.front() {
                     if front.pending.ends_with_ready().is_some() {
                         break;
                     }
-                    self.pending.pop_front();
+                    match self.pending.pop_front().map(|e| e.pending) {
+                        Some(Pending::Parse(Some(id))) => {
+                            let unnamed =
+                                self.statements.get(id).is_some_and(|s| s.name.is_empty());
+                            self.statements.refused(id, !(failed && unnamed));
+                        }
+                        Some(Pending::Bind(Some(id))) => self.portals.refused(id, true),
+                        _ => {}
+                    }
+                    failed = false;
                 }
             }
             _ => {}
@@ -413,44 +981,55 @@ impl ConnectionState {
     /// Where the description of `portal`'s rows comes from (`None`: not
     /// known — neither the portal nor the statement it was bound to was
     /// described).
-    pub fn portal_description(&self, portal: &[u8]) -> Option<PortalDescription<'_>> {
-        described(self.portals.get(portal)?, &self.statements)
+    fn portal_description<'a>(&'a self, portal: &'a Portal) -> Option<PortalDescription<'a>> {
+        if let Some(own) = &portal.description {
+            return Some(PortalDescription::Own(own.as_ref()));
+        }
+        let statement = self.statements.get(portal.statement?)?;
+        Some(PortalDescription::Statement(
+            statement.description.as_ref()?.as_ref(),
+        ))
     }
 
     /// The shape of the rows the request at the front (an Execute) is
     /// returning: made once with `make` from the portal's description (see
-    /// [`ConnectionState::portal_description`]) and its result formats,
-    /// then kept with the portal. `None`: not an Execute, or its rows'
-    /// description is not known. Called for every DataRow: one lookup once
-    /// the shape is made.
+    /// [`PortalDescription`]) and its result formats, then kept with the
+    /// portal. `None`: not an Execute, or its rows' description is not
+    /// known. Called for every DataRow: one lookup once the shape is made.
     pub fn execute_shape<E>(
         &mut self,
         make: impl FnOnce(PortalDescription<'_>, &[i16]) -> Result<Option<RowShape>, E>,
     ) -> Result<Option<&RowShape>, E> {
-        let Some(Entry {
-            pending: Pending::Execute { portal },
-            ..
-        }) = self.pending.front()
-        else {
+        let Some(Pending::Execute(Some(id))) = self.front() else {
             return Ok(None);
         };
-        let Some(p) = self.portals.get_mut(portal) else {
+        let id = *id;
+        let Some(p) = self.portals.get(id) else {
             return Ok(None);
         };
         if p.shape.is_none() {
-            let Some(description) = described(p, &self.statements) else {
+            let Some(description) = self.portal_description(p) else {
                 return Ok(None);
             };
             let shape = make(description, &p.result_formats)?;
-            p.shape = Some(shape);
+            if let Some(p) = self.portals.get_mut(id) {
+                p.shape = Some(shape);
+            }
         }
-        Ok(p.shape.as_ref().and_then(Option::as_ref))
+        Ok(self
+            .portals
+            .get(id)
+            .and_then(|p| p.shape.as_ref())
+            .and_then(Option::as_ref))
     }
 
-    /// The row description that applies to DataRows of `portal` (its
-    /// column names; the formats may be the statement's).
-    pub fn portal_row_description(&self, portal: &[u8]) -> Option<&Bytes> {
-        match self.portal_description(portal)? {
+    /// The row description that applies to the rows of the Execute at the
+    /// front (their column names; the formats may be the statement's).
+    pub fn execute_row_description(&self) -> Option<&Bytes> {
+        let Some(Pending::Execute(Some(id))) = self.front() else {
+            return None;
+        };
+        match self.portal_description(self.portals.get(*id)?)? {
             PortalDescription::Own(description) | PortalDescription::Statement(description) => {
                 description
             }
@@ -458,140 +1037,127 @@ impl ConnectionState {
     }
 }
 
-/// Where `portal`'s row description comes from: its own Describe, else
-/// that of the very statement it was bound to.
-fn described<'a>(
-    portal: &'a Portal,
-    statements: &'a HashMap<Vec<u8>, PreparedStatement>,
-) -> Option<PortalDescription<'a>> {
-    if let Some(own) = &portal.description {
-        return Some(PortalDescription::Own(own.as_ref()));
-    }
-    let statement = statements
-        .get(&portal.statement)
-        .filter(|s| s.parse == portal.statement_parse)?;
-    Some(PortalDescription::Statement(
-        statement.description.as_ref()?.as_ref(),
-    ))
-}
-
-struct BindParts {
-    portal: Vec<u8>,
-    statement: Vec<u8>,
-    result_formats: Vec<i16>,
-}
-
-/// Skips a count and that many format codes (Bind, FunctionCall).
-fn skip_formats(body: &[u8]) -> Option<&[u8]> {
-    let (count, rest) = take_i16(body)?;
-    rest.get(2 * usize::try_from(count).unwrap_or(0)..)
-}
-
-/// Skips a count and that many length-prefixed values, -1 for NULL (Bind
-/// parameters, FunctionCall arguments).
-fn skip_values(body: &[u8]) -> Option<&[u8]> {
-    let (count, mut rest) = take_i16(body)?;
-    for _ in 0..count.max(0) {
-        let (len, tail) = take_i32(rest)?;
-        rest = tail.get(usize::try_from(len).unwrap_or(0)..)?;
-    }
-    Some(rest)
-}
-
-/// The result format a FunctionCall asks for: after the function's OID, its
-/// argument formats and its arguments.
-fn function_result_format(body: &[u8]) -> Option<i16> {
-    let (_, rest) = take_i32(body)?;
-    let rest = skip_values(skip_formats(rest)?)?;
-    let (format, rest) = take_i16(rest)?;
-    rest.is_empty().then_some(format)
-}
-
-fn parse_bind(body: &[u8]) -> Option<BindParts> {
-    let (portal, rest) = take_cstr(body)?;
-    let (statement, rest) = take_cstr(rest)?;
-    // Parameter formats and parameters, then the result formats.
-    let rest = skip_values(skip_formats(rest)?)?;
-    let (n_results, mut rest) = take_i16(rest)?;
-    let mut result_formats = Vec::with_capacity(n_results.max(0) as usize);
-    for _ in 0..n_results.max(0) {
-        let (format, tail) = take_i16(rest)?;
-        result_formats.push(format);
-        rest = tail;
-    }
-    Some(BindParts {
-        portal: portal.to_vec(),
-        statement: statement.to_vec(),
-        result_formats,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::backend::{put_message, IN_TRANSACTION};
+    use crate::protocol::frontend::{self, message};
+    use crate::protocol::split_frame;
     use bytes::BytesMut;
 
-    fn frame(tag: u8, body: &[u8]) -> Frame {
+    fn backend(tag: u8, body: &[u8]) -> crate::protocol::Frame {
         let mut b = BytesMut::new();
-        b.extend_from_slice(&[tag]);
-        b.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        b.extend_from_slice(body);
-        crate::protocol::split_frame(&mut b, 1 << 20)
-            .unwrap()
-            .unwrap()
+        put_message(&mut b, tag, body);
+        split_frame(&mut b, 1 << 20).unwrap().unwrap()
+    }
+
+    /// The client's side and the sending of one message, as the relay does.
+    fn client(s: &mut ConnectionState, frame: &crate::protocol::Frame) -> About {
+        let now = Instant::now();
+        let message = Frontend::read(frame).unwrap();
+        assert!(!s.must_wait(&message), "{message:?} would wait");
+        let about = match message {
+            Frontend::Query { .. } => {
+                s.query();
+                About::Nothing
+            }
+            Frontend::Parse(p) => About::Statement(s.prepare(
+                p.name,
+                Prepared::Parse {
+                    sql: Bytes::copy_from_slice(p.sql),
+                    needs_review: false,
+                },
+            )),
+            Frontend::Bind(b) => {
+                let (statement, _) = s.statement(b.statement).expect("statement known");
+                About::Portal(s.bind(
+                    b.portal,
+                    statement,
+                    Bytes::new(),
+                    b.result_formats().collect(),
+                ))
+            }
+            Frontend::Describe {
+                target: Some(t),
+                name,
+            } => s.describe(t, name),
+            Frontend::Execute { portal, .. } => About::Portal(s.execute(portal).portal),
+            Frontend::Close {
+                target: Some(t),
+                name,
+            } => {
+                s.close(t, name);
+                About::Nothing
+            }
+            Frontend::Sync => {
+                s.sync();
+                About::Nothing
+            }
+            _ => About::Nothing,
+        };
+        s.on_client_frame(Request::of(&message), about, now);
+        about
+    }
+
+    fn server(s: &mut ConnectionState, tag: u8, body: &[u8]) -> Option<Duration> {
+        let frame = backend(tag, body);
+        s.on_server_frame(&Backend::read(&frame).unwrap(), Instant::now())
+    }
+
+    fn sql_of(s: &ConnectionState, name: &[u8]) -> Option<Vec<u8>> {
+        match &s.statement(name)?.1.prepared {
+            Prepared::Parse { sql, .. } => Some(sql.to_vec()),
+            Prepared::Sql(_) => None,
+        }
+    }
+
+    fn bind(portal: &[u8], statement: &[u8]) -> crate::protocol::Frame {
+        let mut body = Vec::new();
+        body.extend_from_slice(portal);
+        body.push(0);
+        body.extend_from_slice(statement);
+        body.push(0);
+        body.extend_from_slice(&[0, 0, 0, 0, 0, 1, 0, 1]);
+        message(b'B', &body)
     }
 
     #[test]
     fn describe_results_attach_to_statements_and_portals() {
         let mut s = ConnectionState::new();
-        let now = Instant::now();
-        s.on_client_frame(&frame(b'P', b"s1\0select 1\0\0\0"), now);
-        s.on_client_frame(&frame(b'D', b"Ss1\0"), now);
-        s.on_client_frame(&frame(b'B', b"p1\0s1\0\0\0\0\0\0\x01\0\x01"), now);
-        s.on_client_frame(&frame(b'E', b"p1\0\0\0\0\0"), now);
-        s.on_client_frame(&frame(b'S', b""), now);
+        client(&mut s, &frontend::parse(b"s1", b"select 1"));
+        client(&mut s, &frontend::describe(Target::Statement, b"s1"));
+        client(&mut s, &bind(b"p1", b"s1"));
+        let executed = client(&mut s, &frontend::execute(b"p1", 0));
+        client(&mut s, &frontend::sync());
         assert!(!s.is_idle());
-        s.on_server_frame(&frame(b'1', b""), now);
-        s.on_server_frame(&frame(b't', b"\0\0"), now);
-        s.on_server_frame(&frame(b'T', b"rowdesc"), now);
+        server(&mut s, b'1', b"");
+        server(&mut s, b't', b"\0\0");
+        server(&mut s, b'T', b"rowdesc");
+        server(&mut s, b'2', b"");
+        assert_eq!(s.front(), Some(&Pending::Execute(executed.portal())));
         assert_eq!(
-            s.statements[&b"s1"[..]]
-                .description
-                .as_ref()
-                .and_then(|d| d.as_deref()),
+            s.execute_row_description().map(|b| &b[..]),
             Some(&b"rowdesc"[..])
         );
-        s.on_server_frame(&frame(b'2', b""), now);
-        assert_eq!(
-            s.portals[&b"p1"[..]].statement,
-            b"s1".to_vec(),
-            "the portal knows its statement"
-        );
-        assert_eq!(
-            s.portal_row_description(b"p1").map(|b| &b[..]),
-            Some(&b"rowdesc"[..])
-        );
-        s.on_server_frame(&frame(b'C', b"SELECT 1\0"), now);
-        assert!(s.on_server_frame(&frame(b'Z', b"I"), now).is_some());
+        server(&mut s, b'C', b"SELECT 1\0");
+        assert!(server(&mut s, b'Z', b"I").is_some());
         assert!(s.is_idle());
     }
 
     #[test]
     fn a_portal_keeps_the_statement_it_was_bound_to() {
         let mut s = ConnectionState::new();
-        let now = Instant::now();
         // Described, bound, then replaced by another Parse of the unnamed
         // statement, described too.
-        for (t, b) in [
-            (b'P', &b"\0select card\0\0\0"[..]),
-            (b'D', b"S\0"),
-            (b'B', b"p\0\0\0\0\0\0\0\0"),
-            (b'P', b"\0select 1\0\0\0"),
-            (b'D', b"S\0"),
-            (b'S', b""),
-        ] {
-            s.on_client_frame(&frame(t, b), now);
-        }
+        client(&mut s, &frontend::parse(b"", b"select card"));
+        client(&mut s, &frontend::describe(Target::Statement, b""));
+        client(&mut s, &bind(b"p", b""));
+        client(&mut s, &frontend::parse(b"", b"select 1"));
+        client(&mut s, &frontend::describe(Target::Statement, b""));
+        client(&mut s, &bind(b"q", b""));
+        let p = client(&mut s, &frontend::execute(b"p", 0));
+        let q = client(&mut s, &frontend::execute(b"q", 0));
+        client(&mut s, &frontend::sync());
         for (t, b) in [
             (b'1', &b""[..]),
             (b't', b"\0\0"),
@@ -600,47 +1166,112 @@ mod tests {
             (b'1', b""),
             (b't', b"\0\0"),
             (b'T', b"one"),
-            (b'Z', b"T"),
+            (b'2', b""),
         ] {
-            s.on_server_frame(&frame(t, b), now);
+            server(&mut s, t, b);
         }
-        assert!(
-            s.portal_description(b"p").is_none(),
-            "p's statement is gone: only a Describe of p itself describes its rows"
-        );
+        assert_eq!(s.front(), Some(&Pending::Execute(p.portal())));
         assert_eq!(
-            s.statements[&b""[..]]
-                .description
-                .as_ref()
-                .and_then(|d| d.as_deref()),
+            s.execute_row_description().map(|b| &b[..]),
+            Some(&b"card"[..]),
+            "p runs its own copy of the first statement"
+        );
+        server(&mut s, b'C', b"SELECT 1\0");
+        assert_eq!(s.front(), Some(&Pending::Execute(q.portal())));
+        assert_eq!(
+            s.execute_row_description().map(|b| &b[..]),
             Some(&b"one"[..])
         );
-        // Bound after the Describe it was bound with: that one applies.
-        s.on_client_frame(&frame(b'B', b"q\0\0\0\0\0\0\0\0"), now);
-        s.on_server_frame(&frame(b'2', b""), now);
-        assert!(matches!(
-            s.portal_description(b"q"),
-            Some(PortalDescription::Statement(Some(d))) if &d[..] == b"one"
-        ));
     }
 
     #[test]
     fn an_error_skips_to_the_next_sync() {
         let mut s = ConnectionState::new();
-        let now = Instant::now();
-        for (t, b) in [
-            (b'P', &b"\0bad\0\0\0"[..]),
-            (b'B', b"\0\0\0\0\0\0\0\0"),
-            (b'E', b"\0\0\0\0\0"),
-            (b'S', b""),
-            (b'Q', b"select 1\0"),
-        ] {
-            s.on_client_frame(&frame(t, b), now);
-        }
-        s.on_server_frame(&frame(b'E', b"SERROR\0\0"), now);
-        s.on_server_frame(&frame(b'Z', b"I"), now);
+        client(&mut s, &frontend::parse(b"", b"bad"));
+        client(&mut s, &bind(b"", b""));
+        client(&mut s, &frontend::execute(b"", 0));
+        client(&mut s, &frontend::sync());
+        client(&mut s, &frontend::query(b"select 1"));
+        server(&mut s, b'E', b"SERROR\0\0");
+        server(&mut s, b'Z', b"I");
         assert!(!s.is_idle(), "the simple query is still pending");
-        s.on_server_frame(&frame(b'Z', b"I"), now);
+        server(&mut s, b'Z', b"I");
         assert!(s.is_idle());
+        assert!(s.statement(b"").is_none(), "the failed Parse left nothing");
+    }
+
+    #[test]
+    fn a_refused_parse_leaves_the_statement_that_was_there() {
+        let mut s = ConnectionState::new();
+        client(&mut s, &frontend::parse(b"s", b"select planted"));
+        client(&mut s, &frontend::sync());
+        server(&mut s, b'1', b"");
+        server(&mut s, b'Z', b"I");
+        // Prepared again under the same name: the server refuses (42P05)
+        // and keeps the first.
+        client(&mut s, &frontend::parse(b"s", b"select harmless"));
+        assert_eq!(sql_of(&s, b"s").as_deref(), Some(&b"select harmless"[..]));
+        client(&mut s, &frontend::sync());
+        // Bound in the next batch before the answer came: it waits.
+        let bind_s = bind(b"", b"s");
+        assert!(s.must_wait(&Frontend::read(&bind_s).unwrap()));
+        server(&mut s, b'E', b"SERROR\0C42P05\0\0");
+        server(&mut s, b'Z', b"I");
+        assert_eq!(sql_of(&s, b"s").as_deref(), Some(&b"select planted"[..]));
+        assert!(!s.must_wait(&Frontend::read(&bind_s).unwrap()));
+    }
+
+    #[test]
+    fn a_skipped_parse_of_the_unnamed_statement_never_happened() {
+        let mut s = ConnectionState::new();
+        client(&mut s, &frontend::parse(b"", b"select first"));
+        client(&mut s, &frontend::sync());
+        server(&mut s, b'1', b"");
+        server(&mut s, b'Z', b"I");
+        // An error, then a Parse the server skips.
+        client(&mut s, &frontend::describe(Target::Statement, b"missing"));
+        client(&mut s, &frontend::parse(b"", b"select second"));
+        client(&mut s, &frontend::sync());
+        server(&mut s, b'E', b"SERROR\0C26000\0\0");
+        server(&mut s, b'Z', b"I");
+        assert_eq!(sql_of(&s, b"").as_deref(), Some(&b"select first"[..]));
+    }
+
+    #[test]
+    fn a_transaction_end_closes_the_portals_made_before_it() {
+        let mut s = ConnectionState::new();
+        client(&mut s, &frontend::parse(b"s", b"select 1"));
+        client(&mut s, &bind(b"p", b"s"));
+        client(&mut s, &frontend::sync());
+        // Bound again after the Sync, before its answer.
+        client(&mut s, &bind(b"p2", b"s"));
+        client(&mut s, &frontend::sync());
+        server(&mut s, b'1', b"");
+        server(&mut s, b'2', b"");
+        server(&mut s, b'Z', b"I");
+        assert!(s.portals.current(b"p").is_none());
+        assert!(s.portals.current(b"p2").is_some(), "bound after that Sync");
+        server(&mut s, b'2', b"");
+        server(&mut s, b'Z', &[IN_TRANSACTION]);
+        assert!(s.portals.current(b"p2").is_some(), "still in a transaction");
+    }
+
+    #[test]
+    fn records_nothing_needs_are_dropped() {
+        let mut s = ConnectionState::new();
+        client(&mut s, &frontend::parse(b"s", b"select 1"));
+        client(&mut s, &frontend::sync());
+        server(&mut s, b'1', b"");
+        server(&mut s, b'Z', b"I");
+        for _ in 0..1000 {
+            client(&mut s, &bind(b"", b"s"));
+            client(&mut s, &frontend::execute(b"", 0));
+            client(&mut s, &frontend::sync());
+            server(&mut s, b'2', b"");
+            server(&mut s, b'C', b"SELECT 1\0");
+            server(&mut s, b'Z', b"I");
+        }
+        assert!(s.portals.by_id.len() <= 1, "{}", s.portals.by_id.len());
+        assert_eq!(s.statements.by_id.len(), 1);
     }
 }
