@@ -642,3 +642,119 @@ async fn a_cursor_declared_over_a_described_portals_name_is_masked_as_itself() {
         "{recorded:?}"
     );
 }
+
+/// Every statement record of the gateway's audit store, in order.
+fn statement_records(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let conn = rusqlite::Connection::open(dir.join("audit.db")).unwrap();
+    let mut query = conn
+        .prepare("SELECT payload FROM audit_entries WHERE kind = 'statement' ORDER BY seq")
+        .unwrap();
+    let payloads = query
+        .query_map([], |row| row.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect::<Vec<_>>();
+    payloads
+        .iter()
+        .map(|payload| serde_json::from_str(payload).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_planted_under_a_name_is_judged_whatever_is_parsed_over_it() {
+    // A DO block (held for review when executed) is prepared as "s" and
+    // sent on at Sync without an Execute. A harmless Parse of the same
+    // name is refused by the server (42P05: "s" exists) and leaves the
+    // DO block there; a portal bound to "s" in the next batch, sent before
+    // that answer came, runs the DO block. The gateway must judge that,
+    // not the text it was last sent under the name.
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let mut batch = parse(
+        "s",
+        "DO $$BEGIN INSERT INTO scratch VALUES (908, 'ran without review'); END$$",
+    );
+    batch.extend(sync());
+    raw.send(&batch).await;
+    assert_eq!(tags(&raw.until(b'Z').await), "1Z");
+    let mut batch = parse("s", "select 1");
+    batch.extend(sync());
+    batch.extend(bind("p", "s", None));
+    batch.extend(execute("p", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let refused = raw.until(b'Z').await;
+    assert_eq!(
+        refused[0].error_code().as_deref(),
+        Some("42P05"),
+        "{refused:?}"
+    );
+    let held = raw.recv().await.expect("a message");
+    assert_eq!(
+        held.tag,
+        b'N',
+        "held for review, not run: {held:?} {}",
+        held.text()
+    );
+    let count = cluster().psql("payments", "select count(*) from scratch where id = 908");
+    assert_eq!(count.trim(), "0");
+    drop(raw);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_of_a_statement_the_gateway_never_saw_is_refused() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let mut batch = bind("p", "nosuch", None);
+    batch.extend(execute("p", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "EZ", "{msgs:?}");
+    assert_eq!(msgs[0].error_code().as_deref(), Some("26000"));
+    assert!(
+        msgs[0].text().contains("\"nosuch\" does not exist"),
+        "{}",
+        msgs[0].text()
+    );
+    // The session goes on.
+    let msgs = simple(&mut raw, "select 1").await;
+    assert_eq!(command_tag(&msgs), "SELECT 1");
+    drop(raw);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_the_server_refuses_leaves_the_statement_that_was_there() {
+    // `PREPARE q` of a name that exists fails on the server (42P05): "q"
+    // is still the first statement, and a portal bound to it is judged
+    // and recorded as that one.
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let msgs = simple(
+        &mut raw,
+        "PREPARE q AS SELECT card_number FROM payments WHERE id = 1",
+    )
+    .await;
+    assert_eq!(ready_status(&msgs), b'I', "{msgs:?}");
+    let msgs = simple(&mut raw, "PREPARE q AS SELECT 1").await;
+    assert_eq!(msgs[0].error_code().as_deref(), Some("42P05"), "{msgs:?}");
+    let mut batch = bind("p", "q", None);
+    batch.extend(execute("p", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    no_pan(&msgs);
+    assert!(msgs.iter().any(|m| m.tag == b'D'), "{msgs:?}");
+    drop(raw);
+    let dir = gw.dir.clone();
+    gw.stop().await;
+    let records = statement_records(&dir);
+    let last = records.last().expect("records");
+    assert_eq!(
+        last["tables"],
+        serde_json::json!(["public.payments"]),
+        "judged as the statement the server ran: {last}"
+    );
+}

@@ -875,24 +875,19 @@ impl ConnectionState {
                     // The transaction's end closed the portals made before
                     // it (not those of requests still queued).
                     if let Some(ended) = ended {
-                        let portals = &self.portals.by_id;
-                        let closed: Vec<Vec<u8>> = self
-                            .portals
-                            .names
-                            .iter()
-                            .filter(|(_, id)| {
-                                portals
-                                    .get(id)
-                                    .is_some_and(|p| p.sent.is_some_and(|sent| sent < ended))
-                            })
-                            .map(|(name, _)| name.clone())
-                            .collect();
-                        for name in closed {
-                            self.portals.unname(&name);
-                        }
+                        let Records { by_id, names, .. } = &mut self.portals;
+                        names.retain(|_, id| {
+                            !by_id
+                                .get(id)
+                                .is_some_and(|p| p.sent.is_some_and(|sent| sent < ended))
+                        });
                     }
                 }
-                if self.pending.is_empty() {
+                let unnamed = |records: usize, names: usize| records > names;
+                if self.pending.is_empty()
+                    && (unnamed(self.portals.by_id.len(), self.portals.names.len())
+                        || unnamed(self.statements.by_id.len(), self.statements.names.len()))
+                {
                     self.collect();
                 }
                 return took;
