@@ -18,7 +18,9 @@ use crate::metrics::LoginOutcome;
 use crate::protocol::{
     parse_startup, put_error, Severity, StartupPacket, MAX_STARTUP_PACKET_BYTES,
 };
-use crate::tls::{PgStream, ALPN_POSTGRESQL};
+use crate::tls::{
+    PgStream, ALPN_POSTGRESQL, ENCRYPTION_REFUSED, SSL_ACCEPTED, TLS_HANDSHAKE_RECORD,
+};
 
 /// What the client asked for once encryption was settled.
 pub enum Negotiated {
@@ -102,7 +104,7 @@ pub async fn negotiate(
 ) -> Result<Result<Negotiated, Ended>, HandshakeError> {
     let mut first = [0u8; 1];
     // PG17 direct SSL: the first byte is a TLS handshake record, not a length.
-    let direct_tls = tcp.peek(&mut first).await? == 1 && first[0] == 0x16;
+    let direct_tls = tcp.peek(&mut first).await? == 1 && first[0] == TLS_HANDSHAKE_RECORD;
     let mut stream = if direct_tls {
         match direct_ssl(tcp, acceptor).await? {
             Ok(stream) => stream,
@@ -150,9 +152,9 @@ enum BeforeTls {
     Done(Result<Negotiated, Ended>),
 }
 
-/// Negotiation packets read from the raw socket: SSLRequest (answered `S`
-/// with an acceptor, else `N`), GSSENCRequest (always `N`), or the request
-/// itself in plaintext.
+/// Negotiation packets read from the raw socket: SSLRequest (answered
+/// [`SSL_ACCEPTED`] with an acceptor, else [`ENCRYPTION_REFUSED`]),
+/// GSSENCRequest (always refused), or the request itself in plaintext.
 async fn before_tls(
     mut tcp: TcpStream,
     acceptor: Option<&tokio_rustls::TlsAcceptor>,
@@ -170,7 +172,7 @@ async fn before_tls(
         match packet {
             StartupPacket::SslRequest => {
                 let Some(acceptor) = acceptor else {
-                    tcp.write_all(b"N").await?;
+                    tcp.write_all(&[ENCRYPTION_REFUSED]).await?;
                     continue;
                 };
                 if has_unread_bytes(&tcp).await {
@@ -184,14 +186,14 @@ async fn before_tls(
                     .await?;
                     return Ok(BeforeTls::Done(Err(ended)));
                 }
-                tcp.write_all(b"S").await?;
+                tcp.write_all(&[SSL_ACCEPTED]).await?;
                 let tls = acceptor.accept(tcp).await.map_err(HandshakeError::Tls)?;
                 return Ok(BeforeTls::Encrypted(PgStream::Tls(Box::new(
                     tokio_rustls::TlsStream::Server(tls),
                 ))));
             }
             StartupPacket::GssEncRequest => {
-                tcp.write_all(b"N").await?;
+                tcp.write_all(&[ENCRYPTION_REFUSED]).await?;
             }
             StartupPacket::Cancel { pid, secret } => {
                 return Ok(BeforeTls::Done(Ok(Negotiated::Cancel { pid, secret })))
