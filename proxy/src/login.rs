@@ -20,7 +20,7 @@ use crate::config::{AllowPlaintext, Config, RoleMapping};
 use crate::handshake::{refuse, Ended, Startup};
 use crate::metrics::LoginOutcome;
 use crate::protocol::backend::{put_cleartext_password_request, put_negotiate_protocol_version};
-use crate::protocol::{split_frame, take_cstr};
+use crate::protocol::{frontend, split_frame};
 use crate::tls::PgStream;
 
 /// What a login is checked against; shared by all connections.
@@ -311,13 +311,11 @@ async fn ask_for_password(
             return Err(Ended::Quietly);
         }
     };
-    if frame.tag() != b'p' {
+    let Some(password) = frontend::password(&frame) else {
         let problem = format!("expected a password message, got {:?}", frame.tag() as char);
         return Err(refuse(stream, "08P01", &problem, LoginOutcome::refused).await);
-    }
-    let token = take_cstr(frame.body())
-        .map(|(t, _)| String::from_utf8_lossy(t).into_owned())
-        .unwrap_or_default();
+    };
+    let token = String::from_utf8_lossy(password).into_owned();
     Ok((token, buf))
 }
 

@@ -379,6 +379,14 @@ pub(crate) fn execute(portal: &[u8], max_rows: i32) -> Frame {
     message(b'E', &body)
 }
 
+/// The password of a PasswordMessage, the one message a client sends
+/// during the login (before [`Frontend`] applies): up to its NUL, or empty
+/// when it has none (the token check then refuses it). `None`: a message
+/// of another type.
+pub(crate) fn password(frame: &Frame) -> Option<&[u8]> {
+    (frame.tag() == b'p').then(|| take_cstr(frame.body()).map_or(&[][..], |(password, _)| password))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
