@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use crate::config::Upstream as UpstreamConfig;
-use crate::protocol::CANCEL_REQUEST_CODE;
+use crate::protocol::frontend::put_cancel_request;
 
 /// The upstream backend a cancel must reach.
 #[derive(Debug, Clone)]
@@ -113,11 +113,8 @@ pub async fn send_cancel(
     let mut stream = crate::transport::open_transport(config, connector)
         .await
         .map_err(std::io::Error::other)?;
-    let mut msg = BytesMut::with_capacity(12 + target.secret.len());
-    msg.put_u32(12 + target.secret.len() as u32);
-    msg.put_u32(CANCEL_REQUEST_CODE);
-    msg.put_i32(target.pid);
-    msg.put_slice(&target.secret);
+    let mut msg = BytesMut::new();
+    put_cancel_request(&mut msg, target.pid, &target.secret);
     stream.write_all(&msg).await?;
     stream.flush().await?;
     // The server closes the connection once it has read the request.

@@ -11,14 +11,16 @@ use std::future::poll_fn;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::metrics::LoginOutcome;
 use crate::protocol::{
     parse_startup, put_error, Severity, StartupPacket, MAX_STARTUP_PACKET_BYTES,
 };
-use crate::tls::{PgStream, ALPN_POSTGRESQL};
+use crate::tls::{
+    PgStream, ALPN_POSTGRESQL, ENCRYPTION_REFUSED, SSL_ACCEPTED, TLS_HANDSHAKE_RECORD,
+};
 
 /// What the client asked for once encryption was settled.
 pub enum Negotiated {
@@ -35,17 +37,19 @@ pub struct Startup {
     pub params: Vec<(String, String)>,
 }
 
-/// How a connection ended when it did not produce a login.
-#[derive(Debug)]
+/// Every way a connection ends without a login. `server::handle` logs
+/// each its own way, and counts and records a refusal.
+#[derive(Debug, thiserror::Error)]
 pub enum Ended {
     /// A CancelRequest was handled, or the client left (psql does this to ask for a password).
+    #[error("the client left")]
     Quietly,
     /// The client was refused; it has been told why.
+    #[error("refused: {1}")]
     Refused(LoginOutcome, String),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
+    /// The handshake and login took longer than the gateway waits.
+    #[error("handshake timed out")]
+    TimedOut,
     #[error("client I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("TLS handshake: {0}")]
@@ -53,37 +57,49 @@ pub enum HandshakeError {
 }
 
 /// Tells the client why it is refused (a FATAL ErrorResponse) and closes.
-pub async fn refuse(
-    stream: &mut PgStream,
+/// [`Ended::Refused`] once the client has been told; [`Ended::Io`] when
+/// it could not be.
+pub async fn refuse<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     code: &str,
     message: &str,
     outcome: LoginOutcome,
-) -> Result<Ended, HandshakeError> {
+) -> Ended {
     let mut out = BytesMut::new();
     put_error(&mut out, Severity::Fatal, code, message);
-    stream.write_all(&out).await?;
-    stream.flush().await?;
+    if let Err(e) = stream.write_all(&out).await {
+        return Ended::Io(e);
+    }
+    if let Err(e) = stream.flush().await {
+        return Ended::Io(e);
+    }
     let _ = stream.shutdown().await;
-    Ok(Ended::Refused(outcome, message.to_owned()))
+    Ended::Refused(outcome, message.to_owned())
 }
 
-/// Reads one untyped startup-phase packet (length + body).
-async fn read_startup_packet<S: AsyncRead + Unpin>(
+/// Reads one untyped startup-phase packet (length + body). A client that
+/// leaves before one ends quietly; a packet PostgreSQL would not read is
+/// refused.
+async fn read_startup_packet<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
-) -> Result<Option<Result<StartupPacket, String>>, std::io::Error> {
+) -> Result<StartupPacket, Ended> {
     let mut len = [0u8; 4];
     match stream.read_exact(&mut len).await {
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(Ended::Quietly),
+        Err(e) => return Err(Ended::Io(e)),
     }
     let len = u32::from_be_bytes(len) as usize;
     if !(8..=MAX_STARTUP_PACKET_BYTES).contains(&len) {
-        return Ok(Some(Err(format!("invalid startup packet length {len}"))));
+        let problem = format!("invalid startup packet length {len}");
+        return Err(refuse(stream, "08P01", &problem, LoginOutcome::refused).await);
     }
     let mut body = vec![0u8; len - 4];
     stream.read_exact(&mut body).await?;
-    Ok(Some(parse_startup(&body).map_err(|e| e.to_string())))
+    match parse_startup(&body) {
+        Ok(packet) => Ok(packet),
+        Err(e) => Err(refuse(stream, "08P01", &e.to_string(), LoginOutcome::refused).await),
+    }
 }
 
 /// True when the client has already sent more bytes than the packet we just read.
@@ -99,26 +115,21 @@ async fn has_unread_bytes(tcp: &TcpStream) -> bool {
 pub async fn negotiate(
     tcp: TcpStream,
     acceptor: Option<&tokio_rustls::TlsAcceptor>,
-) -> Result<Result<Negotiated, Ended>, HandshakeError> {
+) -> Result<Negotiated, Ended> {
     let mut first = [0u8; 1];
     // PG17 direct SSL: the first byte is a TLS handshake record, not a length.
-    let direct_tls = tcp.peek(&mut first).await? == 1 && first[0] == 0x16;
+    let direct_tls = tcp.peek(&mut first).await? == 1 && first[0] == TLS_HANDSHAKE_RECORD;
     let mut stream = if direct_tls {
-        match direct_ssl(tcp, acceptor).await? {
-            Ok(stream) => stream,
-            Err(ended) => return Ok(Err(ended)),
-        }
+        direct_ssl(tcp, acceptor).await?
     } else {
         match before_tls(tcp, acceptor).await? {
             BeforeTls::Encrypted(stream) => stream,
-            BeforeTls::Done(done) => return Ok(done),
+            BeforeTls::Plaintext(negotiated) => return Ok(negotiated),
         }
     };
-    after_tls(&mut stream).await.map(|r| {
-        r.map(|request| match request {
-            AfterTls::Startup(startup) => Negotiated::Startup { stream, startup },
-            AfterTls::Cancel { pid, secret } => Negotiated::Cancel { pid, secret },
-        })
+    Ok(match after_tls(&mut stream).await? {
+        AfterTls::Startup(startup) => Negotiated::Startup { stream, startup },
+        AfterTls::Cancel { pid, secret } => Negotiated::Cancel { pid, secret },
     })
 }
 
@@ -127,88 +138,78 @@ pub async fn negotiate(
 async fn direct_ssl(
     tcp: TcpStream,
     acceptor: Option<&tokio_rustls::TlsAcceptor>,
-) -> Result<Result<PgStream, Ended>, HandshakeError> {
+) -> Result<PgStream, Ended> {
     let Some(acceptor) = acceptor else {
-        return Ok(Err(Ended::Quietly));
+        return Err(Ended::Quietly);
     };
-    let tls = acceptor.accept(tcp).await.map_err(HandshakeError::Tls)?;
+    let tls = acceptor.accept(tcp).await.map_err(Ended::Tls)?;
     if tls.get_ref().1.alpn_protocol() != Some(ALPN_POSTGRESQL) {
-        return Ok(Err(Ended::Refused(
+        return Err(Ended::Refused(
             LoginOutcome::refused,
             "direct SSL without ALPN postgresql".into(),
-        )));
+        ));
     }
-    Ok(Ok(PgStream::Tls(Box::new(
-        tokio_rustls::TlsStream::Server(tls),
+    Ok(PgStream::Tls(Box::new(tokio_rustls::TlsStream::Server(
+        tls,
     ))))
 }
 
 enum BeforeTls {
     /// The client asked for TLS and got it.
     Encrypted(PgStream),
-    /// The client went on in plaintext, cancelled, left or was refused.
-    Done(Result<Negotiated, Ended>),
+    /// The client went on without encryption: a StartupMessage or a
+    /// CancelRequest in plaintext.
+    Plaintext(Negotiated),
 }
 
-/// Negotiation packets read from the raw socket: SSLRequest (answered `S`
-/// with an acceptor, else `N`), GSSENCRequest (always `N`), or the request
-/// itself in plaintext.
+/// Negotiation packets read from the raw socket: SSLRequest (answered
+/// [`SSL_ACCEPTED`] with an acceptor, else [`ENCRYPTION_REFUSED`]),
+/// GSSENCRequest (always refused), or the request itself in plaintext.
 async fn before_tls(
     mut tcp: TcpStream,
     acceptor: Option<&tokio_rustls::TlsAcceptor>,
-) -> Result<BeforeTls, HandshakeError> {
+) -> Result<BeforeTls, Ended> {
     loop {
-        let packet = match read_startup_packet(&mut tcp).await? {
-            None => return Ok(BeforeTls::Done(Err(Ended::Quietly))),
-            Some(Err(problem)) => {
-                let mut s = PgStream::Plain(tcp);
-                let ended = refuse(&mut s, "08P01", &problem, LoginOutcome::refused).await?;
-                return Ok(BeforeTls::Done(Err(ended)));
-            }
-            Some(Ok(p)) => p,
-        };
-        match packet {
+        match read_startup_packet(&mut tcp).await? {
             StartupPacket::SslRequest => {
                 let Some(acceptor) = acceptor else {
-                    tcp.write_all(b"N").await?;
+                    tcp.write_all(&[ENCRYPTION_REFUSED]).await?;
                     continue;
                 };
                 if has_unread_bytes(&tcp).await {
-                    let mut s = PgStream::Plain(tcp);
-                    let ended = refuse(
-                        &mut s,
+                    return Err(refuse(
+                        &mut tcp,
                         "08P01",
                         "received unencrypted data after SSL request",
                         LoginOutcome::refused,
                     )
-                    .await?;
-                    return Ok(BeforeTls::Done(Err(ended)));
+                    .await);
                 }
-                tcp.write_all(b"S").await?;
-                let tls = acceptor.accept(tcp).await.map_err(HandshakeError::Tls)?;
+                tcp.write_all(&[SSL_ACCEPTED]).await?;
+                let tls = acceptor.accept(tcp).await.map_err(Ended::Tls)?;
                 return Ok(BeforeTls::Encrypted(PgStream::Tls(Box::new(
                     tokio_rustls::TlsStream::Server(tls),
                 ))));
             }
             StartupPacket::GssEncRequest => {
-                tcp.write_all(b"N").await?;
+                tcp.write_all(&[ENCRYPTION_REFUSED]).await?;
             }
             StartupPacket::Cancel { pid, secret } => {
-                return Ok(BeforeTls::Done(Ok(Negotiated::Cancel { pid, secret })))
+                return Ok(BeforeTls::Plaintext(Negotiated::Cancel { pid, secret }))
             }
             StartupPacket::Startup {
                 major,
                 minor,
                 params,
             } => {
-                return Ok(BeforeTls::Done(Ok(Negotiated::Startup {
+                return Ok(BeforeTls::Plaintext(Negotiated::Startup {
                     stream: PgStream::Plain(tcp),
                     startup: Startup {
                         major,
                         minor,
                         params,
                     },
-                })))
+                }))
             }
         }
     }
@@ -220,34 +221,24 @@ enum AfterTls {
 }
 
 /// After TLS: a StartupMessage or a CancelRequest, nothing else.
-async fn after_tls(stream: &mut PgStream) -> Result<Result<AfterTls, Ended>, HandshakeError> {
-    let packet = match read_startup_packet(stream).await? {
-        None => return Ok(Err(Ended::Quietly)),
-        Some(Err(problem)) => {
-            return refuse(stream, "08P01", &problem, LoginOutcome::refused)
-                .await
-                .map(Err)
-        }
-        Some(Ok(p)) => p,
-    };
-    match packet {
+async fn after_tls(stream: &mut PgStream) -> Result<AfterTls, Ended> {
+    match read_startup_packet(stream).await? {
         StartupPacket::Startup {
             major,
             minor,
             params,
-        } => Ok(Ok(AfterTls::Startup(Startup {
+        } => Ok(AfterTls::Startup(Startup {
             major,
             minor,
             params,
-        }))),
-        StartupPacket::Cancel { pid, secret } => Ok(Ok(AfterTls::Cancel { pid, secret })),
-        StartupPacket::SslRequest | StartupPacket::GssEncRequest => refuse(
+        })),
+        StartupPacket::Cancel { pid, secret } => Ok(AfterTls::Cancel { pid, secret }),
+        StartupPacket::SslRequest | StartupPacket::GssEncRequest => Err(refuse(
             stream,
             "08P01",
             "encryption requested twice",
             LoginOutcome::refused,
         )
-        .await
-        .map(Err),
+        .await),
     }
 }

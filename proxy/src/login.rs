@@ -17,10 +17,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::auth::Authenticator;
 use crate::config::{AllowPlaintext, Config, RoleMapping};
-use crate::handshake::{refuse, Ended, HandshakeError, Startup};
+use crate::handshake::{refuse, Ended, Startup};
 use crate::metrics::LoginOutcome;
 use crate::protocol::backend::{put_cleartext_password_request, put_negotiate_protocol_version};
-use crate::protocol::{split_frame, take_cstr};
+use crate::protocol::{frontend, split_frame};
 use crate::tls::PgStream;
 
 /// What a login is checked against; shared by all connections.
@@ -155,10 +155,10 @@ pub async fn admit(
     stream: &mut PgStream,
     peer: SocketAddr,
     startup: Startup,
-) -> Result<Result<Admitted, Ended>, HandshakeError> {
+) -> Result<Admitted, Ended> {
     let request = match check_request(checks.config, stream.is_tls(), peer, startup) {
         Ok(request) => request,
-        Err(refusal) => return refused(stream, refusal).await,
+        Err(refusal) => return Err(refused(stream, refusal).await),
     };
     let ip = peer.ip();
     if let Some(secs) = checks.limiter.blocked_for(ip) {
@@ -167,12 +167,9 @@ pub async fn admit(
             format!("too many failed logins from {ip}; try again in {secs} s"),
             LoginOutcome::rate_limited,
         );
-        return refused(stream, refusal).await;
+        return Err(refused(stream, refusal).await);
     }
-    let (token, pending) = match ask_for_password(stream, &request).await? {
-        Ok(answer) => answer,
-        Err(ended) => return Ok(Err(ended)),
-    };
+    let (token, pending) = ask_for_password(stream, &request).await?;
     let attempt = Attempt {
         checks,
         peer,
@@ -180,27 +177,23 @@ pub async fn admit(
     };
     let (identity, expires_at, mapping) = match attempt.identify(&token).await {
         Ok(admitted) => admitted,
-        Err(refusal) => return refused(stream, refusal).await,
+        Err(refusal) => return Err(refused(stream, refusal).await),
     };
     checks.limiter.record_success(ip);
     let params = rewritten_params(request.params, &request.settings);
-    Ok(Ok(Admitted {
+    Ok(Admitted {
         pending,
         database: request.database,
         params,
         identity,
         expires_at,
         mapping,
-    }))
+    })
 }
 
-async fn refused(
-    stream: &mut PgStream,
-    refusal: Refusal,
-) -> Result<Result<Admitted, Ended>, HandshakeError> {
-    refuse(stream, refusal.code, &refusal.message, refusal.outcome)
-        .await
-        .map(Err)
+/// Tells the client of `refusal` (see [`refuse`]).
+async fn refused(stream: &mut PgStream, refusal: Refusal) -> Ended {
+    refuse(stream, refusal.code, &refusal.message, refusal.outcome).await
 }
 
 /// Everything decided from the StartupMessage alone: protocol version,
@@ -281,12 +274,13 @@ fn check_request(
 }
 
 /// Answers for protocol 3.0 when the client asked for more, asks for a
-/// cleartext password (the token), and reads it. `Err(Quietly)`: the
-/// client left to prompt for a password (psql does), or to give up.
+/// cleartext password (the token), and reads it, with the bytes the client
+/// sent after it. [`Ended::Quietly`]: the client left to prompt for a
+/// password (psql does), or to give up.
 async fn ask_for_password(
     stream: &mut PgStream,
     request: &Request,
-) -> Result<Result<(String, BytesMut), Ended>, HandshakeError> {
+) -> Result<(String, BytesMut), Ended> {
     let mut out = BytesMut::new();
     // Newer minor versions and `_pq_.` extensions: answer for 3.0, as Postgres does.
     let unsupported: Vec<String> = request
@@ -309,30 +303,20 @@ async fn ask_for_password(
             Ok(Some(frame)) => break frame,
             Ok(None) => {}
             Err(e) => {
-                return refuse(stream, "08P01", &e.to_string(), LoginOutcome::refused)
-                    .await
-                    .map(Err)
+                return Err(refuse(stream, "08P01", &e.to_string(), LoginOutcome::refused).await)
             }
         }
         if stream.read_buf(&mut buf).await? == 0 {
             // psql closes here to prompt for a password, then reconnects.
-            return Ok(Err(Ended::Quietly));
+            return Err(Ended::Quietly);
         }
     };
-    if frame.tag() != b'p' {
-        return refuse(
-            stream,
-            "08P01",
-            &format!("expected a password message, got {:?}", frame.tag() as char),
-            LoginOutcome::refused,
-        )
-        .await
-        .map(Err);
-    }
-    let token = take_cstr(frame.body())
-        .map(|(t, _)| String::from_utf8_lossy(t).into_owned())
-        .unwrap_or_default();
-    Ok(Ok((token, buf)))
+    let Some(password) = frontend::password(&frame) else {
+        let problem = format!("expected a password message, got {:?}", frame.tag() as char);
+        return Err(refuse(stream, "08P01", &problem, LoginOutcome::refused).await);
+    };
+    let token = String::from_utf8_lossy(password).into_owned();
+    Ok((token, buf))
 }
 
 /// One client's attempt to log in with a token.

@@ -385,10 +385,9 @@ async fn handshake_and_login(
     ctx: &Context,
     tcp: TcpStream,
     peer: SocketAddr,
-) -> Result<Result<Login, Ended>, handshake::HandshakeError> {
+) -> Result<Login, Ended> {
     match handshake::negotiate(tcp, ctx.tls.as_ref()).await? {
-        Err(ended) => Ok(Err(ended)),
-        Ok(Negotiated::Cancel { pid, secret }) => {
+        Negotiated::Cancel { pid, secret } => {
             crate::cancel::forward(
                 &ctx.cancel,
                 &ctx.config.upstream,
@@ -397,16 +396,15 @@ async fn handshake_and_login(
                 &secret,
             )
             .await;
-            Ok(Err(Ended::Quietly))
+            Err(Ended::Quietly)
         }
-        Ok(Negotiated::Startup {
+        Negotiated::Startup {
             mut stream,
             startup,
-        }) => Ok(
-            login::admit(&ctx.login_checks(), &mut stream, peer, startup)
-                .await?
-                .map(|admitted| Login { stream, admitted }),
-        ),
+        } => {
+            let admitted = login::admit(&ctx.login_checks(), &mut stream, peer, startup).await?;
+            Ok(Login { stream, admitted })
+        }
     }
 }
 
@@ -423,17 +421,18 @@ async fn handle(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr, stop: watch
             handshake_and_login(&ctx, tcp, peer),
         )
         .await;
-        let login = match handshake {
-            Err(_) => {
+        let login = match handshake.unwrap_or(Err(Ended::TimedOut)) {
+            Ok(login) => login,
+            Err(Ended::Quietly) => return,
+            Err(Ended::TimedOut) => {
                 tracing::info!("handshake timed out");
                 return;
             }
-            Ok(Err(e)) => {
+            Err(e @ (Ended::Io(_) | Ended::Tls(_))) => {
                 tracing::debug!(error = %e, "handshake failed");
                 return;
             }
-            Ok(Ok(Err(Ended::Quietly))) => return,
-            Ok(Ok(Err(Ended::Refused(outcome, reason)))) => {
+            Err(Ended::Refused(outcome, reason)) => {
                 ctx.metrics.login(outcome);
                 tracing::info!(%reason, "connection refused");
                 // Token and role refusals are recorded by the login, which
@@ -451,7 +450,6 @@ async fn handle(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr, stop: watch
                 }
                 return;
             }
-            Ok(Ok(Ok(login))) => login,
         };
         session(&ctx, login, sid, peer, stop).await;
     }

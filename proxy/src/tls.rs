@@ -17,6 +17,17 @@ use crate::config::UpstreamTls;
 /// The ALPN protocol name PostgreSQL 17 clients offer for direct SSL.
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
 
+/// The one byte a server answers an SSLRequest with when a TLS handshake
+/// follows. It is not a message: no length, nothing after it.
+pub const SSL_ACCEPTED: u8 = b'S';
+/// The one byte a server answers an SSLRequest or a GSSENCRequest with when
+/// the connection goes on unencrypted.
+pub const ENCRYPTION_REFUSED: u8 = b'N';
+
+/// The first byte of a TLS handshake record: a PG17 client that starts
+/// with TLS itself (direct SSL) sends it where a packet length would be.
+pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
     #[error("cannot read {path}: {source}")]

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::Upstream as UpstreamConfig;
-use crate::tls::PgStream;
+use crate::tls::{PgStream, SSL_ACCEPTED};
 
 /// Why the database could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,7 @@ pub async fn open_transport(
     frontend::ssl_request(&mut req);
     tcp.write_all(&req).await?;
     let answer = tcp.read_u8().await?;
-    if answer != b'S' {
+    if answer != SSL_ACCEPTED {
         return Err(TransportError::Tls(format!(
             "{addr} does not accept TLS (answered {:?})",
             answer as char

@@ -9,7 +9,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Upstream as UpstreamConfig;
-use crate::protocol::backend::put_parameter_status;
+use crate::protocol::backend::{put_parameter_status, Backend, IDLE};
 use crate::protocol::{self, error_summary, split_frame, take_cstr, take_i32, Frame};
 use crate::tls::PgStream;
 use crate::transport::{open_transport, TransportError};
@@ -17,7 +17,7 @@ use crate::transport::{open_transport, TransportError};
 /// Startup parameters a client may pass through to the database. Anything
 /// else is dropped. `options` arrives here only as the handshake rewrote it:
 /// `-c name=value` settings each judged as `SET name = value` would be (see
-/// `handshake::startup_options`), never the client's own string.
+/// `login::startup_options`), never the client's own string.
 pub const FORWARDED_PARAMETERS: &[&str] = &[
     "options",
     "application_name",
@@ -104,8 +104,22 @@ async fn read_frame(stream: &mut PgStream, buf: &mut BytesMut) -> Result<Frame, 
     }
 }
 
-fn server_error(frame: &Frame) -> UpstreamError {
-    let (code, message) = error_summary(frame.body());
+/// A server message read from its frame; one the gateway cannot read is a
+/// protocol error (the session is not set up on a guess).
+fn read_message(frame: &Frame) -> Result<Backend<'_>, UpstreamError> {
+    Backend::read(frame).map_err(|malformed| UpstreamError::Protocol(malformed.to_string()))
+}
+
+/// The frame's type byte, for the error that says it was not expected.
+fn unexpected(frame: &Frame, during: &str) -> UpstreamError {
+    UpstreamError::Protocol(format!(
+        "unexpected message {:?} {during}",
+        frame.tag() as char
+    ))
+}
+
+fn server_error(body: &[u8]) -> UpstreamError {
+    let (code, message) = error_summary(body);
     UpstreamError::Server { code, message }
 }
 
@@ -131,38 +145,33 @@ pub async fn connect(
     let mut notices = Vec::new();
     loop {
         let frame = read_frame(&mut stream, &mut buf).await?;
-        match frame.tag() {
-            b'R' => {
-                let reply = login.answer(frame.body())?;
+        match read_message(&frame)? {
+            Backend::Authentication(body) => {
+                let reply = login.answer(body)?;
                 if !reply.is_empty() {
                     stream.write_all(&reply).await?;
                     stream.flush().await?;
                 }
             }
-            b'S' => parameter_status.push(frame),
-            b'K' => {
-                let (p, rest) = take_i32(frame.body())
+            Backend::ParameterStatus { .. } => parameter_status.push(frame),
+            Backend::BackendKeyData(body) => {
+                let (p, rest) = take_i32(body)
                     .ok_or_else(|| UpstreamError::Protocol("short BackendKeyData".into()))?;
                 pid = p;
                 secret = bytes::Bytes::copy_from_slice(rest);
             }
-            b'N' => notices.push(frame),
-            b'v' => {}
-            b'Z' => break,
-            b'E' => {
-                let (code, message) = error_summary(frame.body());
+            Backend::NoticeResponse(_) => notices.push(frame),
+            Backend::NegotiateProtocolVersion => {}
+            Backend::ReadyForQuery { .. } => break,
+            Backend::ErrorResponse(body) => {
+                let (code, message) = error_summary(body);
                 return Err(if code.starts_with("28") {
                     UpstreamError::Login { code, message }
                 } else {
                     UpstreamError::Server { code, message }
                 });
             }
-            other => {
-                return Err(UpstreamError::Protocol(format!(
-                    "unexpected message {:?} during startup",
-                    other as char
-                )))
-            }
+            _ => return Err(unexpected(&frame, "during startup")),
         }
     }
     if login.scram.is_none() {
@@ -199,6 +208,12 @@ async fn send_startup(
     Ok(())
 }
 
+/// What an Authentication message asks for or reports: its first field.
+const AUTHENTICATION_OK: i32 = 0;
+const AUTHENTICATION_SASL: i32 = 10;
+const AUTHENTICATION_SASL_CONTINUE: i32 = 11;
+const AUTHENTICATION_SASL_FINAL: i32 = 12;
+
 /// The gateway's side of SCRAM-SHA-256 (the only method it accepts).
 struct ScramLogin<'a> {
     password: &'a str,
@@ -212,8 +227,8 @@ impl ScramLogin<'_> {
             .ok_or_else(|| UpstreamError::Protocol("short authentication message".into()))?;
         let mut out = BytesMut::new();
         match code {
-            0 => {}
-            10 => {
+            AUTHENTICATION_OK => {}
+            AUTHENTICATION_SASL => {
                 let mechanisms = sasl_mechanisms(data);
                 if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
                     return Err(UpstreamError::Login {
@@ -225,7 +240,7 @@ impl ScramLogin<'_> {
                 frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
                 self.scram = Some(s);
             }
-            11 => {
+            AUTHENTICATION_SASL_CONTINUE => {
                 let s = self
                     .scram
                     .as_mut()
@@ -236,7 +251,7 @@ impl ScramLogin<'_> {
                 })?;
                 frontend::sasl_response(s.message(), &mut out)?;
             }
-            12 => {
+            AUTHENTICATION_SASL_FINAL => {
                 let s = self
                     .scram
                     .as_mut()
@@ -308,24 +323,19 @@ pub async fn start_session(
     let mut statuses = Vec::new();
     loop {
         let frame = read_frame(&mut up.stream, &mut up.read_buf).await?;
-        match frame.tag() {
-            b'C' | b'N' => {}
-            b'S' => statuses.push(frame),
-            b'E' => failure = Some(server_error(&frame)),
-            b'Z' => {
-                if frame.body().first() != Some(&b'I') && failure.is_none() {
+        match read_message(&frame)? {
+            Backend::CommandComplete { .. } | Backend::NoticeResponse(_) => {}
+            Backend::ParameterStatus { .. } => statuses.push(frame),
+            Backend::ErrorResponse(body) => failure = Some(server_error(body)),
+            Backend::ReadyForQuery { status } => {
+                if status != IDLE && failure.is_none() {
                     failure = Some(UpstreamError::Protocol(
                         "session setup left a transaction open".into(),
                     ));
                 }
                 break;
             }
-            other => {
-                return Err(UpstreamError::Protocol(format!(
-                    "unexpected message {:?} during session setup",
-                    other as char
-                )))
-            }
+            _ => return Err(unexpected(&frame, "during session setup")),
         }
     }
     match failure {
@@ -421,17 +431,15 @@ async fn simple_query(up: &mut Upstream, sql: &str) -> Result<Vec<Bytes>, Upstre
     let mut failure: Option<(String, String)> = None;
     loop {
         let frame = read_frame(&mut up.stream, &mut up.read_buf).await?;
-        match frame.tag() {
-            b'T' | b'C' | b'N' | b'S' => {}
-            b'D' => rows.push(Bytes::copy_from_slice(frame.body())),
-            b'E' => failure = Some(error_summary(frame.body())),
-            b'Z' => break,
-            other => {
-                return Err(UpstreamError::Protocol(format!(
-                    "unexpected message {:?} in answer to the gateway's own query",
-                    other as char
-                )))
-            }
+        match read_message(&frame)? {
+            Backend::RowDescription(_)
+            | Backend::CommandComplete { .. }
+            | Backend::NoticeResponse(_)
+            | Backend::ParameterStatus { .. } => {}
+            Backend::DataRow(body) => rows.push(Bytes::copy_from_slice(body)),
+            Backend::ErrorResponse(body) => failure = Some(error_summary(body)),
+            Backend::ReadyForQuery { .. } => break,
+            _ => return Err(unexpected(&frame, "in answer to the gateway's own query")),
         }
     }
     match failure {

@@ -370,6 +370,25 @@ pub(crate) fn execute(portal: &[u8], max_rows: i32) -> Frame {
     message(b'E', &body)
 }
 
+/// The password of a PasswordMessage, the one message a client sends
+/// during the login (before [`Frontend`] applies): up to its NUL, or empty
+/// when it has none (the token check then refuses it). `None`: a message
+/// of another type.
+pub(crate) fn password(frame: &Frame) -> Option<&[u8]> {
+    (frame.tag() == b'p').then(|| take_cstr(frame.body()).map_or(&[][..], |(password, _)| password))
+}
+
+/// A CancelRequest (a startup-phase packet: a length, no type byte) for
+/// backend `pid` with its `secret` (4 bytes before protocol 3.2, up to 256
+/// since).
+pub(crate) fn put_cancel_request(out: &mut BytesMut, pid: i32, secret: &[u8]) {
+    out.reserve(12 + secret.len());
+    out.put_u32(12 + secret.len() as u32);
+    out.put_u32(super::CANCEL_REQUEST_CODE);
+    out.put_i32(pid);
+    out.put_slice(secret);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
