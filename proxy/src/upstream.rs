@@ -154,7 +154,7 @@ pub async fn connect(
                 }
             }
             Backend::ParameterStatus { .. } => parameter_status.push(frame),
-            Backend::BackendKeyData(body) => {
+            Backend::CancelKey(body) => {
                 let (p, rest) = take_i32(body)
                     .ok_or_else(|| UpstreamError::Protocol("short BackendKeyData".into()))?;
                 pid = p;

@@ -61,7 +61,8 @@ pub(crate) enum Backend<'a> {
     CopyDone,
     /// Login: the request or outcome, as its body.
     Authentication(&'a [u8]),
-    BackendKeyData(&'a [u8]),
+    /// BackendKeyData: the process id and secret a client cancels with.
+    CancelKey(&'a [u8]),
     NegotiateProtocolVersion,
     /// A type this gateway does not know (it is passed on as it came).
     Other(u8),
@@ -114,7 +115,7 @@ impl<'a> Backend<'a> {
             b'd' => Backend::CopyData(body),
             b'c' => Backend::CopyDone,
             b'R' => Backend::Authentication(body),
-            b'K' => Backend::BackendKeyData(body),
+            b'K' => Backend::CancelKey(body),
             b'v' => Backend::NegotiateProtocolVersion,
             other => Backend::Other(other),
         })

@@ -86,6 +86,10 @@ pub(crate) struct Bind<'a> {
     result_formats: &'a [u8],
 }
 
+/// A Bind parameter: its format code (0 text, 1 binary) and its value
+/// (`None`: NULL).
+pub(crate) type Parameter<'a> = (i16, Option<&'a [u8]>);
+
 /// A message whose layout PostgreSQL would refuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {message} message format")]
@@ -237,7 +241,7 @@ impl<'a> Bind<'a> {
     /// Each parameter with its format code (0 text, 1 binary); `None`: NULL.
     /// `None` for the whole when the formats are neither none, one, nor one
     /// per parameter (PostgreSQL refuses such a Bind).
-    pub(crate) fn parameters(&self) -> Option<Vec<(i16, Option<&'a [u8]>)>> {
+    pub(crate) fn parameters(&self) -> Option<Vec<Parameter<'a>>> {
         let formats: Vec<i16> = codes(self.param_formats).collect();
         let (count, mut rest) = take_count(self.params)?;
         if formats.len() > 1 && formats.len() != count {

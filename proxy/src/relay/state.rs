@@ -877,9 +877,9 @@ impl ConnectionState {
                     if let Some(ended) = ended {
                         let Records { by_id, names, .. } = &mut self.portals;
                         names.retain(|_, id| {
-                            !by_id
+                            by_id
                                 .get(id)
-                                .is_some_and(|p| p.sent.is_some_and(|sent| sent < ended))
+                                .is_none_or(|p| p.sent.is_none_or(|sent| sent >= ended))
                         });
                     }
                 }
