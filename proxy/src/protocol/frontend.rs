@@ -366,6 +366,11 @@ pub(crate) fn parse(name: &[u8], sql: &[u8]) -> Frame {
     message(b'P', &body)
 }
 
+/// A Bind with this body (see [`Bind::renamed`], [`Bind::empty`]).
+pub(crate) fn bind(body: &[u8]) -> Frame {
+    message(b'B', body)
+}
+
 /// An Execute of `portal`, at most `max_rows` rows (0: all).
 pub(crate) fn execute(portal: &[u8], max_rows: i32) -> Frame {
     let mut body = BytesMut::with_capacity(portal.len() + 5);

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hoop_audit::{
     Action, AuditStore, RecordedDecision as AuditDecision, StatementBegin, StatementHandle,
     StatementOutcome, Timestamp,
@@ -29,7 +29,7 @@ use hoop_policy::Decision;
 use hoop_reviews::{ReviewHub, ReviewOutcome, ReviewRequest, ReviewTicket};
 use tokio::sync::watch;
 
-use crate::protocol::{put_error, Severity};
+use super::verdict::Refusal;
 
 /// SQLSTATE when the audit trail cannot take a statement's record.
 const SQLSTATE_AUDIT_UNAVAILABLE: &str = "58000";
@@ -66,8 +66,8 @@ pub struct StatementInfo {
 pub enum Admission {
     /// Send it on; complete this record when it ends (`None`: not recorded).
     Forward(Option<StatementHandle>),
-    /// Refuse it with this ErrorResponse frame (already recorded).
-    Refuse(BytesMut),
+    /// Refuse it (already recorded).
+    Refuse(Refusal),
     /// Held for review: send the client this notice now, then wait on `then`.
     Hold {
         notice: String,
@@ -202,9 +202,8 @@ impl Gate {
                 // "…"`): masked like the statement itself.
                 let message = pending.masker.mask_text(&message).into_owned();
                 let decision = audit_decision(Action::Block, Some(rule), Some(message.clone()));
-                pending
-                    .refuse_at(decision, sqlstate, &message, position)
-                    .await
+                let refusal = Refusal::new(sqlstate, message).at(position);
+                pending.refuse_with(decision, refusal).await
             }),
             Decision::Review { rule, message } => {
                 let request = ReviewRequest {
@@ -249,39 +248,10 @@ fn audit_decision(action: Action, rule: Option<String>, reason: Option<String>) 
     }
 }
 
-fn error_frame(code: &str, message: &str) -> BytesMut {
-    let mut out = BytesMut::new();
-    put_error(&mut out, Severity::Error, code, message);
-    out
-}
-
-/// An ErrorResponse with the position of the error in the query string
-/// (the `P` field, 1-based characters), as the server sends for a syntax
-/// error.
-fn error_frame_at(code: &str, message: &str, position: Option<u32>) -> BytesMut {
-    use pgwire::messages::response::ErrorResponse;
-    use pgwire::messages::Message;
-    let Some(position) = position else {
-        return error_frame(code, message);
-    };
-    let fields = vec![
-        (b'S', "ERROR".to_owned()),
-        (b'V', "ERROR".to_owned()),
-        (b'C', code.to_owned()),
-        (b'M', message.to_owned()),
-        (b'P', position.to_string()),
-    ];
-    let mut out = BytesMut::new();
-    match ErrorResponse::new(fields).encode(&mut out) {
-        Ok(()) => out,
-        Err(_) => error_frame(code, message),
-    }
-}
-
 impl Pending {
     /// Writes the statement's record; `Err` is the refusal to send when the
     /// audit trail cannot take it.
-    async fn begin(&self, decision: AuditDecision) -> Result<Option<StatementHandle>, BytesMut> {
+    async fn begin(&self, decision: AuditDecision) -> Result<Option<StatementHandle>, Refusal> {
         self.begin_as(decision, None).await
     }
 
@@ -289,7 +259,7 @@ impl Pending {
         &self,
         decision: AuditDecision,
         executed_sql: Option<String>,
-    ) -> Result<Option<StatementHandle>, BytesMut> {
+    ) -> Result<Option<StatementHandle>, Refusal> {
         if !self.record {
             return Ok(None);
         }
@@ -312,7 +282,7 @@ impl Pending {
                     sequence = self.sequence,
                     "ALERT: the audit trail cannot record a statement; it was refused"
                 );
-                Err(error_frame(
+                Err(Refusal::new(
                     SQLSTATE_AUDIT_UNAVAILABLE,
                     "the gateway cannot record this statement in its audit trail, so it was \
                      not run; try again later",
@@ -324,31 +294,24 @@ impl Pending {
     /// Records a statement that does not run, with the error the client
     /// gets, and returns that error.
     async fn refuse(self, decision: AuditDecision, code: &str, message: &str) -> Admission {
-        self.refuse_at(decision, code, message, None).await
+        self.refuse_with(decision, Refusal::new(code, message))
+            .await
     }
 
-    /// [`Pending::refuse`] with the error's position in the statement.
-    async fn refuse_at(
-        self,
-        decision: AuditDecision,
-        code: &str,
-        message: &str,
-        position: Option<u32>,
-    ) -> Admission {
-        let error = error_frame_at(code, message, position);
+    /// [`Pending::refuse`] with the refusal made.
+    async fn refuse_with(self, decision: AuditDecision, refusal: Refusal) -> Admission {
         match self.begin(decision).await {
             Ok(Some(handle)) => {
-                let outcome = StatementOutcome {
-                    sqlstate: Some(code.to_owned()),
-                    message: Some(message.to_owned()),
-                    ..StatementOutcome::default()
-                };
-                if let Err(e) = self.audit.complete_statement(&handle, &outcome).await {
+                if let Err(e) = self
+                    .audit
+                    .complete_statement(&handle, &refusal.outcome())
+                    .await
+                {
                     tracing::error!(error = %e, "ALERT: cannot record a refusal's outcome in the audit trail");
                 }
-                Admission::Refuse(error)
+                Admission::Refuse(refusal)
             }
-            Ok(None) => Admission::Refuse(error),
+            Ok(None) => Admission::Refuse(refusal),
             // Refused either way; the audit's own error says why.
             Err(audit_error) => Admission::Refuse(audit_error),
         }

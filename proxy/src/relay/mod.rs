@@ -29,8 +29,8 @@ use tokio::sync::watch;
 
 use crate::metrics::{Direction, Metrics};
 use crate::protocol::backend::{
-    put_empty_query_response, put_ready_for_query, Backend, FAILED_TRANSACTION, IDLE,
-    IN_TRANSACTION,
+    put_empty_query_response, put_parameter_status, put_ready_for_query, Backend,
+    FAILED_TRANSACTION, IDLE, IN_TRANSACTION,
 };
 use crate::protocol::frontend::{self, Frontend, Target};
 use crate::protocol::{put_error, put_notice, reserve_for_read, split_frame, Frame, Severity};
@@ -40,7 +40,7 @@ use policy::PolicyInspector;
 use record::{OpenStatement, Recorder};
 pub(crate) use state::ConnectionState;
 use state::{About, DescribeOrigin, Pending, Prepared, RecordId, Request};
-use verdict::{ClientVerdict, ServerVerdict};
+use verdict::{ClientVerdict, Refusal, ServerVerdict};
 
 /// The name the refusal Describe asks for. A statement of this name never
 /// exists unless a client creates it on purpose, and then the relay still
@@ -720,21 +720,11 @@ impl Relay {
             Admission::Replace { sql, record } => {
                 let function_call = matches!(held.request, Request::FunctionCall { .. });
                 match self.inspector.check_replacement(function_call, &sql, state) {
-                    Err(error) => {
+                    Err(refusal) => {
                         if let Some(handle) = record {
-                            let (code, message) = crate::protocol::error_summary(
-                                record::first_body(&error).unwrap_or_default(),
-                            );
-                            self.gate.complete(
-                                handle,
-                                hoop_audit::StatementOutcome {
-                                    sqlstate: Some(code),
-                                    message: Some(message),
-                                    ..Default::default()
-                                },
-                            );
+                            self.gate.complete(handle, refusal.outcome());
                         }
-                        self.refuse(held.request, error, (to_server, to_client), state, now);
+                        self.refuse(held.request, refusal, (to_server, to_client), state, now);
                     }
                     Ok(()) => {
                         let request = self.run_replacement(&held, &sql, to_server, state, now);
@@ -797,7 +787,7 @@ impl Relay {
             .map(|bind| bind.result_formats().collect())
             .unwrap_or_default();
         let body = body.freeze();
-        let bind = frontend::message(b'B', &body);
+        let bind = frontend::bind(&body);
         let portal = state.bind(MODIFIED_STATEMENT, statement, body, formats);
         self.send_silent(&bind, Request::Bind, About::Portal(portal), out, state, now);
 
@@ -894,7 +884,7 @@ impl Relay {
     fn refuse(
         &mut self,
         request: Request,
-        error: BytesMut,
+        refusal: Refusal,
         (out, to_client): (&mut BytesMut, &mut BytesMut),
         state: &mut ConnectionState,
         now: Instant,
@@ -918,7 +908,7 @@ impl Relay {
                 _ => FAILED_TRANSACTION,
             };
             state.transaction_status = status;
-            to_client.extend_from_slice(&error);
+            refusal.put(to_client);
             if ends_batch {
                 put_ready_for_query(to_client, status);
             } else {
@@ -930,7 +920,7 @@ impl Relay {
         state.on_gateway_describe(
             Target::Statement,
             None,
-            DescribeOrigin::Refusal(error.freeze()),
+            DescribeOrigin::Refusal(refusal.frame().freeze()),
         );
         out.extend_from_slice(frontend::describe(Target::Statement, REFUSED_STATEMENT).as_bytes());
         if ends_batch {
@@ -1275,28 +1265,24 @@ fn mask_parameter_status(frame: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
         return Some(Cow::Borrowed(frame));
     }
     let masker = Masker::new(Strategy::PanLast4, None).ok()?;
-    let mut masked_body = Vec::with_capacity(body.len());
-    for text in [name, value] {
-        masked_body.extend_from_slice(&masker.mask_bytes(text));
-        masked_body.push(0);
-    }
-    let mut out = Vec::with_capacity(masked_body.len() + 5);
-    out.push(b'S');
-    out.extend_from_slice(&u32::try_from(masked_body.len() + 4).ok()?.to_be_bytes());
-    out.extend_from_slice(&masked_body);
-    Some(Cow::Owned(out))
+    let mut out = BytesMut::with_capacity(frame.len());
+    put_parameter_status(
+        &mut out,
+        &masker.mask_bytes(name),
+        &masker.mask_bytes(value),
+    );
+    Some(Cow::Owned(out.to_vec()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::mask_parameter_status;
+    use crate::protocol::backend::put_parameter_status;
 
     fn parameter_status(name: &str, value: &str) -> Vec<u8> {
-        let body = format!("{name}\0{value}\0");
-        let mut out = vec![b'S'];
-        out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        out.extend_from_slice(body.as_bytes());
-        out
+        let mut out = bytes::BytesMut::new();
+        put_parameter_status(&mut out, name.as_bytes(), value.as_bytes());
+        out.to_vec()
     }
 
     #[test]

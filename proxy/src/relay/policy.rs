@@ -27,7 +27,7 @@ use hoop_policy::{
 
 use super::gate::StatementInfo;
 use super::state::{About, ConnectionState, Pending, PortalDescription, Prepared};
-use super::verdict::{ClientVerdict, ServerVerdict};
+use super::verdict::{ClientVerdict, Refusal, ServerVerdict};
 use crate::protocol::backend::{
     put_copy_data, put_data_row, put_error_response, put_function_call_response,
     put_notice_response, put_notification_response, Backend,
@@ -702,7 +702,7 @@ impl PolicyInspector {
         function_call: bool,
         sql: &str,
         state: &mut ConnectionState,
-    ) -> Result<(), BytesMut> {
+    ) -> Result<(), Refusal> {
         // A FunctionCall's client waits for a FunctionCallResponse, which
         // no statement produces.
         let decision = if function_call {
@@ -719,16 +719,10 @@ impl PolicyInspector {
         // A replacement that would itself need review is allowed: the
         // reviewer who wrote it approved it. A blocked one never runs.
         match decision {
-            Decision::Block { message, .. } => {
-                let mut out = BytesMut::new();
-                put_error(
-                    &mut out,
-                    Severity::Error,
-                    hoop_policy::SQLSTATE_INSUFFICIENT_PRIVILEGE,
-                    &format!("the reviewer's replacement statement is refused: {message}"),
-                );
-                Err(out)
-            }
+            Decision::Block { message, .. } => Err(Refusal::new(
+                hoop_policy::SQLSTATE_INSUFFICIENT_PRIVILEGE,
+                format!("the reviewer's replacement statement is refused: {message}"),
+            )),
             Decision::Allow | Decision::Review { .. } => Ok(()),
         }
     }
