@@ -1305,9 +1305,12 @@ impl Walker {
         };
         let mut per_item: Vec<BTreeMap<String, Interval>> = vec![BTreeMap::new(); items.len()];
         // Bounds come from literals; which columns they bound is recorded in
-        // `Classified::bound_columns` instead.
-        let mut read_literal = false;
-        for conjunct in bounds::conjuncts(where_clause, &mut read_literal) {
+        // `Classified::bound_columns`. A number beyond `f64` bounds nothing,
+        // where a smaller one of the same shape would.
+        let mut beyond_range = false;
+        let conjuncts = bounds::conjuncts(where_clause, &mut beyond_range);
+        self.literal_dependent |= beyond_range;
+        for conjunct in conjuncts {
             let target = match conjunct.qualifier.as_deref() {
                 Some(qualifier) => {
                     let mut named = items

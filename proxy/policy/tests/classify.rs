@@ -791,6 +791,24 @@ fn the_cache_reuses_shapes_but_not_literal_dependent_facts() {
     assert!(!std::sync::Arc::ptr_eq(&a, &b));
 }
 
+/// A number beyond `f64` bounds nothing where a smaller one of the same
+/// shape would: neither classification is carried to the other.
+#[test]
+fn a_number_too_large_to_bound_is_not_carried_to_its_shape() {
+    let huge = "SELECT * FROM payments WHERE amount > 1e999";
+    let large = "SELECT * FROM payments WHERE amount > 5000.0";
+    assert_ne!(classify(huge), classify(large));
+    for (first, second) in [(huge, large), (large, huge)] {
+        let mut cache = ClassifyCache::new(64).with_predicate_columns(["amount"]);
+        cache.classify(first);
+        assert_eq!(
+            *cache.classify(second),
+            classify(second),
+            "{second} after {first}"
+        );
+    }
+}
+
 #[test]
 fn statement_keys_ignore_layout_and_keep_everything_else() {
     use hoop_policy::statement_key;
