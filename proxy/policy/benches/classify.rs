@@ -1,8 +1,8 @@
 //! `cargo bench -p hoop-policy --bench classify`: what classification costs
 //! per statement with PostgreSQL's grammar (parse + walk), and what the
-//! per-connection cache saves (exact-text hit, shape hit after
-//! `pg_query::normalize`, and a literal-dependent statement that is
-//! classified from its own literals each time).
+//! per-connection cache saves (exact-text hit, shape hit after a pass of
+//! the lexer, and a literal-dependent statement that is classified from its
+//! own literals each time).
 
 use std::hint::black_box;
 use std::time::Duration;
