@@ -463,7 +463,8 @@ fn facts_of(node: &Value, literal_dependent: &mut bool) -> StatementFacts {
     };
     match tag {
         "ExplainStmt" => {
-            // An option's value is a literal a normalized shape hides.
+            // An option's value is a literal (`ANALYZE 0`, `ANALYZE 1`). EXPLAIN
+            // has no shape (`shape_key`); this holds should it get one.
             *literal_dependent |= list(body, "options")
                 .iter()
                 .any(|option| matches!(tagged(option), Some(("DefElem", d)) if field(d, "arg").is_some()));
@@ -489,8 +490,9 @@ fn facts_of(node: &Value, literal_dependent: &mut bool) -> StatementFacts {
             inner("query", literal_dependent),
         ),
         "VariableSetStmt" => {
-            // `SET standard_conforming_strings = on` and `= off` normalize
-            // to one shape; the decision depends on the literal.
+            // `SET standard_conforming_strings = 1` and `= 0` differ in a
+            // literal the decision depends on. SET has no shape
+            // (`shape_key`); this holds should it get one.
             *literal_dependent = true;
             set_facts(body)
         }
