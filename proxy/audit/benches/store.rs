@@ -3,7 +3,8 @@
 //! before sending the next, as `begin_statement` does.
 //!
 //! `cargo bench -p hoop-audit`. The Postgres figures need PostgreSQL
-//! binaries (a throwaway cluster is started); without them they are skipped.
+//! binaries (a throwaway cluster is started from tests/kit); without them
+//! the bench fails after the SQLite figures.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,11 +14,9 @@ use hoop_audit::{
     AuditConfig, AuditStore, CheckpointSigner, RecordedDecision, SqliteSync, StatementBegin,
     Timestamp,
 };
+use hoop_common::config::SecretRef;
+use hoop_testkit::{Auth, Cluster};
 use tokio::runtime::Runtime;
-
-#[path = "../tests/support/pg.rs"]
-#[allow(dead_code)]
-mod pg;
 
 fn statement(writer: usize, sequence: u64) -> StatementBegin {
     StatementBegin {
@@ -99,13 +98,41 @@ fn stores(c: &mut Criterion) {
     normal.sqlite_synchronous = SqliteSync::Normal;
     bench_store(c, "sqlite_normal_records", &runtime, &normal, &[8, 64, 256]);
 
-    let cluster = pg::PgCluster::start();
-    let database = runtime.block_on(cluster.create_database());
-    let mut postgres = AuditConfig::postgres(&cluster.url(&database), "bench-pg");
-    postgres.password = Some(hoop_common::config::SecretRef::file(
-        cluster.password_file(),
-    ));
+    let cluster = postgres_cluster();
+    let postgres = postgres_config(&cluster, "bench", "bench-pg");
     bench_store(c, "postgres_records", &runtime, &postgres, &[8, 64, 256]);
+}
+
+/// A throwaway PostgreSQL cluster (tests/kit: the version `$HOOP_PG_VERSION`
+/// names, else 15; missing Postgres fails), removed on drop. The store logs
+/// in as its superuser with a password (SCRAM on 127.0.0.1), as a deployed
+/// gateway does; psql creates the databases over the socket.
+fn postgres_cluster() -> Cluster {
+    Cluster::scratch("audit-bench")
+        .superuser("hoop_audit")
+        .password("audit-bench-password")
+        .local_auth(Auth::Trust)
+        .settings("max_connections = 50")
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A store in a fresh database `database` of `cluster`.
+fn postgres_config(cluster: &Cluster, database: &str, instance: &str) -> AuditConfig {
+    cluster
+        .psql("postgres", &format!("CREATE DATABASE {database}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!(
+        "host=127.0.0.1 port={} user={} dbname={database}",
+        cluster.port,
+        cluster.superuser()
+    );
+    let mut config = AuditConfig::postgres(&url, instance);
+    let password = cluster
+        .password_file()
+        .expect("the superuser has a password");
+    config.password = Some(SecretRef::file(password));
+    config
 }
 
 criterion_group!(benches, stores);

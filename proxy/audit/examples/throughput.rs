@@ -19,10 +19,8 @@ use hoop_audit::{
     AuditConfig, AuditStore, CheckpointSigner, RecordedDecision, SqliteSync, StatementBegin,
     Timestamp,
 };
-
-#[path = "../tests/support/pg.rs"]
-#[allow(dead_code)]
-mod pg;
+use hoop_common::config::SecretRef;
+use hoop_testkit::{Auth, Cluster};
 
 struct Options {
     seconds: u64,
@@ -133,6 +131,7 @@ fn main() {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let mut cluster = None;
+    let mut databases = 0;
     println!("{:<14} {:>8} {:>12}", "store", "writers", "records/s");
     for store_name in &options.stores {
         for &writers in &options.writers {
@@ -147,13 +146,9 @@ fn main() {
                     config
                 }
                 "postgres" => {
-                    let cluster = cluster.get_or_insert_with(pg::PgCluster::start);
-                    let database = runtime.block_on(cluster.create_database());
-                    let mut config = AuditConfig::postgres(&cluster.url(&database), &instance);
-                    config.password = Some(hoop_common::config::SecretRef::file(
-                        cluster.password_file(),
-                    ));
-                    config
+                    let cluster = cluster.get_or_insert_with(postgres_cluster);
+                    databases += 1;
+                    postgres_config(cluster, &format!("throughput_{databases}"), &instance)
                 }
                 other => {
                     eprintln!("throughput: unknown store {other:?}");
@@ -172,4 +167,36 @@ fn main() {
             println!("{store_name:<14} {writers:>8} {rate:>12.0}");
         }
     }
+}
+
+/// A throwaway PostgreSQL cluster (tests/kit: the version `$HOOP_PG_VERSION`
+/// names, else 15; missing Postgres fails), removed on drop. The store logs
+/// in as its superuser with a password (SCRAM on 127.0.0.1), as a deployed
+/// gateway does; psql creates the databases over the socket.
+fn postgres_cluster() -> Cluster {
+    Cluster::scratch("audit-bench")
+        .superuser("hoop_audit")
+        .password("audit-bench-password")
+        .local_auth(Auth::Trust)
+        .settings("max_connections = 50")
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A store in a fresh database `database` of `cluster`.
+fn postgres_config(cluster: &Cluster, database: &str, instance: &str) -> AuditConfig {
+    cluster
+        .psql("postgres", &format!("CREATE DATABASE {database}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!(
+        "host=127.0.0.1 port={} user={} dbname={database}",
+        cluster.port,
+        cluster.superuser()
+    );
+    let mut config = AuditConfig::postgres(&url, instance);
+    let password = cluster
+        .password_file()
+        .expect("the superuser has a password");
+    config.password = Some(SecretRef::file(password));
+    config
 }

@@ -1,8 +1,8 @@
 //! `cargo bench -p hoop-policy --bench classify`: what classification costs
 //! per statement with PostgreSQL's grammar (parse + walk), and what the
-//! per-connection cache saves (exact-text hit, shape hit after
-//! `pg_query::normalize`, and a literal-dependent statement that is
-//! classified from its own literals each time).
+//! per-connection cache saves (exact-text hit, shape hit after a pass of
+//! the lexer, and a literal-dependent statement that is classified from its
+//! own literals each time).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -26,6 +26,9 @@ fn bench(c: &mut Criterion) {
     group.bench_function("normalize only, short select", |b| {
         b.iter(|| pg_query::normalize(black_box(SHORT)))
     });
+    group.bench_function("scan only, short select", |b| {
+        b.iter(|| pg_query::scan_tokens(black_box(SHORT)))
+    });
     let mut cache = ClassifyCache::new(1024).with_predicate_columns(["amount"]);
     group.bench_function("cache: exact text hit", |b| {
         b.iter(|| cache.classify(black_box(SHORT)))
@@ -39,6 +42,22 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % texts.len();
             shapes.classify(black_box(&texts[i]))
+        })
+    });
+    // pgbench -S: every statement a new aid, so an exact miss and a shape hit.
+    let pgbench: Vec<String> = (0..512)
+        .map(|aid| {
+            format!(
+                "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
+                10_000 + aid
+            )
+        })
+        .collect();
+    let mut select_only = ClassifyCache::new(64).with_predicate_columns(["amount"]);
+    group.bench_function("cache: pgbench -S, exact miss, shape hit", |b| {
+        b.iter(|| {
+            i = (i + 1) % pgbench.len();
+            select_only.classify(black_box(&pgbench[i]))
         })
     });
     let bounded: Vec<String> = (0..512)

@@ -25,10 +25,12 @@ pub(crate) struct Conjunct {
 
 /// The comparisons between a column and a numeric literal in the
 /// conjunction (top-level `AND`s) of a WHERE clause (a parse-tree node).
-/// Reading a literal sets `literal_dependent`.
-pub(crate) fn conjuncts(where_clause: &Value, literal_dependent: &mut bool) -> Vec<Conjunct> {
+/// Sets `beyond_range` when a number too large for `f64` (`1e999`) was
+/// compared: whether it bounds anything depended on its value, which
+/// statements of one shape do not share.
+pub(crate) fn conjuncts(where_clause: &Value, beyond_range: &mut bool) -> Vec<Conjunct> {
     let mut out = Vec::new();
-    add_conjuncts(where_clause, &mut out, literal_dependent);
+    add_conjuncts(where_clause, &mut out, beyond_range);
     out
 }
 
@@ -64,14 +66,14 @@ fn operator(expr: &Value) -> Option<&str> {
     }
 }
 
-fn add_conjuncts(expr: &Value, out: &mut Vec<Conjunct>, literal_dependent: &mut bool) {
+fn add_conjuncts(expr: &Value, out: &mut Vec<Conjunct>, beyond_range: &mut bool) {
     let Some((tag, body)) = tagged(expr) else {
         return;
     };
     match tag {
         "BoolExpr" if int(body, "boolop") == BoolExprType::AndExpr as i64 => {
             for arg in items(body, "args") {
-                add_conjuncts(arg, out, literal_dependent);
+                add_conjuncts(arg, out, beyond_range);
             }
         }
         "AExpr" => {
@@ -83,18 +85,13 @@ fn add_conjuncts(expr: &Value, out: &mut Vec<Conjunct>, literal_dependent: &mut 
                 let Some(op) = operator(body) else {
                     return;
                 };
-                let (column, value, op) =
-                    match (column_of(left), number_of(right, literal_dependent)) {
-                        (Some(column), Some(value)) => (column, value, op),
-                        _ => match (
-                            number_of(left, literal_dependent),
-                            column_of(right),
-                            flip(op),
-                        ) {
-                            (Some(value), Some(column), Some(op)) => (column, value, op),
-                            _ => return,
-                        },
-                    };
+                let (column, value, op) = match (column_of(left), number_of(right, beyond_range)) {
+                    (Some(column), Some(value)) => (column, value, op),
+                    _ => match (number_of(left, beyond_range), column_of(right), flip(op)) {
+                        (Some(value), Some(column), Some(op)) => (column, value, op),
+                        _ => return,
+                    },
+                };
                 let interval = match op {
                     ">" => Interval::above(value, false),
                     ">=" => Interval::above(value, true),
@@ -112,10 +109,9 @@ fn add_conjuncts(expr: &Value, out: &mut Vec<Conjunct>, literal_dependent: &mut 
                     return;
                 };
                 if let [low, high] = items(bounds, "items") {
-                    if let (Some(low), Some(high)) = (
-                        number_of(low, literal_dependent),
-                        number_of(high, literal_dependent),
-                    ) {
+                    if let (Some(low), Some(high)) =
+                        (number_of(low, beyond_range), number_of(high, beyond_range))
+                    {
                         out.push(conjunct(column, Interval::between(low, high)));
                     }
                 }
@@ -128,7 +124,7 @@ fn add_conjuncts(expr: &Value, out: &mut Vec<Conjunct>, literal_dependent: &mut 
                 };
                 let values: Option<Vec<f64>> = items(list, "items")
                     .iter()
-                    .map(|v| number_of(v, literal_dependent))
+                    .map(|v| number_of(v, beyond_range))
                     .collect();
                 if let Some(values) = values.filter(|v| !v.is_empty()) {
                     let low = values.iter().copied().fold(f64::INFINITY, f64::min);
@@ -187,28 +183,29 @@ fn column_of(expr: &Value) -> Option<Vec<String>> {
 
 /// A numeric literal, possibly signed, cast or quoted (`'10000'` compares
 /// as a number with a numeric column).
-fn number_of(expr: &Value, literal_dependent: &mut bool) -> Option<f64> {
+fn number_of(expr: &Value, beyond_range: &mut bool) -> Option<f64> {
     let (tag, body) = tagged(expr)?;
     let number = match tag {
         "AConst" => {
             let value = body.get("val")?;
-            *literal_dependent = true;
             if let Some(i) = value.get("Ival") {
                 i.get("ival").and_then(Value::as_i64).unwrap_or(0) as f64
             } else if let Some(f) = value.get("Fval") {
-                f.get("fval")?.as_str()?.trim().parse::<f64>().ok()?
+                let number = f.get("fval")?.as_str()?.trim().parse::<f64>().ok()?;
+                *beyond_range |= !number.is_finite();
+                number
             } else if let Some(s) = value.get("Sval") {
                 s.get("sval")?.as_str()?.trim().parse::<f64>().ok()?
             } else {
                 return None;
             }
         }
-        "TypeCast" => number_of(body.get("arg")?, literal_dependent)?,
+        "TypeCast" => number_of(body.get("arg")?, beyond_range)?,
         "AExpr" if int(body, "kind") == AExprKind::AexprOp as i64 => {
             let left = body.get("lexpr").filter(|l| !l.is_null());
             match (operator(body)?, left) {
-                ("-", None) => -number_of(body.get("rexpr")?, literal_dependent)?,
-                ("+", None) => number_of(body.get("rexpr")?, literal_dependent)?,
+                ("-", None) => -number_of(body.get("rexpr")?, beyond_range)?,
+                ("+", None) => number_of(body.get("rexpr")?, beyond_range)?,
                 _ => return None,
             }
         }

@@ -463,7 +463,8 @@ fn facts_of(node: &Value, literal_dependent: &mut bool) -> StatementFacts {
     };
     match tag {
         "ExplainStmt" => {
-            // An option's value is a literal a normalized shape hides.
+            // An option's value is a literal (`ANALYZE 0`, `ANALYZE 1`). EXPLAIN
+            // has no shape (`shape_key`); this holds should it get one.
             *literal_dependent |= list(body, "options")
                 .iter()
                 .any(|option| matches!(tagged(option), Some(("DefElem", d)) if field(d, "arg").is_some()));
@@ -489,8 +490,9 @@ fn facts_of(node: &Value, literal_dependent: &mut bool) -> StatementFacts {
             inner("query", literal_dependent),
         ),
         "VariableSetStmt" => {
-            // `SET standard_conforming_strings = on` and `= off` normalize
-            // to one shape; the decision depends on the literal.
+            // `SET standard_conforming_strings = 1` and `= 0` differ in a
+            // literal the decision depends on. SET has no shape
+            // (`shape_key`); this holds should it get one.
             *literal_dependent = true;
             set_facts(body)
         }
@@ -1305,9 +1307,12 @@ impl Walker {
         };
         let mut per_item: Vec<BTreeMap<String, Interval>> = vec![BTreeMap::new(); items.len()];
         // Bounds come from literals; which columns they bound is recorded in
-        // `Classified::bound_columns` instead.
-        let mut read_literal = false;
-        for conjunct in bounds::conjuncts(where_clause, &mut read_literal) {
+        // `Classified::bound_columns`. A number beyond `f64` bounds nothing,
+        // where a smaller one of the same shape would.
+        let mut beyond_range = false;
+        let conjuncts = bounds::conjuncts(where_clause, &mut beyond_range);
+        self.literal_dependent |= beyond_range;
+        for conjunct in conjuncts {
             let target = match conjunct.qualifier.as_deref() {
                 Some(qualifier) => {
                     let mut named = items
@@ -1442,20 +1447,134 @@ impl Generations {
     }
 }
 
+/// The shape of `sql` for [`ClassifyCache`]: its text with the numeric
+/// literals of its data statements replaced by placeholders, so `… WHERE
+/// aid = 1` and `… WHERE aid = 2` share a key. Read with PostgreSQL's lexer
+/// alone, no parse. `None` when there is no shape worth sharing: nothing
+/// replaced, a statement other than a data statement or transaction
+/// control, a string the lexer rejects (or holding a zero byte).
+///
+/// Why statements of one key may share a classification:
+///
+/// - **Same tokens.** An integer (ICONST) becomes `\0i`, a decimal or an
+///   integer beyond 32 bits (FCONST) `\0f`; every other byte is kept,
+///   comments, signs and `$1` parameters included. A text the lexer
+///   accepts holds no zero byte, so a key says exactly where each replaced
+///   literal was and of which kind. Two texts of one key lex to the same
+///   tokens but for the values of the replaced literals: the bytes between
+///   two replaced literals are the same, the lexer starts them in the same
+///   state, and no token before a literal can reach into it (both scans end
+///   it where the literal starts). Comments stay because one is not always
+///   whitespace: `'a' /* c */`, newline, `'b'` is two strings; without the
+///   comment, one.
+/// - **Same tree but for those values.** The grammar chooses on token
+///   kinds, never on values, and of its actions (PostgreSQL 18's `gram.y`,
+///   every `ereport` and every comparison of a value) two read a number:
+///   `FLOAT(p)` checks p and picks float4 or float8, `ALTER TABLE … ALTER
+///   COLUMN n SET STATISTICS` checks n. The number after `FLOAT (` is kept;
+///   ALTER is not a data statement. So two statements of one key both
+///   parse or both fail, and their trees differ only in the values of
+///   `A_Const`, `Integer` and `Float` nodes and in source positions.
+/// - **Only data statements.** Numbers are replaced only in statements
+///   that start with SELECT, INSERT, UPDATE, DELETE, WITH or VALUES; a
+///   string with any other statement but BEGIN, COMMIT, ROLLBACK and their
+///   kin (kept whole; they hold no numbers) has no shape. That keeps out
+///   every place a number's value is or could become a fact: `SET` and
+///   `ALTER SYSTEM` values, EXPLAIN options, FETCH/MOVE counts, COPY,
+///   VACUUM, sequence and storage options, `CONNECTION LIMIT`, and the
+///   `;`-separated bodies of `CREATE FUNCTION … BEGIN ATOMIC` and `CREATE
+///   RULE … DO (…)` (their strings start with CREATE).
+/// - **What a data statement's facts read of a value**: bounds only (a
+///   column compared with a number, `bounds::conjuncts`). Which columns are
+///   bounded is [`Classified::bound_columns`], and a classification that
+///   bounds a column a predicate rule reads is never stored under its
+///   shape; one where a literal's value decided that there is no bound (a
+///   number beyond `f64`, `1e999`) is `literal_dependent`. Typmods
+///   (`varchar(10)`), subscripts, `LIMIT`, `ORDER BY 1`, function
+///   arguments and the values an INSERT writes are in the tree but in no
+///   fact. String literals are kept, so a `set_config` name, a
+///   `query_to_xml` text or `amount < '5'` is part of the key.
+/// - A string PostgreSQL rejects is never stored under its shape: its
+///   error position moves with the lengths of the literals before it.
+///
+/// `-1` is `-` and `1`: the sign stays, so `id = -1` and `id = 1` do not
+/// share a key (`pg_query::normalize` gave them one).
+fn shape_key(sql: &str) -> Option<String> {
+    use pg_query::protobuf::Token;
+    let tokens = pg_query::scan_tokens(sql).ok()?;
+    // A placeholder is two bytes: one-digit literals lengthen the key.
+    let mut key = String::with_capacity(sql.len() + 8);
+    let mut copied = 0;
+    let mut statement_start = true;
+    let mut data_statement = false;
+    // The two tokens before this one, comments left out.
+    let mut previous = [Token::Nul; 2];
+    for scanned in &tokens {
+        let token = Token::try_from(scanned.token).unwrap_or(Token::Nul);
+        match token {
+            Token::SqlComment | Token::CComment => continue,
+            Token::Ascii59 => {
+                statement_start = true;
+                previous = [Token::Nul; 2];
+                continue;
+            }
+            _ => {}
+        }
+        if statement_start {
+            statement_start = false;
+            data_statement = match token {
+                Token::Select
+                | Token::Insert
+                | Token::Update
+                | Token::DeleteP
+                | Token::With
+                | Token::Values => true,
+                Token::BeginP
+                | Token::Start
+                | Token::Commit
+                | Token::EndP
+                | Token::Rollback
+                | Token::AbortP
+                | Token::Savepoint
+                | Token::Release => false,
+                _ => return None,
+            };
+        }
+        let placeholder = match token {
+            Token::Iconst => "\0i",
+            Token::Fconst => "\0f",
+            _ => "",
+        };
+        let float_precision = previous == [Token::FloatP, Token::Ascii40];
+        if data_statement && !placeholder.is_empty() && !float_precision {
+            let start = usize::try_from(scanned.start).ok()?;
+            key.push_str(sql.get(copied..start)?);
+            key.push_str(placeholder);
+            copied = usize::try_from(scanned.end).ok()?;
+        }
+        previous = [previous[1], token];
+    }
+    if copied == 0 {
+        return None;
+    }
+    key.push_str(sql.get(copied..)?);
+    Some(key)
+}
+
 /// Classification results, so a statement the client repeats (every
 /// pgbench transaction, every poll an agent makes) costs a hash lookup
-/// instead of a parse, and a statement *shape* repeated with other literals
-/// (`… WHERE id = 1`, `… WHERE id = 2`) costs a normalization instead of a
-/// full classification.
+/// instead of a parse, and a statement *shape* repeated with other numbers
+/// (`… WHERE id = 1`, `… WHERE id = 2`) costs a pass of the lexer instead of
+/// a full classification.
 ///
-/// Two levels: the exact text, then the text with its literals replaced by
-/// placeholders (`pg_query::normalize`). A classification that read a
-/// literal's value for a fact a rule can see (a bound on a column some
-/// predicate rule is about, a `set_config` name, a `table_to_xml` table,
-/// an EXPLAIN option) is never stored under its shape: the next statement
-/// of that shape is classified from its own literals. Bounds on other
-/// columns are dropped from what the shape keeps, so they are never
-/// reused either.
+/// Two levels: the exact text, then its shape ([`shape_key`]: the numeric
+/// literals of data statements replaced by placeholders). A classification
+/// that read a literal's value for a fact a rule can see (a bound on a
+/// column some predicate rule is about, a `set_config` name, a
+/// `table_to_xml` table, an EXPLAIN option), or that is a syntax error, is
+/// never stored under its shape: the next statement of that shape is
+/// classified from its own literals. Bounds on other columns are dropped
+/// from what the shape keeps, so they are never reused either.
 pub struct ClassifyCache {
     exact: Generations,
     shapes: Generations,
@@ -1496,7 +1615,8 @@ impl ClassifyCache {
     /// Whether `classified` holds the same facts for every statement of its
     /// shape, once bounds no rule reads are dropped.
     fn shape_independent(&self, classified: &Classified) -> bool {
-        if classified.literal_dependent {
+        // A syntax error's position moves with the literals before it.
+        if classified.literal_dependent || classified.has_unparsed() {
             return false;
         }
         match &self.predicate_columns {
@@ -1512,7 +1632,7 @@ impl ClassifyCache {
         }
         let keep = sql.len() <= self.max_statement_len;
         let shape: Option<Arc<str>> = if keep {
-            pg_query::normalize(sql).ok().map(Arc::from)
+            shape_key(sql).map(Arc::from)
         } else {
             None
         };
@@ -1575,5 +1695,129 @@ fn without_bounds(mut classified: Classified) -> Classified {
 impl Default for ClassifyCache {
     fn default() -> ClassifyCache {
         ClassifyCache::new(4096)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shape_key;
+
+    fn same_shape(a: &str, b: &str) -> bool {
+        let (a, b) = (shape_key(a), shape_key(b));
+        a.is_some() && a == b
+    }
+
+    #[test]
+    fn statements_differing_in_numbers_share_a_shape() {
+        for (a, b) in [
+            (
+                "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
+                "SELECT abalance FROM pgbench_accounts WHERE aid = 7;",
+            ),
+            (
+                "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) \
+                 VALUES (3, 1, 40213, -4021, CURRENT_TIMESTAMP);",
+                "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) \
+                 VALUES (10, 1, 99, -1, CURRENT_TIMESTAMP);",
+            ),
+            (
+                "UPDATE pgbench_accounts SET abalance = abalance + -4021 WHERE aid = 1",
+                "UPDATE pgbench_accounts SET abalance = abalance + -5 WHERE aid = 2",
+            ),
+            ("SELECT 1.5 * price", "SELECT 2.25 * price"),
+            (
+                "SELECT * FROM t ORDER BY 1 LIMIT 10",
+                "SELECT * FROM t ORDER BY 2 LIMIT 50",
+            ),
+            ("SELECT a[1], b::varchar(10)", "SELECT a[2], b::varchar(20)"),
+            (
+                "BEGIN; DELETE FROM t WHERE id = 1; COMMIT",
+                "BEGIN; DELETE FROM t WHERE id = 2; COMMIT",
+            ),
+            (
+                "WITH x AS (SELECT 1) VALUES (2)",
+                "WITH x AS (SELECT 3) VALUES (4)",
+            ),
+        ] {
+            assert!(same_shape(a, b), "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn everything_but_a_data_statements_numbers_stays_in_the_shape() {
+        for (a, b) in [
+            // Parameters are not literals.
+            (
+                "SELECT * FROM t WHERE id = $1 LIMIT 5",
+                "SELECT * FROM t WHERE id = $2 LIMIT 5",
+            ),
+            // A sign is a token of its own.
+            (
+                "SELECT * FROM t WHERE id = -1",
+                "SELECT * FROM t WHERE id = 1",
+            ),
+            // An integer and a decimal are different tokens to the grammar
+            // (`varchar(5.5)` is a syntax error).
+            ("SELECT x::varchar(5)", "SELECT x::varchar(5.5)"),
+            // Beyond 32 bits an integer is a decimal token.
+            (
+                "SELECT * FROM t WHERE id = 2147483647",
+                "SELECT * FROM t WHERE id = 2147483648",
+            ),
+            // FLOAT(p): the grammar checks p and picks float4 or float8.
+            ("SELECT 1, x::float(10)", "SELECT 1, x::float(0)"),
+            (
+                "SELECT 1, CAST(x AS float /* p */ (10))",
+                "SELECT 1, CAST(x AS float /* p */ (60))",
+            ),
+            // Strings, comments, bit strings.
+            (
+                "SELECT * FROM t WHERE amount < '5' AND id = 1",
+                "SELECT * FROM t WHERE amount < 'x' AND id = 1",
+            ),
+            ("SELECT 1 -- a", "SELECT 1 -- b"),
+            ("SELECT 1 /* 2 */", "SELECT 1 /* 3 */"),
+            ("SELECT B'101' + 1", "SELECT B'111' + 1"),
+        ] {
+            let (key_a, key_b) = (shape_key(a), shape_key(b));
+            assert!(key_a.is_some() && key_b.is_some(), "{a} / {b}");
+            assert_ne!(key_a, key_b, "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn only_data_statements_have_shapes() {
+        for sql in [
+            "SET statement_timeout = 5",
+            "SET standard_conforming_strings = 0",
+            "SELECT 1; SET statement_timeout = 5",
+            "SELECT set_config('statement_timeout', '5', false); RESET ALL",
+            "ALTER SYSTEM SET work_mem = 64",
+            "ALTER TABLE t ALTER COLUMN 1 SET STATISTICS 100",
+            "CREATE TABLE t (a varchar(10), b float(20))",
+            "CREATE SEQUENCE s INCREMENT 5",
+            "ALTER ROLE r CONNECTION LIMIT 5",
+            "FETCH 1 FROM c",
+            "MOVE FORWARD 5 IN c",
+            "EXPLAIN (ANALYZE 0) SELECT 1",
+            "DECLARE c CURSOR FOR SELECT * FROM t WHERE id = 1",
+            "PREPARE p AS SELECT * FROM t WHERE id = 1",
+            "COPY (SELECT 1) TO STDOUT WITH (FORMAT csv)",
+            "VACUUM (PARALLEL 2) t",
+            "LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT 1",
+            "CREATE FUNCTION f() RETURNS int BEGIN ATOMIC SELECT 1; SELECT 2; END",
+            "CREATE RULE r AS ON INSERT TO t DO ALSO (DELETE FROM u WHERE id = 1; DELETE FROM v WHERE id = 2)",
+            "(SELECT 1)",
+            // No number to replace: the exact text is the shape.
+            "SELECT * FROM t WHERE name = 'x'",
+            "BEGIN; SAVEPOINT s; ROLLBACK TO s; COMMIT",
+            "PREPARE TRANSACTION 'x'",
+            // The lexer rejects it: classified in full, as today.
+            "SELECT 'unterminated",
+            "SELECT 1abc",
+            "SELECT 1\0",
+        ] {
+            assert_eq!(shape_key(sql), None, "{sql}");
+        }
     }
 }

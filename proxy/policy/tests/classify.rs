@@ -791,6 +791,105 @@ fn the_cache_reuses_shapes_but_not_literal_dependent_facts() {
     assert!(!std::sync::Arc::ptr_eq(&a, &b));
 }
 
+/// A number beyond `f64` bounds nothing where a smaller one of the same
+/// shape would: neither classification is carried to the other.
+#[test]
+fn a_number_too_large_to_bound_is_not_carried_to_its_shape() {
+    let huge = "SELECT * FROM payments WHERE amount > 1e999";
+    let large = "SELECT * FROM payments WHERE amount > 5000.0";
+    assert_ne!(classify(huge), classify(large));
+    for (first, second) in [(huge, large), (large, huge)] {
+        let mut cache = ClassifyCache::new(64).with_predicate_columns(["amount"]);
+        cache.classify(first);
+        assert_eq!(
+            *cache.classify(second),
+            classify(second),
+            "{second} after {first}"
+        );
+    }
+}
+
+#[test]
+fn the_cache_shares_a_shape_across_numbers_that_decide_nothing() {
+    let mut cache = ClassifyCache::new(64).with_predicate_columns(["amount"]);
+    for texts in [
+        // pgbench -S.
+        [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 67890;",
+        ],
+        [
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 5, -12, CURRENT_TIMESTAMP)",
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (7, 1, 99, -4000, CURRENT_TIMESTAMP)",
+        ],
+        [
+            "SELECT * FROM payments ORDER BY 1 LIMIT 10",
+            "SELECT * FROM payments ORDER BY 2 LIMIT 500",
+        ],
+    ] {
+        let first = cache.classify(texts[0]);
+        let second = cache.classify(texts[1]);
+        assert!(std::sync::Arc::ptr_eq(&first, &second), "{texts:?}");
+        // The same facts, but for bounds on columns no predicate reads.
+        let mut own = classify(texts[1]).statements;
+        for facts in &mut own {
+            facts.bounds.relations.values_mut().for_each(|c| c.clear());
+        }
+        assert_eq!(first.statements, own, "{texts:?}");
+    }
+}
+
+/// Statements that differ only in numbers yet are classified differently:
+/// whichever comes first, the other is classified from its own text.
+#[test]
+fn the_cache_never_carries_a_classification_to_other_numbers_that_change_it() {
+    let pairs = [
+        // The grammar reads FLOAT's precision: a type, or a syntax error.
+        ("SELECT 1, x::float(10)", "SELECT 1, x::float(0)"),
+        // ALTER … ALTER COLUMN n: the grammar checks n.
+        (
+            "ALTER TABLE t ALTER COLUMN 1 SET STATISTICS 100",
+            "ALTER TABLE t ALTER COLUMN 0 SET STATISTICS 100",
+        ),
+        // An integer and a decimal are different tokens.
+        ("SELECT x::varchar(5)", "SELECT x::varchar(5.5)"),
+        // SET's value is a fact (1 is on, 0 is off).
+        (
+            "SET standard_conforming_strings = 1",
+            "SET standard_conforming_strings = 0",
+        ),
+        // EXPLAIN's options are facts.
+        (
+            "EXPLAIN (ANALYZE 0) DELETE FROM t",
+            "EXPLAIN (ANALYZE 1) DELETE FROM t",
+        ),
+        // A bound on a column a predicate rule reads.
+        (
+            "SELECT * FROM payments WHERE amount < 5",
+            "SELECT * FROM payments WHERE amount < 50000",
+        ),
+        // Strings are kept: `'abc'` bounds nothing, `'5000'` does.
+        (
+            "SELECT * FROM payments WHERE amount > 'abc'",
+            "SELECT * FROM payments WHERE amount > '5000'",
+        ),
+        // A syntax error's position moves with the literals before it.
+        ("SELECT 1 FROM", "SELECT 100 FROM"),
+    ];
+    for (a, b) in pairs {
+        assert_ne!(classify(a), classify(b), "{a} / {b}");
+        for (first, second) in [(a, b), (b, a)] {
+            let mut cache = ClassifyCache::new(64).with_predicate_columns(["amount"]);
+            cache.classify(first);
+            assert_eq!(
+                *cache.classify(second),
+                classify(second),
+                "{second} after {first}"
+            );
+        }
+    }
+}
+
 #[test]
 fn statement_keys_ignore_layout_and_keep_everything_else() {
     use hoop_policy::statement_key;
