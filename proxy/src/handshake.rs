@@ -15,9 +15,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::metrics::LoginOutcome;
-use crate::protocol::{
-    parse_startup, put_error, Severity, StartupPacket, MAX_STARTUP_PACKET_BYTES,
-};
+use crate::protocol::backend::{put_error, Severity};
+use crate::protocol::{parse_startup, StartupPacket, MAX_STARTUP_PACKET_BYTES};
 use crate::tls::{
     PgStream, ALPN_POSTGRESQL, ENCRYPTION_REFUSED, SSL_ACCEPTED, TLS_HANDSHAKE_RECORD,
 };

@@ -10,9 +10,10 @@
 //!    and `[[rules]]`/`[policy]` as the types their crates define
 //!    (`hoop-audit`, `hoop-reviews`, `hoop-policy`) and imports no other
 //!    module of the gateway.
-//! 2. [`protocol`] (byte-exact framing and the few messages the gateway
-//!    writes), `tls` (rustls on both sides), `metrics`, `transport`
-//!    (TCP, then TLS, to the database).
+//! 2. [`protocol`] (byte-exact framing; every message read once into a
+//!    frontend or backend type that borrows its frame, and a named
+//!    constructor for each message the gateway writes), `tls` (rustls on
+//!    both sides), `metrics`, `transport` (TCP, then TLS, to the database).
 //! 3. The features, each on its own: [`auth`] (JWT verification: OIDC
 //!    discovery + JWKS, static JWKS, dev issuer), `cancel` (the gateway's
 //!    BackendKeyData and CancelRequest forwarding), `upstream` (SCRAM login
@@ -23,7 +24,7 @@
 //!    / CancelRequest up to the StartupMessage; knows only the wire),
 //!    `login` (startup parameters, the password that must be a token, the
 //!    group → role decision), [`relay`] (the steady-state `select!` loop and
-//!    per-connection state).
+//!    the one model of the session's statements and portals).
 //! 5. [`server`]: listener, per-connection flow, graceful shutdown; it wires
 //!    the layers below and nothing imports it.
 //! 6. [`cli`], `demo`, `keys`: the `hoop` command.

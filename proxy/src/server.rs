@@ -27,11 +27,10 @@ use crate::handshake::{self, Ended, Negotiated};
 use crate::login::{self, Admitted, LoginChecks, LoginLimiter};
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::protocol::backend::{
-    self, put_authentication_ok, put_backend_key_data, put_ready_for_query,
+    self, put_authentication_ok, put_backend_key_data, put_error, put_ready_for_query, Severity,
 };
-use crate::protocol::{put_error, Severity};
 use crate::relay::gate::{Gate, GateSession};
-use crate::relay::policy::PolicyInspector;
+use crate::relay::inspect::Inspector;
 use crate::relay::{Relay, RelayEnd, RelaySession};
 use crate::threads::SessionThreads;
 use crate::tls::PgStream;
@@ -515,7 +514,7 @@ struct UpstreamSession {
     later_status: Vec<crate::protocol::Frame>,
     /// The login's notices, masked, for the client.
     notices: BytesMut,
-    inspector: PolicyInspector,
+    inspector: Inspector,
 }
 
 /// Logs in upstream as the gateway role, hands the database the signed
@@ -552,7 +551,7 @@ async fn open_upstream_session(
              no declared columns, content detection only"
         );
     }
-    let mut inspector = PolicyInspector::for_session(
+    let mut inspector = Inspector::for_session(
         &ctx.config.policy,
         admitted.identity.clone(),
         &admitted.mapping.unmask,

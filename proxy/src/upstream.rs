@@ -9,8 +9,8 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Upstream as UpstreamConfig;
-use crate::protocol::backend::{put_parameter_status, Backend, IDLE};
-use crate::protocol::{self, error_summary, split_frame, take_cstr, take_i32, Frame};
+use crate::protocol::backend::{error_summary, put_parameter_status, Backend, IDLE};
+use crate::protocol::{self, split_frame, take_cstr, take_i32, Frame};
 use crate::tls::PgStream;
 use crate::transport::{open_transport, TransportError};
 

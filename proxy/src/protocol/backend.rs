@@ -10,8 +10,7 @@ use bytes::{BufMut, BytesMut};
 use pgwire::messages::response::{ErrorResponse, NoticeResponse};
 use pgwire::messages::Message;
 
-use super::frontend::Malformed;
-use super::{take_cstr, Frame};
+use super::{take_cstr, Frame, Malformed};
 
 /// The transaction status a ReadyForQuery reports.
 pub(crate) const IDLE: u8 = b'I';

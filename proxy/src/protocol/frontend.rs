@@ -11,7 +11,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{split_frame, take_cstr, take_i16, take_i32, Frame};
+use super::{split_frame, take_cstr, take_i16, take_i32, Frame, Malformed};
 
 /// What a Describe or Close is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,14 +89,6 @@ pub(crate) struct Bind<'a> {
 /// A Bind parameter: its format code (0 text, 1 binary) and its value
 /// (`None`: NULL).
 pub(crate) type Parameter<'a> = (i16, Option<&'a [u8]>);
-
-/// A message whose layout PostgreSQL would refuse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {message} message format")]
-pub(crate) struct Malformed {
-    /// The message's name, as PostgreSQL's errors spell it.
-    pub message: &'static str,
-}
 
 impl<'a> Frontend<'a> {
     /// Reads `frame` as a client message.

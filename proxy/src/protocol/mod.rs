@@ -9,7 +9,14 @@ pub(crate) mod frontend;
 
 use bytes::{Bytes, BytesMut};
 
-pub(crate) use backend::{error_summary, put_error, put_notice, Severity};
+/// A message whose layout PostgreSQL would refuse (or, from the server,
+/// one whose fields the gateway cannot read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {message} message format")]
+pub(crate) struct Malformed {
+    /// The message's name, as PostgreSQL's errors spell it.
+    pub message: &'static str,
+}
 
 /// Postgres refuses messages over 1 GB; so do we unless configured lower.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 0x3fff_ffff;

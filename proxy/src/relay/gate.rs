@@ -29,7 +29,7 @@ use hoop_policy::Decision;
 use hoop_reviews::{ReviewHub, ReviewOutcome, ReviewRequest, ReviewTicket};
 use tokio::sync::watch;
 
-use super::verdict::Refusal;
+use super::refusal::Refusal;
 
 /// SQLSTATE when the audit trail cannot take a statement's record.
 const SQLSTATE_AUDIT_UNAVAILABLE: &str = "58000";
@@ -39,7 +39,7 @@ const SQLSTATE_QUERY_CANCELED: &str = "57014";
 /// SQLSTATE of a denial or a block.
 const SQLSTATE_INSUFFICIENT_PRIVILEGE: &str = "42501";
 
-/// What the policy inspector knows about a statement the client wants run.
+/// What the inspector knows about a statement the client wants run.
 #[derive(Debug)]
 pub struct StatementInfo {
     /// The text as sent. Never logged; masked before it is recorded.

@@ -3,7 +3,7 @@
 //! shutdown), so server-initiated messages (NoticeResponse,
 //! NotificationResponse, ParameterStatus) flow while the client is idle.
 //! Frames are forwarded byte for byte; each passes the
-//! [`PolicyInspector`] (statement rules in, masking out), whose
+//! [`Inspector`] (statement rules in, masking out), whose
 //! [`verdict`]s say what to do with it. Client frames are inspected before
 //! [`ConnectionState`] records them (only what is sent on is recorded);
 //! server frames before the state moves on, so [`ConnectionState::front`]
@@ -12,8 +12,9 @@
 //! the high-water mark, however large a result is.
 
 pub(crate) mod gate;
-pub(crate) mod policy;
+pub(crate) mod inspect;
 pub(crate) mod record;
+pub(crate) mod refusal;
 pub(crate) mod state;
 pub(crate) mod verdict;
 
@@ -29,18 +30,19 @@ use tokio::sync::watch;
 
 use crate::metrics::{Direction, Metrics};
 use crate::protocol::backend::{
-    put_empty_query_response, put_parameter_status, put_ready_for_query, Backend,
-    FAILED_TRANSACTION, IDLE, IN_TRANSACTION,
+    put_empty_query_response, put_error, put_notice, put_parameter_status, put_ready_for_query,
+    Backend, Severity, FAILED_TRANSACTION, IDLE, IN_TRANSACTION,
 };
 use crate::protocol::frontend::{self, Frontend, Target};
-use crate::protocol::{put_error, put_notice, reserve_for_read, split_frame, Frame, Severity};
+use crate::protocol::{reserve_for_read, split_frame, Frame};
 use crate::tls::PgStream;
 use gate::{Admission, AdmissionFuture, Gate, StatementInfo};
-use policy::PolicyInspector;
+use inspect::Inspector;
 use record::{OpenStatement, Recorder};
+use refusal::Refusal;
 pub(crate) use state::ConnectionState;
 use state::{About, DescribeOrigin, Pending, Prepared, RecordId, Request};
-use verdict::{ClientVerdict, Refusal, ServerVerdict};
+use verdict::{ClientVerdict, ServerVerdict};
 
 /// The name the refusal Describe asks for. A statement of this name never
 /// exists unless a client creates it on purpose, and then the relay still
@@ -98,7 +100,7 @@ pub(crate) struct Relay {
     /// Statements seen on this connection (numbers the per-statement spans).
     pub statements: u64,
     pub metrics: Arc<Metrics>,
-    pub inspector: PolicyInspector,
+    pub inspector: Inspector,
     pub shutdown: watch::Receiver<bool>,
     /// Audit records and review holds.
     pub gate: Gate,

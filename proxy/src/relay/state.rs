@@ -3,7 +3,7 @@
 //! facts, whether it goes to review, its row description and the row shape
 //! the masker makes of it), the transaction status, and the queue of
 //! requests still awaiting their answers (so pipelining, errors-until-Sync
-//! and idleness are known). The policy inspector, the masker and the
+//! and idleness are known). The inspector, the masker and the
 //! recorder read and change this state; none keeps a copy of it.
 //!
 //! # Two orders, one model

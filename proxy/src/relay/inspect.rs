@@ -1,4 +1,4 @@
-//! The policy inspector: statement rules on the way in, card-number masking
+//! The inspector: statement rules on the way in, card-number masking
 //! on the way out, for one connection.
 //!
 //! In: every simple Query (each of its statements), every Parse, and what
@@ -26,14 +26,15 @@ use hoop_policy::{
 };
 
 use super::gate::StatementInfo;
+use super::refusal::Refusal;
 use super::state::{About, ConnectionState, Pending, PortalDescription, Prepared};
-use super::verdict::{ClientVerdict, Refusal, ServerVerdict};
+use super::verdict::{ClientVerdict, ServerVerdict};
 use crate::protocol::backend::{
-    put_copy_data, put_data_row, put_error_response, put_function_call_response,
-    put_notice_response, put_notification_response, Backend,
+    put_copy_data, put_data_row, put_error, put_error_response, put_function_call_response,
+    put_notice_response, put_notification_response, Backend, Severity,
 };
 use crate::protocol::frontend::{Bind, Frontend};
-use crate::protocol::{put_error, Frame, Severity};
+use crate::protocol::Frame;
 
 /// Statements kept by the per-connection classification cache.
 const CACHE_CAPACITY: usize = 1024;
@@ -50,7 +51,7 @@ const SQLSTATE_INVALID_SQL_STATEMENT_NAME: &str = "26000";
 /// mask them.
 const SQLSTATE_MASKING_FAILED: &str = "XX000";
 
-pub struct PolicyInspector {
+pub struct Inspector {
     identity: Identity,
     context: PolicyContext,
     rules: Arc<RuleSet>,
@@ -74,8 +75,8 @@ pub struct PolicyInspector {
     suppressing: bool,
 }
 
-impl PolicyInspector {
-    pub fn new(identity: Identity, rules: Arc<RuleSet>, columns: ColumnPolicy) -> PolicyInspector {
+impl Inspector {
+    pub fn new(identity: Identity, rules: Arc<RuleSet>, columns: ColumnPolicy) -> Inspector {
         // Statements of one shape share a classification unless their
         // literals bound a column some predicate rule reads.
         let cache =
@@ -83,7 +84,7 @@ impl PolicyInspector {
         let context = PolicyContext {
             protected_tables: columns.protected_tables().clone(),
         };
-        PolicyInspector {
+        Inspector {
             identity,
             context,
             rules,
@@ -103,18 +104,14 @@ impl PolicyInspector {
         identity: Identity,
         unmask: &[String],
         masked: Option<&[hoop_policy::MaskedColumn]>,
-    ) -> Result<PolicyInspector, hoop_policy::MaskFailure> {
+    ) -> Result<Inspector, hoop_policy::MaskFailure> {
         let columns = ColumnPolicy::new(
             masked.unwrap_or_default(),
             unmask,
             policy.content_masker.clone(),
             policy.token_key.as_deref(),
         )?;
-        Ok(PolicyInspector::new(
-            identity,
-            Arc::clone(&policy.rules),
-            columns,
-        ))
+        Ok(Inspector::new(identity, Arc::clone(&policy.rules), columns))
     }
 
     /// Decides a query string (a simple Query, or the text of a Parse;
@@ -191,7 +188,7 @@ impl PolicyInspector {
     }
 
     /// Keeps a verdict that depends on nothing but `classified` (see
-    /// [`PolicyInspector::verdicts`]).
+    /// [`Inspector::verdicts`]).
     fn remember(&mut self, classified: &Arc<Classified>, judged: &Judged) {
         let session_dependent = classified.statements.iter().any(|facts| {
             facts.levels().any(|level| {
@@ -579,7 +576,7 @@ fn worse(a: Decision, b: Decision) -> Decision {
 }
 
 /// The inspector's two directions and the reviewer's replacement check.
-impl PolicyInspector {
+impl Inspector {
     /// Judges a client message and records in `state` what it makes of
     /// the session (in the client's order: the relay may still hold it
     /// back); returns what to do with it and the records it is about.

@@ -1,0 +1,61 @@
+//! A refusal: the one way the gateway says no to a request.
+
+use bytes::BytesMut;
+use hoop_audit::StatementOutcome;
+
+use crate::protocol::backend::put_report;
+
+/// A request the gateway answers with an error in place of the server: a
+/// rule's block, a denied, cancelled or expired review, an audit trail
+/// that cannot take the record, a reviewer's replacement the rules refuse.
+/// The gateway's counterpart to the extension's `HoopError`: the client
+/// gets it as an ErrorResponse, the audit record as the statement's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub sqlstate: String,
+    pub message: String,
+    /// Where in the statement the error is (1-based characters), as the
+    /// server reports a syntax error.
+    pub position: Option<u32>,
+}
+
+impl Refusal {
+    pub(crate) fn new(sqlstate: &str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            sqlstate: sqlstate.to_owned(),
+            message: message.into(),
+            position: None,
+        }
+    }
+
+    pub(crate) fn at(self, position: Option<u32>) -> Refusal {
+        Refusal { position, ..self }
+    }
+
+    /// Appends the ErrorResponse the client gets.
+    pub(crate) fn put(&self, out: &mut BytesMut) {
+        put_report(
+            out,
+            "ERROR",
+            &self.sqlstate,
+            &self.message,
+            self.position.map(|p| p as usize),
+        );
+    }
+
+    /// The ErrorResponse the client gets, on its own.
+    pub(crate) fn frame(&self) -> BytesMut {
+        let mut out = BytesMut::new();
+        self.put(&mut out);
+        out
+    }
+
+    /// What the statement's record says of how it ended.
+    pub(crate) fn outcome(&self) -> StatementOutcome {
+        StatementOutcome {
+            sqlstate: Some(self.sqlstate.clone()),
+            message: Some(self.message.clone()),
+            ..StatementOutcome::default()
+        }
+    }
+}
