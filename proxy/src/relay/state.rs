@@ -415,7 +415,7 @@ pub(crate) struct ConnectionState {
     /// Counts the client's batches (each Sync, Query and FunctionCall ends
     /// one); see [`ConnectionState::must_wait`].
     batch: u64,
-    /// From the last ReadyForQuery: b'I' idle, b'T' in a transaction, b'E' failed.
+    /// From the last ReadyForQuery: [`IDLE`], `IN_TRANSACTION` or `FAILED_TRANSACTION`.
     pub transaction_status: u8,
     /// RowDescription of the simple-query result currently streaming.
     pub simple_row_description: Option<Bytes>,
