@@ -23,35 +23,13 @@ bench_cluster_stop() { hoop_cluster stop "$work/pg"; }
 
 psql_su() { runuser -u postgres -- "$PG/psql" -X -q -v ON_ERROR_STOP=1 -h "$work/pg" -p "$PGPORT_" "$@"; }
 
-# bench_hoop_start [EXTRA_TOML]: writes a config (development issuer, group
-# bench -> role bench_agent, plaintext on loopback), starts `hoop serve`,
-# waits for it, and sets hoop_pid and TOKEN.
+# bench_hoop_start [EXTRA_TOML]: writes a config with the test kit
+# (hoop_gateway_toml: development issuer, group bench -> role bench_agent,
+# plaintext on loopback), starts `hoop serve`, waits for it, and sets
+# hoop_pid and TOKEN.
 bench_hoop_start() {
-    mkdir -p "$work/hoop"
-    echo "$PW" >"$work/hoop/pw"
-    "$HOOP" keys generate --out "$work/hoop" --kid bench >/dev/null
-    head -c 32 /dev/urandom | base64 >"$work/hoop/dev.key"
-    cat >"$work/hoop/hoop.toml" <<TOML
-[listen]
-address = "127.0.0.1:$HOOPPORT"
-allow_plaintext = "loopback"
-[upstream]
-host = "127.0.0.1"
-port = $PGPORT_
-user = "hoop_gateway"
-password = { file = "pw" }
-[identity]
-audience = "hoop"
-[identity.dev_issuer]
-key_file = "dev.key"
-[[role_mapping]]
-group = "bench"
-role = "bench_agent"
-[session]
-signing_key = { file = "session-signing.key" }
-key_id = "bench"
-${1:-}
-TOML
+    hoop_gateway_files "$work/hoop" "$HOOP" bench "$PW" >/dev/null
+    hoop_gateway_toml "$work/hoop" "$HOOPPORT" "$PGPORT_" bench bench_agent bench "${1:-}"
     HOOP_LOG=warn "$HOOP" serve -c "$work/hoop/hoop.toml" >"$work/hoop.log" 2>&1 &
     hoop_pid=$!
     for _ in $(seq 50); do "$PG/pg_isready" -q -h 127.0.0.1 -p "$HOOPPORT" && break; sleep 0.1; done

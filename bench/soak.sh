@@ -54,9 +54,7 @@ if [ "$GATEWAY" != 0 ]; then
     cargo build -q -p hoop-proxy --bin hoop >"$work/build.log" 2>&1 || { tail -n 20 "$work/build.log" >&2; exit 1; }
     HOOP="$CARGO_TARGET_DIR/debug/hoop"
     mkdir -p "$work/hoop"
-    trusted=$("$HOOP" keys generate --out "$work/hoop" --kid soak | sed -n "s/.*hoop.trusted_keys = '\(.*\)'/\1/p")
-    head -c 32 /dev/urandom | base64 >"$work/hoop/dev.key"
-    echo soak-gateway-pw >"$work/hoop/pw"
+    trusted=$(hoop_gateway_files "$work/hoop" "$HOOP" soak soak-gateway-pw | sed -n "s/.*hoop.trusted_keys = '\(.*\)'/\1/p")
 fi
 
 # --- the mix -------------------------------------------------------------------
@@ -182,32 +180,11 @@ SQL
             envs=()
         else
             hport=$(free_port)
-            cat >"$work/hoop/hoop.toml" <<TOML
-[listen]
-address = "127.0.0.1:$hport"
-allow_plaintext = "loopback"
-[upstream]
-host = "127.0.0.1"
-port = $port
-user = "hoop_gateway"
-password = { file = "pw" }
-[identity]
-audience = "hoop"
-[identity.dev_issuer]
-key_file = "dev.key"
-[[role_mapping]]
-group = "soak"
-role = "soak_agent"
-[session]
-signing_key = { file = "session-signing.key" }
-key_id = "soak"
-[audit]
-path = "$work/hoop/audit.db"
-# The soak drives the extension through gateway sessions with DDL, DO-free
-# functions and two-phase commit: hoop-defaults would hold its DDL for review.
-[policy.default_rules]
-exempt_groups = ["soak"]
-TOML
+            # The soak drives the extension through gateway sessions with
+            # DDL, DO-free functions and two-phase commit: hoop-defaults
+            # would hold its DDL for review.
+            hoop_gateway_toml "$work/hoop" "$hport" "$port" soak soak_agent soak \
+                "$(printf '[policy.default_rules]\nexempt_groups = ["soak"]')"
             HOOP_LOG=warn "$HOOP" serve -c "$work/hoop/hoop.toml" >"$work/hoop$v.log" 2>&1 &
             hoop_pid=$!
             for _ in $(seq 100); do "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$hport" && break; sleep 0.1; done

@@ -157,34 +157,10 @@ GRANT regress_gateway_super TO hoop_gateway;
 SQL
     gw="$WORK/gateway"
     mkdir -p "$gw"
-    echo compat-gateway-pw >"$gw/pw"
-    "$HOOP" keys generate --out "$gw" --kid compat >/dev/null
-    head -c 32 /dev/urandom | base64 >"$gw/dev.key"
+    hoop_gateway_files "$gw" "$HOOP" compat compat-gateway-pw >/dev/null
     HOOPPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    cat >"$gw/hoop.toml" <<TOML
-[listen]
-address = "127.0.0.1:$HOOPPORT"
-allow_plaintext = "loopback"
-[upstream]
-host = "127.0.0.1"
-port = $PORT
-user = "hoop_gateway"
-password = { file = "pw" }
-[identity]
-audience = "hoop"
-[identity.dev_issuer]
-key_file = "dev.key"
-[[role_mapping]]
-group = "compat"
-role = "regress_gateway_super"
-[session]
-signing_key = { file = "session-signing.key" }
-key_id = "compat"
-[audit]
-path = "$gw/audit.db"
-[policy.default_rules]
-enabled = false
-TOML
+    hoop_gateway_toml "$gw" "$HOOPPORT" "$PORT" compat regress_gateway_super compat \
+        "$(printf '[policy.default_rules]\nenabled = false')"
     HOOP_LOG=info "$HOOP" serve -c "$gw/hoop.toml" >"$WORK/hoop.log" 2>&1 &
     hoop_pid=$!
     trap 'kill "$hoop_pid" 2>/dev/null || true; hoop_cluster stop "$CLUSTER" >/dev/null 2>&1 || true' EXIT
