@@ -664,10 +664,7 @@ impl Inspector {
             Frontend::Close {
                 target: Some(target),
                 name,
-            } => {
-                state.close(*target, name);
-                (ClientVerdict::Forward, About::Nothing)
-            }
+            } => (ClientVerdict::Forward, state.close(*target, name)),
             Frontend::Sync => {
                 state.sync();
                 (ClientVerdict::Forward, About::Nothing)

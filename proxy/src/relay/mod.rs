@@ -638,7 +638,9 @@ impl Relay {
                             );
                             let request_id = state.last_id();
                             if let Some(id) = request_id {
-                                pipes.recorder.open(OpenStatement::new(id, None, now));
+                                pipes
+                                    .recorder
+                                    .open(OpenStatement::new(id, None, now), state);
                             }
                             *pipes.held = Some(Held {
                                 frame,
@@ -713,7 +715,7 @@ impl Relay {
                 if let (Some(handle), Some(request)) = (record, state.last_id()) {
                     pipes
                         .recorder
-                        .open(OpenStatement::new(request, Some(handle), now));
+                        .open(OpenStatement::new(request, Some(handle), now), state);
                 }
             }
             Admission::Refuse(error) => {
@@ -733,7 +735,7 @@ impl Relay {
                         if let (Some(handle), Some(request)) = (record, request) {
                             pipes
                                 .recorder
-                                .open(OpenStatement::new(request, Some(handle), now));
+                                .open(OpenStatement::new(request, Some(handle), now), state);
                         }
                     }
                 }
@@ -812,9 +814,9 @@ impl Relay {
         let request = state.last_id();
 
         for target in [Target::Portal, Target::Statement] {
-            state.close(target, MODIFIED_STATEMENT);
+            let about = state.close(target, MODIFIED_STATEMENT);
             let close = frontend::close(target, MODIFIED_STATEMENT);
-            self.send_silent(&close, Request::Close, About::Nothing, out, state, now);
+            self.send_silent(&close, Request::Close, about, out, state, now);
         }
         request
     }

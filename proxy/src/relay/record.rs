@@ -78,7 +78,12 @@ impl Recorder {
         }
     }
 
-    pub fn open(&mut self, statement: OpenStatement) {
+    /// Gathers the outcome of a statement just sent; one sent into a batch
+    /// the server already failed is skipped without an answer.
+    pub fn open(&mut self, mut statement: OpenStatement, state: &ConnectionState) {
+        if let Some((code, message)) = state.skipped_by_server() {
+            statement.skipped(code.to_owned(), message.to_owned());
+        }
         self.open.push_back(statement);
     }
 

@@ -24,12 +24,22 @@
 //!   the very statement or portal it describes, whatever its name means by
 //!   then (the unnamed statement is replaced by every Parse; SQL shares the
 //!   names: `CLOSE p; DECLARE p CURSOR …`);
-//! - a message that depends on a record whose fate is still open, and was
-//!   sent in an earlier batch (a Sync between them), waits until the server
-//!   has answered ([`ConnectionState::must_wait`]): within one batch a
-//!   failed Parse or Bind makes the server skip what depends on it, across
-//!   batches it does not, and the gateway would otherwise judge a statement
-//!   the server does not run.
+//! - a Close is followed the same way: skipped, the name means the closed
+//!   record again; and what a client sends after an error and before its
+//!   Sync is skipped without an answer, which the state knows from the
+//!   error ([`ConnectionState::skipped_by_server`]);
+//! - a message that depends on a name whose Parse, Bind or Close was sent
+//!   in an earlier batch (a Sync between them) and is still unanswered
+//!   waits until the server has answered ([`ConnectionState::must_wait`]):
+//!   within one batch a failed message makes the server skip what depends
+//!   on it, across batches it does not, and the gateway would otherwise
+//!   judge a statement the server does not run, or refuse one it does.
+//!
+//! `the_model_judges_what_the_server_runs_under_random_pipelines` (tests
+//! below) checks this against a simulated server over 100,000 random
+//! pipelined batches: every Execute judged on what the server runs, every
+//! row description given for it that statement's, no Bind refused that the
+//! server would take, and no message left waiting once every answer is in.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -37,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::protocol::backend::{Backend, IDLE};
+use crate::protocol::backend::{error_summary, Backend, IDLE};
 use crate::protocol::frontend::{Frontend, Target};
 use hoop_policy::{RowShape, StatementFacts};
 
@@ -106,21 +116,27 @@ pub(crate) struct Portal {
 struct Fate {
     /// The server answered its Parse or Bind (or it needs none).
     confirmed: bool,
-    /// What its name meant before, while its Parse or Bind is unanswered.
+    /// The server refused or skipped its Parse or Bind: it never was.
+    refused: bool,
+    /// While its Parse or Bind is unanswered: what its name meant before.
+    /// Once refused: what its name means instead.
     replaced: Option<RecordId>,
     /// [`ConnectionState::batch`] when it was made.
     batch: u64,
 }
 
 impl Fate {
+    /// Made in a batch before `batch`, and the server has not said yet
+    /// whether it took it.
     fn open_before(&self, batch: u64) -> bool {
-        !self.confirmed && self.replaced.is_some() && self.batch < batch
+        !self.confirmed && !self.refused && self.batch < batch
     }
 }
 
 trait Named {
     fn name(&self) -> &[u8];
     fn fate(&mut self) -> &mut Fate;
+    fn fate_ref(&self) -> &Fate;
 }
 
 impl Named for Statement {
@@ -130,6 +146,9 @@ impl Named for Statement {
     fn fate(&mut self) -> &mut Fate {
         &mut self.fate
     }
+    fn fate_ref(&self) -> &Fate {
+        &self.fate
+    }
 }
 
 impl Named for Portal {
@@ -138,6 +157,9 @@ impl Named for Portal {
     }
     fn fate(&mut self) -> &mut Fate {
         &mut self.fate
+    }
+    fn fate_ref(&self) -> &Fate {
+        &self.fate
     }
 }
 
@@ -174,6 +196,7 @@ impl<T: Named> Records<T> {
         let replaced = self.names.insert(record.name().to_vec(), id);
         *record.fate() = Fate {
             confirmed,
+            refused: false,
             replaced: if confirmed { None } else { replaced },
             batch,
         };
@@ -215,10 +238,10 @@ impl<T: Named> Records<T> {
     /// means what it meant before (`restore`), or nothing. The record stays
     /// while something refers to it (a pending answer, a portal).
     fn refused(&mut self, id: RecordId, restore: bool) {
-        let Some(record) = self.by_id.get_mut(&id) else {
+        let Some(record) = self.by_id.get(&id) else {
             return;
         };
-        let fate = *record.fate();
+        let fate = *record.fate_ref();
         let name = record.name().to_vec();
         let before = fate
             .replaced
@@ -234,6 +257,55 @@ impl<T: Named> Records<T> {
         for record in self.by_id.values_mut() {
             if record.fate().replaced == Some(id) {
                 record.fate().replaced = before;
+            }
+        }
+        if let Some(record) = self.by_id.get_mut(&id) {
+            *record.fate() = Fate {
+                refused: true,
+                replaced: before,
+                ..fate
+            };
+        }
+    }
+
+    /// The server skipped the Close of `id`: its name means it again,
+    /// unless a later Parse or Bind took the name, which then replaced it.
+    fn reopened(&mut self, id: RecordId) {
+        let Some(name) = self.by_id.get(&id).map(|r| r.name().to_vec()) else {
+            return;
+        };
+        // What it closed, in the server's terms: a record whose own Parse
+        // or Bind was refused since stands for what the name meant instead.
+        let mut id = Some(id);
+        while let Some(fate) = id.and_then(|r| self.by_id.get(&r)).map(|r| *r.fate_ref()) {
+            if !fate.refused {
+                break;
+            }
+            id = fate.replaced;
+        }
+        let Some(id) = id else {
+            return;
+        };
+        match self.names.get(&name).copied() {
+            None => {
+                self.names.insert(name, id);
+            }
+            // The records made under the name since the Close: the first
+            // of them replaced nothing then, and replaces `id` now (what
+            // its refusal restores).
+            Some(mut later) => {
+                while let Some(fate) = self.by_id.get_mut(&later).map(|r| r.fate()) {
+                    if fate.confirmed || fate.refused {
+                        break;
+                    }
+                    match fate.replaced {
+                        Some(before) => later = before,
+                        None => {
+                            fate.replaced = Some(id);
+                            break;
+                        }
+                    }
+                }
             }
         }
     }
@@ -306,7 +378,10 @@ pub(crate) enum Pending {
         origin: DescribeOrigin,
     },
     Execute(Option<RecordId>),
-    Close,
+    /// A Close (or a Describe of a subtype the server refuses): the record
+    /// it closed, and the batch it was sent in. The server may skip it (an
+    /// earlier error in its batch): then the name means that record again.
+    Close(Option<(Target, RecordId, u64)>),
     Sync(Instant),
     /// `binary`: the call asked for its result in binary format.
     FunctionCall {
@@ -443,6 +518,11 @@ pub(crate) struct ConnectionState {
     pending: VecDeque<Entry>,
     /// Id of the next request queued (ids only grow).
     next_id: u64,
+    /// The server reported an error in the extended protocol and skips the
+    /// client's messages until the next Sync, which the client has not sent
+    /// yet: what it sends meanwhile is skipped without an answer (the
+    /// error's SQLSTATE and message, for their records).
+    server_skipping: Option<(String, String)>,
     /// Statements prepared in SQL by the Query being judged: sent with it.
     unsent_prepares: Vec<RecordId>,
     /// Per Query sent (by request id), the statements its `PREPARE`s make,
@@ -480,21 +560,37 @@ impl ConnectionState {
     }
 
     /// Whether `message` must wait for the server's answers before it is
-    /// judged: it depends on a statement or portal made in an earlier
-    /// batch whose Parse or Bind is unanswered and replaced another (see the
-    /// module documentation). Then the server has been sent a Sync since,
-    /// so its answers are on their way.
+    /// judged: it depends on a name whose Parse, Bind or Close was sent in
+    /// an earlier batch and is unanswered (see the module documentation).
+    /// The server has been sent a Sync since, so its answers are on their
+    /// way.
     pub fn must_wait(&self, message: &Frontend<'_>) -> bool {
         let batch = self.batch;
+        // A Close of the name, sent in an earlier batch, unanswered.
+        let closing = |target: Target, name: &[u8]| {
+            self.pending.iter().any(|e| match e.pending {
+                Pending::Close(Some((t, id, sent))) => {
+                    t == target
+                        && sent < batch
+                        && match t {
+                            Target::Statement => self.statements.get(id).map(|r| r.name()),
+                            Target::Portal => self.portals.get(id).map(|r| r.name()),
+                        } == Some(name)
+                }
+                _ => false,
+            })
+        };
         let statement_open = |name: &[u8]| {
             self.statements
                 .named(name)
                 .is_some_and(|s| s.fate.open_before(batch))
+                || closing(Target::Statement, name)
         };
         let portal_open = |name: &[u8]| {
             self.portals
                 .named(name)
                 .is_some_and(|p| p.fate.open_before(batch))
+                || closing(Target::Portal, name)
         };
         match message {
             Frontend::Bind(bind) => statement_open(bind.statement),
@@ -665,11 +761,18 @@ impl ConnectionState {
         }
     }
 
-    /// A Close: the name means nothing from here on.
-    pub fn close(&mut self, target: Target, name: &[u8]) {
+    /// A Close: the name means nothing from here on (unless the server
+    /// skips the Close). Returns the record it closed.
+    pub fn close(&mut self, target: Target, name: &[u8]) -> About {
         match target {
-            Target::Statement => self.statements.unname(name),
-            Target::Portal => self.portals.unname(name),
+            Target::Statement => match self.statements.names.remove(name) {
+                Some(id) => About::Statement(id),
+                None => About::Nothing,
+            },
+            Target::Portal => match self.portals.names.remove(name) {
+                Some(id) => About::Portal(id),
+                None => About::Nothing,
+            },
         }
     }
 
@@ -709,6 +812,7 @@ impl ConnectionState {
             in_pending(&|p| {
                 matches!(p, Pending::Bind(Some(r)) | Pending::Execute(Some(r)) if *r == id)
                     || matches!(p, Pending::Describe { target: Target::Portal, record: Some(r), .. } if *r == id)
+                    || matches!(p, Pending::Close(Some((Target::Portal, r, _))) if *r == id)
             })
         });
         let portals = &self.portals.by_id;
@@ -717,6 +821,7 @@ impl ConnectionState {
                 || in_pending(&|p| {
                     matches!(p, Pending::Parse(Some(r)) if *r == id)
                         || matches!(p, Pending::Describe { target: Target::Statement, record: Some(r), .. } if *r == id)
+                        || matches!(p, Pending::Close(Some((Target::Statement, r, _))) if *r == id)
                 })
         });
     }
@@ -827,7 +932,12 @@ impl ConnectionState {
                 origin: DescribeOrigin::Client,
             },
             // Another subtype: the server answers with an error.
-            Request::Describe(None) | Request::Close => Pending::Close,
+            Request::Describe(None) => Pending::Close(None),
+            Request::Close => Pending::Close(match about {
+                About::Statement(id) => Some((Target::Statement, id, self.batch)),
+                About::Portal(id) => Some((Target::Portal, id, self.batch)),
+                About::Nothing => None,
+            }),
             Request::Execute => Pending::Execute(about.portal()),
             Request::Sync => Pending::Sync(now),
             Request::FunctionCall { binary } => Pending::FunctionCall {
@@ -838,6 +948,14 @@ impl ConnectionState {
         };
         if let Some(portal) = about.portal().and_then(|id| self.portals.get_mut(id)) {
             portal.sent.get_or_insert(self.next_id);
+        }
+        if self.server_skipping.is_some() {
+            // Sent into a batch the server already failed: skipped without
+            // an answer, as if the error had come after it.
+            match &pending {
+                Pending::Sync(_) => self.server_skipping = None,
+                other => self.skipped(other),
+            }
         }
         self.push(pending);
         match request {
@@ -945,32 +1063,61 @@ impl ConnectionState {
             m if m.ends_execute() && matches!(self.front(), Some(Pending::Execute(_))) => {
                 self.pending.pop_front();
             }
-            Backend::ErrorResponse(_) => {
+            Backend::ErrorResponse(body) => {
                 // The front request failed; the server skips everything up
                 // to the next Sync. A refused Parse or Bind leaves its name
                 // meaning what it meant (a named statement or portal that
                 // existed stays; a failed Parse of the unnamed statement
                 // dropped the old one first); a skipped one never happened.
                 let mut failed = true;
+                let mut extended = false;
                 while let Some(front) = self.pending.front() {
                     if front.pending.ends_with_ready().is_some() {
                         break;
                     }
-                    match self.pending.pop_front().map(|e| e.pending) {
-                        Some(Pending::Parse(Some(id))) => {
-                            let unnamed =
-                                self.statements.get(id).is_some_and(|s| s.name.is_empty());
-                            self.statements.refused(id, !(failed && unnamed));
+                    extended = true;
+                    if let Some(e) = self.pending.pop_front() {
+                        match e.pending {
+                            Pending::Parse(Some(id)) if failed => {
+                                let unnamed =
+                                    self.statements.get(id).is_some_and(|s| s.name.is_empty());
+                                self.statements.refused(id, !unnamed);
+                            }
+                            other => self.skipped(&other),
                         }
-                        Some(Pending::Bind(Some(id))) => self.portals.refused(id, true),
-                        _ => {}
                     }
                     failed = false;
+                }
+                // No Sync queued yet: what the client sends until its Sync
+                // is skipped too, silently.
+                if extended && self.pending.is_empty() {
+                    self.server_skipping = Some(error_summary(body));
                 }
             }
             _ => {}
         }
         None
+    }
+
+    /// A request the server skipped (after an error in its batch): a Parse
+    /// or Bind never happened, a Close did not close.
+    fn skipped(&mut self, pending: &Pending) {
+        match *pending {
+            Pending::Parse(Some(id)) => self.statements.refused(id, true),
+            Pending::Bind(Some(id)) => self.portals.refused(id, true),
+            Pending::Close(Some((Target::Statement, id, _))) => self.statements.reopened(id),
+            Pending::Close(Some((Target::Portal, id, _))) => self.portals.reopened(id),
+            _ => {}
+        }
+    }
+
+    /// The SQLSTATE and message of the error that makes the server skip
+    /// what the client sends until its next Sync (see
+    /// [`ConnectionState::server_skipping`]).
+    pub fn skipped_by_server(&self) -> Option<(&str, &str)> {
+        self.server_skipping
+            .as_ref()
+            .map(|(code, message)| (code.as_str(), message.as_str()))
     }
 
     /// Where the description of `portal`'s rows comes from (`None`: not
@@ -1080,10 +1227,7 @@ mod tests {
             Frontend::Close {
                 target: Some(t),
                 name,
-            } => {
-                s.close(t, name);
-                About::Nothing
-            }
+            } => s.close(t, name),
             Frontend::Sync => {
                 s.sync();
                 About::Nothing
@@ -1186,13 +1330,46 @@ mod tests {
         client(&mut s, &bind(b"", b""));
         client(&mut s, &frontend::execute(b"", 0));
         client(&mut s, &frontend::sync());
-        client(&mut s, &frontend::query(b"select 1"));
+        // The next batch reads SQL, which may name what that batch made:
+        // it waits for the answers.
+        let query = frontend::query(b"select 1");
+        assert!(s.must_wait(&Frontend::read(&query).unwrap()));
         server(&mut s, b'E', b"SERROR\0\0");
-        server(&mut s, b'Z', b"I");
-        assert!(!s.is_idle(), "the simple query is still pending");
+        assert!(!s.is_idle(), "the Sync is still pending");
         server(&mut s, b'Z', b"I");
         assert!(s.is_idle());
         assert!(s.statement(b"").is_none(), "the failed Parse left nothing");
+        client(&mut s, &query);
+        server(&mut s, b'Z', b"I");
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn what_a_client_sends_after_an_error_and_before_its_sync_is_skipped() {
+        let mut s = ConnectionState::new();
+        client(&mut s, &frontend::parse(b"s", b"select 1"));
+        client(&mut s, &frontend::sync());
+        server(&mut s, b'1', b"");
+        server(&mut s, b'Z', b"I");
+        client(&mut s, &frontend::execute(b"missing", 0));
+        // The server's error comes back before the rest of the batch is
+        // sent: what follows is skipped without an answer.
+        server(&mut s, b'E', b"SERROR\0C34000\0Mportal does not exist\0\0");
+        assert_eq!(
+            s.skipped_by_server(),
+            Some(("34000", "portal does not exist"))
+        );
+        client(&mut s, &frontend::close(Target::Statement, b"s"));
+        client(&mut s, &frontend::parse(b"t", b"select 2"));
+        client(&mut s, &frontend::sync());
+        assert_eq!(s.skipped_by_server(), None);
+        server(&mut s, b'Z', b"I");
+        assert_eq!(
+            sql_of(&s, b"s").as_deref(),
+            Some(&b"select 1"[..]),
+            "not closed"
+        );
+        assert!(s.statement(b"t").is_none(), "not prepared");
     }
 
     #[test]
@@ -1236,12 +1413,14 @@ mod tests {
     fn a_transaction_end_closes_the_portals_made_before_it() {
         let mut s = ConnectionState::new();
         client(&mut s, &frontend::parse(b"s", b"select 1"));
+        client(&mut s, &frontend::sync());
+        server(&mut s, b'1', b"");
+        server(&mut s, b'Z', b"I");
         client(&mut s, &bind(b"p", b"s"));
         client(&mut s, &frontend::sync());
         // Bound again after the Sync, before its answer.
         client(&mut s, &bind(b"p2", b"s"));
         client(&mut s, &frontend::sync());
-        server(&mut s, b'1', b"");
         server(&mut s, b'2', b"");
         server(&mut s, b'Z', b"I");
         assert!(s.portals.current(b"p").is_none());
@@ -1268,5 +1447,339 @@ mod tests {
         }
         assert!(s.portals.by_id.len() <= 1, "{}", s.portals.by_id.len());
         assert_eq!(s.statements.by_id.len(), 1);
+    }
+
+    /// A client that pipelines random batches of Parse, Bind, Describe,
+    /// Execute and Close (often several batches before any answer) against
+    /// a server that follows PostgreSQL's rules (a named statement or
+    /// portal that exists is refused, an unnamed one replaced, an error
+    /// skips to Sync, a transaction's end closes the portals, and some
+    /// messages fail at random). The model must judge every Execute on the
+    /// very statement the server then runs, and a row description it gives
+    /// for an Execute's rows must be that statement's. Messages wait where
+    /// `must_wait` says, and never once every answer is in.
+    #[test]
+    fn the_model_judges_what_the_server_runs_under_random_pipelines() {
+        for seed in [0x9e37_79b9_7f4a_7c15, 1, 2, 3, 0xdead_beef] {
+            simulate_pipelines(seed);
+        }
+    }
+
+    /// One run of the test above, from `seed`.
+    fn simulate_pipelines(seed: u64) {
+        use std::collections::{HashMap, VecDeque};
+
+        /// What the server answers one message with, and what it checks.
+        enum Sent {
+            Parse(Vec<u8>, Vec<u8>),
+            Bind(Vec<u8>, Vec<u8>),
+            Describe(Target, Vec<u8>),
+            /// The portal, and what the model judged it runs (`None`: a
+            /// cursor).
+            Execute(Vec<u8>, Option<Vec<u8>>),
+            Close(Target, Vec<u8>),
+            /// The gateway's stand-in for its refusal of a Bind of a
+            /// statement it does not know (named): always fails.
+            StandIn(Vec<u8>),
+            Sync,
+        }
+
+        #[derive(Default)]
+        struct Server {
+            statements: HashMap<Vec<u8>, Vec<u8>>,
+            portals: HashMap<Vec<u8>, Vec<u8>>,
+            skipping: bool,
+        }
+
+        // The last messages and answers, for a failure's message.
+        thread_local!(static TRACE: std::cell::RefCell<VecDeque<String>> = const {
+            std::cell::RefCell::new(VecDeque::new())
+        });
+        let trace = |line: String| {
+            TRACE.with(|t| {
+                let mut t = t.borrow_mut();
+                if t.len() == 80 {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            })
+        };
+        let dump = || TRACE.with(|t| t.borrow().iter().cloned().collect::<Vec<_>>().join("\n"));
+        let mut seed = seed;
+        let mut random = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let names: [&[u8]; 3] = [b"", b"a", b"b"];
+        let portals: [&[u8]; 3] = [b"", b"p", b"q"];
+        let mut state = ConnectionState::new();
+        let mut server = Server::default();
+        let mut queue: VecDeque<Sent> = VecDeque::new();
+        let mut texts = 0u32;
+        let (mut executed, mut checked_descriptions, mut waits) = (0, 0, 0);
+
+        // The server answers everything queued, in order; the model reads
+        // each answer.
+        let answer = |state: &mut ConnectionState,
+                      server: &mut Server,
+                      queue: &mut VecDeque<Sent>,
+                      random: &mut dyn FnMut(u64) -> u64,
+                      executed: &mut u32,
+                      checked: &mut u32| {
+            let read = |state: &mut ConnectionState, tag: u8, body: &[u8]| {
+                trace(format!(
+                    "  S {} {}",
+                    tag as char,
+                    String::from_utf8_lossy(body)
+                ));
+                let frame = backend(tag, body);
+                state.on_server_frame(&Backend::read(&frame).unwrap(), Instant::now());
+            };
+            let error = b"SERROR\0CXX000\0\0";
+            while let Some(sent) = queue.pop_front() {
+                if server.skipping && !matches!(sent, Sent::Sync) {
+                    trace("  S (skips one)".to_owned());
+                    continue;
+                }
+                let fail = random(100) < 4;
+                match sent {
+                    Sent::Sync => {
+                        server.skipping = false;
+                        server.portals.clear();
+                        read(state, b'Z', b"I");
+                    }
+                    Sent::StandIn(statement) => {
+                        // Refused only where the server would have refused
+                        // it too: no legitimate work is turned away.
+                        assert!(
+                            !server.statements.contains_key(&statement),
+                            "the gateway refused a Bind of {:?}, which the server holds\n{}",
+                            String::from_utf8_lossy(&statement),
+                            dump()
+                        );
+                        server.skipping = true;
+                        read(state, b'E', error);
+                    }
+                    Sent::Parse(name, sql) => {
+                        if name.is_empty() {
+                            server.statements.remove(&name);
+                        }
+                        if fail || server.statements.contains_key(&name) {
+                            server.skipping = true;
+                            read(state, b'E', error);
+                        } else {
+                            server.statements.insert(name, sql);
+                            read(state, b'1', b"");
+                        }
+                    }
+                    Sent::Bind(portal, statement) => {
+                        let exists = !portal.is_empty() && server.portals.contains_key(&portal);
+                        match server.statements.get(&statement) {
+                            Some(sql) if !fail && !exists => {
+                                server.portals.insert(portal, sql.clone());
+                                read(state, b'2', b"");
+                            }
+                            _ => {
+                                server.skipping = true;
+                                read(state, b'E', error);
+                            }
+                        }
+                    }
+                    Sent::Describe(target, name) => {
+                        let found = match target {
+                            Target::Statement => server.statements.get(&name),
+                            Target::Portal => server.portals.get(&name),
+                        };
+                        match found.cloned() {
+                            Some(sql) => {
+                                if target == Target::Statement {
+                                    read(state, b't', b"\0\0");
+                                }
+                                read(state, b'T', &sql);
+                            }
+                            None => {
+                                server.skipping = true;
+                                read(state, b'E', error);
+                            }
+                        }
+                    }
+                    Sent::Execute(portal, judged) => match server.portals.get(&portal) {
+                        Some(runs) if !fail => {
+                            assert_eq!(
+                                judged.as_deref(),
+                                Some(&runs[..]),
+                                "judged {:?}, the server runs {:?}\n{}",
+                                judged.as_deref().map(String::from_utf8_lossy),
+                                String::from_utf8_lossy(runs),
+                                dump()
+                            );
+                            if let Some(description) = state.execute_row_description() {
+                                assert_eq!(
+                                    &description[..],
+                                    &runs[..],
+                                    "rows described as another statement's"
+                                );
+                                *checked += 1;
+                            }
+                            *executed += 1;
+                            read(state, b'C', b"SELECT 1\0");
+                        }
+                        _ => {
+                            server.skipping = true;
+                            read(state, b'E', error);
+                        }
+                    },
+                    Sent::Close(target, name) => {
+                        match target {
+                            Target::Statement => server.statements.remove(&name),
+                            Target::Portal => server.portals.remove(&name),
+                        };
+                        read(state, b'3', b"");
+                    }
+                }
+            }
+        };
+
+        for _ in 0..20_000 {
+            let batch = 1 + random(6);
+            let mut refused = false;
+            for _ in 0..batch {
+                let pick = random(12);
+                let name = names[random(3) as usize].to_vec();
+                let portal = portals[random(3) as usize].to_vec();
+                let frame = match pick {
+                    0..=2 => {
+                        texts += 1;
+                        frontend::parse(&name, format!("select {texts}").as_bytes())
+                    }
+                    3..=5 => bind(&portal, &name),
+                    6 => frontend::describe(Target::Statement, &name),
+                    7 => frontend::describe(Target::Portal, &portal),
+                    8..=10 => frontend::execute(&portal, 0),
+                    _ if random(2) == 0 => frontend::close(Target::Statement, &name),
+                    _ => frontend::close(Target::Portal, &portal),
+                };
+                let message = Frontend::read(&frame).unwrap();
+                trace(format!(
+                    "C {message:?}{}",
+                    if refused { " (discarded)" } else { "" }
+                ));
+                if refused {
+                    // Discarded up to Sync, as after any refusal.
+                    continue;
+                }
+                if state.must_wait(&message) {
+                    trace("C (waits)".to_owned());
+                    waits += 1;
+                    answer(
+                        &mut state,
+                        &mut server,
+                        &mut queue,
+                        &mut random,
+                        &mut executed,
+                        &mut checked_descriptions,
+                    );
+                    assert!(
+                        !state.must_wait(&message),
+                        "still waiting with every answer in: {message:?} batch {}\nstatements {:?}\nportals {:?}\n{}",
+                        state.batch,
+                        state.statements.names.iter().map(|(n, id)| (String::from_utf8_lossy(n).into_owned(), *id, state.statements.get(*id).map(|r| (r.fate, String::from_utf8_lossy(match &r.prepared { Prepared::Parse { sql, .. } => &sql[..], _ => b"sql" }).into_owned())))).collect::<Vec<_>>(),
+                        state.portals.names.iter().map(|(n, id)| (String::from_utf8_lossy(n).into_owned(), *id, state.portals.get(*id).map(|r| r.fate))).collect::<Vec<_>>(),
+                        dump()
+                    );
+                }
+                let (about, sent) = match message {
+                    Frontend::Parse(p) => {
+                        let id = state.prepare(
+                            p.name,
+                            Prepared::Parse {
+                                sql: Bytes::copy_from_slice(p.sql),
+                                needs_review: false,
+                            },
+                        );
+                        (
+                            About::Statement(id),
+                            Sent::Parse(p.name.to_vec(), p.sql.to_vec()),
+                        )
+                    }
+                    Frontend::Bind(b) => match state.statement(b.statement) {
+                        Some((id, _)) => (
+                            About::Portal(state.bind(b.portal, id, Bytes::new(), Vec::new())),
+                            Sent::Bind(b.portal.to_vec(), b.statement.to_vec()),
+                        ),
+                        None => {
+                            // The gateway refuses it: a stand-in that fails.
+                            refused = true;
+                            state.on_gateway_describe(
+                                Target::Statement,
+                                None,
+                                DescribeOrigin::FailTransaction,
+                            );
+                            queue.push_back(Sent::StandIn(b.statement.to_vec()));
+                            continue;
+                        }
+                    },
+                    Frontend::Describe {
+                        target: Some(t),
+                        name,
+                    } => (state.describe(t, name), Sent::Describe(t, name.to_vec())),
+                    Frontend::Execute { portal, .. } => {
+                        let run = state.execute(portal);
+                        let judged = match run.prepared {
+                            Some(Prepared::Parse { sql, .. }) => Some(sql.to_vec()),
+                            _ => None,
+                        };
+                        (
+                            About::Portal(run.portal),
+                            Sent::Execute(portal.to_vec(), judged),
+                        )
+                    }
+                    Frontend::Close {
+                        target: Some(t),
+                        name,
+                    } => (state.close(t, name), Sent::Close(t, name.to_vec())),
+                    other => unreachable!("{other:?}"),
+                };
+                state.on_client_frame(Request::of(&message), about, Instant::now());
+                queue.push_back(sent);
+            }
+            trace("C Sync".to_owned());
+            state.sync();
+            state.on_client_frame(Request::Sync, About::Nothing, Instant::now());
+            queue.push_back(Sent::Sync);
+            // Often the client goes on before the answers come.
+            if random(3) == 0 {
+                answer(
+                    &mut state,
+                    &mut server,
+                    &mut queue,
+                    &mut random,
+                    &mut executed,
+                    &mut checked_descriptions,
+                );
+                assert!(state.is_idle());
+            }
+        }
+        answer(
+            &mut state,
+            &mut server,
+            &mut queue,
+            &mut random,
+            &mut executed,
+            &mut checked_descriptions,
+        );
+        // The run exercised what it is about.
+        eprintln!(
+            "{executed} executes, {checked_descriptions} row descriptions checked, {waits} waits"
+        );
+        assert!(executed > 300, "{executed} executes ran");
+        assert!(
+            checked_descriptions > 50,
+            "{checked_descriptions} row descriptions checked"
+        );
+        assert!(waits > 10, "{waits} waits");
+        assert!(state.portals.by_id.len() < 64 && state.statements.by_id.len() < 64);
     }
 }
