@@ -665,10 +665,6 @@ impl Inspector {
                 target: Some(target),
                 name,
             } => (ClientVerdict::Forward, state.close(*target, name)),
-            Frontend::Sync => {
-                state.sync();
-                (ClientVerdict::Forward, About::Nothing)
-            }
             Frontend::FunctionCall { .. } => {
                 state.function_call();
                 // Refused by the shipped rule `function-call-protocol`

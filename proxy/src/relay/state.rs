@@ -487,8 +487,9 @@ pub(crate) struct ConnectionState {
     /// Counts the statements the client asked to run (Query, Execute,
     /// FunctionCall); see [`Portal::known_at`].
     runs: u64,
-    /// Counts the client's batches (each Sync, Query and FunctionCall ends
-    /// one); see [`ConnectionState::must_wait`].
+    /// Counts the batches sent to the server (each Sync, Query and
+    /// FunctionCall sent ends one, the gateway's own included); see
+    /// [`ConnectionState::must_wait`].
     batch: u64,
     /// From the last ReadyForQuery: [`IDLE`], `IN_TRANSACTION` or `FAILED_TRANSACTION`.
     pub transaction_status: u8,
@@ -619,24 +620,16 @@ impl ConnectionState {
         }
     }
 
-    /// A simple Query: it drops the unnamed statement and portal, runs,
-    /// and ends a batch.
+    /// A simple Query: it drops the unnamed statement and portal, and runs.
     pub fn query(&mut self) {
         self.statements.unname(b"");
         self.portals.unname(b"");
         self.runs += 1;
-        self.batch += 1;
     }
 
-    /// A Sync ends a batch.
-    pub fn sync(&mut self) {
-        self.batch += 1;
-    }
-
-    /// A fast-path FunctionCall runs (anything, by OID) and ends a batch.
+    /// A fast-path FunctionCall runs (anything, by OID).
     pub fn function_call(&mut self) {
         self.runs += 1;
-        self.batch += 1;
     }
 
     /// A statement prepared under `name` (with Parse, unanswered until the
@@ -958,6 +951,12 @@ impl ConnectionState {
             }
         }
         self.push(pending);
+        if matches!(
+            request,
+            Request::Query | Request::Sync | Request::FunctionCall { .. }
+        ) {
+            self.batch += 1;
+        }
         match request {
             Request::Query | Request::Execute | Request::FunctionCall { .. } => Started::Statement,
             _ => Started::Nothing,
@@ -1228,10 +1227,6 @@ mod tests {
                 target: Some(t),
                 name,
             } => s.close(t, name),
-            Frontend::Sync => {
-                s.sync();
-                About::Nothing
-            }
             _ => About::Nothing,
         };
         s.on_client_frame(Request::of(&message), about, now);
@@ -1746,7 +1741,6 @@ mod tests {
                 queue.push_back(sent);
             }
             trace("C Sync".to_owned());
-            state.sync();
             state.on_client_frame(Request::Sync, About::Nothing, Instant::now());
             queue.push_back(Sent::Sync);
             // Often the client goes on before the answers come.
