@@ -615,6 +615,9 @@ impl ConnectionState {
                         .by_id
                         .values()
                         .any(|p| p.fate.open_before(batch))
+                    || self.pending.iter().any(
+                        |e| matches!(e.pending, Pending::Close(Some((_, _, sent))) if sent < batch),
+                    )
             }
             _ => false,
         }
@@ -1182,7 +1185,7 @@ impl ConnectionState {
 mod tests {
     use super::*;
     use crate::protocol::backend::{put_message, IN_TRANSACTION};
-    use crate::protocol::frontend::{self, message};
+    use crate::protocol::frontend;
     use crate::protocol::split_frame;
     use bytes::BytesMut;
 
@@ -1246,13 +1249,7 @@ mod tests {
     }
 
     fn bind(portal: &[u8], statement: &[u8]) -> crate::protocol::Frame {
-        let mut body = Vec::new();
-        body.extend_from_slice(portal);
-        body.push(0);
-        body.extend_from_slice(statement);
-        body.push(0);
-        body.extend_from_slice(&[0, 0, 0, 0, 0, 1, 0, 1]);
-        message(b'B', &body)
+        frontend::bind(&frontend::Bind::empty(portal, statement))
     }
 
     #[test]
