@@ -14,9 +14,11 @@ use hoop_audit::{
     AuditConfig, AuditStore, CheckpointSigner, RecordedDecision, SqliteSync, StatementBegin,
     Timestamp,
 };
-use hoop_common::config::SecretRef;
-use hoop_testkit::{Auth, Cluster};
 use tokio::runtime::Runtime;
+
+#[path = "support/postgres.rs"]
+mod postgres;
+use postgres::{postgres_cluster, postgres_config};
 
 fn statement(writer: usize, sequence: u64) -> StatementBegin {
     StatementBegin {
@@ -101,38 +103,6 @@ fn stores(c: &mut Criterion) {
     let cluster = postgres_cluster();
     let postgres = postgres_config(&cluster, "bench", "bench-pg");
     bench_store(c, "postgres_records", &runtime, &postgres, &[8, 64, 256]);
-}
-
-/// A throwaway PostgreSQL cluster (tests/kit: the version `$HOOP_PG_VERSION`
-/// names, else 15; missing Postgres fails), removed on drop. The store logs
-/// in as its superuser with a password (SCRAM on 127.0.0.1), as a deployed
-/// gateway does; psql creates the databases over the socket.
-fn postgres_cluster() -> Cluster {
-    Cluster::scratch("audit-bench")
-        .superuser("hoop_audit")
-        .password("audit-bench-password")
-        .local_auth(Auth::Trust)
-        .settings("max_connections = 50")
-        .start()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A store in a fresh database `database` of `cluster`.
-fn postgres_config(cluster: &Cluster, database: &str, instance: &str) -> AuditConfig {
-    cluster
-        .psql("postgres", &format!("CREATE DATABASE {database}"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let url = format!(
-        "host=127.0.0.1 port={} user={} dbname={database}",
-        cluster.port,
-        cluster.superuser()
-    );
-    let mut config = AuditConfig::postgres(&url, instance);
-    let password = cluster
-        .password_file()
-        .expect("the superuser has a password");
-    config.password = Some(SecretRef::file(password));
-    config
 }
 
 criterion_group!(benches, stores);
