@@ -604,7 +604,7 @@ impl Relay {
                     self.send_client_frame(&frame, request, about, out, state, now)
                 }
                 ClientVerdict::Statement(info) => {
-                    let describe_portal = info.describe_portal.clone();
+                    let mut describe_portal = info.describe_portal.clone();
                     let bind = info.bind.clone();
                     // A plain read may run while its record is written (its
                     // answer waits for the record); anything else waits for
@@ -613,59 +613,33 @@ impl Relay {
                         && info.decision == hoop_policy::Decision::Allow
                         && self.gate.records()
                         && pipes.deferred.is_empty();
-                    match self.gate.admit(*info) {
-                        None => {
+                    let admission = self.gate.admit(*info);
+                    if admission.is_none() || early {
+                        if admission.is_none() {
                             self.send_deferred(pipes.deferred, out, state, now);
-                            self.forward_statement(
-                                &frame,
-                                request,
-                                about,
-                                describe_portal,
-                                out,
-                                state,
-                                now,
-                            )
                         }
-                        Some(future) if early => {
-                            self.forward_statement(
-                                &frame,
-                                request,
-                                about,
-                                describe_portal,
-                                out,
-                                state,
-                                now,
-                            );
-                            let request_id = state.last_id();
-                            if let Some(id) = request_id {
-                                pipes
-                                    .recorder
-                                    .open(OpenStatement::new(id, None, now), state);
-                            }
-                            *pipes.held = Some(Held {
-                                frame,
-                                request,
-                                about,
-                                describe_portal: None,
-                                bind,
-                                future,
-                                early: true,
-                                request_id,
-                            });
-                        }
-                        Some(future) => {
-                            *pipes.held = Some(Held {
-                                frame,
-                                request,
-                                about,
-                                describe_portal,
-                                bind,
-                                future,
-                                early: false,
-                                request_id: None,
-                            });
-                        }
+                        let describe = describe_portal.take();
+                        self.forward_statement(&frame, request, about, describe, out, state, now);
                     }
+                    // Nothing to record or wait for: sent, done.
+                    let Some(future) = admission else {
+                        continue;
+                    };
+                    let request_id = if early { state.last_id() } else { None };
+                    if let Some(id) = request_id {
+                        let statement = OpenStatement::new(id, None, now);
+                        pipes.recorder.open(statement, state);
+                    }
+                    *pipes.held = Some(Held {
+                        frame,
+                        request,
+                        about,
+                        describe_portal,
+                        bind,
+                        future,
+                        early,
+                        request_id,
+                    });
                 }
             }
         }
