@@ -841,9 +841,9 @@ impl ConnectionState {
         self.pending.front().map(|e| e.id)
     }
 
-    /// Id the last queued request got.
+    /// Id the request sent last got.
     pub fn last_id(&self) -> Option<u64> {
-        self.pending.back().map(|e| e.id)
+        self.next_id.checked_sub(1)
     }
 
     /// Whether the request the next server message answers was sent by the
@@ -895,6 +895,17 @@ impl ConnectionState {
     /// A client message sent on to the server, with the records the
     /// client's order resolved it to.
     pub fn on_client_frame(&mut self, request: Request, about: About, now: Instant) -> Started {
+        if self.server_skipping.is_some()
+            && matches!(request, Request::Query | Request::FunctionCall { .. })
+        {
+            // PostgreSQL ignores these too while it skips to the Sync
+            // (`ignore_till_sync`): no answer comes, and what a Query would
+            // have prepared in SQL, it did not. It still gets an id, so its
+            // record is completed (as not run) with the next answer.
+            self.query_refused();
+            self.next_id += 1;
+            return Started::Statement;
+        }
         match request {
             Request::Query | Request::Sync | Request::FunctionCall { .. } => {
                 self.at_sync_point = true
@@ -1353,6 +1364,10 @@ mod tests {
         );
         client(&mut s, &frontend::close(Target::Statement, b"s"));
         client(&mut s, &frontend::parse(b"t", b"select 2"));
+        // A simple Query is ignored too: nothing answers it.
+        let before = s.last_id();
+        s.on_client_frame(Request::Query, About::Nothing, Instant::now());
+        assert_ne!(s.last_id(), before, "it has an id of its own");
         client(&mut s, &frontend::sync());
         assert_eq!(s.skipped_by_server(), None);
         server(&mut s, b'Z', b"I");
