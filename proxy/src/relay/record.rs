@@ -124,15 +124,18 @@ impl Recorder {
                 .and_then(first_body)
                 .map(error_summary)
                 .unwrap_or_else(|| ("XX000".to_owned(), "error not passed on".to_owned()));
-            let front = state.front_id();
-            let ready = state.next_ready_id();
+            let Some(front) = state.front_id() else {
+                return;
+            };
+            // Up to this request (or all that is queued, no Sync yet).
+            let stops = state.error_skips_to();
             for open in self.open.iter_mut() {
-                if Some(open.request) == front {
+                if open.request == front {
                     if open.outcome.sqlstate.is_none() {
                         open.outcome.sqlstate = Some(code.clone());
                         open.outcome.message = Some(message.clone());
                     }
-                } else if ready.is_some_and(|ready| open.request < ready) {
+                } else if open.request > front && stops.is_none_or(|stop| open.request < stop) {
                     open.skipped(code.clone(), message.clone());
                 }
             }
