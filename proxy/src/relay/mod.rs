@@ -895,12 +895,11 @@ impl Relay {
             }
             return;
         }
-        state.on_gateway_describe(
-            Target::Statement,
-            None,
+        stand_in(
             DescribeOrigin::Refusal(refusal.frame().freeze()),
+            out,
+            state,
         );
-        out.extend_from_slice(frontend::describe(Target::Statement, REFUSED_STATEMENT).as_bytes());
         if ends_batch {
             self.send_client_frame(
                 &frontend::sync(),
@@ -1019,8 +1018,7 @@ impl Relay {
         now: Instant,
     ) {
         state.failed_here = false;
-        state.on_gateway_describe(Target::Statement, None, DescribeOrigin::FailTransaction);
-        out.extend_from_slice(frontend::describe(Target::Statement, REFUSED_STATEMENT).as_bytes());
+        stand_in(DescribeOrigin::FailTransaction, out, state);
         self.send_silent(
             &frontend::sync(),
             Request::Sync,
@@ -1171,6 +1169,14 @@ impl Relay {
         }
         Ok(())
     }
+}
+
+/// Sends the server a Describe of a statement that does not exist, so it
+/// fails (and skips to Sync, aborts a transaction block) where the gateway
+/// needs it to; `origin` says whose its answer is.
+fn stand_in(origin: DescribeOrigin, out: &mut BytesMut, state: &mut ConnectionState) {
+    state.on_gateway_describe(Target::Statement, None, origin);
+    out.extend_from_slice(frontend::describe(Target::Statement, REFUSED_STATEMENT).as_bytes());
 }
 
 /// See [`Relay::in_failed_transaction`].
