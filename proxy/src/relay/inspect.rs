@@ -348,12 +348,7 @@ impl Inspector {
         masked: Result<Option<Vec<u8>>, MaskFailure>,
     ) -> ServerVerdict {
         match masked {
-            Ok(None) => ServerVerdict::Forward,
-            Ok(Some(body)) => {
-                let mut out = BytesMut::new();
-                put(&mut out, &body);
-                ServerVerdict::Replace(out)
-            }
+            Ok(body) => rewritten(put, body),
             Err(e) => self.fail(&e),
         }
     }
@@ -455,12 +450,7 @@ impl Inspector {
             _ => return ServerVerdict::Forward,
         };
         match masked {
-            Ok(None) => ServerVerdict::Forward,
-            Ok(Some(body)) => {
-                let mut out = BytesMut::new();
-                put(&mut out, &body);
-                ServerVerdict::Replace(out)
-            }
+            Ok(body) => rewritten(put, body),
             Err(e) => {
                 tracing::warn!(error = %e, "malformed message from the database was not forwarded");
                 if matches!(message, Backend::ErrorResponse(_)) {
@@ -476,6 +466,18 @@ impl Inspector {
                     ServerVerdict::Drop
                 }
             }
+        }
+    }
+}
+
+/// A message as it came (`None`), or its masked body written by `put`.
+fn rewritten(put: fn(&mut BytesMut, &[u8]), body: Option<Vec<u8>>) -> ServerVerdict {
+    match body {
+        None => ServerVerdict::Forward,
+        Some(body) => {
+            let mut out = BytesMut::new();
+            put(&mut out, &body);
+            ServerVerdict::Replace(out)
         }
     }
 }
