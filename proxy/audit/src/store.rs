@@ -32,6 +32,13 @@ use hoop_common::time::Timestamp;
 /// each of its records belongs to a statement already begun.
 const QUEUE_DEPTH: usize = 65_536;
 
+/// How long a caller waits for its record to be durable. The writer bounds
+/// its own waits on the store, but not a call into the OS that never
+/// returns (an fsync or a write on a hung disk); past this the statement
+/// is refused, not held. Its record may still land later: a statement
+/// begun and never completed, as after a crash.
+const DURABLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// A handle on the audit store; cheap to clone and share between sessions.
 #[derive(Clone)]
 pub struct AuditStore {
@@ -281,12 +288,18 @@ impl AuditStore {
             .acquire_owned()
             .await
             .map_err(|_| AuditError::Closed)?;
-        self.control(|reply| Request::Append {
+        let appended = self.control(|reply| Request::Append {
             pending,
             reply: Reply::Waiting(reply),
             _slot: Some(slot),
-        })
-        .await
+        });
+        tokio::time::timeout(DURABLE_WITHIN, appended)
+            .await
+            .unwrap_or_else(|_| {
+                Err(AuditError::Unavailable(
+                    "the audit store did not confirm a record in time".into(),
+                ))
+            })
     }
 
     /// Masks and encodes a record (on the caller's thread, so the writer
