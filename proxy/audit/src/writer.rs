@@ -6,10 +6,11 @@
 //!
 //! Where the commit itself is not yet durable (SQLite with
 //! `synchronous = FULL`: see `backend::sqlite`), the writer fsyncs. While
-//! fsyncs are fast (the last one took less than [`INLINE_FSYNC_UNDER`]) and
-//! none is in flight, it does so on its own thread and answers the batch's
-//! callers itself; the records arriving meanwhile make the next batch
-//! larger. A slow fsync (a loaded or remote disk) goes to fsync threads
+//! fsyncs are fast (the last one took less than [`INLINE_FSYNC_UNDER`]),
+//! none is in flight and several callers wait (see
+//! [`INLINE_FSYNC_CALLERS`]), it does so on its own thread and answers the
+//! batch's callers itself; the records arriving meanwhile make the next
+//! batch larger. A slow fsync (a loaded or remote disk) goes to fsync threads
 //! instead, which answer a batch's callers once an fsync started after its
 //! commit has returned; meanwhile the writer already seals and commits the
 //! next batch on top of it, and its fsync can start before the previous one
@@ -21,9 +22,10 @@
 //! commit to another thread (a wake-up there, another back) costs more
 //! than the overlap gains. `pgbench -S -c 8 -M prepared`, 3 runs each, on a
 //! 2-core VM whose fsync takes ~0.2 ms: every fsync on the fsync threads
-//! (up to 3 in flight), 70.8–76.7 µs of gateway CPU per statement at
-//! 11,700–12,900 TPS; fsyncs on the writer's thread while fast, 58.4–61.4
-//! µs at 12,750–13,550 TPS.
+//! (up to 3 in flight), 72.1–79.6 µs of gateway CPU per statement at
+//! 11,350–13,100 TPS; on the writer's thread while fast and several wait,
+//! 63.4–66.3 µs at 12,100–13,050 TPS (58.4–61.4 µs when every commit's
+//! fsync ran there, but see [`INLINE_FSYNC_CALLERS`]).
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,6 +58,14 @@ const SYNC_THREADS: usize = MAX_UNSYNCED;
 /// An fsync the writer does on its own thread (none other in flight) when
 /// the last one took less than this; see the module docs.
 const INLINE_FSYNC_UNDER: Duration = Duration::from_millis(1);
+
+/// ... and at least this many callers wait for the commit. With one caller
+/// the fsync threads answer sooner: measured with one `pgbench -S` client,
+/// p50 284–319 µs through the fsync threads, 368–389 µs inline, with the
+/// fsync itself taking as long (p50 ~190 µs) either way. The cause is not
+/// known; a single caller means an idle store, where the hand-off's CPU
+/// does not matter.
+const INLINE_FSYNC_CALLERS: usize = 2;
 
 /// How long records nobody waits for (`complete_statement_nowait`) may
 /// wait for company before they are committed on their own.
@@ -174,6 +184,8 @@ pub(crate) struct Writer<B> {
     /// syncer finish every fsync, then closes the connection.
     syncer: Option<Syncer>,
     fsyncs: Arc<FsyncStats>,
+    /// [`INLINE_FSYNC_CALLERS`] (tests take every path with 1).
+    inline_callers: usize,
     backend: B,
     instance: String,
     signer: CheckpointSigner,
@@ -196,6 +208,7 @@ impl<B: Backend> Writer<B> {
         Writer {
             syncer: None,
             fsyncs: Arc::default(),
+            inline_callers: INLINE_FSYNC_CALLERS,
             backend,
             instance,
             signer,
@@ -372,6 +385,10 @@ impl<B: Backend> Writer<B> {
         }
         match result {
             Ok(first_seq) => {
+                let callers = replies
+                    .iter()
+                    .filter(|reply| matches!(reply, Reply::Waiting(_)))
+                    .count();
                 let answer: Acknowledge = Box::new(move |durable| match durable {
                     Ok(()) => {
                         for (offset, reply) in replies.into_iter().enumerate() {
@@ -380,7 +397,7 @@ impl<B: Backend> Writer<B> {
                     }
                     Err(error) => refuse_appends(replies, &error),
                 });
-                self.acknowledge(answer, permit).await;
+                self.acknowledge(answer, callers, permit).await;
             }
             Err(error) => {
                 tracing::error!(
@@ -553,7 +570,7 @@ impl<B: Backend> Writer<B> {
             Err(error) => reply(Err(error)),
             Ok(value) => {
                 let answer: Acknowledge = Box::new(move |durable| reply(durable.map(|()| value)));
-                self.acknowledge(answer, permit).await;
+                self.acknowledge(answer, 1, permit).await;
             }
         }
     }
@@ -562,7 +579,12 @@ impl<B: Backend> Writer<B> {
     /// durable, else after an fsync, here (fast, nothing in flight) or on
     /// the syncer. Without a `permit` it waits for one (the caller must not
     /// hold another: they are few).
-    async fn acknowledge(&mut self, answer: Acknowledge, permit: Option<OwnedSemaphorePermit>) {
+    async fn acknowledge(
+        &mut self,
+        answer: Acknowledge,
+        callers: usize,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
         let Some(file) = self.backend.unsynced_file() else {
             answer(Ok(()));
             return;
@@ -575,7 +597,7 @@ impl<B: Backend> Writer<B> {
             answer(sync_file(&file));
             return;
         };
-        if syncer.may_sync_inline() {
+        if syncer.may_sync_inline(callers, self.inline_callers) {
             answer(syncer.sync_inline(&file, &self.instance));
             return;
         }
@@ -709,12 +731,13 @@ impl Syncer {
         self.shared.work.notify_one();
     }
 
-    /// Whether the next fsync is better done on the writer's thread: no
-    /// other is in flight and the last one was fast.
-    fn may_sync_inline(&self) -> bool {
+    /// Whether the fsync of a commit `callers` wait for is better done on
+    /// the writer's thread: at least `min_callers` wait, none other is in
+    /// flight and the last one was fast (see the module docs).
+    fn may_sync_inline(&self, callers: usize, min_callers: usize) -> bool {
         let fast = self.shared.fsyncs.last_us.load(Ordering::Relaxed)
             < INLINE_FSYNC_UNDER.as_micros() as u64;
-        fast && lock(&self.shared.state).jobs.is_empty()
+        callers >= min_callers && fast && lock(&self.shared.state).jobs.is_empty()
     }
 
     /// An fsync on the caller's thread, failing as one on the fsync threads
@@ -984,25 +1007,28 @@ mod tests {
     }
 
     fn start(stored: Arc<Mutex<Stored>>) -> (mpsc::UnboundedSender<Request>, JoinHandle<()>) {
-        let (requests, thread, _) = start_with_stats(stored);
+        let (requests, thread, _) = start_with_stats(stored, INLINE_FSYNC_CALLERS);
         (requests, thread)
     }
 
-    /// [`start`], and where the writer's fsyncs run.
+    /// [`start`], and where the writer's fsyncs run; a commit with
+    /// `inline_callers` callers may be fsynced on the writer's thread.
     fn start_with_stats(
         stored: Arc<Mutex<Stored>>,
+        inline_callers: usize,
     ) -> (
         mpsc::UnboundedSender<Request>,
         JoinHandle<()>,
         Arc<FsyncStats>,
     ) {
         let (requests, receiver) = mpsc::unbounded_channel();
-        let writer = Writer::new(
+        let mut writer = Writer::new(
             MemoryBackend(stored),
             "gw-test".into(),
             CheckpointSigner::from_seed("test", &[7; 32]),
             Duration::from_secs(3600),
         );
+        writer.inline_callers = inline_callers;
         let fsyncs = writer.fsyncs.clone();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -1040,7 +1066,7 @@ mod tests {
             unsynced: Some(syncable_file(&dir, "wal")),
             ..Stored::default()
         }));
-        let (requests, thread, fsyncs) = start_with_stats(stored);
+        let (requests, thread, fsyncs) = start_with_stats(stored, 1);
         let expected = [
             (false, (1, 0)),
             (false, (2, 0)),
@@ -1074,6 +1100,47 @@ mod tests {
         answer.await.expect("answered")
     }
 
+    #[tokio::test]
+    async fn a_commit_only_one_caller_waits_for_is_fsynced_on_the_fsync_threads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stored = Arc::new(Mutex::new(Stored {
+            unsynced: Some(syncable_file(&dir, "wal")),
+            ..Stored::default()
+        }));
+        let (requests, thread, fsyncs) = start_with_stats(stored, INLINE_FSYNC_CALLERS);
+        seem(&fsyncs, false);
+        assert_eq!(append(&requests, "alone").await.expect("durable"), 1);
+        assert_eq!(fsync_counts(&fsyncs), (0, 1));
+        drop(requests);
+        thread.join().expect("writer thread");
+    }
+
+    #[test]
+    fn an_fsync_runs_on_the_writers_thread_only_when_fast_alone_and_several_wait() {
+        let fsyncs = Arc::new(FsyncStats::default());
+        let syncer = Syncer::start("gw-test", fsyncs.clone()).expect("fsync threads");
+        let min = INLINE_FSYNC_CALLERS;
+        seem(&fsyncs, false);
+        assert!(syncer.may_sync_inline(min, min));
+        assert!(syncer.may_sync_inline(min + 5, min));
+        assert!(!syncer.may_sync_inline(min - 1, min));
+        seem(&fsyncs, true);
+        assert!(!syncer.may_sync_inline(min, min));
+        seem(&fsyncs, false);
+        // A commit still waiting for its fsync on the fsync threads (ticket
+        // 0: no fsync thread takes it, none being notified).
+        let dir = tempfile::tempdir().expect("temp dir");
+        let job = SyncJob {
+            file: syncable_file(&dir, "wal"),
+            answer: Box::new(|_| {}),
+            _permit: None,
+        };
+        lock(&syncer.shared.state).jobs.push_back((0, job));
+        assert!(!syncer.may_sync_inline(min, min));
+        lock(&syncer.shared.state).jobs.clear();
+        assert!(syncer.may_sync_inline(min, min));
+    }
+
     /// A failed fsync, on the writer's thread or on the fsync threads.
     async fn failed_fsync_refuses_its_batch_and_the_writer_recovers_without_a_gap(slow: bool) {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -1082,7 +1149,7 @@ mod tests {
             after_reset: Some(syncable_file(&dir, "wal-2")),
             ..Stored::default()
         }));
-        let (requests, thread, fsyncs) = start_with_stats(stored.clone());
+        let (requests, thread, fsyncs) = start_with_stats(stored.clone(), 1);
         seem(&fsyncs, slow);
         assert_eq!(append(&requests, "one").await.expect("durable"), 1);
 
