@@ -345,6 +345,64 @@ async fn statements_are_refused_while_the_audit_store_cannot_record_them() {
     );
 }
 
+/// Inside a transaction block a plain write runs while its record is
+/// written (its changes wait for a COMMIT, which is recorded before it is
+/// sent). When the record cannot be written, nothing of its answer reaches
+/// the client, the session ends and the server rolls the block back: no
+/// change without a record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_a_block_whose_record_fails_is_rolled_back() {
+    let cluster = cluster();
+    let gw = start_gateway(postgres_audit_store("hoop_audit_tx")).await;
+    cluster.psql(
+        "payments",
+        "DELETE FROM scratch WHERE id = 9300; INSERT INTO scratch VALUES (9300, 'before')",
+    );
+    let client = pg_connect(&gw.url("agent-7", &gw.agent_token())).await;
+    client.simple_query("BEGIN").await.expect("begin");
+    client
+        .simple_query("UPDATE scratch SET t = 'recorded' WHERE id = 9300")
+        .await
+        .expect("a recorded write in the block");
+    // Prepared, as pgbench's TPC-B sends it.
+    let update = client
+        .prepare("UPDATE scratch SET t = $1 WHERE id = 9300")
+        .await
+        .expect("prepare");
+    client
+        .execute(&update, &[&"recorded too"])
+        .await
+        .expect("a recorded prepared write in the block");
+
+    cluster.psql(
+        "postgres",
+        "ALTER ROLE hoop_audit_tx NOLOGIN;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'hoop_audit_tx';",
+    );
+    let failed = client
+        .execute(&update, &[&"unrecorded"])
+        .await
+        .expect_err("no record, no change");
+    let db_error = failed.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db_error.code().code(), "58000", "{db_error}");
+    // It ran (early), and its answer was withheld.
+    assert!(db_error.message().contains("not sent"), "{db_error}");
+    assert!(client.is_closed() || client.simple_query("COMMIT").await.is_err());
+    assert_eq!(
+        cluster
+            .psql("payments", "SELECT t FROM scratch WHERE id = 9300")
+            .trim(),
+        "before",
+        "the block whose last write was not recorded must be rolled back"
+    );
+
+    cluster.psql("postgres", "ALTER ROLE hoop_audit_tx LOGIN");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.stop().await;
+    cluster.psql("payments", "DELETE FROM scratch WHERE id = 9300");
+    cluster.psql("postgres", "DROP DATABASE IF EXISTS hoop_audit_tx");
+}
+
 /// No result without its record, under load: eight clients read (plain
 /// reads, which run while their record is written) and write while the
 /// (Postgres) audit store goes away and comes back. Every answer a client

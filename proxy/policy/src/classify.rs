@@ -34,7 +34,7 @@ use serde_json::Value;
 use crate::bounds;
 use crate::facts::{
     weakens_escape_rules, ColumnBounds, CopyDirection, CopyTarget, DdlObject, DdlVerb, Interval,
-    Kind, Parameter, StatementFacts, SyntaxError, TableName,
+    Kind, Lasting, Parameter, StatementFacts, SyntaxError, TableName,
 };
 
 /// Every statement of one query string, in order. An empty string (or only
@@ -712,7 +712,53 @@ fn plain(tag: &str, body: &Value, literal_dependent: &mut bool) -> StatementFact
         && facts.executes.is_empty()
         && !facts.weakens_escape_rules
         && !has_key(body, "locking_clause");
+    facts.lasting = lasting(tag, body, &facts);
     facts
+}
+
+/// See [`Lasting`]; `facts` are the statement's own.
+fn lasting(tag: &str, body: &Value, facts: &StatementFacts) -> Lasting {
+    use pg_query::protobuf::TransactionStmtKind as K;
+    if facts.read_only {
+        return Lasting::Nothing;
+    }
+    if tag == "TransactionStmt" {
+        let kind = int(body, "kind");
+        return if kind == K::TransStmtBegin as i64 || kind == K::TransStmtStart as i64 {
+            Lasting::Begins
+        } else if kind == K::TransStmtSavepoint as i64
+            || kind == K::TransStmtRelease as i64
+            || kind == K::TransStmtRollbackTo as i64
+        {
+            Lasting::Nothing
+        } else if kind == K::TransStmtRollback as i64 {
+            Lasting::RollsBack {
+                chain: flag(body, "chain"),
+            }
+        } else {
+            // COMMIT, PREPARE TRANSACTION, COMMIT/ROLLBACK PREPARED.
+            Lasting::Maybe
+        };
+    }
+    let changes_rows = matches!(
+        (tag, &facts.kind),
+        ("InsertStmt", Kind::Insert)
+            | ("UpdateStmt", Kind::Update)
+            | ("DeleteStmt", Kind::Delete)
+            | ("MergeStmt", Kind::Merge)
+            | ("SelectStmt", Kind::Select)
+    );
+    if changes_rows
+        && facts.functions.is_empty()
+        && facts.nested_kinds.is_empty()
+        && facts.parameters.is_empty()
+        && facts.executes.is_empty()
+        && !facts.weakens_escape_rules
+    {
+        Lasting::UntilCommit
+    } else {
+        Lasting::Maybe
+    }
 }
 
 /// Whether `key` appears, with a value (not null, not an empty list),

@@ -52,6 +52,8 @@ pub struct StatementFacts {
     /// definition calls a volatile function with side effects reads as
     /// read-only.)
     pub read_only: bool,
+    /// What of the statement outlasts its transaction; see [`Lasting`].
+    pub lasting: Lasting,
     /// PostgreSQL's grammar rejects the string: the server's message and
     /// position, answered with SQLSTATE 42601 (only for [`Kind::Unparsed`]).
     pub syntax_error: Option<SyntaxError>,
@@ -105,6 +107,54 @@ impl StatementFacts {
             unparsed_reason: Some(reason),
             ..StatementFacts::default()
         }
+    }
+}
+
+/// What of a statement outlasts its transaction when that does not commit.
+/// The relay may run a statement whose every effect waits for a commit
+/// while its audit record is being written (its results held back until
+/// the record is durable): if the record cannot be written, the session
+/// ends and the server rolls its transaction back, so nothing unrecorded
+/// takes effect. A `COMMIT` is always recorded before it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lasting {
+    /// It may do something no rollback undoes (or the gateway cannot tell).
+    #[default]
+    Maybe,
+    /// Nothing, in a transaction block or not: a plain read
+    /// ([`StatementFacts::read_only`]), `SAVEPOINT`, `RELEASE`,
+    /// `ROLLBACK TO`.
+    Nothing,
+    /// Its changes, until its transaction commits: a plain `INSERT`,
+    /// `UPDATE`, `DELETE`, `MERGE` or locking `SELECT` (no function calls,
+    /// no data-modifying `WITH`, no parameter changes, no `EXECUTE`). Only
+    /// inside a transaction block is that later than the statement itself.
+    /// (As with [`StatementFacts::read_only`], what runs unseen is not
+    /// weighed: a trigger or a column default may call a function whose
+    /// effects no rollback undoes, such as `nextval` or `dblink_exec`.)
+    UntilCommit,
+    /// `BEGIN`, `START TRANSACTION`: opens a transaction block.
+    Begins,
+    /// `ROLLBACK` (`AND CHAIN`: opens the next block at once).
+    RollsBack { chain: bool },
+}
+
+impl Lasting {
+    /// Whether nothing of `statements` (one query string) outlasts the
+    /// transaction it leaves open unless that commits, when they start
+    /// inside a transaction block (`in_block`) or not.
+    pub fn waits_for_commit(statements: &[Lasting], mut in_block: bool) -> bool {
+        for lasting in statements {
+            match lasting {
+                Lasting::Maybe => return false,
+                Lasting::Nothing => {}
+                Lasting::UntilCommit if !in_block => return false,
+                Lasting::UntilCommit => {}
+                Lasting::Begins => in_block = true,
+                Lasting::RollsBack { chain } => in_block = *chain,
+            }
+        }
+        true
     }
 }
 

@@ -1058,6 +1058,97 @@ fn read_only_statements() {
     }
 }
 
+/// What outlasts a transaction that does not commit (see `Lasting`): the
+/// relay runs what waits for a commit while its record is written, inside
+/// a transaction block, and records COMMIT before sending it.
+#[test]
+fn what_outlasts_a_transaction_that_does_not_commit() {
+    use hoop_policy::Lasting as L;
+    for (sql, lasting) in [
+        ("SELECT abalance FROM pgbench_accounts WHERE aid = $1", L::Nothing),
+        (
+            "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2",
+            L::UntilCommit,
+        ),
+        (
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)",
+            L::UntilCommit,
+        ),
+        ("DELETE FROM t WHERE a = 1 RETURNING *", L::UntilCommit),
+        ("INSERT INTO t SELECT * FROM u ON CONFLICT DO NOTHING", L::UntilCommit),
+        ("MERGE INTO t USING u ON t.a = u.a WHEN MATCHED THEN DELETE", L::UntilCommit),
+        ("SELECT * FROM payments FOR UPDATE", L::UntilCommit),
+        ("BEGIN", L::Begins),
+        ("START TRANSACTION ISOLATION LEVEL SERIALIZABLE", L::Begins),
+        ("SAVEPOINT a", L::Nothing),
+        ("RELEASE SAVEPOINT a", L::Nothing),
+        ("ROLLBACK TO SAVEPOINT a", L::Nothing),
+        ("ROLLBACK", L::RollsBack { chain: false }),
+        ("ABORT AND CHAIN", L::RollsBack { chain: true }),
+        ("COMMIT", L::Maybe),
+        ("END", L::Maybe),
+        ("PREPARE TRANSACTION 'x'", L::Maybe),
+        ("COMMIT PREPARED 'x'", L::Maybe),
+        ("ROLLBACK PREPARED 'x'", L::Maybe),
+        ("INSERT INTO t VALUES (nextval('s'))", L::Maybe),
+        ("UPDATE t SET a = f(a)", L::Maybe),
+        ("WITH d AS (DELETE FROM t RETURNING *) INSERT INTO u SELECT * FROM d", L::Maybe),
+        ("SELECT * INTO t2 FROM payments", L::Maybe),
+        ("UPDATE pg_settings SET setting = 'off' WHERE name = 'x'", L::Maybe),
+        ("SELECT pg_terminate_backend(1)", L::Maybe),
+        ("EXPLAIN ANALYZE UPDATE t SET a = 1", L::Maybe),
+        ("COPY t FROM STDIN", L::Maybe),
+        ("CREATE TABLE t2 (a int)", L::Maybe),
+        ("TRUNCATE t", L::Maybe),
+        ("LOCK TABLE t", L::Maybe),
+        ("SET LOCAL work_mem = '1MB'", L::Maybe),
+        ("CALL p()", L::Maybe),
+        ("DO $$ BEGIN END $$", L::Maybe),
+        ("NOTIFY c", L::Maybe),
+        ("EXECUTE s", L::Maybe),
+    ] {
+        assert_eq!(one(sql).lasting, lasting, "{sql}");
+    }
+}
+
+#[test]
+fn a_query_string_waits_for_a_commit_only_if_every_statement_does() {
+    use hoop_policy::Lasting;
+    let of = |sql: &str| -> Vec<Lasting> {
+        hoop_policy::classify(sql)
+            .statements
+            .iter()
+            .map(|facts| facts.lasting)
+            .collect()
+    };
+    // (query string, outside a transaction block, inside one)
+    for (sql, outside, inside) in [
+        ("SELECT 1", true, true),
+        ("UPDATE t SET a = 1", false, true),
+        ("BEGIN", true, true),
+        ("BEGIN; UPDATE t SET a = 1; SAVEPOINT s", true, true),
+        // Outside a block, a string of statements commits when it ends.
+        ("UPDATE t SET a = 1; UPDATE u SET b = 2", false, true),
+        ("UPDATE t SET a = 1; COMMIT", false, false),
+        ("BEGIN; UPDATE t SET a = 1; COMMIT", false, false),
+        ("ROLLBACK; UPDATE t SET a = 1", false, false),
+        // Outside a block the server refuses AND CHAIN: nothing runs.
+        ("ROLLBACK AND CHAIN; UPDATE t SET a = 1", true, true),
+        ("UPDATE t SET a = 1; ROLLBACK", false, true),
+        ("SELECT 1; CREATE TABLE x (a int)", false, false),
+    ] {
+        let statements = of(sql);
+        assert_eq!(
+            (
+                Lasting::waits_for_commit(&statements, false),
+                Lasting::waits_for_commit(&statements, true)
+            ),
+            (outside, inside),
+            "{sql}: {statements:?}"
+        );
+    }
+}
+
 #[test]
 fn statements_that_end_a_failed_transaction() {
     use hoop_policy::{in_failed_transaction, InFailedTransaction as F, TransactionExit as X};

@@ -50,9 +50,9 @@ pub struct StatementInfo {
     pub kind: String,
     pub tables: Vec<String>,
     pub decision: Decision,
-    /// Every statement is a plain read ([`hoop_policy::StatementFacts::read_only`]):
-    /// it may run while its record is written, its results held back.
-    pub read_only: bool,
+    /// Whether it may run while its record is written, its results held
+    /// back until the record is durable.
+    pub runs_early: RunsEarly,
     /// Execute only: ask the server to describe this portal (its name and
     /// record in the session state) before running it (the masker needs
     /// the row shape).
@@ -60,6 +60,40 @@ pub struct StatementInfo {
     /// Execute only: the Bind body of the portal, so a reviewer's
     /// replacement runs with the same parameters and result formats.
     pub bind: Option<Bytes>,
+}
+
+/// When a statement may run while its record is being written, its
+/// results held back until the record is durable (see
+/// [`hoop_policy::Lasting`]): if the record cannot be written, the session
+/// ends and the server rolls back what the statement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunsEarly {
+    /// Never: it is recorded before it is sent.
+    #[default]
+    Never,
+    /// Always: nothing of it outlasts its transaction unless that commits,
+    /// in a transaction block or not (a plain read, `BEGIN`).
+    Always,
+    /// Inside a transaction block, where its changes wait for a `COMMIT`,
+    /// which is recorded before it is sent (a plain `UPDATE`).
+    InBlock,
+}
+
+impl RunsEarly {
+    /// For one query string's statements.
+    pub fn of(statements: &[hoop_policy::StatementFacts]) -> RunsEarly {
+        use hoop_policy::Lasting;
+        let lasting: Vec<Lasting> = statements.iter().map(|facts| facts.lasting).collect();
+        if lasting.is_empty() {
+            RunsEarly::Never
+        } else if Lasting::waits_for_commit(&lasting, false) {
+            RunsEarly::Always
+        } else if Lasting::waits_for_commit(&lasting, true) {
+            RunsEarly::InBlock
+        } else {
+            RunsEarly::Never
+        }
+    }
 }
 
 /// What becomes of a statement.

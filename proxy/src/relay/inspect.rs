@@ -25,7 +25,7 @@ use hoop_policy::{
     RuleSet, StatementFacts,
 };
 
-use super::gate::StatementInfo;
+use super::gate::{RunsEarly, StatementInfo};
 use super::refusal::Refusal;
 use super::state::{About, ConnectionState, Pending, PortalDescription, Prepared};
 use super::verdict::{ClientVerdict, ServerVerdict};
@@ -130,7 +130,7 @@ impl Inspector {
                 ),
                 kind: "unparsed".to_owned(),
                 tables: Vec::new(),
-                read_only: false,
+                runs_early: RunsEarly::Never,
             };
         };
         let classified = self.cache.classify(sql);
@@ -308,7 +308,7 @@ impl Inspector {
                     decision: Decision::Allow,
                     kind: "fetch".to_owned(),
                     tables: Vec::new(),
-                    read_only: false,
+                    runs_early: RunsEarly::Never,
                 },
             ),
         };
@@ -323,7 +323,7 @@ impl Inspector {
             kind: judged.kind,
             tables: judged.tables,
             decision: judged.decision,
-            read_only: judged.read_only,
+            runs_early: judged.runs_early,
             describe_portal,
             bind: executed.bind,
         };
@@ -490,8 +490,8 @@ struct Judged {
     kind: String,
     /// Every table named, `schema.table`, first appearance first.
     tables: Vec<String>,
-    /// Every statement is a plain read (see [`StatementInfo::read_only`]).
-    read_only: bool,
+    /// See [`StatementInfo::runs_early`].
+    runs_early: RunsEarly,
 }
 
 impl Judged {
@@ -512,7 +512,7 @@ impl Judged {
             decision,
             kind,
             tables,
-            read_only: !statements.is_empty() && statements.iter().all(|facts| facts.read_only),
+            runs_early: RunsEarly::of(statements),
         }
     }
 
@@ -522,7 +522,7 @@ impl Judged {
             decision,
             kind: "bind".to_owned(),
             tables: Vec::new(),
-            read_only: false,
+            runs_early: RunsEarly::Never,
         }
     }
 
@@ -533,7 +533,7 @@ impl Judged {
             kind: self.kind,
             tables: self.tables,
             decision: self.decision,
-            read_only: self.read_only,
+            runs_early: self.runs_early,
             describe_portal: None,
             bind: None,
         }

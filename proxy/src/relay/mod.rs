@@ -36,7 +36,7 @@ use crate::protocol::backend::{
 use crate::protocol::frontend::{self, Frontend, Target};
 use crate::protocol::{reserve_for_read, split_frame, Frame};
 use crate::tls::PgStream;
-use gate::{Admission, AdmissionFuture, Gate, StatementInfo};
+use gate::{Admission, AdmissionFuture, Gate, RunsEarly, StatementInfo};
 use inspect::Inspector;
 use record::{OpenStatement, Recorder};
 use refusal::Refusal;
@@ -321,10 +321,12 @@ impl Relay {
                 admitted = admission(&mut held) => {
                     let admitted = if early {
                         let Admission::Forward(handle) = admitted else {
-                            // The read ran, but cannot be recorded: nothing
-                            // of its answer is passed on, and the session
-                            // ends (its transaction with it), as the
-                            // statements after it would be refused too.
+                            // The statement ran, but cannot be recorded:
+                            // nothing of its answer is passed on, and the
+                            // session ends (the server rolls back its
+                            // transaction, and with it whatever the statement
+                            // changed), as the statements after it would be
+                            // refused too.
                             held = None;
                             withheld.clear();
                             fatal(&mut to_client, "58000", "the gateway cannot record this statement in its audit trail, so its results were not sent and the session is ended; try again later");
@@ -606,11 +608,15 @@ impl Relay {
                 ClientVerdict::Statement(info) => {
                     let mut describe_portal = info.describe_portal.clone();
                     let bind = info.bind.clone();
-                    // A plain read may run while its record is written (its
-                    // answer waits for the record); anything else waits for
-                    // the record before it is sent.
-                    let early = info.read_only
-                        && info.decision == hoop_policy::Decision::Allow
+                    // A statement nothing of which lasts unless its
+                    // transaction commits may run while its record is
+                    // written (its answer waits for the record); anything
+                    // else waits for the record before it is sent.
+                    let early = match info.runs_early {
+                        RunsEarly::Always => true,
+                        RunsEarly::InBlock => state.in_open_block(),
+                        RunsEarly::Never => false,
+                    } && info.decision == hoop_policy::Decision::Allow
                         && self.gate.records()
                         && pipes.deferred.is_empty();
                     let admission = self.gate.admit(*info);
@@ -1207,7 +1213,7 @@ fn refuse_in_failed_transaction(info: &mut StatementInfo) {
         hoop_policy::Decision::Block { rule, .. } if rule == hoop_policy::SYNTAX_ERROR_RULE
     );
     if !syntax_error {
-        info.read_only = false;
+        info.runs_early = RunsEarly::Never;
         info.decision = hoop_policy::Decision::Block {
             rule: hoop_policy::FAILED_TRANSACTION_RULE.to_owned(),
             message: hoop_policy::IN_FAILED_TRANSACTION_MESSAGE.to_owned(),

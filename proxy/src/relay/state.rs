@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::protocol::backend::{error_summary, Backend, IDLE};
+use crate::protocol::backend::{error_summary, Backend, IDLE, IN_TRANSACTION};
 use crate::protocol::frontend::{Frontend, Target};
 use hoop_policy::{RowShape, StatementFacts};
 
@@ -886,6 +886,25 @@ impl ConnectionState {
         self.pending.front().map(|e| e.id)
     }
 
+    /// Whether a statement sent now runs inside the client's transaction
+    /// block: the last ReadyForQuery said the block is open and healthy,
+    /// nothing the gateway answered failed it, and nothing sent since can
+    /// have ended it (no statement or Sync is unanswered, only Parse, Bind,
+    /// Describe and Close).
+    pub fn in_open_block(&self) -> bool {
+        self.transaction_status == IN_TRANSACTION
+            && !self.failed_here
+            && self.pending.iter().all(|entry| {
+                matches!(
+                    entry.pending,
+                    Pending::Parse(_)
+                        | Pending::Bind(_)
+                        | Pending::Describe { .. }
+                        | Pending::Close(_)
+                )
+            })
+    }
+
     /// Id the request sent last got.
     pub fn last_id(&self) -> Option<u64> {
         self.next_id.checked_sub(1)
@@ -1258,7 +1277,7 @@ impl ConnectionState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::backend::{put_message, IN_TRANSACTION};
+    use crate::protocol::backend::put_message;
     use crate::protocol::frontend;
     use crate::protocol::split_frame;
     use bytes::BytesMut;
