@@ -560,9 +560,7 @@ async fn open_upstream_session(
     .map_err(|e| UpstreamError::Masking(e.to_string()))?;
     let mut notices = BytesMut::new();
     for notice in std::mem::take(&mut up.notices) {
-        inspector
-            .mask_notice(&notice)
-            .append_to(&notice, &mut notices);
+        inspector.mask_notice(&notice).send(notice, &mut notices);
     }
     Ok(UpstreamSession {
         up,

@@ -28,9 +28,12 @@ pub const GSSENC_REQUEST_CODE: u32 = 80_877_104;
 pub const CANCEL_REQUEST_CODE: u32 = 80_877_102;
 
 /// One complete message: type byte, length and body, exactly as received.
-#[derive(Debug, Clone)]
+/// It owns its part of the read buffer, split off without copying, so a
+/// frame passed on unchanged goes back next to the frames read with it
+/// (see [`Frame::forward`]).
+#[derive(Debug)]
 pub struct Frame {
-    bytes: Bytes,
+    bytes: BytesMut,
 }
 
 impl Frame {
@@ -50,10 +53,16 @@ impl Frame {
         self.bytes.len()
     }
 
-    /// `part` of this frame (a field a message borrowed from it) as its
-    /// own handle on the same bytes: kept without copying.
-    pub fn share(&self, part: &[u8]) -> Bytes {
-        self.bytes.slice_ref(part)
+    /// `part` of this frame (a field a message borrowed from it), to keep.
+    pub fn keep(&self, part: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(part)
+    }
+
+    /// Appends this frame to `out` as it is. When `out` is empty or ends
+    /// where this frame begins in the read buffer (the frames before it
+    /// were passed on too), nothing is copied: `out` takes the bytes over.
+    pub fn forward(self, out: &mut BytesMut) {
+        out.unsplit(self.bytes);
     }
 }
 
@@ -99,7 +108,7 @@ pub fn split_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, 
         return Ok(None);
     }
     Ok(Some(Frame {
-        bytes: buf.split_to(len + 1).freeze(),
+        bytes: buf.split_to(len + 1),
     }))
 }
 

@@ -613,7 +613,7 @@ impl Inspector {
                 let id = state.prepare(
                     parse.name,
                     Prepared::Parse {
-                        sql: frame.share(parse.sql),
+                        sql: frame.keep(parse.sql),
                         needs_review,
                     },
                 );
@@ -645,7 +645,7 @@ impl Inspector {
                 let portal = state.bind(
                     bind.portal,
                     id,
-                    frame.share(frame.body()),
+                    frame.keep(frame.body()),
                     bind.result_formats().collect(),
                 );
                 let verdict = if needs_review {

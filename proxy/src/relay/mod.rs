@@ -336,8 +336,7 @@ impl Relay {
                         if let Some(request) = held.take().and_then(|h| h.request_id) {
                             recorder.attach(request, handle);
                         }
-                        to_client.extend_from_slice(&withheld);
-                        withheld.clear();
+                        to_client.unsplit(withheld.split());
                         for (handle, outcome) in recorder.finished(&state, Instant::now()) {
                             self.gate.complete(handle, outcome);
                         }
@@ -534,14 +533,8 @@ impl Relay {
                     Frontend::Flush | Frontend::Terminate => {}
                     _ => continue,
                 }
-                self.send_client_frame(
-                    &frame,
-                    Request::of(&message),
-                    About::Nothing,
-                    out,
-                    state,
-                    now,
-                );
+                let request = Request::of(&message);
+                self.send_client_frame(frame, request, About::Nothing, out, state, now);
                 continue;
             }
             if state.must_wait(&message) {
@@ -603,7 +596,7 @@ impl Relay {
             match verdict {
                 ClientVerdict::Defer => {}
                 ClientVerdict::Forward => {
-                    self.send_client_frame(&frame, request, about, out, state, now)
+                    self.send_client_frame(frame, request, about, out, state, now)
                 }
                 ClientVerdict::Statement(info) => {
                     let mut describe_portal = info.describe_portal.clone();
@@ -741,7 +734,7 @@ impl Relay {
     ) -> Option<u64> {
         let Ok(Frontend::Execute { max_rows, .. }) = Frontend::read(&held.frame) else {
             let query = frontend::query(sql.as_bytes());
-            self.send_client_frame(&query, Request::Query, About::Nothing, out, state, now);
+            self.send_client_frame(query, Request::Query, About::Nothing, out, state, now);
             return state.last_id();
         };
         let parse = frontend::parse(MODIFIED_STATEMENT, sql.as_bytes());
@@ -753,7 +746,7 @@ impl Relay {
             },
         );
         self.send_silent(
-            &parse,
+            parse,
             Request::Parse,
             About::Statement(statement),
             out,
@@ -773,7 +766,7 @@ impl Relay {
         let body = body.freeze();
         let bind = frontend::bind(&body);
         let portal = state.bind(MODIFIED_STATEMENT, statement, body, formats);
-        self.send_silent(&bind, Request::Bind, About::Portal(portal), out, state, now);
+        self.send_silent(bind, Request::Bind, About::Portal(portal), out, state, now);
 
         let about = state.describe(Target::Portal, MODIFIED_STATEMENT);
         state.on_gateway_describe(Target::Portal, Some(portal), DescribeOrigin::Gateway);
@@ -784,7 +777,7 @@ impl Relay {
         debug_assert_eq!(about, About::Portal(executed.portal));
         let execute = frontend::execute(MODIFIED_STATEMENT, max_rows);
         self.send_client_frame(
-            &execute,
+            execute,
             Request::Execute,
             About::Portal(executed.portal),
             out,
@@ -796,7 +789,7 @@ impl Relay {
         for target in [Target::Portal, Target::Statement] {
             let about = state.close(target, MODIFIED_STATEMENT);
             let close = frontend::close(target, MODIFIED_STATEMENT);
-            self.send_silent(&close, Request::Close, about, out, state, now);
+            self.send_silent(close, Request::Close, about, out, state, now);
         }
         request
     }
@@ -810,14 +803,14 @@ impl Relay {
         now: Instant,
     ) {
         for (frame, request, about) in deferred.drain(..) {
-            self.send_client_frame(&frame, request, about, out, state, now);
+            self.send_client_frame(frame, request, about, out, state, now);
         }
     }
 
     /// A message of the gateway's own: its completion is not for the client.
     fn send_silent(
         &mut self,
-        frame: &Frame,
+        frame: Frame,
         request: Request,
         about: About,
         out: &mut BytesMut,
@@ -845,7 +838,9 @@ impl Relay {
             state.on_gateway_describe(Target::Portal, Some(portal), DescribeOrigin::Gateway);
             out.extend_from_slice(frontend::describe(Target::Portal, &name).as_bytes());
         }
-        self.send_client_frame(frame, request, about, out, state, now);
+        // Kept (held, or replaced by a reviewer's text): copied.
+        self.note_client_frame(frame.len(), request, about, state, now);
+        out.extend_from_slice(frame.as_bytes());
     }
 
     /// Refuses a client request: nothing of it reaches the server (see
@@ -908,7 +903,7 @@ impl Relay {
         );
         if ends_batch {
             self.send_client_frame(
-                &frontend::sync(),
+                frontend::sync(),
                 Request::Sync,
                 About::Nothing,
                 out,
@@ -1026,7 +1021,7 @@ impl Relay {
         state.failed_here = false;
         stand_in(DescribeOrigin::FailTransaction, out, state);
         self.send_silent(
-            &frontend::sync(),
+            frontend::sync(),
             Request::Sync,
             About::Nothing,
             out,
@@ -1035,14 +1030,28 @@ impl Relay {
         );
     }
 
-    /// Queues a message for the server and records it in the state (with
-    /// the records the client's order resolved it to).
+    /// Queues a message for the server (without copying it, see
+    /// [`Frame::forward`]) and records it in the state.
     fn send_client_frame(
         &mut self,
-        frame: &Frame,
+        frame: Frame,
         request: Request,
         about: About,
         out: &mut BytesMut,
+        state: &mut ConnectionState,
+        now: Instant,
+    ) {
+        self.note_client_frame(frame.len(), request, about, state, now);
+        frame.forward(out);
+    }
+
+    /// Records a message queued for the server in the state (with the
+    /// records the client's order resolved it to).
+    fn note_client_frame(
+        &mut self,
+        len: usize,
+        request: Request,
+        about: About,
         state: &mut ConnectionState,
         now: Instant,
     ) {
@@ -1051,9 +1060,8 @@ impl Relay {
             self.statements += 1;
             // Never the SQL text or parameters: they may hold card numbers.
             let span = tracing::debug_span!("statement", seq = self.statements, kind = ?request);
-            span.in_scope(|| tracing::debug!(bytes = frame.len(), "statement sent upstream"));
+            span.in_scope(|| tracing::debug!(bytes = len, "statement sent upstream"));
         }
-        out.extend_from_slice(frame.as_bytes());
     }
 
     fn pump_server(
@@ -1171,7 +1179,7 @@ impl Relay {
                 }
                 continue;
             }
-            verdict.append_to(&frame, out);
+            verdict.send(frame, out);
         }
         Ok(())
     }

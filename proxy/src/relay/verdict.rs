@@ -48,10 +48,13 @@ impl ServerVerdict {
         }
     }
 
-    /// Appends what the client receives for `frame` to `out`.
-    pub(crate) fn append_to(&self, frame: &Frame, out: &mut BytesMut) {
-        if let Some(bytes) = self.sent(frame) {
-            out.extend_from_slice(bytes);
+    /// Appends what the client receives for `frame` to `out`; a frame
+    /// passed on as it is, without copying it (see [`Frame::forward`]).
+    pub(crate) fn send(self, frame: Frame, out: &mut BytesMut) {
+        match self {
+            ServerVerdict::Forward => frame.forward(out),
+            ServerVerdict::Replace(bytes) => out.unsplit(bytes),
+            ServerVerdict::Drop => {}
         }
     }
 }
