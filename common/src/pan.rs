@@ -246,6 +246,17 @@ impl Iterator for AsciiPans<'_> {
         loop {
             let start = next_digit(self.input, self.position)?;
             let run_end = end_of_digits(self.input, start);
+            if self.input.get(run_end).is_some_and(u8::is_ascii_alphabetic) {
+                // A letter right after the run: no shape ends there (a
+                // number stands alone, rule 2) or goes on from there
+                // (groups, amounts and floats go on after a separator or a
+                // dot), and no later digit of the token starts one (a
+                // letter, digit or `_` before it): skip the rest of the
+                // token at once (hex, base64, UUID groups, names with
+                // digits) instead of trying each of its digit runs.
+                self.position = end_of_word(self.input, run_end);
+                continue;
+            }
             if let Some(found) = match_at(self.input, start, run_end, self.last_match_end) {
                 self.position = found.end;
                 self.last_match_end = Some(found.end);
@@ -492,6 +503,15 @@ fn end_of_digits(input: &[u8], start: usize) -> usize {
         .get(offset..)
         .and_then(|rest| rest.iter().position(|&b| !is_digit(b)))
         .map_or(input.len(), |length| offset + length)
+}
+
+/// Offset just past the token (letters, digits, `_`) that `start` is in.
+#[inline]
+fn end_of_word(input: &[u8], start: usize) -> usize {
+    input[start..]
+        .iter()
+        .position(|&b| !is_word(b))
+        .map_or(input.len(), |length| start + length)
 }
 
 fn byte_before(input: &[u8], offset: usize, distance: usize) -> Option<u8> {
@@ -846,6 +866,58 @@ fn follows_iban_prefix(input: &[u8], start: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
+
+    /// Every digit run tried in turn, as the scanner did before it skipped
+    /// the rest of a token.
+    fn pans_trying_every_run(input: &[u8]) -> Vec<PanMatch> {
+        let (mut found, mut position, mut last_match_end) = (Vec::new(), 0, None);
+        while let Some(start) = next_digit(input, position) {
+            let run_end = end_of_digits(input, start);
+            match match_at(input, start, run_end, last_match_end) {
+                Some(pan) => {
+                    position = pan.end;
+                    last_match_end = Some(pan.end);
+                    found.push(pan);
+                }
+                None => position = run_end,
+            }
+        }
+        found
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+        /// Skipping a token's digits finds exactly what trying each of
+        /// them finds: text of tokens, separators and card numbers (plain,
+        /// grouped, as amounts and floats, glued to words or not).
+        #[test]
+        fn skipping_tokens_finds_what_trying_every_digit_run_finds(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::string::string_regex("[a-f0-9]{1,12}").unwrap(),
+                    proptest::string::string_regex("[A-Za-z_0-9]{1,6}").unwrap(),
+                    proptest::string::string_regex("[ .,'+/_\\t-]{1,3}").unwrap(),
+                    proptest::string::string_regex("[0-9]{1,5}").unwrap(),
+                    proptest::sample::select(vec![
+                        "4111111111111111", "4111 1111 1111 1111", "4111-1111-1111-1111",
+                        "378282246310005", "3782 822463 10005", "5555555555554444",
+                        "4,111,111,111,111,111", "4.111111111111111e+15", "6011111111111117",
+                        "4012888888881881.00", "+4111111111111111", "e+15",
+                        "4111_1111_1111_1111", "4111111111111111x", "x4111111111111111",
+                    ]).prop_map(str::to_owned),
+                ],
+                0..24,
+            )
+        ) {
+            let input = parts.concat();
+            proptest::prop_assert_eq!(
+                find_pans(input.as_bytes()),
+                pans_trying_every_run(input.as_bytes()),
+                "{:?}", input
+            );
+        }
+    }
 
     #[test]
     fn next_digit_finds_digits_in_and_across_blocks() {
