@@ -10,7 +10,8 @@
 #   One client, one statement at a time (-S, -c 1): p50 and p99 latency, and
 #   what each proxy adds to direct.
 #   Then streams a 1,000,000-row result through hoop and prints the
-#   gateway's peak RSS (VmHWM).
+#   gateway's peak RSS (VmHWM), and streams another through PgBouncer and
+#   both hoops, printing each proxy's CPU time for it.
 # Targets (issue #14): hoop defaults >= 1.0x PgBouncer's TPS and <= 20 us of
 # CPU per transaction; recording off <= PgBouncer's CPU; added one-client p50
 # <= one fsync + 50 us; TPC-B >= 0.8x direct; peak RSS < 64 MB.
@@ -209,3 +210,21 @@ end=$(date +%s.%N)
 hwm=$(awk '/VmHWM/{print $2}' "/proc/$hoop_pid/status")
 echo "rows via COPY: $rows, rows via SELECT: $rows2 ($(awk -v s="$start" -v e="$end" 'BEGIN{printf "%.1f", e-s}') s)"
 echo "hoop RSS before: $((rss_before / 1024)) MB; peak RSS (VmHWM) over the whole run: $((hwm / 1024)) MB (target < 64 MB)"
+
+echo
+echo "==> streaming 1,000,000 rows (SELECT aid, abalance, filler, md5(aid::text)): each proxy's CPU"
+stream_sql="select aid, abalance, filler, md5(aid::text) from pgbench_accounts"
+printf '| %-30s | %22s | %9s |\n' path "CPU ms per 1,000,000 rows" "wall s"
+printf '|%s|%s|%s|\n' "--------------------------------" ------------------------: ----------:
+for p in pgbouncer hoop_norec hoop; do
+    before=$(cpu_ticks "${pid[$p]}")
+    start=$(date +%s.%N)
+    PGPASSWORD=${pass[$p]} "$PG/psql" -X -q -h 127.0.0.1 -p "${port[$p]}" -U "${user[$p]}" -d bench \
+        -c "$stream_sql" -o /dev/null
+    end=$(date +%s.%N)
+    after=$(cpu_ticks "${pid[$p]}")
+    printf '| %-30s | %24.0f | %9.1f |\n' "${label[$p]}" \
+        "$(awk -v a="$before" -v b="$after" -v hz="$TICK" 'BEGIN{print (b-a)/hz*1000}')" \
+        "$(awk -v s="$start" -v e="$end" 'BEGIN{print e-s}')"
+done
+
