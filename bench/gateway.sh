@@ -214,8 +214,8 @@ echo "hoop RSS before: $((rss_before / 1024)) MB; peak RSS (VmHWM) over the whol
 echo
 echo "==> streaming 1,000,000 rows (SELECT aid, abalance, filler, md5(aid::text)): each proxy's CPU"
 stream_sql="select aid, abalance, filler, md5(aid::text) from pgbench_accounts"
-printf '| %-30s | %22s | %9s |\n' path "CPU ms per 1,000,000 rows" "wall s"
-printf '|%s|%s|%s|\n' "--------------------------------" ------------------------: ----------:
+printf '| %-30s | %25s | %9s |\n' path "CPU ms per 1,000,000 rows" "wall s"
+printf '|%s|%s|%s|\n' "--------------------------------" --------------------------: ----------:
 for p in pgbouncer hoop_norec hoop; do
     before=$(cpu_ticks "${pid[$p]}")
     start=$(date +%s.%N)
@@ -223,7 +223,7 @@ for p in pgbouncer hoop_norec hoop; do
         -c "$stream_sql" -o /dev/null
     end=$(date +%s.%N)
     after=$(cpu_ticks "${pid[$p]}")
-    printf '| %-30s | %24.0f | %9.1f |\n' "${label[$p]}" \
+    printf '| %-30s | %25.0f | %9.1f |\n' "${label[$p]}" \
         "$(awk -v a="$before" -v b="$after" -v hz="$TICK" 'BEGIN{print (b-a)/hz*1000}')" \
         "$(awk -v s="$start" -v e="$end" 'BEGIN{print e-s}')"
 done

@@ -53,11 +53,6 @@ impl Frame {
         self.bytes.len()
     }
 
-    /// `part` of this frame (a field a message borrowed from it), to keep.
-    pub fn keep(&self, part: &[u8]) -> Bytes {
-        Bytes::copy_from_slice(part)
-    }
-
     /// Appends this frame to `out` as it is. When `out` is empty or ends
     /// where this frame begins in the read buffer (the frames before it
     /// were passed on too), nothing is copied: `out` takes the bytes over.

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use hoop_policy::{
     decide, mask_data_row, mask_error_or_notice, mask_notification, Classified, ClassifyCache,
     ColumnPolicy, CopyMasker, Decision, Identity, Kind, MaskFailure, PolicyContext, RowShape,
@@ -613,7 +613,7 @@ impl Inspector {
                 let id = state.prepare(
                     parse.name,
                     Prepared::Parse {
-                        sql: frame.keep(parse.sql),
+                        sql: Bytes::copy_from_slice(parse.sql),
                         needs_review,
                     },
                 );
@@ -645,7 +645,7 @@ impl Inspector {
                 let portal = state.bind(
                     bind.portal,
                     id,
-                    frame.keep(frame.body()),
+                    Bytes::copy_from_slice(frame.body()),
                     bind.result_formats().collect(),
                 );
                 let verdict = if needs_review {
