@@ -26,6 +26,23 @@
 //! 11,350–13,100 TPS; on the writer's thread while fast and several wait,
 //! 63.4–66.3 µs at 12,100–13,050 TPS (58.4–61.4 µs when every commit's
 //! fsync ran there, but see [`INLINE_FSYNC_CALLERS`]).
+//!
+//! Records nobody waits for (`complete_statement_nowait`) do not start a
+//! commit of their own: they wait, at most [`DETACHED_LINGER`], for one
+//! that someone waits for (typically the session's next statement). When
+//! their commit fails they are kept and written again with the next batch
+//! (the statements they complete are begun and durable), and every
+//! [`RETRY_DELAY`] while nothing else comes, for [`RETRY_FOR`] after their
+//! first failure, before an alert gives up on them.
+//!
+//! The head advances only after a commit succeeded, so a failed batch
+//! leaves no gap: its callers get an error (and refuse their statements),
+//! and the next batch reloads the head from the store and starts again.
+//! A failed fsync (here or on an fsync thread) fails every batch committed
+//! to that file and not yet answered, and makes the writer reopen the
+//! store; the entries it covered stay in the chain (as after a crash:
+//! begun, never acknowledged) or are lost from its tail, never from its
+//! middle.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
