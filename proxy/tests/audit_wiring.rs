@@ -267,6 +267,22 @@ password = {{ file = "{}" }}
     opts
 }
 
+/// The Postgres audit store of [`postgres_audit_store`]`(name)` refuses
+/// the gateway: its sessions are killed and its role cannot log in.
+fn store_goes_away(cluster: &Cluster, name: &str) {
+    cluster.psql(
+        "postgres",
+        &format!(
+            "ALTER ROLE {name} NOLOGIN;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}';"
+        ),
+    );
+}
+
+fn store_comes_back(cluster: &Cluster, name: &str) {
+    cluster.psql("postgres", &format!("ALTER ROLE {name} LOGIN"));
+}
+
 /// No access without a record: while the (Postgres) audit store refuses
 /// writes, statements are refused with 58000 and do not run; once it is
 /// back, statements run again and the trail verifies.
@@ -283,11 +299,7 @@ async fn statements_are_refused_while_the_audit_store_cannot_record_them() {
         .expect("recorded insert");
 
     // The store goes away: its sessions are killed and it refuses logins.
-    cluster.psql(
-        "postgres",
-        "ALTER ROLE hoop_audit_fc NOLOGIN;
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'hoop_audit_fc';",
-    );
+    store_goes_away(cluster, "hoop_audit_fc");
     let refused = client
         .simple_query("INSERT INTO scratch VALUES (9101, 'unrecorded')")
         .await
@@ -316,7 +328,7 @@ async fn statements_are_refused_while_the_audit_store_cannot_record_them() {
     assert!(reader.is_closed() || reader.simple_query("SELECT 1").await.is_err());
 
     // The store returns: statements run again.
-    cluster.psql("postgres", "ALTER ROLE hoop_audit_fc LOGIN");
+    store_comes_back(cluster, "hoop_audit_fc");
     let mut recovered = false;
     for _ in 0..50 {
         if client
@@ -374,11 +386,7 @@ async fn a_write_in_a_block_whose_record_fails_is_rolled_back() {
         .await
         .expect("a recorded prepared write in the block");
 
-    cluster.psql(
-        "postgres",
-        "ALTER ROLE hoop_audit_tx NOLOGIN;
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'hoop_audit_tx';",
-    );
+    store_goes_away(cluster, "hoop_audit_tx");
     let failed = client
         .execute(&update, &[&"unrecorded"])
         .await
@@ -396,7 +404,7 @@ async fn a_write_in_a_block_whose_record_fails_is_rolled_back() {
         "the block whose last write was not recorded must be rolled back"
     );
 
-    cluster.psql("postgres", "ALTER ROLE hoop_audit_tx LOGIN");
+    store_comes_back(cluster, "hoop_audit_tx");
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.stop().await;
     cluster.psql("payments", "DELETE FROM scratch WHERE id = 9300");
@@ -479,14 +487,10 @@ async fn no_client_receives_a_result_whose_record_is_missing() {
 
     tokio::time::sleep(Duration::from_millis(700)).await;
     // The store goes away mid-run ...
-    cluster.psql(
-        "postgres",
-        "ALTER ROLE hoop_audit_kill NOLOGIN;
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'hoop_audit_kill';",
-    );
+    store_goes_away(cluster, "hoop_audit_kill");
     tokio::time::sleep(Duration::from_millis(700)).await;
     // ... and comes back.
-    cluster.psql("postgres", "ALTER ROLE hoop_audit_kill LOGIN");
+    store_comes_back(cluster, "hoop_audit_kill");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut received = Vec::new();

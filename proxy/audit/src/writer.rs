@@ -1017,6 +1017,14 @@ mod tests {
         Arc::new(File::create(dir.path().join(name)).expect("file"))
     }
 
+    /// A store whose commits need an fsync of a file in `dir`.
+    fn needing_fsyncs(dir: &tempfile::TempDir) -> Arc<Mutex<Stored>> {
+        Arc::new(Mutex::new(Stored {
+            unsynced: Some(syncable_file(dir, "wal")),
+            ..Stored::default()
+        }))
+    }
+
     /// fsync of a socket fails (EINVAL), as a failing disk would.
     fn failing_file() -> Arc<File> {
         let (socket, _peer) = std::os::unix::net::UnixStream::pair().expect("socket pair");
@@ -1079,10 +1087,7 @@ mod tests {
     #[tokio::test]
     async fn fast_fsyncs_run_on_the_writers_thread_and_slow_ones_on_the_fsync_threads() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let stored = Arc::new(Mutex::new(Stored {
-            unsynced: Some(syncable_file(&dir, "wal")),
-            ..Stored::default()
-        }));
+        let stored = needing_fsyncs(&dir);
         let (requests, thread, fsyncs) = start_with_stats(stored, 1);
         let expected = [
             (false, (1, 0)),
@@ -1120,10 +1125,7 @@ mod tests {
     #[tokio::test]
     async fn a_commit_only_one_caller_waits_for_is_fsynced_on_the_fsync_threads() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let stored = Arc::new(Mutex::new(Stored {
-            unsynced: Some(syncable_file(&dir, "wal")),
-            ..Stored::default()
-        }));
+        let stored = needing_fsyncs(&dir);
         let (requests, thread, fsyncs) = start_with_stats(stored, INLINE_FSYNC_CALLERS);
         seem(&fsyncs, false);
         assert_eq!(append(&requests, "alone").await.expect("durable"), 1);
@@ -1272,10 +1274,7 @@ mod tests {
     #[tokio::test]
     async fn detached_records_wait_for_company_but_not_forever() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let stored = Arc::new(Mutex::new(Stored {
-            unsynced: Some(syncable_file(&dir, "wal")),
-            ..Stored::default()
-        }));
+        let stored = needing_fsyncs(&dir);
         let (requests, thread) = start(stored.clone());
 
         // Alone, it is written once the linger is over.
@@ -1310,10 +1309,7 @@ mod tests {
     #[tokio::test]
     async fn controls_alone_in_a_batch_are_answered_with_a_syncer() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let stored = Arc::new(Mutex::new(Stored {
-            unsynced: Some(syncable_file(&dir, "wal")),
-            ..Stored::default()
-        }));
+        let stored = needing_fsyncs(&dir);
         let (requests, thread) = start(stored);
         append(&requests, "one").await.expect("durable");
         // Each control, with nothing else queued, holds the batch's slot
