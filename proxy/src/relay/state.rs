@@ -1408,6 +1408,47 @@ mod tests {
         );
     }
 
+    /// Where a write may run while its record is written: only where the
+    /// server said the block is open and nothing unanswered can end it.
+    #[test]
+    fn a_block_is_open_for_the_next_statement_only_until_a_statement_is_unanswered() {
+        let mut s = ConnectionState::new();
+        assert!(!s.in_open_block(), "no block yet");
+        client(&mut s, &frontend::query(b"begin"));
+        assert!(!s.in_open_block(), "BEGIN sent, not answered");
+        server(&mut s, b'C', b"BEGIN\0");
+        server(&mut s, b'Z', b"T");
+        assert!(s.in_open_block());
+        // Parse, Bind, Describe and Close cannot end the block.
+        client(&mut s, &frontend::parse(b"s", b"update t set a = 1"));
+        client(&mut s, &bind(b"p", b"s"));
+        client(&mut s, &frontend::describe(Target::Portal, b"p"));
+        assert!(s.in_open_block());
+        // A statement or Sync sent and not answered might.
+        client(&mut s, &frontend::execute(b"p", 0));
+        assert!(!s.in_open_block(), "an Execute is unanswered");
+        client(&mut s, &frontend::sync());
+        server(&mut s, b'1', b"");
+        server(&mut s, b'2', b"");
+        server(&mut s, b'n', b"");
+        server(&mut s, b'C', b"UPDATE 1\0");
+        assert!(!s.in_open_block(), "the Sync is unanswered");
+        server(&mut s, b'Z', b"T");
+        assert!(s.in_open_block());
+        // A failed block is not open, nor one the gateway failed.
+        client(&mut s, &frontend::query(b"select 1/0"));
+        server(&mut s, b'E', b"SERROR\0C22012\0Mdivision by zero\0\0");
+        server(&mut s, b'Z', b"E");
+        assert!(!s.in_open_block());
+        client(&mut s, &frontend::query(b"rollback"));
+        server(&mut s, b'C', b"ROLLBACK\0");
+        server(&mut s, b'Z', b"I");
+        assert!(!s.in_open_block(), "outside a block");
+        s.transaction_status = IN_TRANSACTION;
+        s.failed_here = true;
+        assert!(!s.in_open_block(), "failed by the gateway");
+    }
+
     #[test]
     fn an_error_skips_to_the_next_sync() {
         let mut s = ConnectionState::new();
