@@ -25,7 +25,16 @@
 //! (up to 3 in flight), 72.1–79.6 µs of gateway CPU per statement at
 //! 11,350–13,100 TPS; on the writer's thread while fast and several wait,
 //! 63.4–66.3 µs at 12,100–13,050 TPS (58.4–61.4 µs when every commit's
-//! fsync ran there, but see [`INLINE_FSYNC_CALLERS`]).
+//! fsync ran there, but see [`INLINE_FSYNC_CALLERS`]). The price is the
+//! store's own ceiling, which overlap raises: writers doing nothing but
+//! waiting for records (`examples/throughput`, SQLite FULL, 8 / 64 / 256
+//! writers) reach 21–22k / 92–93k / 153–159k records/s this way against
+//! 26–27k / 97k / 175–179k with every fsync on the fsync threads. Going
+//! inline only when no request for the next batch is queued keeps that
+//! ceiling (24–26k / 98–99k / 169–176k) but gives back most of the
+//! gateway's saving (66–73 µs), since its sessions usually have the next
+//! batch queued; a gateway runs out of CPU long before the store's
+//! ceiling, so the writer takes the saving.
 //!
 //! Records nobody waits for (`complete_statement_nowait`) do not start a
 //! commit of their own: they wait, at most [`DETACHED_LINGER`], for one
