@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use hoop_common::mask::{Masker, Strategy};
 use hoop_common::pan;
+use hoop_common::time::Timestamp;
 use serde_json::Value;
 
 use crate::error::{AuditError, Result};
@@ -43,11 +44,17 @@ pub(crate) fn canonical_payload(masker: &Masker, record: &Record) -> Result<Stri
 /// built for it. The bytes are exactly those of the generic path (keys in
 /// sorted order, each string masked as [`mask_value`] masks it; a test
 /// holds the two together), which it falls back to for a number long
-/// enough to read as a card number.
-pub(crate) fn statement_begin_payload(masker: &Masker, begin: &StatementBegin) -> Result<String> {
+/// enough to read as a card number. `session_id` is the record's session
+/// id as [`mask_string`] masked it (once per statement, for this record,
+/// the entry's column and the statement's end record).
+pub(crate) fn statement_begin_payload(
+    masker: &Masker,
+    begin: &StatementBegin,
+    masked_session_id: &str,
+) -> Result<String> {
     // Naming every field: a new one must be added here (or the build fails).
     let StatementBegin {
-        session_id,
+        session_id: _,
         sequence,
         received_at,
         sql,
@@ -73,11 +80,11 @@ pub(crate) fn statement_begin_payload(masker: &Masker, begin: &StatementBegin) -
     out.key("params");
     out.list(params, |out, param| out.optional_string(param.as_deref()));
     out.key("received_at");
-    out.string(&received_at.to_string());
+    out.timestamp(received_at);
     out.key("sequence");
     out.number(*sequence);
     out.key("session_id");
-    out.string(session_id);
+    out.masked(masked_session_id);
     out.key("sql");
     out.string(sql);
     out.key("tables");
@@ -86,14 +93,14 @@ pub(crate) fn statement_begin_payload(masker: &Masker, begin: &StatementBegin) -
     out.finish()
 }
 
-/// [`canonical_payload`] of the `statement_end` record completing
-/// `session_id`'s statement `sequence` (begun at chain position
-/// `begin_seq`), keeping the first `record_rows` result rows (and the
-/// column names only with rows): written directly, as
-/// [`statement_begin_payload`].
+/// [`canonical_payload`] of the `statement_end` record completing the
+/// statement `sequence` of the session whose masked id is
+/// `masked_session_id` (begun at chain position `begin_seq`), keeping the
+/// first `record_rows` result rows (and the column names only with rows):
+/// written directly, as [`statement_begin_payload`].
 pub(crate) fn statement_end_payload(
     masker: &Masker,
-    session_id: &str,
+    masked_session_id: &str,
     sequence: u64,
     begin_seq: u64,
     outcome: &StatementOutcome,
@@ -119,8 +126,9 @@ pub(crate) fn statement_end_payload(
         if outcome.result_rows.is_empty() {
             outcome.columns.clear();
         }
+        // Masking the masked id again leaves it as it is.
         let end = StatementEnd {
-            session_id: session_id.to_owned(),
+            session_id: masked_session_id.to_owned(),
             sequence,
             begin_seq,
             outcome,
@@ -156,7 +164,7 @@ pub(crate) fn statement_end_payload(
     out.key("sequence");
     out.number(sequence);
     out.key("session_id");
-    out.string(session_id);
+    out.masked(masked_session_id);
     out.close();
     out.finish()
 }
@@ -215,13 +223,27 @@ impl<'m> Json<'m> {
     }
 
     fn string(&mut self, text: &str) {
+        let masked = mask_string(self.masker, text);
+        self.masked(&masked);
+    }
+
+    /// A string [`mask_string`] already masked.
+    fn masked(&mut self, masked: &str) {
         self.separate();
-        let masked = if may_hold_pan(text) {
-            Cow::Owned(mask_field(self.masker, text))
-        } else {
-            Cow::Borrowed(text)
-        };
-        self.escaped(&masked);
+        self.escaped(masked);
+        self.comma = true;
+    }
+
+    /// A timestamp in its RFC 3339 form (`2026-12-06T13:57:01.123456Z`),
+    /// which masking leaves as it is: its longest run of digits joined by
+    /// the separators a card number may have is the date's 8 (a test
+    /// holds this), and a card number needs 13. Nothing in it needs
+    /// escaping.
+    fn timestamp(&mut self, time: &Timestamp) {
+        use std::io::Write as _;
+        self.separate();
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.out, "\"{time}\"");
         self.comma = true;
     }
 
@@ -290,6 +312,16 @@ impl<'m> Json<'m> {
             ));
         }
         Ok(payload)
+    }
+}
+
+/// A string of a record as the store writes it: masked by [`mask_field`]
+/// when it has the digits to hold a card number, as it is otherwise.
+pub(crate) fn mask_string<'t>(masker: &Masker, text: &'t str) -> Cow<'t, str> {
+    if may_hold_pan(text) {
+        Cow::Owned(mask_field(masker, text))
+    } else {
+        Cow::Borrowed(text)
     }
 }
 
@@ -466,7 +498,8 @@ mod tests {
                 },
                 executed_sql: optional(7),
             };
-            let fast = statement_begin_payload(&masker, &begin);
+            let session_id = mask_string(&masker, &begin.session_id);
+            let fast = statement_begin_payload(&masker, &begin, &session_id);
             let generic = generic_begin(&masker, &begin);
             match (&fast, &generic) {
                 (Ok(fast), Ok(generic)) => {
@@ -495,7 +528,7 @@ mod tests {
                 let (sequence, begin_seq) = (begin.sequence, index as u64 * 1_000_003);
                 let fast = statement_end_payload(
                     &masker,
-                    &begin.session_id,
+                    &session_id,
                     sequence,
                     begin_seq,
                     &outcome,
@@ -538,6 +571,25 @@ mod tests {
         assert!(may_hold_pan("4111 1111 1111 1"));
         // Full-width digits are not ASCII: counted, so scanned.
         assert!(may_hold_pan("４１１１１１１１１１１１１１１１"));
+    }
+
+    #[test]
+    fn masking_leaves_timestamps_as_they_are() {
+        let masker = store_masker().expect("masker");
+        // Digits in every position of the date and the time, from 1970
+        // to year 9987: no run of 13 digits ever forms.
+        let mut micros: i64 = 0;
+        while micros < 253_000_000_000_000_000 {
+            let time = Timestamp::from_unix_micros(micros).to_string();
+            assert!(!may_hold_pan(&time) || mask_field(&masker, &time) == time);
+            let mut json = Json::new(&masker, 40);
+            json.timestamp(&Timestamp::from_unix_micros(micros));
+            assert_eq!(
+                String::from_utf8(json.out).expect("utf-8"),
+                serde_json::to_string(&time).expect("json")
+            );
+            micros += 77_777_777_777_777;
+        }
     }
 
     #[test]

@@ -18,7 +18,8 @@ use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner};
 use crate::config::AuditConfig;
 use crate::error::{AuditError, Result};
 use crate::payload::{
-    canonical_payload, mask_field, statement_begin_payload, statement_end_payload, store_masker,
+    canonical_payload, mask_field, mask_string, statement_begin_payload, statement_end_payload,
+    store_masker,
 };
 use crate::record::{
     Event, Record, SessionEnd, SessionStart, StatementBegin, StatementOutcome, KIND_STATEMENT,
@@ -65,6 +66,8 @@ pub struct StatementHandle {
     pub sequence: u64,
     /// Chain position of the begin entry.
     pub begin_seq: u64,
+    /// `session_id` as the store writes it (masked once, at the begin).
+    masked_session_id: String,
 }
 
 impl AuditStore {
@@ -133,16 +136,18 @@ impl AuditStore {
     /// Records a statement before it is forwarded. When this fails the
     /// statement must be refused.
     pub async fn begin_statement(&self, statement: &StatementBegin) -> Result<StatementHandle> {
+        let masked_session_id = mask_string(&self.inner.masker, &statement.session_id).into_owned();
         let pending = Pending {
             kind: KIND_STATEMENT,
-            session_id: Some(mask_field(&self.inner.masker, &statement.session_id)),
-            payload: statement_begin_payload(&self.inner.masker, statement)?,
+            payload: statement_begin_payload(&self.inner.masker, statement, &masked_session_id)?,
+            session_id: Some(masked_session_id.clone()),
         };
         let begin_seq = self.append_pending(pending).await?;
         Ok(StatementHandle {
             session_id: statement.session_id.clone(),
             sequence: statement.sequence,
             begin_seq,
+            masked_session_id,
         })
     }
 
@@ -172,7 +177,7 @@ impl AuditStore {
     /// to `verify`, as any crash does.
     pub fn complete_statement_nowait(&self, handle: &StatementHandle, outcome: &StatementOutcome) {
         let reply = Reply::Detached {
-            session_id: mask_field(&self.inner.masker, &handle.session_id),
+            session_id: handle.masked_session_id.clone(),
             sequence: handle.sequence,
         };
         let pending = match self.statement_end(handle, outcome) {
@@ -203,10 +208,10 @@ impl AuditStore {
     ) -> Result<Pending> {
         Ok(Pending {
             kind: KIND_STATEMENT_END,
-            session_id: Some(mask_field(&self.inner.masker, &handle.session_id)),
+            session_id: Some(handle.masked_session_id.clone()),
             payload: statement_end_payload(
                 &self.inner.masker,
-                &handle.session_id,
+                &handle.masked_session_id,
                 handle.sequence,
                 handle.begin_seq,
                 outcome,
