@@ -168,6 +168,22 @@ async fn write_now<W: AsyncWrite + Unpin>(w: &mut W, buf: &mut BytesMut) -> std:
     w.flush().await
 }
 
+/// After a write from the front of `buf`: drops what went out, and flushes
+/// once all of it has. `false`: the peer is gone.
+async fn wrote<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    buf: &mut BytesMut,
+    written: std::io::Result<usize>,
+) -> bool {
+    match written {
+        Ok(n) if n > 0 => {
+            buf.advance(n);
+            !(buf.is_empty() && w.flush().await.is_err())
+        }
+        _ => false,
+    }
+}
+
 fn fatal(out: &mut BytesMut, code: &str, message: &str) {
     put_error(out, Severity::Fatal, code, message);
 }
@@ -210,9 +226,9 @@ impl Relay {
     async fn relay<CR, CW, SR, SW>(
         mut self,
         (mut client_rd, mut client_wr): (CR, CW),
-        mut from_client: BytesMut,
+        from_client: BytesMut,
         (mut server_rd, mut server_wr): (SR, SW),
-        mut from_server: BytesMut,
+        from_server: BytesMut,
         cancel_upstream: impl std::future::Future<Output = ()>,
     ) -> (RelayEnd, ConnectionState)
     where
@@ -221,18 +237,12 @@ impl Relay {
         SR: AsyncRead + Unpin,
         SW: AsyncWrite + Unpin,
     {
-        let mut to_client = BytesMut::with_capacity(16 * 1024);
-        // Server answers withheld while an early read's record is written.
-        let mut withheld = BytesMut::new();
-        let mut to_server = BytesMut::with_capacity(16 * 1024);
-        let mut state = ConnectionState::new();
-        let mut held: Option<Held> = None;
-        let mut deferred: Vec<(Frame, Request, About)> = Vec::new();
-        // A client message that waits for the server's answers (see
-        // `ConnectionState::must_wait`).
-        let mut waiting: Option<Frame> = None;
-        let mut recorder = Recorder::new(self.gate.record_rows());
-        let max = self.session.max_message_bytes;
+        let mut flow = Flow::new(
+            from_client,
+            from_server,
+            self.gate.record_rows(),
+            self.session.max_message_bytes,
+        );
         let up_bytes = self.metrics.bytes_counter(Direction::client_to_server);
         let down_bytes = self.metrics.bytes_counter(Direction::server_to_client);
 
@@ -252,166 +262,66 @@ impl Relay {
             let _ = shutdown_rx.wait_for(|stop| *stop).await;
         };
         tokio::pin!(stop_requested);
-        // Set once the client has sent Terminate.
-        let mut client_done = false;
         // Bytes already received during the handshake are processed first.
-        let mut end: Option<RelayEnd> = None;
-        let mut pipes = Pipes {
-            state: &mut state,
-            deferred: &mut deferred,
-            held: &mut held,
-            waiting: &mut waiting,
-            recorder: &mut recorder,
-            terminated: &mut client_done,
-            max,
-        };
-        if let Err(e) =
-            self.pump_client(&mut pipes, &mut from_client, &mut to_server, &mut to_client)
-        {
-            fatal(&mut to_client, "08P01", &e);
-            end = Some(RelayEnd::ProtocolViolation(e));
-        }
-        if let Err(stop) = self.pump_server(&mut pipes, &mut from_server, &mut to_client) {
-            stop.tell(&mut to_client);
+        let mut end = self.pump_client(&mut flow).err().map(|e| {
+            fatal(&mut flow.to_client, "08P01", &e);
+            RelayEnd::ProtocolViolation(e)
+        });
+        if let Err(stop) = self.pump_server(&mut flow, false) {
+            stop.tell(&mut flow.to_client);
             end = Some(stop);
         }
 
         while end.is_none() {
-            let early = Held::is_early(&held);
-            if draining
-                && state.is_idle()
-                && held.is_none()
-                && to_client.is_empty()
-                && to_server.is_empty()
-            {
+            if draining && flow.is_quiet() {
                 fatal(
-                    &mut to_client,
+                    &mut flow.to_client,
                     "57P01",
                     "terminating connection: hoop is shutting down; reconnect to continue",
                 );
                 end = Some(RelayEnd::ShutDown);
                 break;
             }
-            reserve_for_read(&mut from_client);
-            reserve_for_read(&mut from_server);
-            // While a statement is held the client's later messages wait in
-            // the buffer; reading on (up to a bound) notices a disconnect.
-            let client_readable = !client_done
-                && to_server.len() < HIGH_WATER
-                && ((held.is_none() && waiting.is_none()) || from_client.len() < HIGH_WATER);
-            let server_readable = to_client.len() + withheld.len() < HIGH_WATER;
+            reserve_for_read(&mut flow.from_client);
+            reserve_for_read(&mut flow.from_server);
+            let early = Held::is_early(&flow.held);
+            let client_readable = flow.client_readable();
+            let server_readable = flow.to_client.len() + flow.withheld.len() < HIGH_WATER;
             tokio::select! {
-                read = client_rd.read_buf(&mut from_client), if client_readable => {
-                    match read {
-                        Ok(0) | Err(_) => {
-                            end = Some(RelayEnd::ClientGone { mid_statement: !state.is_idle() });
-                        }
+                read = client_rd.read_buf(&mut flow.from_client), if client_readable => {
+                    end = match read {
+                        Ok(0) | Err(_) => Some(flow.client_gone()),
                         Ok(n) => {
                             up_bytes.inc_by(n as u64);
-                            let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, waiting: &mut waiting, recorder: &mut recorder, terminated: &mut client_done, max };
-                            if let Err(e) = self.pump_client(&mut pipes, &mut from_client, &mut to_server, &mut to_client) {
-                                fatal(&mut to_client, "08P01", &e);
-                                end = Some(RelayEnd::ProtocolViolation(e));
-                            } else if write_now(&mut server_wr, &mut to_server).await.is_err() {
-                                end = Some(RelayEnd::ServerClosed);
-                            }
+                            self.on_client_bytes(&mut flow, &mut server_wr).await
                         }
-                    }
-                }
-                admitted = admission(&mut held) => {
-                    let admitted = if early {
-                        let Admission::Forward(handle) = admitted else {
-                            // The statement ran, but cannot be recorded:
-                            // nothing of its answer is passed on, and the
-                            // session ends (the server rolls back its
-                            // transaction, and with it whatever the statement
-                            // changed), as the statements after it would be
-                            // refused too.
-                            held = None;
-                            withheld.clear();
-                            fatal(&mut to_client, "58000", "the gateway cannot record this statement in its audit trail, so its results were not sent and the session is ended; try again later");
-                            end = Some(RelayEnd::AuditUnavailable);
-                            continue;
-                        };
-                        if let Some(request) = held.take().and_then(|h| h.request_id) {
-                            recorder.attach(request, handle);
-                        }
-                        to_client.unsplit(withheld.split());
-                        for (handle, outcome) in recorder.finished(&state, Instant::now()) {
-                            self.gate.complete(handle, outcome);
-                        }
-                        None
-                    } else {
-                        Some(admitted)
                     };
-                    let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, waiting: &mut waiting, recorder: &mut recorder, terminated: &mut client_done, max };
-                    let admitted = match admitted {
-                        Some(admitted) => self.admitted(&mut pipes, admitted, &mut from_client, &mut to_server, &mut to_client),
-                        None => self.pump_client(&mut pipes, &mut from_client, &mut to_server, &mut to_client),
-                    };
-                    if let Err(e) = admitted {
-                        fatal(&mut to_client, "08P01", &e);
-                        end = Some(RelayEnd::ProtocolViolation(e));
-                    } else if write_now(&mut server_wr, &mut to_server).await.is_err() {
-                        end = Some(RelayEnd::ServerClosed);
-                    } else if write_now(&mut client_wr, &mut to_client).await.is_err() {
-                        end = Some(RelayEnd::ClientGone { mid_statement: !state.is_idle() });
-                    }
                 }
-                read = server_rd.read_buf(&mut from_server), if server_readable => {
-                    match read {
-                        Ok(0) | Err(_) => {
-                            end = Some(if client_done { RelayEnd::ClientTerminated } else { RelayEnd::ServerClosed });
-                        }
+                admitted = admission(&mut flow.held) => {
+                    end = self.on_admission(&mut flow, admitted, early, &mut server_wr, &mut client_wr).await;
+                }
+                read = server_rd.read_buf(&mut flow.from_server), if server_readable => {
+                    end = match read {
+                        Ok(0) | Err(_) if flow.client_done => Some(RelayEnd::ClientTerminated),
+                        Ok(0) | Err(_) => Some(RelayEnd::ServerClosed),
                         Ok(n) => {
                             down_bytes.inc_by(n as u64);
-                            let mut pipes = Pipes { state: &mut state, deferred: &mut deferred, held: &mut held, waiting: &mut waiting, recorder: &mut recorder, terminated: &mut client_done, max };
-                            let out = if early { &mut withheld } else { &mut to_client };
-                            if let Err(stop) = self.pump_server(&mut pipes, &mut from_server, out) {
-                                stop.tell(&mut to_client);
-                                end = Some(stop);
-                                continue;
-                            }
-                            // A client message waited for these answers.
-                            if pipes.waiting.is_some() {
-                                if let Err(e) = self.pump_client(&mut pipes, &mut from_client, &mut to_server, &mut to_client) {
-                                    fatal(&mut to_client, "08P01", &e);
-                                    end = Some(RelayEnd::ProtocolViolation(e));
-                                } else if write_now(&mut server_wr, &mut to_server).await.is_err() {
-                                    end = Some(RelayEnd::ServerClosed);
-                                    continue;
-                                }
-                            }
-                            if write_now(&mut client_wr, &mut to_client).await.is_err() {
-                                end = Some(RelayEnd::ClientGone { mid_statement: !state.is_idle() });
-                            }
+                            self.on_server_bytes(&mut flow, early, &mut server_wr, &mut client_wr).await
                         }
+                    };
+                }
+                written = server_wr.write(&flow.to_server), if !flow.to_server.is_empty() => {
+                    if !wrote(&mut server_wr, &mut flow.to_server, written).await {
+                        end = Some(RelayEnd::ServerClosed);
                     }
                 }
-                written = server_wr.write(&to_server), if !to_server.is_empty() => {
-                    match written {
-                        Ok(n) if n > 0 => {
-                            to_server.advance(n);
-                            if to_server.is_empty() && server_wr.flush().await.is_err() {
-                                end = Some(RelayEnd::ServerClosed);
-                            }
-                        }
-                        _ => end = Some(RelayEnd::ServerClosed),
-                    }
-                }
-                written = client_wr.write(&to_client), if !to_client.is_empty() => {
-                    match written {
-                        Ok(n) if n > 0 => {
-                            to_client.advance(n);
-                            if to_client.is_empty() && client_wr.flush().await.is_err() {
-                                end = Some(RelayEnd::ClientGone { mid_statement: !state.is_idle() });
-                            }
-                        }
-                        _ => end = Some(RelayEnd::ClientGone { mid_statement: !state.is_idle() }),
+                written = client_wr.write(&flow.to_client), if !flow.to_client.is_empty() => {
+                    if !wrote(&mut client_wr, &mut flow.to_client, written).await {
+                        end = Some(flow.client_gone());
                     }
                 }
                 _ = &mut expiry => {
-                    fatal(&mut to_client, "28000", "terminating connection: the login token has expired; log in again with a fresh token");
+                    fatal(&mut flow.to_client, "28000", "terminating connection: the login token has expired; log in again with a fresh token");
                     end = Some(RelayEnd::TokenExpired);
                 }
                 _ = &mut stop_requested, if !draining => {
@@ -420,6 +330,122 @@ impl Relay {
             }
         }
         let end = end.unwrap_or(RelayEnd::ServerClosed);
+        self.close(flow, end, (server_wr, client_wr), cancel_upstream)
+            .await
+    }
+
+    /// The client sent bytes: judge and pass on what they complete.
+    async fn on_client_bytes<SW: AsyncWrite + Unpin>(
+        &mut self,
+        flow: &mut Flow,
+        server_wr: &mut SW,
+    ) -> Option<RelayEnd> {
+        if let Err(e) = self.pump_client(flow) {
+            fatal(&mut flow.to_client, "08P01", &e);
+            return Some(RelayEnd::ProtocolViolation(e));
+        }
+        if write_now(server_wr, &mut flow.to_server).await.is_err() {
+            return Some(RelayEnd::ServerClosed);
+        }
+        None
+    }
+
+    /// The gate settled the held statement (`early`: one already sent, see
+    /// [`Held::early`]).
+    async fn on_admission<SW, CW>(
+        &mut self,
+        flow: &mut Flow,
+        admitted: Admission,
+        early: bool,
+        server_wr: &mut SW,
+        client_wr: &mut CW,
+    ) -> Option<RelayEnd>
+    where
+        SW: AsyncWrite + Unpin,
+        CW: AsyncWrite + Unpin,
+    {
+        let pumped = if early {
+            let Admission::Forward(handle) = admitted else {
+                // The statement ran, but cannot be recorded: nothing of its
+                // answer is passed on, and the session ends (the server
+                // rolls back its transaction, and with it whatever the
+                // statement changed), as the statements after it would be
+                // refused too.
+                flow.held = None;
+                flow.withheld.clear();
+                fatal(&mut flow.to_client, "58000", "the gateway cannot record this statement in its audit trail, so its results were not sent and the session is ended; try again later");
+                return Some(RelayEnd::AuditUnavailable);
+            };
+            if let Some(request) = flow.held.take().and_then(|h| h.request_id) {
+                flow.recorder.attach(request, handle);
+            }
+            flow.to_client.unsplit(flow.withheld.split());
+            for (handle, outcome) in flow.recorder.finished(&flow.state, Instant::now()) {
+                self.gate.complete(handle, outcome);
+            }
+            self.pump_client(flow)
+        } else {
+            self.admitted(flow, admitted)
+        };
+        if let Err(e) = pumped {
+            fatal(&mut flow.to_client, "08P01", &e);
+            return Some(RelayEnd::ProtocolViolation(e));
+        }
+        if write_now(server_wr, &mut flow.to_server).await.is_err() {
+            return Some(RelayEnd::ServerClosed);
+        }
+        if write_now(client_wr, &mut flow.to_client).await.is_err() {
+            return Some(flow.client_gone());
+        }
+        None
+    }
+
+    /// The server sent bytes: pass on (or withhold, while an `early`
+    /// read's record is written) what they complete, then the client
+    /// message that waited for them.
+    async fn on_server_bytes<SW, CW>(
+        &mut self,
+        flow: &mut Flow,
+        early: bool,
+        server_wr: &mut SW,
+        client_wr: &mut CW,
+    ) -> Option<RelayEnd>
+    where
+        SW: AsyncWrite + Unpin,
+        CW: AsyncWrite + Unpin,
+    {
+        if let Err(stop) = self.pump_server(flow, early) {
+            stop.tell(&mut flow.to_client);
+            return Some(stop);
+        }
+        if flow.waiting.is_some() {
+            if let Err(e) = self.pump_client(flow) {
+                fatal(&mut flow.to_client, "08P01", &e);
+                return Some(RelayEnd::ProtocolViolation(e));
+            }
+            if write_now(server_wr, &mut flow.to_server).await.is_err() {
+                return Some(RelayEnd::ServerClosed);
+            }
+        }
+        if write_now(client_wr, &mut flow.to_client).await.is_err() {
+            return Some(flow.client_gone());
+        }
+        None
+    }
+
+    /// Ends the session: completes what is open in the audit trail, cancels
+    /// a statement the client left running, and says goodbye to both sides.
+    async fn close<SW, CW>(
+        self,
+        mut flow: Flow,
+        end: RelayEnd,
+        (mut server_wr, mut client_wr): (SW, CW),
+        cancel_upstream: impl std::future::Future<Output = ()>,
+    ) -> (RelayEnd, ConnectionState)
+    where
+        SW: AsyncWrite + Unpin,
+        CW: AsyncWrite + Unpin,
+    {
         // An early read's record is on its way: let it land (briefly), so
         // the statement is completed as abandoned rather than left open.
         if let Some(Held {
@@ -427,27 +453,25 @@ impl Relay {
             request_id: Some(request),
             future,
             ..
-        }) = held.take()
+        }) = flow.held.take()
         {
             if let Ok(Admission::Forward(handle)) =
                 tokio::time::timeout(CLOSE_TIMEOUT, future).await
             {
-                recorder.attach(request, handle);
+                flow.recorder.attach(request, handle);
             }
         }
         // A statement still held is abandoned: dropping its wait withdraws
         // its review (the ticket's drop).
-        drop(held);
-        {
-            let why = match &end {
-                RelayEnd::ClientGone { .. } => "the client went away before the statement ended",
-                RelayEnd::TokenExpired => "the session ended: the login token expired",
-                RelayEnd::ShutDown => "the session ended: the gateway shut down",
-                _ => "the connection ended before the statement did",
-            };
-            for (handle, outcome) in recorder.abandon(Instant::now(), why) {
-                self.gate.complete(handle, outcome);
-            }
+        flow.held = None;
+        let why = match &end {
+            RelayEnd::ClientGone { .. } => "the client went away before the statement ended",
+            RelayEnd::TokenExpired => "the session ended: the login token expired",
+            RelayEnd::ShutDown => "the session ended: the gateway shut down",
+            _ => "the connection ended before the statement did",
+        };
+        for (handle, outcome) in flow.recorder.abandon(Instant::now(), why) {
+            self.gate.complete(handle, outcome);
         }
 
         if let RelayEnd::ClientGone {
@@ -458,12 +482,13 @@ impl Relay {
         }
         // Tell the server we are leaving (unless it is the one who left).
         if end != RelayEnd::ServerClosed {
+            let to_server = &mut flow.to_server;
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                if !client_done {
+                if !flow.client_done {
                     to_server.clear();
                     to_server.extend_from_slice(frontend::terminate().as_bytes());
                 }
-                let _ = server_wr.write_all(&to_server).await;
+                let _ = server_wr.write_all(to_server).await;
                 let _ = server_wr.shutdown().await;
             })
             .await;
@@ -471,36 +496,43 @@ impl Relay {
         // Give the client what it is owed (a final error, the last results).
         if !matches!(end, RelayEnd::ClientGone { .. }) {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                let _ = client_wr.write_all(&to_client).await;
+                let _ = client_wr.write_all(&flow.to_client).await;
                 let _ = client_wr.shutdown().await;
             })
             .await;
         }
-        (end, state)
+        (end, flow.state)
     }
 
-    fn pump_client(
-        &mut self,
-        pipes: &mut Pipes<'_>,
-        input: &mut BytesMut,
-        out: &mut BytesMut,
-        to_client: &mut BytesMut,
-    ) -> Result<(), String> {
+    fn pump_client(&mut self, flow: &mut Flow) -> Result<(), String> {
         let now = Instant::now();
+        let Flow {
+            from_client: input,
+            to_server: out,
+            to_client,
+            state: model,
+            held,
+            deferred,
+            waiting,
+            recorder,
+            client_done: terminated,
+            max,
+            ..
+        } = flow;
         loop {
-            if *pipes.terminated {
+            if *terminated {
                 break;
             }
             // While an early read's record is written, a Sync or Flush behind
             // it still goes on (the server answers once it has one), nothing
             // else: the next statement waits for the record.
-            let early = Held::is_early(pipes.held);
-            if pipes.held.is_some() && !early {
+            let early = Held::is_early(held);
+            if held.is_some() && !early {
                 break;
             }
-            let frame = match pipes.waiting.take() {
+            let frame = match waiting.take() {
                 Some(frame) => frame,
-                None => match split_frame(input, pipes.max) {
+                None => match split_frame(input, *max) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
                     Err(e) => return Err(format!("invalid message from client: {e}")),
@@ -513,13 +545,13 @@ impl Relay {
                 Err(e) => return Err(e.to_string()),
             };
             if early && !matches!(message, Frontend::Sync | Frontend::Flush) {
-                *pipes.waiting = Some(frame);
+                *waiting = Some(frame);
                 break;
             }
             if let Frontend::Terminate = message {
-                *pipes.terminated = true;
+                *terminated = true;
             }
-            let state = &mut *pipes.state;
+            let state = &mut *model;
             if state.discarding_until_sync {
                 match message {
                     Frontend::Sync => {
@@ -538,7 +570,7 @@ impl Relay {
                 continue;
             }
             if state.must_wait(&message) {
-                *pipes.waiting = Some(frame);
+                *waiting = Some(frame);
                 break;
             }
             // The client's transaction failed here, not on the server (see
@@ -574,24 +606,24 @@ impl Relay {
             let frame = forward_instead.unwrap_or(frame);
             match verdict {
                 ClientVerdict::Defer => {
-                    pipes.deferred.push((frame, request, about));
+                    deferred.push((frame, request, about));
                     continue;
                 }
                 // Messages after a held-back one wait with it, in order; a
                 // Sync or Flush (the client waits for answers) sends them.
                 ClientVerdict::Forward
-                    if !pipes.deferred.is_empty()
+                    if !deferred.is_empty()
                         && !matches!(
                             request,
                             Request::Sync | Request::Flush | Request::Terminate
                         ) =>
                 {
-                    pipes.deferred.push((frame, request, about));
+                    deferred.push((frame, request, about));
                     continue;
                 }
                 // An admitted statement sends them first (see `admitted`).
                 ClientVerdict::Statement(_) => {}
-                _ => self.send_deferred(pipes.deferred, out, state, now),
+                _ => self.send_deferred(deferred, out, state, now),
             }
             match verdict {
                 ClientVerdict::Defer => {}
@@ -611,11 +643,11 @@ impl Relay {
                         RunsEarly::Never => false,
                     } && info.decision == hoop_policy::Decision::Allow
                         && self.gate.records()
-                        && pipes.deferred.is_empty();
+                        && deferred.is_empty();
                     let admission = self.gate.admit(*info);
                     if admission.is_none() || early {
                         if admission.is_none() {
-                            self.send_deferred(pipes.deferred, out, state, now);
+                            self.send_deferred(deferred, out, state, now);
                         }
                         let describe = describe_portal.take();
                         self.forward_statement(&frame, request, about, describe, out, state, now);
@@ -627,9 +659,9 @@ impl Relay {
                     let request_id = if early { state.last_id() } else { None };
                     if let Some(id) = request_id {
                         let statement = OpenStatement::new(id, None, now);
-                        pipes.recorder.open(statement, state);
+                        recorder.open(statement, state);
                     }
-                    *pipes.held = Some(Held {
+                    *held = Some(Held {
                         frame,
                         request,
                         about,
@@ -648,22 +680,22 @@ impl Relay {
     /// The gate settled the held statement: run it, refuse it, run the
     /// reviewer's replacement, or (held for review) tell the client and
     /// wait on. Then goes on with the client's messages that waited.
-    fn admitted(
-        &mut self,
-        pipes: &mut Pipes<'_>,
-        admission: Admission,
-        input: &mut BytesMut,
-        to_server: &mut BytesMut,
-        to_client: &mut BytesMut,
-    ) -> Result<(), String> {
-        let Some(held) = pipes.held.take() else {
+    fn admitted(&mut self, flow: &mut Flow, admission: Admission) -> Result<(), String> {
+        let Some(held) = flow.held.take() else {
             return Ok(());
         };
         let now = Instant::now();
-        let state = &mut *pipes.state;
+        let Flow {
+            to_server,
+            to_client,
+            state,
+            deferred,
+            recorder,
+            ..
+        } = &mut *flow;
         if let Admission::Hold { notice, then } = admission {
             put_notice(to_client, "00000", &notice);
-            *pipes.held = Some(Held {
+            flow.held = Some(Held {
                 future: then,
                 ..held
             });
@@ -672,7 +704,7 @@ impl Relay {
         // What was held back with the statement goes first, whatever the
         // outcome: the client expects its answers (and a refusal then
         // fails the batch at the statement, as PostgreSQL would).
-        self.send_deferred(pipes.deferred, to_server, state, now);
+        self.send_deferred(deferred, to_server, state, now);
         match admission {
             Admission::Hold { .. } => {}
             Admission::Forward(record) => {
@@ -686,9 +718,7 @@ impl Relay {
                     now,
                 );
                 if let (Some(handle), Some(request)) = (record, state.last_id()) {
-                    pipes
-                        .recorder
-                        .open(OpenStatement::new(request, Some(handle), now), state);
+                    recorder.open(OpenStatement::new(request, Some(handle), now), state);
                 }
             }
             Admission::Refuse(error) => {
@@ -706,15 +736,13 @@ impl Relay {
                     Ok(()) => {
                         let request = self.run_replacement(&held, &sql, to_server, state, now);
                         if let (Some(handle), Some(request)) = (record, request) {
-                            pipes
-                                .recorder
-                                .open(OpenStatement::new(request, Some(handle), now), state);
+                            recorder.open(OpenStatement::new(request, Some(handle), now), state);
                         }
                     }
                 }
             }
         }
-        self.pump_client(pipes, input, to_server, to_client)
+        self.pump_client(flow)
     }
 
     /// Sends a reviewer's replacement in place of the held Query or Execute.
@@ -1064,19 +1092,24 @@ impl Relay {
         }
     }
 
-    fn pump_server(
-        &mut self,
-        pipes: &mut Pipes<'_>,
-        input: &mut BytesMut,
-        out: &mut BytesMut,
-    ) -> Result<(), RelayEnd> {
+    /// Judges and passes on the server's complete messages: to the client,
+    /// or (`withhold`, while an early read's record is written) to
+    /// [`Flow::withheld`].
+    fn pump_server(&mut self, flow: &mut Flow, withhold: bool) -> Result<(), RelayEnd> {
         let now = Instant::now();
-        let state = &mut *pipes.state;
+        let Flow {
+            from_server: input,
+            to_client,
+            withheld,
+            state,
+            recorder,
+            max,
+            ..
+        } = flow;
+        let out = if withhold { withheld } else { to_client };
+        let max = (*max).max(crate::protocol::DEFAULT_MAX_MESSAGE_BYTES);
         loop {
-            let frame = match split_frame(
-                input,
-                pipes.max.max(crate::protocol::DEFAULT_MAX_MESSAGE_BYTES),
-            ) {
+            let frame = match split_frame(input, max) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
@@ -1145,8 +1178,8 @@ impl Relay {
                 _ if matches!(message, Backend::ParameterStatus { .. }) => ServerVerdict::Forward,
                 _ => self.inspector.server_frame(state, &message, &frame),
             };
-            if !pipes.recorder.is_empty() {
-                pipes.recorder.observe(state, &message, &frame, &verdict);
+            if !recorder.is_empty() {
+                recorder.observe(state, &message, &frame, &verdict);
             }
             let took = state.on_server_frame(&message, now);
             if state.failed_here {
@@ -1160,8 +1193,8 @@ impl Relay {
                     "request complete"
                 );
             }
-            if !pipes.recorder.is_empty() {
-                for (handle, outcome) in pipes.recorder.finished(state, now) {
+            if !recorder.is_empty() {
+                for (handle, outcome) in recorder.finished(state, now) {
                     self.gate.complete(handle, outcome);
                 }
             }
@@ -1231,18 +1264,72 @@ fn refuse_in_failed_transaction(info: &mut StatementInfo) {
     }
 }
 
-/// The per-connection state the pumps share.
-struct Pipes<'s> {
-    state: &'s mut ConnectionState,
+/// One connection's buffers and session model, which the relay's steps
+/// share.
+struct Flow {
+    from_client: BytesMut,
+    to_server: BytesMut,
+    from_server: BytesMut,
+    to_client: BytesMut,
+    /// Server answers withheld while an early read's record is written.
+    withheld: BytesMut,
+    state: ConnectionState,
+    /// The statement waiting for the gate.
+    held: Option<Held>,
     /// Client messages held back with a statement that goes to review,
     /// with the records each is about.
-    deferred: &'s mut Vec<(Frame, Request, About)>,
-    held: &'s mut Option<Held>,
-    /// A client message waiting for the server's answers.
-    waiting: &'s mut Option<Frame>,
-    recorder: &'s mut Recorder,
-    terminated: &'s mut bool,
+    deferred: Vec<(Frame, Request, About)>,
+    /// A client message that waits for the server's answers (see
+    /// [`ConnectionState::must_wait`]).
+    waiting: Option<Frame>,
+    recorder: Recorder,
+    /// Set once the client has sent Terminate.
+    client_done: bool,
+    /// Largest client message accepted.
     max: usize,
+}
+
+impl Flow {
+    fn new(from_client: BytesMut, from_server: BytesMut, record_rows: usize, max: usize) -> Flow {
+        Flow {
+            from_client,
+            to_server: BytesMut::with_capacity(16 * 1024),
+            from_server,
+            to_client: BytesMut::with_capacity(16 * 1024),
+            withheld: BytesMut::new(),
+            state: ConnectionState::new(),
+            held: None,
+            deferred: Vec::new(),
+            waiting: None,
+            recorder: Recorder::new(record_rows),
+            client_done: false,
+            max,
+        }
+    }
+
+    /// Whether the client's messages are read now. While a statement is
+    /// held they wait in the buffer; reading on (up to a bound) notices a
+    /// disconnect.
+    fn client_readable(&self) -> bool {
+        !self.client_done
+            && self.to_server.len() < HIGH_WATER
+            && ((self.held.is_none() && self.waiting.is_none())
+                || self.from_client.len() < HIGH_WATER)
+    }
+
+    /// Nothing in flight either way: a draining gateway may end the session.
+    fn is_quiet(&self) -> bool {
+        self.state.is_idle()
+            && self.held.is_none()
+            && self.to_client.is_empty()
+            && self.to_server.is_empty()
+    }
+
+    fn client_gone(&self) -> RelayEnd {
+        RelayEnd::ClientGone {
+            mid_statement: !self.state.is_idle(),
+        }
+    }
 }
 
 /// Masks the card numbers in a ParameterStatus frame (name and value):
