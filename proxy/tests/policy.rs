@@ -758,3 +758,53 @@ async fn a_prepare_the_server_refuses_leaves_the_statement_that_was_there() {
         "judged as the statement the server ran: {last}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deallocate_the_server_never_runs_leaves_the_statement_there() {
+    // The string fails at its first statement, so the server skips its
+    // `DEALLOCATE`: "q" still exists there, and a portal bound to it runs
+    // (judged and recorded as "q") rather than being refused as unknown.
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let msgs = simple(
+        &mut raw,
+        "PREPARE q AS SELECT card_number FROM payments WHERE id = 1",
+    )
+    .await;
+    assert_eq!(ready_status(&msgs), b'I', "{msgs:?}");
+    let msgs = simple(&mut raw, "SELECT 1/0; DEALLOCATE q").await;
+    assert_eq!(msgs[0].error_code().as_deref(), Some("22012"), "{msgs:?}");
+    let mut batch = bind("p", "q", None);
+    batch.extend(execute("p", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    no_pan(&msgs);
+    assert!(
+        msgs.iter().all(|m| m.tag != b'E') && msgs.iter().any(|m| m.tag == b'D'),
+        "{msgs:?}"
+    );
+    // Once it runs, the name is gone: the gateway refuses a Bind of it,
+    // as the server would (26000).
+    let msgs = simple(&mut raw, "DEALLOCATE q").await;
+    assert_eq!(command_tag(&msgs), "DEALLOCATE", "{msgs:?}");
+    let mut batch = bind("p", "q", None);
+    batch.extend(execute("p", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(msgs[0].error_code().as_deref(), Some("26000"), "{msgs:?}");
+    drop(raw);
+    let dir = gw.dir.clone();
+    gw.stop().await;
+    let records = statement_records(&dir);
+    let failed = records
+        .iter()
+        .position(|r| r["sql"] == serde_json::json!("SELECT 1/0; DEALLOCATE q"))
+        .expect("the failed string's record");
+    assert_eq!(
+        records[failed + 1]["tables"],
+        serde_json::json!(["public.payments"]),
+        "the portal's run is judged and recorded as q's statement: {records:?}"
+    );
+}

@@ -38,15 +38,18 @@
 //! - a simple Query drops the unnamed statement and portal and may
 //!   prepare statements in SQL, which holds once the server ran it: one the
 //!   gateway refuses, or the server ignores (it does while skipping to
-//!   Sync), leaves them as they were.
+//!   Sync), leaves them as they were; a name its `DEALLOCATE` or `DECLARE
+//!   … CURSOR` drops is gone once that statement completes, and means what
+//!   it meant if it does not (an earlier statement of the string failed).
 //!
 //! `the_model_judges_what_the_server_runs_under_random_pipelines` (tests
 //! below) checks this against a simulated server over 100,000 random
 //! pipelined batches of extended-protocol messages and simple Queries
-//! (`BEGIN`, `COMMIT`, `ROLLBACK`, `PREPARE`, reads; failed transaction
-//! blocks included): every Execute judged on what the server runs, every
-//! row description given for it that statement's, no Bind refused that the
-//! server would take, and no message left waiting once every answer is in.
+//! (`BEGIN`, `COMMIT`, `ROLLBACK`, `PREPARE`, `DEALLOCATE`, reads; failed
+//! transaction blocks included): every Execute judged on what the server
+//! runs, every row description given for it that statement's, no Bind
+//! refused that the server would take, and no message left waiting once
+//! every answer is in.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -225,10 +228,6 @@ impl<T: Named> Records<T> {
 
     fn named(&self, name: &[u8]) -> Option<&T> {
         self.get(self.current(name)?)
-    }
-
-    fn unname(&mut self, name: &[u8]) {
-        self.names.remove(name);
     }
 
     fn confirm(&mut self, id: RecordId) {
@@ -540,13 +539,34 @@ pub(crate) struct ConnectionState {
 
 /// What a simple Query does to the session's names, which holds only if
 /// the server runs it: it drops the unnamed statement and portal (these
-/// were the ones it dropped), and its `PREPARE`s make statements, in order
-/// (each is the server's once its `PREPARE` completes).
+/// were the ones it dropped), its `PREPARE`s make statements, and its
+/// `DEALLOCATE`s and `DECLARE … CURSOR`s drop names, in order (each holds
+/// once its statement completes).
 #[derive(Debug, Default)]
 struct QueryEffects {
     unnamed_statement: Option<RecordId>,
     unnamed_portal: Option<RecordId>,
     prepares: VecDeque<RecordId>,
+    drops: VecDeque<Dropped>,
+}
+
+/// A name a statement of a Query dropped, with what it meant.
+#[derive(Debug)]
+enum Dropped {
+    /// `DEALLOCATE name` (one statement at most) or `DEALLOCATE ALL`.
+    Statements(Vec<RecordId>),
+    /// `DECLARE name CURSOR …`: the portal the name meant, if any.
+    Portal(Option<RecordId>),
+}
+
+impl Dropped {
+    fn records(&self) -> impl Iterator<Item = (Target, RecordId)> + '_ {
+        let (target, ids) = match self {
+            Dropped::Statements(ids) => (Target::Statement, &ids[..]),
+            Dropped::Portal(id) => (Target::Portal, id.as_slice()),
+        };
+        ids.iter().map(move |id| (target, *id))
+    }
 }
 
 /// A queued request: its id (the relay ties audit records to it) and
@@ -600,13 +620,27 @@ impl ConnectionState {
         };
         // A Query sent before (so in an earlier batch) and unanswered
         // dropped the unnamed statement or portal, unless the server
-        // ignores it (skipping to Sync after an error).
+        // ignores it (skipping to Sync after an error), or the name by a
+        // `DEALLOCATE` or `DECLARE` that may not complete.
         let query_dropped = |target: Target, name: &[u8]| {
-            name.is_empty()
-                && self.queries.iter().any(|(_, effects)| match target {
+            self.queries.iter().any(|(_, effects)| {
+                let unnamed = match target {
                     Target::Statement => effects.unnamed_statement.is_some(),
                     Target::Portal => effects.unnamed_portal.is_some(),
-                })
+                };
+                (name.is_empty() && unnamed)
+                    || effects
+                        .drops
+                        .iter()
+                        .flat_map(Dropped::records)
+                        .any(|(t, id)| {
+                            t == target
+                                && match t {
+                                    Target::Statement => self.statements.get(id).map(|r| r.name()),
+                                    Target::Portal => self.portals.get(id).map(|r| r.name()),
+                                } == Some(name)
+                        })
+            })
         };
         let statement_open = |name: &[u8]| {
             self.statements
@@ -657,7 +691,7 @@ impl ConnectionState {
         self.unsent_query = QueryEffects {
             unnamed_statement: self.statements.names.remove(&b""[..]),
             unnamed_portal: self.portals.names.remove(&b""[..]),
-            prepares: VecDeque::new(),
+            ..QueryEffects::default()
         };
         self.runs += 1;
     }
@@ -701,9 +735,11 @@ impl ConnectionState {
         self.undo_query(effects);
     }
 
-    /// A Query the server did not run: its `PREPARE`s made nothing, and the
-    /// unnamed statement and portal are still there.
-    fn undo_query(&mut self, effects: QueryEffects) {
+    /// A Query the server did not run: its `PREPARE`s made nothing, its
+    /// `DEALLOCATE`s and `DECLARE`s dropped nothing, and the unnamed
+    /// statement and portal are still there.
+    fn undo_query(&mut self, mut effects: QueryEffects) {
+        self.undo_drops(&mut effects);
         for id in effects.prepares.into_iter().rev() {
             self.statements.refused(id, true);
         }
@@ -715,17 +751,38 @@ impl ConnectionState {
         }
     }
 
-    /// `DEALLOCATE name` (`None`: `DEALLOCATE ALL`).
+    /// `DEALLOCATE name` (`None`: `DEALLOCATE ALL`) in the Query being
+    /// judged: the names are gone, unless the statement does not complete
+    /// (the server skips it after an earlier one's error, or refuses it in
+    /// a failed block), and then they mean what they meant.
     pub fn deallocate(&mut self, name: Option<&[u8]>) {
-        match name {
-            Some(name) => self.statements.unname(name),
-            None => self.statements.names.clear(),
-        }
+        let ids = match name {
+            Some(name) => self.statements.names.remove(name).into_iter().collect(),
+            None => self.statements.names.drain().map(|(_, id)| id).collect(),
+        };
+        self.unsent_query.drops.push_back(Dropped::Statements(ids));
     }
 
-    /// `DECLARE name CURSOR …`: the name is the cursor's now.
+    /// `DECLARE name CURSOR …` in the Query being judged: the name is the
+    /// cursor's now, unless the statement does not complete (as
+    /// [`ConnectionState::deallocate`]; outside a transaction block it
+    /// fails unless `WITH HOLD`).
     pub fn declare_cursor(&mut self, name: &[u8]) {
-        self.portals.unname(name);
+        let id = self.portals.names.remove(name);
+        self.unsent_query.drops.push_back(Dropped::Portal(id));
+    }
+
+    /// The names the Query's statements that did not complete dropped
+    /// mean again what they meant (latest first).
+    fn undo_drops(&mut self, effects: &mut QueryEffects) {
+        while let Some(dropped) = effects.drops.pop_back() {
+            for (target, id) in dropped.records() {
+                match target {
+                    Target::Statement => self.statements.reopened(id),
+                    Target::Portal => self.portals.reopened(id),
+                }
+            }
+        }
     }
 
     /// A Bind of `statement` (a record [`ConnectionState::statement`]
@@ -849,8 +906,15 @@ impl ConnectionState {
     fn collect(&mut self) {
         let pending = &self.pending;
         let in_pending = |want: &dyn Fn(&Pending) -> bool| pending.iter().any(|e| want(&e.pending));
+        // What a Query's unfinished DEALLOCATE or DECLARE may restore.
+        let dropped: Vec<(Target, RecordId)> = std::iter::once(&self.unsent_query)
+            .chain(self.queries.iter().map(|(_, effects)| effects))
+            .flat_map(|effects| effects.drops.iter().flat_map(Dropped::records))
+            .collect();
+        let dropped = |target: Target, id: RecordId| dropped.contains(&(target, id));
         self.portals.collect(|id| {
-            in_pending(&|p| {
+            dropped(Target::Portal, id)
+                || in_pending(&|p| {
                 matches!(p, Pending::Bind(Some(r)) | Pending::Execute(Some(r)) if *r == id)
                     || matches!(p, Pending::Describe { target: Target::Portal, record: Some(r), .. } if *r == id)
                     || matches!(p, Pending::Close(Some((Target::Portal, r, _))) if *r == id)
@@ -858,7 +922,8 @@ impl ConnectionState {
         });
         let portals = &self.portals.by_id;
         self.statements.collect(|id| {
-            portals.values().any(|p| p.statement == Some(id))
+            dropped(Target::Statement, id)
+                || portals.values().any(|p| p.statement == Some(id))
                 || in_pending(&|p| {
                     matches!(p, Pending::Parse(Some(r)) if *r == id)
                         || matches!(p, Pending::Describe { target: Target::Statement, record: Some(r), .. } if *r == id)
@@ -1058,7 +1123,8 @@ impl ConnectionState {
                     if let Some(at) = self.queries.iter().position(|(q, _)| *q == e.id) {
                         // It ran (up to an error, if any): the `PREPARE`s an
                         // error stopped never made their statements.
-                        if let Some((_, effects)) = self.queries.remove(at) {
+                        if let Some((_, mut effects)) = self.queries.remove(at) {
+                            self.undo_drops(&mut effects);
                             for id in effects.prepares.into_iter().rev() {
                                 self.statements.refused(id, true);
                             }
@@ -1138,6 +1204,16 @@ impl ConnectionState {
                     if let Some(id) = effects.prepares.pop_front() {
                         self.statements.confirm(id);
                     }
+                }
+            }
+            // The names the statement dropped are gone for good.
+            Backend::CommandComplete {
+                tag: b"DEALLOCATE" | b"DEALLOCATE ALL" | b"DECLARE CURSOR",
+            } if matches!(self.front(), Some(Pending::Query(_))) => {
+                let front = self.front_id();
+                if let Some((_, effects)) = self.queries.iter_mut().find(|(q, _)| Some(*q) == front)
+                {
+                    effects.drops.pop_front();
                 }
             }
             m if m.ends_execute() && matches!(self.front(), Some(Pending::Execute(_))) => {
@@ -1540,6 +1616,42 @@ mod tests {
     }
 
     #[test]
+    fn a_declare_that_does_not_complete_leaves_the_portal_there() {
+        let mut s = ConnectionState::new();
+        client(&mut s, &frontend::parse(b"s", b"select 1"));
+        client(&mut s, &bind(b"c", b"s"));
+        client(&mut s, &frontend::sync());
+        server(&mut s, b'1', b"");
+        server(&mut s, b'2', b"");
+        server(&mut s, b'Z', &[IN_TRANSACTION]);
+        let bound = s.portals.current(b"c");
+        assert!(bound.is_some());
+        let declare = |s: &mut ConnectionState| {
+            s.query();
+            s.declare_cursor(b"c");
+            s.on_client_frame(Request::Query, About::Nothing, Instant::now());
+        };
+        // `DECLARE c CURSOR FOR …` while the portal exists: 42P03.
+        declare(&mut s);
+        assert!(
+            s.portals.current(b"c").is_none(),
+            "gone in the client's order"
+        );
+        assert!(
+            s.must_wait(&Frontend::read(&frontend::execute(b"c", 0)).unwrap()),
+            "an Execute of it waits for the answer"
+        );
+        server(&mut s, b'E', b"SERROR\0C42P03\0\0");
+        server(&mut s, b'Z', b"E");
+        assert_eq!(s.portals.current(b"c"), bound, "the server kept it");
+        // Completed, the name is the cursor's.
+        declare(&mut s);
+        server(&mut s, b'C', b"DECLARE CURSOR\0");
+        server(&mut s, b'Z', &[IN_TRANSACTION]);
+        assert!(s.portals.current(b"c").is_none());
+    }
+
+    #[test]
     fn a_transaction_end_closes_the_portals_made_before_it() {
         let mut s = ConnectionState::new();
         client(&mut s, &frontend::parse(b"s", b"select 1"));
@@ -1624,6 +1736,8 @@ mod tests {
             Select,
             /// `PREPARE name AS …` of this text.
             Prepare(Vec<u8>, Vec<u8>),
+            /// `DEALLOCATE name` (`None`: `ALL`).
+            Deallocate(Option<Vec<u8>>),
         }
 
         #[derive(Default)]
@@ -1746,6 +1860,19 @@ mod tests {
                                     true
                                 }
                             },
+                            // 26000 for a statement that does not exist.
+                            Sql::Deallocate(Some(name)) => {
+                                let dropped = server.statements.remove(&name).is_some();
+                                if dropped {
+                                    read(state, b'C', b"DEALLOCATE\0");
+                                }
+                                dropped
+                            }
+                            Sql::Deallocate(None) => {
+                                server.statements.clear();
+                                read(state, b'C', b"DEALLOCATE ALL\0");
+                                true
+                            }
                         };
                         if ok {
                             read(state, b'C', b"OK\0");
@@ -1868,11 +1995,13 @@ mod tests {
                     11 if random(2) == 0 => frontend::close(Target::Statement, &name),
                     11 => frontend::close(Target::Portal, &portal),
                     _ => {
-                        let sql = match random(5) {
+                        let sql = match random(7) {
                             0 => Sql::Begin,
                             1 => Sql::Commit,
                             2 => Sql::Rollback,
                             3 => Sql::Select,
+                            4 if random(4) == 0 => Sql::Deallocate(None),
+                            4 => Sql::Deallocate(Some(names[1 + random(2) as usize].to_vec())),
                             _ => {
                                 texts += 1;
                                 let name = names[1 + random(2) as usize].to_vec();
@@ -1885,7 +2014,11 @@ mod tests {
                 };
                 let message = Frontend::read(&frame).unwrap();
                 trace(format!(
-                    "C {message:?}{}",
+                    "C {message:?}{}{}",
+                    query_sql
+                        .as_ref()
+                        .map(|sql| format!(" {sql:?}"))
+                        .unwrap_or_default(),
                     if refused { " (discarded)" } else { "" }
                 ));
                 if refused {
@@ -1968,10 +2101,14 @@ mod tests {
                     Frontend::Query { .. } => {
                         let sql = query_sql.take().expect("a query's SQL");
                         state.query();
-                        if let Sql::Prepare(name, text) = &sql {
-                            let facts = Arc::new(StatementFacts::default());
-                            prepared_in_sql.insert(Arc::as_ptr(&facts) as usize, text.clone());
-                            state.prepare(name, Prepared::Sql(facts));
+                        match &sql {
+                            Sql::Prepare(name, text) => {
+                                let facts = Arc::new(StatementFacts::default());
+                                prepared_in_sql.insert(Arc::as_ptr(&facts) as usize, text.clone());
+                                state.prepare(name, Prepared::Sql(facts));
+                            }
+                            Sql::Deallocate(name) => state.deallocate(name.as_deref()),
+                            _ => {}
                         }
                         (About::Nothing, Sent::Query(sql))
                     }
