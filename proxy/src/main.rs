@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// mimalloc rather than glibc's malloc: a statement's records are built
+/// on a session thread and freed on the audit writer's, which glibc pays
+/// for in arena locks. `pgbench -S -c 8 -M prepared` with every statement
+/// recorded, A/B runs: 58.9 / 60.9 -> 55.8 / 54.3 us of gateway CPU per
+/// statement; RSS 37 -> 38-39 MB (see Cargo.toml).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -506,33 +506,17 @@ impl Relay {
 
     fn pump_client(&mut self, flow: &mut Flow) -> Result<(), String> {
         let now = Instant::now();
-        let Flow {
-            from_client: input,
-            to_server: out,
-            to_client,
-            state: model,
-            held,
-            deferred,
-            waiting,
-            recorder,
-            client_done: terminated,
-            max,
-            ..
-        } = flow;
-        loop {
-            if *terminated {
-                break;
-            }
+        while !flow.client_done {
             // While an early read's record is written, a Sync or Flush behind
             // it still goes on (the server answers once it has one), nothing
             // else: the next statement waits for the record.
-            let early = Held::is_early(held);
-            if held.is_some() && !early {
+            let early = Held::is_early(&flow.held);
+            if flow.held.is_some() && !early {
                 break;
             }
-            let frame = match waiting.take() {
+            let frame = match flow.waiting.take() {
                 Some(frame) => frame,
-                None => match split_frame(input, *max) {
+                None => match split_frame(&mut flow.from_client, flow.max) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
                     Err(e) => return Err(format!("invalid message from client: {e}")),
@@ -545,19 +529,19 @@ impl Relay {
                 Err(e) => return Err(e.to_string()),
             };
             if early && !matches!(message, Frontend::Sync | Frontend::Flush) {
-                *waiting = Some(frame);
+                flow.waiting = Some(frame);
                 break;
             }
             if let Frontend::Terminate = message {
-                *terminated = true;
+                flow.client_done = true;
             }
-            let state = &mut *model;
+            let (out, state) = (&mut flow.to_server, &mut flow.state);
             if state.discarding_until_sync {
                 match message {
                     Frontend::Sync => {
                         state.discarding_until_sync = false;
                         if let Some(status) = state.sync_answered_here.take() {
-                            put_ready_for_query(to_client, status);
+                            put_ready_for_query(&mut flow.to_client, status);
                             continue;
                         }
                     }
@@ -570,7 +554,7 @@ impl Relay {
                 continue;
             }
             if state.must_wait(&message) {
-                *waiting = Some(frame);
+                flow.waiting = Some(frame);
                 break;
             }
             // The client's transaction failed here, not on the server (see
@@ -581,9 +565,9 @@ impl Relay {
                 match self.in_failed_transaction(&message, out, state, now) {
                     FailedStep::Answered(answer) => {
                         if answer == FailedAnswer::EmptyQuery {
-                            put_empty_query_response(to_client);
+                            put_empty_query_response(&mut flow.to_client);
                         }
-                        put_ready_for_query(to_client, FAILED_TRANSACTION);
+                        put_ready_for_query(&mut flow.to_client, FAILED_TRANSACTION);
                         continue;
                     }
                     FailedStep::Go => {}
@@ -604,11 +588,9 @@ impl Relay {
             }
             let request = Request::of(&message);
             let frame = forward_instead.unwrap_or(frame);
+            let deferred = &mut flow.deferred;
             match verdict {
-                ClientVerdict::Defer => {
-                    deferred.push((frame, request, about));
-                    continue;
-                }
+                ClientVerdict::Defer => deferred.push((frame, request, about)),
                 // Messages after a held-back one wait with it, in order; a
                 // Sync or Flush (the client waits for answers) sends them.
                 ClientVerdict::Forward
@@ -618,63 +600,71 @@ impl Relay {
                             Request::Sync | Request::Flush | Request::Terminate
                         ) =>
                 {
-                    deferred.push((frame, request, about));
-                    continue;
+                    deferred.push((frame, request, about))
                 }
-                // An admitted statement sends them first (see `admitted`).
-                ClientVerdict::Statement(_) => {}
-                _ => self.send_deferred(deferred, out, state, now),
-            }
-            match verdict {
-                ClientVerdict::Defer => {}
                 ClientVerdict::Forward => {
+                    self.send_deferred(deferred, out, state, now);
                     self.send_client_frame(frame, request, about, out, state, now)
                 }
                 ClientVerdict::Statement(info) => {
-                    let mut describe_portal = info.describe_portal.clone();
-                    let bind = info.bind.clone();
-                    // A statement nothing of which lasts unless its
-                    // transaction commits may run while its record is
-                    // written (its answer waits for the record); anything
-                    // else waits for the record before it is sent.
-                    let early = match info.runs_early {
-                        RunsEarly::Always => true,
-                        RunsEarly::InBlock => state.in_open_block(),
-                        RunsEarly::Never => false,
-                    } && info.decision == hoop_policy::Decision::Allow
-                        && self.gate.records()
-                        && deferred.is_empty();
-                    let admission = self.gate.admit(*info);
-                    if admission.is_none() || early {
-                        if admission.is_none() {
-                            self.send_deferred(deferred, out, state, now);
-                        }
-                        let describe = describe_portal.take();
-                        self.forward_statement(&frame, request, about, describe, out, state, now);
-                    }
-                    // Nothing to record or wait for: sent, done.
-                    let Some(future) = admission else {
-                        continue;
-                    };
-                    let request_id = if early { state.last_id() } else { None };
-                    if let Some(id) = request_id {
-                        let statement = OpenStatement::new(id, None, now);
-                        recorder.open(statement, state);
-                    }
-                    *held = Some(Held {
-                        frame,
-                        request,
-                        about,
-                        describe_portal,
-                        bind,
-                        future,
-                        early,
-                        request_id,
-                    });
+                    self.gate_statement(flow, *info, (frame, request, about), now)
                 }
             }
         }
         Ok(())
+    }
+
+    /// A statement the inspector judged goes to the gate: sent now when
+    /// there is nothing to record or wait for, or when it may run while its
+    /// record is written (see [`Held::early`]); otherwise held until the
+    /// gate settles it (see [`Relay::admitted`]).
+    fn gate_statement(
+        &mut self,
+        flow: &mut Flow,
+        info: StatementInfo,
+        (frame, request, about): (Frame, Request, About),
+        now: Instant,
+    ) {
+        let (out, state) = (&mut flow.to_server, &mut flow.state);
+        let mut describe_portal = info.describe_portal.clone();
+        let bind = info.bind.clone();
+        // A statement nothing of which lasts unless its transaction commits
+        // may run while its record is written (its answer waits for the
+        // record); anything else waits for the record before it is sent.
+        // Messages held back with an earlier one go first (see `admitted`).
+        let early = match info.runs_early {
+            RunsEarly::Always => true,
+            RunsEarly::InBlock => state.in_open_block(),
+            RunsEarly::Never => false,
+        } && info.decision == hoop_policy::Decision::Allow
+            && self.gate.records()
+            && flow.deferred.is_empty();
+        let admission = self.gate.admit(info);
+        if admission.is_none() || early {
+            if admission.is_none() {
+                self.send_deferred(&mut flow.deferred, out, state, now);
+            }
+            let describe = describe_portal.take();
+            self.forward_statement(&frame, request, about, describe, out, state, now);
+        }
+        // Nothing to record or wait for: sent, done.
+        let Some(future) = admission else {
+            return;
+        };
+        let request_id = if early { state.last_id() } else { None };
+        if let Some(id) = request_id {
+            flow.recorder.open(OpenStatement::new(id, None, now), state);
+        }
+        flow.held = Some(Held {
+            frame,
+            request,
+            about,
+            describe_portal,
+            bind,
+            future,
+            early,
+            request_id,
+        });
     }
 
     /// The gate settled the held statement: run it, refuse it, run the
