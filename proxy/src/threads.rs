@@ -38,8 +38,16 @@ impl SessionThreads {
             let join = std::thread::Builder::new()
                 .name(format!("hoop-session-{index}"))
                 // The runtime runs its tasks while this blocks; when it
-                // returns, dropping the runtime cancels what is left.
-                .spawn(move || runtime.block_on(async move { drop(stopped.await) }))?;
+                // returns, dropping the runtime cancels what is left. It is
+                // the thread's one runtime for life, so the audit writer
+                // may hand it all of a commit's answers for its sessions at
+                // once.
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        hoop_audit::answers::install();
+                        drop(stopped.await)
+                    })
+                })?;
             threads.push(SessionThread {
                 handle,
                 stop: Some(stop),

@@ -38,6 +38,9 @@ mod backend;
 /// The group-commit writer thread.
 mod writer;
 
+/// One hand-off per caller thread for a commit's answers.
+pub mod answers;
+
 /// The writing side: [`AuditStore`].
 mod store;
 

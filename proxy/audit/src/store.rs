@@ -13,6 +13,7 @@ use hoop_common::mask::Masker;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::answers;
 use crate::backend;
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner};
 use crate::config::AuditConfig;
@@ -295,7 +296,10 @@ impl AuditStore {
             .map_err(|_| AuditError::Closed)?;
         let appended = self.control(|reply| Request::Append {
             pending,
-            reply: Reply::Waiting(reply),
+            reply: Reply::Waiting {
+                reply,
+                home: answers::here(),
+            },
             _slot: Some(slot),
         });
         tokio::time::timeout(DURABLE_WITHIN, appended)

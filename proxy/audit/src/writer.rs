@@ -62,6 +62,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 
+use crate::answers;
 use crate::backend::Backend;
 use crate::chain::{ChainHead, Entry};
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner};
@@ -132,7 +133,11 @@ pub struct PurgeReport {
 /// Who learns how an append went.
 pub(crate) enum Reply {
     /// A caller waiting for its record to be durable.
-    Waiting(oneshot::Sender<Result<u64>>),
+    Waiting {
+        reply: oneshot::Sender<Result<u64>>,
+        /// The caller's thread's answer home, if it has one.
+        home: Option<Arc<answers::Home>>,
+    },
     /// Nobody waits (`complete_statement_nowait`); a failure is logged.
     Detached { session_id: String, sequence: u64 },
 }
@@ -144,7 +149,7 @@ impl Reply {
 
     fn send(self, result: Result<u64>) {
         match self {
-            Reply::Waiting(reply) => drop(reply.send(result)),
+            Reply::Waiting { reply, .. } => drop(reply.send(result)),
             Reply::Detached {
                 session_id,
                 sequence,
@@ -413,14 +418,24 @@ impl<B: Backend> Writer<B> {
             Ok(first_seq) => {
                 let callers = replies
                     .iter()
-                    .filter(|reply| matches!(reply, Reply::Waiting(_)))
+                    .filter(|reply| matches!(reply, Reply::Waiting { .. }))
                     .count();
                 let answer: Acknowledge = Box::new(move |durable| match durable {
-                    Ok(()) => {
-                        for (offset, reply) in replies.into_iter().enumerate() {
-                            reply.send(Ok(first_seq + offset as u64));
-                        }
-                    }
+                    // Waiting callers one hand-off per thread (see
+                    // `answers`).
+                    Ok(()) => answers::deliver(replies.into_iter().zip(first_seq..).filter_map(
+                        |(reply, seq)| match reply {
+                            Reply::Waiting { reply, home } => Some(answers::Answer {
+                                reply,
+                                home,
+                                result: Ok(seq),
+                            }),
+                            detached => {
+                                detached.send(Ok(seq));
+                                None
+                            }
+                        },
+                    )),
                     Err(error) => refuse_appends(replies, &error),
                 });
                 self.acknowledge(answer, callers, permit).await;
@@ -1124,7 +1139,7 @@ mod tests {
         requests
             .send(Request::Append {
                 pending,
-                reply: Reply::Waiting(reply),
+                reply: Reply::Waiting { reply, home: None },
                 _slot: None,
             })
             .expect("writer running");
