@@ -44,9 +44,9 @@ pub(crate) fn canonical_payload(masker: &Masker, record: &Record) -> Result<Stri
 /// built for it. The bytes are exactly those of the generic path (keys in
 /// sorted order, each string masked as [`mask_value`] masks it; a test
 /// holds the two together), which it falls back to for a number long
-/// enough to read as a card number. `session_id` is the record's session
-/// id as [`mask_string`] masked it (once per statement, for this record,
-/// the entry's column and the statement's end record).
+/// enough to read as a card number. `masked_session_id` is the record's
+/// session id as [`mask_string`] masked it (once per statement, for this
+/// record, the entry's column and the statement's end record).
 pub(crate) fn statement_begin_payload(
     masker: &Masker,
     begin: &StatementBegin,
