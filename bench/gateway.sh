@@ -6,7 +6,9 @@
 #   mode), through hoop with recording off, through hoop with its defaults
 #   (every statement recorded). Beside each proxy's TPS: its CPU time per
 #   transaction (user + system, all threads, from /proc/<pid>/stat), which
-#   is far steadier than TPS on a shared machine.
+#   is far steadier than TPS on a shared machine, then the same split into
+#   user and system time (the kernel's share of the socket calls is in
+#   system time; the proxy's own code in user time).
 #   One client, one statement at a time (-S, -c 1): p50 and p99 latency, and
 #   what each proxy adds to direct.
 #   Then streams a 1,000,000-row result through hoop and prints the
@@ -108,25 +110,29 @@ sleep 1
 
 # CPU ticks (user + system, all threads) of a process so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The same, user and system apart: "USER SYSTEM".
+cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
-# run_pgbench PORT USER PASSWORD PID ARGS...: prints "TPS CPU_US_PER_TX"
-# (CPU "-" when PID is empty: nothing to measure between client and server).
+# run_pgbench PORT USER PASSWORD PID ARGS...: prints "TPS CPU_US_PER_TX
+# USER_US_PER_TX SYSTEM_US_PER_TX" (CPU "-" when PID is empty: nothing to
+# measure between client and server).
 run_pgbench() {
     local port=$1 user=$2 password=$3 pid=$4 out before after tps
     shift 4
-    [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+    [ -n "$pid" ] && before=$(cpu_split "$pid")
     out=$(PGPASSWORD=$password "$PG/pgbench" -n "$@" -T "$T" -h 127.0.0.1 -p "$port" -U "$user" bench 2>&1) \
-        || { echo "$out" | tail -5 >&2; echo "0 -"; return; }
+        || { echo "$out" | tail -5 >&2; echo "0 - - -"; return; }
     tps=$(echo "$out" | sed -nE 's/^tps = ([0-9.]+).*/\1/p' | head -1)
     local tx
     tx=$(echo "$out" | sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p')
     if [ -n "$pid" ]; then
-        after=$(cpu_ticks "$pid")
-        echo "$tps $(awk -v a="$before" -v b="$after" -v n="$tx" -v hz="$TICK" \
-            'BEGIN{ if (n>0) printf "%.1f", (b-a)/hz*1e6/n; else print "-" }')"
+        after=$(cpu_split "$pid")
+        echo "$tps $(echo "$before $after" | awk -v n="$tx" -v hz="$TICK" '
+            function per(t) { return sprintf("%.1f", t / hz * 1e6 / n) }
+            { if (n > 0) print per($3 + $4 - $1 - $2), per($3 - $1), per($4 - $2); else print "- - -" }')"
     else
-        echo "$tps -"
+        echo "$tps - - -"
     fi
 }
 
@@ -178,6 +184,14 @@ for p in "${paths[@]}"; do
         "$(field "$p,simple" 1)" "$(field "$p,simple" 2)" \
         "$(field "$p,prepared" 1)" "$(field "$p,prepared" 2)" \
         "$(field "$p,tpcb" 1)" "$(field "$p,tpcb" 2)"
+done
+echo
+echo "Proxy CPU split, user / system us per transaction (simple; prepared; TPC-B):"
+for p in pgbouncer hoop_norec hoop; do
+    printf '  %-30s %s / %s; %s / %s; %s / %s\n' "${label[$p]}" \
+        "$(field "$p,simple" 3)" "$(field "$p,simple" 4)" \
+        "$(field "$p,prepared" 3)" "$(field "$p,prepared" 4)" \
+        "$(field "$p,tpcb" 3)" "$(field "$p,tpcb" 4)"
 done
 echo
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2fx", a/b; else print "n/a" }'; }
