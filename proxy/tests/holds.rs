@@ -531,3 +531,50 @@ async fn a_held_function_call_runs_when_approved_and_is_never_replaced() {
     assert_eq!(tags(&raw.until(b'Z').await), "TDCZ");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execute_name_portal_is_judged_on_what_the_name_means_when_it_runs() {
+    // `s` is parsed as `EXECUTE q` while `q` is harmless. `q` is then
+    // prepared again as a read of payments, which goes to review (at its
+    // PREPARE, and again each time it runs). A portal of `s` runs the new
+    // `q`, so it waits for review too.
+    let gw = start_gateway(options("30s")).await;
+    let api = Api::new(&gw);
+    let (mut raw, _) = login(&gw).await;
+    raw.send(&query("PREPARE q AS SELECT 1")).await;
+    raw.until(b'Z').await;
+    let mut batch = parse("s", "EXECUTE q");
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let answer = raw.until(b'Z').await;
+    assert_eq!(tags(&answer), "1Z", "{answer:?}");
+    raw.send(&query("DEALLOCATE q")).await;
+    raw.until(b'Z').await;
+    raw.send(&query("PREPARE q AS SELECT id FROM payments WHERE id = 4"))
+        .await;
+    let id = review_id(&raw.recv().await.unwrap());
+    api.post(&id, "approve", json!({})).await;
+    raw.until(b'Z').await;
+
+    let mut batch = msg(b'B', &{
+        let mut b = cstr("");
+        b.extend(cstr("s"));
+        b.extend([0, 0, 0, 0, 0, 0]);
+        b
+    });
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    // The Bind went on (its statement needs no review); the Execute waits.
+    let mut first = raw.recv().await.unwrap();
+    if first.tag == b'2' {
+        first = raw.recv().await.unwrap();
+    }
+    let id = review_id(&first);
+    quiet(&mut raw).await;
+    api.post(&id, "approve", json!({})).await;
+    let answer = raw.until(b'Z').await;
+    assert_eq!(rows(&answer), vec!["4"], "{answer:?}");
+    drop(raw);
+    gw.stop().await;
+}

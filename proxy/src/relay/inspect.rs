@@ -166,7 +166,11 @@ impl Inspector {
             }
             worst = worse(worst, decision);
         }
-        if runs && worst == Decision::Allow {
+        // What the string does to the session's names, if it runs: now, or
+        // once a reviewer approves it (denied, or replaced by a reviewer's
+        // text, the relay undoes it; see `ConnectionState::query_refused`
+        // and `query_replaced`).
+        if runs && !matches!(worst, Decision::Block { .. }) {
             for name in declared {
                 state.declare_cursor(name.as_bytes());
             }
@@ -265,16 +269,21 @@ impl Inspector {
                 let judged = match self.verdicts.get(&(Arc::as_ptr(&classified) as usize)) {
                     Some((_, judged)) => judged.clone(),
                     None => {
-                        let decision =
-                            classified
-                                .statements
-                                .iter()
-                                .fold(Decision::Allow, |worst, facts| {
-                                    worse(
-                                        worst,
-                                        decide(facts, &self.identity, &self.context, &self.rules),
-                                    )
-                                });
+                        let mut decision = Decision::Allow;
+                        for facts in &classified.statements {
+                            decision = worse(
+                                decision,
+                                decide(facts, &self.identity, &self.context, &self.rules),
+                            );
+                            // `EXECUTE name` runs what the name means now,
+                            // which a PREPARE since the Parse may have
+                            // changed: judged on that, as in a Query (such
+                            // verdicts are never kept, see `remember`).
+                            for name in facts.levels().flat_map(|level| &level.executes) {
+                                let executed = self.executed_facts(state, &[], name);
+                                decision = worse(decision, self.decide_executed(name, executed));
+                            }
+                        }
                         let judged = Judged::of(decision, &classified.statements);
                         self.remember(&classified, &judged);
                         judged

@@ -724,6 +724,9 @@ impl Relay {
                         self.refuse(held.request, refusal, (to_server, to_client), state, now);
                     }
                     Ok(()) => {
+                        if held.request == Request::Query {
+                            state.query_replaced();
+                        }
                         let request = self.run_replacement(&held, &sql, to_server, state, now);
                         if let (Some(handle), Some(request)) = (record, request) {
                             recorder.open(OpenStatement::new(request, Some(handle), now), state);

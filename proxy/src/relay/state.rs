@@ -735,6 +735,20 @@ impl ConnectionState {
         self.undo_query(effects);
     }
 
+    /// The Query just judged runs as a reviewer's replacement text: it
+    /// still drops the unnamed statement and portal, but what its own
+    /// `PREPARE`s, `DEALLOCATE`s and `DECLARE`s would have done does not
+    /// happen (the replacement's are not followed: a name it prepares is
+    /// unknown to the gateway, which refuses an `EXECUTE` of it).
+    pub fn query_replaced(&mut self) {
+        let mut effects = std::mem::take(&mut self.unsent_query);
+        self.undo_drops(&mut effects);
+        for id in std::mem::take(&mut effects.prepares).into_iter().rev() {
+            self.statements.refused(id, true);
+        }
+        self.unsent_query = effects;
+    }
+
     /// A Query the server did not run: its `PREPARE`s made nothing, its
     /// `DEALLOCATE`s and `DECLARE`s dropped nothing, and the unnamed
     /// statement and portal are still there.
@@ -1613,6 +1627,34 @@ mod tests {
         server(&mut s, b'E', b"SERROR\0C26000\0\0");
         server(&mut s, b'Z', b"I");
         assert_eq!(sql_of(&s, b"").as_deref(), Some(&b"select first"[..]));
+    }
+
+    #[test]
+    fn a_query_replaced_by_a_reviewer_keeps_only_its_drop_of_the_unnamed() {
+        let mut s = ConnectionState::new();
+        client(&mut s, &frontend::parse(b"", b"select unnamed"));
+        client(&mut s, &frontend::parse(b"q", b"select old"));
+        client(&mut s, &frontend::sync());
+        server(&mut s, b'1', b"");
+        server(&mut s, b'1', b"");
+        server(&mut s, b'Z', b"I");
+        // `DEALLOCATE q; PREPARE p AS …`, held for review, then replaced by
+        // a text that prepares too: the held one's effects are not taken
+        // for what the server did.
+        s.query();
+        s.deallocate(Some(b"q"));
+        s.prepare(b"p", Prepared::Sql(Arc::new(StatementFacts::default())));
+        s.query_replaced();
+        s.on_client_frame(Request::Query, About::Nothing, Instant::now());
+        server(&mut s, b'C', b"DEALLOCATE\0");
+        server(&mut s, b'C', b"PREPARE\0");
+        server(&mut s, b'Z', b"I");
+        assert!(
+            s.statement(b"p").is_none(),
+            "the replacement is not followed"
+        );
+        assert_eq!(sql_of(&s, b"q").as_deref(), Some(&b"select old"[..]));
+        assert!(s.statement(b"").is_none(), "any Query drops the unnamed");
     }
 
     #[test]
