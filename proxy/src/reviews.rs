@@ -34,7 +34,9 @@ fn policy_check(rules: Arc<RuleSet>) -> PolicyCheck {
             ..Default::default()
         };
         let classified = hoop_policy::classify(sql);
-        match hoop_policy::decide_all(&classified, &identity, &context, &rules) {
+        let decision = crate::relay::inspect::replacement_changes_names(&classified)
+            .unwrap_or_else(|| hoop_policy::decide_all(&classified, &identity, &context, &rules));
+        match decision {
             hoop_policy::Decision::Block { message, .. } => Err(message),
             hoop_policy::Decision::Allow | hoop_policy::Decision::Review { .. } => Ok(()),
         }

@@ -572,6 +572,13 @@ async fn an_execute_name_portal_is_judged_on_what_the_name_means_when_it_runs() 
     }
     let id = review_id(&first);
     quiet(&mut raw).await;
+    // A replacement may not change what names mean: the gateway would not
+    // know what it prepared.
+    let (status, body) = api
+        .post(&id, "modify", json!({"sql": "PREPARE z AS SELECT 1"}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(api.get(&id).await["status"], "pending");
     api.post(&id, "approve", json!({})).await;
     let answer = raw.until(b'Z').await;
     assert_eq!(rows(&answer), vec!["4"], "{answer:?}");

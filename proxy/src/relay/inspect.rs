@@ -75,6 +75,31 @@ pub struct Inspector {
     suppressing: bool,
 }
 
+/// A reviewer's replacement that would prepare, deallocate or declare
+/// (change what the session's names mean) is refused, by the review hub
+/// when the reviewer submits it and by the relay before it runs: it stands
+/// in for one statement, and what it does to the names is not followed,
+/// so later statements would be judged on names whose meaning the gateway
+/// does not know.
+pub(crate) fn replacement_changes_names(classified: &Classified) -> Option<Decision> {
+    classified
+        .statements
+        .iter()
+        .any(|facts| {
+            matches!(
+                facts.kind,
+                Kind::Prepare { .. } | Kind::Deallocate { .. } | Kind::DeclareCursor { .. }
+            )
+        })
+        .then(|| {
+            Decision::block(
+                "replacement-changes-names",
+                "a replacement statement may not prepare, deallocate or declare; \
+                 approve, deny, or replace it with another statement",
+            )
+        })
+}
+
 impl Inspector {
     pub fn new(identity: Identity, rules: Arc<RuleSet>, columns: ColumnPolicy) -> Inspector {
         // Statements of one shape share a classification unless their
@@ -712,9 +737,9 @@ impl Inspector {
                 "a fast-path function call cannot be replaced by a statement; \
                  approve or deny it",
             )
+        } else if let Some(refused) = replacement_changes_names(&self.cache.classify(sql)) {
+            refused
         } else {
-            // Judged only: what it prepares or deallocates in SQL is not
-            // followed (the reviewer's text stands in for one statement).
             self.decide_sql(sql.as_bytes(), state, false).decision
         };
         // A replacement that would itself need review is allowed: the
