@@ -318,6 +318,15 @@ async fn simple(raw: &mut Raw, sql: &str) -> Vec<Msg> {
     raw.until(b'Z').await
 }
 
+/// Binds portal `p` to `statement`, executes it and syncs: the answers.
+async fn run_portal(raw: &mut Raw, statement: &str) -> Vec<Msg> {
+    let mut batch = bind("p", statement, None);
+    batch.extend(execute("p", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    raw.until(b'Z').await
+}
+
 fn command_tag(msgs: &[Msg]) -> String {
     let c = msgs
         .iter()
@@ -740,11 +749,7 @@ async fn a_prepare_the_server_refuses_leaves_the_statement_that_was_there() {
     assert_eq!(ready_status(&msgs), b'I', "{msgs:?}");
     let msgs = simple(&mut raw, "PREPARE q AS SELECT 1").await;
     assert_eq!(msgs[0].error_code().as_deref(), Some("42P05"), "{msgs:?}");
-    let mut batch = bind("p", "q", None);
-    batch.extend(execute("p", 0));
-    batch.extend(sync());
-    raw.send(&batch).await;
-    let msgs = raw.until(b'Z').await;
+    let msgs = run_portal(&mut raw, "q").await;
     no_pan(&msgs);
     assert!(msgs.iter().any(|m| m.tag == b'D'), "{msgs:?}");
     drop(raw);
@@ -774,11 +779,7 @@ async fn a_deallocate_the_server_never_runs_leaves_the_statement_there() {
     assert_eq!(ready_status(&msgs), b'I', "{msgs:?}");
     let msgs = simple(&mut raw, "SELECT 1/0; DEALLOCATE q").await;
     assert_eq!(msgs[0].error_code().as_deref(), Some("22012"), "{msgs:?}");
-    let mut batch = bind("p", "q", None);
-    batch.extend(execute("p", 0));
-    batch.extend(sync());
-    raw.send(&batch).await;
-    let msgs = raw.until(b'Z').await;
+    let msgs = run_portal(&mut raw, "q").await;
     no_pan(&msgs);
     assert!(
         msgs.iter().all(|m| m.tag != b'E') && msgs.iter().any(|m| m.tag == b'D'),
@@ -788,11 +789,7 @@ async fn a_deallocate_the_server_never_runs_leaves_the_statement_there() {
     // as the server would (26000).
     let msgs = simple(&mut raw, "DEALLOCATE q").await;
     assert_eq!(command_tag(&msgs), "DEALLOCATE", "{msgs:?}");
-    let mut batch = bind("p", "q", None);
-    batch.extend(execute("p", 0));
-    batch.extend(sync());
-    raw.send(&batch).await;
-    let msgs = raw.until(b'Z').await;
+    let msgs = run_portal(&mut raw, "q").await;
     assert_eq!(msgs[0].error_code().as_deref(), Some("26000"), "{msgs:?}");
     drop(raw);
     let dir = gw.dir.clone();

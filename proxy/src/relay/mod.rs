@@ -184,6 +184,32 @@ async fn wrote<W: AsyncWrite + Unpin>(
     }
 }
 
+/// After the client's messages were read (`pumped`): a message PostgreSQL
+/// would refuse as malformed ends the session with FATAL 08P01; otherwise
+/// what is queued for the server goes out now.
+async fn to_server<W: AsyncWrite + Unpin>(
+    flow: &mut Flow,
+    pumped: Result<(), String>,
+    server_wr: &mut W,
+) -> Option<RelayEnd> {
+    if let Err(e) = pumped {
+        fatal(&mut flow.to_client, "08P01", &e);
+        return Some(RelayEnd::ProtocolViolation(e));
+    }
+    if write_now(server_wr, &mut flow.to_server).await.is_err() {
+        return Some(RelayEnd::ServerClosed);
+    }
+    None
+}
+
+/// What is queued for the client goes out now.
+async fn to_client<W: AsyncWrite + Unpin>(flow: &mut Flow, client_wr: &mut W) -> Option<RelayEnd> {
+    if write_now(client_wr, &mut flow.to_client).await.is_err() {
+        return Some(flow.client_gone());
+    }
+    None
+}
+
 fn fatal(out: &mut BytesMut, code: &str, message: &str) {
     put_error(out, Severity::Fatal, code, message);
 }
@@ -340,14 +366,8 @@ impl Relay {
         flow: &mut Flow,
         server_wr: &mut SW,
     ) -> Option<RelayEnd> {
-        if let Err(e) = self.pump_client(flow) {
-            fatal(&mut flow.to_client, "08P01", &e);
-            return Some(RelayEnd::ProtocolViolation(e));
-        }
-        if write_now(server_wr, &mut flow.to_server).await.is_err() {
-            return Some(RelayEnd::ServerClosed);
-        }
-        None
+        let pumped = self.pump_client(flow);
+        to_server(flow, pumped, server_wr).await
     }
 
     /// The gate settled the held statement (`early`: one already sent, see
@@ -387,17 +407,10 @@ impl Relay {
         } else {
             self.admitted(flow, admitted)
         };
-        if let Err(e) = pumped {
-            fatal(&mut flow.to_client, "08P01", &e);
-            return Some(RelayEnd::ProtocolViolation(e));
+        if let Some(end) = to_server(flow, pumped, server_wr).await {
+            return Some(end);
         }
-        if write_now(server_wr, &mut flow.to_server).await.is_err() {
-            return Some(RelayEnd::ServerClosed);
-        }
-        if write_now(client_wr, &mut flow.to_client).await.is_err() {
-            return Some(flow.client_gone());
-        }
-        None
+        to_client(flow, client_wr).await
     }
 
     /// The server sent bytes: pass on (or withhold, while an `early`
@@ -419,18 +432,12 @@ impl Relay {
             return Some(stop);
         }
         if flow.waiting.is_some() {
-            if let Err(e) = self.pump_client(flow) {
-                fatal(&mut flow.to_client, "08P01", &e);
-                return Some(RelayEnd::ProtocolViolation(e));
-            }
-            if write_now(server_wr, &mut flow.to_server).await.is_err() {
-                return Some(RelayEnd::ServerClosed);
+            let pumped = self.pump_client(flow);
+            if let Some(end) = to_server(flow, pumped, server_wr).await {
+                return Some(end);
             }
         }
-        if write_now(client_wr, &mut flow.to_client).await.is_err() {
-            return Some(flow.client_gone());
-        }
-        None
+        to_client(flow, client_wr).await
     }
 
     /// Ends the session: completes what is open in the audit trail, cancels
