@@ -585,3 +585,48 @@ async fn an_execute_name_portal_is_judged_on_what_the_name_means_when_it_runs() 
     drop(raw);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_prepared_with_parse_in_sql_goes_to_review_each_time_it_runs() {
+    // `q` is prepared harmless in a Query, then deallocated and prepared
+    // again as a read of payments with Parse/Bind/Execute (as pgJDBC sends
+    // every statement). That `PREPARE` goes to review; so must every
+    // `EXECUTE q` after it (before, the gateway kept `q` as the harmless
+    // statement and ran `EXECUTE q` without review).
+    let gw = start_gateway(options("30s")).await;
+    let api = Api::new(&gw);
+    let (mut raw, _) = login(&gw).await;
+    raw.send(&query("PREPARE q AS SELECT 1")).await;
+    raw.until(b'Z').await;
+    let extended = |sql: &str| {
+        let mut batch = parse("", sql);
+        batch.extend(msg(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
+        batch.extend(execute("", 0));
+        batch.extend(sync());
+        batch
+    };
+    raw.send(&extended("DEALLOCATE q")).await;
+    let answer = raw.until(b'Z').await;
+    assert_eq!(tags(&answer), "12CZ", "{answer:?}");
+    raw.send(&extended(
+        "PREPARE q AS SELECT id FROM payments WHERE id = 4",
+    ))
+    .await;
+    let mut first = raw.recv().await.unwrap();
+    while first.tag != b'N' {
+        first = raw.recv().await.unwrap();
+    }
+    let id = review_id(&first);
+    api.post(&id, "approve", json!({})).await;
+    let answer = raw.until(b'Z').await;
+    assert!(tags(&answer).ends_with("CZ"), "{answer:?}");
+
+    raw.send(&query("EXECUTE q")).await;
+    let id = review_id(&raw.recv().await.unwrap());
+    quiet(&mut raw).await;
+    api.post(&id, "approve", json!({})).await;
+    let answer = raw.until(b'Z').await;
+    assert_eq!(rows(&answer), vec!["4"], "{answer:?}");
+    drop(raw);
+    gw.stop().await;
+}

@@ -805,3 +805,61 @@ async fn a_deallocate_the_server_never_runs_leaves_the_statement_there() {
         "the portal's run is judged and recorded as q's statement: {records:?}"
     );
 }
+
+/// Parses `sql` as the unnamed statement, binds, executes and syncs (a
+/// driver that sends every statement with the extended protocol, as pgJDBC
+/// does): the answers.
+async fn extended(raw: &mut Raw, sql: &str) -> Vec<Msg> {
+    let mut batch = parse("", sql);
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    raw.until(b'Z').await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_that_changes_names_sent_with_parse_changes_them_when_it_runs() {
+    // `PREPARE` and `DEALLOCATE` sent with Parse/Bind/Execute change the
+    // session's names when their portal runs, as in a simple Query: an
+    // `EXECUTE` of a name prepared that way runs (before, the gateway did
+    // not know the name and refused it with 26000), and is judged on what
+    // the name means after a `DEALLOCATE` and `PREPARE` sent that way
+    // (before, on what it meant first).
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let msgs = extended(&mut raw, "PREPARE q AS SELECT 1").await;
+    assert_eq!(command_tag(&msgs), "PREPARE", "{msgs:?}");
+    let msgs = simple(&mut raw, "EXECUTE q").await;
+    assert_eq!(command_tag(&msgs), "SELECT 1", "{msgs:?}");
+
+    let msgs = extended(&mut raw, "DEALLOCATE q").await;
+    assert_eq!(command_tag(&msgs), "DEALLOCATE", "{msgs:?}");
+    // Refused by the server (no such statement): the name stays gone.
+    let msgs = extended(&mut raw, "DEALLOCATE q").await;
+    assert_eq!(msgs[2].error_code().as_deref(), Some("26000"), "{msgs:?}");
+    let msgs = extended(
+        &mut raw,
+        "PREPARE q AS SELECT card_number FROM payments WHERE id = 1",
+    )
+    .await;
+    assert_eq!(command_tag(&msgs), "PREPARE", "{msgs:?}");
+    // Refused by the server (the name exists): `q` stays the card read.
+    let msgs = extended(&mut raw, "PREPARE q AS SELECT 2").await;
+    assert_eq!(msgs[2].error_code().as_deref(), Some("42P05"), "{msgs:?}");
+    let msgs = simple(&mut raw, "EXECUTE q").await;
+    no_pan(&msgs);
+    let row = msgs.iter().find(|m| m.tag == b'D').expect("the card row");
+    assert!(row.text().contains("************1111"), "{}", row.text());
+    drop(raw);
+    let dir = gw.dir.clone();
+    gw.stop().await;
+    let records = statement_records(&dir);
+    let last = records.last().expect("records");
+    assert_eq!(last["sql"], serde_json::json!("EXECUTE q"), "{last}");
+    assert_eq!(
+        last["tables"],
+        serde_json::json!(["public.payments"]),
+        "judged as what q means when it runs: {last}"
+    );
+}

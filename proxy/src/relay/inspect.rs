@@ -100,6 +100,51 @@ pub(crate) fn replacement_changes_names(classified: &Classified) -> Option<Decis
         })
 }
 
+/// What a statement does to the session's names once it runs.
+enum NameChange {
+    /// `PREPARE name AS …`: SQL and the protocol share one namespace of
+    /// prepared statements, so a name prepared in SQL is no longer a
+    /// Parse's.
+    Prepare(String, Arc<StatementFacts>),
+    /// `DEALLOCATE name` (`None`: `ALL`).
+    Deallocate(Option<String>),
+    /// `DECLARE name CURSOR …`: a portal of the protocol by that name is
+    /// gone.
+    Declare(String),
+}
+
+impl NameChange {
+    fn of(facts: &StatementFacts) -> Option<NameChange> {
+        match &facts.kind {
+            Kind::Prepare { name } => {
+                Some(NameChange::Prepare(name.clone(), Arc::new(facts.clone())))
+            }
+            Kind::Deallocate { name } => Some(NameChange::Deallocate(name.clone())),
+            Kind::DeclareCursor { name, .. } => Some(NameChange::Declare(name.clone())),
+            _ => None,
+        }
+    }
+
+    /// Makes the changes of a statement about to be sent, in order: now, or
+    /// once a reviewer approves it (denied, or replaced by a reviewer's
+    /// text, the relay undoes them; see
+    /// `ConnectionState::statement_refused` and `statement_replaced`), and
+    /// they hold once the server completes the statement.
+    fn apply(changes: impl IntoIterator<Item = NameChange>, state: &mut ConnectionState) {
+        for change in changes {
+            match change {
+                NameChange::Prepare(name, facts) => {
+                    state.prepare(name.as_bytes(), Prepared::Sql(facts));
+                }
+                NameChange::Deallocate(name) => {
+                    state.deallocate(name.as_deref().map(str::as_bytes));
+                }
+                NameChange::Declare(name) => state.declare_cursor(name.as_bytes()),
+            }
+        }
+    }
+}
+
 impl Inspector {
     pub fn new(identity: Identity, rules: Arc<RuleSet>, columns: ColumnPolicy) -> Inspector {
         // Statements of one shape share a classification unless their
@@ -159,60 +204,55 @@ impl Inspector {
             };
         };
         let classified = self.cache.classify(sql);
-        if let Some((_, judged)) = self.verdicts.get(&(Arc::as_ptr(&classified) as usize)) {
+        self.judge(&classified, state, runs)
+    }
+
+    /// Judges `classified` (a statement kept from before of its shape is
+    /// not judged again) and, if it `runs` now (a Query, or an Execute of
+    /// a Parse), makes the changes its statements make to the session's
+    /// names.
+    fn judge(
+        &mut self,
+        classified: &Arc<Classified>,
+        state: &mut ConnectionState,
+        runs: bool,
+    ) -> Judged {
+        if let Some((_, judged)) = self.verdicts.get(&(Arc::as_ptr(classified) as usize)) {
             return judged.clone();
         }
         let mut worst = Decision::Allow;
         // PREPAREs become visible to later EXECUTEs of the same string, but
         // are remembered only if the whole string may run.
         let mut prepared_here: Vec<(String, Arc<StatementFacts>)> = Vec::new();
-        // PREPAREs (`Some` facts) and DEALLOCATEs (`None`; no name: ALL),
-        // in the order the string has them.
-        let mut changes: Vec<(Option<String>, Option<Arc<StatementFacts>>)> = Vec::new();
-        // Cursors declared: a portal of the protocol by that name is gone.
-        let mut declared: Vec<String> = Vec::new();
+        // What its statements do to the session's names, in order.
+        let mut changes: Vec<NameChange> = Vec::new();
+        // What its `EXECUTE`s run, for the tables of its record.
+        let mut ran: Vec<StatementFacts> = Vec::new();
         for facts in &classified.statements {
             let mut decision = decide(facts, &self.identity, &self.context, &self.rules);
             // `EXECUTE name`, also inside `EXPLAIN ANALYZE EXECUTE name` and
-            // `CREATE TABLE t AS EXECUTE name`: judged on what it runs.
+            // `CREATE TABLE t AS EXECUTE name`: judged on what the name
+            // means now (which a PREPARE since a Parse of it may have
+            // changed; such verdicts are never kept, see `remember`).
             for name in facts.levels().flat_map(|level| &level.executes) {
                 let executed = self.executed_facts(state, &prepared_here, name);
-                decision = worse(decision, self.decide_executed(name, executed));
+                decision = worse(decision, self.decide_executed(name, executed.as_deref()));
+                ran.extend(executed.into_iter().flatten());
             }
-            match &facts.kind {
-                Kind::Prepare { name } => {
-                    let facts = Arc::new(facts.clone());
-                    prepared_here.push((name.clone(), Arc::clone(&facts)));
-                    changes.push((Some(name.clone()), Some(facts)));
+            if let Some(change) = NameChange::of(facts) {
+                if let NameChange::Prepare(name, facts) = &change {
+                    prepared_here.push((name.clone(), Arc::clone(facts)));
                 }
-                Kind::Deallocate { name } => changes.push((name.clone(), None)),
-                Kind::DeclareCursor { name, .. } => declared.push(name.clone()),
-                _ => {}
+                changes.push(change);
             }
             worst = worse(worst, decision);
         }
-        // What the string does to the session's names, if it runs: now, or
-        // once a reviewer approves it (denied, or replaced by a reviewer's
-        // text, the relay undoes it; see `ConnectionState::query_refused`
-        // and `query_replaced`).
         if runs && !matches!(worst, Decision::Block { .. }) {
-            for name in declared {
-                state.declare_cursor(name.as_bytes());
-            }
-            // SQL and the protocol share one namespace of prepared
-            // statements: a name prepared in SQL is no longer a Parse's.
-            for change in changes {
-                match change {
-                    (Some(name), Some(facts)) => {
-                        state.prepare(name.as_bytes(), Prepared::Sql(facts));
-                    }
-                    (Some(name), None) => state.deallocate(Some(name.as_bytes())),
-                    (None, _) => state.deallocate(None),
-                }
-            }
+            NameChange::apply(changes, state);
         }
-        let judged = Judged::of(worst, &classified.statements);
-        self.remember(&classified, &judged);
+        let mut judged = Judged::of(worst, &classified.statements);
+        judged.add_tables(&ran);
+        self.remember(classified, &judged);
         judged
     }
 
@@ -262,7 +302,7 @@ impl Inspector {
         }
     }
 
-    fn decide_executed(&self, name: &str, executed: Option<Vec<StatementFacts>>) -> Decision {
+    fn decide_executed(&self, name: &str, executed: Option<&[StatementFacts]>) -> Decision {
         let Some(executed) = executed else {
             // Every way of preparing a statement passes the gateway, so an
             // unknown name does not exist (or was prepared where the gateway
@@ -284,37 +324,16 @@ impl Inspector {
     }
 
     /// An Execute: the statement its portal runs, judged now (a rule may
-    /// hold it for review), with the portal's parameters for the record.
+    /// hold it for review), with the portal's parameters for the record. A
+    /// `PREPARE`, `DEALLOCATE` or `DECLARE … CURSOR` sent with Parse
+    /// changes the session's names when a portal of it runs, as in a Query.
     fn execute(&mut self, portal: &[u8], state: &mut ConnectionState) -> (StatementInfo, About) {
         let executed = state.execute(portal);
         let (sql, judged) = match &executed.prepared {
             Some(Prepared::Parse { sql, .. }) => {
                 let text = String::from_utf8_lossy(sql).into_owned();
                 let classified = self.cache.classify(&text);
-                let judged = match self.verdicts.get(&(Arc::as_ptr(&classified) as usize)) {
-                    Some((_, judged)) => judged.clone(),
-                    None => {
-                        let mut decision = Decision::Allow;
-                        for facts in &classified.statements {
-                            decision = worse(
-                                decision,
-                                decide(facts, &self.identity, &self.context, &self.rules),
-                            );
-                            // `EXECUTE name` runs what the name means now,
-                            // which a PREPARE since the Parse may have
-                            // changed: judged on that, as in a Query (such
-                            // verdicts are never kept, see `remember`).
-                            for name in facts.levels().flat_map(|level| &level.executes) {
-                                let executed = self.executed_facts(state, &[], name);
-                                decision = worse(decision, self.decide_executed(name, executed));
-                            }
-                        }
-                        let judged = Judged::of(decision, &classified.statements);
-                        self.remember(&classified, &judged);
-                        judged
-                    }
-                };
-                (text, judged)
+                (text, self.judge(&classified, state, true))
             }
             // A portal bound to a statement prepared in SQL (`PREPARE name
             // AS …`, judged then): judged again on what it runs, as
@@ -323,7 +342,7 @@ impl Inspector {
                 let name =
                     String::from_utf8_lossy(executed.statement_name.as_deref().unwrap_or_default())
                         .into_owned();
-                let decision = self.decide_executed(&name, Some(vec![facts.as_ref().clone()]));
+                let decision = self.decide_executed(&name, Some(std::slice::from_ref(facts)));
                 // Its kind and tables are the prepared statement's.
                 let runs = facts.inner.as_deref().unwrap_or(facts.as_ref());
                 (
@@ -535,18 +554,24 @@ impl Judged {
             .map(|facts| facts.kind.names().pop().unwrap_or_default())
             .collect::<Vec<_>>()
             .join(";");
-        let mut tables: Vec<String> = Vec::new();
-        for table in statements.iter().flat_map(|facts| &facts.tables) {
-            let table = table.to_string();
-            if !tables.contains(&table) {
-                tables.push(table);
-            }
-        }
-        Judged {
+        let mut judged = Judged {
             decision,
             kind,
-            tables,
+            tables: Vec::new(),
             runs_early: RunsEarly::of(statements),
+        };
+        judged.add_tables(statements);
+        judged
+    }
+
+    /// Adds the tables `statements` read or write that the record does not
+    /// name yet.
+    fn add_tables(&mut self, statements: &[StatementFacts]) {
+        for table in statements.iter().flat_map(|facts| &facts.tables) {
+            let table = table.to_string();
+            if !self.tables.contains(&table) {
+                self.tables.push(table);
+            }
         }
     }
 

@@ -731,9 +731,7 @@ impl Relay {
                         self.refuse(held.request, refusal, (to_server, to_client), state, now);
                     }
                     Ok(()) => {
-                        if held.request == Request::Query {
-                            state.query_replaced();
-                        }
+                        state.statement_replaced();
                         let request = self.run_replacement(&held, &sql, to_server, state, now);
                         if let (Some(handle), Some(request)) = (record, request) {
                             recorder.open(OpenStatement::new(request, Some(handle), now), state);
@@ -901,9 +899,7 @@ impl Relay {
         let span = tracing::info_span!("statement", seq = self.statements, kind = ?request);
         span.in_scope(|| tracing::info!("statement refused by the gateway"));
         // Whatever the string would have prepared in SQL, it did not.
-        if request == Request::Query {
-            state.query_refused();
-        }
+        state.statement_refused();
         let ends_batch = matches!(request, Request::Query | Request::FunctionCall { .. });
         if state.is_idle() && state.at_sync_point {
             let status = match state.transaction_status {

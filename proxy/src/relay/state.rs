@@ -40,13 +40,16 @@
 //!   gateway refuses, or the server ignores (it does while skipping to
 //!   Sync), leaves them as they were; a name its `DEALLOCATE` or `DECLARE
 //!   … CURSOR` drops is gone once that statement completes, and means what
-//!   it meant if it does not (an earlier statement of the string failed).
+//!   it meant if it does not (an earlier statement of the string failed);
+//!   so does a `PREPARE`, `DEALLOCATE` or `DECLARE … CURSOR` sent with
+//!   Parse, when a portal of it is executed.
 //!
 //! `the_model_judges_what_the_server_runs_under_random_pipelines` (tests
 //! below) checks this against a simulated server over 100,000 random
 //! pipelined batches of extended-protocol messages and simple Queries
 //! (`BEGIN`, `COMMIT`, `ROLLBACK`, `PREPARE`, `DEALLOCATE`, reads; failed
-//! transaction blocks included): every Execute judged on what the server
+//! transaction blocks included; Parses of reads, `PREPARE` and
+//! `DEALLOCATE`): every Execute judged on what the server
 //! runs, every row description given for it that statement's, no Bind
 //! refused that the server would take, and no message left waiting once
 //! every answer is in.
@@ -530,24 +533,37 @@ pub(crate) struct ConnectionState {
     /// yet: what it sends meanwhile is skipped without an answer (the
     /// error's SQLSTATE and message, for their records).
     server_skipping: Option<(String, String)>,
-    /// What the simple Query being judged did to the session: sent with it.
-    unsent_query: QueryEffects,
-    /// Per Query sent (by request id), what it did to the session, until
-    /// its ReadyForQuery says what of it happened.
-    queries: VecDeque<(u64, QueryEffects)>,
+    /// What the statement being judged (a simple Query, or an Execute of
+    /// a `PREPARE`, `DEALLOCATE` or `DECLARE` sent with Parse) did to the
+    /// session's names: sent with it.
+    unsent: Effects,
+    /// Per Query or such Execute sent (by request id), what it did to the
+    /// session's names, until its answers say what of it happened.
+    running: VecDeque<(u64, Effects)>,
 }
 
-/// What a simple Query does to the session's names, which holds only if
-/// the server runs it: it drops the unnamed statement and portal (these
-/// were the ones it dropped), its `PREPARE`s make statements, and its
-/// `DEALLOCATE`s and `DECLARE … CURSOR`s drop names, in order (each holds
-/// once its statement completes).
+/// What a simple Query, or an Execute of a portal whose statement is a
+/// `PREPARE`, `DEALLOCATE` or `DECLARE … CURSOR` sent with Parse, does to
+/// the session's names, which holds only if the server runs it: a Query
+/// drops the unnamed statement and portal (these were the ones it
+/// dropped), its `PREPARE`s make statements, and its `DEALLOCATE`s and
+/// `DECLARE … CURSOR`s drop names, in order (each holds once its statement
+/// completes).
 #[derive(Debug, Default)]
-struct QueryEffects {
+struct Effects {
     unnamed_statement: Option<RecordId>,
     unnamed_portal: Option<RecordId>,
     prepares: VecDeque<RecordId>,
     drops: VecDeque<Dropped>,
+}
+
+impl Effects {
+    fn is_empty(&self) -> bool {
+        self.unnamed_statement.is_none()
+            && self.unnamed_portal.is_none()
+            && self.prepares.is_empty()
+            && self.drops.is_empty()
+    }
 }
 
 /// A name a statement of a Query dropped, with what it meant.
@@ -623,7 +639,7 @@ impl ConnectionState {
         // ignores it (skipping to Sync after an error), or the name by a
         // `DEALLOCATE` or `DECLARE` that may not complete.
         let query_dropped = |target: Target, name: &[u8]| {
-            self.queries.iter().any(|(_, effects)| {
+            self.running.iter().any(|(_, effects)| {
                 let unnamed = match target {
                     Target::Statement => effects.unnamed_statement.is_some(),
                     Target::Portal => effects.unnamed_portal.is_some(),
@@ -688,10 +704,10 @@ impl ConnectionState {
 
     /// A simple Query: it drops the unnamed statement and portal, and runs.
     pub fn query(&mut self) {
-        self.unsent_query = QueryEffects {
+        self.unsent = Effects {
             unnamed_statement: self.statements.names.remove(&b""[..]),
             unnamed_portal: self.portals.names.remove(&b""[..]),
-            ..QueryEffects::default()
+            ..Effects::default()
         };
         self.runs += 1;
     }
@@ -714,7 +730,7 @@ impl ConnectionState {
         };
         let id = self.statements.insert(statement, self.batch, false);
         if in_sql {
-            self.unsent_query.prepares.push_back(id);
+            self.unsent.prepares.push_back(id);
         }
         if self.statements.must_collect() {
             self.collect();
@@ -728,31 +744,32 @@ impl ConnectionState {
         Some((id, self.statements.get(id)?))
     }
 
-    /// The Query just judged is not sent after all (the gate refused it):
-    /// nothing of what it did to the session happened.
-    pub fn query_refused(&mut self) {
-        let effects = std::mem::take(&mut self.unsent_query);
-        self.undo_query(effects);
+    /// The statement just judged (a Query or an Execute) is not sent after
+    /// all (the gate refused it): nothing of what it did to the session
+    /// happened.
+    pub fn statement_refused(&mut self) {
+        let effects = std::mem::take(&mut self.unsent);
+        self.undo(effects);
     }
 
-    /// The Query just judged runs as a reviewer's replacement text: it
-    /// still drops the unnamed statement and portal, but what its own
+    /// The statement just judged runs as a reviewer's replacement text: a
+    /// Query still drops the unnamed statement and portal, but what its own
     /// `PREPARE`s, `DEALLOCATE`s and `DECLARE`s would have done does not
-    /// happen (the replacement's are not followed: a name it prepares is
-    /// unknown to the gateway, which refuses an `EXECUTE` of it).
-    pub fn query_replaced(&mut self) {
-        let mut effects = std::mem::take(&mut self.unsent_query);
+    /// happen (a replacement that would change names is refused, see
+    /// [`crate::relay::inspect::replacement_changes_names`]).
+    pub fn statement_replaced(&mut self) {
+        let mut effects = std::mem::take(&mut self.unsent);
         self.undo_drops(&mut effects);
         for id in std::mem::take(&mut effects.prepares).into_iter().rev() {
             self.statements.refused(id, true);
         }
-        self.unsent_query = effects;
+        self.unsent = effects;
     }
 
-    /// A Query the server did not run: its `PREPARE`s made nothing, its
-    /// `DEALLOCATE`s and `DECLARE`s dropped nothing, and the unnamed
-    /// statement and portal are still there.
-    fn undo_query(&mut self, mut effects: QueryEffects) {
+    /// A Query or Execute the server did not run: its `PREPARE`s made
+    /// nothing, its `DEALLOCATE`s and `DECLARE`s dropped nothing, and (a
+    /// Query's) the unnamed statement and portal are still there.
+    fn undo(&mut self, mut effects: Effects) {
         self.undo_drops(&mut effects);
         for id in effects.prepares.into_iter().rev() {
             self.statements.refused(id, true);
@@ -774,7 +791,7 @@ impl ConnectionState {
             Some(name) => self.statements.names.remove(name).into_iter().collect(),
             None => self.statements.names.drain().map(|(_, id)| id).collect(),
         };
-        self.unsent_query.drops.push_back(Dropped::Statements(ids));
+        self.unsent.drops.push_back(Dropped::Statements(ids));
     }
 
     /// `DECLARE name CURSOR …` in the Query being judged: the name is the
@@ -783,12 +800,12 @@ impl ConnectionState {
     /// fails unless `WITH HOLD`).
     pub fn declare_cursor(&mut self, name: &[u8]) {
         let id = self.portals.names.remove(name);
-        self.unsent_query.drops.push_back(Dropped::Portal(id));
+        self.unsent.drops.push_back(Dropped::Portal(id));
     }
 
     /// The names the Query's statements that did not complete dropped
     /// mean again what they meant (latest first).
-    fn undo_drops(&mut self, effects: &mut QueryEffects) {
+    fn undo_drops(&mut self, effects: &mut Effects) {
         while let Some(dropped) = effects.drops.pop_back() {
             for (target, id) in dropped.records() {
                 match target {
@@ -921,8 +938,8 @@ impl ConnectionState {
         let pending = &self.pending;
         let in_pending = |want: &dyn Fn(&Pending) -> bool| pending.iter().any(|e| want(&e.pending));
         // What a Query's unfinished DEALLOCATE or DECLARE may restore.
-        let dropped: Vec<(Target, RecordId)> = std::iter::once(&self.unsent_query)
-            .chain(self.queries.iter().map(|(_, effects)| effects))
+        let dropped: Vec<(Target, RecordId)> = std::iter::once(&self.unsent)
+            .chain(self.running.iter().map(|(_, effects)| effects))
             .flat_map(|effects| effects.drops.iter().flat_map(Dropped::records))
             .collect();
         let dropped = |target: Target, id: RecordId| dropped.contains(&(target, id));
@@ -1051,7 +1068,7 @@ impl ConnectionState {
             // (`ignore_till_sync`): no answer comes, and what a Query would
             // have prepared in SQL, it did not. It still gets an id, so its
             // record is completed (as not run) with the next answer.
-            self.query_refused();
+            self.statement_refused();
             self.next_id += 1;
             return Started::Statement;
         }
@@ -1070,8 +1087,8 @@ impl ConnectionState {
             Request::Query => {
                 self.simple_row_description = None;
                 self.simple_shape = None;
-                let effects = std::mem::take(&mut self.unsent_query);
-                self.queries.push_back((self.next_id, effects));
+                let effects = std::mem::take(&mut self.unsent);
+                self.running.push_back((self.next_id, effects));
                 Pending::Query(now)
             }
             Request::Parse => Pending::Parse(about.statement()),
@@ -1091,7 +1108,16 @@ impl ConnectionState {
                 About::Portal(id) => Some((Target::Portal, id, self.batch)),
                 About::Nothing => None,
             }),
-            Request::Execute => Pending::Execute(about.portal()),
+            Request::Execute => {
+                let effects = std::mem::take(&mut self.unsent);
+                if self.server_skipping.is_some() {
+                    // Skipped by the server (below): its SQL never ran.
+                    self.undo(effects);
+                } else if !effects.is_empty() {
+                    self.running.push_back((self.next_id, effects));
+                }
+                Pending::Execute(about.portal())
+            }
             Request::Sync => Pending::Sync(now),
             Request::FunctionCall { binary } => Pending::FunctionCall {
                 started: now,
@@ -1134,16 +1160,7 @@ impl ConnectionState {
                 let mut took = None;
                 let mut ended = None;
                 while let Some(e) = self.pending.pop_front() {
-                    if let Some(at) = self.queries.iter().position(|(q, _)| *q == e.id) {
-                        // It ran (up to an error, if any): the `PREPARE`s an
-                        // error stopped never made their statements.
-                        if let Some((_, mut effects)) = self.queries.remove(at) {
-                            self.undo_drops(&mut effects);
-                            for id in effects.prepares.into_iter().rev() {
-                                self.statements.refused(id, true);
-                            }
-                        }
-                    }
+                    self.settle(e.id);
                     if let Some(started) = e.pending.ends_with_ready() {
                         took = Some(now.saturating_duration_since(started));
                         ended = Some(e.id);
@@ -1209,29 +1226,17 @@ impl ConnectionState {
                     }
                 }
             }
-            Backend::CommandComplete { tag: b"PREPARE" }
-                if matches!(self.front(), Some(Pending::Query(_))) =>
-            {
-                let front = self.front_id();
-                if let Some((_, effects)) = self.queries.iter_mut().find(|(q, _)| Some(*q) == front)
-                {
-                    if let Some(id) = effects.prepares.pop_front() {
-                        self.statements.confirm(id);
-                    }
-                }
-            }
-            // The names the statement dropped are gone for good.
-            Backend::CommandComplete {
-                tag: b"DEALLOCATE" | b"DEALLOCATE ALL" | b"DECLARE CURSOR",
-            } if matches!(self.front(), Some(Pending::Query(_))) => {
-                let front = self.front_id();
-                if let Some((_, effects)) = self.queries.iter_mut().find(|(q, _)| Some(*q) == front)
-                {
-                    effects.drops.pop_front();
-                }
+            Backend::CommandComplete { tag } if matches!(self.front(), Some(Pending::Query(_))) => {
+                self.completed(tag);
             }
             m if m.ends_execute() && matches!(self.front(), Some(Pending::Execute(_))) => {
-                self.pending.pop_front();
+                if let Backend::CommandComplete { tag } = m {
+                    self.completed(tag);
+                }
+                // What it did not complete did not happen.
+                if let Some(e) = self.pending.pop_front() {
+                    self.settle(e.id);
+                }
             }
             Backend::ErrorResponse(body) => {
                 // The front request failed; the server skips everything up
@@ -1257,8 +1262,9 @@ impl ConnectionState {
                                     self.statements.get(id).is_some_and(|s| s.name.is_empty());
                                 self.statements.refused(id, !unnamed);
                             }
-                            // Ignored by the server: its SQL PREPAREs never ran.
-                            Pending::Query(_) => self.query_ignored(e.id),
+                            // Failed, or ignored by the server: its SQL
+                            // PREPAREs never ran.
+                            Pending::Query(_) | Pending::Execute(_) => self.ignored(e.id),
                             other => self.skipped(&other),
                         }
                     }
@@ -1275,11 +1281,48 @@ impl ConnectionState {
         None
     }
 
-    /// A simple Query the server ignored while skipping to Sync.
-    fn query_ignored(&mut self, id: u64) {
-        if let Some(at) = self.queries.iter().position(|(q, _)| *q == id) {
-            if let Some((_, effects)) = self.queries.remove(at) {
-                self.undo_query(effects);
+    /// A statement of the front request (a Query or an Execute) completed
+    /// with `tag`: a `PREPARE` made its statement, and the names a
+    /// `DEALLOCATE` or `DECLARE … CURSOR` dropped are gone for good.
+    fn completed(&mut self, tag: &[u8]) {
+        let front = self.front_id();
+        let Some((_, effects)) = self.running.iter_mut().find(|(q, _)| Some(*q) == front) else {
+            return;
+        };
+        match tag {
+            b"PREPARE" => {
+                if let Some(id) = effects.prepares.pop_front() {
+                    self.statements.confirm(id);
+                }
+            }
+            b"DEALLOCATE" | b"DEALLOCATE ALL" | b"DECLARE CURSOR" => {
+                effects.drops.pop_front();
+            }
+            _ => {}
+        }
+    }
+
+    /// Request `id` ran (up to an error, if any): the `PREPARE`s an error
+    /// stopped never made their statements, and the names the statements
+    /// it stopped would have dropped mean what they meant.
+    fn settle(&mut self, id: u64) {
+        if let Some(at) = self.running.iter().position(|(q, _)| *q == id) {
+            if let Some((_, mut effects)) = self.running.remove(at) {
+                self.undo_drops(&mut effects);
+                for id in effects.prepares.into_iter().rev() {
+                    self.statements.refused(id, true);
+                }
+            }
+        }
+    }
+
+    /// Request `id` (a Query or Execute) failed before any of its
+    /// statements completed, or the server ignored it while skipping to
+    /// Sync: nothing of what it did to the session happened.
+    fn ignored(&mut self, id: u64) {
+        if let Some(at) = self.running.iter().position(|(q, _)| *q == id) {
+            if let Some((_, effects)) = self.running.remove(at) {
+                self.undo(effects);
             }
         }
     }
@@ -1644,7 +1687,7 @@ mod tests {
         s.query();
         s.deallocate(Some(b"q"));
         s.prepare(b"p", Prepared::Sql(Arc::new(StatementFacts::default())));
-        s.query_replaced();
+        s.statement_replaced();
         s.on_client_frame(Request::Query, About::Nothing, Instant::now());
         server(&mut s, b'C', b"DEALLOCATE\0");
         server(&mut s, b'C', b"PREPARE\0");
@@ -1980,14 +2023,14 @@ mod tests {
                             }
                         }
                     }
-                    Sent::Execute(portal, judged) => match server.portals.get(&portal) {
+                    Sent::Execute(portal, judged) => match server.portals.get(&portal).cloned() {
                         Some(runs) if !fail && server.block != b'E' => {
                             assert_eq!(
                                 judged.as_deref(),
                                 Some(&runs[..]),
                                 "judged {:?}, the server runs {:?}\n{}",
                                 judged.as_deref().map(String::from_utf8_lossy),
-                                String::from_utf8_lossy(runs),
+                                String::from_utf8_lossy(&runs),
                                 dump()
                             );
                             if let Some(description) = state.execute_row_description() {
@@ -1999,7 +2042,31 @@ mod tests {
                                 *checked += 1;
                             }
                             *executed += 1;
-                            read(state, b'C', b"SELECT 1\0");
+                            // SQL that changes names, sent with Parse.
+                            let words: Vec<&[u8]> = runs.splitn(4, |b| *b == b' ').collect();
+                            let (ok, tag): (bool, &[u8]) = match words[..] {
+                                [b"prepare", name, b"as", text] => {
+                                    let free = !server.statements.contains_key(name);
+                                    if free {
+                                        server.statements.insert(name.to_vec(), text.to_vec());
+                                    }
+                                    (free, b"PREPARE\0")
+                                }
+                                [b"deallocate", b"all"] => {
+                                    server.statements.clear();
+                                    (true, b"DEALLOCATE ALL\0")
+                                }
+                                [b"deallocate", name] => {
+                                    (server.statements.remove(name).is_some(), b"DEALLOCATE\0")
+                                }
+                                _ => (true, b"SELECT 1\0"),
+                            };
+                            if ok {
+                                read(state, b'C', tag);
+                            } else {
+                                server.error(true);
+                                read(state, b'E', error);
+                            }
                         }
                         _ => {
                             server.error(true);
@@ -2028,7 +2095,14 @@ mod tests {
                 let frame = match pick {
                     0..=2 => {
                         texts += 1;
-                        frontend::parse(&name, format!("select {texts}").as_bytes())
+                        let other = ["a", "b"][random(2) as usize];
+                        let sql = match random(8) {
+                            0 => format!("prepare {other} as prepared {texts}"),
+                            1 if random(4) == 0 => "deallocate all".to_owned(),
+                            1 => format!("deallocate {other}"),
+                            _ => format!("select {texts}"),
+                        };
+                        frontend::parse(&name, sql.as_bytes())
                     }
                     3..=5 => bind(&portal, &name),
                     6 => frontend::describe(Target::Statement, &name),
@@ -2125,7 +2199,23 @@ mod tests {
                     Frontend::Execute { portal, .. } => {
                         let run = state.execute(portal);
                         let judged = match run.prepared {
-                            Some(Prepared::Parse { sql, .. }) => Some(sql.to_vec()),
+                            Some(Prepared::Parse { sql, .. }) => {
+                                // What the inspector does with SQL that
+                                // changes names (`NameChange`).
+                                let words: Vec<&[u8]> = sql.splitn(4, |b| *b == b' ').collect();
+                                match words[..] {
+                                    [b"prepare", name, b"as", text] => {
+                                        let facts = Arc::new(StatementFacts::default());
+                                        prepared_in_sql
+                                            .insert(Arc::as_ptr(&facts) as usize, text.to_vec());
+                                        state.prepare(name, Prepared::Sql(facts));
+                                    }
+                                    [b"deallocate", b"all"] => state.deallocate(None),
+                                    [b"deallocate", name] => state.deallocate(Some(name)),
+                                    _ => {}
+                                }
+                                Some(sql.to_vec())
+                            }
                             Some(Prepared::Sql(facts)) => prepared_in_sql
                                 .get(&(Arc::as_ptr(&facts) as usize))
                                 .cloned(),
