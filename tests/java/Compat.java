@@ -99,6 +99,19 @@ public class Compat {
             }
             if (System.currentTimeMillis() - started > 10000) throw new IllegalStateException("cancel too slow");
             dump(st.executeQuery("SELECT 'still usable'"));
+            // SQL that changes names, sent (as pgJDBC sends everything) with Parse/Bind/Execute.
+            st.execute("PREPARE q AS SELECT id, txt FROM t WHERE id = 4");
+            dump(st.executeQuery("EXECUTE q"));
+            st.execute("DEALLOCATE q");
+            st.execute("PREPARE q AS SELECT count(*) FROM t");
+            dump(st.executeQuery("EXECUTE q"));
+            st.execute("DEALLOCATE ALL");
+            c.setAutoCommit(false);
+            st.execute("DECLARE cur CURSOR FOR SELECT id FROM t ORDER BY id");
+            dump(st.executeQuery("FETCH 3 FROM cur"));
+            st.execute("CLOSE cur");
+            c.commit();
+            c.setAutoCommit(true);
             st.execute("DROP SCHEMA " + schema + " CASCADE");
         }
     }
