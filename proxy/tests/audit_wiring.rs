@@ -432,11 +432,12 @@ async fn no_client_receives_a_result_whose_record_is_missing() {
     for client_no in 0..8 {
         let url = gw.url("agent-7", &gw.agent_token());
         let stop = stop.clone();
+        // Logged in before the store goes away, however slow the machine.
+        let mut client = pg_connect(&url).await;
         clients.push(tokio::spawn(async move {
             // Tags of the statements whose answers this client received.
             let mut received = Vec::new();
             let mut refused = 0usize;
-            let mut client = pg_connect(&url).await;
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;

@@ -230,10 +230,14 @@ impl TestGateway {
     }
 }
 
+/// A new, empty directory. Its name holds this process's id, which an
+/// earlier test process may have had (ids are reused): what such a process
+/// left there (an audit store with its records) is removed first.
 fn unique_dir(tag: &str) -> PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("hoop-gw-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -544,7 +548,7 @@ pub fn tags(msgs: &[Msg]) -> String {
 pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .unwrap_or_else(|e| panic!("{url}: {e}"));
+        .unwrap_or_else(|e| panic!("{url}: {e} ({:?})", e.as_db_error()));
     tokio::spawn(async move {
         let _ = conn.await;
     });

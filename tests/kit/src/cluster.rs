@@ -532,13 +532,17 @@ fn make_dir(path: &Path) -> Result<(), Error> {
     std::fs::create_dir_all(path).map_err(|e| Error(format!("{}: {e}", path.display())))
 }
 
-/// A fresh directory for a throw-away cluster.
+/// A fresh directory for a throw-away cluster. Its name holds this
+/// process's id, which an earlier process may have had (ids are reused):
+/// what such a process left there is removed.
 fn scratch_dir(tag: &str) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir()
+    let dir = std::env::temp_dir()
         .join("hoop-kit")
-        .join(format!("{tag}-{}-{n}", std::process::id()))
+        .join(format!("{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 fn shell_quote(value: &str) -> String {
