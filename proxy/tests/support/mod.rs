@@ -232,14 +232,42 @@ impl TestGateway {
 
 /// A new, empty directory. Its name holds this process's id, which an
 /// earlier test process may have had (ids are reused): what such a process
-/// left there (an audit store with its records) is removed first.
+/// left there (an audit store with its records) is removed first. The
+/// first call also removes the directories of test processes that have
+/// ended (tests read a gateway's directory after it stopped, so each
+/// process leaves its own behind).
 fn unique_dir(tag: &str) -> PathBuf {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(remove_dirs_of_ended_processes);
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("hoop-gw-{tag}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Removes `hoop-gw-<tag>-<pid>-<n>` directories whose process is gone.
+fn remove_dirs_of_ended_processes() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("hoop-gw-")) else {
+            continue;
+        };
+        let mut parts = rest.rsplitn(3, '-');
+        let (Some(_n), Some(pid), Some(_tag)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let ended = pid.parse::<u32>().is_ok_and(|pid| {
+            pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
+        });
+        if ended {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A self-signed certificate for localhost (openssl CLI).
