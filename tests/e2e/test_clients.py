@@ -89,6 +89,12 @@ def psycopg_script(target, schema):
             out.append(e.sqlstate)
         assert time.time() - started < 10
         out.append(conn.execute("SELECT 'still usable'").fetchone())
+        # A server-side cursor: DECLARE, FETCH and CLOSE sent with Parse/Bind/Execute.
+        with conn.transaction():
+            with conn.cursor(name="sc") as cur:
+                cur.execute("SELECT id, txt FROM t WHERE id > %s ORDER BY id", (2,))
+                out.append(cur.fetchmany(3))
+                out.append(len(cur.fetchall()))
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
     return out
 
