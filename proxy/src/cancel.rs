@@ -1,6 +1,9 @@
-//! Query cancellation. Each client gets the gateway's own BackendKeyData
-//! (random pid and secret), never the upstream one; a CancelRequest carrying
-//! it is mapped to the upstream backend and forwarded there.
+//! Query cancellation. Each client gets a BackendKeyData with its upstream
+//! backend's pid (the one `pg_backend_pid()`, `pg_stat_activity` and every
+//! NotificationResponse show it, which clients compare with theirs: a
+//! notification from their own session is told apart that way) and the
+//! gateway's own random secret, never the upstream one; a CancelRequest
+//! carrying it is mapped to the upstream backend and forwarded there.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -52,8 +55,15 @@ impl CancelRegistry {
     pub fn register(&self, target: CancelTarget) -> GatewayKey {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         loop {
+            // Backends of two upstream servers may share a pid: their keys
+            // differ by the secret. An upstream that sent no key gets a
+            // random pid.
+            let pid = match target.pid {
+                pid if pid > 0 => pid,
+                _ => random_i32() & 0x7fff_ffff,
+            };
             let key = GatewayKey {
-                pid: random_i32() & 0x7fff_ffff,
+                pid,
                 secret: random_i32(),
             };
             if key.pid != 0 && !keys.contains_key(&key) {

@@ -41,9 +41,10 @@ async fn login_sets_role_and_a_session_token_bound_to_the_backend() {
     // Columns: user, pid, token.
     let fields = decode_row(&row.body);
     let backend_pid: i32 = fields[1].parse().unwrap();
-    assert_ne!(
+    assert_eq!(
         backend_pid, gateway_pid,
-        "the client must get the gateway's key, not the backend's"
+        "the client's key names its backend, as pg_backend_pid() and notifications do \
+         (its secret is the gateway's)"
     );
     let token = &fields[2];
     let signer = SessionSigner::from_seed_base64("test-1", SEED_B64).unwrap();

@@ -76,7 +76,10 @@ def psycopg_script(target, schema):
         out.append(conn.execute("SELECT count(*), sum(id) FROM c").fetchone())
         conn.execute("LISTEN ch")
         conn.execute("NOTIFY ch, 'hello'")
-        out.append([(n.channel, n.payload) for n in conn.notifies(timeout=5, stop_after=1)])
+        # A notification of the session's own: its pid is the session's backend pid.
+        out.append([(n.channel, n.payload, n.pid == conn.info.backend_pid)
+                    for n in conn.notifies(timeout=5, stop_after=1)])
+        out.append(conn.execute("SELECT pg_backend_pid()").fetchone()[0] == conn.info.backend_pid)
         with conn.pipeline():
             cursors = [conn.execute("SELECT %s::int * 2", (i,)) for i in range(10)]
             conn.execute("SELECT 1")
@@ -102,6 +105,7 @@ def psycopg_script(target, schema):
 def test_psycopg3(targets):
     out = both(targets, psycopg_script)
     assert "57014" in out and "22012" in out
+    assert [("ch", "hello", True)] in out, out
 
 
 def asyncpg_script(target, schema):
