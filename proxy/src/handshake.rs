@@ -43,7 +43,9 @@ pub enum Ended {
     /// A CancelRequest was handled, or the client left (psql does this to ask for a password).
     #[error("the client left")]
     Quietly,
-    /// The client was refused; it has been told why.
+    /// The client was refused; it has been told why where PostgreSQL tells
+    /// it (not for a startup packet of an impossible length, nor a direct
+    /// SSL connection without ALPN).
     #[error("refused: {1}")]
     Refused(LoginOutcome, String),
     /// The handshake and login took longer than the gateway waits.
@@ -90,8 +92,14 @@ async fn read_startup_packet<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let len = u32::from_be_bytes(len) as usize;
     if !(8..=MAX_STARTUP_PACKET_BYTES).contains(&len) {
-        let problem = format!("invalid startup packet length {len}");
-        return Err(refuse(stream, "08P01", &problem, LoginOutcome::refused).await);
+        // PostgreSQL logs this (COMMERROR) and closes without a word: what
+        // arrived is no startup packet, so the client may not read one
+        // either (node-postgres ending before it started sends Terminate).
+        let _ = stream.shutdown().await;
+        return Err(Ended::Refused(
+            LoginOutcome::refused,
+            format!("invalid startup packet length {len}"),
+        ));
     }
     let mut body = vec![0u8; len - 4];
     stream.read_exact(&mut body).await?;

@@ -246,10 +246,22 @@ fn check_request(
     // `options` (PGOPTIONS): each setting is judged as `SET name = value`
     // would be. Settings no rule may ever allow are refused before the
     // token is looked at; the rules, which depend on the identity, after.
-    let settings = param(&params, "options")
+    let mut settings = param(&params, "options")
         .map(|o| startup_options(&o))
         .transpose()?
         .unwrap_or_default();
+    // Every other parameter PostgreSQL does not read itself is a setting
+    // too (node-postgres sends `statement_timeout` so, any client may send
+    // `lock_timeout` or an `app.*` setting), applied after `options`'s as
+    // PostgreSQL applies them: judged the same way and written into the
+    // `options` the database gets (before, they were dropped, and a
+    // client's statement_timeout silently did not apply).
+    settings.extend(
+        params
+            .iter()
+            .filter(|(name, _)| is_setting_parameter(name))
+            .cloned(),
+    );
     if let Some(problem) = settings
         .iter()
         .find_map(|(name, value)| never_in_options(name, value))
@@ -271,6 +283,16 @@ fn check_request(
         params,
         settings,
     })
+}
+
+/// A startup parameter that is a setting: not one PostgreSQL reads itself
+/// (`user`, `database`, `options`, `replication`, `_pq_.` protocol
+/// options), nor one passed to the database as it is
+/// ([`crate::upstream::FORWARDED_PARAMETERS`]).
+fn is_setting_parameter(name: &str) -> bool {
+    !matches!(name, "user" | "database" | "options" | "replication")
+        && !name.starts_with("_pq_.")
+        && !crate::upstream::FORWARDED_PARAMETERS.contains(&name)
 }
 
 /// Answers for protocol 3.0 when the client asked for more, asks for a
@@ -481,7 +503,7 @@ fn startup_options(raw: &str) -> Result<Vec<(String, String)>, OptionsProblem> {
     Ok(settings)
 }
 
-/// Settings the `options` startup parameter may never carry, whatever the
+/// Settings the startup parameters (`options` included) may never carry, whatever the
 /// rules: the session's identity, the signed session, and libraries loaded
 /// at backend start (a `SET` of them after login loads nothing; at startup
 /// it would).
@@ -495,7 +517,7 @@ fn never_in_options(name: &str, value: &str) -> Option<OptionsProblem> {
     never.then(|| OptionsProblem {
         code: "42501",
         message: format!(
-            "setting \"{name}\" in the options startup parameter is not allowed through hoop"
+            "setting \"{name}\" in the startup parameters (or options) is not allowed through hoop"
         ),
     })
 }
@@ -518,7 +540,7 @@ fn refused_by_rules(
     Some(OptionsProblem {
         code: "42501",
         message: format!(
-            "setting \"{name}\" in the options startup parameter is refused: {message}"
+            "setting \"{name}\" in the startup parameters (or options) is refused: {message}"
         ),
     })
 }

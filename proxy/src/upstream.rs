@@ -14,10 +14,11 @@ use crate::protocol::{self, split_frame, take_cstr, take_i32, Frame};
 use crate::tls::PgStream;
 use crate::transport::{open_transport, TransportError};
 
-/// Startup parameters a client may pass through to the database. Anything
-/// else is dropped. `options` arrives here only as the handshake rewrote it:
-/// `-c name=value` settings each judged as `SET name = value` would be (see
-/// `login::startup_options`), never the client's own string.
+/// Startup parameters a client may pass through to the database as they
+/// are. `options` arrives here only as the handshake rewrote it: `-c
+/// name=value` settings each judged as `SET name = value` would be (see
+/// `login::startup_options`), never the client's own string, with every
+/// other setting the client sent as a parameter of its own.
 pub const FORWARDED_PARAMETERS: &[&str] = &[
     "options",
     "application_name",

@@ -151,7 +151,13 @@ async fn failed_logins_are_rate_limited_per_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn risky_startup_parameters_are_refused() {
     let gw = start_gateway(GatewayOptions::default()).await;
-    for (name, value) in [("options", "-c role=postgres"), ("replication", "database")] {
+    for (name, value) in [
+        ("options", "-c role=postgres"),
+        ("replication", "database"),
+        // A setting as a parameter of its own is judged as in options.
+        ("role", "postgres"),
+        ("session_authorization", "postgres"),
+    ] {
         let mut raw = Raw::connect(gw.addr).await;
         raw.send(&startup_packet(&[
             ("user", "a"),
@@ -307,6 +313,72 @@ async fn login_with_options(gw: &TestGateway, token: &str, options: &str) -> (Ra
     (raw, msgs)
 }
 
+/// A setting sent as a startup parameter of its own (node-postgres sends
+/// `statement_timeout` so) reaches the server, after `options`'s, as
+/// PostgreSQL applies them; a rule that blocks it refuses the login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_sent_as_startup_parameters_apply_after_options() {
+    let gw = start_gateway(GatewayOptions {
+        mappings: GatewayOptions::default().mappings
+            + r#"
+[[rules]]
+name = "agents-keep-work-mem"
+action = "block"
+set_parameters = ["work_mem"]
+groups = ["fraud-agents"]
+"#,
+        ..Default::default()
+    })
+    .await;
+    let token = gw.agent_token();
+    let login = |params: Vec<(&'static str, &'static str)>| {
+        let token = token.clone();
+        let addr = gw.addr;
+        async move {
+            let mut raw = Raw::connect(addr).await;
+            let mut all = vec![("user", "agent"), ("database", "payments")];
+            all.extend(params);
+            raw.send(&startup_packet(&all)).await;
+            let first = raw.recv().await.expect("a reply");
+            assert_eq!(first.tag, b'R', "{first:?}");
+            raw.send(&msg(b'p', &cstr(&token))).await;
+            let mut msgs = Vec::new();
+            while let Some(m) = raw.recv().await {
+                let tag = m.tag;
+                msgs.push(m);
+                if tag == b'Z' || tag == b'E' {
+                    break;
+                }
+            }
+            (raw, msgs)
+        }
+    };
+    let (mut raw, msgs) = login(vec![
+        ("options", "-c statement_timeout=9s -c lock_timeout=1s"),
+        ("statement_timeout", "3s"),
+        ("app.tenant", "t 7"),
+    ])
+    .await;
+    assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
+    raw.send(&query(
+        "select current_setting('statement_timeout') || ',' || current_setting('lock_timeout')          || ',' || current_setting('app.tenant')",
+    ))
+    .await;
+    let rows = raw.until(b'Z').await;
+    let row = rows.iter().find(|m| m.tag == b'D').expect("a row");
+    assert!(row.text().contains("3s,1s,t 7"), "{}", row.text());
+
+    let (_, msgs) = login(vec![("work_mem", "1GB")]).await;
+    let e = msgs.last().expect("a refusal");
+    assert_eq!(e.error_code().as_deref(), Some("42501"), "{msgs:?}");
+    let message = e.field(b'M').unwrap_or_default();
+    assert!(
+        message.contains("\"work_mem\"") && message.contains("agents-keep-work-mem"),
+        "{message}"
+    );
+    gw.stop().await;
+}
+
 /// `options` (PGOPTIONS, what pg_regress sends) is accepted: each setting
 /// goes through the rules `SET name = value` does, and reaches the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,5 +482,24 @@ groups = ["fraud-agents"]
         !out.status.success() && stderr.contains("\"role\""),
         "{stderr}"
     );
+    gw.stop().await;
+}
+
+/// A first packet of an impossible length (node-postgres sends Terminate
+/// when it ends before its startup message went out) is closed without a
+/// word, as PostgreSQL closes it: the client reads no ErrorResponse it did
+/// not ask for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_startup_packet_of_an_impossible_length_is_closed_as_postgres_closes_it() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let server: std::net::SocketAddr = format!("127.0.0.1:{}", cluster().port).parse().unwrap();
+    for addr in [server, gw.addr] {
+        let mut raw = Raw::connect(addr).await;
+        raw.send(&msg(b'X', b"")).await;
+        assert!(
+            raw.recv().await.is_none(),
+            "{addr}: closed without a message"
+        );
+    }
     gw.stop().await;
 }

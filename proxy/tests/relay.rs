@@ -299,11 +299,10 @@ async fn malformed_and_oversized_messages_end_cleanly() {
     assert_eq!(m.error_code().as_deref(), Some("08P01"));
     assert!(m.field(b'M').unwrap().contains("over the limit"));
     assert!(raw.recv().await.is_none());
-    // Garbage instead of a startup packet.
+    // Garbage instead of a startup packet: closed without a word, as
+    // PostgreSQL closes it (it only logs it).
     let mut raw = Raw::connect(gw.addr).await;
     raw.send(&[0, 0, 0, 3, 1, 2, 3]).await;
-    let m = raw.recv().await.unwrap();
-    assert_eq!(m.error_code().as_deref(), Some("08P01"));
     assert!(raw.recv().await.is_none());
     // An unknown message type is the server's business: it answers, we relay.
     let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
