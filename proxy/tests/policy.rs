@@ -863,3 +863,62 @@ async fn sql_that_changes_names_sent_with_parse_changes_them_when_it_runs() {
         "judged as what q means when it runs: {last}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_named_by_a_bind_parameter_is_judged_on_the_portals_values() {
+    // `select set_config($1, $2, false)` (psycopg's tests set settings so)
+    // is judged when a portal of it runs, on the name and value bound:
+    // before, the Parse was refused whatever they were.
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let mut batch = parse("s", "select set_config($1, $2, false)");
+    batch.extend(sync());
+    raw.send(&batch).await;
+    assert_eq!(tags(&raw.until(b'Z').await), "1Z");
+    let run = |params: &[Option<&str>]| {
+        let mut batch = bind_text("", "s", params);
+        batch.extend(execute("", 0));
+        batch.extend(sync());
+        batch
+    };
+    raw.send(&run(&[
+        Some("default_transaction_isolation"),
+        Some("serializable"),
+    ]))
+    .await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(command_tag(&msgs), "SELECT 1", "{msgs:?}");
+    let msgs = simple(&mut raw, "show default_transaction_isolation").await;
+    let row = msgs.iter().find(|m| m.tag == b'D').expect("a row");
+    assert!(row.text().contains("serializable"), "{}", row.text());
+    // Turning standard_conforming_strings off, or a setting the shipped
+    // rules keep (role), or one that cannot be read (NULL): refused.
+    for (params, rule) in [
+        (
+            [Some("standard_conforming_strings"), Some("off")],
+            "standard-string-escapes",
+        ),
+        (
+            [Some("Role"), Some("payments_admin")],
+            "block-protected-parameters",
+        ),
+        ([None, Some("off")], "block-protected-parameters"),
+    ] {
+        raw.send(&run(&params)).await;
+        let msgs = raw.until(b'Z').await;
+        assert_eq!(tags(&msgs), "2EZ", "{msgs:?}");
+        refusal_names(&msgs, rule);
+    }
+    let msgs = simple(
+        &mut raw,
+        "select current_setting('standard_conforming_strings'), current_user",
+    )
+    .await;
+    let row = msgs.iter().find(|m| m.tag == b'D').expect("a row");
+    assert!(
+        row.text().contains("on") && row.text().contains("fraud_agent"),
+        "{}",
+        row.text()
+    );
+    gw.stop().await;
+}

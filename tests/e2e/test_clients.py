@@ -80,6 +80,8 @@ def psycopg_script(target, schema):
         out.append([(n.channel, n.payload, n.pid == conn.info.backend_pid)
                     for n in conn.notifies(timeout=5, stop_after=1)])
         out.append(conn.execute("SELECT pg_backend_pid()").fetchone()[0] == conn.info.backend_pid)
+        # A setting named by a bind parameter (judged on the value bound).
+        out.append(conn.execute("SELECT set_config(%s, %s, false)", ["lock_timeout", "2s"]).fetchone())
         with conn.pipeline():
             cursors = [conn.execute("SELECT %s::int * 2", (i,)) for i in range(10)]
             conn.execute("SELECT 1")

@@ -33,8 +33,9 @@ use serde_json::Value;
 
 use crate::bounds;
 use crate::facts::{
-    weakens_escape_rules, ColumnBounds, CopyDirection, CopyTarget, DdlObject, DdlVerb, Interval,
-    Kind, Lasting, Parameter, StatementFacts, SyntaxError, TableName,
+    weakens_escape_rules, BoundSetting, ColumnBounds, CopyDirection, CopyTarget, DdlObject,
+    DdlVerb, Interval, Kind, Lasting, Parameter, SettingValue, StatementFacts, SyntaxError,
+    TableName,
 };
 
 /// Every statement of one query string, in order. An empty string (or only
@@ -919,12 +920,39 @@ struct FromItem {
     location: Option<i64>,
 }
 
+/// A bind parameter's number, as is or through a cast that keeps its text
+/// (see [`Walker::exact_string`]).
+fn exact_param(value: &Value) -> Option<u16> {
+    match tagged(value)? {
+        ("ParamRef", param) => u16::try_from(int(param, "number")).ok(),
+        ("TypeCast", cast) if exact_cast(cast) => exact_param(field(cast, "arg")?),
+        _ => None,
+    }
+}
+
+/// A cast that passes a string on unchanged: to `text`, `varchar` or
+/// `name` (qualified or not), without a length or array bounds.
+fn exact_cast(cast: &Value) -> bool {
+    let Some(type_name) = field(cast, "type_name") else {
+        return false;
+    };
+    let names = name_parts(list(type_name, "names"));
+    list(type_name, "typmods").is_empty()
+        && list(type_name, "array_bounds").is_empty()
+        && matches!(
+            names.iter().map(String::as_str).collect::<Vec<_>>()[..],
+            ["text" | "varchar" | "name"] | ["pg_catalog", "text" | "varchar" | "name"]
+        )
+}
+
 /// Walks one statement (subqueries, CTEs, expressions, utility statement
 /// parts) and collects what rules match on.
 #[derive(Default)]
 struct Walker {
     /// A `set_config()` that may turn `standard_conforming_strings` off.
     weakens_escape_rules: bool,
+    /// `set_config($n, …)`s.
+    bound_settings: Vec<BoundSetting>,
     tables: Vec<TableName>,
     functions: Vec<String>,
     columns_read: Vec<String>,
@@ -1077,9 +1105,25 @@ impl Walker {
         match last.as_str() {
             "set_config" => {
                 let parameter = self.set_config_parameter(args);
-                if let Parameter::Named(name) = &parameter {
-                    let value = args.get(1).and_then(|a| self.string_literal(a));
-                    self.weakens_escape_rules |= weakens_escape_rules(name, value.as_deref());
+                let value = args.get(1);
+                match &parameter {
+                    Parameter::Named(name) => {
+                        let value = value.and_then(|a| self.exact_string(a));
+                        self.weakens_escape_rules |= weakens_escape_rules(name, value.as_deref());
+                    }
+                    Parameter::Bound(name) => {
+                        let value = match value {
+                            Some(a) => match (self.exact_string(a), exact_param(a)) {
+                                (Some(text), _) => SettingValue::Literal(text),
+                                (None, Some(n)) => SettingValue::Bound(n),
+                                (None, None) => SettingValue::Other,
+                            },
+                            None => SettingValue::Other,
+                        };
+                        self.bound_settings
+                            .push(BoundSetting { name: *name, value });
+                    }
+                    Parameter::Unknown => {}
                 }
                 self.parameters.push(parameter);
             }
@@ -1158,11 +1202,25 @@ impl Walker {
         let positional = args
             .first()
             .filter(|arg| !matches!(tagged(arg), Some(("NamedArgExpr", _))));
-        named
-            .or(positional)
-            .and_then(|arg| self.string_literal(arg))
-            .map(|name| Parameter::Named(name.trim().to_lowercase()))
-            .unwrap_or(Parameter::Unknown)
+        let Some(arg) = named.or(positional) else {
+            return Parameter::Unknown;
+        };
+        if let Some(name) = self.exact_string(arg) {
+            return Parameter::Named(name.trim().to_lowercase());
+        }
+        exact_param(arg).map_or(Parameter::Unknown, Parameter::Bound)
+    }
+
+    /// A string literal whose text reaches the function as written: as
+    /// is, or cast to `text`, `varchar` or `name` without a length (a cast
+    /// to `varchar(27)` or `char(27)` cuts `'standard_conforming_stringsX'`
+    /// to a name the literal does not read as).
+    fn exact_string(&mut self, value: &Value) -> Option<String> {
+        match tagged(value)? {
+            ("AConst", _) => self.string_literal(value),
+            ("TypeCast", cast) if exact_cast(cast) => self.exact_string(field(cast, "arg")?),
+            _ => None,
+        }
     }
 
     /// A string literal's text (any quoting: the scanner has decoded it),
@@ -1395,6 +1453,7 @@ impl Walker {
         // A parameter the gateway cannot name could be standard_conforming_strings.
         facts.weakens_escape_rules |=
             self.weakens_escape_rules || self.parameters.contains(&Parameter::Unknown);
+        facts.bound_settings = self.bound_settings;
         facts.parameters.extend(self.parameters);
         facts.missing_where |= self.nested_missing_where;
         facts.bounds = ColumnBounds {

@@ -165,8 +165,13 @@ pub fn decide(
         return refusal(Action::Block, rule);
     }
     // After the block rules (a statement they refuse keeps their name),
-    // before anything that could let it run.
-    if facts.weakens_escape_rules {
+    // before anything that could let it run. At any level: what EXPLAIN
+    // ANALYZE, PREPARE (then EXECUTE) and DECLARE (then FETCH) wrap runs.
+    // A setting named by a bind parameter not yet known could be it.
+    if facts
+        .levels()
+        .any(|level| level.weakens_escape_rules || !level.bound_settings.is_empty())
+    {
         return Decision::block(
             ESCAPE_RULES_RULE,
             format!(
@@ -336,7 +341,7 @@ fn matches_level(rule: &Rule, facts: &StatementFacts, context: &PolicyContext) -
     }
     if !rule.set_parameters.is_empty()
         && !facts.parameters.iter().any(|parameter| match parameter {
-            Parameter::Unknown => true,
+            Parameter::Unknown | Parameter::Bound(_) => true,
             Parameter::Named(name) => rule.set_parameters.iter().any(|p| glob_match(p, name)),
         })
     {

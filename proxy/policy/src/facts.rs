@@ -62,6 +62,30 @@ pub struct StatementFacts {
     /// with backslash escapes, which the gateway's parser does not, and the
     /// two would disagree about where a literal ends. Always refused.
     pub weakens_escape_rules: bool,
+    /// `set_config($n, …)`: settings named by a bind parameter, known only
+    /// when a portal of the statement runs (see
+    /// [`StatementFacts::with_binds`]). Until then the statement may turn
+    /// `standard_conforming_strings` off, and [`Parameter::Bound`] matches
+    /// every parameter matcher.
+    pub bound_settings: Vec<BoundSetting>,
+}
+
+/// A setting named by a bind parameter: `set_config($name, value, …)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundSetting {
+    /// The bind parameter (1-based) that names it.
+    pub name: u16,
+    pub value: SettingValue,
+}
+
+/// The value a [`BoundSetting`] is set to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingValue {
+    Literal(String),
+    /// A bind parameter (1-based).
+    Bound(u16),
+    /// Anything else: not known.
+    Other,
 }
 
 /// Whether setting `name` to `value` (`None`: a value the gateway cannot
@@ -99,6 +123,50 @@ impl StatementFacts {
     /// These facts and every wrapped statement's, outermost first.
     pub fn levels(&self) -> impl Iterator<Item = &StatementFacts> {
         std::iter::successors(Some(self), |facts| facts.inner.as_deref())
+    }
+
+    /// These facts with their [`BoundSetting`]s named by the portal's
+    /// parameters: `value(n)` is bind parameter `n` in text form, `None`
+    /// when it is NULL, binary or missing (then the setting could be any,
+    /// as for `set_config(expr, …)`). Only this level's: a wrapped
+    /// statement's parameters are not the portal's.
+    pub fn with_binds(&self, value: impl Fn(u16) -> Option<String>) -> StatementFacts {
+        let mut facts = self.clone();
+        for setting in std::mem::take(&mut facts.bound_settings) {
+            let Some(name) = value(setting.name) else {
+                facts.weakens_escape_rules = true;
+                replace_bound(&mut facts.parameters, setting.name, Parameter::Unknown);
+                continue;
+            };
+            let name = name.trim().to_lowercase();
+            let set_to = match &setting.value {
+                SettingValue::Literal(text) => Some(text.clone()),
+                SettingValue::Bound(n) => value(*n),
+                SettingValue::Other => None,
+            };
+            facts.weakens_escape_rules |= weakens_escape_rules(&name, set_to.as_deref());
+            replace_bound(&mut facts.parameters, setting.name, Parameter::Named(name));
+        }
+        facts
+    }
+
+    /// These facts as a Parse judges them: what a setting named by a bind
+    /// parameter does is judged when a portal of the statement runs
+    /// ([`StatementFacts::with_binds`]), so it is left out here. Only this
+    /// level's, as there.
+    pub fn deferring_binds(&self) -> StatementFacts {
+        let mut facts = self.clone();
+        for setting in std::mem::take(&mut facts.bound_settings) {
+            facts
+                .parameters
+                .retain(|p| *p != Parameter::Bound(setting.name));
+        }
+        facts
+    }
+
+    /// Whether any level names a setting by a bind parameter.
+    pub fn has_bound_settings(&self) -> bool {
+        self.levels().any(|level| !level.bound_settings.is_empty())
     }
 
     pub(crate) fn unparsed(reason: String) -> StatementFacts {
@@ -529,6 +597,17 @@ pub enum Parameter {
     /// `UPDATE pg_settings`: could be any parameter, so every parameter
     /// matcher matches.
     Unknown,
+    /// `set_config($n, …)`: named by bind parameter `n`, known when a
+    /// portal runs (see [`StatementFacts::bound_settings`]); until then, as
+    /// [`Parameter::Unknown`].
+    Bound(u16),
+}
+
+/// Replaces the first `Parameter::Bound(n)` in `parameters` with `by`.
+fn replace_bound(parameters: &mut [Parameter], n: u16, by: Parameter) {
+    if let Some(p) = parameters.iter_mut().find(|p| **p == Parameter::Bound(n)) {
+        *p = by;
+    }
 }
 
 /// One end of an interval.

@@ -66,8 +66,9 @@ pub use decide::{
 };
 pub use facts::weakens_escape_rules;
 pub use facts::{
-    is_kind_name, Bound, ColumnBounds, CopyDirection, CopyTarget, DdlObject, DdlVerb, Interval,
-    Kind, Lasting, Parameter, StatementFacts, SyntaxError, TableName, KIND_NAMES,
+    is_kind_name, Bound, BoundSetting, ColumnBounds, CopyDirection, CopyTarget, DdlObject, DdlVerb,
+    Interval, Kind, Lasting, Parameter, SettingValue, StatementFacts, SyntaxError, TableName,
+    KIND_NAMES,
 };
 pub use masking::{
     mask_data_row, mask_error_or_notice, mask_function_result, mask_notification, mask_sql_text,

@@ -337,7 +337,7 @@ fn parameters_set() {
         ),
         (
             "SELECT * FROM pg_catalog.set_config($1, 'x', false)",
-            vec![Parameter::Unknown],
+            vec![Parameter::Bound(1)],
         ),
         (
             "SELECT set_config(name, 'x', false) FROM t",

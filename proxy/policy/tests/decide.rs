@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 
 use hoop_policy::{
-    classify, decide_all, default_rules, Action, Decision, DefaultRules, Identity, PolicyContext,
-    RuleConfig, RuleSet, DEFAULT_RULES_TOML, SYNTAX_ERROR_RULE,
+    classify, decide, decide_all, default_rules, Action, Decision, DefaultRules, Identity,
+    PolicyContext, RuleConfig, RuleSet, DEFAULT_RULES_TOML, SYNTAX_ERROR_RULE,
 };
 
 fn agent() -> Identity {
@@ -364,6 +364,79 @@ fn rule(name: &str, action: Action) -> RuleConfig {
         groups: vec![],
         except_groups: vec![],
     }
+}
+
+/// `set_config($1, $2, …)` (psycopg's tests, drivers that set settings by
+/// name) is judged when a portal of it runs, on the names and values bound:
+/// a Parse leaves the setting out, a portal names it.
+#[test]
+fn a_setting_named_by_a_bind_parameter_is_judged_on_what_is_bound() {
+    let mut block_role = rule("no-role", Action::Block);
+    block_role.set_parameters = vec!["role".to_owned()];
+    let rules = RuleSet::new(vec![block_role]).expect("valid");
+    let judged = |sql: &str, binds: &[Option<&str>]| {
+        let facts = classify(sql).statements[0].with_binds(|n| {
+            binds
+                .get(usize::from(n) - 1)
+                .copied()
+                .flatten()
+                .map(str::to_owned)
+        });
+        match decide(&facts, &agent(), &context(), &rules) {
+            Decision::Allow => "allow".to_owned(),
+            Decision::Block { rule, .. } => format!("block:{rule}"),
+            Decision::Review { rule, .. } => format!("review:{rule}"),
+        }
+    };
+    let sql = "SELECT set_config($1, $2, false)";
+    let cases: [(&[Option<&str>], &str); 8] = [
+        (
+            &[Some("default_transaction_isolation"), Some("serializable")],
+            "allow",
+        ),
+        (&[Some("Standard_Conforming_Strings "), Some("on")], "allow"),
+        (
+            &[Some("standard_conforming_strings"), Some("off")],
+            "block:standard-string-escapes",
+        ),
+        (
+            &[Some("standard_conforming_strings"), None],
+            "block:standard-string-escapes",
+        ),
+        // NULL, binary or missing: could be any setting.
+        (&[None, Some("on")], "block:no-role"),
+        (&[], "block:no-role"),
+        (&[Some("ROLE"), Some("postgres")], "block:no-role"),
+        (&[Some("work_mem"), Some("64MB")], "allow"),
+    ];
+    for (binds, expected) in cases {
+        assert_eq!(judged(sql, binds), expected, "{binds:?}");
+    }
+    // A value of its own: only the name is bound.
+    assert_eq!(
+        judged(
+            "SELECT set_config($1::text, 'off', false)",
+            &[Some("standard_conforming_strings")]
+        ),
+        "block:standard-string-escapes"
+    );
+    // A wrapped statement's parameters are not the portal's.
+    assert_eq!(
+        judged(
+            "EXPLAIN ANALYZE SELECT set_config($1, 'x', false)",
+            &[Some("work_mem")]
+        ),
+        "block:no-role"
+    );
+    // Unbound (a simple Query, where the server knows no $1): as any setting.
+    let unbound = decide_all(&classify(sql), &agent(), &context(), &rules);
+    assert!(matches!(unbound, Decision::Block { .. }), "{unbound:?}");
+    // A Parse leaves it to the portal.
+    let deferred = classify(sql).statements[0].deferring_binds();
+    assert_eq!(
+        decide(&deferred, &agent(), &context(), &rules),
+        Decision::Allow
+    );
 }
 
 #[test]
@@ -881,6 +954,16 @@ fn standard_conforming_strings_cannot_be_turned_off() {
         "ALTER ROLE agent SET standard_conforming_strings = off",
         "ALTER DATABASE payments SET standard_conforming_strings = off",
         "SELECT 1; SET standard_conforming_strings = off",
+        "EXPLAIN ANALYZE SELECT set_config('standard_conforming_strings', 'off', false)",
+        "PREPARE p AS SELECT set_config('standard_conforming_strings', 'off', false)",
+        "DECLARE c CURSOR FOR SELECT set_config('standard_conforming_strings', 'off', false)",
+        "PREPARE q(text) AS SELECT set_config($1, 'off', false)",
+        // Cut by the cast to the name the literal does not read as.
+        "SELECT set_config('standard_conforming_stringsX'::varchar(27), 'off', false)",
+        "SELECT set_config('standard_conforming_strings '::char(27), 'off', false)",
+        // Named by a bind parameter not yet known.
+        "SELECT set_config($1, 'off', false)",
+        "SELECT set_config($1::text, $2, false)",
     ];
     for sql in refused {
         assert_eq!(

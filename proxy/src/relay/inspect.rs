@@ -100,6 +100,41 @@ pub(crate) fn replacement_changes_names(classified: &Classified) -> Option<Decis
         })
 }
 
+/// Where the values of a statement's bind parameters come from, for a
+/// setting named by one (`set_config($1, …)`, see
+/// [`StatementFacts::bound_settings`]).
+#[derive(Debug, Clone, Copy)]
+enum Binds<'a> {
+    /// None: a simple Query (the server knows no `$1` there), or a
+    /// reviewer's replacement: as any setting.
+    None,
+    /// Known when a portal runs, and judged then (a Parse).
+    Later,
+    /// The Bind body of the portal that runs.
+    Portal(Option<&'a [u8]>),
+}
+
+impl Binds<'_> {
+    fn apply(self, facts: &StatementFacts) -> StatementFacts {
+        match self {
+            Binds::None => facts.clone(),
+            Binds::Later => facts.deferring_binds(),
+            Binds::Portal(body) => {
+                let parameters = body
+                    .and_then(Bind::from_body)
+                    .and_then(|bind| bind.parameters())
+                    .unwrap_or_default();
+                // Text format only: a binary value's reading depends on
+                // its type.
+                facts.with_binds(|n| match parameters.get(usize::from(n).checked_sub(1)?)? {
+                    (0, Some(value)) => std::str::from_utf8(value).ok().map(str::to_owned),
+                    _ => None,
+                })
+            }
+        }
+    }
+}
+
 /// What a statement does to the session's names once it runs.
 enum NameChange {
     /// `PREPARE name AS …`: SQL and the protocol share one namespace of
@@ -187,7 +222,13 @@ impl Inspector {
     /// Decides a query string (a simple Query, or the text of a Parse;
     /// `runs`: it is a Query, whose `PREPARE`, `DEALLOCATE` and `DECLARE`
     /// statements change the session once it is sent).
-    fn decide_sql(&mut self, sql: &[u8], state: &mut ConnectionState, runs: bool) -> Judged {
+    fn decide_sql(
+        &mut self,
+        sql: &[u8],
+        state: &mut ConnectionState,
+        runs: bool,
+        binds: Binds<'_>,
+    ) -> Judged {
         let Ok(sql) = std::str::from_utf8(sql) else {
             return Judged {
                 decision: Decision::block(
@@ -204,18 +245,19 @@ impl Inspector {
             };
         };
         let classified = self.cache.classify(sql);
-        self.judge(&classified, state, runs)
+        self.judge(&classified, state, runs, binds)
     }
 
     /// Judges `classified` (a statement kept from before of its shape is
     /// not judged again) and, if it `runs` now (a Query, or an Execute of
     /// a Parse), makes the changes its statements make to the session's
-    /// names.
+    /// names. A setting named by a bind parameter is judged on `binds`.
     fn judge(
         &mut self,
         classified: &Arc<Classified>,
         state: &mut ConnectionState,
         runs: bool,
+        binds: Binds<'_>,
     ) -> Judged {
         if let Some((_, judged)) = self.verdicts.get(&(Arc::as_ptr(classified) as usize)) {
             return judged.clone();
@@ -229,6 +271,13 @@ impl Inspector {
         // What its `EXECUTE`s run, for the tables of its record.
         let mut ran: Vec<StatementFacts> = Vec::new();
         for facts in &classified.statements {
+            let bound;
+            let facts = if facts.bound_settings.is_empty() {
+                facts
+            } else {
+                bound = binds.apply(facts);
+                &bound
+            };
             let mut decision = decide(facts, &self.identity, &self.context, &self.rules);
             // `EXECUTE name`, also inside `EXPLAIN ANALYZE EXECUTE name` and
             // `CREATE TABLE t AS EXECUTE name`: judged on what the name
@@ -260,13 +309,18 @@ impl Inspector {
     /// [`Inspector::verdicts`]).
     fn remember(&mut self, classified: &Arc<Classified>, judged: &Judged) {
         let session_dependent = classified.statements.iter().any(|facts| {
-            facts.levels().any(|level| {
-                !level.executes.is_empty()
-                    || matches!(
-                        level.kind,
-                        Kind::Prepare { .. } | Kind::Deallocate { .. } | Kind::DeclareCursor { .. }
-                    )
-            })
+            // Judged on the portal's parameters (a Parse's verdict leaves
+            // them out: kept, it would stand for every portal).
+            facts.has_bound_settings()
+                || facts.levels().any(|level| {
+                    !level.executes.is_empty()
+                        || matches!(
+                            level.kind,
+                            Kind::Prepare { .. }
+                                | Kind::Deallocate { .. }
+                                | Kind::DeclareCursor { .. }
+                        )
+                })
         });
         // Only what the classification cache keeps (it holds the other
         // reference): a statement too long for it is not kept here either.
@@ -333,7 +387,8 @@ impl Inspector {
             Some(Prepared::Parse { sql, .. }) => {
                 let text = String::from_utf8_lossy(sql).into_owned();
                 let classified = self.cache.classify(&text);
-                (text, self.judge(&classified, state, true))
+                let binds = Binds::Portal(executed.bind.as_deref());
+                (text, self.judge(&classified, state, true, binds))
             }
             // A portal bound to a statement prepared in SQL (`PREPARE name
             // AS …`, judged then): judged again on what it runs, as
@@ -658,11 +713,11 @@ impl Inspector {
                 // A simple Query drops the unnamed statement and portal
                 // (as the server does).
                 state.query();
-                let judged = self.decide_sql(sql, state, true);
+                let judged = self.decide_sql(sql, state, true, Binds::None);
                 statement(judged, sql)
             }
             Frontend::Parse(parse) => {
-                let judged = self.decide_sql(parse.sql, state, false);
+                let judged = self.decide_sql(parse.sql, state, false, Binds::Later);
                 // Blocked statements are refused when prepared; reviewed
                 // ones are held when executed, with their parameters.
                 if matches!(judged.decision, Decision::Block { .. }) {
@@ -765,7 +820,10 @@ impl Inspector {
         } else if let Some(refused) = replacement_changes_names(&self.cache.classify(sql)) {
             refused
         } else {
-            self.decide_sql(sql.as_bytes(), state, false).decision
+            // Run with the held portal's parameters, and not judged again:
+            // a setting named by one is refused.
+            self.decide_sql(sql.as_bytes(), state, false, Binds::None)
+                .decision
         };
         // A replacement that would itself need review is allowed: the
         // reviewer who wrote it approved it. A blocked one never runs.

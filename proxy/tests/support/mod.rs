@@ -427,6 +427,24 @@ pub fn bind(portal: &str, stmt: &str, result_format: Option<i16>) -> Vec<u8> {
     }
     msg(b'B', &b)
 }
+/// A Bind of text-format parameters (`None`: NULL), results in text.
+pub fn bind_text(portal: &str, stmt: &str, params: &[Option<&str>]) -> Vec<u8> {
+    let mut b = cstr(portal);
+    b.extend(cstr(stmt));
+    b.extend([0, 0]);
+    b.extend((params.len() as i16).to_be_bytes());
+    for param in params {
+        match param {
+            Some(value) => {
+                b.extend((value.len() as i32).to_be_bytes());
+                b.extend(value.as_bytes());
+            }
+            None => b.extend((-1i32).to_be_bytes()),
+        }
+    }
+    b.extend([0, 0]);
+    msg(b'B', &b)
+}
 pub fn describe(kind: u8, name: &str) -> Vec<u8> {
     let mut b = vec![kind];
     b.extend(cstr(name));
