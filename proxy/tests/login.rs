@@ -289,13 +289,17 @@ async fn direct_tls_login(gw: &TestGateway, alpn: Option<&[u8]>) -> Option<(Stri
 /// Logs in with an `options` startup parameter; returns the messages after
 /// the password (through ReadyForQuery, or the refusal).
 async fn login_with_options(gw: &TestGateway, token: &str, options: &str) -> (Raw, Vec<Msg>) {
+    login_with(gw, token, &[("options", options)]).await
+}
+
+/// Logs in with these startup parameters besides the user and database;
+/// returns the messages after the password (through ReadyForQuery, or the
+/// refusal), or the refusal before it.
+async fn login_with(gw: &TestGateway, token: &str, params: &[(&str, &str)]) -> (Raw, Vec<Msg>) {
     let mut raw = Raw::connect(gw.addr).await;
-    raw.send(&startup_packet(&[
-        ("user", "agent"),
-        ("database", "payments"),
-        ("options", options),
-    ]))
-    .await;
+    let mut all = vec![("user", "agent"), ("database", "payments")];
+    all.extend_from_slice(params);
+    raw.send(&startup_packet(&all)).await;
     let first = raw.recv().await.expect("a reply");
     if first.tag == b'E' {
         return (raw, vec![first]);
@@ -331,33 +335,15 @@ groups = ["fraud-agents"]
     })
     .await;
     let token = gw.agent_token();
-    let login = |params: Vec<(&'static str, &'static str)>| {
-        let token = token.clone();
-        let addr = gw.addr;
-        async move {
-            let mut raw = Raw::connect(addr).await;
-            let mut all = vec![("user", "agent"), ("database", "payments")];
-            all.extend(params);
-            raw.send(&startup_packet(&all)).await;
-            let first = raw.recv().await.expect("a reply");
-            assert_eq!(first.tag, b'R', "{first:?}");
-            raw.send(&msg(b'p', &cstr(&token))).await;
-            let mut msgs = Vec::new();
-            while let Some(m) = raw.recv().await {
-                let tag = m.tag;
-                msgs.push(m);
-                if tag == b'Z' || tag == b'E' {
-                    break;
-                }
-            }
-            (raw, msgs)
-        }
-    };
-    let (mut raw, msgs) = login(vec![
-        ("options", "-c statement_timeout=9s -c lock_timeout=1s"),
-        ("statement_timeout", "3s"),
-        ("app.tenant", "t 7"),
-    ])
+    let (mut raw, msgs) = login_with(
+        &gw,
+        &token,
+        &[
+            ("options", "-c statement_timeout=9s -c lock_timeout=1s"),
+            ("statement_timeout", "3s"),
+            ("app.tenant", "t 7"),
+        ],
+    )
     .await;
     assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
     raw.send(&query(
@@ -368,7 +354,7 @@ groups = ["fraud-agents"]
     let row = rows.iter().find(|m| m.tag == b'D').expect("a row");
     assert!(row.text().contains("3s,1s,t 7"), "{}", row.text());
 
-    let (_, msgs) = login(vec![("work_mem", "1GB")]).await;
+    let (_, msgs) = login_with(&gw, &token, &[("work_mem", "1GB")]).await;
     let e = msgs.last().expect("a refusal");
     assert_eq!(e.error_code().as_deref(), Some("42501"), "{msgs:?}");
     let message = e.field(b'M').unwrap_or_default();
