@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Upstream as UpstreamConfig;
 use crate::protocol::frontend::put_cancel_request;
@@ -127,7 +127,19 @@ pub async fn send_cancel(
     put_cancel_request(&mut msg, target.pid, &target.secret);
     stream.write_all(&msg).await?;
     stream.flush().await?;
-    // The server closes the connection once it has read the request.
-    let _ = stream.shutdown().await;
+    // The server closes the connection once it has signalled the backend.
+    // The client's cancel connection closes only after that, as it would
+    // directly: a client may take the close to mean the cancel has landed
+    // and send its next statement (asyncpg does), which a cancel still on
+    // its way would stop instead.
+    let mut rest = [0u8; 16];
+    let _ = tokio::time::timeout(CANCEL_LANDS_WITHIN, async {
+        while matches!(stream.read(&mut rest).await, Ok(n) if n > 0) {}
+    })
+    .await;
     Ok(())
 }
+
+/// How long a forwarded cancel waits for the server to close its
+/// connection (it does once the backend is signalled).
+const CANCEL_LANDS_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
