@@ -317,12 +317,9 @@ async fn login_with(gw: &TestGateway, token: &str, params: &[(&str, &str)]) -> (
     (raw, msgs)
 }
 
-/// A setting sent as a startup parameter of its own (node-postgres sends
-/// `statement_timeout` so) reaches the server, after `options`'s, as
-/// PostgreSQL applies them; a rule that blocks it refuses the login.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settings_sent_as_startup_parameters_apply_after_options() {
-    let gw = start_gateway(GatewayOptions {
+/// A gateway whose rule keeps the agents' `work_mem` (blocks setting it).
+async fn gateway_keeping_work_mem() -> TestGateway {
+    start_gateway(GatewayOptions {
         mappings: GatewayOptions::default().mappings
             + r#"
 [[rules]]
@@ -333,7 +330,15 @@ groups = ["fraud-agents"]
 "#,
         ..Default::default()
     })
-    .await;
+    .await
+}
+
+/// A setting sent as a startup parameter of its own (node-postgres sends
+/// `statement_timeout` so) reaches the server, after `options`'s, as
+/// PostgreSQL applies them; a rule that blocks it refuses the login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_sent_as_startup_parameters_apply_after_options() {
+    let gw = gateway_keeping_work_mem().await;
     let token = gw.agent_token();
     let (mut raw, msgs) = login_with(
         &gw,
@@ -369,18 +374,7 @@ groups = ["fraud-agents"]
 /// goes through the rules `SET name = value` does, and reaches the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn options_settings_are_judged_like_set_and_passed_upstream() {
-    let gw = start_gateway(GatewayOptions {
-        mappings: GatewayOptions::default().mappings
-            + r#"
-[[rules]]
-name = "agents-keep-work-mem"
-action = "block"
-set_parameters = ["work_mem"]
-groups = ["fraud-agents"]
-"#,
-        ..Default::default()
-    })
-    .await;
+    let gw = gateway_keeping_work_mem().await;
     let token = gw.agent_token();
     let (mut raw, msgs) = login_with_options(
         &gw,
