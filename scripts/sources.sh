@@ -28,7 +28,7 @@ mirror=$(debian_mirror)
 # Postgres tarballs: the first pinned version must be served (that is the one
 # a new machine builds); fallbacks that vanished are reported too, so the list
 # is pruned before it is needed.
-for major in 17 15; do
+for major in 17 15 18; do
     list_var="PG${major}_TARBALLS"
     while read -r version sum; do
         [ -n "$version" ] || continue
