@@ -8,10 +8,10 @@
 #             the reviews hub (the gateway's own tests run in e2e)
 #   pgrx      cargo pgrx test on pg15, pg17, pg18, run as the postgres user
 #   regress   the extension's SQL regression suite + attack corpus on pg15/17/18
-#   upstream  PostgreSQL's own regression suite (17 and 15) with and without
-#             the extension loaded: identical output but for an allowlist
-#   compat    PostgreSQL's regression suite (17) directly and through the
-#             gateway, identical but for tests/compat-allowlist.txt
+#   upstream  PostgreSQL's own regression suite (18, 17 and 15) with and
+#             without the extension loaded: identical output but for an allowlist
+#   compat    PostgreSQL's regression suite (18, 17 and 15) directly and
+#             through the gateway, identical but for tests/compat-allowlist.txt
 #   soak      pgbench crash soak of the extension on pg15/17/18, directly and
 #             through the gateway (bench/soak.sh, 10 s per run)
 #   e2e       the gateway's tests (raw protocol, logins against a real
@@ -83,13 +83,15 @@ if want regress; then
 fi
 if want upstream; then
     # PostgreSQL's own regression suite, with and without the extension.
-    for v in 17 15; do
+    for v in 18 17 15; do
         run_stage "upstream-pg$v" bash scripts/upstream.sh "pg$v"
     done
 fi
 if want compat; then
     # The same suite through the gateway (permissive profile) against directly.
-    run_stage compat-pg17 bash scripts/upstream.sh pg17 gateway
+    for v in 18 17 15; do
+        run_stage "compat-pg$v" bash scripts/upstream.sh "pg$v" gateway
+    done
 fi
 if want soak; then
     # A short crash soak of the extension (bench/soak.sh runs it longer).

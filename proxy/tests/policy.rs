@@ -260,14 +260,18 @@ async fn errors_notices_and_notifications_are_masked() {
     gw.stop().await;
 }
 
-/// A string PostgreSQL's grammar rejects is answered as the server would
-/// (42601, its message, its position) and never forwarded; the connection
-/// and the transaction state stay as the server would leave them.
+/// A string PostgreSQL's grammar rejects is answered by the server's own
+/// grammar (42601, its message, position, DETAIL and HINT), which the
+/// gateway asks to parse it and nothing more: nothing of it runs, and the
+/// connection and the transaction state stay as the server would leave them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn syntax_errors_are_answered_like_the_server_and_not_forwarded() {
+async fn syntax_errors_are_answered_by_the_servers_grammar_and_nothing_runs() {
     let gw = start_gateway(GatewayOptions::default()).await;
     let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
-    raw.send(&query("select 1; FROBNICATE payments")).await;
+    raw.send(&query(
+        "insert into scratch values (911, 'x'); FROBNICATE payments",
+    ))
+    .await;
     let msgs = raw.until(b'Z').await;
     // Nothing of the string ran: the server parses it whole first.
     assert_eq!(tags(&msgs), "EZ");
@@ -277,8 +281,69 @@ async fn syntax_errors_are_answered_like_the_server_and_not_forwarded() {
         e.field(b'M').as_deref(),
         Some("syntax error at or near \"FROBNICATE\"")
     );
-    assert_eq!(e.field(b'P').as_deref(), Some("11"));
+    assert_eq!(e.field(b'P').as_deref(), Some("40"));
+    // The server's own answer: its routine, and a HINT the gateway's copy
+    // of the grammar does not give.
+    assert_eq!(e.field(b'R').as_deref(), Some("scanner_yyerror"));
     assert_eq!(ready_status(&msgs), b'I');
+    let msgs = simple(&mut raw, "create policy p on scratch as ugly using (true)").await;
+    assert_eq!(tags(&msgs), "EZ");
+    assert_eq!(
+        msgs[0].field(b'H').as_deref(),
+        Some("Only PERMISSIVE or RESTRICTIVE policies are supported currently.")
+    );
+    // Card numbers quoted in the server's message are masked like any.
+    let msgs = simple(&mut raw, "select 1 4111111111111111").await;
+    assert_eq!(msgs[0].error_code().as_deref(), Some("42601"));
+    no_pan(&msgs);
+    // In a transaction block: the block fails on the server, as it would.
+    simple(&mut raw, "begin; insert into scratch values (912, 'x')").await;
+    let msgs = simple(&mut raw, "selec 1").await;
+    assert_eq!((tags(&msgs), ready_status(&msgs)), ("EZ".to_owned(), b'E'));
+    let msgs = simple(&mut raw, "select 1").await;
+    assert_eq!(msgs[0].error_code().as_deref(), Some("25P02"));
+    let msgs = simple(&mut raw, "commit").await;
+    assert_eq!(command_tag(&msgs), "ROLLBACK");
+    let msgs = simple(
+        &mut raw,
+        "select count(*) from scratch where id in (911, 912)",
+    )
+    .await;
+    assert_eq!(msgs[1].body, b"\0\x01\0\0\0\x010");
+    // A named Parse behind a good one: the good one stays, the bad name
+    // is not made, the rest is skipped up to Sync.
+    let mut batch = parse("good", "select 1");
+    batch.extend(parse("bad", "selec 1"));
+    batch.extend(bind("", "good", None));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "1EZ");
+    assert_eq!(msgs[1].field(b'R').as_deref(), Some("scanner_yyerror"));
+    let msgs = run_portal(&mut raw, "good").await;
+    assert_eq!(tags(&msgs), "2DCZ");
+    let msgs = run_portal(&mut raw, "bad").await;
+    assert_eq!(msgs[0].error_code().as_deref(), Some("26000"));
+    // Nested deeper than the gateway's copy of the grammar hands over (its
+    // tree cannot be serialized), though the server's grammar accepts it:
+    // the server parses it and runs nothing, and the gateway's refusal
+    // answers (its own: no routine).
+    let deep = format!(
+        "insert into scratch select 913, 'x' where 1{} > 0",
+        "+1".repeat(800)
+    );
+    // Also behind another statement, which a Parse does not take (the
+    // server's error then is the Parse message's, not its grammar's).
+    for sql in [deep.clone(), format!("select 1; {deep}")] {
+        let msgs = simple(&mut raw, &sql).await;
+        assert_eq!(tags(&msgs), "EZ");
+        assert_eq!(msgs[0].error_code().as_deref(), Some("54001"));
+        assert_eq!(msgs[0].field(b'R'), None);
+        assert_eq!(ready_status(&msgs), b'I');
+    }
+    let msgs = simple(&mut raw, "select count(*) from scratch where id = 913").await;
+    assert_eq!(msgs[1].body, b"\0\x01\0\0\0\x010");
     // Extended protocol: the Parse is refused, the rest skipped up to Sync.
     let mut batch = parse("", "DR/**/OP TABLE payments");
     batch.extend(bind("", "", None));
@@ -444,8 +509,16 @@ async fn refusals_in_a_transaction_fail_it_without_the_server() {
         let msgs = simple(&mut raw, "select count(*) from scratch where id = 905").await;
         assert_eq!(msgs[1].body, b"\0\x01\0\0\0\x010", "{end}");
     }
-    // None of it reached the server: its log has no error of this backend.
-    assert_eq!(server_errors_of(&pid), Vec::<String>::new());
+    // No refusal reached the server: its log has only its own two syntax
+    // errors (the gateway has the server parse what its grammar rejects).
+    let errors = server_errors_of(&pid);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("syntax error at or near \"selec\"")),
+        "{errors:?}"
+    );
 
     // Anything else in the failed block (here: a statement in the extended
     // protocol) fails the server's block first; the server answers it.

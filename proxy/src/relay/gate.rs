@@ -235,8 +235,12 @@ impl Gate {
                 // A syntax error's message quotes the statement (`at or near
                 // "…"`): masked like the statement itself.
                 let message = pending.masker.mask_text(&message).into_owned();
+                let syntax = rule == hoop_policy::SYNTAX_ERROR_RULE;
                 let decision = audit_decision(Action::Block, Some(rule), Some(message.clone()));
-                let refusal = Refusal::new(sqlstate, message).at(position);
+                let mut refusal = Refusal::new(sqlstate, message).at(position);
+                if syntax {
+                    refusal = refusal.syntax_error();
+                }
                 pending.refuse_with(decision, refusal).await
             }),
             Decision::Review { rule, message } => {

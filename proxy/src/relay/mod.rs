@@ -49,6 +49,10 @@ use verdict::{ClientVerdict, ServerVerdict};
 /// replaces the answer with the refusal.
 const REFUSED_STATEMENT: &[u8] = b"hoop: refused statement";
 
+/// The name under which the server parses a text the gateway's grammar
+/// rejected (see [`Relay::refuse_syntax_error`]); closed in the same batch.
+const SYNTAX_CHECK_STATEMENT: &[u8] = b"hoop: syntax check";
+
 /// Stops reading one side while this much is queued for the other.
 const HIGH_WATER: usize = 256 * 1024;
 /// How long the final messages to a leaving client may take.
@@ -718,9 +722,12 @@ impl Relay {
                     recorder.open(OpenStatement::new(request, Some(handle), now), state);
                 }
             }
-            Admission::Refuse(error) => {
-                self.refuse(held.request, error, (to_server, to_client), state, now)
-            }
+            Admission::Refuse(error) => match syntax_checked(&error, &held.frame) {
+                Some(sql) => {
+                    self.refuse_syntax_error(held.request, sql, error, to_server, state, now)
+                }
+                None => self.refuse(held.request, error, (to_server, to_client), state, now),
+            },
             Admission::Replace { sql, record } => {
                 let function_call = matches!(held.request, Request::FunctionCall { .. });
                 match self.inspector.check_replacement(function_call, &sql, state) {
@@ -894,12 +901,7 @@ impl Relay {
         state: &mut ConnectionState,
         now: Instant,
     ) {
-        self.metrics.statements.inc();
-        self.statements += 1;
-        let span = tracing::info_span!("statement", seq = self.statements, kind = ?request);
-        span.in_scope(|| tracing::info!("statement refused by the gateway"));
-        // Whatever the string would have prepared in SQL, it did not.
-        state.statement_refused();
+        self.count_refused(request, state);
         let ends_batch = matches!(request, Request::Query | Request::FunctionCall { .. });
         if state.is_idle() && state.at_sync_point {
             let status = match state.transaction_status {
@@ -926,6 +928,68 @@ impl Relay {
             state,
         );
         if ends_batch {
+            self.send_client_frame(
+                frontend::sync(),
+                Request::Sync,
+                About::Nothing,
+                out,
+                state,
+                now,
+            );
+        } else {
+            state.discarding_until_sync = true;
+        }
+    }
+
+    /// Counts and logs a refused request.
+    fn count_refused(&mut self, request: Request, state: &mut ConnectionState) {
+        self.metrics.statements.inc();
+        self.statements += 1;
+        let span = tracing::info_span!("statement", seq = self.statements, kind = ?request);
+        span.in_scope(|| tracing::info!("statement refused by the gateway"));
+        // Whatever the string would have prepared in SQL, it did not.
+        state.statement_refused();
+    }
+
+    /// Refuses a Query or Parse whose text the gateway's copy of
+    /// PostgreSQL's grammar rejected, with the server's own answer: the
+    /// server is sent a Parse of the text under a name of the gateway's, a
+    /// Close of that name, and the refusal's stand-in Describe. A Parse
+    /// runs nothing: the server's grammar reads the text and, where it
+    /// rejects it too, answers with its own error (its DETAIL and HINT, its
+    /// version's wording) and skips the rest, failing the transaction as
+    /// the statement would have. Where its grammar accepts the text (another
+    /// version's), the gateway still cannot read it: the Close drops what the
+    /// Parse made, and a stand-in Describe of it fails (its error, the one
+    /// the server logs, names the check) and is replaced by the refusal (see
+    /// [`Pending::SyntaxCheck`]). Either way the server's transaction
+    /// fails for real, so the gateway no longer keeps a failed block of its
+    /// own ([`ConnectionState::failed_here`]).
+    fn refuse_syntax_error(
+        &mut self,
+        request: Request,
+        sql: &[u8],
+        refusal: Refusal,
+        out: &mut BytesMut,
+        state: &mut ConnectionState,
+        now: Instant,
+    ) {
+        self.count_refused(request, state);
+        state.failed_here = false;
+        let error = refusal.frame().freeze();
+        state.on_syntax_check(error.clone());
+        out.extend_from_slice(frontend::parse(SYNTAX_CHECK_STATEMENT, sql).as_bytes());
+        let close = frontend::close(Target::Statement, SYNTAX_CHECK_STATEMENT);
+        self.send_silent(close, Request::Close, About::Nothing, out, state, now);
+        // Of the name just closed: the server's log tells these refusals
+        // (texts only the server's grammar reads) from the others.
+        stand_in_named(
+            SYNTAX_CHECK_STATEMENT,
+            DescribeOrigin::Refusal(error),
+            out,
+            state,
+        );
+        if matches!(request, Request::Query) {
             self.send_client_frame(
                 frontend::sync(),
                 Request::Sync,
@@ -1132,6 +1196,14 @@ impl Relay {
             }
             let description = matches!(message, Backend::RowDescription(_) | Backend::NoData);
             let verdict = match state.front() {
+                // The server's grammar rejected the text too: its error
+                // (masked like any) is the answer.
+                Some(Pending::SyntaxCheck(error)) => match &message {
+                    Backend::ErrorResponse(body) if !raised_by_grammar(body) => {
+                        ServerVerdict::Replace(BytesMut::from(&error[..]))
+                    }
+                    _ => self.inspector.server_frame(state, &message, &frame),
+                },
                 Some(Pending::Describe {
                     origin: DescribeOrigin::Refusal(error),
                     ..
@@ -1218,8 +1290,49 @@ impl Relay {
 /// fails (and skips to Sync, aborts a transaction block) where the gateway
 /// needs it to; `origin` says whose its answer is.
 fn stand_in(origin: DescribeOrigin, out: &mut BytesMut, state: &mut ConnectionState) {
+    stand_in_named(REFUSED_STATEMENT, origin, out, state);
+}
+
+/// [`stand_in`] asking for `name`, which the server's log then shows.
+fn stand_in_named(
+    name: &[u8],
+    origin: DescribeOrigin,
+    out: &mut BytesMut,
+    state: &mut ConnectionState,
+) {
     state.on_gateway_describe(Target::Statement, None, origin);
-    out.extend_from_slice(frontend::describe(Target::Statement, REFUSED_STATEMENT).as_bytes());
+    out.extend_from_slice(frontend::describe(Target::Statement, name).as_bytes());
+}
+
+/// The text of a refused Query or Parse the server is to parse itself
+/// (see [`Refusal::syntax`]).
+fn syntax_checked<'f>(refusal: &Refusal, frame: &'f Frame) -> Option<&'f [u8]> {
+    if !refusal.syntax {
+        return None;
+    }
+    let sql = match Frontend::read(frame).ok()? {
+        Frontend::Query { sql } => sql,
+        Frontend::Parse(parse) => parse.sql,
+        _ => return None,
+    };
+    // A zero byte would end the text early in the gateway's Parse.
+    (!sql.contains(&0)).then_some(sql)
+}
+
+/// Whether the server's error for the gateway's Parse of a text came from
+/// its grammar reading the text: not from the Parse message itself
+/// (several statements in one Parse, a failed transaction block:
+/// `exec_parse_message`) nor from storing it under a name a client took
+/// (`StorePreparedStatement`), which are answered only once the grammar
+/// has accepted the text. An error without the routine field (a server
+/// that leaves it out) counts as the grammar's: it is an error either way,
+/// and nothing ran.
+fn raised_by_grammar(body: &[u8]) -> bool {
+    !crate::protocol::backend::fields(body)
+        .iter()
+        .any(|&(field, value)| {
+            field == b'R' && matches!(value, b"exec_parse_message" | b"StorePreparedStatement")
+        })
 }
 
 /// See [`Relay::in_failed_transaction`].

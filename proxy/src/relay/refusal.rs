@@ -17,6 +17,12 @@ pub(crate) struct Refusal {
     /// Where in the statement the error is (1-based characters), as the
     /// server reports a syntax error.
     pub position: Option<u32>,
+    /// A syntax error of the gateway's copy of PostgreSQL's grammar: the
+    /// server is asked to parse the text too, and its own error (which
+    /// carries the DETAIL and HINT the copy does not give, and its own
+    /// version's grammar) answers the client; this refusal answers only
+    /// where the server's grammar accepts the text.
+    pub syntax: bool,
 }
 
 impl Refusal {
@@ -25,11 +31,20 @@ impl Refusal {
             sqlstate: sqlstate.to_owned(),
             message: message.into(),
             position: None,
+            syntax: false,
         }
     }
 
     pub(crate) fn at(self, position: Option<u32>) -> Refusal {
         Refusal { position, ..self }
+    }
+
+    /// See [`Refusal::syntax`].
+    pub(crate) fn syntax_error(self) -> Refusal {
+        Refusal {
+            syntax: true,
+            ..self
+        }
     }
 
     /// Appends the ErrorResponse the client gets.

@@ -380,6 +380,11 @@ pub(crate) enum PortalDescription<'a> {
 pub(crate) enum Pending {
     Query(Instant),
     Parse(Option<RecordId>),
+    /// A Parse the gateway sent of a client's text its copy of
+    /// PostgreSQL's grammar rejected, so the server's own error answers it
+    /// (see `Relay::refuse_syntax_error`); this ErrorResponse frame answers
+    /// in its place when the server's answer is not its grammar's.
+    SyntaxCheck(Bytes),
     Bind(Option<RecordId>),
     Describe {
         target: Target,
@@ -994,6 +999,7 @@ impl ConnectionState {
                 matches!(
                     entry.pending,
                     Pending::Parse(_)
+                        | Pending::SyntaxCheck(_)
                         | Pending::Bind(_)
                         | Pending::Describe { .. }
                         | Pending::Close(_)
@@ -1042,6 +1048,13 @@ impl ConnectionState {
             silent: false,
         });
         self.next_id += 1;
+    }
+
+    /// Records the gateway's own Parse of a text its grammar rejected (see
+    /// [`Pending::SyntaxCheck`]); its completion is not for the client.
+    pub fn on_syntax_check(&mut self, refusal: Bytes) {
+        self.push(Pending::SyntaxCheck(refusal));
+        self.mark_last_silent();
     }
 
     /// Records a Describe the gateway sent itself (see [`DescribeOrigin`]).
