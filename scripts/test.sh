@@ -8,10 +8,11 @@
 #             the reviews hub (the gateway's own tests run in e2e)
 #   pgrx      cargo pgrx test on pg15, pg17, pg18, run as the postgres user
 #   regress   the extension's SQL regression suite + attack corpus on pg15/17/18
-#   upstream  PostgreSQL's own regression suite (18, 17 and 15) with and
-#             without the extension loaded: identical output but for an allowlist
-#   compat    PostgreSQL's regression suite (18, 17 and 15) directly and
-#             through the gateway, identical but for tests/compat-allowlist.txt
+#   upstream  PostgreSQL's own regression suite (18, 17 and 15) and its
+#             isolation suite (18) with and without the extension loaded:
+#             identical output but for an allowlist
+#   compat    the same suites directly and through the gateway, identical but
+#             for tests/compat-allowlist.txt
 #   soak      pgbench crash soak of the extension on pg15/17/18, directly and
 #             through the gateway (bench/soak.sh, 10 s per run)
 #   e2e       the gateway's tests (raw protocol, logins against a real
@@ -86,12 +87,14 @@ if want upstream; then
     for v in 18 17 15; do
         run_stage "upstream-pg$v" bash scripts/upstream.sh "pg$v"
     done
+    run_stage upstream-pg18-isolation bash scripts/upstream.sh pg18 extension isolation
 fi
 if want compat; then
     # The same suite through the gateway (permissive profile) against directly.
     for v in 18 17 15; do
         run_stage "compat-pg$v" bash scripts/upstream.sh "pg$v" gateway
     done
+    run_stage compat-pg18-isolation bash scripts/upstream.sh pg18 gateway isolation
 fi
 if want soak; then
     # A short crash soak of the extension (bench/soak.sh runs it longer).

@@ -2,7 +2,12 @@
 # PostgreSQL's own regression suite as the judge of the extension and of the
 # gateway:
 #
-#   scripts/upstream.sh pg18|pg17|pg15 [extension|gateway]
+#   scripts/upstream.sh pg18|pg17|pg15 [extension|gateway] [regress|isolation]
+#
+# regress (default): the regression suite (pg_regress, parallel_schedule);
+# isolation: the isolation suite (pg_isolation_regress, isolation_schedule:
+# concurrent sessions, lock waits, deadlocks, cancels, two-phase commit),
+# kept for 18 only ($HOOP_PG18_ISOLATION).
 #
 # extension (the `upstream` stage; default):
 # Runs the upstream suite (pg_regress, the full parallel schedule, from the
@@ -33,7 +38,8 @@
 #   (its gateway-session refusals of SET ROLE, CREATE ROLE … would be judged
 #   here otherwise; the extension is judged by the extension mode).
 #
-# Results stay in $HOOP_UPSTREAM_DIR (default /tmp/hoop-upstream-pgNN[-gateway]).
+# Results stay in $HOOP_UPSTREAM_DIR (default
+# /tmp/hoop-upstream-pgNN[-gateway][-isolation]).
 set -euo pipefail
 
 version=${1:-}
@@ -49,7 +55,22 @@ mode=${2:-extension}
 case "$mode" in
 extension | gateway) ;;
 *)
-    echo "usage: $0 pg15|pg17|pg18 [extension|gateway]" >&2
+    echo "usage: $0 pg15|pg17|pg18 [extension|gateway] [regress|isolation]" >&2
+    exit 2
+    ;;
+esac
+suite=${3:-regress}
+case "$suite" in
+regress)
+    runner=pg_regress
+    schedule=parallel_schedule
+    ;;
+isolation)
+    runner=pg_isolation_regress
+    schedule=isolation_schedule
+    ;;
+*)
+    echo "usage: $0 pg15|pg17|pg18 [extension|gateway] [regress|isolation]" >&2
     exit 2
     ;;
 esac
@@ -58,16 +79,17 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "${HOOP_CACHE:-/var/cache/hoop}/env.sh"
 # shellcheck source=tests/kit/cluster.sh
 . "$ROOT/tests/kit/cluster.sh"
-regress_var="HOOP_PG${major}_REGRESS"
+suite_var="HOOP_PG${major}_${suite^^}"
 PGBIN=$(hoop_cluster bin --version "$major") || exit 2
-SUITE=${!regress_var:-}
-[ -x "$SUITE/pg_regress" ] || { echo "upstream $version: regression suite not found in '$SUITE' (scripts/setup.sh)" >&2; exit 2; }
+SUITE=${!suite_var:-}
+[ -x "$SUITE/$runner" ] || { echo "upstream $version: $suite suite not found in '$SUITE' (scripts/setup.sh)" >&2; exit 2; }
+tail=$([ "$suite" = regress ] || echo "-$suite")
 if [ "$mode" = extension ]; then
     ALLOW="$ROOT/extension/tests/upstream-allowlist.txt"
-    WORK=${HOOP_UPSTREAM_DIR:-/tmp/hoop-upstream-$version}
+    WORK=${HOOP_UPSTREAM_DIR:-/tmp/hoop-upstream-$version$tail}
 else
     ALLOW="$ROOT/tests/compat-allowlist.txt"
-    WORK=${HOOP_UPSTREAM_DIR:-/tmp/hoop-upstream-$version-gateway}
+    WORK=${HOOP_UPSTREAM_DIR:-/tmp/hoop-upstream-$version-gateway$tail}
 fi
 rm -rf "$WORK" && mkdir -p "$WORK"
 LOG="$WORK/build.log"
@@ -125,9 +147,9 @@ run_suite() {
     # expected output; the comparison below is what judges.
     # CONNECT: how pg_regress reaches the server (default: the socket, as postgres).
     local connect=(${CONNECT:---host=$SOCK --port=$PORT --user=postgres})
-    (cd "$dir" && runuser -u postgres -- env -u PGOPTIONS ${RUN_ENV:-} ./pg_regress --inputdir=. --outputdir=. \
+    (cd "$dir" && runuser -u postgres -- env -u PGOPTIONS ${RUN_ENV:-} "./$runner" --inputdir=. --outputdir=. \
         --bindir="$PGBIN" --dlpath=. "${connect[@]}" \
-        --schedule=parallel_schedule --max-concurrent-tests=20 "$@") >"$WORK/$name.log" 2>&1 || true
+        --schedule="$schedule" --max-concurrent-tests=20 "$@") >"$WORK/$name.log" 2>&1 || true
     step "$name: $(grep -E 'tests (passed|failed)|All [0-9]+ tests' "$WORK/$name.log" | tail -n 1 | tr -s ' ') ($((SECONDS - start))s)"
 }
 
@@ -218,14 +240,18 @@ done
 stale=()
 while read -r t _; do
     case "$t" in '' | '#'*) continue ;; *@*) [ "${t#*@}" = "$version" ] || continue ;; esac
+    # Entries name regression tests; the isolation suite has none so far.
+    [ "$suite" = regress ] || continue
     [ -f "$WORK/${t%@*}.diff" ] || stale+=("$t")
 done <"$ALLOW"
 
 if [ "$mode" = gateway ]; then how="directly and through the gateway"; else how="with and without hoop"; fi
-printf 'upstream %s %s: %d tests, %d identical %s, %d allowlisted (%s)\n' \
-    "$version" "$mode" "$tests" "$same" "$how" "${#allowed_diffs[@]}" "${allowed_diffs[*]:-none}"
+printf 'upstream %s %s %s: %d tests, %d identical %s, %d allowlisted (%s)\n' \
+    "$version" "$mode" "$suite" "$tests" "$same" "$how" "${#allowed_diffs[@]}" "${allowed_diffs[*]:-none}"
 [ ${#stale[@]} -eq 0 ] || printf 'upstream %s: allowlist entries that no longer differ: %s\n' "$version" "${stale[*]}"
-[ "$tests" -ge 150 ] || problems+=("only $tests upstream tests ran (the schedule has about 200): see $WORK/plain.log")
+# The schedules hold about 220 regression tests and 120 isolation tests.
+least=$([ "$suite" = regress ] && echo 150 || echo 100)
+[ "$tests" -ge "$least" ] || problems+=("only $tests upstream $suite tests ran: see $WORK/plain.log")
 [ ${#differing[@]} -eq 0 ] || problems+=("output differs only $([ "$mode" = gateway ] && echo 'through the gateway' || echo 'with hoop loaded'): ${differing[*]} (diffs: $WORK/<test>.diff)")
 if [ ${#problems[@]} -gt 0 ]; then
     printf 'upstream %s FAILED:\n' "$version"
