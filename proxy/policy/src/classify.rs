@@ -972,6 +972,64 @@ struct Walker {
     /// it is read.
     bounds: BTreeMap<String, BTreeMap<String, Interval>>,
     literal_dependent: bool,
+    /// Inside `SELECT … FROM pg_settings WHERE name = 'x'`: the setting
+    /// its rows are (see [`PinnedSetting`]).
+    pinned_setting: Option<PinnedSetting>,
+}
+
+/// `SELECT set_config(name, 'v', false) FROM pg_settings WHERE name = 'x'`
+/// (how pg_dump sets a parameter the server may not have: no row, no
+/// error): the only rows the call sees are those its WHERE keeps, so the
+/// parameter it sets is `x`. Read only for exactly that shape: one
+/// relation named `pg_settings`, a WHERE that is one `=` (unqualified,
+/// read as PostgreSQL's, as predicate rules read it) between its `name`
+/// column and a string literal, and a `set_config` of that column in the
+/// same query block (not in a subquery, whose `name` may be another's).
+#[derive(Debug, Clone)]
+struct PinnedSetting {
+    /// How the block refers to the relation (`pg_settings`, or its alias).
+    relation: String,
+    /// Whether `pg_catalog.pg_settings.name` names the column too (no alias).
+    qualified: bool,
+    /// The parameter, lowercased.
+    name: String,
+}
+
+impl PinnedSetting {
+    /// Whether `expr` is the relation's `name` column.
+    fn is_name_column(&self, expr: &Value) -> bool {
+        let Some(("ColumnRef", column)) = tagged(expr) else {
+            return false;
+        };
+        let parts: Vec<&str> = list(column, "fields")
+            .iter()
+            .map(|part| match tagged(part) {
+                Some(("String", s)) => text(s, "sval"),
+                _ => "",
+            })
+            .collect();
+        match parts[..] {
+            ["name"] => true,
+            [relation, "name"] => relation == self.relation,
+            ["pg_catalog", "pg_settings", "name"] => self.qualified,
+            _ => false,
+        }
+    }
+}
+
+/// Whether a `set_config` value could turn a boolean parameter off: not a
+/// literal (or NULL, which resets it to a default that may be off), or
+/// one PostgreSQL reads as false (`off`, `false`, `no`, `0` and their
+/// prefixes, in any case).
+fn could_turn_off(value: Option<&str>) -> bool {
+    let Some(value) = value else {
+        return true;
+    };
+    let value = value.trim().to_ascii_lowercase();
+    matches!(
+        value.as_str(),
+        "f" | "fa" | "fal" | "fals" | "false" | "n" | "no" | "of" | "off" | "0"
+    )
 }
 
 impl Walker {
@@ -1104,12 +1162,17 @@ impl Walker {
         let args = list(body, "args");
         match last.as_str() {
             "set_config" => {
-                let parameter = self.set_config_parameter(args);
+                let (parameter, pinned) = self.set_config_parameter(args);
                 let value = args.get(1);
                 match &parameter {
                     Parameter::Named(name) => {
                         let value = value.and_then(|a| self.exact_string(a));
-                        self.weakens_escape_rules |= weakens_escape_rules(name, value.as_deref());
+                        self.weakens_escape_rules |= weakens_escape_rules(name, value.as_deref())
+                            // Named by the rows a WHERE keeps: the fixed
+                            // escape rule does not take `=` on trust, so a
+                            // value that could turn standard_conforming_strings
+                            // off weakens it whatever the name.
+                            || (pinned && could_turn_off(value.as_deref()));
                     }
                     Parameter::Bound(name) => {
                         let value = match value {
@@ -1189,8 +1252,9 @@ impl Walker {
 
     /// The parameter a `set_config(setting_name, new_value, is_local)` call
     /// sets: the first argument, or the one named `setting_name`; anything
-    /// but a string literal could be any parameter.
-    fn set_config_parameter(&mut self, args: &[Value]) -> Parameter {
+    /// but a string literal could be any parameter, but for the `name`
+    /// column a WHERE pins (then `true`: see [`PinnedSetting`]).
+    fn set_config_parameter(&mut self, args: &[Value]) -> (Parameter, bool) {
         let named = args.iter().find_map(|arg| match tagged(arg) {
             Some(("NamedArgExpr", named))
                 if text(named, "name").eq_ignore_ascii_case("setting_name") =>
@@ -1203,12 +1267,20 @@ impl Walker {
             .first()
             .filter(|arg| !matches!(tagged(arg), Some(("NamedArgExpr", _))));
         let Some(arg) = named.or(positional) else {
-            return Parameter::Unknown;
+            return (Parameter::Unknown, false);
         };
         if let Some(name) = self.exact_string(arg) {
-            return Parameter::Named(name.trim().to_lowercase());
+            return (Parameter::Named(name.trim().to_lowercase()), false);
         }
-        exact_param(arg).map_or(Parameter::Unknown, Parameter::Bound)
+        if let Some(pinned) = self
+            .pinned_setting
+            .as_ref()
+            .filter(|p| p.is_name_column(arg))
+        {
+            return (Parameter::Named(pinned.name.clone()), true);
+        }
+        let parameter = exact_param(arg).map_or(Parameter::Unknown, Parameter::Bound);
+        (parameter, false)
     }
 
     /// A string literal whose text reaches the function as written: as
@@ -1264,6 +1336,55 @@ impl Walker {
     }
 
     fn select(&mut self, body: &Value) {
+        let pinned = self.pinned_setting_of(body);
+        let outer = std::mem::replace(&mut self.pinned_setting, pinned);
+        self.select_block(body);
+        self.pinned_setting = outer;
+    }
+
+    /// See [`PinnedSetting`].
+    fn pinned_setting_of(&mut self, body: &Value) -> Option<PinnedSetting> {
+        let [from] = list(body, "from_clause") else {
+            return None;
+        };
+        let ("RangeVar", relation) = tagged(from)? else {
+            return None;
+        };
+        if text(relation, "relname") != "pg_settings"
+            || !matches!(text(relation, "schemaname"), "" | "pg_catalog")
+        {
+            return None;
+        }
+        let alias = field(relation, "alias").map(|a| text(a, "aliasname"));
+        let mut pinned = PinnedSetting {
+            relation: alias.unwrap_or("pg_settings").to_owned(),
+            qualified: alias.is_none(),
+            name: String::new(),
+        };
+        let ("AExpr", equality) = tagged(field(body, "where_clause")?)? else {
+            return None;
+        };
+        let [operator] = list(equality, "name") else {
+            return None;
+        };
+        if int(equality, "kind") != pg_query::protobuf::AExprKind::AexprOp as i64
+            || !matches!(tagged(operator), Some(("String", s)) if text(s, "sval") == "=")
+        {
+            return None;
+        }
+        let (left, right) = (field(equality, "lexpr")?, field(equality, "rexpr")?);
+        let literal = if pinned.is_name_column(left) {
+            right
+        } else if pinned.is_name_column(right) {
+            left
+        } else {
+            return None;
+        };
+        pinned.name = self.exact_string(literal)?.trim().to_lowercase();
+        Some(pinned)
+    }
+
+    fn select_block(&mut self, body: &Value) {
         let visible = self.ctes.len();
         self.with_clause(field(body, "with_clause"));
         let from = list(body, "from_clause");

@@ -343,6 +343,72 @@ fn parameters_set() {
             "SELECT set_config(name, 'x', false) FROM t",
             vec![Parameter::Unknown],
         ),
+        // pg_dump's way of setting a parameter the server may not have: the
+        // WHERE keeps only that one's row.
+        (
+            "SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings \
+             WHERE name = 'restrict_nonsystem_relation_kind'",
+            vec![named("restrict_nonsystem_relation_kind")],
+        ),
+        (
+            "SELECT set_config(s.name, 'x', false) FROM pg_catalog.pg_settings s \
+             WHERE 'ROLE'::text = s.name",
+            vec![named("role")],
+        ),
+        (
+            "SELECT pg_catalog.set_config(pg_catalog.pg_settings.name, 'x', false) \
+             FROM pg_settings WHERE pg_settings.name = 'role'",
+            vec![named("role")],
+        ),
+        // Any other shape could reach other rows.
+        (
+            "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'a' OR true",
+            vec![Parameter::Unknown],
+        ),
+        (
+            "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name <> 'role'",
+            vec![Parameter::Unknown],
+        ),
+        (
+            "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'a' || 'b'",
+            vec![Parameter::Unknown],
+        ),
+        (
+            "SELECT set_config(name, 'x', false) FROM pg_settings WHERE lower(name) = 'role'",
+            vec![Parameter::Unknown],
+        ),
+        (
+            "SELECT set_config(name, 'x', false) FROM pg_settings, t WHERE name = 'role'",
+            vec![Parameter::Unknown],
+        ),
+        (
+            "SELECT set_config(name, 'x', false) FROM myschema.pg_settings WHERE name = 'a'",
+            vec![Parameter::Unknown],
+        ),
+        (
+            "SELECT set_config(s.name, 'x', false) FROM pg_settings s, pg_settings t \
+             WHERE t.name = 'a'",
+            vec![Parameter::Unknown],
+        ),
+        (
+            "SELECT set_config(t.name, 'x', false) FROM pg_settings s WHERE s.name = 'a'",
+            vec![Parameter::Unknown],
+        ),
+        (
+            "SELECT set_config(name, 'x', false) FROM pg_settings \
+             WHERE name OPERATOR(public.=) 'a'",
+            vec![Parameter::Unknown],
+        ),
+        // A subquery's `name` is its own relation's.
+        (
+            "SELECT (SELECT set_config(name, 'x', false) FROM pg_settings LIMIT 1) \
+             FROM pg_settings WHERE name = 'a'",
+            vec![Parameter::Unknown],
+        ),
+        (
+            "SELECT (SELECT set_config(name, 'x', false)) FROM pg_settings WHERE name = 'a'",
+            vec![Parameter::Unknown],
+        ),
         (
             "UPDATE pg_settings SET setting = 'postgres' WHERE name = 'role'",
             vec![Parameter::Unknown],

@@ -964,6 +964,14 @@ fn standard_conforming_strings_cannot_be_turned_off() {
         // Named by a bind parameter not yet known.
         "SELECT set_config($1, 'off', false)",
         "SELECT set_config($1::text, $2, false)",
+        // Named by the row a WHERE keeps: the name, or a value that could
+        // turn it off on any other row (the `=` could be someone's own).
+        "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'standard_conforming_strings'",
+        "SELECT set_config(name, 'off', false) FROM pg_settings WHERE name = 'work_mem'",
+        "SELECT set_config(name, ' F', false) FROM pg_settings WHERE name = 'work_mem'",
+        "SELECT set_config(name, NULL, false) FROM pg_settings WHERE name = 'work_mem'",
+        "SELECT set_config(name, current_setting('x'), false) FROM pg_settings WHERE name = 'work_mem'",
+        "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'a' OR true",
     ];
     for sql in refused {
         assert_eq!(
@@ -985,10 +993,16 @@ fn standard_conforming_strings_cannot_be_turned_off() {
         "SET standard_conforming_strings TO DEFAULT",
         "SELECT set_config('standard_conforming_strings', 'on', false)",
         "SET escape_string_warning = off",
+        // pg_dump, at every connection of versions since August 2024.
+        "SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings \
+         WHERE name = 'restrict_nonsystem_relation_kind'",
     ];
     for sql in allowed {
         assert_eq!(outcome(sql, &agent(), &none), "allow", "{sql}");
     }
+    // pg_dump's runs under the shipped rules too (it names no protected
+    // parameter).
+    assert_eq!(outcome(allowed[7], &agent(), &defaults()), "allow");
     // One statement shape, two literals: the cache must not carry `on` to `off`.
     let mut cache = hoop_policy::ClassifyCache::new(8);
     for (sql, expected) in [
