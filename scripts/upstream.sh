@@ -153,6 +153,37 @@ run_suite() {
     step "$name: $(grep -E 'tests (passed|failed)|All [0-9]+ tests' "$WORK/$name.log" | tail -n 1 | tr -s ' ') ($((SECONDS - start))s)"
 }
 
+# dump_check: pg_dump (another client nobody here wrote) of the regression
+# database the gateway run left, directly and through the gateway, plain and
+# in parallel directory format (synchronized snapshots); then the plain dump
+# restored by psql through the gateway and directly, each dumped directly.
+# The outputs must be identical (but for pg_dump's random \restrict key).
+dump_problems=()
+dump_check() {
+    local start=$SECONDS d="$WORK/dump"
+    mkdir -p "$d" && chown postgres "$d"
+    direct() { runuser -u postgres -- "$@" -h "$SOCK" -p "$PORT" -U postgres; }
+    via() { PGPASSWORD=$token "$@" -h 127.0.0.1 -p "$HOOPPORT" -U compat-agent; }
+    unkeyed() { sed -i '/^\\\(un\)\?restrict /d' "$@"; }
+    direct "$PGBIN/pg_dump" -d regression -f "$d/direct.sql" 2>>"$d/errors" ||
+        dump_problems+=("pg_dump directly failed ($d/errors)")
+    via "$PGBIN/pg_dump" -d regression -f "$d/gateway.sql" 2>>"$d/errors" ||
+        dump_problems+=("pg_dump through the gateway failed ($d/errors)")
+    via "$PGBIN/pg_dump" -d regression -Fd -j 2 -f "$d/gateway.dir" 2>>"$d/errors" ||
+        dump_problems+=("parallel pg_dump through the gateway failed ($d/errors)")
+    for how in direct via; do
+        direct "$PGBIN/createdb" -T template0 "restored_$how"
+        $how "$PGBIN/psql" -X -q -d "restored_$how" -f "$d/direct.sql" >/dev/null 2>"$d/restore-$how.err" || true
+        direct "$PGBIN/pg_dump" -d "restored_$how" -f "$d/restored-$how.sql" 2>>"$d/errors"
+    done
+    unkeyed "$d/direct.sql" "$d/gateway.sql" "$d/restored-direct.sql" "$d/restored-via.sql"
+    cmp -s "$d/direct.sql" "$d/gateway.sql" ||
+        dump_problems+=("pg_dump through the gateway differs: diff $d/direct.sql $d/gateway.sql")
+    cmp -s "$d/restored-direct.sql" "$d/restored-via.sql" ||
+        dump_problems+=("restoring through the gateway differs: diff $d/restored-direct.sql $d/restored-via.sql")
+    step "pg_dump and restore, directly and through the gateway: $([ ${#dump_problems[@]} -eq 0 ] && echo identical || echo DIFFERENT) ($((SECONDS - start))s, $(wc -l <"$d/direct.sql") lines)"
+}
+
 start_time() { "$PGBIN/psql" -XAtq -h "$SOCK" -p "$PORT" -U postgres -d postgres -c 'SELECT pg_postmaster_start_time()'; }
 
 step "run 1: plain cluster (Postgres $major, port $PORT)"
@@ -192,13 +223,16 @@ SQL
     before=$(start_time)
     log_from=$(wc -l <"$SERVERLOG")
     CONNECT="--host=127.0.0.1 --port=$HOOPPORT --user=compat-agent" RUN_ENV="PGPASSWORD=$token" run_suite hoop
+    if [ "$suite" = regress ]; then
+        dump_check
+    fi
     after=$(start_time || echo unreachable)
     kill "$hoop_pid" 2>/dev/null || true
     cluster_stop
 fi
 
 # --- judge -----------------------------------------------------------------------
-problems=()
+problems=("${dump_problems[@]}")
 crashes=$(tail -n +"$((log_from + 1))" "$SERVERLOG" | grep -E 'PANIC|terminated by signal|server process .* was terminated' || true)
 [ -z "$crashes" ] || problems+=("backend crash in the $mode run: $(head -n 3 <<<"$crashes" | tr '\n' ' ')")
 [ "$before" = "$after" ] || problems+=("the postmaster restarted during the run ($before -> $after)")
