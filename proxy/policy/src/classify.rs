@@ -1350,8 +1350,18 @@ impl Walker {
         let ("RangeVar", relation) = tagged(from)? else {
             return None;
         };
-        if text(relation, "relname") != "pg_settings"
-            || !matches!(text(relation, "schemaname"), "" | "pg_catalog")
+        let schema = text(relation, "schemaname");
+        if text(relation, "relname") != "pg_settings" || !matches!(schema, "" | "pg_catalog") {
+            return None;
+        }
+        // Not a CTE of that name (visible, or this block's own).
+        let own_ctes = field(body, "with_clause").map_or(&[][..], |with| list(with, "ctes"));
+        let cte = |name: &str| name == "pg_settings";
+        if schema.is_empty()
+            && (self.ctes.iter().any(|name| cte(name))
+                || own_ctes.iter().any(|c| {
+                    matches!(tagged(c), Some(("CommonTableExpr", c)) if cte(text(c, "ctename")))
+                }))
         {
             return None;
         }

@@ -399,6 +399,17 @@ fn parameters_set() {
              WHERE name OPERATOR(public.=) 'a'",
             vec![Parameter::Unknown],
         ),
+        // Rows of the gateway's choosing, not the catalog's.
+        (
+            "WITH pg_settings AS (SELECT 'role' AS name) \
+             SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'a'",
+            vec![Parameter::Unknown],
+        ),
+        (
+            "WITH pg_settings AS (SELECT 'role' AS name) SELECT 1 FROM (\
+             SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'a') s",
+            vec![Parameter::Unknown],
+        ),
         // A subquery's `name` is its own relation's.
         (
             "SELECT (SELECT set_config(name, 'x', false) FROM pg_settings LIMIT 1) \
