@@ -927,6 +927,20 @@ impl Relay {
             out,
             state,
         );
+        self.end_refused_batch(ends_batch, out, state, now);
+    }
+
+    /// Behind a refusal's messages to the server: a Query or FunctionCall
+    /// (`ends_batch`) is followed by a Sync of the gateway's, whose
+    /// ReadyForQuery is the client's; after an extended-protocol message
+    /// the client's messages up to its own Sync are discarded.
+    fn end_refused_batch(
+        &mut self,
+        ends_batch: bool,
+        out: &mut BytesMut,
+        state: &mut ConnectionState,
+        now: Instant,
+    ) {
         if ends_batch {
             self.send_client_frame(
                 frontend::sync(),
@@ -989,18 +1003,7 @@ impl Relay {
             out,
             state,
         );
-        if matches!(request, Request::Query) {
-            self.send_client_frame(
-                frontend::sync(),
-                Request::Sync,
-                About::Nothing,
-                out,
-                state,
-                now,
-            );
-        } else {
-            state.discarding_until_sync = true;
-        }
+        self.end_refused_batch(matches!(request, Request::Query), out, state, now);
     }
 
     /// What becomes of a client message while the client's transaction
