@@ -12,7 +12,7 @@
 #             isolation suite (18) with and without the extension loaded:
 #             identical output but for an allowlist
 #   compat    the same suites directly and through the gateway, identical but
-#             for tests/compat-allowlist.txt; pg_dump and a psql restore of
+#             for tests/compat-allowlist.txt; pg_dump, psql and pg_restore of
 #             the regression database, identical directly and through it
 #   soak      pgbench crash soak of the extension on pg15/17/18, directly and
 #             through the gateway (bench/soak.sh, 10 s per run)

@@ -156,8 +156,9 @@ run_suite() {
 # dump_check: pg_dump (another client nobody here wrote) of the regression
 # database the gateway run left, directly and through the gateway, plain and
 # in parallel directory format (synchronized snapshots); then the plain dump
-# restored by psql through the gateway and directly, each dumped directly.
-# The outputs must be identical (but for pg_dump's random \restrict key).
+# restored by psql and the parallel one by pg_restore -j 2, through the
+# gateway and directly, each dumped directly. The outputs must be identical
+# (but for pg_dump's random \restrict key).
 dump_problems=()
 dump_check() {
     local start=$SECONDS d="$WORK/dump"
@@ -176,11 +177,22 @@ dump_check() {
         $how "$PGBIN/psql" -X -q -d "restored_$how" -f "$d/direct.sql" >/dev/null 2>"$d/restore-$how.err" || true
         direct "$PGBIN/pg_dump" -d "restored_$how" -f "$d/restored-$how.sql" 2>>"$d/errors"
     done
-    unkeyed "$d/direct.sql" "$d/gateway.sql" "$d/restored-direct.sql" "$d/restored-via.sql"
+    # The parallel dump restored in parallel by pg_restore (-j 2).
+    chmod -R a+rX "$d/gateway.dir"
+    for how in direct via; do
+        direct "$PGBIN/createdb" -T template0 "pg_restored_$how"
+        $how "$PGBIN/pg_restore" -j 2 -d "pg_restored_$how" "$d/gateway.dir" 2>>"$d/errors" ||
+            dump_problems+=("pg_restore -j 2 ($how) failed ($d/errors)")
+        direct "$PGBIN/pg_dump" -d "pg_restored_$how" -f "$d/pg_restored-$how.sql" 2>>"$d/errors"
+    done
+    unkeyed "$d/direct.sql" "$d/gateway.sql" "$d/restored-direct.sql" "$d/restored-via.sql" \
+        "$d/pg_restored-direct.sql" "$d/pg_restored-via.sql"
     cmp -s "$d/direct.sql" "$d/gateway.sql" ||
         dump_problems+=("pg_dump through the gateway differs: diff $d/direct.sql $d/gateway.sql")
     cmp -s "$d/restored-direct.sql" "$d/restored-via.sql" ||
         dump_problems+=("restoring through the gateway differs: diff $d/restored-direct.sql $d/restored-via.sql")
+    cmp -s "$d/pg_restored-direct.sql" "$d/pg_restored-via.sql" ||
+        dump_problems+=("pg_restore through the gateway differs: diff $d/pg_restored-direct.sql $d/pg_restored-via.sql")
     step "pg_dump and restore, directly and through the gateway: $([ ${#dump_problems[@]} -eq 0 ] && echo identical || echo DIFFERENT) ($((SECONDS - start))s, $(wc -l <"$d/direct.sql") lines)"
 }
 
