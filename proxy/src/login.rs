@@ -256,11 +256,13 @@ fn check_request(
     // PostgreSQL applies them: judged the same way and written into the
     // `options` the database gets (before, they were dropped, and a
     // client's statement_timeout silently did not apply).
+    // Their names are case-insensitive to PostgreSQL, as in `options`:
+    // judged (and passed on) as the lowercase name it applies.
     settings.extend(
         params
             .iter()
             .filter(|(name, _)| is_setting_parameter(name))
-            .cloned(),
+            .map(|(name, value)| (name.to_lowercase(), value.clone())),
     );
     if let Some(problem) = settings
         .iter()

@@ -352,21 +352,40 @@ async fn settings_sent_as_startup_parameters_apply_after_options() {
     .await;
     assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
     raw.send(&query(
-        "select current_setting('statement_timeout') || ',' || current_setting('lock_timeout')          || ',' || current_setting('app.tenant')",
+        "select current_setting('statement_timeout') || ',' || current_setting('lock_timeout') || ',' || current_setting('app.tenant')",
     ))
     .await;
     let rows = raw.until(b'Z').await;
     let row = rows.iter().find(|m| m.tag == b'D').expect("a row");
     assert!(row.text().contains("3s,1s,t 7"), "{}", row.text());
 
-    let (_, msgs) = login_with(&gw, &token, &[("work_mem", "1GB")]).await;
-    let e = msgs.last().expect("a refusal");
-    assert_eq!(e.error_code().as_deref(), Some("42501"), "{msgs:?}");
-    let message = e.field(b'M').unwrap_or_default();
-    assert!(
-        message.contains("\"work_mem\"") && message.contains("agents-keep-work-mem"),
-        "{message}"
-    );
+    // Names are case-insensitive to the server: so to the gateway.
+    for name in ["work_mem", "WORK_MEM"] {
+        let (_, msgs) = login_with(&gw, &token, &[(name, "1GB")]).await;
+        let e = msgs.last().expect("a refusal");
+        assert_eq!(e.error_code().as_deref(), Some("42501"), "{msgs:?}");
+        let message = e.field(b'M').unwrap_or_default();
+        assert!(
+            message.contains("\"work_mem\"") && message.contains("agents-keep-work-mem"),
+            "{message}"
+        );
+    }
+    for (name, value) in [
+        ("ROLE", "postgres"),
+        ("Session_Authorization", "postgres"),
+        ("HOOP.session", "x"),
+        ("Local_Preload_Libraries", "x"),
+    ] {
+        // Refused by the gateway before anything reaches the server.
+        let (_, msgs) = login_with(&gw, &token, &[(name, value)]).await;
+        let e = msgs.last().expect("a refusal");
+        assert_eq!(e.error_code().as_deref(), Some("42501"), "{name}: {msgs:?}");
+        let message = e.field(b'M').unwrap_or_default();
+        assert!(
+            message.contains("not allowed through hoop"),
+            "{name}: {message}"
+        );
+    }
     gw.stop().await;
 }
 
