@@ -264,8 +264,11 @@ fn check_request(
             .filter(|(name, _)| is_setting_parameter(name))
             .map(|(name, value)| (name.to_lowercase(), value.clone())),
     );
+    // `client_encoding` is passed on as it is, but not every one is.
+    let encoding = param(&params, "client_encoding").map(|v| ("client_encoding".to_owned(), v));
     if let Some(problem) = settings
         .iter()
+        .chain(encoding.iter())
         .find_map(|(name, value)| never_in_options(name, value))
     {
         return Err(problem.into());
@@ -510,12 +513,22 @@ fn startup_options(raw: &str) -> Result<Vec<(String, String)>, OptionsProblem> {
 /// at backend start (a `SET` of them after login loads nothing; at startup
 /// it would).
 fn never_in_options(name: &str, value: &str) -> Option<OptionsProblem> {
+    if name == "client_encoding" && hoop_policy::unreadable_client_encoding(value) {
+        return Some(OptionsProblem {
+            code: "0A000",
+            message: format!(
+                "client_encoding \"{value}\" is not supported through hoop: its characters can \
+                 contain ASCII bytes, so the gateway cannot read SQL in it exactly as PostgreSQL \
+                 does; use UTF8"
+            ),
+        });
+    }
     let never = matches!(
         name,
         "role" | "session_authorization" | "local_preload_libraries" | "session_preload_libraries"
     ) || name.starts_with("hoop.")
         // The gateway reads SQL with standard string escapes only.
-        || hoop_policy::weakens_escape_rules(name, Some(value));
+        || hoop_policy::weakens_reading(name, Some(value));
     never.then(|| OptionsProblem {
         code: "42501",
         message: format!(

@@ -478,10 +478,7 @@ fn end_reason(end: &RelayEnd) -> (EndReason, Option<String>) {
             EndReason::Error,
             Some("a statement could not be recorded in the audit trail".into()),
         ),
-        RelayEnd::NonstandardStrings => (
-            EndReason::Error,
-            Some("the database turned standard_conforming_strings off".into()),
-        ),
+        RelayEnd::Unreadable(what) => (EndReason::Error, Some(what.detail().into())),
     }
 }
 
@@ -533,15 +530,15 @@ async fn open_upstream_session(
     .await?;
     let token = sign_session(ctx, admitted, sid, up.pid);
     let later_status = upstream::start_session(&mut up, &admitted.mapping.role, &token).await?;
-    if up
+    if let Some(what) = up
         .parameter_status
         .iter()
         .chain(later_status.iter())
-        .any(upstream::reports_nonstandard_strings)
+        .find_map(upstream::Unreadable::reported)
     {
         return Err(UpstreamError::Server {
-            code: upstream::SQLSTATE_FEATURE_NOT_SUPPORTED.to_owned(),
-            message: upstream::NONSTANDARD_STRINGS.to_owned(),
+            code: upstream::Unreadable::SQLSTATE.to_owned(),
+            message: what.message().to_owned(),
         });
     }
     let masked = upstream::load_masked_columns(&mut up).await?;
@@ -736,10 +733,24 @@ async fn relay(
     gate_session: GateSession,
     stop: watch::Receiver<bool>,
 ) -> RelayEnd {
+    let mut encodings = crate::relay::Encodings::default();
+    for frame in upstream_session
+        .up
+        .parameter_status
+        .iter()
+        .chain(upstream_session.later_status.iter())
+    {
+        if let Some((name, rest)) = crate::protocol::take_cstr(frame.body()) {
+            if let Some((value, _)) = crate::protocol::take_cstr(rest) {
+                encodings.note(name, value);
+            }
+        }
+    }
     let UpstreamSession { up, inspector, .. } = upstream_session;
     let relay = Relay {
         session: RelaySession {
             mapped_role: admitted.mapping.role.clone(),
+            encodings,
             expires_at: admitted.expires_at,
             max_message_bytes: ctx.config.max_message_bytes,
         },

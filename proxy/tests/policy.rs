@@ -568,6 +568,114 @@ async fn a_session_the_server_turns_to_nonstandard_strings_is_ended() {
     gw.stop().await;
 }
 
+/// In Shift JIS a character's second byte can be `\\`: as UTF-8 the
+/// gateway reads this as one SELECT of a literal, while a server reading
+/// it as SJIS sees the literal end at the second quote and runs the
+/// INSERT.
+const SJIS_SMUGGLE: &[u8] =
+    b"SELECT E'\xe3\x81\x81\\'; INSERT INTO scratch VALUES (913, NULL); SELECT ' AS x; --'";
+
+fn hidden_insert_ran() -> bool {
+    cluster()
+        .psql("payments", "select count(*) from scratch where id = 913")
+        .trim()
+        != "0"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_never_reads_text_in_an_encoding_the_gateway_does_not() {
+    cluster().psql(
+        "payments",
+        "CREATE OR REPLACE FUNCTION public.hoop_test_encoding(e text) RETURNS int \
+           LANGUAGE plpgsql AS $$ BEGIN \
+             PERFORM set_config('client_encoding', e, false); RETURN 1; END $$; \
+         GRANT EXECUTE ON FUNCTION public.hoop_test_encoding(text) TO fraud_agent; \
+         DELETE FROM scratch WHERE id = 913",
+    );
+    let gw = start_gateway(GatewayOptions::default()).await;
+    // Asked for at login: refused before the token is read.
+    let mut raw = Raw::connect(gw.addr).await;
+    raw.send(&startup_packet(&[
+        ("user", "a"),
+        ("database", "payments"),
+        ("client_encoding", "Shift_JIS"),
+    ]))
+    .await;
+    let refused = raw.recv().await.expect("a refusal");
+    assert_eq!(
+        refused.error_code().as_deref(),
+        Some("0A000"),
+        "{refused:?}"
+    );
+    assert!(refused
+        .field(b'M')
+        .unwrap_or_default()
+        .contains("Shift_JIS"));
+
+    // Set by a function, with the smuggling text pipelined behind it: the
+    // text waits for the server's report of the encoding, which ends the
+    // session before the text is read, let alone sent.
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let mut batch = query("select public.hoop_test_encoding('SJIS')");
+    let mut smuggle = SJIS_SMUGGLE.to_vec();
+    smuggle.push(0);
+    batch.extend(msg(b'Q', &smuggle));
+    raw.send(&batch).await;
+    let mut seen = Vec::new();
+    while let Some(m) = raw.recv().await {
+        seen.push(m);
+    }
+    let fatal = seen.last().expect("a FATAL");
+    assert_eq!(fatal.error_code().as_deref(), Some("0A000"), "{seen:?}");
+    assert_eq!(fatal.field(b'S').as_deref(), Some("FATAL"));
+    assert!(fatal
+        .field(b'M')
+        .unwrap_or_default()
+        .contains("client_encoding"));
+    assert!(!hidden_insert_ran(), "the server ran the smuggled INSERT");
+
+    // Within one batch the report comes only at the Sync: non-ASCII text
+    // after an Execute cannot wait for it, and is refused.
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let mut batch = parse("", "select 1");
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(parse("", "select 'd\u{e9}j\u{e0} vu'"));
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "12DCEZ", "{msgs:?}");
+    let refusal = msgs[4].field(b'M').unwrap_or_default();
+    assert!(refusal.contains("Sync"), "{refusal}");
+    // After a Sync it waits for the report, and runs.
+    let mut batch = parse("", "select 1");
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    batch.extend(parse("", "select 'd\u{e9}j\u{e0} vu'"));
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let mut msgs = raw.until(b'Z').await;
+    msgs.extend(raw.until(b'Z').await);
+    assert_eq!(tags(&msgs), "12DCZ12DCZ", "{msgs:?}");
+    assert!(msgs[7].body.ends_with("d\u{e9}j\u{e0} vu".as_bytes()));
+    // So does a Query behind another.
+    // (A statement that is not a plain read is sent only once recorded:
+    // the one behind it is then read while it runs.)
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let mut batch = query("set application_name = 'x'");
+    batch.extend(query("select 'd\u{e9}j\u{e0} vu'"));
+    raw.send(&batch).await;
+    let mut msgs = raw.until(b'Z').await;
+    msgs.extend(raw.until(b'Z').await);
+    assert_eq!(tags(&msgs), "CSZTDCZ", "{msgs:?}");
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_portal_runs_the_statement_it_was_bound_to_and_is_judged_on_it() {
     // The unnamed statement is replaced by a later Parse; a portal bound

@@ -33,9 +33,9 @@ use serde_json::Value;
 
 use crate::bounds;
 use crate::facts::{
-    weakens_escape_rules, BoundSetting, ColumnBounds, CopyDirection, CopyTarget, DdlObject,
-    DdlVerb, Interval, Kind, Lasting, Parameter, SettingValue, StatementFacts, SyntaxError,
-    TableName,
+    unreadable_client_encoding, weakens_reading, BoundSetting, ColumnBounds, CopyDirection,
+    CopyTarget, DdlObject, DdlVerb, Interval, Kind, Lasting, Parameter, SettingValue,
+    StatementFacts, SyntaxError, TableName,
 };
 
 /// Every statement of one query string, in order. An empty string (or only
@@ -501,8 +501,14 @@ fn facts_of(node: &Value, literal_dependent: &mut bool) -> StatementFacts {
             let mut facts = plain(tag, body, literal_dependent);
             if let Some(set) = field(body, "setstmt") {
                 let name = set_parameter_name(set);
-                // Any change of the default for later sessions: refused.
-                facts.weakens_escape_rules |= weakens_escape_rules(&name, None);
+                // Any change of the default standard_conforming_strings for
+                // later sessions: refused. A client encoding is judged by
+                // its value (a later session's is checked when it starts).
+                let value = (name == "client_encoding"
+                    && int(set, "kind") == VariableSetKind::VarSetValue as i64)
+                    .then(|| set_value(set))
+                    .flatten();
+                facts.weakens_reading |= weakens_reading(&name, value.as_deref());
                 facts.parameters.push(Parameter::Named(name));
             }
             facts
@@ -570,11 +576,11 @@ fn set_facts(body: &Value) -> StatementFacts {
     // refuses changing it with ALTER SYSTEM/ROLE/DATABASE … SET).
     let sets_value = int(body, "kind") == VariableSetKind::VarSetValue as i64
         || int(body, "kind") == VariableSetKind::VarSetCurrent as i64;
-    let weakens = sets_value && weakens_escape_rules(&name, set_value(body).as_deref());
+    let weakens = sets_value && weakens_reading(&name, set_value(body).as_deref());
     StatementFacts {
         kind: kind_for_parameter(&name),
         parameters: vec![Parameter::Named(name)],
-        weakens_escape_rules: weakens,
+        weakens_reading: weakens,
         ..StatementFacts::default()
     }
 }
@@ -711,7 +717,7 @@ fn plain(tag: &str, body: &Value, literal_dependent: &mut bool) -> StatementFact
         && facts.nested_kinds.is_empty()
         && facts.parameters.is_empty()
         && facts.executes.is_empty()
-        && !facts.weakens_escape_rules
+        && !facts.weakens_reading
         && !has_key(body, "locking_clause");
     facts.lasting = lasting(tag, body, &facts);
     facts
@@ -754,7 +760,7 @@ fn lasting(tag: &str, body: &Value, facts: &StatementFacts) -> Lasting {
         && facts.nested_kinds.is_empty()
         && facts.parameters.is_empty()
         && facts.executes.is_empty()
-        && !facts.weakens_escape_rules
+        && !facts.weakens_reading
     {
         Lasting::UntilCommit
     } else {
@@ -950,7 +956,7 @@ fn exact_cast(cast: &Value) -> bool {
 #[derive(Default)]
 struct Walker {
     /// A `set_config()` that may turn `standard_conforming_strings` off.
-    weakens_escape_rules: bool,
+    weakens_reading: bool,
     /// `set_config($n, …)`s.
     bound_settings: Vec<BoundSetting>,
     tables: Vec<TableName>,
@@ -1167,12 +1173,15 @@ impl Walker {
                 match &parameter {
                     Parameter::Named(name) => {
                         let value = value.and_then(|a| self.exact_string(a));
-                        self.weakens_escape_rules |= weakens_escape_rules(name, value.as_deref())
+                        self.weakens_reading |= weakens_reading(name, value.as_deref())
                             // Named by the rows a WHERE keeps: the fixed
-                            // escape rule does not take `=` on trust, so a
+                            // reading rule does not take `=` on trust, so a
                             // value that could turn standard_conforming_strings
-                            // off weakens it whatever the name.
-                            || (pinned && could_turn_off(value.as_deref()));
+                            // off, or name a client encoding the gateway
+                            // cannot read, weakens it whatever the name.
+                            || (pinned
+                                && (could_turn_off(value.as_deref())
+                                    || value.as_deref().is_some_and(unreadable_client_encoding)));
                     }
                     Parameter::Bound(name) => {
                         let value = match value {
@@ -1582,8 +1591,8 @@ impl Walker {
         facts.columns_written = dedup(self.columns_written);
         facts.all_columns = self.all_columns;
         // A parameter the gateway cannot name could be standard_conforming_strings.
-        facts.weakens_escape_rules |=
-            self.weakens_escape_rules || self.parameters.contains(&Parameter::Unknown);
+        facts.weakens_reading |=
+            self.weakens_reading || self.parameters.contains(&Parameter::Unknown);
         facts.bound_settings = self.bound_settings;
         facts.parameters.extend(self.parameters);
         facts.missing_where |= self.nested_missing_where;

@@ -58,9 +58,14 @@ pub const UNPARSED_RULE: &str = "unparsed-statement";
 pub const SYNTAX_ERROR_RULE: &str = "syntax-error";
 
 /// The fixed refusal of statements that may turn `standard_conforming_strings`
-/// off (see [`StatementFacts::weakens_escape_rules`]): not a rule of any set,
+/// off (see [`StatementFacts::weakens_reading`]): not a rule of any set,
 /// so no configuration switches it off.
 pub const ESCAPE_RULES_RULE: &str = "standard-string-escapes";
+
+/// The fixed refusal of statements that set `client_encoding` to an
+/// encoding the gateway cannot read (see
+/// [`crate::unreadable_client_encoding`]), or may: not a rule either.
+pub const CLIENT_ENCODING_RULE: &str = "readable-client-encoding";
 
 /// Recorded for a statement sent into a transaction a refusal failed: the
 /// gateway answers it as PostgreSQL answers any statement in a failed
@@ -170,8 +175,27 @@ pub fn decide(
     // A setting named by a bind parameter not yet known could be it.
     if facts
         .levels()
-        .any(|level| level.weakens_escape_rules || !level.bound_settings.is_empty())
+        .any(|level| level.weakens_reading || !level.bound_settings.is_empty())
     {
+        let names_encoding = facts.levels().any(|level| {
+            level.weakens_reading
+                && level
+                    .parameters
+                    .iter()
+                    .any(|p| matches!(p, Parameter::Named(name) if name == "client_encoding"))
+        });
+        if names_encoding {
+            return Decision::block(
+                CLIENT_ENCODING_RULE,
+                format!(
+                    "client_encoding cannot be set through the gateway to an encoding whose \
+                     characters can contain ASCII bytes (SJIS, BIG5, GBK, UHC, GB18030, JOHAB, \
+                     SHIFT_JIS_2004), nor to a value it cannot see: the gateway would read the \
+                     statements that follow differently from the server; use UTF8 or another \
+                     encoding; gateway rule \"{CLIENT_ENCODING_RULE}\""
+                ),
+            );
+        }
         return Decision::block(
             ESCAPE_RULES_RULE,
             format!(

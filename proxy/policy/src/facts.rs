@@ -57,11 +57,14 @@ pub struct StatementFacts {
     /// PostgreSQL's grammar rejects the string: the server's message and
     /// position, answered with SQLSTATE 42601 (only for [`Kind::Unparsed`]).
     pub syntax_error: Option<SyntaxError>,
-    /// The statement may turn `standard_conforming_strings` off (or cannot
-    /// be shown not to): from then on the server would read string literals
-    /// with backslash escapes, which the gateway's parser does not, and the
-    /// two would disagree about where a literal ends. Always refused.
-    pub weakens_escape_rules: bool,
+    /// The statement may change how the server reads the SQL that follows
+    /// in a way the gateway cannot follow (or cannot be shown not to): turn
+    /// `standard_conforming_strings` off (string literals would take
+    /// backslash escapes, which the gateway's parser does not) or set
+    /// `client_encoding` to an encoding whose characters can contain ASCII
+    /// bytes (see [`unreadable_client_encoding`]). The two would disagree
+    /// about where a literal ends. Always refused.
+    pub weakens_reading: bool,
     /// `set_config($n, …)`: settings named by a bind parameter, known only
     /// when a portal of the statement runs (see
     /// [`StatementFacts::with_binds`]). Until then the statement may turn
@@ -89,12 +92,16 @@ pub enum SettingValue {
 }
 
 /// Whether setting `name` to `value` (`None`: a value the gateway cannot
-/// know) may turn backslash escapes in ordinary string literals on.
-pub fn weakens_escape_rules(name: &str, value: Option<&str>) -> bool {
-    if !name
-        .trim()
-        .eq_ignore_ascii_case("standard_conforming_strings")
-    {
+/// know) may make the server read SQL in a way the gateway cannot follow:
+/// backslash escapes in ordinary string literals
+/// (`standard_conforming_strings` off), or a client encoding the gateway
+/// cannot read ([`unreadable_client_encoding`]).
+pub fn weakens_reading(name: &str, value: Option<&str>) -> bool {
+    let name = name.trim();
+    if name.eq_ignore_ascii_case("client_encoding") {
+        return value.is_none_or(unreadable_client_encoding);
+    }
+    if !name.eq_ignore_ascii_case("standard_conforming_strings") {
         return false;
     }
     let on = |v: &str| {
@@ -104,6 +111,46 @@ pub fn weakens_escape_rules(name: &str, value: Option<&str>) -> bool {
         )
     };
     !value.is_some_and(on)
+}
+
+/// Whether `name` names (or may name: the gateway errs on the side of
+/// refusing) a client encoding whose multibyte characters can contain
+/// bytes below 0x80: Shift JIS, Big5, GBK, UHC, GB18030, JOHAB and
+/// Shift JIS 2004, by any alias PostgreSQL accepts. In them a character's
+/// second byte can be `\`, a letter or a digit, so a text the gateway reads
+/// as UTF-8 could end a string literal elsewhere than where the server,
+/// converting it from that encoding, does. PostgreSQL's server encodings
+/// and every other client encoding keep bytes below 0x80 for ASCII alone.
+///
+/// PostgreSQL looks names up after dropping every character but letters
+/// and digits, in any case (`Shift_JIS`, `s-jis`; a byte above 0x7F too,
+/// in a UTF-8 locale), and so does this.
+pub fn unreadable_client_encoding(name: &str) -> bool {
+    let clean: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    matches!(
+        clean.as_str(),
+        "sjis"
+            | "shiftjis"
+            | "mskanji"
+            | "win932"
+            | "windows932"
+            | "shiftjis2004"
+            | "big5"
+            | "win950"
+            | "windows950"
+            | "gbk"
+            | "win936"
+            | "windows936"
+            | "uhc"
+            | "win949"
+            | "windows949"
+            | "gb18030"
+            | "johab"
+    )
 }
 
 /// What the parser says about a string it rejects: the same message and
@@ -134,7 +181,7 @@ impl StatementFacts {
         let mut facts = self.clone();
         for setting in std::mem::take(&mut facts.bound_settings) {
             let Some(name) = value(setting.name) else {
-                facts.weakens_escape_rules = true;
+                facts.weakens_reading = true;
                 replace_bound(&mut facts.parameters, setting.name, Parameter::Unknown);
                 continue;
             };
@@ -144,7 +191,7 @@ impl StatementFacts {
                 SettingValue::Bound(n) => value(*n),
                 SettingValue::Other => None,
             };
-            facts.weakens_escape_rules |= weakens_escape_rules(&name, set_to.as_deref());
+            facts.weakens_reading |= weakens_reading(&name, set_to.as_deref());
             replace_bound(&mut facts.parameters, setting.name, Parameter::Named(name));
         }
         facts

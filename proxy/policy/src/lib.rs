@@ -60,16 +60,17 @@ pub use classify::{
     InFailedTransaction, TransactionExit,
 };
 pub use decide::{
-    decide, decide_all, Decision, Identity, PolicyContext, DEFAULT_RULE, ESCAPE_RULES_RULE,
-    FAILED_TRANSACTION_RULE, IN_FAILED_TRANSACTION_MESSAGE, SQLSTATE_INSUFFICIENT_PRIVILEGE,
-    SQLSTATE_IN_FAILED_TRANSACTION, SQLSTATE_SYNTAX_ERROR, SYNTAX_ERROR_RULE, UNPARSED_RULE,
+    decide, decide_all, Decision, Identity, PolicyContext, CLIENT_ENCODING_RULE, DEFAULT_RULE,
+    ESCAPE_RULES_RULE, FAILED_TRANSACTION_RULE, IN_FAILED_TRANSACTION_MESSAGE,
+    SQLSTATE_INSUFFICIENT_PRIVILEGE, SQLSTATE_IN_FAILED_TRANSACTION, SQLSTATE_SYNTAX_ERROR,
+    SYNTAX_ERROR_RULE, UNPARSED_RULE,
 };
-pub use facts::weakens_escape_rules;
 pub use facts::{
     is_kind_name, Bound, BoundSetting, ColumnBounds, CopyDirection, CopyTarget, DdlObject, DdlVerb,
     Interval, Kind, Lasting, Parameter, SettingValue, StatementFacts, SyntaxError, TableName,
     KIND_NAMES,
 };
+pub use facts::{unreadable_client_encoding, weakens_reading};
 pub use masking::{
     mask_data_row, mask_error_or_notice, mask_function_result, mask_notification, mask_sql_text,
     ColumnPolicy, CopyMasker, MaskFailure, MaskedColumn, RowShape,

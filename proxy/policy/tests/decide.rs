@@ -1018,3 +1018,87 @@ fn standard_conforming_strings_cannot_be_turned_off() {
         assert_eq!(refused, expected, "{sql}");
     }
 }
+
+/// A client encoding whose multibyte characters can contain ASCII bytes
+/// lets one text read differently: as UTF-8 the gateway reads
+/// `E'<e3 81 81>\' ; RESET ROLE; SELECT '…'` as one literal, while the
+/// server, converting from SJIS, reads `<e3 81>` and `<81 5c>` as two
+/// characters, so the literal ends at the quote and `RESET ROLE` runs.
+/// Refused whatever the rules; every other encoding is the server's own
+/// business.
+#[test]
+fn client_encoding_cannot_become_one_the_gateway_cannot_read() {
+    let none = RuleSet::new(vec![]).expect("an empty rule set is valid");
+    let refused = [
+        "SET client_encoding = 'SJIS'",
+        "SET client_encoding TO sjis",
+        "SET NAMES 'Shift_JIS'",
+        "SET SESSION client_encoding = 'win-932'",
+        "SET LOCAL \"client_encoding\" = 'MsKanji'",
+        "SET client_encoding = 'BIG5'",
+        "SET client_encoding = 'windows950'",
+        "SET client_encoding = 'gbk'",
+        "SET client_encoding = 'UHC'",
+        "SET client_encoding = 'win949'",
+        "SET client_encoding = 'GB18030'",
+        "SET client_encoding = 'johab'",
+        "SET client_encoding = 'SHIFT_JIS_2004'",
+        "SET client_encoding FROM CURRENT",
+        "SELECT set_config('client_encoding', 'sjis', false)",
+        "SELECT set_config('Client_Encoding', current_setting('x'), false)",
+        "SELECT set_config('client_encoding', $1, false)",
+        "UPDATE pg_settings SET setting = 'big5' WHERE name = 'client_encoding'",
+        "ALTER ROLE agent SET client_encoding = 'SJIS'",
+        "ALTER DATABASE payments RESET client_encoding",
+        "SELECT 1; SET client_encoding = 'GBK'",
+        "PREPARE p AS SELECT set_config('client_encoding', 'uhc', false)",
+        // Named by the row a WHERE keeps (the `=` could be someone's own).
+        "SELECT set_config(name, 'SJIS', false) FROM pg_settings WHERE name = 'work_mem'",
+    ];
+    for sql in refused {
+        let got = outcome(sql, &agent(), &none);
+        assert!(
+            got == "block:readable-client-encoding" || got == "block:standard-string-escapes",
+            "{sql}: {got}"
+        );
+    }
+    // Where the statement names client_encoding, the refusal says so.
+    assert_eq!(
+        outcome("SET NAMES 'sjis'", &agent(), &none),
+        "block:readable-client-encoding"
+    );
+    let allowed = [
+        "SET client_encoding = 'UTF8'",
+        "SET client_encoding = 'LATIN9'",
+        "SET NAMES 'win1252'",
+        "SET client_encoding = 'EUC_JP'",
+        "SET client_encoding = 'SQL_ASCII'",
+        "RESET client_encoding",
+        "SET client_encoding TO DEFAULT",
+        "SELECT set_config('client_encoding', 'latin1', false)",
+        // A later session's encoding is checked when it starts.
+        "ALTER ROLE agent SET client_encoding = 'UTF8'",
+        "SELECT set_config(name, 'utf8', false) FROM pg_settings WHERE name = 'client_encoding'",
+    ];
+    for sql in allowed {
+        assert_eq!(outcome(sql, &agent(), &none), "allow", "{sql}");
+    }
+    for (name, unreadable) in [
+        ("SJIS", true),
+        ("s-j-i-s", true),
+        ("Shift_JIS", true),
+        ("sh\u{e9}ift_jis", true),
+        ("WINDOWS936", true),
+        ("UTF8", false),
+        ("unicode", false),
+        ("EUC_TW", false),
+        ("MULE_INTERNAL", false),
+        ("KOI8U", false),
+    ] {
+        assert_eq!(
+            hoop_policy::unreadable_client_encoding(name),
+            unreadable,
+            "{name}"
+        );
+    }
+}

@@ -27,7 +27,7 @@ use hoop_policy::{
 
 use super::gate::{RunsEarly, StatementInfo};
 use super::refusal::Refusal;
-use super::state::{About, ConnectionState, Pending, PortalDescription, Prepared};
+use super::state::{About, ConnectionState, Pending, PortalDescription, Prepared, TextProblem};
 use super::verdict::{ClientVerdict, ServerVerdict};
 use crate::protocol::backend::{
     put_copy_data, put_data_row, put_error, put_error_response, put_function_call_response,
@@ -229,20 +229,35 @@ impl Inspector {
         runs: bool,
         binds: Binds<'_>,
     ) -> Judged {
-        let Ok(sql) = std::str::from_utf8(sql) else {
-            return Judged {
-                decision: Decision::block(
-                    hoop_policy::UNPARSED_RULE,
-                    format!(
-                        "statement not understood by the gateway (it is not valid UTF-8; \
-                         use client_encoding UTF8); gateway rule \"{}\"",
-                        hoop_policy::UNPARSED_RULE
+        let sql = match state.read_text(sql) {
+            Ok(sql) => sql,
+            Err(problem) => {
+                let reason = match problem {
+                    TextProblem::NotUtf8 => "it is not valid UTF-8".to_owned(),
+                    TextProblem::Encoding(encoding) => format!(
+                        "it has non-ASCII text in client_encoding {encoding}, which the gateway \
+                         does not read; use client_encoding UTF8"
                     ),
-                ),
-                kind: "unparsed".to_owned(),
-                tables: Vec::new(),
-                runs_early: RunsEarly::Never,
-            };
+                    TextProblem::Unsettled => "it has non-ASCII text and follows a statement \
+                         of the same pipeline (no Sync between) that may have changed \
+                         client_encoding, which the server reports only at the Sync; send it \
+                         after a Sync, or its non-ASCII text as a parameter"
+                        .to_owned(),
+                };
+                return Judged {
+                    decision: Decision::block(
+                        hoop_policy::UNPARSED_RULE,
+                        format!(
+                            "statement not understood by the gateway ({reason}); \
+                             gateway rule \"{}\"",
+                            hoop_policy::UNPARSED_RULE
+                        ),
+                    ),
+                    kind: "unparsed".to_owned(),
+                    tables: Vec::new(),
+                    runs_early: RunsEarly::Never,
+                };
+            }
         };
         let classified = self.cache.classify(sql);
         self.judge(&classified, state, runs, binds)

@@ -41,6 +41,7 @@ use inspect::Inspector;
 use record::{OpenStatement, Recorder};
 use refusal::Refusal;
 pub(crate) use state::ConnectionState;
+pub(crate) use state::Encodings;
 use state::{About, DescribeOrigin, Pending, Prepared, RecordId, Request};
 use verdict::{ClientVerdict, ServerVerdict};
 
@@ -60,6 +61,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) struct RelaySession {
     pub mapped_role: String,
+    /// The encodings the server reported at login.
+    pub encodings: Encodings,
     /// Unix seconds at which the login token expires.
     pub expires_at: i64,
     pub max_message_bytes: usize,
@@ -78,9 +81,9 @@ pub(crate) enum RelayEnd {
     ProtocolViolation(String),
     /// An early read's record could not be written (see [`Held::early`]).
     AuditUnavailable,
-    /// The server reported `standard_conforming_strings` off (see
-    /// [`crate::upstream::reports_nonstandard_strings`]).
-    NonstandardStrings,
+    /// The server reported a setting under which the gateway cannot read
+    /// SQL as it does (see [`crate::upstream::Unreadable`]).
+    Unreadable(crate::upstream::Unreadable),
 }
 
 impl RelayEnd {
@@ -89,10 +92,10 @@ impl RelayEnd {
     fn tell(&self, to_client: &mut BytesMut) {
         match self {
             RelayEnd::ProtocolViolation(what) => fatal(to_client, "08P01", what),
-            RelayEnd::NonstandardStrings => fatal(
+            RelayEnd::Unreadable(what) => fatal(
                 to_client,
-                crate::upstream::SQLSTATE_FEATURE_NOT_SUPPORTED,
-                crate::upstream::NONSTANDARD_STRINGS,
+                crate::upstream::Unreadable::SQLSTATE,
+                what.message(),
             ),
             _ => {}
         }
@@ -273,6 +276,7 @@ impl Relay {
             self.gate.record_rows(),
             self.session.max_message_bytes,
         );
+        flow.state.encodings = self.session.encodings.clone();
         let up_bytes = self.metrics.bytes_counter(Direction::client_to_server);
         let down_bytes = self.metrics.bytes_counter(Direction::server_to_client);
 
@@ -564,7 +568,7 @@ impl Relay {
                 self.send_client_frame(frame, request, About::Nothing, out, state, now);
                 continue;
             }
-            if state.must_wait(&message) {
+            if state.must_wait(&message) || state.must_wait_for_encoding(&message) {
                 flow.waiting = Some(frame);
                 break;
             }
@@ -1270,9 +1274,9 @@ impl Relay {
                 }
             }
             if let Backend::ParameterStatus { .. } = message {
-                if crate::upstream::reports_nonstandard_strings(&frame) {
+                if let Some(what) = crate::upstream::Unreadable::reported(&frame) {
                     // Nothing after it is read the way the server reads it.
-                    return Err(RelayEnd::NonstandardStrings);
+                    return Err(RelayEnd::Unreadable(what));
                 }
                 if let Some(bytes) =
                     crate::upstream::filter_parameter_status(&frame, &self.session.mapped_role)

@@ -545,6 +545,68 @@ pub(crate) struct ConnectionState {
     /// Per Query or such Execute sent (by request id), what it did to the
     /// session's names, until its answers say what of it happened.
     running: VecDeque<(u64, Effects)>,
+    /// The encodings the server reported, which say how it reads the
+    /// client's text.
+    pub encodings: Encodings,
+    /// Id of the last Query, Execute or FunctionCall sent: any statement
+    /// may change `client_encoding` (a function can call `set_config`).
+    statement_sent: Option<u64>,
+    /// Id of the last Sync, Query or FunctionCall sent. Each is answered by
+    /// ReadyForQuery, and the server reports the settings its statements
+    /// changed just before that (PostgreSQL 14 and later), not earlier.
+    ready_asked: Option<u64>,
+    /// Id of the last request ReadyForQuery answered.
+    ready_through: Option<u64>,
+}
+
+/// The encodings a session's server reported: together they say how it
+/// reads the client's text.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Encodings {
+    client: String,
+    server: String,
+}
+
+/// Why the gateway cannot read a client's text as the server will.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TextProblem {
+    /// Not valid UTF-8, which the server would refuse too.
+    NotUtf8,
+    /// Non-ASCII text the server reads in this encoding, not UTF-8.
+    Encoding(String),
+    /// Non-ASCII text after a statement of the same batch: that statement
+    /// may have changed `client_encoding`, which the server reports only
+    /// at the batch's Sync.
+    Unsettled,
+}
+
+impl Encodings {
+    /// Notes a reported setting.
+    pub fn note(&mut self, name: &[u8], value: &[u8]) {
+        let value = || String::from_utf8_lossy(value).into_owned();
+        match name {
+            b"client_encoding" => self.client = value(),
+            b"server_encoding" => self.server = value(),
+            _ => {}
+        }
+    }
+
+    /// The encoding the server reads the client's text in: the client's,
+    /// or for SQL_ASCII (no conversion) the server's own.
+    pub fn reading(&self) -> &str {
+        if self.client == "SQL_ASCII" {
+            &self.server
+        } else {
+            &self.client
+        }
+    }
+
+    /// Whether the server reads the client's bytes as UTF-8, or takes them
+    /// as they are (a SQL_ASCII database), so the gateway reads them as
+    /// UTF-8 too. The server reports canonical names.
+    fn reads_utf8(&self) -> bool {
+        matches!(self.reading(), "UTF8" | "SQL_ASCII")
+    }
 }
 
 /// What a simple Query, or an Execute of a portal whose statement is a
@@ -705,6 +767,50 @@ impl ConnectionState {
             }
             _ => false,
         }
+    }
+
+    /// Whether `message` carries SQL text with bytes above 0x7F that must
+    /// wait until the server has answered the statements sent before it:
+    /// any of them may have changed `client_encoding`, and the change is
+    /// reported with the ReadyForQuery that is on its way. Where none is
+    /// (a statement of the same batch, the Sync not sent yet), waiting
+    /// would wait forever: [`ConnectionState::read_text`] refuses the text.
+    pub fn must_wait_for_encoding(&self, message: &Frontend<'_>) -> bool {
+        let text = match message {
+            Frontend::Query { sql } => sql,
+            Frontend::Parse(parse) => parse.sql,
+            _ => return false,
+        };
+        !text.is_ascii() && !self.encoding_settled() && self.encoding_reported_soon()
+    }
+
+    /// Every statement sent has been answered with its ReadyForQuery, so
+    /// the encoding last reported is the one the next message is read in.
+    fn encoding_settled(&self) -> bool {
+        self.statement_sent
+            .is_none_or(|sent| self.ready_through.is_some_and(|ready| ready >= sent))
+    }
+
+    /// A ReadyForQuery is on its way after the last statement sent.
+    fn encoding_reported_soon(&self) -> bool {
+        self.statement_sent
+            .is_some_and(|sent| self.ready_asked.is_some_and(|asked| asked >= sent))
+    }
+
+    /// A client's SQL text (a Query's or a Parse's) as the server will read
+    /// it: ASCII reads alike in every encoding; other text is read only
+    /// where the server reads UTF-8 and the encoding is settled (see
+    /// [`ConnectionState::must_wait_for_encoding`]).
+    pub fn read_text<'t>(&self, text: &'t [u8]) -> Result<&'t str, TextProblem> {
+        if !text.is_ascii() {
+            if !self.encoding_settled() {
+                return Err(TextProblem::Unsettled);
+            }
+            if !self.encodings.reads_utf8() {
+                return Err(TextProblem::Encoding(self.encodings.reading().to_owned()));
+            }
+        }
+        std::str::from_utf8(text).map_err(|_| TextProblem::NotUtf8)
     }
 
     /// A simple Query: it drops the unnamed statement and portal, and runs.
@@ -1141,6 +1247,15 @@ impl ConnectionState {
         if let Some(portal) = about.portal().and_then(|id| self.portals.get_mut(id)) {
             portal.sent.get_or_insert(self.next_id);
         }
+        if pending.ends_with_ready().is_some() {
+            self.ready_asked = Some(self.next_id);
+        }
+        if matches!(
+            pending,
+            Pending::Query(_) | Pending::Execute(_) | Pending::FunctionCall { .. }
+        ) {
+            self.statement_sent = Some(self.next_id);
+        }
         if self.server_skipping.is_some() {
             // Sent into a batch the server already failed: skipped without
             // an answer, as if the error had come after it.
@@ -1180,6 +1295,9 @@ impl ConnectionState {
                         break;
                     }
                 }
+                if ended.is_some() {
+                    self.ready_through = ended;
+                }
                 if *status == IDLE {
                     // The transaction's end closed the portals made before
                     // it (not those of requests still queued).
@@ -1201,6 +1319,7 @@ impl ConnectionState {
                 }
                 return took;
             }
+            Backend::ParameterStatus { name, value } => self.encodings.note(name, value),
             Backend::ParseComplete | Backend::BindComplete | Backend::CloseComplete => {
                 match self.pending.pop_front().map(|e| e.pending) {
                     Some(Pending::Parse(Some(id))) => self.statements.confirm(id),
