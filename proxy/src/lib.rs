@@ -34,6 +34,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod encoding;
 pub mod server;
 
 pub(crate) mod admin;

@@ -673,7 +673,102 @@ async fn the_server_never_reads_text_in_an_encoding_the_gateway_does_not() {
     let mut msgs = raw.until(b'Z').await;
     msgs.extend(raw.until(b'Z').await);
     assert_eq!(tags(&msgs), "CSZTDCZ", "{msgs:?}");
+    // Read in the encoding the SET left: LATIN9's euro sign.
+    let mut batch = query("set client_encoding = 'LATIN9'");
+    batch.extend(msg(b'Q', b"select '\xa4' as euro\0"));
+    raw.send(&batch).await;
+    let mut msgs = raw.until(b'Z').await;
+    msgs.extend(raw.until(b'Z').await);
+    assert_eq!(tags(&msgs), "CSZTDCZ", "{msgs:?}");
+    assert!(msgs[4].body.ends_with(b"\xa4"), "{msgs:?}");
+    // A multibyte encoding other than UTF-8: ASCII is read, other text not.
+    let mut batch = query("set client_encoding = 'EUC_JP'");
+    batch.extend(query("select 1"));
+    batch.extend(msg(b'Q', b"select '\xa4\xa2'\0"));
+    raw.send(&batch).await;
+    let mut msgs = raw.until(b'Z').await;
+    msgs.extend(raw.until(b'Z').await);
+    msgs.extend(raw.until(b'Z').await);
+    assert_eq!(tags(&msgs), "CSZTDCZEZ", "{msgs:?}");
+    let refusal = msgs[7].field(b'M').unwrap_or_default();
+    assert!(refusal.contains("EUC_JP"), "{refusal}");
     gw.stop().await;
+}
+
+/// Every single-byte client encoding: each byte above 0x7F decodes to the
+/// character PostgreSQL's own conversion gives it, so the gateway reads a
+/// name or a literal as the server does. A byte the server has no
+/// character for makes it refuse the text, whatever the gateway reads.
+#[test]
+fn every_byte_decodes_as_postgresql_converts_it() {
+    assert_eq!(
+        cluster().psql("payments", "show server_encoding").trim(),
+        "UTF8"
+    );
+    cluster().psql(
+        "payments",
+        "CREATE OR REPLACE FUNCTION public.hoop_test_convert(enc text) \
+           RETURNS TABLE (b int, utf8 text) LANGUAGE plpgsql AS $$ BEGIN \
+             FOR i IN 128..255 LOOP BEGIN \
+               b := i; \
+               utf8 := encode(convert(decode(lpad(to_hex(i), 2, '0'), 'hex'), enc, 'UTF8'), 'hex'); \
+               RETURN NEXT; \
+             EXCEPTION WHEN OTHERS THEN NULL; END; END LOOP; END $$",
+    );
+    let single_byte = [
+        "LATIN1",
+        "LATIN2",
+        "LATIN3",
+        "LATIN4",
+        "LATIN5",
+        "LATIN6",
+        "LATIN7",
+        "LATIN8",
+        "LATIN9",
+        "LATIN10",
+        "ISO_8859_5",
+        "ISO_8859_6",
+        "ISO_8859_7",
+        "ISO_8859_8",
+        "WIN866",
+        "WIN874",
+        "WIN1250",
+        "WIN1251",
+        "WIN1252",
+        "WIN1253",
+        "WIN1254",
+        "WIN1255",
+        "WIN1256",
+        "WIN1257",
+        "WIN1258",
+        "KOI8R",
+        "KOI8U",
+    ];
+    let hex = |text: &str| text.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    for encoding in single_byte {
+        let converted = cluster().psql(
+            "payments",
+            &format!("select b, utf8 from public.hoop_test_convert('{encoding}')"),
+        );
+        let mut mapped = 0;
+        for line in converted.lines() {
+            let (byte, utf8) = line.split_once('|').expect("b|utf8");
+            let byte: u8 = byte.parse().expect("a byte");
+            let text = [b'x', byte, b'y'];
+            let ours = hoop_proxy::encoding::decode(encoding, &text)
+                .unwrap_or_else(|e| panic!("{encoding} {byte:#x}: {e:?}"));
+            assert_eq!(
+                hex(&ours),
+                format!("78{utf8}79"),
+                "{encoding} byte {byte:#x}"
+            );
+            mapped += 1;
+        }
+        assert!(mapped >= 60, "{encoding}: only {mapped} bytes converted");
+    }
+    // The multibyte ones other than UTF-8 are not read (ASCII is).
+    assert!(!hoop_proxy::encoding::reads_text_in("EUC_JP"));
+    assert!(hoop_proxy::encoding::decode("EUC_JP", b"select 1").is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

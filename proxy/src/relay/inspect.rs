@@ -219,21 +219,22 @@ impl Inspector {
         Ok(Inspector::new(identity, Arc::clone(&policy.rules), columns))
     }
 
-    /// Decides a query string (a simple Query, or the text of a Parse;
-    /// `runs`: it is a Query, whose `PREPARE`, `DEALLOCATE` and `DECLARE`
-    /// statements change the session once it is sent).
+    /// Decides a query string (a simple Query, or the text of a Parse, as
+    /// [`ConnectionState::read_text`] read it; `runs`: it is a Query, whose
+    /// `PREPARE`, `DEALLOCATE` and `DECLARE` statements change the session
+    /// once it is sent).
     fn decide_sql(
         &mut self,
-        sql: &[u8],
+        sql: Result<&str, &TextProblem>,
         state: &mut ConnectionState,
         runs: bool,
         binds: Binds<'_>,
     ) -> Judged {
-        let sql = match state.read_text(sql) {
+        let sql = match sql {
             Ok(sql) => sql,
             Err(problem) => {
                 let reason = match problem {
-                    TextProblem::NotUtf8 => "it is not valid UTF-8".to_owned(),
+                    TextProblem::Invalid(encoding) => format!("it is not valid {encoding}"),
                     TextProblem::Encoding(encoding) => format!(
                         "it has non-ASCII text in client_encoding {encoding}, which the gateway \
                          does not read; use client_encoding UTF8"
@@ -440,7 +441,7 @@ impl Inspector {
             params: executed
                 .bind
                 .as_deref()
-                .map(bind_params)
+                .map(|body| bind_params(body, state.encodings.reading()))
                 .unwrap_or_default(),
             sql,
             kind: judged.kind,
@@ -672,7 +673,7 @@ impl Judged {
 /// Bind parameters for the record: text ones as text, binary ones only
 /// described (their type is not known here, and decoding guesses could
 /// print a card number stored as a number).
-fn bind_params(body: &[u8]) -> Vec<Option<String>> {
+fn bind_params(body: &[u8], encoding: &str) -> Vec<Option<String>> {
     let Some(parameters) = Bind::from_body(body).and_then(|bind| bind.parameters()) else {
         return vec![Some("<malformed Bind>".to_owned())];
     };
@@ -681,7 +682,13 @@ fn bind_params(body: &[u8]) -> Vec<Option<String>> {
         .map(|(format, value)| {
             value.map(|value| {
                 if format == 0 {
-                    String::from_utf8_lossy(value).into_owned()
+                    // As the server reads it (the encoding is the one
+                    // in force at the Execute; the server converted it
+                    // at the Bind).
+                    crate::encoding::decode(encoding, value).map_or_else(
+                        |_| String::from_utf8_lossy(value).into_owned(),
+                        |text| text.into_owned(),
+                    )
                 } else {
                     format!("<binary, {} bytes>", value.len())
                 }
@@ -724,25 +731,34 @@ impl Inspector {
             )
         };
         match message {
+            // Judged and recorded as the server reads the text (in its
+            // client encoding); a refused text is recorded as sent.
             Frontend::Query { sql } => {
                 // A simple Query drops the unnamed statement and portal
                 // (as the server does).
                 state.query();
-                let judged = self.decide_sql(sql, state, true, Binds::None);
-                statement(judged, sql)
+                let text = state.read_text(sql);
+                let judged = self.decide_sql(text.as_deref(), state, true, Binds::None);
+                statement(judged, text.as_deref().map_or(sql, str::as_bytes))
             }
             Frontend::Parse(parse) => {
-                let judged = self.decide_sql(parse.sql, state, false, Binds::Later);
+                let text = state.read_text(parse.sql);
+                let judged = self.decide_sql(text.as_deref(), state, false, Binds::Later);
                 // Blocked statements are refused when prepared; reviewed
                 // ones are held when executed, with their parameters.
-                if matches!(judged.decision, Decision::Block { .. }) {
-                    return statement(judged, parse.sql);
-                }
+                let text = match text {
+                    Ok(text) if !matches!(judged.decision, Decision::Block { .. }) => text,
+                    Ok(text) => return statement(judged, text.as_bytes()),
+                    Err(_) => return statement(judged, parse.sql),
+                };
                 let needs_review = matches!(judged.decision, Decision::Review { .. });
+                // Kept as read: later reads of it (an Execute, an EXECUTE
+                // in SQL) are of the statement the server holds, whatever
+                // the encoding by then.
                 let id = state.prepare(
                     parse.name,
                     Prepared::Parse {
-                        sql: Bytes::copy_from_slice(parse.sql),
+                        sql: Bytes::copy_from_slice(text.as_bytes()),
                         needs_review,
                     },
                 );
@@ -837,7 +853,9 @@ impl Inspector {
         } else {
             // Run with the held portal's parameters, and not judged again:
             // a setting named by one is refused.
-            self.decide_sql(sql.as_bytes(), state, false, Binds::None)
+            // Sent as written, so read as the server will read it.
+            let text = state.read_text(sql.as_bytes());
+            self.decide_sql(text.as_deref(), state, false, Binds::None)
                 .decision
         };
         // A replacement that would itself need review is allowed: the

@@ -54,12 +54,14 @@
 //! refused that the server would take, and no message left waiting once
 //! every answer is in.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::encoding::DecodeError;
 use crate::protocol::backend::{error_summary, Backend, IDLE, IN_TRANSACTION};
 use crate::protocol::frontend::{Frontend, Target};
 use hoop_policy::{RowShape, StatementFacts};
@@ -570,9 +572,11 @@ pub(crate) struct Encodings {
 /// Why the gateway cannot read a client's text as the server will.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TextProblem {
-    /// Not valid UTF-8, which the server would refuse too.
-    NotUtf8,
-    /// Non-ASCII text the server reads in this encoding, not UTF-8.
+    /// Not valid in the encoding it is read in, which the server would
+    /// refuse too.
+    Invalid(String),
+    /// Non-ASCII text in an encoding the gateway does not read (see
+    /// [`crate::encoding`]).
     Encoding(String),
     /// Non-ASCII text after a statement of the same batch: that statement
     /// may have changed `client_encoding`, which the server reports only
@@ -599,13 +603,6 @@ impl Encodings {
         } else {
             &self.client
         }
-    }
-
-    /// Whether the server reads the client's bytes as UTF-8, or takes them
-    /// as they are (a SQL_ASCII database), so the gateway reads them as
-    /// UTF-8 too. The server reports canonical names.
-    fn reads_utf8(&self) -> bool {
-        matches!(self.reading(), "UTF8" | "SQL_ASCII")
     }
 }
 
@@ -798,19 +795,18 @@ impl ConnectionState {
     }
 
     /// A client's SQL text (a Query's or a Parse's) as the server will read
-    /// it: ASCII reads alike in every encoding; other text is read only
-    /// where the server reads UTF-8 and the encoding is settled (see
-    /// [`ConnectionState::must_wait_for_encoding`]).
-    pub fn read_text<'t>(&self, text: &'t [u8]) -> Result<&'t str, TextProblem> {
-        if !text.is_ascii() {
-            if !self.encoding_settled() {
-                return Err(TextProblem::Unsettled);
-            }
-            if !self.encodings.reads_utf8() {
-                return Err(TextProblem::Encoding(self.encodings.reading().to_owned()));
-            }
+    /// it: ASCII reads alike in every encoding; other text only once the
+    /// encoding is settled (see [`ConnectionState::must_wait_for_encoding`]),
+    /// decoded from it as the server converts it ([`crate::encoding`]).
+    pub fn read_text<'t>(&self, text: &'t [u8]) -> Result<Cow<'t, str>, TextProblem> {
+        if !text.is_ascii() && !self.encoding_settled() {
+            return Err(TextProblem::Unsettled);
         }
-        std::str::from_utf8(text).map_err(|_| TextProblem::NotUtf8)
+        let encoding = self.encodings.reading();
+        crate::encoding::decode(encoding, text).map_err(|e| match e {
+            DecodeError::Unsupported => TextProblem::Encoding(encoding.to_owned()),
+            DecodeError::Invalid => TextProblem::Invalid(encoding.to_owned()),
+        })
     }
 
     /// A simple Query: it drops the unnamed statement and portal, and runs.
