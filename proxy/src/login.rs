@@ -526,9 +526,7 @@ fn never_in_options(name: &str, value: &str) -> Option<OptionsProblem> {
     let never = matches!(
         name,
         "role" | "session_authorization" | "local_preload_libraries" | "session_preload_libraries"
-    ) || name.starts_with("hoop.")
-        // The gateway reads SQL with standard string escapes only.
-        || hoop_policy::weakens_reading(name, Some(value));
+    ) || name.starts_with("hoop.");
     never.then(|| OptionsProblem {
         code: "42501",
         message: format!(
@@ -635,8 +633,11 @@ mod tests {
             assert!(problem.message.contains(name), "{}", problem.message);
         }
         assert_eq!(never_in_options("intervalstyle", "postgres_verbose"), None);
-        // The gateway reads SQL with standard string escapes only.
-        assert!(never_in_options("standard_conforming_strings", "off").is_some());
-        assert_eq!(never_in_options("standard_conforming_strings", "on"), None);
+        // The gateway reads SQL as the server reports it reads it, in any
+        // client encoding but those whose characters can hold ASCII bytes.
+        assert_eq!(never_in_options("standard_conforming_strings", "off"), None);
+        assert_eq!(never_in_options("client_encoding", "LATIN9"), None);
+        let problem = never_in_options("client_encoding", "win-932").expect("SJIS");
+        assert_eq!(problem.code, "0A000");
     }
 }

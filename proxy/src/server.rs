@@ -478,7 +478,10 @@ fn end_reason(end: &RelayEnd) -> (EndReason, Option<String>) {
             EndReason::Error,
             Some("a statement could not be recorded in the audit trail".into()),
         ),
-        RelayEnd::Unreadable(what) => (EndReason::Error, Some(what.detail().into())),
+        RelayEnd::UnreadableEncoding => (
+            EndReason::Error,
+            Some("the database set a client_encoding the gateway cannot read".into()),
+        ),
     }
 }
 
@@ -530,15 +533,15 @@ async fn open_upstream_session(
     .await?;
     let token = sign_session(ctx, admitted, sid, up.pid);
     let later_status = upstream::start_session(&mut up, &admitted.mapping.role, &token).await?;
-    if let Some(what) = up
+    if up
         .parameter_status
         .iter()
         .chain(later_status.iter())
-        .find_map(upstream::Unreadable::reported)
+        .any(upstream::reports_unreadable_encoding)
     {
         return Err(UpstreamError::Server {
-            code: upstream::Unreadable::SQLSTATE.to_owned(),
-            message: what.message().to_owned(),
+            code: upstream::SQLSTATE_FEATURE_NOT_SUPPORTED.to_owned(),
+            message: upstream::UNREADABLE_ENCODING.to_owned(),
         });
     }
     let masked = upstream::load_masked_columns(&mut up).await?;
@@ -733,7 +736,7 @@ async fn relay(
     gate_session: GateSession,
     stop: watch::Receiver<bool>,
 ) -> RelayEnd {
-    let mut encodings = crate::relay::Encodings::default();
+    let mut reading = crate::relay::Reading::default();
     for frame in upstream_session
         .up
         .parameter_status
@@ -742,7 +745,7 @@ async fn relay(
     {
         if let Some((name, rest)) = crate::protocol::take_cstr(frame.body()) {
             if let Some((value, _)) = crate::protocol::take_cstr(rest) {
-                encodings.note(name, value);
+                reading.note(name, value);
             }
         }
     }
@@ -750,7 +753,7 @@ async fn relay(
     let relay = Relay {
         session: RelaySession {
             mapped_role: admitted.mapping.role.clone(),
-            encodings,
+            reading,
             expires_at: admitted.expires_at,
             max_message_bytes: ctx.config.max_message_bytes,
         },

@@ -349,70 +349,31 @@ pub async fn start_session(
     }
 }
 
-/// A setting the server reported that makes it read SQL in a way the
-/// gateway cannot follow, so the gateway never relays such a session.
-/// Changing one by statement is refused (rules `standard-string-escapes`
-/// and `readable-client-encoding`); this catches every other way
-/// (`ALTER ROLE … SET`, `ALTER DATABASE … SET`, a function that calls
-/// `set_config`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unreadable {
-    /// `standard_conforming_strings` off: backslashes escape in ordinary
-    /// string literals, which the gateway reads as PostgreSQL does with it
-    /// on.
-    NonstandardStrings,
-    /// A client encoding whose multibyte characters can contain ASCII
-    /// bytes (see [`hoop_policy::unreadable_client_encoding`]).
-    ClientEncoding,
+/// Whether a ParameterStatus reports a client encoding the gateway cannot
+/// read (see [`hoop_policy::unreadable_client_encoding`]): the gateway
+/// never relays such a session. Setting one by statement is refused (rule
+/// `readable-client-encoding`); this catches every other way (`ALTER
+/// ROLE … SET`, `ALTER DATABASE … SET`, a function that calls
+/// `set_config`). Every other change of how the server reads text
+/// (`client_encoding`, `standard_conforming_strings`) the gateway follows.
+pub fn reports_unreadable_encoding(frame: &Frame) -> bool {
+    let Some((name, rest)) = take_cstr(frame.body()) else {
+        return false;
+    };
+    let value = take_cstr(rest).map(|(value, _)| String::from_utf8_lossy(value));
+    hoop_policy::weakens_reading(&String::from_utf8_lossy(name), value.as_deref())
 }
 
-impl Unreadable {
-    /// feature_not_supported.
-    pub const SQLSTATE: &'static str = "0A000";
+/// feature_not_supported: what a session gets when the server reports a
+/// client encoding the gateway cannot read.
+pub const SQLSTATE_FEATURE_NOT_SUPPORTED: &str = "0A000";
 
-    /// The FATAL the session gets.
-    pub fn message(self) -> &'static str {
-        match self {
-            Unreadable::NonstandardStrings => {
-                "the database turned standard_conforming_strings off for this \
-                 session; hoop reads SQL exactly as PostgreSQL does only with it on, so the \
-                 session is ended (check ALTER ROLE/DATABASE ... SET standard_conforming_strings, \
-                 and functions that change it)"
-            }
-            Unreadable::ClientEncoding => {
-                "the database set a client_encoding whose characters can contain ASCII bytes \
-                 (SJIS, BIG5, GBK, UHC, GB18030, JOHAB or SHIFT_JIS_2004) for this session; \
-                 hoop cannot read SQL in it exactly as PostgreSQL does, so the session is ended \
-                 (check ALTER ROLE/DATABASE ... SET client_encoding, and functions that change it)"
-            }
-        }
-    }
-
-    /// The audit trail's note on the session's end.
-    pub fn detail(self) -> &'static str {
-        match self {
-            Unreadable::NonstandardStrings => "the database turned standard_conforming_strings off",
-            Unreadable::ClientEncoding => {
-                "the database set a client_encoding the gateway cannot read"
-            }
-        }
-    }
-
-    /// What a ParameterStatus reports, if it is one of these.
-    pub fn reported(frame: &Frame) -> Option<Unreadable> {
-        let (name, rest) = take_cstr(frame.body())?;
-        let value = take_cstr(rest).map(|(value, _)| String::from_utf8_lossy(value));
-        let name = String::from_utf8_lossy(name);
-        if !hoop_policy::weakens_reading(&name, value.as_deref()) {
-            return None;
-        }
-        Some(if name.eq_ignore_ascii_case("client_encoding") {
-            Unreadable::ClientEncoding
-        } else {
-            Unreadable::NonstandardStrings
-        })
-    }
-}
+/// The FATAL a session gets then (see [`reports_unreadable_encoding`]).
+pub const UNREADABLE_ENCODING: &str =
+    "the database set a client_encoding whose characters can contain ASCII bytes (SJIS, BIG5, \
+     GBK, UHC, GB18030, JOHAB or SHIFT_JIS_2004) for this session; hoop cannot read SQL in it \
+     exactly as PostgreSQL does, so the session is ended (check ALTER ROLE/DATABASE ... SET \
+     client_encoding, and functions that change it)";
 
 /// What the client may see of a ParameterStatus: the gateway role's name
 /// (`session_authorization`) is replaced by the mapped role, and the

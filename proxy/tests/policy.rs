@@ -539,32 +539,77 @@ async fn refusals_in_a_transaction_fail_it_without_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_the_server_turns_to_nonstandard_strings_is_ended() {
-    // Turning standard_conforming_strings off by statement is refused; a
-    // function can still do it, and the server reports it: from then on
-    // the gateway would read string literals differently from the server.
+async fn text_is_read_as_the_server_reads_string_literals() {
+    // With standard_conforming_strings off the server reads
+    // `'a\' , ' ; alter system …; -- '` as an ALTER SYSTEM where standard
+    // strings make two
+    // literals. The gateway reads each text as the server reports it reads
+    // string literals, however it was turned off: by statement, by a
+    // function, with texts pipelined behind it.
     cluster().psql(
         "payments",
-        "CREATE OR REPLACE FUNCTION public.hoop_test_strings_off() RETURNS int \
+        "CREATE OR REPLACE FUNCTION public.hoop_test_strings(v text) RETURNS int \
            LANGUAGE plpgsql AS $$ BEGIN \
-             PERFORM set_config('standard_conforming_strings', 'off', false); RETURN 1; END $$; \
-         GRANT EXECUTE ON FUNCTION public.hoop_test_strings_off() TO fraud_agent",
+             PERFORM set_config('standard_conforming_strings', v, false); RETURN 1; END $$; \
+         GRANT EXECUTE ON FUNCTION public.hoop_test_strings(text) TO fraud_agent",
     );
+    let smuggled = "select 'a\\' , ' ; alter system reset all; -- '";
     let gw = start_gateway(GatewayOptions::default()).await;
     let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
-    raw.send(&query(
-        "select public.hoop_test_strings_off(); select 'a\\'",
-    ))
-    .await;
-    let mut seen = Vec::new();
-    while let Some(m) = raw.recv().await {
-        seen.push(m);
+    // Standard strings: two literals, selected.
+    let msgs = simple(&mut raw, smuggled).await;
+    assert_eq!(tags(&msgs), "TDCZ", "{msgs:?}");
+    // By statement; the next text waits for the report and is read so.
+    let mut batch = query("set standard_conforming_strings = off");
+    batch.extend(query(smuggled));
+    raw.send(&batch).await;
+    let mut msgs = raw.until(b'Z').await;
+    msgs.extend(raw.until(b'Z').await);
+    assert_eq!(tags(&msgs), "CSZEZ", "{msgs:?}");
+    refusal_names(&msgs[3..], "block-alter-system");
+    // (The server warns of the escape, as it does directly.)
+    let msgs = simple(&mut raw, "select 'it\\'s'").await;
+    assert_eq!(tags(&msgs), "NTDCZ", "{msgs:?}");
+    assert!(msgs[2].body.ends_with(b"it's"), "{msgs:?}");
+    // Back on, by a function, in a pipeline: waits for the report too.
+    let mut batch = query("select public.hoop_test_strings('on')");
+    batch.extend(query(smuggled));
+    raw.send(&batch).await;
+    let mut msgs = raw.until(b'Z').await;
+    msgs.extend(raw.until(b'Z').await);
+    assert_eq!(tags(&msgs), "TDCSZTDCZ", "{msgs:?}");
+    // Within a batch the report comes only at the Sync: a text that reads
+    // differently either way is refused after an Execute, one that reads
+    // alike runs.
+    let mut batch = parse("", "select public.hoop_test_strings('off')");
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(parse("", "select E'\\\\', 'no escapes here'"));
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(parse("", smuggled));
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    // (The refusal fails the batch: the function's change is undone.)
+    assert_eq!(tags(&msgs), "12DC12DCEZ", "{msgs:?}");
+    assert!(
+        msgs[8].field(b'M').unwrap_or_default().contains("Sync"),
+        "{msgs:?}"
+    );
+    // Prepared while off, run after it is back on: as it was read.
+    let mut batch = query("set standard_conforming_strings = off");
+    batch.extend(parse("q", "select 'x\\'y'"));
+    batch.extend(sync());
+    batch.extend(query("set standard_conforming_strings = on"));
+    raw.send(&batch).await;
+    for _ in 0..3 {
+        raw.until(b'Z').await;
     }
-    let fatal = seen.last().expect("a FATAL");
-    assert_eq!(fatal.error_code().as_deref(), Some("0A000"), "{seen:?}");
-    assert_eq!(fatal.field(b'S').as_deref(), Some("FATAL"));
-    // The ParameterStatus itself never reached the client.
-    assert!(!seen.iter().any(|m| m.tag == b'S'), "{seen:?}");
+    let msgs = run_portal(&mut raw, "q").await;
+    assert!(msgs[1].body.ends_with(b"x'y"), "{msgs:?}");
     gw.stop().await;
 }
 
@@ -1167,12 +1212,12 @@ async fn a_setting_named_by_a_bind_parameter_is_judged_on_the_portals_values() {
     let msgs = simple(&mut raw, "show default_transaction_isolation").await;
     let row = msgs.iter().find(|m| m.tag == b'D').expect("a row");
     assert!(row.text().contains("serializable"), "{}", row.text());
-    // Turning standard_conforming_strings off, or a setting the shipped
+    // A client encoding the gateway cannot read, or a setting the shipped
     // rules keep (role), or one that cannot be read (NULL): refused.
     for (params, rule) in [
         (
-            [Some("standard_conforming_strings"), Some("off")],
-            "standard-string-escapes",
+            [Some("client_encoding"), Some("BIG5")],
+            "readable-client-encoding",
         ),
         (
             [Some("Role"), Some("payments_admin")],

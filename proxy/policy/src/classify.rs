@@ -99,7 +99,55 @@ fn with_room_for<R: Send>(sql: &str, work: impl FnOnce() -> R + Send) -> Option<
 /// Classifies every statement of `sql` (a simple Query's string, a Parse's
 /// text, or a prepared statement's text).
 pub fn classify(sql: &str) -> Classified {
-    with_room_for(sql, || classify_here(sql)).unwrap_or_else(|| {
+    classify_in(sql, StringLiterals::Standard)
+}
+
+/// How the server reads ordinary string literals (`'…'`): its
+/// `standard_conforming_strings`, as it reports it. The gateway reads
+/// every text the way the server will.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StringLiterals {
+    /// `on` (the default): a backslash is an ordinary character in `'…'`.
+    #[default]
+    Standard,
+    /// `off`: a backslash escapes in `'…'` too, as in `E'…'`.
+    Escaped,
+}
+
+impl StringLiterals {
+    /// As the server reports `standard_conforming_strings` (`on` or `off`).
+    pub fn reported(value: &str) -> StringLiterals {
+        if value == "on" {
+            StringLiterals::Standard
+        } else {
+            StringLiterals::Escaped
+        }
+    }
+
+    fn parser_options(self) -> pg_query::ParserOptions {
+        match self {
+            StringLiterals::Standard => pg_query::ParserOptions::DEFAULT,
+            StringLiterals::Escaped => {
+                pg_query::ParserOptions::DISABLE_STANDARD_CONFORMING_STRINGS
+                    | pg_query::ParserOptions::DISABLE_ESCAPE_STRING_WARNING
+            }
+        }
+    }
+}
+
+/// Whether `sql` reads alike whatever `standard_conforming_strings` is:
+/// it has no backslash (the only character the setting changes the
+/// meaning of; a `U&'…'` string is refused by the server when it is off),
+/// or both readings make the same statements.
+pub fn reads_alike_in_both(sql: &str) -> bool {
+    !sql.contains('\\')
+        || statement_key_here(sql, StringLiterals::Standard)
+            == statement_key_here(sql, StringLiterals::Escaped)
+}
+
+/// [`classify`] for a session whose string literals are read `strings`.
+pub fn classify_in(sql: &str, strings: StringLiterals) -> Classified {
+    with_room_for(sql, || classify_here(sql, strings)).unwrap_or_else(|| {
         refused(
             SQLSTATE_TOO_COMPLEX,
             "the gateway could not classify this statement (no thread for it); try again",
@@ -134,10 +182,11 @@ pub enum InFailedTransaction {
 }
 
 /// Reads `sql` as PostgreSQL does in a failed transaction block.
-pub fn in_failed_transaction(sql: &str) -> InFailedTransaction {
+pub fn in_failed_transaction(sql: &str, strings: StringLiterals) -> InFailedTransaction {
     use pg_query::protobuf::TransactionStmtKind as K;
     use pg_query::NodeEnum;
-    let Some(Ok(parsed)) = with_room_for(sql, || pg_query::parse(sql, 0)) else {
+    let Some(Ok(parsed)) = with_room_for(sql, || pg_query::parse(sql, strings.parser_options()))
+    else {
         return InFailedTransaction::Unparsed;
     };
     let stmts = &parsed.protobuf.stmts;
@@ -176,8 +225,8 @@ fn refused(sqlstate: &'static str, message: &str) -> Classified {
     }
 }
 
-fn classify_here(sql: &str) -> Classified {
-    let parsed = match pg_query::parse(sql, 0) {
+fn classify_here(sql: &str, strings: StringLiterals) -> Classified {
+    let parsed = match pg_query::parse(sql, strings.parser_options()) {
         Ok(parsed) => parsed,
         Err(error) => return rejected(sql, &error),
     };
@@ -214,6 +263,20 @@ fn classify_here(sql: &str) -> Classified {
 /// a dollar-quoted body). A string the grammar rejects (it never runs) is
 /// keyed by its text with whitespace collapsed.
 pub fn statement_key(sql: &str) -> String {
+    statement_key_in(sql, StringLiterals::Standard)
+}
+
+/// [`statement_key`] for a session whose string literals are read
+/// `strings`. A text with a backslash read with escapes is keyed apart
+/// (`escaped:`): a grant for it read as standard is not one for it read so.
+pub fn statement_key_in(sql: &str, strings: StringLiterals) -> String {
+    if strings == StringLiterals::Escaped && sql.contains('\\') {
+        return format!("escaped:{}", statement_key_here(sql, strings));
+    }
+    statement_key_here(sql, StringLiterals::Standard)
+}
+
+fn statement_key_here(sql: &str, strings: StringLiterals) -> String {
     fn strip(value: &mut Value) {
         match value {
             Value::Object(object) => {
@@ -235,7 +298,7 @@ pub fn statement_key(sql: &str) -> String {
         }
     }
     let key = with_room_for(sql, || {
-        let parsed = pg_query::parse(sql, 0).ok()?;
+        let parsed = pg_query::parse(sql, strings.parser_options()).ok()?;
         let mut tree = serde_json::to_value(&parsed.protobuf.stmts).ok()?;
         strip(&mut tree);
         Some(format!("pg18:{tree}"))
@@ -501,11 +564,9 @@ fn facts_of(node: &Value, literal_dependent: &mut bool) -> StatementFacts {
             let mut facts = plain(tag, body, literal_dependent);
             if let Some(set) = field(body, "setstmt") {
                 let name = set_parameter_name(set);
-                // Any change of the default standard_conforming_strings for
-                // later sessions: refused. A client encoding is judged by
-                // its value (a later session's is checked when it starts).
-                let value = (name == "client_encoding"
-                    && int(set, "kind") == VariableSetKind::VarSetValue as i64)
+                // A later session's client encoding is checked when it
+                // starts too.
+                let value = (int(set, "kind") == VariableSetKind::VarSetValue as i64)
                     .then(|| set_value(set))
                     .flatten();
                 facts.weakens_reading |= weakens_reading(&name, value.as_deref());
@@ -959,6 +1020,7 @@ struct Walker {
     weakens_reading: bool,
     /// `set_config($n, …)`s.
     bound_settings: Vec<BoundSetting>,
+    bound_encodings: Vec<u16>,
     tables: Vec<TableName>,
     functions: Vec<String>,
     columns_read: Vec<String>,
@@ -1021,21 +1083,6 @@ impl PinnedSetting {
             _ => false,
         }
     }
-}
-
-/// Whether a `set_config` value could turn a boolean parameter off: not a
-/// literal (or NULL, which resets it to a default that may be off), or
-/// one PostgreSQL reads as false (`off`, `false`, `no`, `0` and their
-/// prefixes, in any case).
-fn could_turn_off(value: Option<&str>) -> bool {
-    let Some(value) = value else {
-        return true;
-    };
-    let value = value.trim().to_ascii_lowercase();
-    matches!(
-        value.as_str(),
-        "f" | "fa" | "fal" | "fals" | "false" | "n" | "no" | "of" | "off" | "0"
-    )
 }
 
 impl Walker {
@@ -1171,17 +1218,24 @@ impl Walker {
                 let (parameter, pinned) = self.set_config_parameter(args);
                 let value = args.get(1);
                 match &parameter {
+                    // `set_config('client_encoding', $1, …)`: judged on
+                    // the value bound.
+                    Parameter::Named(name)
+                        if !pinned
+                            && name == "client_encoding"
+                            && value.and_then(exact_param).is_some() =>
+                    {
+                        self.bound_encodings.extend(value.and_then(exact_param));
+                    }
                     Parameter::Named(name) => {
                         let value = value.and_then(|a| self.exact_string(a));
                         self.weakens_reading |= weakens_reading(name, value.as_deref())
                             // Named by the rows a WHERE keeps: the fixed
                             // reading rule does not take `=` on trust, so a
-                            // value that could turn standard_conforming_strings
-                            // off, or name a client encoding the gateway
-                            // cannot read, weakens it whatever the name.
-                            || (pinned
-                                && (could_turn_off(value.as_deref())
-                                    || value.as_deref().is_some_and(unreadable_client_encoding)));
+                            // value that could name a client encoding the
+                            // gateway cannot read weakens it whatever the
+                            // name.
+                            || (pinned && value.as_deref().is_none_or(unreadable_client_encoding));
                     }
                     Parameter::Bound(name) => {
                         let value = match value {
@@ -1221,9 +1275,16 @@ impl Walker {
         self.walk_fields(body, &["funcname"]);
     }
 
-    /// Adds the facts of SQL text a function runs.
+    /// Adds the facts of SQL text a function runs. The server parses it
+    /// when the function runs, with `standard_conforming_strings` as it is
+    /// then (a statement before it may have changed it): where the two
+    /// readings differ, the facts of both.
     fn merge_dynamic(&mut self, sql: &str) {
-        let classified = classify(sql);
+        let mut classified = classify(sql);
+        if sql.contains('\\') {
+            let escaped = classify_in(sql, StringLiterals::Escaped);
+            classified.statements.extend(escaped.statements);
+        }
         self.literal_dependent = true;
         for facts in &classified.statements {
             for level in facts.levels() {
@@ -1594,6 +1655,7 @@ impl Walker {
         facts.weakens_reading |=
             self.weakens_reading || self.parameters.contains(&Parameter::Unknown);
         facts.bound_settings = self.bound_settings;
+        facts.bound_encodings = self.bound_encodings;
         facts.parameters.extend(self.parameters);
         facts.missing_where |= self.nested_missing_where;
         facts.bounds = ColumnBounds {
@@ -1880,6 +1942,17 @@ impl ClassifyCache {
     }
 
     /// The classification of `sql`, from the cache or freshly made.
+    /// [`ClassifyCache::classify`] for a session whose string literals
+    /// are read `strings`. A text read with escapes that has a backslash
+    /// is classified each time (the shapes assume standard strings); any
+    /// other reads alike either way.
+    pub fn classify_in(&mut self, sql: &str, strings: StringLiterals) -> Arc<Classified> {
+        if strings == StringLiterals::Escaped && sql.contains('\\') {
+            return Arc::new(classify_in(sql, strings));
+        }
+        self.classify(sql)
+    }
+
     pub fn classify(&mut self, sql: &str) -> Arc<Classified> {
         if let Some(hit) = self.exact.get(sql) {
             return hit;

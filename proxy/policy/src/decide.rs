@@ -57,11 +57,6 @@ pub const UNPARSED_RULE: &str = "unparsed-statement";
 /// Rule name recorded for strings PostgreSQL's grammar rejects.
 pub const SYNTAX_ERROR_RULE: &str = "syntax-error";
 
-/// The fixed refusal of statements that may turn `standard_conforming_strings`
-/// off (see [`StatementFacts::weakens_reading`]): not a rule of any set,
-/// so no configuration switches it off.
-pub const ESCAPE_RULES_RULE: &str = "standard-string-escapes";
-
 /// The fixed refusal of statements that set `client_encoding` to an
 /// encoding the gateway cannot read (see
 /// [`crate::unreadable_client_encoding`]), or may: not a rule either.
@@ -175,34 +170,16 @@ pub fn decide(
     // A setting named by a bind parameter not yet known could be it.
     if facts
         .levels()
-        .any(|level| level.weakens_reading || !level.bound_settings.is_empty())
+        .any(|level| level.weakens_reading || level.reads_binds())
     {
-        let names_encoding = facts.levels().any(|level| {
-            level.weakens_reading
-                && level
-                    .parameters
-                    .iter()
-                    .any(|p| matches!(p, Parameter::Named(name) if name == "client_encoding"))
-        });
-        if names_encoding {
-            return Decision::block(
-                CLIENT_ENCODING_RULE,
-                format!(
-                    "client_encoding cannot be set through the gateway to an encoding whose \
-                     characters can contain ASCII bytes (SJIS, BIG5, GBK, UHC, GB18030, JOHAB, \
-                     SHIFT_JIS_2004), nor to a value it cannot see: the gateway would read the \
-                     statements that follow differently from the server; use UTF8 or another \
-                     encoding; gateway rule \"{CLIENT_ENCODING_RULE}\""
-                ),
-            );
-        }
         return Decision::block(
-            ESCAPE_RULES_RULE,
+            CLIENT_ENCODING_RULE,
             format!(
-                "standard_conforming_strings cannot be turned off through the gateway, nor \
-                 set by a statement that does not name it and its value: the gateway reads \
-                 string literals as the server does only with standard escapes; gateway rule \
-                 \"{ESCAPE_RULES_RULE}\""
+                "client_encoding cannot be set through the gateway to an encoding whose \
+                 characters can contain ASCII bytes (SJIS, BIG5, GBK, UHC, GB18030, JOHAB, \
+                 SHIFT_JIS_2004), nor by a statement that does not name it and its value: the \
+                 gateway would read the statements that follow differently from the server; use \
+                 UTF8 or another encoding; gateway rule \"{CLIENT_ENCODING_RULE}\""
             ),
         );
     }

@@ -58,19 +58,24 @@ pub struct StatementFacts {
     /// position, answered with SQLSTATE 42601 (only for [`Kind::Unparsed`]).
     pub syntax_error: Option<SyntaxError>,
     /// The statement may change how the server reads the SQL that follows
-    /// in a way the gateway cannot follow (or cannot be shown not to): turn
-    /// `standard_conforming_strings` off (string literals would take
-    /// backslash escapes, which the gateway's parser does not) or set
+    /// in a way the gateway cannot follow (or cannot be shown not to): set
     /// `client_encoding` to an encoding whose characters can contain ASCII
     /// bytes (see [`unreadable_client_encoding`]). The two would disagree
-    /// about where a literal ends. Always refused.
+    /// about where a literal ends. Always refused. (Turning
+    /// `standard_conforming_strings` off is not: the gateway reads string
+    /// literals as the server reports it reads them.)
     pub weakens_reading: bool,
     /// `set_config($n, …)`: settings named by a bind parameter, known only
     /// when a portal of the statement runs (see
-    /// [`StatementFacts::with_binds`]). Until then the statement may turn
-    /// `standard_conforming_strings` off, and [`Parameter::Bound`] matches
-    /// every parameter matcher.
+    /// [`StatementFacts::with_binds`]). Until then the statement may set
+    /// `client_encoding`, and [`Parameter::Bound`] matches every parameter
+    /// matcher.
     pub bound_settings: Vec<BoundSetting>,
+    /// `set_config('client_encoding', $n, …)`: the encoding is bind
+    /// parameter `n`, known only when a portal of the statement runs
+    /// (psycopg sets it so). Until then the statement may set one the
+    /// gateway cannot read.
+    pub bound_encodings: Vec<u16>,
 }
 
 /// A setting named by a bind parameter: `set_config($name, value, …)`.
@@ -93,24 +98,11 @@ pub enum SettingValue {
 
 /// Whether setting `name` to `value` (`None`: a value the gateway cannot
 /// know) may make the server read SQL in a way the gateway cannot follow:
-/// backslash escapes in ordinary string literals
-/// (`standard_conforming_strings` off), or a client encoding the gateway
-/// cannot read ([`unreadable_client_encoding`]).
+/// a client encoding the gateway cannot read
+/// ([`unreadable_client_encoding`]).
 pub fn weakens_reading(name: &str, value: Option<&str>) -> bool {
-    let name = name.trim();
-    if name.eq_ignore_ascii_case("client_encoding") {
-        return value.is_none_or(unreadable_client_encoding);
-    }
-    if !name.eq_ignore_ascii_case("standard_conforming_strings") {
-        return false;
-    }
-    let on = |v: &str| {
-        matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "on" | "true" | "yes" | "1" | "t" | "y" | "tr" | "tru" | "ye"
-        )
-    };
-    !value.is_some_and(on)
+    name.trim().eq_ignore_ascii_case("client_encoding")
+        && value.is_none_or(unreadable_client_encoding)
 }
 
 /// Whether `name` names (or may name: the gateway errs on the side of
@@ -194,7 +186,16 @@ impl StatementFacts {
             facts.weakens_reading |= weakens_reading(&name, set_to.as_deref());
             replace_bound(&mut facts.parameters, setting.name, Parameter::Named(name));
         }
+        for n in std::mem::take(&mut facts.bound_encodings) {
+            facts.weakens_reading |= weakens_reading("client_encoding", value(n).as_deref());
+        }
         facts
+    }
+
+    /// Whether this level reads the portal's parameters
+    /// ([`StatementFacts::with_binds`]).
+    pub fn reads_binds(&self) -> bool {
+        !self.bound_settings.is_empty() || !self.bound_encodings.is_empty()
     }
 
     /// These facts as a Parse judges them: what a setting named by a bind
@@ -208,12 +209,14 @@ impl StatementFacts {
                 .parameters
                 .retain(|p| *p != Parameter::Bound(setting.name));
         }
+        facts.bound_encodings.clear();
         facts
     }
 
-    /// Whether any level names a setting by a bind parameter.
+    /// Whether any level names a setting, or a client encoding, by a bind
+    /// parameter.
     pub fn has_bound_settings(&self) -> bool {
-        self.levels().any(|level| !level.bound_settings.is_empty())
+        self.levels().any(StatementFacts::reads_binds)
     }
 
     pub(crate) fn unparsed(reason: String) -> StatementFacts {

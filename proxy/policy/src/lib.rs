@@ -56,14 +56,14 @@ mod masking;
 mod wire;
 
 pub use classify::{
-    classify, in_failed_transaction, setting_facts, statement_key, Classified, ClassifyCache,
-    InFailedTransaction, TransactionExit,
+    classify, classify_in, in_failed_transaction, reads_alike_in_both, setting_facts,
+    statement_key, statement_key_in, Classified, ClassifyCache, InFailedTransaction,
+    StringLiterals, TransactionExit,
 };
 pub use decide::{
     decide, decide_all, Decision, Identity, PolicyContext, CLIENT_ENCODING_RULE, DEFAULT_RULE,
-    ESCAPE_RULES_RULE, FAILED_TRANSACTION_RULE, IN_FAILED_TRANSACTION_MESSAGE,
-    SQLSTATE_INSUFFICIENT_PRIVILEGE, SQLSTATE_IN_FAILED_TRANSACTION, SQLSTATE_SYNTAX_ERROR,
-    SYNTAX_ERROR_RULE, UNPARSED_RULE,
+    FAILED_TRANSACTION_RULE, IN_FAILED_TRANSACTION_MESSAGE, SQLSTATE_INSUFFICIENT_PRIVILEGE,
+    SQLSTATE_IN_FAILED_TRANSACTION, SQLSTATE_SYNTAX_ERROR, SYNTAX_ERROR_RULE, UNPARSED_RULE,
 };
 pub use facts::{
     is_kind_name, Bound, BoundSetting, ColumnBounds, CopyDirection, CopyTarget, DdlObject, DdlVerb,

@@ -930,11 +930,6 @@ fn the_cache_never_carries_a_classification_to_other_numbers_that_change_it() {
         ),
         // An integer and a decimal are different tokens.
         ("SELECT x::varchar(5)", "SELECT x::varchar(5.5)"),
-        // SET's value is a fact (1 is on, 0 is off).
-        (
-            "SET standard_conforming_strings = 1",
-            "SET standard_conforming_strings = 0",
-        ),
         // EXPLAIN's options are facts.
         (
             "EXPLAIN (ANALYZE 0) DELETE FROM t",
@@ -1259,6 +1254,10 @@ fn statements_that_end_a_failed_transaction() {
         (";", F::Empty),
         ("-- nothing", F::Empty),
     ] {
-        assert_eq!(in_failed_transaction(sql), exit, "{sql}");
+        assert_eq!(
+            in_failed_transaction(sql, hoop_policy::StringLiterals::Standard),
+            exit,
+            "{sql}"
+        );
     }
 }

@@ -389,19 +389,21 @@ fn a_setting_named_by_a_bind_parameter_is_judged_on_what_is_bound() {
         }
     };
     let sql = "SELECT set_config($1, $2, false)";
-    let cases: [(&[Option<&str>], &str); 8] = [
+    let cases: [(&[Option<&str>], &str); 10] = [
         (
             &[Some("default_transaction_isolation"), Some("serializable")],
             "allow",
         ),
         (&[Some("Standard_Conforming_Strings "), Some("on")], "allow"),
+        (&[Some("standard_conforming_strings"), Some("off")], "allow"),
+        (&[Some("Client_Encoding"), Some("latin1")], "allow"),
         (
-            &[Some("standard_conforming_strings"), Some("off")],
-            "block:standard-string-escapes",
+            &[Some("client_encoding"), Some("sjis")],
+            "block:readable-client-encoding",
         ),
         (
-            &[Some("standard_conforming_strings"), None],
-            "block:standard-string-escapes",
+            &[Some("client_encoding"), None],
+            "block:readable-client-encoding",
         ),
         // NULL, binary or missing: could be any setting.
         (&[None, Some("on")], "block:no-role"),
@@ -415,10 +417,26 @@ fn a_setting_named_by_a_bind_parameter_is_judged_on_what_is_bound() {
     // A value of its own: only the name is bound.
     assert_eq!(
         judged(
-            "SELECT set_config($1::text, 'off', false)",
-            &[Some("standard_conforming_strings")]
+            "SELECT set_config($1::text, 'big5', false)",
+            &[Some("client_encoding")]
         ),
-        "block:standard-string-escapes"
+        "block:readable-client-encoding"
+    );
+    // A client encoding bound (psycopg sets it so): judged on the value.
+    let encoding = "SELECT set_config('Client_Encoding', $1::text, false)";
+    assert_eq!(judged(encoding, &[Some("LATIN1")]), "allow");
+    assert_eq!(judged(encoding, &[Some("utf8")]), "allow");
+    assert_eq!(
+        judged(encoding, &[Some("sjis")]),
+        "block:readable-client-encoding"
+    );
+    assert_eq!(judged(encoding, &[None]), "block:readable-client-encoding");
+    let unbound = decide_all(&classify(encoding), &agent(), &context(), &rules);
+    assert!(matches!(unbound, Decision::Block { .. }), "{unbound:?}");
+    let deferred = classify(encoding).statements[0].deferring_binds();
+    assert_eq!(
+        decide(&deferred, &agent(), &context(), &rules),
+        Decision::Allow
     );
     // A wrapped statement's parameters are not the portal's.
     assert_eq!(
@@ -934,89 +952,76 @@ fn views_over_pg_settings_are_settings_changes() {
     );
 }
 
-/// A session that turns standard_conforming_strings off would make the
-/// server read `'a\' , ' ; DROP TABLE payments; -- '` as a DROP while the
-/// gateway reads two literals. Refused whatever the rules, even with none.
+/// A session that turns standard_conforming_strings off makes the server
+/// read `'a\' , ' ; DROP TABLE payments; -- '` as a DROP where standard
+/// strings make two literals. The gateway reads a session's text as the
+/// server reports it reads it, so turning them off is ordinary SQL; only a
+/// statement that could set parameters it cannot name is refused (it could
+/// set client_encoding).
 #[test]
-fn standard_conforming_strings_cannot_be_turned_off() {
+fn standard_conforming_strings_off_is_read_as_the_server_reads_it() {
+    use hoop_policy::{classify_in, reads_alike_in_both, StringLiterals};
     let none = RuleSet::new(vec![]).expect("an empty rule set is valid");
-    let refused = [
+    for sql in [
         "SET standard_conforming_strings = off",
-        "SET standard_conforming_strings TO false",
-        "SET SESSION standard_conforming_strings = 0",
         "SET LOCAL \"standard_conforming_strings\" = 'no'",
-        "SET standard_conforming_strings FROM CURRENT",
         "SELECT set_config('standard_conforming_strings', 'off', false)",
-        "SELECT set_config('Standard_Conforming_Strings', current_setting('x'), true)",
-        "SELECT set_config(current_setting('my.name'), 'off', false)",
-        "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'",
-        "ALTER SYSTEM SET standard_conforming_strings = on",
         "ALTER ROLE agent SET standard_conforming_strings = off",
-        "ALTER DATABASE payments SET standard_conforming_strings = off",
-        "SELECT 1; SET standard_conforming_strings = off",
-        "EXPLAIN ANALYZE SELECT set_config('standard_conforming_strings', 'off', false)",
-        "PREPARE p AS SELECT set_config('standard_conforming_strings', 'off', false)",
-        "DECLARE c CURSOR FOR SELECT set_config('standard_conforming_strings', 'off', false)",
-        "PREPARE q(text) AS SELECT set_config($1, 'off', false)",
-        // Cut by the cast to the name the literal does not read as.
-        "SELECT set_config('standard_conforming_stringsX'::varchar(27), 'off', false)",
-        "SELECT set_config('standard_conforming_strings '::char(27), 'off', false)",
-        // Named by a bind parameter not yet known.
-        "SELECT set_config($1, 'off', false)",
-        "SELECT set_config($1::text, $2, false)",
-        // Named by the row a WHERE keeps: the name, or a value that could
-        // turn it off on any other row (the `=` could be someone's own).
-        "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'standard_conforming_strings'",
-        "SELECT set_config(name, 'off', false) FROM pg_settings WHERE name = 'work_mem'",
-        "SELECT set_config(name, ' F', false) FROM pg_settings WHERE name = 'work_mem'",
-        "SELECT set_config(name, NULL, false) FROM pg_settings WHERE name = 'work_mem'",
-        "SELECT set_config(name, current_setting('x'), false) FROM pg_settings WHERE name = 'work_mem'",
-        "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'a' OR true",
-    ];
-    for sql in refused {
-        assert_eq!(
-            outcome(sql, &agent(), &none),
-            "block:standard-string-escapes",
-            "{sql}"
-        );
-        // With the shipped rules some are blocked by a rule of their own first.
-        assert!(
-            outcome(sql, &agent(), &defaults()).starts_with("block:"),
-            "{sql}"
-        );
-    }
-    let allowed = [
         "SET standard_conforming_strings = on",
-        "SET standard_conforming_strings TO 'on'",
-        "SET standard_conforming_strings = true",
         "RESET standard_conforming_strings",
-        "SET standard_conforming_strings TO DEFAULT",
-        "SELECT set_config('standard_conforming_strings', 'on', false)",
         "SET escape_string_warning = off",
+        "SELECT set_config(name, 'off', false) FROM pg_settings WHERE name = 'work_mem'",
         // pg_dump, at every connection of versions since August 2024.
         "SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings \
          WHERE name = 'restrict_nonsystem_relation_kind'",
-    ];
-    for sql in allowed {
+    ] {
         assert_eq!(outcome(sql, &agent(), &none), "allow", "{sql}");
     }
     // pg_dump's runs under the shipped rules too (it names no protected
     // parameter).
-    assert_eq!(outcome(allowed[7], &agent(), &defaults()), "allow");
-    // One statement shape, two literals: the cache must not carry `on` to `off`.
-    let mut cache = hoop_policy::ClassifyCache::new(8);
-    for (sql, expected) in [
-        ("SET standard_conforming_strings = on", false),
-        ("SET standard_conforming_strings = off", true),
-        ("SET standard_conforming_strings = on", false),
+    assert_eq!(
+        outcome(
+            "SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings \
+             WHERE name = 'restrict_nonsystem_relation_kind'",
+            &agent(),
+            &defaults()
+        ),
+        "allow"
+    );
+    for sql in [
+        "SELECT set_config(current_setting('my.name'), 'off', false)",
+        "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'",
+        "SELECT set_config($1, 'off', false)",
+        "SELECT set_config(name, NULL, false) FROM pg_settings WHERE name = 'work_mem'",
+        "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'a' OR true",
     ] {
-        let facts = cache.classify(sql);
-        let refused = matches!(
-            decide_all(&facts, &agent(), &context(), &none),
-            Decision::Block { .. }
+        assert_eq!(
+            outcome(sql, &agent(), &none),
+            "block:readable-client-encoding",
+            "{sql}"
         );
-        assert_eq!(refused, expected, "{sql}");
     }
+    // The two readings of one text.
+    let smuggled = "SELECT 'a\\' , ' ; DROP TABLE payments; -- '";
+    let standard = classify_in(smuggled, StringLiterals::Standard);
+    assert_eq!(standard.statements.len(), 1);
+    assert_eq!(standard.statements[0].kind, hoop_policy::Kind::Select);
+    let escaped = classify_in(smuggled, StringLiterals::Escaped);
+    assert_eq!(escaped.statements.len(), 2);
+    assert_eq!(escaped.statements[1].tables[0].name, "payments");
+    assert_ne!(escaped.statements[1].kind, hoop_policy::Kind::Select);
+    assert!(!reads_alike_in_both(smuggled));
+    assert!(reads_alike_in_both("SELECT 'no backslash'"));
+    assert!(reads_alike_in_both("SELECT E'a\\'', $$b\\$$"));
+    // SQL text a function parses when it runs is read both ways.
+    let dynamic = "SELECT query_to_xml('select ''a\\'' , '' ; select * from payments; -- ''', \
+                   true, false, '')";
+    let facts = &classify_in(dynamic, StringLiterals::Standard).statements[0];
+    assert!(
+        facts.tables.iter().any(|t| t.name == "payments"),
+        "{:?}",
+        facts.tables
+    );
 }
 
 /// A client encoding whose multibyte characters can contain ASCII bytes
@@ -1056,10 +1061,10 @@ fn client_encoding_cannot_become_one_the_gateway_cannot_read() {
         "SELECT set_config(name, 'SJIS', false) FROM pg_settings WHERE name = 'work_mem'",
     ];
     for sql in refused {
-        let got = outcome(sql, &agent(), &none);
-        assert!(
-            got == "block:readable-client-encoding" || got == "block:standard-string-escapes",
-            "{sql}: {got}"
+        assert_eq!(
+            outcome(sql, &agent(), &none),
+            "block:readable-client-encoding",
+            "{sql}"
         );
     }
     // Where the statement names client_encoding, the refusal says so.

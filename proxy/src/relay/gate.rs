@@ -44,6 +44,9 @@ const SQLSTATE_INSUFFICIENT_PRIVILEGE: &str = "42501";
 pub struct StatementInfo {
     /// The text as sent. Never logged; masked before it is recorded.
     pub sql: String,
+    /// How the server reads its string literals (a review grant is for the
+    /// text read so).
+    pub strings: hoop_policy::StringLiterals,
     /// Bind parameters in text form (binary ones described, not decoded);
     /// `None` is NULL. Masked before they are recorded.
     pub params: Vec<Option<String>>,
@@ -250,7 +253,7 @@ impl Gate {
                     session_id: self.session.session_id.clone(),
                     role: self.session.role.clone(),
                     sql_masked: pending.sql.clone(),
-                    normalized_sql: normalize(&info.sql),
+                    normalized_sql: normalize(&info.sql, info.strings),
                     rule,
                     reason: message,
                     tables: pending.tables.clone(),
@@ -504,36 +507,52 @@ async fn await_decision(
 /// positions ([`hoop_policy::statement_key`]), never its text, so moving a
 /// newline (and with it the end of a `--` comment) makes another statement.
 /// Literals stay: a grant covers the same statement, not the same shape.
-fn normalize(sql: &str) -> String {
-    hoop_policy::statement_key(sql)
+fn normalize(sql: &str, strings: hoop_policy::StringLiterals) -> String {
+    hoop_policy::statement_key_in(sql, strings)
 }
 
 #[cfg(test)]
 mod tests {
     use super::normalize;
+    use hoop_policy::StringLiterals::Standard;
 
     #[test]
     fn grants_match_the_parse_tree_not_the_text() {
         assert_eq!(
-            normalize("  SELECT *\n  FROM payments\tWHERE amount > 10 ;; "),
-            normalize("select * from payments /* c */ where amount > 10")
+            normalize(
+                "  SELECT *\n  FROM payments\tWHERE amount > 10 ;; ",
+                Standard
+            ),
+            normalize("select * from payments /* c */ where amount > 10", Standard)
         );
         assert_ne!(
-            normalize("SELECT 1 WHERE a = 'x  y'"),
-            normalize("SELECT 2 WHERE a = 'x  y'")
+            normalize("SELECT 1 WHERE a = 'x  y'", Standard),
+            normalize("SELECT 2 WHERE a = 'x  y'", Standard)
         );
         assert_ne!(
-            normalize("SELECT 1 WHERE a = 'x  y'"),
-            normalize("SELECT 1 WHERE a = 'x y'")
+            normalize("SELECT 1 WHERE a = 'x  y'", Standard),
+            normalize("SELECT 1 WHERE a = 'x y'", Standard)
         );
         // Issue 16 item 3: where a `--` comment ends changes the statement.
         assert_ne!(
-            normalize("DO $$ BEGIN RAISE NOTICE 'x'; -- RAISE NOTICE 'hidden';\nEND $$"),
-            normalize("DO $$ BEGIN RAISE NOTICE 'x'; --\nRAISE NOTICE 'hidden'; END $$")
+            normalize(
+                "DO $$ BEGIN RAISE NOTICE 'x'; -- RAISE NOTICE 'hidden';\nEND $$",
+                Standard
+            ),
+            normalize(
+                "DO $$ BEGIN RAISE NOTICE 'x'; --\nRAISE NOTICE 'hidden'; END $$",
+                Standard
+            )
         );
         assert_ne!(
-            normalize("UPDATE payments SET note = 'x' WHERE id = -1 -- OR id > 0\n"),
-            normalize("UPDATE payments SET note = 'x' WHERE id = -1 --\n OR id > 0")
+            normalize(
+                "UPDATE payments SET note = 'x' WHERE id = -1 -- OR id > 0\n",
+                Standard
+            ),
+            normalize(
+                "UPDATE payments SET note = 'x' WHERE id = -1 --\n OR id > 0",
+                Standard
+            )
         );
     }
 }

@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use hoop_policy::{
     decide, mask_data_row, mask_error_or_notice, mask_notification, Classified, ClassifyCache,
     ColumnPolicy, CopyMasker, Decision, Identity, Kind, MaskFailure, PolicyContext, RowShape,
-    RuleSet, StatementFacts,
+    RuleSet, StatementFacts, StringLiterals,
 };
 
 use super::gate::{RunsEarly, StatementInfo};
@@ -239,10 +239,11 @@ impl Inspector {
                         "it has non-ASCII text in client_encoding {encoding}, which the gateway \
                          does not read; use client_encoding UTF8"
                     ),
-                    TextProblem::Unsettled => "it has non-ASCII text and follows a statement \
-                         of the same pipeline (no Sync between) that may have changed \
-                         client_encoding, which the server reports only at the Sync; send it \
-                         after a Sync, or its non-ASCII text as a parameter"
+                    TextProblem::Unsettled => "it follows a statement of the same pipeline \
+                         (no Sync between) that may have changed client_encoding or \
+                         standard_conforming_strings, which the server reports only at the \
+                         Sync, and its non-ASCII text or backslashes would read differently \
+                         if it did; send it after a Sync, or that text as a parameter"
                         .to_owned(),
                 };
                 return Judged {
@@ -260,7 +261,7 @@ impl Inspector {
                 };
             }
         };
-        let classified = self.cache.classify(sql);
+        let classified = self.cache.classify_in(sql, state.reading.strings);
         self.judge(&classified, state, runs, binds)
     }
 
@@ -288,7 +289,7 @@ impl Inspector {
         let mut ran: Vec<StatementFacts> = Vec::new();
         for facts in &classified.statements {
             let bound;
-            let facts = if facts.bound_settings.is_empty() {
+            let facts = if !facts.reads_binds() {
                 facts
             } else {
                 bound = binds.apply(facts);
@@ -365,9 +366,9 @@ impl Inspector {
         }
         match &state.statement(name.as_bytes())?.1.prepared {
             Prepared::Sql(facts) => Some(vec![facts.as_ref().clone()]),
-            Prepared::Parse { sql, .. } => {
+            Prepared::Parse { sql, strings, .. } => {
                 let sql = std::str::from_utf8(sql).ok()?;
-                Some(self.cache.classify(sql).statements.clone())
+                Some(self.cache.classify_in(sql, *strings).statements.clone())
             }
         }
     }
@@ -399,10 +400,14 @@ impl Inspector {
     /// changes the session's names when a portal of it runs, as in a Query.
     fn execute(&mut self, portal: &[u8], state: &mut ConnectionState) -> (StatementInfo, About) {
         let executed = state.execute(portal);
+        let strings = match &executed.prepared {
+            Some(Prepared::Parse { strings, .. }) => *strings,
+            _ => StringLiterals::Standard,
+        };
         let (sql, judged) = match &executed.prepared {
-            Some(Prepared::Parse { sql, .. }) => {
+            Some(Prepared::Parse { sql, strings, .. }) => {
                 let text = String::from_utf8_lossy(sql).into_owned();
-                let classified = self.cache.classify(&text);
+                let classified = self.cache.classify_in(&text, *strings);
                 let binds = Binds::Portal(executed.bind.as_deref());
                 (text, self.judge(&classified, state, true, binds))
             }
@@ -438,10 +443,11 @@ impl Inspector {
         };
         let describe_portal = (!executed.described).then(|| (portal.to_vec(), executed.portal));
         let info = StatementInfo {
+            strings,
             params: executed
                 .bind
                 .as_deref()
-                .map(|body| bind_params(body, state.encodings.reading()))
+                .map(|body| bind_params(body, state.reading.encoding()))
                 .unwrap_or_default(),
             sql,
             kind: judged.kind,
@@ -656,8 +662,9 @@ impl Judged {
         }
     }
 
-    fn into_info(self, sql: &[u8]) -> StatementInfo {
+    fn into_info(self, sql: &[u8], strings: StringLiterals) -> StatementInfo {
         StatementInfo {
+            strings,
             sql: String::from_utf8_lossy(sql).into_owned(),
             params: Vec::new(),
             kind: self.kind,
@@ -724,9 +731,11 @@ impl Inspector {
         frame: &Frame,
         state: &mut ConnectionState,
     ) -> (ClientVerdict, About) {
+        // A grant for a text is for it read as the server reads it now.
+        let strings = state.reading.strings;
         let statement = |judged: Judged, sql: &[u8]| {
             (
-                ClientVerdict::Statement(Box::new(judged.into_info(sql))),
+                ClientVerdict::Statement(Box::new(judged.into_info(sql, strings))),
                 About::Nothing,
             )
         };
@@ -759,6 +768,7 @@ impl Inspector {
                     parse.name,
                     Prepared::Parse {
                         sql: Bytes::copy_from_slice(text.as_bytes()),
+                        strings: state.reading.strings,
                         needs_review,
                     },
                 );

@@ -41,7 +41,7 @@ use inspect::Inspector;
 use record::{OpenStatement, Recorder};
 use refusal::Refusal;
 pub(crate) use state::ConnectionState;
-pub(crate) use state::Encodings;
+pub(crate) use state::Reading;
 use state::{About, DescribeOrigin, Pending, Prepared, RecordId, Request};
 use verdict::{ClientVerdict, ServerVerdict};
 
@@ -61,8 +61,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) struct RelaySession {
     pub mapped_role: String,
-    /// The encodings the server reported at login.
-    pub encodings: Encodings,
+    /// How the server reported it reads the client's text, at login.
+    pub reading: Reading,
     /// Unix seconds at which the login token expires.
     pub expires_at: i64,
     pub max_message_bytes: usize,
@@ -81,9 +81,9 @@ pub(crate) enum RelayEnd {
     ProtocolViolation(String),
     /// An early read's record could not be written (see [`Held::early`]).
     AuditUnavailable,
-    /// The server reported a setting under which the gateway cannot read
-    /// SQL as it does (see [`crate::upstream::Unreadable`]).
-    Unreadable(crate::upstream::Unreadable),
+    /// The server reported a client encoding the gateway cannot read (see
+    /// [`crate::upstream::reports_unreadable_encoding`]).
+    UnreadableEncoding,
 }
 
 impl RelayEnd {
@@ -92,10 +92,10 @@ impl RelayEnd {
     fn tell(&self, to_client: &mut BytesMut) {
         match self {
             RelayEnd::ProtocolViolation(what) => fatal(to_client, "08P01", what),
-            RelayEnd::Unreadable(what) => fatal(
+            RelayEnd::UnreadableEncoding => fatal(
                 to_client,
-                crate::upstream::Unreadable::SQLSTATE,
-                what.message(),
+                crate::upstream::SQLSTATE_FEATURE_NOT_SUPPORTED,
+                crate::upstream::UNREADABLE_ENCODING,
             ),
             _ => {}
         }
@@ -276,7 +276,7 @@ impl Relay {
             self.gate.record_rows(),
             self.session.max_message_bytes,
         );
-        flow.state.encodings = self.session.encodings.clone();
+        flow.state.reading = self.session.reading.clone();
         let up_bytes = self.metrics.bytes_counter(Direction::client_to_server);
         let down_bytes = self.metrics.bytes_counter(Direction::server_to_client);
 
@@ -568,7 +568,7 @@ impl Relay {
                 self.send_client_frame(frame, request, About::Nothing, out, state, now);
                 continue;
             }
-            if state.must_wait(&message) || state.must_wait_for_encoding(&message) {
+            if state.must_wait(&message) || state.must_wait_for_reading(&message) {
                 flow.waiting = Some(frame);
                 break;
             }
@@ -779,6 +779,7 @@ impl Relay {
             MODIFIED_STATEMENT,
             Prepared::Parse {
                 sql: Bytes::copy_from_slice(sql.as_bytes()),
+                strings: state.reading.strings,
                 needs_review: false,
             },
         );
@@ -1037,23 +1038,30 @@ impl Relay {
         now: Instant,
     ) -> FailedStep {
         use hoop_policy::{InFailedTransaction as Read, TransactionExit};
-        let read = |sql: &[u8]| match std::str::from_utf8(sql) {
-            Ok(sql) => hoop_policy::in_failed_transaction(sql),
+        // As the server reads the text now, or read a prepared one.
+        let read = |sql: &[u8], state: &ConnectionState| match state.read_text(sql) {
+            Ok(sql) => hoop_policy::in_failed_transaction(&sql, state.reading.strings),
             Err(_) => Read::Unparsed,
         };
         let (name, sql, query) = match message {
             Frontend::Flush | Frontend::Terminate => return FailedStep::Go,
             Frontend::Sync if state.is_idle() => return FailedStep::Answered(FailedAnswer::Ready),
             Frontend::Sync => return FailedStep::Go,
-            Frontend::Query { sql } if state.is_idle() => (&b""[..], read(sql), true),
-            Frontend::Parse(parse) if state.is_idle() => (parse.name, read(parse.sql), false),
+            Frontend::Query { sql } if state.is_idle() => (&b""[..], read(sql, state), true),
+            Frontend::Parse(parse) if state.is_idle() => {
+                (parse.name, read(parse.sql, state), false)
+            }
             Frontend::Describe {
                 target: Some(Target::Statement),
                 name,
             } => {
                 let sql = match state.statement(name) {
                     Some((_, statement)) => match &statement.prepared {
-                        Prepared::Parse { sql, .. } => Some(read(sql)),
+                        Prepared::Parse { sql, strings, .. } => {
+                            Some(std::str::from_utf8(sql).map_or(Read::Unparsed, |sql| {
+                                hoop_policy::in_failed_transaction(sql, *strings)
+                            }))
+                        }
                         Prepared::Sql(_) => None,
                     },
                     None => None,
@@ -1274,9 +1282,9 @@ impl Relay {
                 }
             }
             if let Backend::ParameterStatus { .. } = message {
-                if let Some(what) = crate::upstream::Unreadable::reported(&frame) {
+                if crate::upstream::reports_unreadable_encoding(&frame) {
                     // Nothing after it is read the way the server reads it.
-                    return Err(RelayEnd::Unreadable(what));
+                    return Err(RelayEnd::UnreadableEncoding);
                 }
                 if let Some(bytes) =
                     crate::upstream::filter_parameter_status(&frame, &self.session.mapped_role)

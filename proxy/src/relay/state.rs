@@ -64,7 +64,7 @@ use bytes::Bytes;
 use crate::encoding::DecodeError;
 use crate::protocol::backend::{error_summary, Backend, IDLE, IN_TRANSACTION};
 use crate::protocol::frontend::{Frontend, Target};
-use hoop_policy::{RowShape, StatementFacts};
+use hoop_policy::{RowShape, StatementFacts, StringLiterals};
 
 /// Names a statement or portal record for as long as it is kept.
 pub(crate) type RecordId = u64;
@@ -72,10 +72,17 @@ pub(crate) type RecordId = u64;
 /// What a statement name holds.
 #[derive(Debug, Clone)]
 pub(crate) enum Prepared {
-    /// Prepared with Parse: its text, and whether a rule sends it to review
-    /// (its Parse and Binds are then held back with the Execute, so nothing
-    /// of them reaches the server until the review is decided).
-    Parse { sql: Bytes, needs_review: bool },
+    /// Prepared with Parse: its text as the server read it (decoded from
+    /// the client encoding, its string literals read `strings`: what the
+    /// server holds, whatever the session's settings are by the time it
+    /// runs), and whether a rule sends it to review (its Parse and Binds are
+    /// then held back with the Execute, so nothing of them reaches the
+    /// server until the review is decided).
+    Parse {
+        sql: Bytes,
+        strings: StringLiterals,
+        needs_review: bool,
+    },
     /// Prepared in SQL (`PREPARE name AS …`, judged then): its facts (they
     /// include the statement it prepares).
     Sql(Arc<StatementFacts>),
@@ -547,11 +554,11 @@ pub(crate) struct ConnectionState {
     /// Per Query or such Execute sent (by request id), what it did to the
     /// session's names, until its answers say what of it happened.
     running: VecDeque<(u64, Effects)>,
-    /// The encodings the server reported, which say how it reads the
-    /// client's text.
-    pub encodings: Encodings,
+    /// What the server reported of how it reads the client's text.
+    pub reading: Reading,
     /// Id of the last Query, Execute or FunctionCall sent: any statement
-    /// may change `client_encoding` (a function can call `set_config`).
+    /// may change `client_encoding` or `standard_conforming_strings` (a
+    /// function can call `set_config`).
     statement_sent: Option<u64>,
     /// Id of the last Sync, Query or FunctionCall sent. Each is answered by
     /// ReadyForQuery, and the server reports the settings its statements
@@ -561,12 +568,14 @@ pub(crate) struct ConnectionState {
     ready_through: Option<u64>,
 }
 
-/// The encodings a session's server reported: together they say how it
-/// reads the client's text.
+/// What a session's server reported of how it reads the client's text:
+/// its encodings and `standard_conforming_strings`.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Encodings {
+pub(crate) struct Reading {
     client: String,
     server: String,
+    /// How ordinary string literals are read.
+    pub strings: StringLiterals,
 }
 
 /// Why the gateway cannot read a client's text as the server will.
@@ -578,26 +587,30 @@ pub(crate) enum TextProblem {
     /// Non-ASCII text in an encoding the gateway does not read (see
     /// [`crate::encoding`]).
     Encoding(String),
-    /// Non-ASCII text after a statement of the same batch: that statement
-    /// may have changed `client_encoding`, which the server reports only
-    /// at the batch's Sync.
+    /// Text after a statement of the same batch that reads differently
+    /// if that statement changed `client_encoding` (non-ASCII text) or
+    /// `standard_conforming_strings` (a backslash in a literal), which the
+    /// server reports only at the batch's Sync.
     Unsettled,
 }
 
-impl Encodings {
+impl Reading {
     /// Notes a reported setting.
     pub fn note(&mut self, name: &[u8], value: &[u8]) {
         let value = || String::from_utf8_lossy(value).into_owned();
         match name {
             b"client_encoding" => self.client = value(),
             b"server_encoding" => self.server = value(),
+            b"standard_conforming_strings" => {
+                self.strings = StringLiterals::reported(&value());
+            }
             _ => {}
         }
     }
 
     /// The encoding the server reads the client's text in: the client's,
     /// or for SQL_ASCII (no conversion) the server's own.
-    pub fn reading(&self) -> &str {
+    pub fn encoding(&self) -> &str {
         if self.client == "SQL_ASCII" {
             &self.server
         } else {
@@ -766,47 +779,59 @@ impl ConnectionState {
         }
     }
 
-    /// Whether `message` carries SQL text with bytes above 0x7F that must
-    /// wait until the server has answered the statements sent before it:
-    /// any of them may have changed `client_encoding`, and the change is
-    /// reported with the ReadyForQuery that is on its way. Where none is
-    /// (a statement of the same batch, the Sync not sent yet), waiting
-    /// would wait forever: [`ConnectionState::read_text`] refuses the text.
-    pub fn must_wait_for_encoding(&self, message: &Frontend<'_>) -> bool {
+    /// Whether `message` carries SQL text that must wait until the server
+    /// has answered the statements sent before it: text with bytes above
+    /// 0x7F, or a backslash, reads differently if one of them changed
+    /// `client_encoding` or `standard_conforming_strings`, and the server
+    /// reports that with the ReadyForQuery that is on its way. Where none
+    /// is (a statement of the same batch, the Sync not sent yet), waiting
+    /// would wait forever: [`ConnectionState::read_text`] refuses the text
+    /// if it reads differently.
+    pub fn must_wait_for_reading(&self, message: &Frontend<'_>) -> bool {
         let text = match message {
             Frontend::Query { sql } => sql,
             Frontend::Parse(parse) => parse.sql,
             _ => return false,
         };
-        !text.is_ascii() && !self.encoding_settled() && self.encoding_reported_soon()
+        (!text.is_ascii() || text.contains(&b'\\'))
+            && !self.reading_settled()
+            && self.reading_reported_soon()
     }
 
     /// Every statement sent has been answered with its ReadyForQuery, so
-    /// the encoding last reported is the one the next message is read in.
-    fn encoding_settled(&self) -> bool {
+    /// what was last reported is how the next message is read.
+    fn reading_settled(&self) -> bool {
         self.statement_sent
             .is_none_or(|sent| self.ready_through.is_some_and(|ready| ready >= sent))
     }
 
     /// A ReadyForQuery is on its way after the last statement sent.
-    fn encoding_reported_soon(&self) -> bool {
+    fn reading_reported_soon(&self) -> bool {
         self.statement_sent
             .is_some_and(|sent| self.ready_asked.is_some_and(|asked| asked >= sent))
     }
 
     /// A client's SQL text (a Query's or a Parse's) as the server will read
-    /// it: ASCII reads alike in every encoding; other text only once the
-    /// encoding is settled (see [`ConnectionState::must_wait_for_encoding`]),
-    /// decoded from it as the server converts it ([`crate::encoding`]).
+    /// it, to be parsed with string literals read as
+    /// [`Reading::strings`]: ASCII reads alike in every encoding; other
+    /// text only once the encoding is settled (see
+    /// [`ConnectionState::must_wait_for_reading`]), decoded from it as the
+    /// server converts it ([`crate::encoding`]). Before that, a text with a
+    /// backslash must read alike whatever `standard_conforming_strings` is.
     pub fn read_text<'t>(&self, text: &'t [u8]) -> Result<Cow<'t, str>, TextProblem> {
-        if !text.is_ascii() && !self.encoding_settled() {
+        let settled = self.reading_settled();
+        if !text.is_ascii() && !settled {
             return Err(TextProblem::Unsettled);
         }
-        let encoding = self.encodings.reading();
-        crate::encoding::decode(encoding, text).map_err(|e| match e {
+        let encoding = self.reading.encoding();
+        let read = crate::encoding::decode(encoding, text).map_err(|e| match e {
             DecodeError::Unsupported => TextProblem::Encoding(encoding.to_owned()),
             DecodeError::Invalid => TextProblem::Invalid(encoding.to_owned()),
-        })
+        })?;
+        if !settled && !hoop_policy::reads_alike_in_both(&read) {
+            return Err(TextProblem::Unsettled);
+        }
+        Ok(read)
     }
 
     /// A simple Query: it drops the unnamed statement and portal, and runs.
@@ -1315,7 +1340,7 @@ impl ConnectionState {
                 }
                 return took;
             }
-            Backend::ParameterStatus { name, value } => self.encodings.note(name, value),
+            Backend::ParameterStatus { name, value } => self.reading.note(name, value),
             Backend::ParseComplete | Backend::BindComplete | Backend::CloseComplete => {
                 match self.pending.pop_front().map(|e| e.pending) {
                     Some(Pending::Parse(Some(id))) => self.statements.confirm(id),
@@ -1563,6 +1588,7 @@ mod tests {
                 p.name,
                 Prepared::Parse {
                     sql: Bytes::copy_from_slice(p.sql),
+                    strings: StringLiterals::Standard,
                     needs_review: false,
                 },
             )),
@@ -2295,6 +2321,7 @@ mod tests {
                             p.name,
                             Prepared::Parse {
                                 sql: Bytes::copy_from_slice(p.sql),
+                                strings: StringLiterals::Standard,
                                 needs_review: false,
                             },
                         );
