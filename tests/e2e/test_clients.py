@@ -100,6 +100,17 @@ def psycopg_script(target, schema):
                 cur.execute("SELECT id, txt FROM t WHERE id > %s ORDER BY id", (2,))
                 out.append(cur.fetchmany(3))
                 out.append(len(cur.fetchall()))
+        # Another client encoding, set by a bound value (as psycopg's own
+        # suite does): text is sent, read and returned in LATIN9.
+        conn.execute("SELECT set_config('client_encoding', %s, false)", ["latin9"])
+        out.append(conn.execute("SELECT txt, '€ ' || %s FROM t WHERE txt = 'héllo 3'",
+                                ["ç"]).fetchone())
+        conn.execute("SET client_encoding = 'UTF8'")
+        # Backslashes in ordinary literals, read as the server reads them.
+        conn.execute("SET standard_conforming_strings = off")
+        out.append(conn.execute("SELECT 'it\\'s', 'a\\\\b'").fetchone())
+        conn.execute("RESET standard_conforming_strings")
+        out.append(conn.execute("SELECT 'a\\b'").fetchone())
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
     return out
 
@@ -108,6 +119,8 @@ def test_psycopg3(targets):
     out = both(targets, psycopg_script)
     assert "57014" in out and "22012" in out
     assert [("ch", "hello", True)] in out, out
+    assert ("héllo 3", "€ ç") in out, out
+    assert ("it's", "a\\b") in out and ("a\\b",) in out, out
 
 
 def asyncpg_script(target, schema):
