@@ -138,3 +138,50 @@ fn single(table: &'static Encoding, b: u8) -> char {
 pub fn reads_text_in(encoding: &str) -> bool {
     reader(encoding).is_some()
 }
+
+/// `text` (the gateway's own: a refusal, a notice) in the client encoding,
+/// as the server converts its messages: a character the encoding lacks
+/// becomes `?`. In an encoding the gateway does not read, only ASCII is
+/// kept.
+pub fn encode<'t>(encoding: &str, text: &'t str) -> Cow<'t, [u8]> {
+    if text.is_ascii() {
+        return Cow::Borrowed(text.as_bytes());
+    }
+    let Some(reader) = reader(encoding) else {
+        return Cow::Owned(
+            text.chars()
+                .map(|c| if c.is_ascii() { c as u8 } else { b'?' })
+                .collect(),
+        );
+    };
+    let byte_of = |c: char| -> u8 {
+        if c.is_ascii() {
+            return c as u8;
+        }
+        let mut one = [0u8; 4];
+        let c_str: &str = c.encode_utf8(&mut one);
+        let table = match reader {
+            Reader::Utf8 => unreachable!("UTF-8 is written as it is"),
+            Reader::Latin1 => return u8::try_from(u32::from(c)).unwrap_or(b'?'),
+            Reader::Latin5 if ('\u{80}'..='\u{9f}').contains(&c) => return c as u8,
+            Reader::Latin5 => encoding_rs::WINDOWS_1254,
+            Reader::Koi8u => match c {
+                '\u{255d}' => return 0xae,
+                '\u{256c}' => return 0xbe,
+                // KOI8-RU's letters at those bytes are not KOI8-U's.
+                '\u{45e}' | '\u{40e}' => return b'?',
+                _ => encoding_rs::KOI8_U,
+            },
+            Reader::Table(table) => table,
+        };
+        let (bytes, _, unmappable) = table.encode(c_str);
+        match (unmappable, bytes.as_ref()) {
+            (false, [byte]) => *byte,
+            _ => b'?',
+        }
+    };
+    match reader {
+        Reader::Utf8 => Cow::Borrowed(text.as_bytes()),
+        _ => Cow::Owned(text.chars().map(byte_of).collect()),
+    }
+}

@@ -740,6 +740,49 @@ async fn the_server_never_reads_text_in_an_encoding_the_gateway_does_not() {
     gw.stop().await;
 }
 
+/// The gateway's own messages reach the client in its encoding, as the
+/// server's do: a character the encoding lacks becomes `?`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_own_messages_are_in_the_client_encoding() {
+    let gw = start_gateway(GatewayOptions {
+        mappings: GatewayOptions::default().mappings
+            + r#"
+[[rules]]
+name = "pas-de-scratch"
+action = "block"
+message = "accès refusé — demandez"
+kinds = ["select"]
+tables = ["public.scratch"]
+"#,
+        ..Default::default()
+    })
+    .await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let message_of = |msgs: &[Msg]| {
+        let e = msgs.iter().find(|m| m.tag == b'E').expect("a refusal");
+        let start = e.body.windows(2).position(|w| w == b"\0M").expect("M") + 2;
+        let len = e.body[start..].iter().position(|&b| b == 0).expect("end");
+        e.body[start..start + len].to_vec()
+    };
+    for (encoding, expected) in [
+        ("UTF8", "accès refusé — demandez".as_bytes().to_vec()),
+        ("LATIN9", b"acc\xe8s refus\xe9 ? demandez".to_vec()),
+        ("WIN1252", b"acc\xe8s refus\xe9 \x97 demandez".to_vec()),
+        ("EUC_JP", b"acc?s refus? ? demandez".to_vec()),
+    ] {
+        simple(&mut raw, &format!("set client_encoding = '{encoding}'")).await;
+        let message = message_of(&simple(&mut raw, "select * from scratch").await);
+        assert!(
+            message
+                .windows(expected.len())
+                .any(|w| w == expected.as_slice()),
+            "{encoding}: {}",
+            String::from_utf8_lossy(&message)
+        );
+    }
+    gw.stop().await;
+}
+
 /// Every single-byte client encoding: each byte above 0x7F decodes to the
 /// character PostgreSQL's own conversion gives it, so the gateway reads a
 /// name or a literal as the server does. A byte the server has no

@@ -218,9 +218,40 @@ pub(crate) fn put_error(out: &mut BytesMut, severity: Severity, code: &str, mess
     put_report(out, severity.as_str(), code, message, None);
 }
 
-/// Appends a NoticeResponse (severity NOTICE).
-pub(crate) fn put_notice(out: &mut BytesMut, code: &str, message: &str) {
-    put_report(out, "NOTICE", code, message, None);
+/// [`put_report`] of a message in the client `encoding` (as the server
+/// reports it), where it is not UTF-8: written field by field, since
+/// pgwire's fields are UTF-8 strings.
+pub(crate) fn put_report_in(
+    out: &mut BytesMut,
+    encoding: &str,
+    severity: &str,
+    code: &str,
+    message: &str,
+    position: Option<usize>,
+) {
+    let encoded = crate::encoding::encode(encoding, message);
+    if encoded.as_ref() == message.as_bytes() {
+        return put_report(out, severity, code, message, position);
+    }
+    let position = position.map(|p| p.to_string());
+    let mut body = Vec::with_capacity(encoded.len() + 32);
+    let fields: [(u8, Option<&[u8]>); 5] = [
+        (b'S', Some(severity.as_bytes())),
+        (b'V', Some(severity.as_bytes())),
+        (b'C', Some(code.as_bytes())),
+        (b'M', Some(&encoded)),
+        (b'P', position.as_deref().map(str::as_bytes)),
+    ];
+    for (field, value) in fields {
+        if let Some(value) = value {
+            body.push(field);
+            // A field is a C string.
+            body.extend(value.iter().map(|&b| if b == 0 { b'?' } else { b }));
+            body.push(0);
+        }
+    }
+    body.push(0);
+    put_message(out, if severity == "NOTICE" { b'N' } else { b'E' }, &body);
 }
 
 /// Appends a message of type `tag` around `body`.

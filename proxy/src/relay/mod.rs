@@ -30,7 +30,7 @@ use tokio::sync::watch;
 
 use crate::metrics::{Direction, Metrics};
 use crate::protocol::backend::{
-    put_empty_query_response, put_error, put_notice, put_parameter_status, put_ready_for_query,
+    put_empty_query_response, put_error, put_parameter_status, put_ready_for_query, put_report_in,
     Backend, Severity, FAILED_TRANSACTION, IDLE, IN_TRANSACTION,
 };
 use crate::protocol::frontend::{self, Frontend, Target};
@@ -699,7 +699,8 @@ impl Relay {
             ..
         } = &mut *flow;
         if let Admission::Hold { notice, then } = admission {
-            put_notice(to_client, "00000", &notice);
+            let encoding = state.reading.encoding();
+            put_report_in(to_client, encoding, "NOTICE", "00000", &notice, None);
             flow.held = Some(Held {
                 future: then,
                 ..held
@@ -918,7 +919,7 @@ impl Relay {
                 _ => FAILED_TRANSACTION,
             };
             state.transaction_status = status;
-            refusal.put(to_client);
+            refusal.put(to_client, state.reading.encoding());
             if ends_batch {
                 put_ready_for_query(to_client, status);
             } else {
@@ -928,7 +929,7 @@ impl Relay {
             return;
         }
         stand_in(
-            DescribeOrigin::Refusal(refusal.frame().freeze()),
+            DescribeOrigin::Refusal(refusal.frame(state.reading.encoding()).freeze()),
             out,
             state,
         );
@@ -995,7 +996,7 @@ impl Relay {
     ) {
         self.count_refused(request, state);
         state.failed_here = false;
-        let error = refusal.frame().freeze();
+        let error = refusal.frame(state.reading.encoding()).freeze();
         state.on_syntax_check(error.clone());
         out.extend_from_slice(frontend::parse(SYNTAX_CHECK_STATEMENT, sql).as_bytes());
         let close = frontend::close(Target::Statement, SYNTAX_CHECK_STATEMENT);

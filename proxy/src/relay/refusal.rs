@@ -3,7 +3,7 @@
 use bytes::BytesMut;
 use hoop_audit::StatementOutcome;
 
-use crate::protocol::backend::put_report;
+use crate::protocol::backend::put_report_in;
 
 /// A request the gateway answers with an error in place of the server: a
 /// rule's block, a denied, cancelled or expired review, an audit trail
@@ -47,10 +47,12 @@ impl Refusal {
         }
     }
 
-    /// Appends the ErrorResponse the client gets.
-    pub(crate) fn put(&self, out: &mut BytesMut) {
-        put_report(
+    /// Appends the ErrorResponse the client gets, in its `encoding` (as
+    /// the server reports it).
+    pub(crate) fn put(&self, out: &mut BytesMut, encoding: &str) {
+        put_report_in(
             out,
+            encoding,
             "ERROR",
             &self.sqlstate,
             &self.message,
@@ -59,9 +61,9 @@ impl Refusal {
     }
 
     /// The ErrorResponse the client gets, on its own.
-    pub(crate) fn frame(&self) -> BytesMut {
+    pub(crate) fn frame(&self, encoding: &str) -> BytesMut {
         let mut out = BytesMut::new();
-        self.put(&mut out);
+        self.put(&mut out, encoding);
         out
     }
 
