@@ -599,6 +599,17 @@ async fn text_is_read_as_the_server_reads_string_literals() {
         msgs[8].field(b'M').unwrap_or_default().contains("Sync"),
         "{msgs:?}"
     );
+    // Where nothing changed it, the same text runs after an Execute.
+    let mut batch = parse("", "select 1");
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(parse("", smuggled));
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "12DC12DCZ", "{msgs:?}");
     // Prepared while off, run after it is back on: as it was read.
     let mut batch = query("set standard_conforming_strings = off");
     batch.extend(parse("q", "select 'x\\'y'"));
@@ -680,18 +691,34 @@ async fn the_server_never_reads_text_in_an_encoding_the_gateway_does_not() {
     assert!(!hidden_insert_ran(), "the server ran the smuggled INSERT");
 
     // Within one batch the report comes only at the Sync: non-ASCII text
-    // after an Execute cannot wait for it, and is refused.
+    // after an Execute cannot wait for it. The gateway checks, ahead of
+    // the text, that the server still reads text as reported: it does
+    // after `select 1`, and the text runs (the check's answers are the
+    // gateway's) ...
     let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
-    let mut batch = parse("", "select 1");
-    batch.extend(bind("", "", None));
-    batch.extend(execute("", 0));
-    batch.extend(parse("", "select 'd\u{e9}j\u{e0} vu'"));
-    batch.extend(bind("", "", None));
-    batch.extend(execute("", 0));
-    batch.extend(sync());
-    raw.send(&batch).await;
+    let in_batch_after = |statement: &str| {
+        let mut batch = parse("", statement);
+        batch.extend(bind("", "", None));
+        batch.extend(execute("", 0));
+        batch.extend(parse("", "select 'd\u{e9}j\u{e0} vu'"));
+        batch.extend(bind("", "", None));
+        batch.extend(execute("", 0));
+        batch.extend(sync());
+        batch
+    };
+    raw.send(&in_batch_after("select 1")).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "12DC12DCZ", "{msgs:?}");
+    assert!(msgs[6].body.ends_with("d\u{e9}j\u{e0} vu".as_bytes()));
+    // ... not after a function set LATIN1: the text does not run, nor
+    // anything after it in the batch (whose failure undoes the change).
+    raw.send(&in_batch_after(
+        "select public.hoop_test_encoding('LATIN1')",
+    ))
+    .await;
     let msgs = raw.until(b'Z').await;
     assert_eq!(tags(&msgs), "12DCEZ", "{msgs:?}");
+    assert_eq!(msgs[4].error_code().as_deref(), Some("0A000"));
     let refusal = msgs[4].field(b'M').unwrap_or_default();
     assert!(refusal.contains("Sync"), "{refusal}");
     // After a Sync it waits for the report, and runs.

@@ -54,6 +54,10 @@ const REFUSED_STATEMENT: &[u8] = b"hoop: refused statement";
 /// rejected (see [`Relay::refuse_syntax_error`]); closed in the same batch.
 const SYNTAX_CHECK_STATEMENT: &[u8] = b"hoop: syntax check";
 
+/// Name of the statement and portal of the gateway's reading check (see
+/// [`Relay::check_reading`]).
+const READING_CHECK: &[u8] = b"hoop: reading check";
+
 /// Stops reading one side while this much is queued for the other.
 const HIGH_WATER: usize = 256 * 1024;
 /// How long the final messages to a leaving client may take.
@@ -572,6 +576,8 @@ impl Relay {
                 flow.waiting = Some(frame);
                 break;
             }
+            state.reading_checked =
+                state.needs_reading_check(&message) && self.check_reading(out, state, now);
             // The client's transaction failed here, not on the server (see
             // `ConnectionState::failed_here`): answer as PostgreSQL would.
             let mut forward_instead = None;
@@ -592,6 +598,7 @@ impl Relay {
             }
             // The inspector (and so the record) sees what the client sent.
             let (mut verdict, about) = self.inspector.client_frame(&message, &frame, state);
+            state.reading_checked = false;
             if refuse_as_failed {
                 match &mut verdict {
                     ClientVerdict::Statement(info) => refuse_in_failed_transaction(info),
@@ -858,6 +865,57 @@ impl Relay {
     ) {
         self.send_client_frame(frame, request, about, out, state, now);
         state.mark_last_silent();
+    }
+
+    /// Sends, ahead of a client's text, a statement that fails the batch
+    /// unless the server still reads text as it last reported (see
+    /// [`ConnectionState::needs_reading_check`]): a statement before it in
+    /// the batch may have changed that, and no report comes before the
+    /// Sync. Passed, its answers are the gateway's; failed, the server
+    /// skips the text and the rest of the batch, and the client gets a
+    /// refusal in the text's place. Returns whether it was sent.
+    fn check_reading(
+        &mut self,
+        out: &mut BytesMut,
+        state: &mut ConnectionState,
+        now: Instant,
+    ) -> bool {
+        let Some(sql) = state.reading.check_sql() else {
+            return false;
+        };
+        let error = Refusal::new(
+            crate::upstream::SQLSTATE_FEATURE_NOT_SUPPORTED,
+            "a statement earlier in this pipeline changed client_encoding or \
+             standard_conforming_strings, so the server would read this text differently from \
+             how the gateway read it: it did not run, nor anything after it up to the Sync; \
+             send it after a Sync",
+        )
+        .frame(state.reading.encoding())
+        .freeze();
+        // A failed check leaves its statement (the server skipped the
+        // Closes after it): closed first (closing none is no error).
+        let close = |target| (frontend::close(target, READING_CHECK), Request::Close);
+        let before = [
+            close(Target::Portal),
+            close(Target::Statement),
+            (
+                frontend::parse(READING_CHECK, sql.as_bytes()),
+                Request::Parse,
+            ),
+            (
+                frontend::bind(&frontend::Bind::empty(READING_CHECK, READING_CHECK)),
+                Request::Bind,
+            ),
+        ];
+        for (frame, request) in before {
+            self.send_silent(frame, request, About::Nothing, out, state, now);
+        }
+        out.extend_from_slice(frontend::execute(READING_CHECK, 0).as_bytes());
+        state.on_reading_check(error);
+        for (frame, request) in [close(Target::Portal), close(Target::Statement)] {
+            self.send_silent(frame, request, About::Nothing, out, state, now);
+        }
+        true
     }
 
     /// Sends a statement the gate admitted (after a Describe of its portal
@@ -1214,6 +1272,12 @@ impl Relay {
             let verdict = match state.front() {
                 // The server's grammar rejected the text too: its error
                 // (masked like any) is the answer.
+                // The gateway's reading check: its row and completion are
+                // its own; its error is the refusal of the text behind it.
+                Some(Pending::ReadingCheck(error)) => match &message {
+                    Backend::ErrorResponse(_) => ServerVerdict::Replace(BytesMut::from(&error[..])),
+                    _ => ServerVerdict::Drop,
+                },
                 Some(Pending::SyntaxCheck(error)) => match &message {
                     Backend::ErrorResponse(body) if !raised_by_grammar(body) => {
                         ServerVerdict::Replace(BytesMut::from(&error[..]))

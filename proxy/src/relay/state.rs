@@ -394,6 +394,12 @@ pub(crate) enum Pending {
     /// (see `Relay::refuse_syntax_error`); this ErrorResponse frame answers
     /// in its place when the server's answer is not its grammar's.
     SyntaxCheck(Bytes),
+    /// An Execute the gateway sent of its reading check (see
+    /// `Relay::check_reading`): it fails unless the server still reads
+    /// text as the gateway read the client's message behind it. Its row
+    /// and completion are not for the client; its error becomes this
+    /// ErrorResponse frame.
+    ReadingCheck(Bytes),
     Bind(Option<RecordId>),
     Describe {
         target: Target,
@@ -566,6 +572,10 @@ pub(crate) struct ConnectionState {
     ready_asked: Option<u64>,
     /// Id of the last request ReadyForQuery answered.
     ready_through: Option<u64>,
+    /// The relay sent a reading check right before the message being
+    /// judged (see [`ConnectionState::needs_reading_check`]), so it is read
+    /// as last reported even though the encoding is not settled.
+    pub reading_checked: bool,
 }
 
 /// What a session's server reported of how it reads the client's text:
@@ -606,6 +616,32 @@ impl Reading {
             }
             _ => {}
         }
+    }
+
+    /// A statement that fails (division by zero) unless the server reads
+    /// text as reported: its client encoding and string literals. ASCII
+    /// without backslashes, so any reading reads it alike; its operators
+    /// and functions are pg_catalog's. `None` where a reported value is not
+    /// a plain name.
+    pub fn check_sql(&self) -> Option<String> {
+        let plain = !self.client.is_empty()
+            && self
+                .client
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let strings = match self.strings {
+            StringLiterals::Standard => "on",
+            StringLiterals::Escaped => "off",
+        };
+        plain.then(|| {
+            format!(
+                "SELECT 1 OPERATOR(pg_catalog./) \
+                 (pg_catalog.current_setting('client_encoding') OPERATOR(pg_catalog.=) '{}' \
+                 AND pg_catalog.current_setting('standard_conforming_strings') \
+                 OPERATOR(pg_catalog.=) '{strings}')::pg_catalog.int4",
+                self.client
+            )
+        })
     }
 
     /// The encoding the server reads the client's text in: the client's,
@@ -798,6 +834,32 @@ impl ConnectionState {
             && self.reading_reported_soon()
     }
 
+    /// Whether `message` carries SQL text that reads differently if a
+    /// statement sent before it, in this batch, changed how the server
+    /// reads text: no report can come before the batch's Sync, so the
+    /// relay sends a check that fails the batch unless the server still
+    /// reads text as last reported (`Relay::check_reading`). Not where
+    /// the server skips the message anyway (an error earlier in the batch).
+    pub fn needs_reading_check(&self, message: &Frontend<'_>) -> bool {
+        let text = match message {
+            Frontend::Query { sql } => sql,
+            Frontend::Parse(parse) => parse.sql,
+            _ => return false,
+        };
+        if self.reading_settled() || self.server_skipping.is_some() {
+            return false;
+        }
+        !text.is_ascii()
+            || (text.contains(&b'\\')
+                && std::str::from_utf8(text).is_ok_and(|t| !hoop_policy::reads_alike_in_both(t)))
+    }
+
+    /// Records the Execute of a reading check (see
+    /// [`Pending::ReadingCheck`]).
+    pub fn on_reading_check(&mut self, error: Bytes) {
+        self.push(Pending::ReadingCheck(error));
+    }
+
     /// Every statement sent has been answered with its ReadyForQuery, so
     /// what was last reported is how the next message is read.
     fn reading_settled(&self) -> bool {
@@ -819,7 +881,7 @@ impl ConnectionState {
     /// server converts it ([`crate::encoding`]). Before that, a text with a
     /// backslash must read alike whatever `standard_conforming_strings` is.
     pub fn read_text<'t>(&self, text: &'t [u8]) -> Result<Cow<'t, str>, TextProblem> {
-        let settled = self.reading_settled();
+        let settled = self.reading_settled() || self.reading_checked;
         if !text.is_ascii() && !settled {
             return Err(TextProblem::Unsettled);
         }
@@ -1381,6 +1443,9 @@ impl ConnectionState {
             }
             Backend::CommandComplete { tag } if matches!(self.front(), Some(Pending::Query(_))) => {
                 self.completed(tag);
+            }
+            m if m.ends_execute() && matches!(self.front(), Some(Pending::ReadingCheck(_))) => {
+                self.pending.pop_front();
             }
             m if m.ends_execute() && matches!(self.front(), Some(Pending::Execute(_))) => {
                 if let Backend::CommandComplete { tag } = m {
