@@ -185,3 +185,69 @@ pub fn encode<'t>(encoding: &str, text: &'t str) -> Cow<'t, [u8]> {
         _ => Cow::Owned(text.chars().map(byte_of).collect()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SINGLE_BYTE: [&str; 27] = [
+        "LATIN1",
+        "LATIN2",
+        "LATIN3",
+        "LATIN4",
+        "LATIN5",
+        "LATIN6",
+        "LATIN7",
+        "LATIN8",
+        "LATIN9",
+        "LATIN10",
+        "ISO_8859_5",
+        "ISO_8859_6",
+        "ISO_8859_7",
+        "ISO_8859_8",
+        "WIN866",
+        "WIN874",
+        "WIN1250",
+        "WIN1251",
+        "WIN1252",
+        "WIN1253",
+        "WIN1254",
+        "WIN1255",
+        "WIN1256",
+        "WIN1257",
+        "WIN1258",
+        "KOI8R",
+        "KOI8U",
+    ];
+
+    /// What a byte decodes to encodes back to that byte: the gateway's
+    /// messages use the same table as its reading (which a test checks
+    /// against the server, proxy/tests/policy.rs).
+    #[test]
+    fn every_character_read_is_written_back_as_its_byte() {
+        for encoding in SINGLE_BYTE {
+            for byte in 0x80..=0xffu8 {
+                let one = [byte];
+                let Ok(text) = decode(encoding, &one) else {
+                    continue;
+                };
+                assert_eq!(
+                    encode(encoding, &text).as_ref(),
+                    [byte],
+                    "{encoding} {byte:#x} ({text})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn what_an_encoding_lacks_is_written_as_a_question_mark() {
+        assert_eq!(encode("LATIN1", "a€b").as_ref(), b"a?b");
+        assert_eq!(encode("LATIN9", "a€b").as_ref(), b"a\xa4b");
+        assert_eq!(encode("KOI8U", "\u{45e}").as_ref(), b"?");
+        assert_eq!(encode("EUC_JP", "é").as_ref(), b"?");
+        assert_eq!(encode("UTF8", "é").as_ref(), "é".as_bytes());
+        // A SQL_ASCII database takes bytes as they are.
+        assert_eq!(encode("SQL_ASCII", "é").as_ref(), "é".as_bytes());
+    }
+}
