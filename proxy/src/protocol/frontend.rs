@@ -91,6 +91,15 @@ pub(crate) struct Bind<'a> {
 pub(crate) type Parameter<'a> = (i16, Option<&'a [u8]>);
 
 impl<'a> Frontend<'a> {
+    /// The SQL text of a Query or Parse.
+    pub(crate) fn sql(&self) -> Option<&'a [u8]> {
+        match *self {
+            Frontend::Query { sql } => Some(sql),
+            Frontend::Parse(parse) => Some(parse.sql),
+            _ => None,
+        }
+    }
+
     /// Reads `frame` as a client message.
     pub(crate) fn read(frame: &'a Frame) -> Result<Frontend<'a>, Malformed> {
         let body = frame.body();

@@ -1390,11 +1390,7 @@ fn syntax_checked<'f>(refusal: &Refusal, frame: &'f Frame) -> Option<&'f [u8]> {
     if !refusal.syntax {
         return None;
     }
-    let sql = match Frontend::read(frame).ok()? {
-        Frontend::Query { sql } => sql,
-        Frontend::Parse(parse) => parse.sql,
-        _ => return None,
-    };
+    let sql = Frontend::read(frame).ok()?.sql()?;
     // A zero byte would end the text early in the gateway's Parse.
     (!sql.contains(&0)).then_some(sql)
 }

@@ -655,6 +655,15 @@ impl Reading {
     }
 }
 
+/// Whether `text` reads differently if the server's `client_encoding` or
+/// `standard_conforming_strings` changed: it has bytes above 0x7F, or a
+/// backslash that string literals read differently either way.
+fn reading_matters(text: &[u8]) -> bool {
+    !text.is_ascii()
+        || (text.contains(&b'\\')
+            && std::str::from_utf8(text).is_ok_and(|t| !hoop_policy::reads_alike_in_both(t)))
+}
+
 /// What a simple Query, or an Execute of a portal whose statement is a
 /// `PREPARE`, `DEALLOCATE` or `DECLARE … CURSOR` sent with Parse, does to
 /// the session's names, which holds only if the server runs it: a Query
@@ -816,22 +825,16 @@ impl ConnectionState {
     }
 
     /// Whether `message` carries SQL text that must wait until the server
-    /// has answered the statements sent before it: text with bytes above
-    /// 0x7F, or a backslash, reads differently if one of them changed
-    /// `client_encoding` or `standard_conforming_strings`, and the server
+    /// has answered the statements sent before it: it reads differently if
+    /// one of them changed `client_encoding` or
+    /// `standard_conforming_strings` ([`reading_matters`]), and the server
     /// reports that with the ReadyForQuery that is on its way. Where none
     /// is (a statement of the same batch, the Sync not sent yet), waiting
-    /// would wait forever: [`ConnectionState::read_text`] refuses the text
-    /// if it reads differently.
+    /// would wait forever: see [`ConnectionState::needs_reading_check`].
     pub fn must_wait_for_reading(&self, message: &Frontend<'_>) -> bool {
-        let text = match message {
-            Frontend::Query { sql } => sql,
-            Frontend::Parse(parse) => parse.sql,
-            _ => return false,
-        };
-        (!text.is_ascii() || text.contains(&b'\\'))
-            && !self.reading_settled()
+        !self.reading_settled()
             && self.reading_reported_soon()
+            && message.sql().is_some_and(reading_matters)
     }
 
     /// Whether `message` carries SQL text that reads differently if a
@@ -841,17 +844,9 @@ impl ConnectionState {
     /// reads text as last reported (`Relay::check_reading`). Not where
     /// the server skips the message anyway (an error earlier in the batch).
     pub fn needs_reading_check(&self, message: &Frontend<'_>) -> bool {
-        let text = match message {
-            Frontend::Query { sql } => sql,
-            Frontend::Parse(parse) => parse.sql,
-            _ => return false,
-        };
-        if self.reading_settled() || self.server_skipping.is_some() {
-            return false;
-        }
-        !text.is_ascii()
-            || (text.contains(&b'\\')
-                && std::str::from_utf8(text).is_ok_and(|t| !hoop_policy::reads_alike_in_both(t)))
+        !self.reading_settled()
+            && self.server_skipping.is_none()
+            && message.sql().is_some_and(reading_matters)
     }
 
     /// Records the Execute of a reading check (see
