@@ -764,7 +764,16 @@ async fn the_server_never_reads_text_in_an_encoding_the_gateway_does_not() {
     assert_eq!(tags(&msgs), "CSZTDCZEZ", "{msgs:?}");
     let refusal = msgs[7].field(b'M').unwrap_or_default();
     assert!(refusal.contains("EUC_JP"), "{refusal}");
+    // The record keeps the text as the server read it.
+    let dir = gw.dir.clone();
     gw.stop().await;
+    let recorded = recorded_statements(&dir);
+    assert!(
+        recorded
+            .iter()
+            .any(|sql| sql == "select '\u{20ac}' as euro"),
+        "{recorded:?}"
+    );
 }
 
 /// The gateway's own messages reach the client in its encoding, as the

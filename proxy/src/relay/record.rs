@@ -9,7 +9,7 @@ use hoop_audit::{StatementHandle, StatementOutcome};
 
 use super::state::ConnectionState;
 use super::verdict::ServerVerdict;
-use crate::protocol::backend::{error_summary, Backend};
+use crate::protocol::backend::{fields, Backend};
 use crate::protocol::{take_cstr, take_i16, take_i32, Frame};
 
 /// A forwarded statement whose record awaits its outcome.
@@ -122,7 +122,7 @@ impl Recorder {
             // the next Sync is skipped by the server.
             let (code, message) = sent
                 .and_then(first_body)
-                .map(error_summary)
+                .map(|body| error_in(body, state.reading.encoding()))
                 .unwrap_or_else(|| ("XX000".to_owned(), "error not passed on".to_owned()));
             let Some(front) = state.front_id() else {
                 return;
@@ -151,18 +151,20 @@ impl Recorder {
         let outcome = &mut open.outcome;
         match message {
             Backend::RowDescription(body) if record_rows > 0 => {
-                outcome.columns = column_names(body)
+                outcome.columns = column_names(body, state.reading.encoding())
             }
             Backend::DataRow(_) => {
                 open.returned += 1;
                 if outcome.result_rows.len() < record_rows {
                     if outcome.columns.is_empty() {
                         if let Some(description) = state.execute_row_description() {
-                            outcome.columns = column_names(description);
+                            outcome.columns = column_names(description, state.reading.encoding());
                         }
                     }
                     if let Some(body) = sent.and_then(first_body) {
-                        outcome.result_rows.push(row_values(body));
+                        outcome
+                            .result_rows
+                            .push(row_values(body, state.reading.encoding()));
                     }
                 }
             }
@@ -220,7 +222,7 @@ pub fn first_body(bytes: &[u8]) -> Option<&[u8]> {
 }
 
 /// Column names of a RowDescription body.
-fn column_names(body: &[u8]) -> Vec<String> {
+fn column_names(body: &[u8], encoding: &str) -> Vec<String> {
     let Some((count, mut rest)) = take_i16(body) else {
         return Vec::new();
     };
@@ -229,7 +231,7 @@ fn column_names(body: &[u8]) -> Vec<String> {
         let Some((name, tail)) = take_cstr(rest) else {
             break;
         };
-        names.push(String::from_utf8_lossy(name).into_owned());
+        names.push(text_in(name, encoding));
         // table oid, attnum, type oid, typlen, typmod, format
         rest = tail.get(18..).unwrap_or_default();
     }
@@ -238,7 +240,7 @@ fn column_names(body: &[u8]) -> Vec<String> {
 
 /// A DataRow's values as text. Values that are not printable text (binary
 /// results) are described, not decoded.
-fn row_values(body: &[u8]) -> Vec<Option<String>> {
+fn row_values(body: &[u8], encoding: &str) -> Vec<Option<String>> {
     let Some((count, mut rest)) = take_i16(body) else {
         return Vec::new();
     };
@@ -259,12 +261,34 @@ fn row_values(body: &[u8]) -> Vec<Option<String>> {
         let printable = value
             .iter()
             .all(|&b| b >= 0x20 || matches!(b, b'\t' | b'\n' | b'\r'));
-        values.push(Some(match std::str::from_utf8(value) {
-            Ok(text) if printable => text.to_owned(),
+        values.push(Some(match crate::encoding::decode(encoding, value) {
+            Ok(text) if printable => text.into_owned(),
             _ => format!("<binary, {} bytes>", value.len()),
         }));
     }
     values
+}
+
+/// Text the server sent in the client `encoding` (a name, an error's
+/// message), as UTF-8 for the record.
+fn text_in(bytes: &[u8], encoding: &str) -> String {
+    crate::encoding::decode(encoding, bytes).map_or_else(
+        |_| String::from_utf8_lossy(bytes).into_owned(),
+        |text| text.into_owned(),
+    )
+}
+
+/// An ErrorResponse's SQLSTATE and message, as the record keeps them.
+fn error_in(body: &[u8], encoding: &str) -> (String, String) {
+    let mut summary = (String::new(), String::new());
+    for (field, value) in fields(body) {
+        match field {
+            b'C' => summary.0 = text_in(value, encoding),
+            b'M' => summary.1 = text_in(value, encoding),
+            _ => {}
+        }
+    }
+    summary
 }
 
 #[cfg(test)]
@@ -281,7 +305,7 @@ mod tests {
             t.push(0);
             t.extend_from_slice(&[0u8; 18]);
         }
-        assert_eq!(column_names(&t), vec!["id", "pan"]);
+        assert_eq!(column_names(&t, "UTF8"), vec!["id", "pan"]);
         let mut d = Vec::new();
         d.extend_from_slice(&3i16.to_be_bytes());
         d.extend_from_slice(&1i32.to_be_bytes());
@@ -290,12 +314,33 @@ mod tests {
         d.extend_from_slice(&8i32.to_be_bytes());
         d.extend_from_slice(&[0, 0x0e, 0x99, 0, 0, 1, 2, 3]);
         assert_eq!(
-            row_values(&d),
+            row_values(&d, "UTF8"),
             vec![
                 Some("7".to_owned()),
                 None,
                 Some("<binary, 8 bytes>".to_owned())
             ]
+        );
+        // Text in the client encoding is recorded as such.
+        let mut d = Vec::new();
+        d.extend_from_slice(&1i16.to_be_bytes());
+        d.extend_from_slice(&5i32.to_be_bytes());
+        d.extend_from_slice(b"caf\xe9\xa4");
+        assert_eq!(row_values(&d, "LATIN9"), vec![Some("café€".to_owned())]);
+        assert_eq!(
+            row_values(&d, "UTF8"),
+            vec![Some("<binary, 5 bytes>".to_owned())]
+        );
+        let mut e = Vec::new();
+        for (field, value) in [(b'C', &b"42P01"[..]), (b'M', b"caf\xe9")] {
+            e.push(field);
+            e.extend_from_slice(value);
+            e.push(0);
+        }
+        e.push(0);
+        assert_eq!(
+            error_in(&e, "LATIN1"),
+            ("42P01".to_owned(), "café".to_owned())
         );
     }
 }
