@@ -13,7 +13,9 @@
 #             identical output but for an allowlist
 #   compat    the same suites directly and through the gateway, identical but
 #             for tests/compat-allowlist.txt; pg_dump, psql and pg_restore of
-#             the regression database, identical directly and through it
+#             the regression database, identical directly and through it; and
+#             18's regression suite again in a LATIN1 database (its clients
+#             then send LATIN1)
 #   soak      pgbench crash soak of the extension on pg15/17/18, directly and
 #             through the gateway (bench/soak.sh, 10 s per run)
 #   e2e       the gateway's tests (raw protocol, logins against a real
@@ -96,6 +98,9 @@ if want compat; then
         run_stage "compat-pg$v" bash scripts/upstream.sh "pg$v" gateway
     done
     run_stage compat-pg18-isolation bash scripts/upstream.sh pg18 gateway isolation
+    run_stage compat-pg18-latin1 env HOOP_REGRESS_ENCODING=LATIN1 \
+        HOOP_UPSTREAM_DIR=/tmp/hoop-upstream-pg18-gateway-latin1 \
+        bash scripts/upstream.sh pg18 gateway
 fi
 if want soak; then
     # A short crash soak of the extension (bench/soak.sh runs it longer).

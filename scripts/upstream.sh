@@ -38,6 +38,11 @@
 #   (its gateway-session refusals of SET ROLE, CREATE ROLE … would be judged
 #   here otherwise; the extension is judged by the extension mode).
 #
+# HOOP_REGRESS_ENCODING=LATIN1 (any server encoding) creates the test
+# database in that encoding (pg_regress --encoding), so its clients use it
+# as their client_encoding: not part of CI, a judge of the gateway's reading
+# of non-UTF-8 text.
+#
 # Results stay in $HOOP_UPSTREAM_DIR (default
 # /tmp/hoop-upstream-pgNN[-gateway][-isolation]).
 set -euo pipefail
@@ -149,7 +154,8 @@ run_suite() {
     local connect=(${CONNECT:---host=$SOCK --port=$PORT --user=postgres})
     (cd "$dir" && runuser -u postgres -- env -u PGOPTIONS ${RUN_ENV:-} "./$runner" --inputdir=. --outputdir=. \
         --bindir="$PGBIN" --dlpath=. "${connect[@]}" \
-        --schedule="$schedule" --max-concurrent-tests=20 "$@") >"$WORK/$name.log" 2>&1 || true
+        --schedule="$schedule" --max-concurrent-tests=20 \
+        ${HOOP_REGRESS_ENCODING:+--encoding="$HOOP_REGRESS_ENCODING"} "$@") >"$WORK/$name.log" 2>&1 || true
     step "$name: $(grep -E 'tests (passed|failed)|All [0-9]+ tests' "$WORK/$name.log" | tail -n 1 | tr -s ' ') ($((SECONDS - start))s)"
 }
 
