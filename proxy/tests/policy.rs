@@ -839,35 +839,7 @@ fn every_byte_decodes_as_postgresql_converts_it() {
                RETURN NEXT; \
              EXCEPTION WHEN OTHERS THEN NULL; END; END LOOP; END $$",
     );
-    let single_byte = [
-        "LATIN1",
-        "LATIN2",
-        "LATIN3",
-        "LATIN4",
-        "LATIN5",
-        "LATIN6",
-        "LATIN7",
-        "LATIN8",
-        "LATIN9",
-        "LATIN10",
-        "ISO_8859_5",
-        "ISO_8859_6",
-        "ISO_8859_7",
-        "ISO_8859_8",
-        "WIN866",
-        "WIN874",
-        "WIN1250",
-        "WIN1251",
-        "WIN1252",
-        "WIN1253",
-        "WIN1254",
-        "WIN1255",
-        "WIN1256",
-        "WIN1257",
-        "WIN1258",
-        "KOI8R",
-        "KOI8U",
-    ];
+    let single_byte = hoop_proxy::encoding::SINGLE_BYTE;
     let hex = |text: &str| text.bytes().map(|b| format!("{b:02x}")).collect::<String>();
     for encoding in single_byte {
         let converted = cluster().psql(
