@@ -743,10 +743,9 @@ async fn relay(
         .iter()
         .chain(upstream_session.later_status.iter())
     {
-        if let Some((name, rest)) = crate::protocol::take_cstr(frame.body()) {
-            if let Some((value, _)) = crate::protocol::take_cstr(rest) {
-                reading.note(name, value);
-            }
+        if let Ok(backend::Backend::ParameterStatus { name, value }) = backend::Backend::read(frame)
+        {
+            reading.note(name, value);
         }
     }
     let UpstreamSession { up, inspector, .. } = upstream_session;

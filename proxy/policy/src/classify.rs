@@ -1016,10 +1016,12 @@ fn exact_cast(cast: &Value) -> bool {
 /// parts) and collects what rules match on.
 #[derive(Default)]
 struct Walker {
-    /// A `set_config()` that may turn `standard_conforming_strings` off.
+    /// A `set_config()` that may set a client encoding the gateway cannot
+    /// read.
     weakens_reading: bool,
     /// `set_config($n, …)`s.
     bound_settings: Vec<BoundSetting>,
+    /// `set_config('client_encoding', $n, …)`s.
     bound_encodings: Vec<u16>,
     tables: Vec<TableName>,
     functions: Vec<String>,
@@ -1651,7 +1653,7 @@ impl Walker {
         facts.columns_read = dedup(self.columns_read);
         facts.columns_written = dedup(self.columns_written);
         facts.all_columns = self.all_columns;
-        // A parameter the gateway cannot name could be standard_conforming_strings.
+        // A parameter the gateway cannot name could be client_encoding.
         facts.weakens_reading |=
             self.weakens_reading || self.parameters.contains(&Parameter::Unknown);
         facts.bound_settings = self.bound_settings;
@@ -1941,7 +1943,6 @@ impl ClassifyCache {
         }
     }
 
-    /// The classification of `sql`, from the cache or freshly made.
     /// [`ClassifyCache::classify`] for a session whose string literals
     /// are read `strings`. A text read with escapes that has a backslash
     /// is classified each time (the shapes assume standard strings); any
@@ -1953,6 +1954,7 @@ impl ClassifyCache {
         self.classify(sql)
     }
 
+    /// The classification of `sql`, from the cache or freshly made.
     pub fn classify(&mut self, sql: &str) -> Arc<Classified> {
         if let Some(hit) = self.exact.get(sql) {
             return hit;
