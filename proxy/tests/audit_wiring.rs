@@ -71,7 +71,9 @@ async fn a_gateways_audit_trail_verifies_replays_exports_and_names_tampering() {
     let db = gw_dir_file(&config, "audit.db");
     assert!(db.is_file(), "default store next to the config: {db:?}");
     let token_signature = expired.rsplit('.').next().unwrap();
-    for file in ["audit.db", "audit.db-wal"] {
+    let log = gw_dir_file(&config, "audit.db-log-gw-1");
+    assert!(log.is_file(), "the commit log beside the store: {log:?}");
+    for file in ["audit.db", "audit.db-wal", "audit.db-log-gw-1"] {
         let path = gw_dir_file(&config, file);
         assert!(
             !file_contains(&path, token_signature),

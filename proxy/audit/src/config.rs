@@ -135,6 +135,12 @@ pub struct AuditConfig {
     pub record_rows: usize,
     /// SQLite only: when a commit counts as durable. See [`SqliteSync`].
     pub sqlite_synchronous: SqliteSync,
+    /// SQLite with `synchronous = FULL` only: whether commits that follow
+    /// one another closely go to a commit log beside the file (one write
+    /// and one fsync each) and reach the tables shortly after. On for the
+    /// gateway; off for the `hoop audit` tools' chain, whose one record
+    /// per command gains nothing from it.
+    pub commit_log: bool,
 }
 
 const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
@@ -152,6 +158,7 @@ impl AuditConfig {
             retention: None,
             record_rows: 0,
             sqlite_synchronous: SqliteSync::Full,
+            commit_log: true,
         }
     }
 
@@ -251,6 +258,7 @@ impl AuditSettings {
     pub fn for_cli(&self) -> AuditConfig {
         let mut store = self.store.clone();
         store.instance_id = format!("{}-cli", store.instance_id);
+        store.commit_log = false;
         store
     }
 }
@@ -311,6 +319,7 @@ impl AuditSection {
             retention: self.retention.map(|d| d.0),
             record_rows: self.record_rows,
             sqlite_synchronous: self.sqlite_synchronous,
+            commit_log: true,
         };
         store.validate().map_err(|e| match e {
             AuditError::Config(problem) => KeyError::new("audit", problem),

@@ -94,6 +94,13 @@ const INLINE_FSYNC_UNDER: Duration = Duration::from_millis(1);
 /// does not matter.
 const INLINE_FSYNC_CALLERS: usize = 2;
 
+/// A batch at least this many callers wait for goes to the store's commit
+/// log where it has one (see `backend::sqlite`): commits are following one
+/// another. A lone caller's goes into the tables at once, as an idle
+/// store's always did, so a reader sees it as soon as it is answered;
+/// unless the log holds entries not yet settled (the store is busy).
+const LOG_CALLERS: usize = 2;
+
 /// How long records nobody waits for (`complete_statement_nowait`) may
 /// wait for company before they are committed on their own.
 const DETACHED_LINGER: Duration = Duration::from_millis(10);
@@ -254,8 +261,19 @@ impl<B: Backend> Writer<B> {
         let mut next_checkpoint = Instant::now() + self.interval;
         loop {
             let retry_due = !self.retry.is_empty();
+            let settle_at = self.backend.settle_at().map(Instant::from_std);
             let first = tokio::select! {
                 request = requests.recv() => request,
+                () = sleep_until(settle_at.unwrap_or_else(Instant::now)), if settle_at.is_some() => {
+                    if let Err(error) = self.backend.settle().await {
+                        tracing::error!(
+                            instance = %self.instance,
+                            %error,
+                            "ALERT: logged audit entries cannot be moved into the store's tables; commits go to the tables until they can"
+                        );
+                    }
+                    continue;
+                }
                 () = tokio::time::sleep(RETRY_DELAY), if retry_due => {
                     if let Ok(permit) = self.sync_capacity().await {
                         self.recover_from_failed_sync();
@@ -406,20 +424,24 @@ impl<B: Backend> Writer<B> {
             return;
         }
         let (pending, replies): (Vec<_>, Vec<_>) = all.into_iter().unzip();
-        let mut result = self.write_entries(&pending).await;
+        let callers = replies
+            .iter()
+            .filter(|reply| matches!(reply, Reply::Waiting { .. }))
+            .count();
+        // Once commits go to the log, they stay there until its entries are
+        // settled: each commit's file is then the one before's, and one
+        // fsync covers several of them.
+        let logged = callers >= LOG_CALLERS || self.backend.settle_at().is_some();
+        let mut result = self.write_entries(&pending, logged).await;
         if matches!(result, Err(AuditError::Conflict { .. })) {
             // Someone else appended to our chain (a second process with the
             // same instance id, or a commit we saw fail but that landed):
             // the head was reloaded; try once more on top of it.
             tracing::warn!(instance = %self.instance, "audit chain moved underneath the writer; retrying");
-            result = self.write_entries(&pending).await;
+            result = self.write_entries(&pending, logged).await;
         }
         match result {
             Ok(first_seq) => {
-                let callers = replies
-                    .iter()
-                    .filter(|reply| matches!(reply, Reply::Waiting { .. }))
-                    .count();
                 let answer: Acknowledge = Box::new(move |durable| match durable {
                     // Waiting callers one hand-off per thread (see
                     // `answers`).
@@ -466,8 +488,9 @@ impl<B: Backend> Writer<B> {
         }
     }
 
-    /// Seals and writes entries after the current head; returns the first seq.
-    async fn write_entries(&mut self, pending: &[Pending]) -> Result<u64> {
+    /// Seals and writes entries after the current head (`logged`: see
+    /// [`Backend::append_logged`]); returns the first seq.
+    async fn write_entries(&mut self, pending: &[Pending], logged: bool) -> Result<u64> {
         let head = self.current_head().await?;
         let time = Timestamp::now().max(head.last_time);
         let mut prev = head.head;
@@ -488,7 +511,11 @@ impl<B: Backend> Writer<B> {
                 entry
             })
             .collect();
-        self.write(&entries, &[]).await?;
+        if logged {
+            self.write_logged(&entries).await?;
+        } else {
+            self.write(&entries, &[]).await?;
+        }
         let recovered = self.head.is_none();
         self.head = Some(ChainHead {
             last_seq: head.last_seq + entries.len() as u64,
@@ -526,6 +553,19 @@ impl<B: Backend> Writer<B> {
     /// and forgets the head so the next write starts from what is stored.
     async fn write(&mut self, entries: &[Entry], checkpoints: &[Checkpoint]) -> Result<()> {
         let outcome = timeout(WRITE_TIMEOUT, self.backend.append(entries, checkpoints)).await;
+        self.written(outcome)
+    }
+
+    /// [`Writer::write`] through [`Backend::append_logged`].
+    async fn write_logged(&mut self, entries: &[Entry]) -> Result<()> {
+        let outcome = timeout(WRITE_TIMEOUT, self.backend.append_logged(entries)).await;
+        self.written(outcome)
+    }
+
+    fn written(
+        &mut self,
+        outcome: std::result::Result<Result<()>, tokio::time::error::Elapsed>,
+    ) -> Result<()> {
         let error = match outcome {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(error)) => error,
@@ -711,11 +751,12 @@ pub(crate) struct FsyncStats {
 
 #[derive(Default)]
 struct SyncState {
-    /// Unanswered jobs in commit order.
-    jobs: std::collections::VecDeque<(u64, SyncJob)>,
+    /// Unanswered jobs in commit order. Commits may need different files
+    /// fsynced (the SQLite store's WAL or its commit log), but they are
+    /// answered in commit order: a commit builds on the chain of the ones
+    /// before it.
+    jobs: std::collections::VecDeque<QueuedJob>,
     next_ticket: u64,
-    /// Jobs up to this ticket are covered by an fsync already started.
-    started_upto: u64,
     /// A file whose fsync failed: never trusted again (the kernel may have
     /// dropped the pages that failed to write and report success next
     /// time), so its jobs fail without an fsync.
@@ -727,6 +768,15 @@ struct SyncJob {
     file: Arc<File>,
     answer: Acknowledge,
     _permit: Option<OwnedSemaphorePermit>,
+}
+
+struct QueuedJob {
+    ticket: u64,
+    job: SyncJob,
+    /// An fsync of its file started after its commit.
+    covered: bool,
+    /// Set once known; answered when every job before it is.
+    outcome: Option<std::result::Result<(), String>>,
 }
 
 impl Syncer {
@@ -767,7 +817,12 @@ impl Syncer {
         let mut state = lock(&self.shared.state);
         state.next_ticket += 1;
         let ticket = state.next_ticket;
-        state.jobs.push_back((ticket, job));
+        state.jobs.push_back(QueuedJob {
+            ticket,
+            job,
+            covered: false,
+            outcome: None,
+        });
         drop(state);
         self.shared.work.notify_one();
     }
@@ -834,19 +889,19 @@ fn lock(state: &std::sync::Mutex<SyncState>) -> std::sync::MutexGuard<'_, SyncSt
 }
 
 /// One fsync thread: takes every job not yet covered by a started fsync
-/// (all of one file, in commit order), fsyncs once for them (group commit
-/// again, at the fsync) and answers every job of that file its fsync
-/// covers, including ones another thread's fsync, started earlier, has not
-/// answered yet.
+/// of the first such job's file (group commit again, at the fsync), fsyncs
+/// once for them and records the outcome for every job of that file its
+/// fsync covers, including ones another thread's fsync, started earlier,
+/// has not finished yet. Jobs are answered in commit order, once every
+/// job before them is; a failed fsync fails every job still unanswered.
 fn run_syncer(shared: &SyncShared, instance: &str) {
     let mut state = lock(&shared.state);
     loop {
-        let started_upto = state.started_upto;
         let Some(file) = state
             .jobs
             .iter()
-            .find(|(ticket, _)| *ticket > started_upto)
-            .map(|(_, job)| job.file.clone())
+            .find(|queued| !queued.covered)
+            .map(|queued| queued.job.file.clone())
         else {
             if state.closing {
                 return;
@@ -857,16 +912,13 @@ fn run_syncer(shared: &SyncShared, instance: &str) {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             continue;
         };
-        // Tickets of one file are contiguous: a new file only comes with a
-        // reopened store, after every commit to the old one.
-        let upto = state
-            .jobs
-            .iter()
-            .filter(|(_, job)| Arc::ptr_eq(&job.file, &file))
-            .map(|(ticket, _)| *ticket)
-            .max()
-            .unwrap_or(started_upto);
-        state.started_upto = upto;
+        let mut upto = 0;
+        for queued in state.jobs.iter_mut() {
+            if Arc::ptr_eq(&queued.job.file, &file) {
+                queued.covered = true;
+                upto = queued.ticket;
+            }
+        }
         let already_failed = state
             .poisoned
             .as_ref()
@@ -883,30 +935,50 @@ fn run_syncer(shared: &SyncShared, instance: &str) {
         };
 
         state = lock(&shared.state);
-        let failed = outcome.is_err();
-        if failed && !already_failed {
-            tracing::error!(
-                %instance,
-                error = %outcome.as_ref().err().map(ToString::to_string).unwrap_or_default(),
-                "ALERT: audit store fsync failed; statements are refused until it recovers"
-            );
-            state.poisoned = Some(file.clone());
-            shared.failed.store(true, Ordering::SeqCst);
-        }
-        // After a failure every job of the file fails, even those a later
-        // fsync (started or not) would seem to cover.
-        let (done, waiting): (Vec<_>, Vec<_>) = state.jobs.drain(..).partition(|(ticket, job)| {
-            Arc::ptr_eq(&job.file, &file) && (failed || *ticket <= upto)
-        });
-        state.jobs = waiting.into();
-        drop(state);
-        for (_, job) in done {
-            (job.answer)(match &outcome {
-                Ok(()) => Ok(()),
-                Err(error) => Err(AuditError::Unavailable(match error {
+        match &outcome {
+            Ok(()) => {
+                for queued in state.jobs.iter_mut() {
+                    if Arc::ptr_eq(&queued.job.file, &file) && queued.ticket <= upto {
+                        queued.outcome.get_or_insert(Ok(()));
+                    }
+                }
+            }
+            Err(error) => {
+                let message = match error {
                     AuditError::Unavailable(message) => message.clone(),
                     other => other.to_string(),
-                })),
+                };
+                if !already_failed {
+                    tracing::error!(
+                        %instance,
+                        error = %message,
+                        "ALERT: audit store fsync failed; statements are refused until it recovers"
+                    );
+                    state.poisoned = Some(file.clone());
+                    shared.failed.store(true, Ordering::SeqCst);
+                }
+                // After a failure every job fails, even those a later
+                // fsync (started or not) would seem to cover: later commits
+                // build on this one.
+                for queued in state.jobs.iter_mut() {
+                    queued.outcome = Some(Err(message.clone()));
+                }
+            }
+        }
+        let mut done = Vec::new();
+        while state
+            .jobs
+            .front()
+            .is_some_and(|queued| queued.outcome.is_some())
+        {
+            done.extend(state.jobs.pop_front());
+        }
+        drop(state);
+        for queued in done {
+            (queued.job.answer)(match queued.outcome {
+                Some(Ok(())) => Ok(()),
+                Some(Err(message)) => Err(AuditError::Unavailable(message)),
+                None => Err(AuditError::Unavailable("unanswered fsync".into())),
             });
         }
         state = lock(&shared.state);
@@ -1158,6 +1230,54 @@ mod tests {
         thread.join().expect("writer thread");
     }
 
+    /// Commits needing different files fsynced (the SQLite store's WAL and
+    /// its commit log) are answered in commit order, and one whose fsync
+    /// failed fails the ones after it, whose chain builds on it.
+    #[test]
+    fn commits_of_two_files_are_answered_in_order_and_a_failure_fails_those_after_it() {
+        let syncer = Syncer::start("gw-test", Arc::default()).expect("fsync threads");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (answers, answered) = std::sync::mpsc::channel();
+        // Two commits queued at once, before any fsync thread looks.
+        let submit_two = |jobs: [(&'static str, Arc<File>); 2]| {
+            let mut state = lock(&syncer.shared.state);
+            for (name, file) in jobs {
+                let answers = answers.clone();
+                state.next_ticket += 1;
+                let ticket = state.next_ticket;
+                state.jobs.push_back(QueuedJob {
+                    ticket,
+                    job: SyncJob {
+                        file,
+                        answer: Box::new(move |result| {
+                            let _ = answers.send((name, result.is_ok()));
+                        }),
+                        _permit: None,
+                    },
+                    covered: false,
+                    outcome: None,
+                });
+            }
+            drop(state);
+            syncer.shared.work.notify_all();
+        };
+        let next = || {
+            answered
+                .recv_timeout(Duration::from_secs(10))
+                .expect("answered")
+        };
+        submit_two([
+            ("wal", syncable_file(&dir, "wal")),
+            ("log", syncable_file(&dir, "log")),
+        ]);
+        assert_eq!([next(), next()], [("wal", true), ("log", true)]);
+        submit_two([
+            ("failing", failing_file()),
+            ("after", syncable_file(&dir, "log-2")),
+        ]);
+        assert_eq!([next(), next()], [("failing", false), ("after", false)]);
+    }
+
     #[test]
     fn an_fsync_runs_on_the_writers_thread_only_when_fast_alone_and_several_wait() {
         let fsyncs = Arc::new(FsyncStats::default());
@@ -1170,15 +1290,20 @@ mod tests {
         seem(&fsyncs, true);
         assert!(!syncer.may_sync_inline(min, min));
         seem(&fsyncs, false);
-        // A commit still waiting for its fsync on the fsync threads (ticket
-        // 0: no fsync thread takes it, none being notified).
+        // A commit still waiting for its fsync on the fsync threads (taken
+        // by one already: no fsync thread takes it again).
         let dir = tempfile::tempdir().expect("temp dir");
         let job = SyncJob {
             file: syncable_file(&dir, "wal"),
             answer: Box::new(|_| {}),
             _permit: None,
         };
-        lock(&syncer.shared.state).jobs.push_back((0, job));
+        lock(&syncer.shared.state).jobs.push_back(QueuedJob {
+            ticket: 0,
+            job,
+            covered: true,
+            outcome: None,
+        });
         assert!(!syncer.may_sync_inline(min, min));
         lock(&syncer.shared.state).jobs.clear();
         assert!(syncer.may_sync_inline(min, min));

@@ -11,6 +11,7 @@ use crate::config::{AuditConfig, AuditStoreKind};
 use crate::error::{AuditError, Result};
 use hoop_common::time::Timestamp;
 
+pub(crate) mod log;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
@@ -29,6 +30,25 @@ pub(crate) trait Backend: Sized {
 
     /// Writes entries and checkpoints in one durable transaction.
     async fn append(&mut self, entries: &[Entry], checkpoints: &[Checkpoint]) -> Result<()>;
+
+    /// Writes one group commit's entries where a commit costs least while
+    /// commits follow one another (the SQLite store's commit log); durable
+    /// once [`Backend::unsynced_file`] is fsynced, in the tables after
+    /// [`Backend::settle`]. Elsewhere the same as `append`.
+    async fn append_logged(&mut self, entries: &[Entry]) -> Result<()> {
+        self.append(entries, &[]).await
+    }
+
+    /// When logged entries are due to go into the tables (`None`: none
+    /// wait).
+    fn settle_at(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// Moves logged entries into the tables.
+    async fn settle(&mut self) -> Result<()> {
+        Ok(())
+    }
 
     /// Last entry of `instance` older than `before`.
     async fn last_before(
@@ -59,7 +79,9 @@ pub(crate) trait Backend: Sized {
 /// Opens the configured store (writing side creates the schema).
 pub(crate) async fn open_writer(config: &AuditConfig) -> Result<AnyBackend> {
     Ok(match config.store {
-        AuditStoreKind::Sqlite => AnyBackend::Sqlite(sqlite::SqliteBackend::open_writer(config)?),
+        AuditStoreKind::Sqlite => {
+            AnyBackend::Sqlite(Box::new(sqlite::SqliteBackend::open_writer(config)?))
+        }
         AuditStoreKind::Postgres => AnyBackend::Postgres(Box::new(
             postgres::PostgresBackend::open_writer(config).await?,
         )),
@@ -69,7 +91,9 @@ pub(crate) async fn open_writer(config: &AuditConfig) -> Result<AnyBackend> {
 /// Opens the configured store for reading only.
 pub(crate) async fn open_reader(config: &AuditConfig) -> Result<AnyBackend> {
     Ok(match config.store {
-        AuditStoreKind::Sqlite => AnyBackend::Sqlite(sqlite::SqliteBackend::open_reader(config)?),
+        AuditStoreKind::Sqlite => {
+            AnyBackend::Sqlite(Box::new(sqlite::SqliteBackend::open_reader(config)?))
+        }
         AuditStoreKind::Postgres => AnyBackend::Postgres(Box::new(
             postgres::PostgresBackend::open_reader(config).await?,
         )),
@@ -77,7 +101,7 @@ pub(crate) async fn open_reader(config: &AuditConfig) -> Result<AnyBackend> {
 }
 
 pub(crate) enum AnyBackend {
-    Sqlite(sqlite::SqliteBackend),
+    Sqlite(Box<sqlite::SqliteBackend>),
     Postgres(Box<postgres::PostgresBackend>),
 }
 
@@ -93,6 +117,27 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::Sqlite(b) => b.append(entries, checkpoints).await,
             AnyBackend::Postgres(b) => b.append(entries, checkpoints).await,
+        }
+    }
+
+    async fn append_logged(&mut self, entries: &[Entry]) -> Result<()> {
+        match self {
+            AnyBackend::Sqlite(b) => b.append_logged(entries).await,
+            AnyBackend::Postgres(b) => b.append(entries, &[]).await,
+        }
+    }
+
+    fn settle_at(&self) -> Option<std::time::Instant> {
+        match self {
+            AnyBackend::Sqlite(b) => b.settle_at(),
+            AnyBackend::Postgres(_) => None,
+        }
+    }
+
+    async fn settle(&mut self) -> Result<()> {
+        match self {
+            AnyBackend::Sqlite(b) => b.settle().await,
+            AnyBackend::Postgres(_) => Ok(()),
         }
     }
 

@@ -19,15 +19,27 @@
 //! cumulative checksums), so records are lost, if ever, from the tail and
 //! never from the middle of a chain.
 //!
+//! While commits follow one another closely (a batch that several
+//! callers wait for), a commit is made durable in the store's commit log
+//! instead (`backend::log`: one write and one fsync), and its entries go
+//! into the tables later, many commits' at once ([`Backend::settle`], at
+//! most [`SETTLE_AFTER`] later, and before anything reads or checkpoints
+//! the chain). A commit only one caller waits for (an idle gateway, a
+//! single client) goes into the tables at once, as before, taking the
+//! logged entries with it. Opening the store moves whatever the log holds
+//! into the tables first. Readers (`hoop audit`) see the tables: a
+//! record logged under load reaches them within that delay.
+//!
 //! `NORMAL` is available for slow disks (see [`SqliteSync`]).
 
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
+use super::log::{log_path, CommitLog};
 use super::{checkpoint_kind_from_db, from_db_seq, hash_from_db, to_db_seq, Backend, EntryQuery};
 use crate::chain::{ChainHash, ChainHead, Entry};
 use crate::checkpoint::Checkpoint;
@@ -46,6 +58,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 /// file is large.
 const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
+/// Logged entries reach the tables at most this long after the first of
+/// them was logged ...
+pub(crate) const SETTLE_AFTER: Duration = Duration::from_millis(50);
+
+/// ... or once no commit was logged for this long.
+const SETTLE_IDLE: Duration = Duration::from_millis(2);
+
 pub(crate) struct SqliteBackend {
     path: PathBuf,
     writer: bool,
@@ -54,31 +73,61 @@ pub(crate) struct SqliteBackend {
     /// The writer's own handle on the WAL file of `connection`, which it
     /// fsyncs after each commit (`synchronous = FULL` only).
     wal: Option<Arc<File>>,
+    /// The chain this writer appends to (its commit log's owner).
+    instance: String,
+    /// Whether commits may go to a commit log (`synchronous = FULL`, WAL
+    /// mode, the gateway's own writer).
+    logging: bool,
+    log: Option<CommitLog>,
+    /// Entries durable in the log and not yet in the tables, in order.
+    pending: Vec<Entry>,
+    /// When the first of `pending` and the last commit were logged.
+    first_logged: Option<Instant>,
+    last_logged: Option<Instant>,
+    /// The last settle failed: commits go to the tables (and fail there)
+    /// until one succeeds, so a store whose tables cannot be written
+    /// refuses statements instead of filling its log.
+    settle_failed: bool,
+    /// Which file the last commit needs fsynced.
+    last_commit: Commit,
+}
+
+#[derive(Clone, Copy)]
+enum Commit {
+    Tables,
+    Log,
 }
 
 impl SqliteBackend {
     pub(crate) fn open_writer(config: &AuditConfig) -> Result<SqliteBackend> {
-        let mut backend = SqliteBackend {
-            path: sqlite_path(config)?,
-            writer: true,
-            synchronous: config.sqlite_synchronous,
-            connection: None,
-            wal: None,
-        };
+        let mut backend = SqliteBackend::new(config, true)?;
+        backend.logging = config.commit_log && config.sqlite_synchronous == SqliteSync::Full;
         backend.connection()?;
         Ok(backend)
     }
 
     pub(crate) fn open_reader(config: &AuditConfig) -> Result<SqliteBackend> {
-        let mut backend = SqliteBackend {
+        let mut backend = SqliteBackend::new(config, false)?;
+        backend.connection()?;
+        Ok(backend)
+    }
+
+    fn new(config: &AuditConfig, writer: bool) -> Result<SqliteBackend> {
+        Ok(SqliteBackend {
             path: sqlite_path(config)?,
-            writer: false,
+            writer,
             synchronous: config.sqlite_synchronous,
             connection: None,
             wal: None,
-        };
-        backend.connection()?;
-        Ok(backend)
+            instance: config.instance_id.clone(),
+            logging: false,
+            log: None,
+            pending: Vec::new(),
+            first_logged: None,
+            last_logged: None,
+            settle_failed: false,
+            last_commit: Commit::Tables,
+        })
     }
 
     fn connection(&mut self) -> Result<&mut Connection> {
@@ -90,10 +139,137 @@ impl SqliteBackend {
             };
             self.connection = Some(connection);
             self.wal = wal.map(Arc::new);
+            if self.logging && self.wal.is_some() {
+                if let Err(error) = self.open_log() {
+                    self.reset();
+                    return Err(error);
+                }
+            }
         }
         self.connection
             .as_mut()
             .ok_or_else(|| AuditError::Unavailable("sqlite connection lost".into()))
+    }
+
+    /// Opens the commit log, moves what it holds into the tables, makes
+    /// them durable and starts the log again.
+    fn open_log(&mut self) -> Result<()> {
+        let path = log_path(&self.path, &self.instance);
+        let (mut log, logged) = CommitLog::open(&path, &self.instance)?;
+        if !logged.is_empty() {
+            let recovered = self.recover(&logged)?;
+            if recovered > 0 {
+                tracing::info!(
+                    instance = %self.instance,
+                    entries = recovered,
+                    "audit entries recovered from the commit log"
+                );
+            }
+        }
+        log.restart()?;
+        self.log = Some(log);
+        Ok(())
+    }
+
+    /// Inserts the logged entries that continue the stored chain, durably;
+    /// returns how many. Entries already stored are skipped; the first
+    /// that does not link to the chain's head ends it (a commit that
+    /// follows one lost from the tables: never acknowledged, since
+    /// commits are answered in order).
+    fn recover(&mut self, logged: &[Entry]) -> Result<usize> {
+        let head = stored_head(self.connection_ref()?, &self.instance)?;
+        let (mut last_seq, mut last_hash) = head.map_or((0, None), |(seq, hash)| (seq, Some(hash)));
+        let mut follow = Vec::new();
+        let stored = last_seq;
+        for entry in logged.iter().filter(|e| e.seq > stored) {
+            let links =
+                entry.seq == last_seq + 1 && last_hash.is_none_or(|hash| hash == entry.prev_hash);
+            if !links {
+                tracing::warn!(
+                    instance = %self.instance,
+                    seq = entry.seq,
+                    "the commit log holds entries after a gap in the chain; they were never acknowledged and are dropped"
+                );
+                break;
+            }
+            last_seq = entry.seq;
+            last_hash = Some(entry.hash);
+            follow.push(entry);
+        }
+        if follow.is_empty() {
+            return Ok(0);
+        }
+        let instance = self.instance.clone();
+        let connection = self
+            .connection
+            .as_mut()
+            .ok_or_else(|| AuditError::Unavailable("sqlite connection lost".into()))?;
+        let transaction = connection.transaction()?;
+        insert_entries(&transaction, follow.iter().copied(), &instance)?;
+        transaction.commit()?;
+        self.sync_tables()?;
+        Ok(follow.len())
+    }
+
+    fn connection_ref(&self) -> Result<&Connection> {
+        self.connection
+            .as_ref()
+            .ok_or_else(|| AuditError::Unavailable("sqlite connection lost".into()))
+    }
+
+    /// Makes what the tables hold durable (fsync of the WAL).
+    fn sync_tables(&self) -> Result<()> {
+        if let Some(wal) = &self.wal {
+            wal.sync_data().map_err(|e| {
+                AuditError::Unavailable(format!("fsync of the audit store failed: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes the logged entries, then `entries` and `checkpoints`, into
+    /// the tables in one transaction (not yet fsynced).
+    fn commit_tables(&mut self, entries: &[Entry], checkpoints: &[Checkpoint]) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        let committed = self.try_commit_tables(&pending, entries, checkpoints);
+        match committed {
+            Ok(()) => {
+                self.first_logged = None;
+                self.settle_failed = false;
+                self.last_commit = Commit::Tables;
+                Ok(())
+            }
+            Err(error) => {
+                self.pending = pending;
+                Err(error)
+            }
+        }
+    }
+
+    fn try_commit_tables(
+        &mut self,
+        pending: &[Entry],
+        entries: &[Entry],
+        checkpoints: &[Checkpoint],
+    ) -> Result<()> {
+        let instance = self.instance.clone();
+        let connection = self.connection()?;
+        let transaction = connection.transaction()?;
+        insert_entries(&transaction, pending.iter().chain(entries), &instance)?;
+        for checkpoint in checkpoints {
+            insert_checkpoint(&transaction, checkpoint)?;
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Makes sure the tables hold every logged entry (before anything
+    /// reads the chain from them).
+    fn settle_all(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.commit_tables(&[], &[])
     }
 
     /// The writer's connection and, for `synchronous = FULL`, the WAL it
@@ -215,6 +391,7 @@ impl RawEntry {
 
 impl Backend for SqliteBackend {
     async fn head(&mut self, instance: &str) -> Result<ChainHead> {
+        self.settle_all()?;
         let connection = self.connection()?;
         let last: Option<(i64, Vec<u8>, i64)> = connection
             .query_row(
@@ -245,37 +422,58 @@ impl Backend for SqliteBackend {
     }
 
     async fn append(&mut self, entries: &[Entry], checkpoints: &[Checkpoint]) -> Result<()> {
-        let instance = entries
-            .first()
-            .map(|e| e.instance.clone())
-            .unwrap_or_default();
-        let connection = self.connection()?;
-        let transaction = connection.transaction()?;
-        {
-            let mut insert = transaction.prepare_cached(
-                "INSERT INTO audit_entries (instance, seq, time_us, kind, session_id, payload, prev_hash, hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for entry in entries {
-                insert
-                    .execute(params![
-                        entry.instance,
-                        to_db_seq(entry.seq)?,
-                        entry.time.unix_micros(),
-                        entry.kind,
-                        entry.session_id,
-                        entry.payload,
-                        &entry.prev_hash.0[..],
-                        &entry.hash.0[..],
-                    ])
-                    .map_err(|e| append_error(e, &instance))?;
-            }
-            for checkpoint in checkpoints {
-                insert_checkpoint(&transaction, checkpoint)?;
+        self.commit_tables(entries, checkpoints)
+    }
+
+    /// Into the commit log while it is open and the tables take what it
+    /// holds; else into the tables.
+    async fn append_logged(&mut self, entries: &[Entry]) -> Result<()> {
+        self.connection()?;
+        if self.settle_failed {
+            return self.commit_tables(entries, &[]);
+        }
+        let Some(log) = self.log.as_mut() else {
+            return self.commit_tables(entries, &[]);
+        };
+        if !log.append(entries)? {
+            // The log is full: its entries go into the tables, durably,
+            // and it starts again.
+            self.settle_all()?;
+            self.sync_tables()?;
+            let log = self
+                .log
+                .as_mut()
+                .ok_or_else(|| AuditError::Unavailable("audit commit log lost".into()))?;
+            log.restart()?;
+            if !log.append(entries)? {
+                return Err(AuditError::Unavailable(
+                    "an audit commit does not fit its log".into(),
+                ));
             }
         }
-        transaction.commit()?;
+        let now = Instant::now();
+        self.first_logged.get_or_insert(now);
+        self.last_logged = Some(now);
+        self.pending.extend_from_slice(entries);
+        self.last_commit = Commit::Log;
         Ok(())
+    }
+
+    fn settle_at(&self) -> Option<Instant> {
+        let first = self.first_logged?;
+        let idle = self.last_logged.unwrap_or(first) + SETTLE_IDLE;
+        Some(idle.min(first + SETTLE_AFTER))
+    }
+
+    async fn settle(&mut self) -> Result<()> {
+        let settled = self.settle_all();
+        if settled.is_err() {
+            self.settle_failed = true;
+            // Tried again at the next commit (which goes to the tables),
+            // not in a loop.
+            self.first_logged = None;
+        }
+        settled
     }
 
     async fn last_before(
@@ -283,6 +481,7 @@ impl Backend for SqliteBackend {
         instance: &str,
         before: Timestamp,
     ) -> Result<Option<(u64, ChainHash)>> {
+        self.settle_all()?;
         let connection = self.connection()?;
         let last: Option<(i64, Vec<u8>)> = connection
             .query_row(
@@ -303,6 +502,7 @@ impl Backend for SqliteBackend {
         anchor: &Checkpoint,
     ) -> Result<u64> {
         let through = to_db_seq(through_seq)?;
+        self.settle_all()?;
         let connection = self.connection()?;
         let transaction = connection.transaction()?;
         let deleted = transaction.execute(
@@ -315,18 +515,30 @@ impl Backend for SqliteBackend {
         )?;
         insert_checkpoint(&transaction, anchor)?;
         transaction.commit()?;
+        self.last_commit = Commit::Tables;
         Ok(deleted as u64)
     }
 
+    /// Logged entries not yet in the tables stay in the log, which the
+    /// reopened store moves into them.
     fn reset(&mut self) {
+        self.log = None;
+        self.pending.clear();
+        self.first_logged = None;
+        self.last_logged = None;
+        self.settle_failed = false;
+        self.last_commit = Commit::Tables;
         self.connection = None;
         self.wal = None;
     }
 
-    /// The WAL for `synchronous = FULL` (see the module docs); nothing
-    /// for `NORMAL`.
+    /// The log after a logged commit; else the WAL for
+    /// `synchronous = FULL` (see the module docs); nothing for `NORMAL`.
     fn unsynced_file(&self) -> Option<Arc<File>> {
-        self.wal.clone()
+        match (self.last_commit, &self.log) {
+            (Commit::Log, Some(log)) => Some(log.file()),
+            _ => self.wal.clone(),
+        }
     }
 
     async fn load_entries(&mut self, query: &EntryQuery) -> Result<Vec<Entry>> {
@@ -350,6 +562,7 @@ impl Backend for SqliteBackend {
             sql.push_str(&format!(" AND session_id = ?{}", values.len()));
         }
         sql.push_str(" ORDER BY instance, seq");
+        self.settle_all()?;
         let connection = self.connection()?;
         let mut statement = connection.prepare(&sql)?;
         let rows =
@@ -362,6 +575,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn load_checkpoints(&mut self) -> Result<Vec<Checkpoint>> {
+        self.settle_all()?;
         let connection = self.connection()?;
         let mut statement = connection.prepare(
             "SELECT instance, kind, length, head_hash, time_us, key_id, signature \
@@ -414,4 +628,209 @@ fn insert_checkpoint(
             checkpoint.signature,
         ])?;
     Ok(())
+}
+
+/// Inserts entries in order; a unique-key violation is a [`AuditError::Conflict`].
+fn insert_entries<'a>(
+    transaction: &rusqlite::Transaction<'_>,
+    entries: impl IntoIterator<Item = &'a Entry>,
+    instance: &str,
+) -> Result<()> {
+    let mut insert = transaction.prepare_cached(
+        "INSERT INTO audit_entries (instance, seq, time_us, kind, session_id, payload, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for entry in entries {
+        insert
+            .execute(params![
+                entry.instance,
+                to_db_seq(entry.seq)?,
+                entry.time.unix_micros(),
+                entry.kind,
+                entry.session_id,
+                entry.payload,
+                &entry.prev_hash.0[..],
+                &entry.hash.0[..],
+            ])
+            .map_err(|e| append_error(e, instance))?;
+    }
+    Ok(())
+}
+
+/// The last stored entry of `instance` (seq and hash), or its purge
+/// anchor's.
+fn stored_head(connection: &Connection, instance: &str) -> Result<Option<(u64, ChainHash)>> {
+    let last: Option<(i64, Vec<u8>)> = connection
+        .query_row(
+            "SELECT seq, hash FROM audit_entries WHERE instance = ?1 ORDER BY seq DESC LIMIT 1",
+            params![instance],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let last = match last {
+        Some(last) => Some(last),
+        None => connection
+            .query_row(
+                "SELECT length, head_hash FROM audit_checkpoints \
+                 WHERE instance = ?1 AND kind = 'purge_anchor' ORDER BY length DESC LIMIT 1",
+                params![instance],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?,
+    };
+    last.map(|(seq, hash)| Ok((from_db_seq(seq)?, hash_from_db(&hash, "hash")?)))
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::log::LOG_SIZE;
+
+    fn config(dir: &tempfile::TempDir) -> AuditConfig {
+        AuditConfig::sqlite(dir.path().join("audit.db"), "gw-1")
+    }
+
+    fn writer(dir: &tempfile::TempDir) -> SqliteBackend {
+        SqliteBackend::open_writer(&config(dir)).expect("writer")
+    }
+
+    /// Entries `from..from + count` following `prev`, with payloads of
+    /// `size` bytes.
+    fn entries(from: u64, count: u64, prev: ChainHash, size: usize) -> Vec<Entry> {
+        let mut prev = prev;
+        (from..from + count)
+            .map(|seq| {
+                let entry = Entry::seal(
+                    "gw-1",
+                    seq,
+                    Timestamp::from_unix_micros(seq as i64),
+                    "event",
+                    None,
+                    format!("{{\"n\":{seq},\"pad\":\"{}\"}}", "x".repeat(size)),
+                    prev,
+                );
+                prev = entry.hash;
+                entry
+            })
+            .collect()
+    }
+
+    fn stored_seqs(dir: &tempfile::TempDir) -> Vec<u64> {
+        let connection = Connection::open(dir.path().join("audit.db")).expect("open");
+        let mut statement = connection
+            .prepare("SELECT seq FROM audit_entries ORDER BY seq")
+            .expect("prepare");
+        let seqs = statement
+            .query_map([], |row| row.get::<_, i64>(0))
+            .expect("query")
+            .map(|seq| seq.expect("seq") as u64)
+            .collect();
+        seqs
+    }
+
+    fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(future)
+    }
+
+    #[test]
+    fn logged_commits_reach_the_tables_when_settled_or_when_the_store_reopens() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut store = writer(&dir);
+        let first = entries(1, 3, ChainHash::GENESIS, 10);
+        block_on(store.append_logged(&first)).expect("logged");
+        assert!(matches!(store.last_commit, Commit::Log));
+        assert!(store.settle_at().is_some());
+        assert_eq!(
+            stored_seqs(&dir),
+            Vec::<u64>::new(),
+            "not in the tables yet"
+        );
+        block_on(store.settle()).expect("settle");
+        assert_eq!(stored_seqs(&dir), [1, 2, 3]);
+        assert!(store.settle_at().is_none());
+
+        // Logged, then the process dies before they are settled: the next
+        // writer moves them into the tables, once.
+        let second = entries(4, 2, first[2].hash, 10);
+        block_on(store.append_logged(&second)).expect("logged");
+        drop(store);
+        assert_eq!(stored_seqs(&dir), [1, 2, 3]);
+        let mut store = writer(&dir);
+        assert_eq!(stored_seqs(&dir), [1, 2, 3, 4, 5]);
+        let head = block_on(store.head("gw-1")).expect("head");
+        assert_eq!((head.last_seq, head.head), (5, second[1].hash));
+        drop(store);
+        let _store = writer(&dir);
+        assert_eq!(stored_seqs(&dir), [1, 2, 3, 4, 5], "recovered once");
+    }
+
+    #[test]
+    fn a_commit_into_the_tables_takes_the_logged_ones_and_a_gap_ends_recovery() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut store = writer(&dir);
+        let a = entries(1, 3, ChainHash::GENESIS, 10);
+        let b = entries(4, 2, a[2].hash, 10);
+        let c = entries(6, 2, b[1].hash, 10);
+        block_on(store.append_logged(&a)).expect("a");
+        block_on(store.append(&b, &[])).expect("b");
+        assert!(matches!(store.last_commit, Commit::Tables));
+        assert_eq!(stored_seqs(&dir), [1, 2, 3, 4, 5], "a went in with b");
+        block_on(store.append_logged(&c)).expect("c");
+        drop(store);
+        // As if b's transaction (not yet fsynced) were lost in a crash: the
+        // log still holds a and c, and c does not follow a. c was never
+        // acknowledged (commits are answered in order, b's first).
+        Connection::open(dir.path().join("audit.db"))
+            .expect("open")
+            .execute("DELETE FROM audit_entries", [])
+            .expect("delete");
+        let _store = writer(&dir);
+        assert_eq!(stored_seqs(&dir), [1, 2, 3]);
+    }
+
+    #[test]
+    fn tables_that_cannot_be_written_refuse_commits_instead_of_filling_the_log() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut store = writer(&dir);
+        let a = entries(1, 2, ChainHash::GENESIS, 10);
+        block_on(store.append_logged(&a)).expect("logged");
+        let blocker = Connection::open(dir.path().join("audit.db")).expect("blocker");
+        blocker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        assert!(block_on(store.settle()).is_err());
+        // The next commit goes to the tables, and fails there.
+        let b = entries(3, 1, a[1].hash, 10);
+        assert!(block_on(store.append_logged(&b)).is_err());
+        drop(blocker);
+        block_on(store.append_logged(&b)).expect("writable again");
+        assert!(matches!(store.last_commit, Commit::Tables));
+        assert_eq!(stored_seqs(&dir), [1, 2, 3]);
+        // And the log is used again.
+        block_on(store.append_logged(&entries(4, 1, b[0].hash, 10))).expect("logged");
+        assert!(matches!(store.last_commit, Commit::Log));
+    }
+
+    #[test]
+    fn a_full_log_moves_its_entries_into_the_tables_and_starts_again() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut store = writer(&dir);
+        let size = 1024 * 1024;
+        let commits = LOG_SIZE as usize / size + 2;
+        let mut prev = ChainHash::GENESIS;
+        for seq in 1..=commits as u64 {
+            let entry = entries(seq, 1, prev, size);
+            prev = entry[0].hash;
+            block_on(store.append_logged(&entry)).expect("logged");
+        }
+        // The log took at most LOG_SIZE; the rest went into the tables.
+        let settled = stored_seqs(&dir).len();
+        assert!(settled >= 2 && settled < commits, "{settled}");
+        drop(store);
+        let _store = writer(&dir);
+        let expected: Vec<u64> = (1..=commits as u64).collect();
+        assert_eq!(stored_seqs(&dir), expected);
+    }
 }

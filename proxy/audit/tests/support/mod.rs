@@ -100,12 +100,15 @@ impl Harness {
         }
     }
 
-    /// Every byte the store holds: the SQLite file and its WAL, or the
-    /// text of every row of the Postgres audit tables.
+    /// Every byte the store holds: the SQLite file, its WAL and the
+    /// commit log of the chain `gw-1`, or the text of every row of the
+    /// Postgres audit tables.
     pub async fn stored_bytes(&self) -> Vec<u8> {
         match self {
             Harness::Sqlite { path, .. } => {
                 let mut bytes = std::fs::read(path).expect("db file");
+                let log = path.with_file_name("audit.db-log-gw-1");
+                bytes.extend(std::fs::read(&log).expect("commit log"));
                 for suffix in ["-wal", "-shm"] {
                     let mut side = path.clone().into_os_string();
                     side.push(suffix);
