@@ -12,12 +12,13 @@
 //! SQLite then takes many commits' entries in one transaction, without an
 //! fsync of its own, each page written once for all of them.
 //!
-//! The file is preallocated (written with zeros once, so an fsync flushes
-//! data, not the file's size) and reused: a header names the log's
-//! generation, and every frame carries it. A frame is the entries of one
-//! commit, each with its chain hash; reading the log back stops at the
-//! first frame of another generation, one cut short, or one whose entries
-//! do not hash to their stored hashes or do not follow each other. So, as
+//! The file is preallocated (written with zeros, 1 MiB at a time up to
+//! 16 MiB, so an fsync of a frame flushes data, not the file's size) and
+//! reused: a header names the log's generation, and every frame carries
+//! it. A frame is the entries of one commit, each with its chain hash;
+//! reading the log back stops at the first frame of another generation,
+//! one cut short, or one whose entries do not hash to their stored hashes
+//! or do not follow each other. So, as
 //! with SQLite's WAL, a crash loses commits, if any, only from the tail,
 //! and only commits nobody was told were durable.
 //!
@@ -41,9 +42,14 @@ const MAGIC: &[u8; 8] = b"HOOPCLG1";
 /// The header's share of the file; frames start after it.
 const HEADER_SIZE: u64 = 4096;
 
-/// The file's size. When a commit does not fit, the pending entries go
-/// into SQLite (made durable) and the log starts again at its start.
+/// The file's largest size. When a commit does not fit, the pending
+/// entries go into SQLite (made durable) and the log starts again at its
+/// start.
 pub(crate) const LOG_SIZE: u64 = 16 * 1024 * 1024;
+
+/// The file grows by this much (zeros, fsynced with its size) when a frame
+/// needs room, from this much at first.
+const GROW_BY: u64 = 1024 * 1024;
 
 /// A frame's fixed part: generation (8), body length (4), entry count (4).
 const FRAME_HEAD: usize = 16;
@@ -58,6 +64,8 @@ pub(crate) struct CommitLog {
     generation: u64,
     /// Where the next frame goes.
     offset: u64,
+    /// The file's size (written and fsynced).
+    allocated: u64,
     /// Set by [`CommitLog::restart`]: frames go into a generation whose
     /// header is durable.
     ready: bool,
@@ -108,11 +116,12 @@ impl CommitLog {
             instance: instance.to_owned(),
             generation: 0,
             offset: HEADER_SIZE,
+            allocated: size,
             ready: false,
             buffer: Vec::new(),
         };
-        if size < LOG_SIZE {
-            log.preallocate(size)?;
+        if size < GROW_BY {
+            log.grow(GROW_BY)?;
         }
         let entries = match log.read_header() {
             Some(generation) => {
@@ -152,6 +161,9 @@ impl CommitLog {
             }
             return Ok(false);
         }
+        if end > self.allocated {
+            self.grow((end.div_ceil(GROW_BY) * GROW_BY).min(LOG_SIZE))?;
+        }
         self.file
             .write_all_at(&self.buffer, self.offset)
             .map_err(|e| self.io_error("cannot write", e))?;
@@ -175,21 +187,23 @@ impl CommitLog {
         Ok(())
     }
 
-    /// Writes zeros up to [`LOG_SIZE`] and fsyncs them with the file's
-    /// size: later fsyncs of frames then flush data only.
-    fn preallocate(&mut self, from: u64) -> Result<()> {
-        let zeros = vec![0u8; 1024 * 1024];
-        let mut at = from;
-        while at < LOG_SIZE {
-            let len = zeros.len().min((LOG_SIZE - at) as usize);
+    /// Writes zeros up to `size` and fsyncs them with the file's size:
+    /// fsyncs of frames written there then flush data only.
+    fn grow(&mut self, size: u64) -> Result<()> {
+        let zeros = vec![0u8; GROW_BY as usize];
+        let mut at = self.allocated;
+        while at < size {
+            let len = zeros.len().min((size - at) as usize);
             self.file
                 .write_all_at(&zeros[..len], at)
-                .map_err(|e| self.io_error("cannot preallocate", e))?;
+                .map_err(|e| self.io_error("cannot grow", e))?;
             at += len as u64;
         }
         self.file
             .sync_all()
-            .map_err(|e| self.io_error("cannot preallocate", e))
+            .map_err(|e| self.io_error("cannot grow", e))?;
+        self.allocated = size;
+        Ok(())
     }
 
     /// The generation a valid header of this instance names.
@@ -425,7 +439,7 @@ mod tests {
         let path = log_path(&dir.path().join("audit.db"), "gw-1");
         let (mut log, found) = CommitLog::open(&path, "gw-1").expect("open");
         assert!(found.is_empty());
-        assert_eq!(std::fs::metadata(&path).expect("size").len(), LOG_SIZE);
+        assert_eq!(std::fs::metadata(&path).expect("size").len(), GROW_BY);
         log.restart().expect("restart");
         let first = chain(1, 3, ChainHash::GENESIS);
         let second = chain(4, 2, first[2].hash);
