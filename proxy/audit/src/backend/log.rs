@@ -255,6 +255,12 @@ impl CommitLog {
         Ok(entries)
     }
 
+    /// Where the last frame written starts (tests tear it).
+    #[cfg(test)]
+    pub(crate) fn last_frame_at(&self) -> u64 {
+        self.offset - self.buffer.len() as u64
+    }
+
     fn io_error(&self, what: &str, e: std::io::Error) -> AuditError {
         AuditError::Unavailable(format!(
             "{what} the audit commit log {}: {e}",
