@@ -20,7 +20,7 @@ session runs and is recorded, and `hoop audit verify` passes.
 Test card numbers (audit_support.PANS) go into SQL literals, text and binary
 bind parameters, result rows (text and binary, bytea too), COPY FROM STDIN
 and COPY TO STDOUT data, error messages and notices, through psycopg 3 and
-psql. Then the raw bytes of audit.db / audit.db-wal / audit.db-shm, a text
+psql. Then the raw bytes of audit.db / -wal / -shm / the commit log, a text
 pg_dump of the Postgres store, the export directory, the replay output and
 the gateway's log are scanned for every printed form of every test PAN."""
 import json

@@ -110,6 +110,10 @@ impl CommitLog {
             .metadata()
             .map_err(|e| unavailable("cannot read the size of", e))?
             .len();
+        if size == 0 {
+            // A new file: its name must survive a power loss too.
+            sync_directory(path).map_err(|e| unavailable("cannot fsync the directory of", e))?;
+        }
         let mut log = CommitLog {
             file: Arc::new(file),
             path: path.to_owned(),
@@ -275,6 +279,14 @@ impl Drop for CommitLog {
     fn drop(&mut self) {
         let _ = self.file.unlock();
     }
+}
+
+fn sync_directory(path: &Path) -> std::io::Result<()> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    File::open(directory)?.sync_all()
 }
 
 /// Takes the log's lock, waiting a little for a writer that is closing.
