@@ -649,8 +649,8 @@ def test_fail_closed_sqlite_store_locked(audit_cluster):
 def test_a_killed_gateway_loses_no_answered_statement(audit_cluster):
     """Eight clients read and write through a busy gateway (SQLite store),
     which is killed (SIGKILL) mid-run. A busy gateway makes its records
-    durable in its commit log first; they reach the SQLite tables up to
-    50 ms later. Once the gateway has started again, every statement a
+    durable in its commit log first; they reach the SQLite tables tens of
+    ms later. Once the gateway has started again, every statement a
     client received an answer for has its record, and every chain
     verifies (the statements cut off by the kill have no outcome)."""
     import threading

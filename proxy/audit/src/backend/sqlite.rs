@@ -58,12 +58,17 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 /// file is large.
 const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
-/// Logged entries reach the tables at most this long after the first of
-/// them was logged ...
-pub(crate) const SETTLE_AFTER: Duration = Duration::from_millis(50);
+/// Logged entries start going into the tables at most this long after the
+/// first of them was logged ...
+pub(crate) const SETTLE_AFTER: Duration = Duration::from_millis(20);
 
-/// ... or once no commit was logged for this long.
+/// ... or once no commit was logged for this long ...
 const SETTLE_IDLE: Duration = Duration::from_millis(2);
+
+/// ... this many per transaction. A settle holds the writer (every commit
+/// waits for it): 1,500 entries at once held it about 13 ms, and 8
+/// clients' 99.9th percentile went from 3 to 13 ms.
+const SETTLE_CHUNK: usize = 256;
 
 pub(crate) struct SqliteBackend {
     path: PathBuf,
@@ -90,6 +95,8 @@ pub(crate) struct SqliteBackend {
     settle_failed: bool,
     /// Which file the last commit needs fsynced.
     last_commit: Commit,
+    /// Checkpoints the WAL beside the writer (log mode).
+    checkpointer: Option<Checkpointer>,
 }
 
 #[derive(Clone, Copy)]
@@ -127,6 +134,7 @@ impl SqliteBackend {
             last_logged: None,
             settle_failed: false,
             last_commit: Commit::Tables,
+            checkpointer: None,
         })
     }
 
@@ -168,6 +176,15 @@ impl SqliteBackend {
         }
         log.restart()?;
         self.log = Some(log);
+        if self.checkpointer.is_none() {
+            self.checkpointer = Checkpointer::start(&self.path, &self.instance);
+        }
+        if self.checkpointer.is_some() {
+            // Checkpoints run on the checkpointer's connection, not inside
+            // the writer's settles.
+            self.connection_ref()?
+                .pragma_update(None, "wal_autocheckpoint", 0)?;
+        }
         Ok(())
     }
 
@@ -465,15 +482,29 @@ impl Backend for SqliteBackend {
         Some(idle.min(first + SETTLE_AFTER))
     }
 
+    /// At most [`SETTLE_CHUNK`] entries at a time: the writer commits
+    /// what waits in between.
     async fn settle(&mut self) -> Result<()> {
-        let settled = self.settle_all();
-        if settled.is_err() {
-            self.settle_failed = true;
-            // Tried again at the next commit (which goes to the tables),
-            // not in a loop.
-            self.first_logged = None;
+        let take = self.pending.len().min(SETTLE_CHUNK);
+        let chunk: Vec<Entry> = self.pending.drain(..take).collect();
+        match self.try_commit_tables(&chunk, &[], &[]) {
+            Ok(()) => {
+                if self.pending.is_empty() {
+                    self.first_logged = None;
+                }
+                self.settle_failed = false;
+                Ok(())
+            }
+            Err(error) => {
+                let rest = std::mem::replace(&mut self.pending, chunk);
+                self.pending.extend(rest);
+                self.settle_failed = true;
+                // Tried again at the next commit (which goes to the
+                // tables), not in a loop.
+                self.first_logged = None;
+                Err(error)
+            }
         }
-        settled
     }
 
     async fn last_before(
@@ -628,6 +659,58 @@ fn insert_checkpoint(
             checkpoint.signature,
         ])?;
     Ok(())
+}
+
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// A thread with its own connection that checkpoints the WAL
+/// (`PRAGMA wal_checkpoint(PASSIVE)`) while the writer goes on. Inside a
+/// settle, SQLite's own checkpoint (every 1,000 WAL pages) held the writer
+/// 8–10 ms: the WAL is not fsynced at commit in log mode, so the checkpoint
+/// flushes it and the database both, and every commit waited.
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &std::path::Path, instance: &str) -> Option<Checkpointer> {
+        let connection = Connection::open(path).ok()?;
+        connection.busy_timeout(BUSY_TIMEOUT).ok()?;
+        connection
+            .pragma_update(None, "synchronous", "NORMAL")
+            .ok()?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread_instance = instance.to_owned();
+        let thread = std::thread::Builder::new()
+            .name("hoop-audit-ckpt".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                let checkpointed =
+                    connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                if let Err(error) = checkpointed {
+                    tracing::warn!(instance = %thread_instance, %error, "audit WAL checkpoint failed; tried again");
+                }
+            })
+            .ok()?;
+        Some(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Inserts entries in order; a unique-key violation is a [`AuditError::Conflict`].
@@ -908,6 +991,38 @@ mod tests {
             assert_eq!(entry.compute_hash(), entry.hash, "seq {}", entry.seq);
             prev = entry.hash;
         }
+    }
+
+    /// With the commit log, SQLite's own checkpoints are off (they ran
+    /// inside settles, holding every commit) and the checkpointer thread
+    /// copies the WAL into the database instead.
+    #[test]
+    fn the_checkpointer_copies_the_wal_into_the_database() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut store = writer(&dir);
+        let autocheckpoint: i64 = store
+            .connection_ref()
+            .expect("connection")
+            .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
+            .expect("pragma");
+        assert_eq!(autocheckpoint, 0);
+        let db = dir.path().join("audit.db");
+        let size = || std::fs::metadata(&db).expect("db").len();
+        let before = size();
+        let mut prev = ChainHash::GENESIS;
+        for seq in (1..=2000).step_by(10) {
+            let batch = entries(seq, 10, prev, 500);
+            prev = batch[9].hash;
+            block_on(store.append_logged(&batch)).expect("logged");
+            while store.settle_at().is_some() {
+                block_on(store.settle()).expect("settle");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while size() < before + 1024 * 1024 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(size() >= before + 1024 * 1024, "{before} -> {}", size());
     }
 
     #[test]
