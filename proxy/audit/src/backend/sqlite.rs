@@ -22,9 +22,9 @@
 //! While commits follow one another closely (a batch that several
 //! callers wait for), a commit is made durable in the store's commit log
 //! instead (`backend::log`: one write and one fsync), and its entries go
-//! into the tables later, many commits' at once ([`Backend::settle`], at
-//! most [`SETTLE_AFTER`] later, and before anything reads or checkpoints
-//! the chain). A commit only one caller waits for (an idle gateway, a
+//! into the tables later, many commits' at once ([`Backend::settle`],
+//! starting at most [`SETTLE_AFTER`] later, [`SETTLE_CHUNK`] at a time, and
+//! before anything reads or checkpoints the chain). A commit only one caller waits for (an idle gateway, a
 //! single client) goes into the tables at once, as before, taking the
 //! logged entries with it. Opening the store moves whatever the log holds
 //! into the tables first. Readers (`hoop audit`) see the tables: a
@@ -195,7 +195,7 @@ impl SqliteBackend {
     /// commits are answered in order).
     fn recover(&mut self, logged: &[Entry]) -> Result<usize> {
         let head = stored_head(self.connection_ref()?, &self.instance)?;
-        let (mut last_seq, mut last_hash) = head.map_or((0, None), |(seq, hash)| (seq, Some(hash)));
+        let (mut last_seq, mut last_hash) = head.map_or((0, None), |h| (h.last_seq, Some(h.head)));
         let mut follow = Vec::new();
         let stored = last_seq;
         for entry in logged.iter().filter(|e| e.seq > stored) {
@@ -409,33 +409,7 @@ impl RawEntry {
 impl Backend for SqliteBackend {
     async fn head(&mut self, instance: &str) -> Result<ChainHead> {
         self.settle_all()?;
-        let connection = self.connection()?;
-        let last: Option<(i64, Vec<u8>, i64)> = connection
-            .query_row(
-                "SELECT seq, hash, time_us FROM audit_entries WHERE instance = ?1 ORDER BY seq DESC LIMIT 1",
-                params![instance],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )
-            .optional()?;
-        let last = match last {
-            Some(last) => Some(last),
-            None => connection
-                .query_row(
-                    "SELECT length, head_hash, time_us FROM audit_checkpoints \
-                     WHERE instance = ?1 AND kind = 'purge_anchor' ORDER BY length DESC LIMIT 1",
-                    params![instance],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .optional()?,
-        };
-        match last {
-            None => Ok(ChainHead::empty()),
-            Some((seq, hash, time_us)) => Ok(ChainHead {
-                last_seq: from_db_seq(seq)?,
-                head: hash_from_db(&hash, "hash")?,
-                last_time: Timestamp::from_unix_micros(time_us),
-            }),
-        }
+        Ok(stored_head(self.connection()?, instance)?.unwrap_or_else(ChainHead::empty))
     }
 
     async fn append(&mut self, entries: &[Entry], checkpoints: &[Checkpoint]) -> Result<()> {
@@ -740,29 +714,35 @@ fn insert_entries<'a>(
     Ok(())
 }
 
-/// The last stored entry of `instance` (seq and hash), or its purge
-/// anchor's.
-fn stored_head(connection: &Connection, instance: &str) -> Result<Option<(u64, ChainHash)>> {
-    let last: Option<(i64, Vec<u8>)> = connection
+/// Where `instance`'s stored chain ends: its last entry, else its latest
+/// purge anchor (`None`: empty).
+fn stored_head(connection: &Connection, instance: &str) -> Result<Option<ChainHead>> {
+    let last: Option<(i64, Vec<u8>, i64)> = connection
         .query_row(
-            "SELECT seq, hash FROM audit_entries WHERE instance = ?1 ORDER BY seq DESC LIMIT 1",
+            "SELECT seq, hash, time_us FROM audit_entries WHERE instance = ?1 ORDER BY seq DESC LIMIT 1",
             params![instance],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )
         .optional()?;
     let last = match last {
         Some(last) => Some(last),
         None => connection
             .query_row(
-                "SELECT length, head_hash FROM audit_checkpoints \
+                "SELECT length, head_hash, time_us FROM audit_checkpoints \
                  WHERE instance = ?1 AND kind = 'purge_anchor' ORDER BY length DESC LIMIT 1",
                 params![instance],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .optional()?,
     };
-    last.map(|(seq, hash)| Ok((from_db_seq(seq)?, hash_from_db(&hash, "hash")?)))
-        .transpose()
+    last.map(|(seq, hash, time_us)| {
+        Ok(ChainHead {
+            last_seq: from_db_seq(seq)?,
+            head: hash_from_db(&hash, "hash")?,
+            last_time: Timestamp::from_unix_micros(time_us),
+        })
+    })
+    .transpose()
 }
 
 #[cfg(test)]
