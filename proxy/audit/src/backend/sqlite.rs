@@ -95,8 +95,6 @@ pub(crate) struct SqliteBackend {
     settle_failed: bool,
     /// Which file the last commit needs fsynced.
     last_commit: Commit,
-    /// Checkpoints the WAL beside the writer (log mode).
-    checkpointer: Option<Checkpointer>,
 }
 
 #[derive(Clone, Copy)]
@@ -134,7 +132,6 @@ impl SqliteBackend {
             last_logged: None,
             settle_failed: false,
             last_commit: Commit::Tables,
-            checkpointer: None,
         })
     }
 
@@ -176,15 +173,6 @@ impl SqliteBackend {
         }
         log.restart()?;
         self.log = Some(log);
-        if self.checkpointer.is_none() {
-            self.checkpointer = Checkpointer::start(&self.path, &self.instance);
-        }
-        if self.checkpointer.is_some() {
-            // Checkpoints run on the checkpointer's connection, not inside
-            // the writer's settles.
-            self.connection_ref()?
-                .pragma_update(None, "wal_autocheckpoint", 0)?;
-        }
         Ok(())
     }
 
@@ -635,58 +623,6 @@ fn insert_checkpoint(
     Ok(())
 }
 
-/// How often the checkpointer copies the WAL into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-
-/// A thread with its own connection that checkpoints the WAL
-/// (`PRAGMA wal_checkpoint(PASSIVE)`) while the writer goes on. Inside a
-/// settle, SQLite's own checkpoint (every 1,000 WAL pages) held the writer
-/// 8–10 ms: the WAL is not fsynced at commit in log mode, so the checkpoint
-/// flushes it and the database both, and every commit waited.
-struct Checkpointer {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Checkpointer {
-    fn start(path: &std::path::Path, instance: &str) -> Option<Checkpointer> {
-        let connection = Connection::open(path).ok()?;
-        connection.busy_timeout(BUSY_TIMEOUT).ok()?;
-        connection
-            .pragma_update(None, "synchronous", "NORMAL")
-            .ok()?;
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let thread_instance = instance.to_owned();
-        let thread = std::thread::Builder::new()
-            .name("hoop-audit-ckpt".into())
-            .spawn(move || loop {
-                match stopped.recv_timeout(CHECKPOINT_EVERY) {
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                    _ => return,
-                }
-                let checkpointed =
-                    connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-                if let Err(error) = checkpointed {
-                    tracing::warn!(instance = %thread_instance, %error, "audit WAL checkpoint failed; tried again");
-                }
-            })
-            .ok()?;
-        Some(Checkpointer {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// Inserts entries in order; a unique-key violation is a [`AuditError::Conflict`].
 fn insert_entries<'a>(
     transaction: &rusqlite::Transaction<'_>,
@@ -971,38 +907,6 @@ mod tests {
             assert_eq!(entry.compute_hash(), entry.hash, "seq {}", entry.seq);
             prev = entry.hash;
         }
-    }
-
-    /// With the commit log, SQLite's own checkpoints are off (they ran
-    /// inside settles, holding every commit) and the checkpointer thread
-    /// copies the WAL into the database instead.
-    #[test]
-    fn the_checkpointer_copies_the_wal_into_the_database() {
-        let dir = tempfile::tempdir().expect("dir");
-        let mut store = writer(&dir);
-        let autocheckpoint: i64 = store
-            .connection_ref()
-            .expect("connection")
-            .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
-            .expect("pragma");
-        assert_eq!(autocheckpoint, 0);
-        let db = dir.path().join("audit.db");
-        let size = || std::fs::metadata(&db).expect("db").len();
-        let before = size();
-        let mut prev = ChainHash::GENESIS;
-        for seq in (1..=2000).step_by(10) {
-            let batch = entries(seq, 10, prev, 500);
-            prev = batch[9].hash;
-            block_on(store.append_logged(&batch)).expect("logged");
-            while store.settle_at().is_some() {
-                block_on(store.settle()).expect("settle");
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while size() < before + 1024 * 1024 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(size() >= before + 1024 * 1024, "{before} -> {}", size());
     }
 
     #[test]
