@@ -429,10 +429,17 @@ impl Reader<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn chain(from: u64, count: u64, prev: ChainHash) -> Vec<Entry> {
+    /// Entries `from..from + count` of chain `gw-1` following `prev`, each
+    /// with `payload(seq)` (every other one with a session id).
+    pub(crate) fn sealed_run(
+        from: u64,
+        count: u64,
+        prev: ChainHash,
+        payload: impl Fn(u64) -> String,
+    ) -> Vec<Entry> {
         let mut prev = prev;
         (from..from + count)
             .map(|seq| {
@@ -442,13 +449,17 @@ mod tests {
                     Timestamp::from_unix_micros(seq as i64),
                     "statement",
                     (seq % 2 == 0).then_some("s-1"),
-                    format!("{{\"n\":{seq}}}"),
+                    payload(seq),
                     prev,
                 );
                 prev = entry.hash;
                 entry
             })
             .collect()
+    }
+
+    fn chain(from: u64, count: u64, prev: ChainHash) -> Vec<Entry> {
+        sealed_run(from, count, prev, |seq| format!("{{\"n\":{seq}}}"))
     }
 
     #[test]

@@ -684,6 +684,7 @@ fn stored_head(connection: &Connection, instance: &str) -> Result<Option<ChainHe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::log::tests::sealed_run;
     use crate::backend::log::LOG_SIZE;
 
     fn config(dir: &tempfile::TempDir) -> AuditConfig {
@@ -697,22 +698,9 @@ mod tests {
     /// Entries `from..from + count` following `prev`, with payloads of
     /// `size` bytes.
     fn entries(from: u64, count: u64, prev: ChainHash, size: usize) -> Vec<Entry> {
-        let mut prev = prev;
-        (from..from + count)
-            .map(|seq| {
-                let entry = Entry::seal(
-                    "gw-1",
-                    seq,
-                    Timestamp::from_unix_micros(seq as i64),
-                    "event",
-                    None,
-                    format!("{{\"n\":{seq},\"pad\":\"{}\"}}", "x".repeat(size)),
-                    prev,
-                );
-                prev = entry.hash;
-                entry
-            })
-            .collect()
+        sealed_run(from, count, prev, |seq| {
+            format!("{{\"n\":{seq},\"pad\":\"{}\"}}", "x".repeat(size))
+        })
     }
 
     fn stored_seqs(dir: &tempfile::TempDir) -> Vec<u64> {
