@@ -77,15 +77,16 @@ pub(crate) struct CommitLog {
 pub(crate) fn log_path(db: &Path, instance: &str) -> PathBuf {
     // Letters, digits and '-' as they are; anything else as _xx, so two
     // instance ids never share a file.
-    let mut name = db.as_os_str().to_owned();
-    name.push("-log-");
+    let mut suffix = String::from("-log-");
     for byte in instance.bytes() {
         if byte.is_ascii_alphanumeric() || byte == b'-' {
-            name.push(std::str::from_utf8(&[byte]).unwrap_or("_"));
+            suffix.push(char::from(byte));
         } else {
-            name.push(format!("_{byte:02x}"));
+            suffix.push_str(&format!("_{byte:02x}"));
         }
     }
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
     PathBuf::from(name)
 }
 
@@ -210,13 +211,25 @@ impl CommitLog {
         Ok(())
     }
 
-    /// The generation a valid header of this instance names.
+    /// The generation a valid header of this instance names. A header
+    /// that is neither valid nor blank (a damaged file: whatever frames
+    /// follow are not read) is reported.
     fn read_header(&self) -> Option<u64> {
         let mut header = [0u8; HEADER_SIZE as usize];
         self.file.read_exact_at(&mut header, 0).ok()?;
         let generation = u64::from_le_bytes(header[8..16].try_into().ok()?);
         let expected = header_bytes(generation, &self.instance);
-        (header[..] == expected[..]).then_some(generation)
+        if header[..] == expected[..] {
+            return Some(generation);
+        }
+        if header.iter().any(|&byte| byte != 0) {
+            tracing::error!(
+                path = %self.path.display(),
+                instance = %self.instance,
+                "ALERT: the audit commit log's header is damaged; records it held and the tables lack are not recovered"
+            );
+        }
+        None
     }
 
     /// The entries of the current generation's frames, up to the first

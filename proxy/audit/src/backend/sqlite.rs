@@ -60,7 +60,7 @@ const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
 /// Logged entries start going into the tables at most this long after the
 /// first of them was logged ...
-pub(crate) const SETTLE_AFTER: Duration = Duration::from_millis(20);
+const SETTLE_AFTER: Duration = Duration::from_millis(20);
 
 /// ... or once no commit was logged for this long ...
 const SETTLE_IDLE: Duration = Duration::from_millis(2);
