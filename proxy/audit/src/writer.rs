@@ -751,6 +751,9 @@ struct Syncer {
 struct SyncShared {
     state: std::sync::Mutex<SyncState>,
     work: std::sync::Condvar,
+    /// Held while answering: taken before the state lock is let go, so
+    /// jobs popped by two fsync threads are answered in commit order too.
+    answering: std::sync::Mutex<()>,
     /// Set when an fsync failed; cleared by the writer.
     failed: AtomicBool,
     fsyncs: Arc<FsyncStats>,
@@ -802,6 +805,7 @@ impl Syncer {
         let shared = Arc::new(SyncShared {
             state: std::sync::Mutex::new(SyncState::default()),
             work: std::sync::Condvar::new(),
+            answering: std::sync::Mutex::new(()),
             failed: AtomicBool::new(false),
             fsyncs,
         });
@@ -991,6 +995,15 @@ fn run_syncer(shared: &SyncShared, instance: &str) {
         {
             done.extend(state.jobs.pop_front());
         }
+        if done.is_empty() {
+            continue;
+        }
+        // Taken before the state is let go: a thread popping later jobs
+        // answers them after these.
+        let turn = shared
+            .answering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         drop(state);
         for queued in done {
             (queued.job.answer)(match queued.outcome {
@@ -999,6 +1012,7 @@ fn run_syncer(shared: &SyncShared, instance: &str) {
                 None => Err(AuditError::Unavailable("unanswered fsync".into())),
             });
         }
+        drop(turn);
         state = lock(&shared.state);
     }
 }
