@@ -441,7 +441,7 @@ impl<B: Backend> Writer<B> {
         // Once commits go to the log, they stay there until its entries are
         // settled: each commit's file is then the one before's, and one
         // fsync covers several of them.
-        let logged = callers >= LOG_CALLERS || self.backend.busy();
+        let logged = callers >= LOG_CALLERS || self.backend.settle_at().is_some();
         let mut result = self.write_entries(&pending, logged).await;
         if matches!(result, Err(AuditError::Conflict { .. })) {
             // Someone else appended to our chain (a second process with the

@@ -50,12 +50,6 @@ pub(crate) trait Backend: Sized {
         Ok(())
     }
 
-    /// Whether logged entries are still on their way into the tables
-    /// (commits keep going to the log meanwhile).
-    fn busy(&self) -> bool {
-        self.settle_at().is_some()
-    }
-
     /// Last entry of `instance` older than `before`.
     async fn last_before(
         &mut self,
@@ -137,13 +131,6 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::Sqlite(b) => b.settle_at(),
             AnyBackend::Postgres(_) => None,
-        }
-    }
-
-    fn busy(&self) -> bool {
-        match self {
-            AnyBackend::Sqlite(b) => b.busy(),
-            AnyBackend::Postgres(_) => false,
         }
     }
 
