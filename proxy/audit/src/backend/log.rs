@@ -33,7 +33,9 @@
 //! frame ever shares a block with an earlier one, so a torn write never
 //! touches a commit already acknowledged. Where `O_DIRECT` is refused
 //! (some file systems), the same padded frames are written through the
-//! page cache.
+//! page cache; so they are on a slow disk, where a direct write waits for
+//! the device and would hold the writer, while with the page cache the
+//! writer goes on and the fsync threads wait (see `writer`).
 //!
 //! A log belongs to one chain (instance) and one process: it is locked
 //! while open, and a second writer of the same chain is refused.
@@ -76,6 +78,13 @@ const GROW_BY: u64 = 1024 * 1024;
 /// A frame's fixed part: generation (8), body length (4), entry count (4).
 const FRAME_HEAD: usize = 16;
 
+/// A direct write that takes longer than this is slow ...
+const SLOW_DIRECT_WRITE: Duration = Duration::from_millis(1);
+
+/// ... and after this many slow ones in a row, frames go through the page
+/// cache.
+const SLOW_DIRECT_WRITES: u32 = 16;
+
 /// How long opening waits for another process's lock on the log.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
@@ -83,8 +92,10 @@ pub(crate) struct CommitLog {
     /// Locked; read, grown and fsynced through this handle.
     file: Arc<File>,
     /// The same file opened with `O_DIRECT`, for frames; `None` where the
-    /// file system refuses it.
+    /// file system refuses it, or the disk is slow.
     direct: Option<File>,
+    /// Direct writes slower than [`SLOW_DIRECT_WRITE`] in a row.
+    slow_writes: u32,
     path: PathBuf,
     instance: String,
     generation: u64,
@@ -176,6 +187,7 @@ impl CommitLog {
         let mut log = CommitLog {
             file: Arc::new(file),
             direct: open_direct(path),
+            slow_writes: 0,
             path: path.to_owned(),
             instance: instance.to_owned(),
             generation: 0,
@@ -230,6 +242,7 @@ impl CommitLog {
             self.grow((end.div_ceil(GROW_BY) * GROW_BY).min(LOG_SIZE))?;
         }
         let frame = fill_blocks(&mut self.blocks, &self.buffer);
+        let started = Instant::now();
         let written = match &self.direct {
             Some(direct) => match direct.write_all_at(frame, self.offset) {
                 // Refused for this file system or device after all (an
@@ -248,6 +261,20 @@ impl CommitLog {
             None => self.file.write_all_at(frame, self.offset),
         };
         written.map_err(|e| self.io_error("cannot write", e))?;
+        if self.direct.is_some() {
+            self.slow_writes = if started.elapsed() > SLOW_DIRECT_WRITE {
+                self.slow_writes + 1
+            } else {
+                0
+            };
+            if self.slow_writes >= SLOW_DIRECT_WRITES {
+                tracing::info!(
+                    path = %self.path.display(),
+                    "the audit commit log's disk is slow; writing it through the page cache"
+                );
+                self.direct = None;
+            }
+        }
         self.offset = end;
         Ok(true)
     }
