@@ -580,6 +580,14 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// A new log of chain `gw-1` in `dir`, started, and its path.
+    fn started(dir: &tempfile::TempDir) -> (CommitLog, PathBuf) {
+        let path = log_path(&dir.path().join("audit.db"), "gw-1");
+        let (mut log, _) = CommitLog::open(&path, "gw-1").expect("open");
+        log.restart().expect("restart");
+        (log, path)
+    }
+
     fn chain(from: u64, count: u64, prev: ChainHash) -> Vec<Entry> {
         sealed_run(from, count, prev, |seq| format!("{{\"n\":{seq}}}"))
     }
@@ -629,9 +637,7 @@ pub(crate) mod tests {
     #[test]
     fn frames_fill_whole_blocks_through_either_handle() {
         let dir = tempfile::tempdir().expect("dir");
-        let path = log_path(&dir.path().join("audit.db"), "gw-1");
-        let (mut log, _) = CommitLog::open(&path, "gw-1").expect("open");
-        log.restart().expect("restart");
+        let (mut log, path) = started(&dir);
         // One frame of a few entries, one of more than a block.
         let small = chain(1, 2, ChainHash::GENESIS);
         let large = sealed_run(3, 3, small[1].hash, |seq| {
@@ -685,9 +691,7 @@ pub(crate) mod tests {
     #[test]
     fn a_frame_whose_entries_were_changed_ends_the_log() {
         let dir = tempfile::tempdir().expect("dir");
-        let path = log_path(&dir.path().join("audit.db"), "gw-1");
-        let (mut log, _) = CommitLog::open(&path, "gw-1").expect("open");
-        log.restart().expect("restart");
+        let (mut log, path) = started(&dir);
         let first = chain(1, 2, ChainHash::GENESIS);
         assert!(log.append(&first).expect("append"));
         // Frames need not follow each other (commits into the tables come
