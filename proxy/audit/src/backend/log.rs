@@ -314,70 +314,29 @@ impl CommitLog {
         Ok(())
     }
 
-    /// The generation a valid header of this instance names. A header
-    /// that is neither valid nor blank (a damaged file: whatever frames
-    /// follow are not read) is reported.
-    /// Also whether its frames are padded (see the module docs).
+    /// The generation a valid header of this instance names, and whether
+    /// its frames are padded. A header that is neither valid nor blank (a
+    /// damaged file: whatever frames follow are not read) is reported.
     fn read_header(&self) -> Option<(u64, bool)> {
-        let mut header = [0u8; HEADER_SIZE as usize];
-        self.file.read_exact_at(&mut header, 0).ok()?;
-        let generation = u64::from_le_bytes(header[8..16].try_into().ok()?);
-        for (magic, padded) in [(MAGIC, true), (MAGIC_UNPADDED, false)] {
-            if header[..] == header_bytes(magic, generation, &self.instance)[..] {
-                return Some((generation, padded));
+        match read_header(&self.file, &self.instance) {
+            Header::Valid { generation, padded } => Some((generation, padded)),
+            Header::Blank => None,
+            Header::Damaged => {
+                tracing::error!(
+                    path = %self.path.display(),
+                    instance = %self.instance,
+                    "ALERT: the audit commit log's header is damaged; records it held and the tables lack are not recovered"
+                );
+                None
             }
         }
-        if header.iter().any(|&byte| byte != 0) {
-            tracing::error!(
-                path = %self.path.display(),
-                instance = %self.instance,
-                "ALERT: the audit commit log's header is damaged; records it held and the tables lack are not recovered"
-            );
-        }
-        None
     }
 
     /// The entries of the current generation's frames, up to the first
-    /// that is not whole and valid.
+    /// that is not whole and valid; the next frame goes after them.
     fn read_frames(&mut self, padded: bool) -> Result<Vec<Entry>> {
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut at = HEADER_SIZE;
-        let mut head = [0u8; FRAME_HEAD];
-        while at + FRAME_HEAD as u64 <= LOG_SIZE {
-            if self.file.read_exact_at(&mut head, at).is_err() {
-                break;
-            }
-            let (generation, len, count) = frame_head(&head);
-            let end = at + FRAME_HEAD as u64 + u64::from(len);
-            if generation != self.generation || count == 0 || end > LOG_SIZE {
-                break;
-            }
-            let mut body = vec![0u8; len as usize];
-            if self
-                .file
-                .read_exact_at(&mut body, at + FRAME_HEAD as u64)
-                .is_err()
-            {
-                break;
-            }
-            let Some(frame) = decode_body(&body, count, &self.instance) else {
-                break;
-            };
-            // Within a frame the entries follow each other; from one frame
-            // to the next they need not: commits made straight into the
-            // tables come between (the caller links them to the tables).
-            let follows = |w: &[Entry]| w[0].seq + 1 == w[1].seq && w[0].hash == w[1].prev_hash;
-            if !frame.iter().all(|e| e.compute_hash() == e.hash) || !frame.windows(2).all(follows) {
-                break;
-            }
-            entries.extend(frame);
-            at = if padded {
-                end.next_multiple_of(BLOCK as u64)
-            } else {
-                end
-            };
-        }
-        self.offset = at;
+        let (entries, end) = read_frames(&self.file, self.generation, &self.instance, padded);
+        self.offset = end;
         Ok(entries)
     }
 
@@ -401,6 +360,147 @@ impl Drop for CommitLog {
     fn drop(&mut self) {
         let _ = self.file.unlock();
     }
+}
+
+enum Header {
+    Valid { generation: u64, padded: bool },
+    Blank,
+    Damaged,
+}
+
+fn read_header(file: &File, instance: &str) -> Header {
+    let mut header = [0u8; HEADER_SIZE as usize];
+    if file.read_exact_at(&mut header, 0).is_err() {
+        return Header::Blank;
+    }
+    let mut generation = [0u8; 8];
+    generation.copy_from_slice(&header[8..16]);
+    let generation = u64::from_le_bytes(generation);
+    for (magic, padded) in [(MAGIC, true), (MAGIC_UNPADDED, false)] {
+        if header[..] == header_bytes(magic, generation, instance)[..] {
+            return Header::Valid { generation, padded };
+        }
+    }
+    if header.iter().any(|&byte| byte != 0) {
+        Header::Damaged
+    } else {
+        Header::Blank
+    }
+}
+
+/// The entries of `generation`'s frames in `file`, up to the first that
+/// is not whole and valid, and where that one starts.
+fn read_frames(file: &File, generation: u64, instance: &str, padded: bool) -> (Vec<Entry>, u64) {
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut at = HEADER_SIZE;
+    let mut head = [0u8; FRAME_HEAD];
+    while at + FRAME_HEAD as u64 <= LOG_SIZE {
+        if file.read_exact_at(&mut head, at).is_err() {
+            break;
+        }
+        let (frame_generation, len, count) = frame_head(&head);
+        let end = at + FRAME_HEAD as u64 + u64::from(len);
+        if frame_generation != generation || count == 0 || end > LOG_SIZE {
+            break;
+        }
+        let mut body = vec![0u8; len as usize];
+        if file
+            .read_exact_at(&mut body, at + FRAME_HEAD as u64)
+            .is_err()
+        {
+            break;
+        }
+        let Some(frame) = decode_body(&body, count, instance) else {
+            break;
+        };
+        // Within a frame the entries follow each other; from one frame
+        // to the next they need not: commits made straight into the
+        // tables come between (the caller links them to the tables).
+        let follows = |w: &[Entry]| w[0].seq + 1 == w[1].seq && w[0].hash == w[1].prev_hash;
+        if !frame.iter().all(|e| e.compute_hash() == e.hash) || !frame.windows(2).all(follows) {
+            break;
+        }
+        entries.extend(frame);
+        at = if padded {
+            end.next_multiple_of(BLOCK as u64)
+        } else {
+            end
+        };
+    }
+    (entries, at)
+}
+
+/// The entries every commit log beside the SQLite file `db` holds in its
+/// current generation, by instance, read without taking the logs' locks
+/// (a gateway may be writing them): what a reader adds to the tables.
+/// A frame being written, or a generation started meanwhile, ends a log's
+/// entries where they stop being whole and valid, as after a crash.
+/// Logs that cannot be read, or whose header is damaged, are reported
+/// and skipped.
+pub(crate) fn read_logs(db: &Path) -> Vec<(String, Vec<Entry>)> {
+    let Some(name) = db.file_name().and_then(|name| name.to_str()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{name}-log-");
+    let directory = match db.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let Ok(listing) = std::fs::read_dir(directory) else {
+        return Vec::new();
+    };
+    let mut logs = Vec::new();
+    for found in listing.flatten() {
+        let file_name = found.file_name();
+        let Some(instance) = file_name
+            .to_str()
+            .and_then(|file_name| file_name.strip_prefix(&prefix))
+            .and_then(instance_from_suffix)
+        else {
+            continue;
+        };
+        let path = found.path();
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot read the audit commit log; records it holds and the tables lack are not shown");
+                continue;
+            }
+        };
+        match read_header(&file, &instance) {
+            Header::Valid { generation, padded } => {
+                let (entries, _) = read_frames(&file, generation, &instance, padded);
+                if !entries.is_empty() {
+                    logs.push((instance, entries));
+                }
+            }
+            Header::Blank => {}
+            Header::Damaged => {
+                tracing::warn!(path = %path.display(), %instance, "the audit commit log's header is damaged; records it held and the tables lack are not shown");
+            }
+        }
+    }
+    logs.sort_by(|a, b| a.0.cmp(&b.0));
+    logs
+}
+
+/// The instance a log's name suffix encodes (see [`log_path`]).
+fn instance_from_suffix(suffix: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(suffix.len());
+    let mut rest = suffix.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'_' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else if byte.is_ascii_alphanumeric() || byte == b'-' {
+            bytes.push(byte);
+            rest = tail;
+        } else {
+            return None;
+        }
+    }
+    String::from_utf8(bytes).ok()
 }
 
 fn sync_directory(path: &Path) -> std::io::Result<()> {
@@ -590,6 +690,62 @@ pub(crate) mod tests {
 
     fn chain(from: u64, count: u64, prev: ChainHash) -> Vec<Entry> {
         sealed_run(from, count, prev, |seq| format!("{{\"n\":{seq}}}"))
+    }
+
+    #[test]
+    fn a_log_name_gives_back_its_instance() {
+        for instance in ["gw-1", "a.b/c d", "ünï", "_x_", ""] {
+            let path = log_path(Path::new("/x/audit.db"), instance);
+            let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+            let suffix = name.strip_prefix("audit.db-log-").expect("prefix");
+            assert_eq!(instance_from_suffix(suffix).as_deref(), Some(instance));
+        }
+        assert_eq!(instance_from_suffix("a_z1"), None);
+        assert_eq!(instance_from_suffix("a_4"), None);
+        assert_eq!(instance_from_suffix("a.b"), None);
+    }
+
+    #[test]
+    fn logs_are_read_without_their_lock_up_to_a_frame_being_written() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = dir.path().join("audit.db");
+        let (mut log, path) = started(&dir);
+        let first = chain(1, 3, ChainHash::GENESIS);
+        assert!(log.append(&first).expect("append"));
+        let second = chain(4, 2, first[2].hash);
+        let at = log.offset;
+        assert!(log.append(&second).expect("append"));
+        // Held open and locked by its writer; another chain's log beside
+        // it, and an unrelated file.
+        let other = log_path(&db, "gw 2");
+        let (mut log2, _) = CommitLog::open(&other, "gw 2").expect("open");
+        log2.restart().expect("restart");
+        let theirs = vec![Entry::seal(
+            "gw 2",
+            1,
+            Timestamp::from_unix_micros(1),
+            "statement",
+            None,
+            "{}".into(),
+            ChainHash::GENESIS,
+        )];
+        assert!(log2.append(&theirs).expect("append"));
+        std::fs::write(dir.path().join("audit.db-log-"), b"not a log").expect("write");
+        let logs = read_logs(&db);
+        assert_eq!(logs.len(), 2);
+        assert_eq!(logs[0].0, "gw 2");
+        assert_eq!(logs[0].1, theirs);
+        assert_eq!(logs[1].0, "gw-1");
+        assert_eq!(logs[1].1.len(), 5);
+        // The second frame half written: the first alone is read.
+        let file = OpenOptions::new().write(true).open(&path).expect("file");
+        file.write_all_at(&[0; 8], at + FRAME_HEAD as u64 + 12)
+            .expect("tear");
+        let logs = read_logs(&db);
+        assert_eq!(logs[1].1, first);
+        // A new generation: the old frames are over.
+        log.restart().expect("restart");
+        assert_eq!(read_logs(&db).len(), 1);
     }
 
     #[test]

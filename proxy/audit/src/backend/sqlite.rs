@@ -27,8 +27,10 @@
 //! before anything reads or checkpoints the chain). A commit only one caller waits for (an idle gateway, a
 //! single client) goes into the tables at once, as before, taking the
 //! logged entries with it. Opening the store moves whatever the log holds
-//! into the tables first. Readers (`hoop audit`) see the tables: a
-//! record logged under load reaches them within that delay.
+//! into the tables first. Readers (`hoop audit`) see the tables and,
+//! read from the logs without their locks, the logged entries that
+//! continue the tables' chains (`log::read_logs`): every acknowledged
+//! record, also after a crash before the gateway starts again.
 //!
 //! `NORMAL` is available for slow disks (see [`SqliteSync`]).
 
@@ -39,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
-use super::log::{log_path, CommitLog};
+use super::log::{self, log_path, CommitLog};
 use super::{checkpoint_kind_from_db, from_db_seq, hash_from_db, to_db_seq, Backend, EntryQuery};
 use crate::chain::{ChainHash, ChainHead, Entry};
 use crate::checkpoint::Checkpoint;
@@ -186,23 +188,13 @@ impl SqliteBackend {
     /// commits are answered in order).
     fn recover(&mut self, logged: &[Entry]) -> Result<usize> {
         let head = stored_head(self.connection_ref()?, &self.instance)?;
-        let (mut last_seq, mut last_hash) = head.map_or((0, None), |h| (h.last_seq, Some(h.head)));
-        let mut follow = Vec::new();
-        let stored = last_seq;
-        for entry in logged.iter().filter(|e| e.seq > stored) {
-            let links =
-                entry.seq == last_seq + 1 && last_hash.is_none_or(|hash| hash == entry.prev_hash);
-            if !links {
-                tracing::warn!(
-                    instance = %self.instance,
-                    seq = entry.seq,
-                    "the commit log holds entries after a gap in the chain; they were never acknowledged and are dropped"
-                );
-                break;
-            }
-            last_seq = entry.seq;
-            last_hash = Some(entry.hash);
-            follow.push(entry);
+        let (follow, gap) = continuing(head, logged);
+        if let Some(seq) = gap {
+            tracing::warn!(
+                instance = %self.instance,
+                seq,
+                "the commit log holds entries after a gap in the chain; they were never acknowledged and are dropped"
+            );
         }
         if follow.is_empty() {
             return Ok(0);
@@ -562,14 +554,45 @@ impl Backend for SqliteBackend {
         }
         sql.push_str(" ORDER BY instance, seq");
         self.settle_all()?;
+        let reader = !self.writer;
+        let path = self.path.clone();
         let connection = self.connection()?;
-        let mut statement = connection.prepare(&sql)?;
-        let rows =
-            statement.query_map(rusqlite::params_from_iter(values.iter()), entry_from_row)?;
+        // One snapshot of the tables for the rows and the heads the
+        // logged entries must follow.
+        let snapshot = connection.transaction()?;
         let mut entries = Vec::new();
-        for row in rows {
-            entries.push(row?.into_entry()?);
+        {
+            let mut statement = snapshot.prepare(&sql)?;
+            let rows =
+                statement.query_map(rusqlite::params_from_iter(values.iter()), entry_from_row)?;
+            for row in rows {
+                entries.push(row?.into_entry()?);
+            }
         }
+        if reader {
+            // What a gateway has made durable in its commit log and not
+            // yet moved into the tables (within milliseconds while it
+            // runs; at its next start after a crash) is part of the
+            // chain: a reader shows it too.
+            let mut added = false;
+            for (instance, logged) in log::read_logs(&path) {
+                let head = stored_head(&snapshot, &instance)?;
+                let (follow, _) = continuing(head, &logged);
+                for entry in follow {
+                    if query.since.is_none_or(|since| entry.time >= since)
+                        && query.until.is_none_or(|until| entry.time < until)
+                        && (query.session_id.is_none() || entry.session_id == query.session_id)
+                    {
+                        entries.push(entry.clone());
+                        added = true;
+                    }
+                }
+            }
+            if added {
+                entries.sort_by(|a, b| (&a.instance, a.seq).cmp(&(&b.instance, b.seq)));
+            }
+        }
+        snapshot.finish()?;
         Ok(entries)
     }
 
@@ -676,6 +699,27 @@ fn insert_entries<'a>(
             .map_err(|e| append_error(e, instance))?;
     }
     Ok(())
+}
+
+/// The logged entries that continue a chain stored up to `head`, in order:
+/// those already stored are skipped, and the first that does not link
+/// ends them (its seq is returned: a commit that follows one lost from
+/// the tables, never acknowledged since commits are answered in order).
+fn continuing(head: Option<ChainHead>, logged: &[Entry]) -> (Vec<&Entry>, Option<u64>) {
+    let (mut last_seq, mut last_hash) = head.map_or((0, None), |h| (h.last_seq, Some(h.head)));
+    let stored = last_seq;
+    let mut follow = Vec::new();
+    for entry in logged.iter().filter(|e| e.seq > stored) {
+        let links =
+            entry.seq == last_seq + 1 && last_hash.is_none_or(|hash| hash == entry.prev_hash);
+        if !links {
+            return (follow, Some(entry.seq));
+        }
+        last_seq = entry.seq;
+        last_hash = Some(entry.hash);
+        follow.push(entry);
+    }
+    (follow, None)
 }
 
 /// Where `instance`'s stored chain ends: its last entry, else its latest
@@ -805,6 +849,69 @@ mod tests {
             .expect("delete");
         let _store = writer(&dir);
         assert_eq!(stored_seqs(&dir), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_reader_shows_logged_entries_the_tables_lack_as_a_chain_that_follows_them() {
+        let dir = tempfile::tempdir().expect("dir");
+        let seqs = |entries: Vec<Entry>| entries.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let read = |query: &EntryQuery| {
+            let mut reader = SqliteBackend::open_reader(&config(&dir)).expect("reader");
+            block_on(reader.load_entries(query)).expect("load")
+        };
+        let all = EntryQuery::default();
+        let mut store = writer(&dir);
+        let a = entries(1, 3, ChainHash::GENESIS, 10);
+        let b = entries(4, 2, a[2].hash, 10);
+        block_on(store.append(&a, &[])).expect("a");
+        block_on(store.append_logged(&b)).expect("b");
+        assert_eq!(stored_seqs(&dir), [1, 2, 3], "b only logged");
+        let found = read(&all);
+        assert_eq!(seqs(found.clone()), [1, 2, 3, 4, 5]);
+        assert_eq!(found[3..], b[..], "as logged");
+        // Filters apply to logged entries as to stored ones (even seqs
+        // carry session s-1, times are the seqs).
+        let session = EntryQuery {
+            session_id: Some("s-1".into()),
+            ..EntryQuery::default()
+        };
+        assert_eq!(seqs(read(&session)), [2, 4]);
+        let window = EntryQuery {
+            since: Some(Timestamp::from_unix_micros(3)),
+            until: Some(Timestamp::from_unix_micros(5)),
+            ..EntryQuery::default()
+        };
+        assert_eq!(seqs(read(&window)), [3, 4]);
+
+        // The gateway dies before settling, then a commit lost from the
+        // tables' unsynced tail is simulated by a log that skips ahead:
+        // what does not follow the stored chain is not shown.
+        drop(store);
+        assert_eq!(
+            seqs(read(&all)),
+            [1, 2, 3, 4, 5],
+            "after the crash, before a restart"
+        );
+        let (mut log, _) =
+            CommitLog::open(&log_path(&dir.path().join("audit.db"), "gw-1"), "gw-1").expect("log");
+        log.restart().expect("restart");
+        let ahead = entries(7, 2, ChainHash([7; 32]), 10);
+        assert!(log.append(&ahead).expect("append"));
+        drop(log);
+        assert_eq!(
+            seqs(read(&all)),
+            [1, 2, 3],
+            "b's generation is over; 7 does not follow 3"
+        );
+
+        // Once settled, nothing is shown twice.
+        let mut store = writer(&dir);
+        let c = entries(4, 2, a[2].hash, 10);
+        block_on(store.append_logged(&c)).expect("c");
+        block_on(store.settle()).expect("settle");
+        let d = entries(6, 1, c[1].hash, 10);
+        block_on(store.append_logged(&d)).expect("d");
+        assert_eq!(seqs(read(&all)), [1, 2, 3, 4, 5, 6]);
     }
 
     #[test]
