@@ -132,14 +132,25 @@ fn fill_blocks<'a>(blocks: &'a mut Vec<Block>, bytes: &[u8]) -> &'a [u8] {
     all
 }
 
-/// `path` opened again with `O_DIRECT`, if its file system takes it.
+/// `path` opened again with `O_DIRECT`, if its file system takes it
+/// (else frames go through the page cache, which is said once).
 fn open_direct(path: &Path) -> Option<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
+    match OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT)
         .open(path)
-        .ok()
+    {
+        Ok(file) => Some(file),
+        Err(error) => {
+            tracing::info!(
+                path = %path.display(),
+                %error,
+                "the audit commit log cannot be opened with O_DIRECT; writing it through the page cache"
+            );
+            None
+        }
+    }
 }
 
 /// The log of `instance`'s chain beside the SQLite file `db`.
