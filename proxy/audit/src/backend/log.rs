@@ -478,7 +478,13 @@ pub(crate) fn read_logs(db: &Path) -> Vec<(String, Vec<Entry>)> {
                 continue;
             }
         };
-        match read_header(&file, &instance) {
+        let mut header = read_header(&file, &instance);
+        if matches!(header, Header::Damaged) {
+            // Perhaps read while its gateway rewrote it (a new
+            // generation): read it once more before calling it damaged.
+            header = read_header(&file, &instance);
+        }
+        match header {
             Header::Valid { generation, padded } => {
                 let (entries, _) = read_frames(&file, generation, &instance, padded);
                 if !entries.is_empty() {
