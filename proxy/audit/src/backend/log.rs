@@ -94,8 +94,10 @@ pub(crate) struct CommitLog {
     /// The same file opened with `O_DIRECT`, for frames; `None` where the
     /// file system refuses it, or the disk is slow.
     direct: Option<File>,
-    /// Direct writes slower than [`SLOW_DIRECT_WRITE`] in a row.
+    /// Direct writes slower than `slow_write` in a row.
     slow_writes: u32,
+    /// [`SLOW_DIRECT_WRITE`] (tests make every write slow).
+    slow_write: Duration,
     path: PathBuf,
     instance: String,
     generation: u64,
@@ -199,6 +201,7 @@ impl CommitLog {
             file: Arc::new(file),
             direct: open_direct(path),
             slow_writes: 0,
+            slow_write: SLOW_DIRECT_WRITE,
             path: path.to_owned(),
             instance: instance.to_owned(),
             generation: 0,
@@ -273,7 +276,7 @@ impl CommitLog {
         };
         written.map_err(|e| self.io_error("cannot write", e))?;
         if self.direct.is_some() {
-            self.slow_writes = if started.elapsed() > SLOW_DIRECT_WRITE {
+            self.slow_writes = if started.elapsed() > self.slow_write {
                 self.slow_writes + 1
             } else {
                 0
@@ -829,6 +832,31 @@ pub(crate) mod tests {
         drop(log);
         let (_log, found) = CommitLog::open(&path, "gw-1").expect("reopen");
         assert_eq!(found, [small, large, last].concat());
+    }
+
+    #[test]
+    fn a_slow_disk_moves_frames_to_the_page_cache_and_loses_none() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut log, path) = started(&dir);
+        if log.direct.is_none() {
+            eprintln!("skipped: this file system refuses O_DIRECT");
+            return;
+        }
+        // Every direct write counts as slow here.
+        log.slow_write = Duration::ZERO;
+        let mut prev = ChainHash::GENESIS;
+        let mut written = Vec::new();
+        for n in 0..u64::from(SLOW_DIRECT_WRITES) + 2 {
+            let frame = chain(n + 1, 1, prev);
+            prev = frame[0].hash;
+            assert!(log.append(&frame).expect("append"));
+            let expected = n + 1 < u64::from(SLOW_DIRECT_WRITES);
+            assert_eq!(log.direct.is_some(), expected, "after {} writes", n + 1);
+            written.extend(frame);
+        }
+        drop(log);
+        let (_log, found) = CommitLog::open(&path, "gw-1").expect("reopen");
+        assert_eq!(found, written);
     }
 
     #[test]
