@@ -764,15 +764,18 @@ key_id = "k1"
         .to_owned()
     }
 
-    fn tempdir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("hoop-config-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A scratch directory, removed when the test ends.
+    fn tempdir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("hoop-config-{name}-"))
+            .tempdir()
+            .unwrap()
     }
 
     #[test]
     fn a_valid_file_loads_with_secrets_from_files() {
-        let dir = tempdir("ok");
+        let scratch = tempdir("ok");
+        let dir = scratch.path().to_path_buf();
         let text = sample(&dir);
         let cfg = Config::from_toml(&text, &dir.join("hoop.toml")).unwrap();
         assert_eq!(cfg.upstream.password, "secret");
@@ -788,7 +791,8 @@ key_id = "k1"
 
     #[test]
     fn errors_name_the_key() {
-        let dir = tempdir("bad");
+        let scratch = tempdir("bad");
+        let dir = scratch.path().to_path_buf();
         let text = sample(&dir).replace("password = { file = \"pw\" }", "password = \"inline\"");
         let err = Config::from_toml(&text, &dir.join("hoop.toml"))
             .unwrap_err()
@@ -813,7 +817,8 @@ key_id = "k1"
 
     #[test]
     fn every_section_spells_secrets_one_way_and_names_the_key() {
-        let dir = tempdir("secrets");
+        let scratch = tempdir("secrets");
+        let dir = scratch.path().to_path_buf();
         let load = |extra: &str| {
             Config::from_toml(
                 &format!("{}\n{extra}", sample(&dir)),
@@ -860,7 +865,8 @@ key_id = "k1"
 
     #[test]
     fn the_shipped_rules_are_configurable_and_misspellings_are_errors() {
-        let dir = tempdir("default-rules");
+        let scratch = tempdir("default-rules");
+        let dir = scratch.path().to_path_buf();
         let text = format!(
             "{}\n[policy.default_rules]\ndisable = [\"block-role-commands\"]\n\
              [policy.default_rules.exempt]\nreview-dynamic-sql = [\"migrations\"]\n",
