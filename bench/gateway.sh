@@ -212,7 +212,7 @@ done
 # on the file system of hoop's audit store, fdatasync after one 8 kB write
 # (its mean over 2 s; the tool runs its other tests too, about 30 s).
 fsync_us=$("$PG/pg_test_fsync" -s 2 -f "$work/hoop/fsync-probe" 2>/dev/null |
-    awk '/fdatasync/ && /usecs\/op/ { print $(NF-1); exit }')
+    awk '/fdatasync/ && /usecs\/op/ { print $(NF-1); exit }') || fsync_us=""
 rm -f "$work/hoop/fsync-probe"
 for p in pgbouncer hoop_norec hoop; do
     echo "${label[$p]} adds (p50/p99): simple $(( $(field "$p,lat_simple" 1) - $(field direct,lat_simple 1) ))/$(( $(field "$p,lat_simple" 2) - $(field direct,lat_simple 2) )) us, prepared $(( $(field "$p,lat_prepared" 1) - $(field direct,lat_prepared 1) ))/$(( $(field "$p,lat_prepared" 2) - $(field direct,lat_prepared 2) )) us"
