@@ -72,6 +72,6 @@ pub use record::{
     SessionStart, StatementBegin, StatementEnd, StatementOutcome,
 };
 pub use sessions::{SessionFilter, SessionSummary};
-pub use store::{AuditStore, StatementHandle};
+pub use store::{AuditStore, SessionIds, StatementHandle};
 pub use verify::{ChainReport, IncompleteStatement, Problem, VerifyReport};
 pub use writer::PurgeReport;

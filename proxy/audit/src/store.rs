@@ -71,6 +71,13 @@ pub struct StatementHandle {
     masked_session_id: String,
 }
 
+/// A session's id and its masked form (see [`AuditStore::session_ids`]).
+#[derive(Debug, Clone)]
+pub struct SessionIds {
+    raw: String,
+    masked: String,
+}
+
 impl AuditStore {
     /// Opens (creating if needed) the configured store, starts its writer
     /// and records `recording_started`. Fails if the store cannot be
@@ -137,7 +144,33 @@ impl AuditStore {
     /// Records a statement before it is forwarded. When this fails the
     /// statement must be refused.
     pub async fn begin_statement(&self, statement: &StatementBegin) -> Result<StatementHandle> {
-        let masked_session_id = mask_string(&self.inner.masker, &statement.session_id).into_owned();
+        let session = self.session_ids(&statement.session_id);
+        self.begin_statement_of(&session, statement).await
+    }
+
+    /// A session's id with its masked form, for
+    /// [`AuditStore::begin_statement_of`]: a session that records many
+    /// statements masks its id once.
+    pub fn session_ids(&self, session_id: &str) -> SessionIds {
+        SessionIds {
+            raw: session_id.to_owned(),
+            masked: mask_string(&self.inner.masker, session_id).into_owned(),
+        }
+    }
+
+    /// [`AuditStore::begin_statement`] with the session's ids already
+    /// masked; they must be `statement`'s session's.
+    pub async fn begin_statement_of(
+        &self,
+        session: &SessionIds,
+        statement: &StatementBegin,
+    ) -> Result<StatementHandle> {
+        if session.raw != statement.session_id {
+            return Err(AuditError::Malformed(
+                "a statement's record was given another session's id".into(),
+            ));
+        }
+        let masked_session_id = session.masked.clone();
         let pending = Pending {
             kind: KIND_STATEMENT,
             payload: statement_begin_payload(&self.inner.masker, statement, &masked_session_id)?,

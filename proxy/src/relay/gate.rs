@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hoop_audit::{
-    Action, AuditStore, RecordedDecision as AuditDecision, StatementBegin, StatementHandle,
-    StatementOutcome, Timestamp,
+    Action, AuditStore, RecordedDecision as AuditDecision, SessionIds, StatementBegin,
+    StatementHandle, StatementOutcome, Timestamp,
 };
 use hoop_common::mask::Masker;
 use hoop_policy::Decision;
@@ -139,6 +139,8 @@ pub struct Gate {
     record_rows: usize,
     masker: Masker,
     session: Arc<GateSession>,
+    /// The session's id as its records carry it (masked once).
+    ids: Arc<SessionIds>,
     /// Statement attempts on this session: 1, 2, 3 …
     sequence: u64,
     /// Counts CancelRequests carrying this session's key.
@@ -149,6 +151,7 @@ pub struct Gate {
 struct Pending {
     audit: AuditStore,
     session: Arc<GateSession>,
+    ids: Arc<SessionIds>,
     sequence: u64,
     received_at: Timestamp,
     sql: String,
@@ -169,6 +172,7 @@ impl Gate {
         session: GateSession,
         cancel: watch::Receiver<u64>,
     ) -> Gate {
+        let ids = Arc::new(audit.session_ids(&session.session_id));
         Gate {
             audit,
             reviews,
@@ -176,6 +180,7 @@ impl Gate {
             record_rows,
             masker,
             session: Arc::new(session),
+            ids,
             sequence: 0,
             cancel,
         }
@@ -206,6 +211,7 @@ impl Gate {
         let pending = Pending {
             audit: self.audit.clone(),
             session: self.session.clone(),
+            ids: self.ids.clone(),
             sequence: self.sequence,
             received_at: Timestamp::now(),
             sql: self.masker.mask_text(&info.sql).into_owned(),
@@ -292,12 +298,14 @@ fn audit_decision(action: Action, rule: Option<String>, reason: Option<String>) 
 impl Pending {
     /// Writes the statement's record; `Err` is the refusal to send when the
     /// audit trail cannot take it.
-    async fn begin(&self, decision: AuditDecision) -> Result<Option<StatementHandle>, Refusal> {
+    async fn begin(self, decision: AuditDecision) -> Result<Option<StatementHandle>, Refusal> {
         self.begin_as(decision, None).await
     }
 
+    /// Consumes the pending statement: its fields move into the record
+    /// rather than being copied for it.
     async fn begin_as(
-        &self,
+        self,
         decision: AuditDecision,
         executed_sql: Option<String>,
     ) -> Result<Option<StatementHandle>, Refusal> {
@@ -308,14 +316,14 @@ impl Pending {
             session_id: self.session.session_id.clone(),
             sequence: self.sequence,
             received_at: self.received_at,
-            sql: self.sql.clone(),
-            params: self.params.clone(),
-            kind: self.kind.clone(),
-            tables: self.tables.clone(),
+            sql: self.sql,
+            params: self.params,
+            kind: self.kind,
+            tables: self.tables,
             decision,
             executed_sql,
         };
-        match self.audit.begin_statement(&begin).await {
+        match self.audit.begin_statement_of(&self.ids, &begin).await {
             Ok(handle) => Ok(Some(handle)),
             Err(e) => {
                 tracing::error!(
@@ -341,13 +349,10 @@ impl Pending {
 
     /// [`Pending::refuse`] with the refusal made.
     async fn refuse_with(self, decision: AuditDecision, refusal: Refusal) -> Admission {
+        let audit = self.audit.clone();
         match self.begin(decision).await {
             Ok(Some(handle)) => {
-                if let Err(e) = self
-                    .audit
-                    .complete_statement(&handle, &refusal.outcome())
-                    .await
-                {
+                if let Err(e) = audit.complete_statement(&handle, &refusal.outcome()).await {
                     tracing::error!(error = %e, "ALERT: cannot record a refusal's outcome in the audit trail");
                 }
                 Admission::Refuse(refusal)

@@ -15,10 +15,10 @@
 //! shape is unknown or cannot be masked ends the request with an error and
 //! everything up to ReadyForQuery is suppressed: nothing unmasked is sent.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use foldhash::HashMap;
 use hoop_policy::{
     decide, mask_data_row, mask_error_or_notice, mask_notification, Classified, ClassifyCache,
     ColumnPolicy, CopyMasker, Decision, Identity, Kind, MaskFailure, PolicyContext, RowShape,
@@ -195,7 +195,7 @@ impl Inspector {
             rules,
             columns,
             cache,
-            verdicts: HashMap::new(),
+            verdicts: HashMap::default(),
             copy: None,
             suppressing: false,
         }

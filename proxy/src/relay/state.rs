@@ -55,11 +55,12 @@
 //! every answer is in.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use foldhash::HashMap;
 
 use crate::encoding::DecodeError;
 use crate::protocol::backend::{error_summary, Backend, IDLE, IN_TRANSACTION};
@@ -198,8 +199,8 @@ struct Records<T> {
 impl<T> Default for Records<T> {
     fn default() -> Self {
         Records {
-            by_id: HashMap::new(),
-            names: HashMap::new(),
+            by_id: HashMap::default(),
+            names: HashMap::default(),
             next: 0,
             collect_at: COLLECT_AT,
         }
