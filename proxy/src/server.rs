@@ -30,6 +30,7 @@ use crate::protocol::backend::{
     self, put_authentication_ok, put_backend_key_data, put_error, put_ready_for_query, Severity,
 };
 use crate::relay::gate::{Gate, GateSession};
+use crate::relay::hidden::HiddenCode;
 use crate::relay::inspect::Inspector;
 use crate::relay::{Relay, RelayEnd, RelaySession};
 use crate::threads::SessionThreads;
@@ -515,6 +516,8 @@ struct UpstreamSession {
     /// The login's notices, masked, for the client.
     notices: BytesMut,
     inspector: Inspector,
+    /// Whether the database may run code statements do not name.
+    hidden: HiddenCode,
 }
 
 /// Logs in upstream as the gateway role, hands the database the signed
@@ -545,6 +548,10 @@ async fn open_upstream_session(
         });
     }
     let masked = upstream::load_masked_columns(&mut up).await?;
+    let hidden = match HiddenCode::at_login(&admitted.database) {
+        Ok(known) => known,
+        Err(reading) => reading.read(upstream::hidden_code(&mut up).await?),
+    };
     if masked.is_none() {
         tracing::warn!(
             "database has no hoop.masked_columns (extension not installed): \
@@ -567,6 +574,7 @@ async fn open_upstream_session(
         later_status,
         notices,
         inspector,
+        hidden,
     })
 }
 
@@ -748,13 +756,19 @@ async fn relay(
             reading.note(name, value);
         }
     }
-    let UpstreamSession { up, inspector, .. } = upstream_session;
+    let UpstreamSession {
+        up,
+        inspector,
+        hidden,
+        ..
+    } = upstream_session;
     let relay = Relay {
         session: RelaySession {
             mapped_role: admitted.mapping.role.clone(),
             reading,
             expires_at: admitted.expires_at,
             max_message_bytes: ctx.config.max_message_bytes,
+            hidden,
         },
         statements: 0,
         metrics: ctx.metrics.clone(),

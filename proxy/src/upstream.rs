@@ -420,6 +420,31 @@ pub async fn load_masked_columns(
         .map(Some)
 }
 
+/// Whether the session's database holds code that statements can run
+/// without naming it (see [`crate::relay::hidden`]), read on the session's
+/// own connection after [`start_session`]. A server error (a catalog the
+/// role may not read) is `Ok(None)`: the relay then assumes there is.
+pub async fn hidden_code(up: &mut Upstream) -> Result<Option<bool>, UpstreamError> {
+    match simple_query(up, crate::relay::hidden::QUERY).await {
+        Ok(rows) => match rows.first().and_then(|row| row_values(row)).as_deref() {
+            Some([found]) if found == "t" || found == "f" => Ok(Some(found == "t")),
+            _ => Err(UpstreamError::Protocol(
+                "malformed answer to the gateway's catalog query".into(),
+            )),
+        },
+        Err(UpstreamError::Server { code, message }) => {
+            tracing::warn!(
+                %code,
+                %message,
+                "cannot read the catalog for code statements run unnamed; \
+                 this session runs no statement while its record is written"
+            );
+            Ok(None)
+        }
+        Err(other) => Err(other),
+    }
+}
+
 /// Runs one simple Query on a connection nobody else uses yet and returns
 /// the bodies of its DataRows; the server's error is
 /// [`UpstreamError::Server`].

@@ -646,6 +646,70 @@ def test_fail_closed_sqlite_store_locked(audit_cluster):
         gateway.stop()
 
 
+def test_fail_closed_read_through_an_operator_with_side_effects(audit_cluster):
+    """A plain read runs while its record is written, its answer held back;
+    that is safe only if nothing it does outlasts an autocommit that the
+    failed record cannot stop. `WHERE id === 1` names no function, but
+    `===` may be a user-defined operator whose function writes a table. A
+    session logged in before an agent created one through the gateway (over
+    a function the DBA wrote), and one logged in after: with the store down, the read is refused and its
+    function never runs (before, it ran and its insert committed)."""
+    cluster, base = audit_cluster
+    cluster.psql("payments", """
+        CREATE TABLE public.hc_t (id int);
+        INSERT INTO public.hc_t VALUES (1);
+        CREATE TABLE public.hc_log (n int);
+        GRANT SELECT ON public.hc_t TO fraud_agent;
+        GRANT INSERT, SELECT ON public.hc_log TO fraud_agent;
+        GRANT CREATE ON SCHEMA public TO fraud_agent;""")
+    gateway = start_gateway(cluster, base, "gw-fc-hidden")
+    holder = {}
+    try:
+        before = psycopg.connect(dsn(gateway, "agent-hidden-before"), autocommit=True)
+        assert before.execute("SELECT id FROM hc_t WHERE id = 1").fetchall() == [(1,)]
+        # A function alone is no hidden code: nothing calls it unnamed.
+        cluster.psql("payments", """
+            CREATE FUNCTION public.hc_note(a int, b int) RETURNS bool
+            LANGUAGE plpgsql AS $f$ BEGIN INSERT INTO public.hc_log VALUES (a);
+            RETURN a = b; END $f$;""")
+        with psycopg.connect(dsn(gateway, "agent-hidden-ddl"), autocommit=True) as ddl:
+            ddl.execute("CREATE OPERATOR public.=== (LEFTARG = int, RIGHTARG = int, "
+                        "FUNCTION = public.hc_note)")
+        after = psycopg.connect(dsn(gateway, "agent-hidden-after"), autocommit=True)
+        # The operator does what it was made for.
+        assert after.execute("SELECT id FROM hc_t WHERE id === 1").fetchall() == [(1,)]
+        assert cluster.psql("payments", "SELECT count(*) FROM hc_log").strip() == "1"
+        lock = sqlite3.connect(gateway.dir / "audit.db", timeout=5, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        holder["lock"] = lock
+        for n, conn in enumerate([before, after]):
+            marker = f"hc-marker-{n}"
+            with pytest.raises(psycopg.Error) as err:
+                conn.execute(f"SELECT id, '{marker}' FROM hc_t WHERE id === 1").fetchall()
+            assert err.value.sqlstate == "58000", (err.value.sqlstate, str(err.value))
+            log = (cluster.dir / "log").read_text(errors="replace")
+            assert not [l for l in log.splitlines() if marker in l and "statement:" in l], \
+                "the refused read reached Postgres"
+        lock.execute("ROLLBACK")
+        lock.close()
+        holder.clear()
+        assert cluster.psql("payments", "SELECT count(*) FROM hc_log").strip() == "1", \
+            "the operator's function ran for a read whose record failed"
+        # The store is back: the reads run, and are recorded.
+        assert before.execute("SELECT id FROM hc_t WHERE id === 1").fetchall() == [(1,)]
+        before.close()
+        after.close()
+    finally:
+        if holder:
+            holder["lock"].execute("ROLLBACK")
+            holder["lock"].close()
+        gateway.stop()
+        cluster.psql("payments", """
+            DROP OPERATOR IF EXISTS public.=== (int, int);
+            DROP FUNCTION IF EXISTS public.hc_note(int, int);
+            REVOKE CREATE ON SCHEMA public FROM fraud_agent;""")
+
+
 def run_and_kill(cluster, base, name, t):
     """Eight clients read and write `t` through a busy gateway (SQLite
     store), which is killed (SIGKILL) after 2 s. Returns the gateway and

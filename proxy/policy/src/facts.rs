@@ -48,9 +48,9 @@ pub struct StatementFacts {
     /// no data-modifying `WITH`, no parameter changes, no `EXECUTE`. The
     /// relay may run such a statement while its audit record is being
     /// written, holding its results back until the record is durable.
-    /// (What a view it reads calls is not visible here: a view whose
-    /// definition calls a volatile function with side effects reads as
-    /// read-only.)
+    /// (What a view, an operator or a type it reads calls is not visible
+    /// here; the gateway reads the database's catalog for such code, see
+    /// its `relay::hidden`.)
     pub read_only: bool,
     /// What of the statement outlasts its transaction; see [`Lasting`].
     pub lasting: Lasting,
@@ -164,6 +164,43 @@ impl StatementFacts {
         std::iter::successors(Some(self), |facts| facts.inner.as_deref())
     }
 
+    /// Whether running the statement may create or change code that later
+    /// statements run without naming it (an operator's function, a view,
+    /// a trigger; see the gateway's `relay::hidden`): anything that names
+    /// a function, and any statement but a plain read or write, transaction
+    /// control, or one that reads or sets session state.
+    pub fn may_change_code(&self) -> bool {
+        self.levels().any(|facts| {
+            !facts.functions.is_empty()
+                || !facts.nested_kinds.is_empty()
+                || !facts.executes.is_empty()
+                || !matches!(
+                    facts.kind,
+                    Kind::Select
+                        | Kind::Insert
+                        | Kind::Update
+                        | Kind::Delete
+                        | Kind::Merge
+                        | Kind::Copy { .. }
+                        | Kind::Truncate
+                        | Kind::Transaction
+                        | Kind::Set
+                        | Kind::SetRole
+                        | Kind::Show
+                        | Kind::Listen
+                        | Kind::Notify
+                        | Kind::Unlisten
+                        | Kind::Discard
+                        | Kind::Deallocate { .. }
+                        | Kind::DeclareCursor { .. }
+                        | Kind::Cursor
+                        | Kind::Lock
+                        | Kind::Prepare { .. }
+                        | Kind::Explain { analyze: false }
+                )
+        })
+    }
+
     /// These facts with their [`BoundSetting`]s named by the portal's
     /// parameters: `value(n)` is bind parameter `n` in text form, `None`
     /// when it is NULL, binary or missing (then the setting could be any,
@@ -247,9 +284,8 @@ pub enum Lasting {
     /// `UPDATE`, `DELETE`, `MERGE` or locking `SELECT` (no function calls,
     /// no data-modifying `WITH`, no parameter changes, no `EXECUTE`). Only
     /// inside a transaction block is that later than the statement itself.
-    /// (As with [`StatementFacts::read_only`], what runs unseen is not
-    /// weighed: a trigger or a column default may call a function whose
-    /// effects no rollback undoes, such as `nextval` or `dblink_exec`.)
+    /// (As with [`StatementFacts::read_only`], what runs unseen, such as a
+    /// trigger or a column default, is not weighed here.)
     UntilCommit,
     /// `BEGIN`, `START TRANSACTION`: opens a transaction block.
     Begins,

@@ -1184,6 +1184,58 @@ fn what_outlasts_a_transaction_that_does_not_commit() {
 }
 
 #[test]
+fn statements_that_may_create_code_other_statements_run_unnamed() {
+    // (statement, may create or change such code)
+    for (sql, changes) in [
+        ("SELECT a FROM t WHERE b = 1 ORDER BY a", false),
+        ("SELECT * FROM payments FOR UPDATE", false),
+        ("INSERT INTO t VALUES (1)", false),
+        ("UPDATE t SET a = 1 WHERE b = 2", false),
+        ("DELETE FROM t", false),
+        ("COPY t FROM STDIN", false),
+        ("BEGIN", false),
+        ("COMMIT", false),
+        ("SET search_path = app, public", false),
+        ("SHOW work_mem", false),
+        ("PREPARE p AS SELECT a FROM t", false),
+        ("DEALLOCATE p", false),
+        ("EXPLAIN SELECT a FROM t", false),
+        ("DECLARE c CURSOR FOR SELECT a FROM t", false),
+        ("FETCH 10 FROM c", false),
+        ("LOCK TABLE t", false),
+        ("SELECT lower(a) FROM t", true),
+        ("INSERT INTO t VALUES (nextval('s'))", true),
+        (
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+            true,
+        ),
+        ("EXPLAIN ANALYZE SELECT a FROM t", true),
+        ("EXECUTE p", true),
+        (
+            "CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = note)",
+            true,
+        ),
+        ("CREATE VIEW v AS SELECT a FROM t", true),
+        ("CREATE TABLE t2 (a int)", true),
+        ("ALTER TABLE t ADD COLUMN c int DEFAULT 1", true),
+        (
+            "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            true,
+        ),
+        ("CREATE EXTENSION dblink", true),
+        ("DO $$ BEGIN END $$", true),
+        ("CALL p()", true),
+        ("VACUUM t", true),
+    ] {
+        let classified = hoop_policy::classify(sql);
+        let [facts] = &classified.statements[..] else {
+            panic!("{sql}: not one statement");
+        };
+        assert_eq!(facts.may_change_code(), changes, "{sql}");
+    }
+}
+
+#[test]
 fn a_query_string_waits_for_a_commit_only_if_every_statement_does() {
     use hoop_policy::Lasting;
     let of = |sql: &str| -> Vec<Lasting> {

@@ -56,6 +56,9 @@ pub struct StatementInfo {
     /// Whether it may run while its record is written, its results held
     /// back until the record is durable.
     pub runs_early: RunsEarly,
+    /// Whether it may create or change code that later statements run
+    /// without naming it (see [`super::hidden`]).
+    pub changes_code: bool,
     /// Execute only: ask the server to describe this portal (its name and
     /// record in the session state) before running it (the masker needs
     /// the row shape).

@@ -258,6 +258,7 @@ impl Inspector {
                     kind: "unparsed".to_owned(),
                     tables: Vec::new(),
                     runs_early: RunsEarly::Never,
+                    changes_code: false,
                 };
             }
         };
@@ -438,6 +439,8 @@ impl Inspector {
                     kind: "fetch".to_owned(),
                     tables: Vec::new(),
                     runs_early: RunsEarly::Never,
+                    // What it runs was judged when it was opened.
+                    changes_code: false,
                 },
             ),
         };
@@ -454,6 +457,7 @@ impl Inspector {
             tables: judged.tables,
             decision: judged.decision,
             runs_early: judged.runs_early,
+            changes_code: judged.changes_code,
             describe_portal,
             bind: executed.bind,
         };
@@ -622,6 +626,8 @@ struct Judged {
     tables: Vec<String>,
     /// See [`StatementInfo::runs_early`].
     runs_early: RunsEarly,
+    /// See [`StatementInfo::changes_code`].
+    changes_code: bool,
 }
 
 impl Judged {
@@ -636,6 +642,7 @@ impl Judged {
             kind,
             tables: Vec::new(),
             runs_early: RunsEarly::of(statements),
+            changes_code: statements.iter().any(StatementFacts::may_change_code),
         };
         judged.add_tables(statements);
         judged
@@ -659,6 +666,7 @@ impl Judged {
             kind: "bind".to_owned(),
             tables: Vec::new(),
             runs_early: RunsEarly::Never,
+            changes_code: false,
         }
     }
 
@@ -671,6 +679,7 @@ impl Judged {
             tables: self.tables,
             decision: self.decision,
             runs_early: self.runs_early,
+            changes_code: self.changes_code,
             describe_portal: None,
             bind: None,
         }

@@ -12,6 +12,7 @@
 //! the high-water mark, however large a result is.
 
 pub(crate) mod gate;
+pub(crate) mod hidden;
 pub(crate) mod inspect;
 pub(crate) mod record;
 pub(crate) mod refusal;
@@ -70,6 +71,9 @@ pub(crate) struct RelaySession {
     /// Unix seconds at which the login token expires.
     pub expires_at: i64,
     pub max_message_bytes: usize,
+    /// Whether the database may run code statements do not name (see
+    /// [`hidden`]): then nothing runs while its record is written.
+    pub hidden: hidden::HiddenCode,
 }
 
 /// Why the relay ended.
@@ -650,17 +654,24 @@ impl Relay {
         let (out, state) = (&mut flow.to_server, &mut flow.state);
         let mut describe_portal = info.describe_portal.clone();
         let bind = info.bind.clone();
+        if info.changes_code {
+            // Noted before it is sent (and whatever becomes of it).
+            self.session.hidden.sending_change();
+        }
         // A statement nothing of which lasts unless its transaction commits
         // may run while its record is written (its answer waits for the
         // record); anything else waits for the record before it is sent.
         // Messages held back with an earlier one go first (see `admitted`).
+        // Nothing runs early where the server may run code the statement
+        // does not name (see `hidden`).
         let early = match info.runs_early {
             RunsEarly::Always => true,
             RunsEarly::InBlock => state.in_open_block(),
             RunsEarly::Never => false,
         } && info.decision == hoop_policy::Decision::Allow
             && self.gate.records()
-            && flow.deferred.is_empty();
+            && flow.deferred.is_empty()
+            && self.session.hidden.none();
         let admission = self.gate.admit(info);
         if admission.is_none() || early {
             if admission.is_none() {
@@ -750,6 +761,8 @@ impl Relay {
                         self.refuse(held.request, refusal, (to_server, to_client), state, now);
                     }
                     Ok(()) => {
+                        // A reviewer's text: whatever it does, taken as a change.
+                        self.session.hidden.sending_change();
                         state.statement_replaced();
                         let request = self.run_replacement(&held, &sql, to_server, state, now);
                         if let (Some(handle), Some(request)) = (record, request) {
@@ -1255,6 +1268,9 @@ impl Relay {
             // Read once; a message the gateway cannot read is not passed on.
             let message = Backend::read(&frame)
                 .map_err(|e| RelayEnd::ProtocolViolation(format!("the database sent an {e}")))?;
+            if matches!(message, Backend::ReadyForQuery { status: IDLE }) {
+                self.session.hidden.transaction_ended();
+            }
             let completion = matches!(
                 message,
                 Backend::ParseComplete

@@ -1,0 +1,87 @@
+-- Whether the session's database holds code that a statement naming no
+-- function can run (see relay/hidden.rs): a user-defined object (not part
+-- of an extension) through which the server calls a function that may do
+-- what no rollback undoes, namely a volatile one, or any user-defined one
+-- not written in C (SQL, PL/pgSQL and the other languages, whose author may
+-- be anyone allowed to create a function). One row, one boolean.
+WITH member AS (
+    -- Objects an extension installed (trusted as the extension is).
+    SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
+    WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'
+),
+trees (classid, objid, tree, column_default) AS (
+    -- Expressions stored with user-defined objects: views and rules, row
+    -- security policies, check constraints of tables and domains (a cast
+    -- to a domain checks it), column and domain defaults, trigger
+    -- conditions. Calls of built-in functions leave no trace in
+    -- pg_depend, so the functions are read from the trees themselves.
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, r.ev_class,
+           pg_catalog.concat(r.ev_action::pg_catalog.text, r.ev_qual::pg_catalog.text), false
+    FROM pg_catalog.pg_rewrite r WHERE r.oid >= 16384
+    UNION ALL
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, p.polrelid,
+           pg_catalog.concat(p.polqual::pg_catalog.text, p.polwithcheck::pg_catalog.text), false
+    FROM pg_catalog.pg_policy p
+    UNION ALL
+    SELECT CASE WHEN c.contypid <> 0 THEN 'pg_catalog.pg_type'::pg_catalog.regclass
+                ELSE 'pg_catalog.pg_class'::pg_catalog.regclass END,
+           CASE WHEN c.contypid <> 0 THEN c.contypid ELSE c.conrelid END,
+           c.conbin::pg_catalog.text, false
+    FROM pg_catalog.pg_constraint c WHERE c.oid >= 16384 AND c.conbin IS NOT NULL
+    UNION ALL
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, a.adrelid, a.adbin::pg_catalog.text, true
+    FROM pg_catalog.pg_attrdef a
+    UNION ALL
+    SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, t.oid, t.typdefaultbin::pg_catalog.text, false
+    FROM pg_catalog.pg_type t WHERE t.oid >= 16384 AND t.typdefaultbin IS NOT NULL
+    UNION ALL
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, t.tgrelid, t.tgqual::pg_catalog.text, false
+    FROM pg_catalog.pg_trigger t WHERE NOT t.tgisinternal AND t.tgqual IS NOT NULL
+),
+paths (classid, objid, fn, column_default) AS (
+    -- Operators (`a === b`), casts (`x::t`), a type's input, output,
+    -- typmod and subscript functions, a range type's functions, and
+    -- operator class support functions (`ORDER BY`, joins, indexes).
+    SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass, o.oid, o.oprcode, false
+    FROM pg_catalog.pg_operator o WHERE o.oid >= 16384
+    UNION ALL
+    SELECT 'pg_catalog.pg_cast'::pg_catalog.regclass, c.oid, c.castfunc, false
+    FROM pg_catalog.pg_cast c WHERE c.oid >= 16384
+    UNION ALL
+    SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, t.oid, f.fn, false
+    FROM pg_catalog.pg_type t,
+         LATERAL (VALUES (t.typinput), (t.typoutput), (t.typreceive), (t.typsend),
+                         (t.typmodin), (t.typmodout), (t.typsubscript)) AS f (fn)
+    WHERE t.oid >= 16384
+    UNION ALL
+    SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, r.rngtypid, f.fn, false
+    FROM pg_catalog.pg_range r,
+         LATERAL (VALUES (r.rngcanonical), (r.rngsubdiff)) AS f (fn)
+    WHERE r.rngtypid >= 16384
+    UNION ALL
+    SELECT 'pg_catalog.pg_amproc'::pg_catalog.regclass, a.oid, a.amproc, false
+    FROM pg_catalog.pg_amproc a WHERE a.oid >= 16384
+    UNION ALL
+    -- Every function a stored expression calls (a node's funcid, opfuncid,
+    -- aggfnoid or winfnoid).
+    SELECT trees.classid, trees.objid, called.fn, trees.column_default
+    FROM trees,
+         LATERAL (SELECT m[2]::pg_catalog.oid AS fn
+                  FROM pg_catalog.regexp_matches(trees.tree,
+                       ':(funcid|opfuncid|aggfnoid|winfnoid) ([0-9]+)', 'g') AS m) AS called
+    UNION ALL
+    -- Triggers (a write fires them).
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, t.tgrelid, t.tgfoid, false
+    FROM pg_catalog.pg_trigger t WHERE NOT t.tgisinternal
+)
+SELECT EXISTS (
+    SELECT FROM paths
+    JOIN pg_catalog.pg_proc p ON p.oid = paths.fn
+    JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+    WHERE (p.provolatile = 'v' OR (p.oid >= 16384 AND l.lanname NOT IN ('internal', 'c')))
+      -- A column default that calls a built-in function (`nextval` of a
+      -- serial column, `gen_random_uuid()`, `clock_timestamp()`): what
+      -- such a default does beyond giving a value is a sequence moving on.
+      AND NOT (paths.column_default AND p.oid < 16384)
+      AND (paths.classid, paths.objid) NOT IN (SELECT m.classid, m.objid FROM member m)
+)
