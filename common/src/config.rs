@@ -233,5 +233,6 @@ mod tests {
         std::fs::write(dir.join("pw"), "s3cret\n").unwrap();
         let secret = SecretRef::file("pw").relative_to(&dir);
         assert_eq!(secret.resolve("x").unwrap(), "s3cret");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -253,7 +253,7 @@ fn postgres_audit_store(name: &str) -> GatewayOptions {
     ] {
         cluster.psql("postgres", &sql);
     }
-    let password = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let password = unique_dir("audit-pw").join(name);
     std::fs::write(&password, "audit-pw").unwrap();
     let mut opts = GatewayOptions::default();
     opts.mappings.push_str(&format!(

@@ -548,8 +548,7 @@ async fn upstream_tls_verify_full_and_require() {
         gw.stop().await;
     }
     // verify-full against the wrong CA: the client gets a clean error, not the details.
-    let wrong_ca = std::env::temp_dir().join(format!("hoop-wrong-ca-{}", std::process::id()));
-    std::fs::create_dir_all(&wrong_ca).unwrap();
+    let wrong_ca = unique_dir("wrong-ca");
     let (wrong, _) = make_cert(&wrong_ca);
     let gw = start_gateway(GatewayOptions {
         extra_upstream: format!(

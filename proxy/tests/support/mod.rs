@@ -236,7 +236,7 @@ impl TestGateway {
 /// first call also removes the directories of test processes that have
 /// ended (tests read a gateway's directory after it stopped, so each
 /// process leaves its own behind).
-fn unique_dir(tag: &str) -> PathBuf {
+pub fn unique_dir(tag: &str) -> PathBuf {
     static SWEPT: std::sync::Once = std::sync::Once::new();
     SWEPT.call_once(remove_dirs_of_ended_processes);
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
