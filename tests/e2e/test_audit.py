@@ -710,6 +710,63 @@ def test_fail_closed_read_through_an_operator_with_side_effects(audit_cluster):
             REVOKE CREATE ON SCHEMA public FROM fraud_agent;""")
 
 
+def test_the_catalog_reading_finds_code_a_statement_runs_unnamed(audit_cluster):
+    """The query the gateway runs at login (proxy/src/relay/hidden_code.sql)
+    against a scratch database, object by object: what leads a statement
+    that names no function to a volatile or user-written one is found;
+    plain tables, built-in defaults, extensions and functions nothing calls
+    unnamed are not."""
+    cluster, _ = audit_cluster
+    query = (ROOT / "proxy/src/relay/hidden_code.sql").read_text()
+    cluster.psql("postgres", "DROP DATABASE IF EXISTS hidden_code")
+    cluster.psql("postgres", "CREATE DATABASE hidden_code")
+
+    def found():
+        return {"t": True, "f": False}[cluster.psql("hidden_code", query).strip()]
+
+    assert not found()
+    for sql, expected, undo in [
+        ("""CREATE TABLE a (id serial PRIMARY KEY, v int DEFAULT 3 CHECK (v > 0),
+                           at timestamptz DEFAULT now(), r float8 DEFAULT random(),
+                           u uuid DEFAULT gen_random_uuid());
+            CREATE TABLE b (id int GENERATED ALWAYS AS IDENTITY, n numeric);
+            CREATE VIEW va AS SELECT id, abs(v), count(*) OVER () FROM a;
+            CREATE EXTENSION pg_stat_statements;
+            CREATE FUNCTION note(x int, y int) RETURNS bool LANGUAGE plpgsql AS
+                $f$ BEGIN INSERT INTO a (v) VALUES (x); RETURN x = y; END $f$;
+            CREATE FUNCTION pos(int) RETURNS bool LANGUAGE sql IMMUTABLE AS 'SELECT $1 > 0';
+            CREATE FUNCTION trg() RETURNS trigger LANGUAGE plpgsql AS
+                $f$ BEGIN RETURN NEW; END $f$;
+            CREATE OPERATOR ==== (LEFTARG = int, RIGHTARG = int, FUNCTION = int4eq)""",
+         False, None),
+        ("CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = note)", True,
+         "DROP OPERATOR === (int, int)"),
+        ("CREATE VIEW vb AS SELECT nextval('a_id_seq')", True, "DROP VIEW vb"),
+        ("CREATE VIEW vc AS SELECT pg_try_advisory_lock(1)", True, "DROP VIEW vc"),
+        ("CREATE VIEW vd AS SELECT note(1, 2)", True, "DROP VIEW vd"),
+        ("CREATE DOMAIN pd AS int CHECK (pos(VALUE))", True, "DROP DOMAIN pd"),
+        ("ALTER TABLE b ADD CONSTRAINT positive CHECK (pos(id))", True,
+         "ALTER TABLE b DROP CONSTRAINT positive"),
+        ("ALTER TABLE b ALTER COLUMN n SET DEFAULT pos(1)::int", True,
+         "ALTER TABLE b ALTER COLUMN n DROP DEFAULT"),
+        ("CREATE POLICY p ON a USING (pos(v))", True, "DROP POLICY p ON a"),
+        ("CREATE TRIGGER tr BEFORE INSERT ON a FOR EACH ROW EXECUTE FUNCTION trg()", True,
+         "DROP TRIGGER tr ON a"),
+    ]:
+        cluster.psql("hidden_code", sql)
+        assert found() == expected, sql
+        if undo:
+            cluster.psql("hidden_code", undo)
+            assert not found(), undo
+    # A user-defined cast over a user-written function (a type of our own:
+    # casts between built-in types may not be redefined).
+    cluster.psql("hidden_code", """
+        CREATE TYPE pair AS (a int, b int);
+        CREATE FUNCTION pair_sum(pair) RETURNS int LANGUAGE sql AS 'SELECT $1.a + $1.b';
+        CREATE CAST (pair AS int) WITH FUNCTION pair_sum(pair)""")
+    assert found()
+
+
 def run_and_kill(cluster, base, name, t):
     """Eight clients read and write `t` through a busy gateway (SQLite
     store), which is killed (SIGKILL) after 2 s. Returns the gateway and

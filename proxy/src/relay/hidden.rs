@@ -16,7 +16,8 @@
 //! early in every session of that database once any of them sends a
 //! statement that may create such code (DDL, `DO`, `CALL`, any named
 //! function call), until those sessions log in again and the catalog is
-//! read anew.
+//! read anew; sessions that log in before that statement's transaction
+//! has ended count as having logged in before it.
 //!
 //! What this does not see: a change made outside this gateway after a
 //! session's login (by a DBA directly, or through another gateway) until
@@ -45,6 +46,10 @@ struct Database {
     /// transaction ended, so a login whose catalog read raced the change
     /// cannot miss it).
     changes: AtomicU64,
+    /// Sessions whose change has been sent and whose transaction has not
+    /// ended: what it creates may be committed any moment, before the
+    /// session hears of it. Meanwhile no session runs anything early.
+    changing: AtomicU64,
     /// The last catalog reading: when it started, `changes` then, and what
     /// it found.
     last: Mutex<Option<(Instant, u64, bool)>>,
@@ -92,7 +97,7 @@ impl HiddenCode {
     pub(crate) fn at_login(database: &str) -> Result<HiddenCode, Reading> {
         let database = Database::of(database);
         let last = *lock(&database.last);
-        let read_at = database.changes.load(Ordering::Acquire);
+        let read_at = database.changes.load(Ordering::SeqCst);
         match last {
             Some((started, at, found)) if at == read_at && started.elapsed() < READING_SERVES => {
                 Ok(HiddenCode {
@@ -120,22 +125,37 @@ impl HiddenCode {
     /// catalog showed no such code and no session of this gateway may have
     /// created any since.
     pub(crate) fn none(&self) -> bool {
-        !self.found && self.database.changes.load(Ordering::Acquire) == self.read_at
+        !self.found
+            && self.database.changing.load(Ordering::SeqCst) == 0
+            && self.database.changes.load(Ordering::SeqCst) == self.read_at
     }
 
     /// A statement that may create such code is about to be sent.
     pub(crate) fn sending_change(&mut self) {
         self.found = true;
-        self.changing = true;
-        self.database.changes.fetch_add(1, Ordering::AcqRel);
+        if !std::mem::replace(&mut self.changing, true) {
+            self.database.changing.fetch_add(1, Ordering::SeqCst);
+        }
+        self.database.changes.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The server is idle again (ReadyForQuery `I`): a change this
     /// session sent is committed or rolled back by now.
     pub(crate) fn transaction_ended(&mut self) {
         if std::mem::take(&mut self.changing) {
-            self.database.changes.fetch_add(1, Ordering::AcqRel);
+            // Counted before the session stops counting as changing, so no
+            // session sees neither.
+            self.database.changes.fetch_add(1, Ordering::SeqCst);
+            self.database.changing.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+}
+
+impl Drop for HiddenCode {
+    /// A session that ends mid-change: its server connection closes, and
+    /// the change is rolled back or was committed.
+    fn drop(&mut self) {
+        self.transaction_ended();
     }
 }
 
@@ -143,7 +163,7 @@ impl Reading {
     #[cfg(test)]
     fn new(database: &str) -> Reading {
         let database = Database::of(database);
-        let read_at = database.changes.load(Ordering::Acquire);
+        let read_at = database.changes.load(Ordering::SeqCst);
         Reading {
             database,
             started: Instant::now(),
@@ -189,7 +209,9 @@ mod tests {
         first.sending_change();
         assert!(!first.none() && !second.none());
         assert!(elsewhere.none(), "another database is not concerned");
-        // A session that logs in later reads the catalog anew.
+        // A session that logs in once the change's transaction ended reads
+        // the catalog anew.
+        first.transaction_ended();
         let (later, read) = login("hidden-a", false);
         assert!(read && later.none());
     }
@@ -201,13 +223,34 @@ mod tests {
         // A login reads the catalog after the change was sent but before
         // it committed: the catalog cannot show it yet.
         let (racing, read) = login("hidden-c", false);
-        assert!(read && racing.none());
+        assert!(read && !racing.none());
         changer.transaction_ended();
-        assert!(!racing.none());
+        assert!(!racing.none(), "its reading may predate the commit");
         // Only once per change.
         let (after, _) = login("hidden-c", false);
         changer.transaction_ended();
         assert!(after.none());
+    }
+
+    #[test]
+    fn nothing_runs_early_while_a_change_may_commit() {
+        let (mut changer, _) = login("hidden-g", false);
+        changer.sending_change();
+        // Committed, but the session has not heard so yet: a login reads
+        // it, and one that read before waits all the same.
+        let (reader, read) = login("hidden-g", false);
+        assert!(read && !reader.none());
+        changer.sending_change();
+        changer.transaction_ended();
+        let (after, _) = login("hidden-g", false);
+        assert!(after.none(), "one change in flight, counted once");
+        assert!(!reader.none(), "its reading may predate the commit");
+        // A session that ends mid-change stops counting as changing.
+        let (mut gone, _) = login("hidden-g", false);
+        gone.sending_change();
+        drop(gone);
+        let (last, _) = login("hidden-g", false);
+        assert!(last.none());
     }
 
     #[test]
