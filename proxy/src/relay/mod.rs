@@ -138,6 +138,9 @@ struct Held {
     early: bool,
     /// The early read's request id in the [`ConnectionState`].
     request_id: Option<u64>,
+    /// Not sent yet, and may create code later statements run unnamed
+    /// (see [`hidden`]): noted when it is sent.
+    changes_code: bool,
 }
 
 impl Held {
@@ -654,10 +657,7 @@ impl Relay {
         let (out, state) = (&mut flow.to_server, &mut flow.state);
         let mut describe_portal = info.describe_portal.clone();
         let bind = info.bind.clone();
-        if info.changes_code {
-            // Noted before it is sent (and whatever becomes of it).
-            self.session.hidden.sending_change();
-        }
+        let changes_code = info.changes_code;
         // A statement nothing of which lasts unless its transaction commits
         // may run while its record is written (its answer waits for the
         // record); anything else waits for the record before it is sent.
@@ -674,6 +674,9 @@ impl Relay {
             && self.session.hidden.none();
         let admission = self.gate.admit(info);
         if admission.is_none() || early {
+            if changes_code {
+                self.session.hidden.sending_change();
+            }
             if admission.is_none() {
                 self.send_deferred(&mut flow.deferred, out, state, now);
             }
@@ -697,6 +700,7 @@ impl Relay {
             future,
             early,
             request_id,
+            changes_code: changes_code && !early,
         });
     }
 
@@ -732,6 +736,9 @@ impl Relay {
         match admission {
             Admission::Hold { .. } => {}
             Admission::Forward(record) => {
+                if held.changes_code {
+                    self.session.hidden.sending_change();
+                }
                 self.forward_statement(
                     &held.frame,
                     held.request,
