@@ -1191,6 +1191,12 @@ fn statements_that_may_create_code_other_statements_run_unnamed() {
         ("SELECT * FROM payments FOR UPDATE", false),
         ("INSERT INTO t VALUES (1)", false),
         ("UPDATE t SET a = 1 WHERE b = 2", false),
+        // pgbench's TPC-B insert: CURRENT_TIMESTAMP is no function call.
+        (
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) \
+             VALUES (1, 2, 3, 4, CURRENT_TIMESTAMP)",
+            false,
+        ),
         ("DELETE FROM t", false),
         ("COPY t FROM STDIN", false),
         ("BEGIN", false),
