@@ -424,14 +424,17 @@ pub async fn load_masked_columns(
 /// without naming it (see [`crate::relay::hidden`]), read on the session's
 /// own connection after [`start_session`]. A server error (a catalog the
 /// role may not read) is `Ok(None)`: the relay then assumes there is.
-pub async fn hidden_code(up: &mut Upstream) -> Result<Option<bool>, UpstreamError> {
+pub async fn hidden_code(
+    up: &mut Upstream,
+) -> Result<Option<crate::relay::hidden::Catalog>, UpstreamError> {
     match simple_query(up, crate::relay::hidden::QUERY).await {
-        Ok(rows) => match rows.first().and_then(|row| row_values(row)).as_deref() {
-            Some([found]) if found == "t" || found == "f" => Ok(Some(found == "t")),
-            _ => Err(UpstreamError::Protocol(
-                "malformed answer to the gateway's catalog query".into(),
-            )),
-        },
+        Ok(rows) => rows
+            .first()
+            .and_then(|row| catalog_from_row(row))
+            .map(Some)
+            .ok_or_else(|| {
+                UpstreamError::Protocol("malformed answer to the gateway's catalog query".into())
+            }),
         Err(UpstreamError::Server { code, message }) => {
             tracing::warn!(
                 %code,
@@ -443,6 +446,41 @@ pub async fn hidden_code(up: &mut Upstream) -> Result<Option<bool>, UpstreamErro
         }
         Err(other) => Err(other),
     }
+}
+
+/// The row of `hidden_code.sql`: `t` or `f`, then two JSON arrays of
+/// names (or NULL, for none).
+fn catalog_from_row(body: &[u8]) -> Option<crate::relay::hidden::Catalog> {
+    let (count, mut rest) = protocol::take_i16(body)?;
+    if count != 3 {
+        return None;
+    }
+    let mut fields = [None, None, None];
+    for field in &mut fields {
+        let (len, tail) = take_i32(rest)?;
+        if len < 0 {
+            rest = tail;
+            continue;
+        }
+        let len = usize::try_from(len).ok()?;
+        *field = Some(std::str::from_utf8(tail.get(..len)?).ok()?);
+        rest = &tail[len..];
+    }
+    let names = |field: Option<&str>| -> Option<std::collections::HashSet<String>> {
+        field.map_or(Some(Default::default()), |json| {
+            serde_json::from_str(json).ok()
+        })
+    };
+    let found = match fields[0]? {
+        "t" => true,
+        "f" => false,
+        _ => return None,
+    };
+    Some(crate::relay::hidden::Catalog {
+        found,
+        creating_code: names(fields[1])?,
+        volatile: names(fields[2])?,
+    })
 }
 
 /// Runs one simple Query on a connection nobody else uses yet and returns

@@ -710,6 +710,67 @@ def test_fail_closed_read_through_an_operator_with_side_effects(audit_cluster):
             REVOKE CREATE ON SCHEMA public FROM fraud_agent;""")
 
 
+def test_calls_of_builtin_functions_leave_early_runs_alone(audit_cluster):
+    """A read calling built-in functions (`count`, `lower`) creates no code
+    and changes nothing: it runs while its record is written, and the
+    database's other sessions go on doing so (before, any function call
+    stopped that in every session of the database until it logged in
+    again). A call that may reach a user-written function of the same name
+    (`upper(int)` here) is recorded before it is sent: with the store down,
+    it never runs. Each read runs early or not as the server log shows."""
+    cluster, base = audit_cluster
+    cluster.psql("payments", """
+        CREATE TABLE public.bf_t (id int, name text);
+        INSERT INTO public.bf_t VALUES (1, 'A');
+        CREATE TABLE public.bf_log (n int);
+        GRANT SELECT ON public.bf_t TO fraud_agent;
+        GRANT INSERT, SELECT ON public.bf_log TO fraud_agent;
+        CREATE FUNCTION public.upper(n int) RETURNS int LANGUAGE plpgsql AS
+            $f$ BEGIN INSERT INTO public.bf_log VALUES (n); RETURN n; END $f$;""")
+    gateway = start_gateway(cluster, base, "gw-builtin-calls")
+    holder = {}
+    try:
+        caller, reader, user_fn = (
+            psycopg.connect(dsn(gateway, f"agent-bf-{n}"), autocommit=True)
+            for n in ("caller", "reader", "user-fn"))
+        assert caller.execute("SELECT count(*), lower(min(name)) FROM bf_t").fetchall() == [(1, "a")]
+        lock = sqlite3.connect(gateway.dir / "audit.db", timeout=5, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        holder["lock"] = lock
+
+        def refused(conn, sql, marker):
+            with pytest.raises(psycopg.Error) as err:
+                conn.execute(sql.format(marker=marker)).fetchall()
+            assert err.value.sqlstate == "58000", (err.value.sqlstate, str(err.value))
+            log = (cluster.dir / "log").read_text(errors="replace")
+            return bool([l for l in log.splitlines() if marker in l and "statement:" in l])
+
+        assert refused(reader, "SELECT id, '{marker}' FROM bf_t WHERE id = 1", "bf-read"), \
+            "a plain read stopped running early after another session called count()"
+        assert refused(caller, "SELECT count(*), '{marker}' FROM bf_t", "bf-count"), \
+            "a read calling count() did not run early"
+        assert not refused(user_fn, "SELECT upper(id), '{marker}' FROM bf_t", "bf-upper"), \
+            "a call that may reach a user-written function ran before its record"
+        lock.execute("ROLLBACK")
+        lock.close()
+        holder.clear()
+        assert cluster.psql("payments", "SELECT count(*) FROM bf_log").strip() == "0", \
+            "the user-written function ran for a statement whose record failed"
+        # The store is back: the call reaches the function, as it did not
+        # then.
+        with psycopg.connect(dsn(gateway, "agent-bf-again"), autocommit=True) as again:
+            assert again.execute("SELECT upper(id) FROM bf_t").fetchall() == [(1,)]
+        assert cluster.psql("payments", "SELECT count(*) FROM bf_log").strip() == "1"
+        for conn in (caller, reader, user_fn):
+            conn.close()
+    finally:
+        if holder:
+            holder["lock"].execute("ROLLBACK")
+            holder["lock"].close()
+        gateway.stop()
+        cluster.psql("payments", "DROP FUNCTION IF EXISTS public.upper(int)")
+
+
 def test_the_catalog_reading_finds_code_a_statement_runs_unnamed(audit_cluster):
     """The query the gateway runs at login (proxy/src/relay/hidden_code.sql)
     against a scratch database, object by object: what leads a statement
@@ -721,9 +782,20 @@ def test_the_catalog_reading_finds_code_a_statement_runs_unnamed(audit_cluster):
     cluster.psql("postgres", "DROP DATABASE IF EXISTS hidden_code")
     cluster.psql("postgres", "CREATE DATABASE hidden_code")
 
-    def found():
-        return {"t": True, "f": False}[cluster.psql("hidden_code", query).strip()]
+    def reading():
+        found, creating_code, volatile = cluster.psql("hidden_code", query).strip().split("|")
+        return {"t": True, "f": False}[found], set(json.loads(creating_code)), set(json.loads(volatile))
 
+    def found():
+        return reading()[0]
+
+    # The names calls are weighed by: functions not built in, and built-in
+    # ones that run SQL text; volatile built-in ones apart.
+    _, creating_code, volatile = reading()
+    assert {"query_to_xml", "table_to_xml", "ts_rewrite"} <= creating_code
+    assert not {"count", "lower", "now", "nextval"} & creating_code
+    assert {"nextval", "random", "pg_advisory_lock", "set_config"} <= volatile
+    assert not {"count", "lower", "now"} & volatile
     assert not found()
     for sql, expected, undo in [
         ("""CREATE TABLE a (id serial PRIMARY KEY, v int DEFAULT 3 CHECK (v > 0),
@@ -765,6 +837,7 @@ def test_the_catalog_reading_finds_code_a_statement_runs_unnamed(audit_cluster):
         CREATE FUNCTION pair_sum(pair) RETURNS int LANGUAGE sql AS 'SELECT $1.a + $1.b';
         CREATE CAST (pair AS int) WITH FUNCTION pair_sum(pair)""")
     assert found()
+    assert {"note", "pos", "trg", "pair_sum"} <= reading()[1]
 
 
 def run_and_kill(cluster, base, name, t):

@@ -772,22 +772,33 @@ fn plain(tag: &str, body: &Value, literal_dependent: &mut bool) -> StatementFact
     }
     *literal_dependent |= walker.literal_dependent;
     walker.finish(&mut facts);
-    facts.read_only = tag == "SelectStmt"
+    // A read_only statement but for the functions it calls.
+    let plain_read = tag == "SelectStmt"
         && facts.kind == Kind::Select
-        && facts.functions.is_empty()
         && facts.nested_kinds.is_empty()
         && facts.parameters.is_empty()
         && facts.executes.is_empty()
         && !facts.weakens_reading
         && !has_key(body, "locking_clause");
-    facts.lasting = lasting(tag, body, &facts);
+    facts.read_only = plain_read && facts.functions.is_empty();
+    facts.lasting = lasting(tag, body, &facts, plain_read, facts.functions.is_empty());
+    facts.lasting_if_calls_are_stable_builtins = lasting(tag, body, &facts, plain_read, true);
     facts
 }
 
-/// See [`Lasting`]; `facts` are the statement's own.
-fn lasting(tag: &str, body: &Value, facts: &StatementFacts) -> Lasting {
+/// See [`Lasting`]; `facts` are the statement's own, `plain_read` what
+/// makes it [`StatementFacts::read_only`] but its calls, `inert_calls`
+/// whether those change nothing (none, or see
+/// [`StatementFacts::lasting_if_calls_are_stable_builtins`]).
+fn lasting(
+    tag: &str,
+    body: &Value,
+    facts: &StatementFacts,
+    plain_read: bool,
+    inert_calls: bool,
+) -> Lasting {
     use pg_query::protobuf::TransactionStmtKind as K;
-    if facts.read_only {
+    if plain_read && inert_calls {
         return Lasting::Nothing;
     }
     if tag == "TransactionStmt" {
@@ -817,7 +828,7 @@ fn lasting(tag: &str, body: &Value, facts: &StatementFacts) -> Lasting {
             | ("SelectStmt", Kind::Select)
     );
     if changes_rows
-        && facts.functions.is_empty()
+        && inert_calls
         && facts.nested_kinds.is_empty()
         && facts.parameters.is_empty()
         && facts.executes.is_empty()

@@ -54,6 +54,12 @@ pub struct StatementFacts {
     pub read_only: bool,
     /// What of the statement outlasts its transaction; see [`Lasting`].
     pub lasting: Lasting,
+    /// [`StatementFacts::lasting`] if every function the statement names is
+    /// a built-in one that is not volatile and runs no SQL text of its own
+    /// (`count`, `lower`, `now`), which the gateway learns from the
+    /// database's catalog (its `relay::hidden`): such a call changes
+    /// nothing.
+    pub lasting_if_calls_are_stable_builtins: Lasting,
     /// PostgreSQL's grammar rejects the string: the server's message and
     /// position, answered with SQLSTATE 42601 (only for [`Kind::Unparsed`]).
     pub syntax_error: Option<SyntaxError>,
@@ -159,6 +165,12 @@ pub struct SyntaxError {
 }
 
 impl StatementFacts {
+    /// Every function named, at every level (see [`StatementFacts::functions`]).
+    pub fn calls(&self) -> impl Iterator<Item = &str> {
+        self.levels()
+            .flat_map(|facts| facts.functions.iter().map(String::as_str))
+    }
+
     /// These facts and every wrapped statement's, outermost first.
     pub fn levels(&self) -> impl Iterator<Item = &StatementFacts> {
         std::iter::successors(Some(self), |facts| facts.inner.as_deref())
@@ -170,9 +182,16 @@ impl StatementFacts {
     /// a function, and any statement but a plain read or write, transaction
     /// control, or one that reads or sets session state.
     pub fn may_change_code(&self) -> bool {
+        self.levels().any(|facts| !facts.functions.is_empty())
+            || self.may_change_code_if_calls_are_builtins()
+    }
+
+    /// [`StatementFacts::may_change_code`] if every function the statement
+    /// names is a built-in one that runs no SQL text of its own: no
+    /// built-in function creates code.
+    pub fn may_change_code_if_calls_are_builtins(&self) -> bool {
         self.levels().any(|facts| {
-            !facts.functions.is_empty()
-                || !facts.nested_kinds.is_empty()
+            !facts.nested_kinds.is_empty()
                 || !facts.executes.is_empty()
                 || !matches!(
                     facts.kind,

@@ -1183,6 +1183,107 @@ fn what_outlasts_a_transaction_that_does_not_commit() {
     }
 }
 
+/// What a statement's calls leave out when the gateway knows them to be
+/// built-in functions (see `StatementFacts::lasting_if_calls_are_stable_builtins`
+/// and `may_change_code_if_calls_are_builtins`): only the calls themselves.
+#[test]
+fn calls_of_builtin_functions_are_weighed_apart() {
+    use hoop_policy::Lasting as L;
+    // (statement, lasting, lasting if its calls are stable built-ins, may
+    // change code, ... if its calls are built-ins, the calls)
+    for (sql, lasting, if_stable, changes, if_builtin, calls) in [
+        (
+            "SELECT count(*) FROM t",
+            L::Maybe,
+            L::Nothing,
+            true,
+            false,
+            &["count"][..],
+        ),
+        (
+            "SELECT lower(name), now() FROM t WHERE a = abs($1)",
+            L::Maybe,
+            L::Nothing,
+            true,
+            false,
+            &["lower", "now", "abs"],
+        ),
+        ("SELECT a FROM t", L::Nothing, L::Nothing, false, false, &[]),
+        (
+            "SELECT lower(a) FROM t FOR UPDATE",
+            L::Maybe,
+            L::UntilCommit,
+            true,
+            false,
+            &["lower"],
+        ),
+        (
+            "UPDATE t SET a = pg_catalog.abs(a)",
+            L::Maybe,
+            L::UntilCommit,
+            true,
+            false,
+            &["pg_catalog.abs"],
+        ),
+        // What the calls do not explain stays.
+        (
+            "SELECT set_config('a.b', 'c', false)",
+            L::Maybe,
+            L::Maybe,
+            true,
+            false,
+            &["set_config"],
+        ),
+        (
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT count(*) FROM d",
+            L::Maybe,
+            L::Maybe,
+            true,
+            true,
+            &["count"],
+        ),
+        (
+            "SELECT count(*) INTO t2 FROM t",
+            L::Maybe,
+            L::Maybe,
+            true,
+            true,
+            &["count"],
+        ),
+        (
+            "CREATE VIEW v AS SELECT lower(a) FROM t",
+            L::Maybe,
+            L::Maybe,
+            true,
+            true,
+            &["lower"],
+        ),
+        (
+            "EXPLAIN SELECT upper(a) FROM t",
+            L::Maybe,
+            L::Maybe,
+            true,
+            false,
+            &["upper"],
+        ),
+    ] {
+        let facts = one(sql);
+        assert_eq!(facts.lasting, lasting, "{sql}");
+        assert_eq!(
+            facts.lasting_if_calls_are_stable_builtins, if_stable,
+            "{sql}"
+        );
+        assert_eq!(facts.may_change_code(), changes, "{sql}");
+        assert_eq!(
+            facts.may_change_code_if_calls_are_builtins(),
+            if_builtin,
+            "{sql}"
+        );
+        let named: std::collections::BTreeSet<&str> = facts.calls().collect();
+        assert_eq!(named, calls.iter().copied().collect(), "{sql}");
+    }
+}
+
 #[test]
 fn statements_that_may_create_code_other_statements_run_unnamed() {
     // (statement, may create or change such code)

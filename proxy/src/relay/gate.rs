@@ -59,6 +59,10 @@ pub struct StatementInfo {
     /// Whether it may create or change code that later statements run
     /// without naming it (see [`super::hidden`]).
     pub changes_code: bool,
+    /// The functions it names, if any, with what `runs_early` and
+    /// `changes_code` are where they are built-in ones (see
+    /// [`StatementInfo::weigh_calls`]).
+    pub calls: Option<Arc<Calls>>,
     /// Execute only: ask the server to describe this portal (its name and
     /// record in the session state) before running it (the masker needs
     /// the row shape).
@@ -88,8 +92,22 @@ pub enum RunsEarly {
 impl RunsEarly {
     /// For one query string's statements.
     pub fn of(statements: &[hoop_policy::StatementFacts]) -> RunsEarly {
+        RunsEarly::of_lasting(statements.iter().map(|facts| facts.lasting).collect())
+    }
+
+    /// For one query string's statements, whose calls are all of built-in
+    /// functions that are not volatile and run no SQL of their own.
+    fn of_stable_builtin_calls(statements: &[hoop_policy::StatementFacts]) -> RunsEarly {
+        RunsEarly::of_lasting(
+            statements
+                .iter()
+                .map(|facts| facts.lasting_if_calls_are_stable_builtins)
+                .collect(),
+        )
+    }
+
+    fn of_lasting(lasting: Vec<hoop_policy::Lasting>) -> RunsEarly {
         use hoop_policy::Lasting;
-        let lasting: Vec<Lasting> = statements.iter().map(|facts| facts.lasting).collect();
         if lasting.is_empty() {
             RunsEarly::Never
         } else if Lasting::waits_for_commit(&lasting, false) {
@@ -98,6 +116,57 @@ impl RunsEarly {
             RunsEarly::InBlock
         } else {
             RunsEarly::Never
+        }
+    }
+}
+
+/// The functions a query string's statements name, and what they change
+/// where the database's catalog shows them to be built-in ones (see
+/// [`super::hidden::HiddenCode::calls_are_builtins`]).
+#[derive(Debug)]
+pub struct Calls {
+    names: Vec<String>,
+    /// [`StatementInfo::runs_early`] where they are also not volatile.
+    runs_early: RunsEarly,
+    /// [`StatementInfo::changes_code`] where they are.
+    changes_code: bool,
+}
+
+impl Calls {
+    /// For one query string's statements (`None`: they name none).
+    pub fn of(statements: &[hoop_policy::StatementFacts]) -> Option<Arc<Calls>> {
+        let names: Vec<String> = statements
+            .iter()
+            .flat_map(|facts| facts.calls())
+            .map(str::to_owned)
+            .collect();
+        (!names.is_empty()).then(|| {
+            Arc::new(Calls {
+                names,
+                runs_early: RunsEarly::of_stable_builtin_calls(statements),
+                changes_code: statements
+                    .iter()
+                    .any(hoop_policy::StatementFacts::may_change_code_if_calls_are_builtins),
+            })
+        })
+    }
+}
+
+impl StatementInfo {
+    /// Weighs the functions the statement names as the session's catalog
+    /// reading knows them: calls of built-in functions create no code, and
+    /// those of built-in ones that are not volatile change nothing, so the
+    /// statement may run early as it would without them. Anything else
+    /// keeps the judgement that counts every call as possibly anything.
+    pub fn weigh_calls(&mut self, hidden: &super::hidden::HiddenCode) {
+        let Some(calls) = &self.calls else {
+            return;
+        };
+        if hidden.calls_are_builtins(&calls.names) {
+            self.changes_code = calls.changes_code;
+            if hidden.calls_are_stable_builtins(&calls.names) {
+                self.runs_early = calls.runs_early;
+            }
         }
     }
 }

@@ -19,17 +19,51 @@
 //! read anew; sessions that log in before that statement's transaction
 //! has ended count as having logged in before it.
 //!
+//! A statement that calls functions by name is weighed with what the same
+//! reading says of those names: a call can only be of a built-in function
+//! that is neither volatile nor runs SQL text it is given (`count`,
+//! `lower`, `now`) when no other function of that name exists; such a call
+//! creates no code and changes nothing, so the statement is weighed as if it
+//! made none (see [`crate::relay::gate::StatementInfo::weigh_calls`]). A
+//! function created later is a change, and the session then runs nothing
+//! early anyway.
+//!
 //! What this does not see: a change made outside this gateway after a
 //! session's login (by a DBA directly, or through another gateway) until
 //! the session logs in again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-/// One row, one boolean: whether the database holds such code.
+/// One row: whether the database holds such code, then the names of
+/// functions that calls may reach (see [`Catalog`]).
 pub(crate) const QUERY: &str = include_str!("hidden_code.sql");
+
+/// What a catalog reading found.
+#[derive(Debug, Default)]
+pub(crate) struct Catalog {
+    /// Code statements may run without naming it.
+    pub found: bool,
+    /// Names (lowercased) of functions that can create code: any not built
+    /// in, a procedure, a built-in one that runs SQL text it is given.
+    pub creating_code: HashSet<String>,
+    /// Names (lowercased) of volatile built-in functions.
+    pub volatile: HashSet<String>,
+}
+
+impl Catalog {
+    /// Whether none of `names` (as a statement calls them: lowercased,
+    /// maybe qualified) can be one of `set`'s, under its full name or its
+    /// last part.
+    fn none_in(set: &HashSet<String>, names: &[String]) -> bool {
+        names.iter().all(|name| {
+            let last = name.rsplit('.').next().unwrap_or(name);
+            !set.contains(name.as_str()) && !set.contains(last)
+        })
+    }
+}
 
 /// How long a catalog reading serves the logins that follow it, while no
 /// session of this gateway sent a change meanwhile. Reading it costs a
@@ -52,7 +86,7 @@ struct Database {
     changing: AtomicU64,
     /// The last catalog reading: when it started, `changes` then, and what
     /// it found.
-    last: Mutex<Option<(Instant, u64, bool)>>,
+    last: Mutex<Option<(Instant, u64, Arc<Catalog>)>>,
 }
 
 impl Database {
@@ -79,6 +113,9 @@ pub(crate) struct HiddenCode {
     read_at: u64,
     /// The catalog holds some, or this session may have created some.
     found: bool,
+    /// What the session's catalog reading found (`None`: it could not be
+    /// read).
+    catalog: Option<Arc<Catalog>>,
     /// This session sent a statement that may have created some, and its
     /// transaction has not ended yet.
     changing: bool,
@@ -96,14 +133,15 @@ impl HiddenCode {
     /// [`READING_SERVES`]), or the reading to make.
     pub(crate) fn at_login(database: &str) -> Result<HiddenCode, Reading> {
         let database = Database::of(database);
-        let last = *lock(&database.last);
+        let last = lock(&database.last).clone();
         let read_at = database.changes.load(Ordering::SeqCst);
         match last {
-            Some((started, at, found)) if at == read_at && started.elapsed() < READING_SERVES => {
+            Some((started, at, catalog)) if at == read_at && started.elapsed() < READING_SERVES => {
                 Ok(HiddenCode {
                     database,
                     read_at,
-                    found,
+                    found: catalog.found,
+                    catalog: Some(catalog),
                     changing: false,
                 })
             }
@@ -119,9 +157,36 @@ impl HiddenCode {
     /// catalog showed no such code and no session of this gateway may have
     /// created any since.
     pub(crate) fn none(&self) -> bool {
-        !self.found
-            && self.database.changing.load(Ordering::SeqCst) == 0
+        !self.found && self.reading_holds()
+    }
+
+    /// Whether the catalog may still be as it was read: no session of this
+    /// gateway sent a change since, and none is in flight.
+    fn reading_holds(&self) -> bool {
+        self.database.changing.load(Ordering::SeqCst) == 0
             && self.database.changes.load(Ordering::SeqCst) == self.read_at
+    }
+
+    /// Whether every function `names` (as a statement calls them) can only
+    /// be a built-in one that runs no SQL text of its own: calling them
+    /// creates no code. Known only while no change may have created a
+    /// function since the reading.
+    pub(crate) fn calls_are_builtins(&self, names: &[String]) -> bool {
+        self.reading_holds()
+            && self
+                .catalog
+                .as_ref()
+                .is_some_and(|catalog| Catalog::none_in(&catalog.creating_code, names))
+    }
+
+    /// [`HiddenCode::calls_are_builtins`], and none is volatile: calling
+    /// them changes nothing.
+    pub(crate) fn calls_are_stable_builtins(&self, names: &[String]) -> bool {
+        self.calls_are_builtins(names)
+            && self
+                .catalog
+                .as_ref()
+                .is_some_and(|catalog| Catalog::none_in(&catalog.volatile, names))
     }
 
     /// A statement that may create such code is about to be sent.
@@ -167,14 +232,16 @@ impl Reading {
 
     /// The catalog's answer (`None`: it could not be read, so assume some;
     /// kept for the next logins only when it was read).
-    pub(crate) fn read(self, found: Option<bool>) -> HiddenCode {
-        if let Some(found) = found {
-            *lock(&self.database.last) = Some((self.started, self.read_at, found));
+    pub(crate) fn read(self, catalog: Option<Catalog>) -> HiddenCode {
+        let catalog = catalog.map(Arc::new);
+        if let Some(catalog) = &catalog {
+            *lock(&self.database.last) = Some((self.started, self.read_at, catalog.clone()));
         }
         HiddenCode {
             database: self.database,
             read_at: self.read_at,
-            found: found.unwrap_or(true),
+            found: catalog.as_ref().is_none_or(|catalog| catalog.found),
+            catalog,
             changing: false,
         }
     }
@@ -188,7 +255,13 @@ mod tests {
     fn login(database: &str, found: bool) -> (HiddenCode, bool) {
         match HiddenCode::at_login(database) {
             Ok(known) => (known, false),
-            Err(reading) => (reading.read(Some(found)), true),
+            Err(reading) => (
+                reading.read(Some(Catalog {
+                    found,
+                    ..Catalog::default()
+                })),
+                true,
+            ),
         }
     }
 
@@ -260,5 +333,34 @@ mod tests {
         }
         let (_, read) = login("hidden-f", false);
         assert!(read);
+    }
+
+    #[test]
+    fn calls_are_weighed_by_the_names_the_catalog_reading_found() {
+        let names = |list: &[&str]| list.iter().map(|name| name.to_string()).collect();
+        let catalog = Catalog {
+            found: false,
+            creating_code: names(&["audit_me", "query_to_xml", "my.func"]),
+            volatile: names(&["nextval", "random"]),
+        };
+        let mut session = match HiddenCode::at_login("hidden-g") {
+            Err(reading) => reading.read(Some(catalog)),
+            Ok(_) => unreachable!("first login"),
+        };
+        let calls = |list: &[&str]| -> Vec<String> { names(list).into_iter().collect() };
+        assert!(session.calls_are_stable_builtins(&calls(&["count", "pg_catalog.lower"])));
+        assert!(session.calls_are_builtins(&calls(&["nextval"])));
+        assert!(!session.calls_are_stable_builtins(&calls(&["count", "nextval"])));
+        // A qualified name is weighed by its last part too, and a name with
+        // a dot in it by the whole.
+        assert!(!session.calls_are_builtins(&calls(&["public.audit_me"])));
+        assert!(!session.calls_are_builtins(&calls(&["my.func"])));
+        assert!(!session.calls_are_builtins(&calls(&["lower", "query_to_xml"])));
+        // Once a change may have created a function, nothing is known.
+        session.sending_change();
+        assert!(!session.calls_are_builtins(&calls(&["count"])));
+        // Nor where the catalog could not be read.
+        let unread = Reading::new("hidden-h").read(None);
+        assert!(!unread.calls_are_builtins(&calls(&["count"])));
     }
 }

@@ -3,7 +3,12 @@
 -- of an extension) through which the server calls a function that may do
 -- what no rollback undoes, namely a volatile one, or any user-defined one
 -- not written in C (SQL, PL/pgSQL and the other languages, whose author may
--- be anyone allowed to create a function). One row, one boolean.
+-- be anyone allowed to create a function). One row: that boolean, then
+-- the names (lowercased, as a JSON array) a called function may have and
+-- be one that can create code (any not built in, a procedure, a built-in
+-- one that runs SQL text it is given), then those of volatile built-in
+-- ones: a call naming neither is one of a built-in function that is not
+-- volatile and runs no SQL of its own, whatever the search path.
 WITH member AS (
     -- Objects an extension installed (trusted as the extension is).
     SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
@@ -84,4 +89,12 @@ SELECT EXISTS (
       -- such a default does beyond giving a value is a sequence moving on.
       AND NOT (paths.column_default AND p.oid < 16384)
       AND (paths.classid, paths.objid) NOT IN (SELECT m.classid, m.objid FROM member m)
-)
+),
+(SELECT pg_catalog.json_agg(DISTINCT pg_catalog.lower(p.proname::pg_catalog.text))
+ FROM pg_catalog.pg_proc p
+ WHERE p.oid >= 16384 OR p.prokind = 'p'
+    OR p.proname OPERATOR(pg_catalog.~) '^(query|cursor|table|schema|database)_to_xml'
+    OR p.proname IN ('ts_rewrite', 'ts_stat')),
+(SELECT pg_catalog.json_agg(DISTINCT pg_catalog.lower(p.proname::pg_catalog.text))
+ FROM pg_catalog.pg_proc p
+ WHERE p.oid < 16384 AND p.provolatile = 'v')

@@ -25,7 +25,7 @@ use hoop_policy::{
     RuleSet, StatementFacts, StringLiterals,
 };
 
-use super::gate::{RunsEarly, StatementInfo};
+use super::gate::{Calls, RunsEarly, StatementInfo};
 use super::refusal::Refusal;
 use super::state::{About, ConnectionState, Pending, PortalDescription, Prepared, TextProblem};
 use super::verdict::{ClientVerdict, ServerVerdict};
@@ -259,6 +259,7 @@ impl Inspector {
                     tables: Vec::new(),
                     runs_early: RunsEarly::Never,
                     changes_code: false,
+                    calls: None,
                 };
             }
         };
@@ -441,6 +442,7 @@ impl Inspector {
                     runs_early: RunsEarly::Never,
                     // What it runs was judged when it was opened.
                     changes_code: false,
+                    calls: None,
                 },
             ),
         };
@@ -458,6 +460,7 @@ impl Inspector {
             decision: judged.decision,
             runs_early: judged.runs_early,
             changes_code: judged.changes_code,
+            calls: judged.calls,
             describe_portal,
             bind: executed.bind,
         };
@@ -628,6 +631,8 @@ struct Judged {
     runs_early: RunsEarly,
     /// See [`StatementInfo::changes_code`].
     changes_code: bool,
+    /// See [`StatementInfo::calls`].
+    calls: Option<Arc<Calls>>,
 }
 
 impl Judged {
@@ -643,6 +648,7 @@ impl Judged {
             tables: Vec::new(),
             runs_early: RunsEarly::of(statements),
             changes_code: statements.iter().any(StatementFacts::may_change_code),
+            calls: Calls::of(statements),
         };
         judged.add_tables(statements);
         judged
@@ -667,6 +673,7 @@ impl Judged {
             tables: Vec::new(),
             runs_early: RunsEarly::Never,
             changes_code: false,
+            calls: None,
         }
     }
 
@@ -680,6 +687,7 @@ impl Judged {
             decision: self.decision,
             runs_early: self.runs_early,
             changes_code: self.changes_code,
+            calls: self.calls,
             describe_portal: None,
             bind: None,
         }

@@ -650,10 +650,11 @@ impl Relay {
     fn gate_statement(
         &mut self,
         flow: &mut Flow,
-        info: StatementInfo,
+        mut info: StatementInfo,
         (frame, request, about): (Frame, Request, About),
         now: Instant,
     ) {
+        info.weigh_calls(&self.session.hidden);
         let (out, state) = (&mut flow.to_server, &mut flow.state);
         let mut describe_portal = info.describe_portal.clone();
         let bind = info.bind.clone();
@@ -1463,6 +1464,7 @@ fn refuse_in_failed_transaction(info: &mut StatementInfo) {
     );
     if !syntax_error {
         info.runs_early = RunsEarly::Never;
+        info.calls = None;
         info.decision = hoop_policy::Decision::Block {
             rule: hoop_policy::FAILED_TRANSACTION_RULE.to_owned(),
             message: hoop_policy::IN_FAILED_TRANSACTION_MESSAGE.to_owned(),
