@@ -30,7 +30,9 @@
 //!
 //! What this does not see: a change made outside this gateway after a
 //! session's login (by a DBA directly, or through another gateway) until
-//! the session logs in again.
+//! the session logs in again; that includes a function created so, whose
+//! calls are weighed as a built-in one's until then if no function of its
+//! name existed at the reading.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
