@@ -449,7 +449,9 @@ pub async fn hidden_code(
 }
 
 /// The row of `hidden_code.sql`: `t` or `f`, then two JSON arrays of
-/// names (or NULL, for none).
+/// names (or NULL, for none). The names come in the client's encoding;
+/// a list that is not UTF-8 JSON is not known (the calls it would have
+/// cleared are weighed as any), not an error: the boolean is what matters.
 fn catalog_from_row(body: &[u8]) -> Option<crate::relay::hidden::Catalog> {
     let (count, mut rest) = protocol::take_i16(body)?;
     if count != 3 {
@@ -463,23 +465,23 @@ fn catalog_from_row(body: &[u8]) -> Option<crate::relay::hidden::Catalog> {
             continue;
         }
         let len = usize::try_from(len).ok()?;
-        *field = Some(std::str::from_utf8(tail.get(..len)?).ok()?);
+        *field = Some(tail.get(..len)?);
         rest = &tail[len..];
     }
-    let names = |field: Option<&str>| -> Option<std::collections::HashSet<String>> {
+    let names = |field: Option<&[u8]>| -> Option<std::collections::HashSet<String>> {
         field.map_or(Some(Default::default()), |json| {
-            serde_json::from_str(json).ok()
+            serde_json::from_slice(json).ok()
         })
     };
     let found = match fields[0]? {
-        "t" => true,
-        "f" => false,
+        b"t" => true,
+        b"f" => false,
         _ => return None,
     };
     Some(crate::relay::hidden::Catalog {
         found,
-        creating_code: names(fields[1])?,
-        volatile: names(fields[2])?,
+        creating_code: names(fields[1]),
+        volatile: names(fields[2]),
     })
 }
 
@@ -539,4 +541,45 @@ fn masked_column_from_row(body: &[u8]) -> Result<hoop_policy::MaskedColumn, Upst
         column_name: fields[4].clone(),
         strategy: fields[5].clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A DataRow body of these fields (`None`: NULL).
+    fn row(fields: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut body = (fields.len() as i16).to_be_bytes().to_vec();
+        for field in fields {
+            match field {
+                None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(value) => {
+                    body.extend_from_slice(&(value.len() as i32).to_be_bytes());
+                    body.extend_from_slice(value);
+                }
+            }
+        }
+        body
+    }
+
+    #[test]
+    fn the_catalog_reading_is_read_as_far_as_it_can_be() {
+        let read = catalog_from_row(&row(&[Some(b"f"), None, Some(br#"["nextval","random"]"#)]))
+            .expect("a well-formed row");
+        assert!(!read.found);
+        assert_eq!(read.creating_code, Some(Default::default()), "NULL: none");
+        assert!(read.volatile.is_some_and(|names| names.contains("random")));
+        // Names in a client encoding other than UTF-8 are not known; the
+        // boolean still is.
+        let latin1 = catalog_from_row(&row(&[Some(b"t"), Some(b"[\"caf\xe9\"]"), Some(b"[]")]))
+            .expect("the boolean reads");
+        assert!(latin1.found && latin1.creating_code.is_none());
+        for malformed in [
+            row(&[Some(b"yes"), None, None]),
+            row(&[None, None, None]),
+            row(&[Some(b"t")]),
+        ] {
+            assert!(catalog_from_row(&malformed).is_none());
+        }
+    }
 }

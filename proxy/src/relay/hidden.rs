@@ -49,20 +49,26 @@ pub(crate) struct Catalog {
     /// Code statements may run without naming it.
     pub found: bool,
     /// Names (lowercased) of functions that can create code: any not built
-    /// in, a procedure, a built-in one that runs SQL text it is given.
-    pub creating_code: HashSet<String>,
-    /// Names (lowercased) of volatile built-in functions.
-    pub volatile: HashSet<String>,
+    /// in, a procedure, a built-in one that runs SQL text it is given
+    /// (`None`: not known, as where the answer was not in a form the
+    /// gateway reads).
+    pub creating_code: Option<HashSet<String>>,
+    /// Names (lowercased) of volatile built-in functions (`None`: not
+    /// known).
+    pub volatile: Option<HashSet<String>>,
 }
 
 impl Catalog {
     /// Whether none of `names` (as a statement calls them: lowercased,
     /// maybe qualified) can be one of `set`'s, under its full name or its
-    /// last part.
-    fn none_in(set: &HashSet<String>, names: &[String]) -> bool {
-        names.iter().all(|name| {
-            let last = name.rsplit('.').next().unwrap_or(name);
-            !set.contains(name.as_str()) && !set.contains(last)
+    /// last part. Built-in functions have ASCII names, so a name that is
+    /// not ASCII is never taken for one (whatever lowercasing made of it).
+    fn none_in(set: Option<&HashSet<String>>, names: &[String]) -> bool {
+        set.is_some_and(|set| {
+            names.iter().all(|name| {
+                let last = name.rsplit('.').next().unwrap_or(name);
+                name.is_ascii() && !set.contains(name.as_str()) && !set.contains(last)
+            })
         })
     }
 }
@@ -178,7 +184,7 @@ impl HiddenCode {
             && self
                 .catalog
                 .as_ref()
-                .is_some_and(|catalog| Catalog::none_in(&catalog.creating_code, names))
+                .is_some_and(|catalog| Catalog::none_in(catalog.creating_code.as_ref(), names))
     }
 
     /// [`HiddenCode::calls_are_builtins`], and none is volatile: calling
@@ -188,7 +194,7 @@ impl HiddenCode {
             && self
                 .catalog
                 .as_ref()
-                .is_some_and(|catalog| Catalog::none_in(&catalog.volatile, names))
+                .is_some_and(|catalog| Catalog::none_in(catalog.volatile.as_ref(), names))
     }
 
     /// A statement that may create such code is about to be sent.
@@ -342,8 +348,8 @@ mod tests {
         let names = |list: &[&str]| list.iter().map(|name| name.to_string()).collect();
         let catalog = Catalog {
             found: false,
-            creating_code: names(&["audit_me", "query_to_xml", "my.func"]),
-            volatile: names(&["nextval", "random"]),
+            creating_code: Some(names(&["audit_me", "query_to_xml", "my.func"])),
+            volatile: Some(names(&["nextval", "random"])),
         };
         let mut session = match HiddenCode::at_login("hidden-g") {
             Err(reading) => reading.read(Some(catalog)),
@@ -358,11 +364,17 @@ mod tests {
         assert!(!session.calls_are_builtins(&calls(&["public.audit_me"])));
         assert!(!session.calls_are_builtins(&calls(&["my.func"])));
         assert!(!session.calls_are_builtins(&calls(&["lower", "query_to_xml"])));
+        assert!(
+            !session.calls_are_builtins(&calls(&["cöunt"])),
+            "no built-in name"
+        );
         // Once a change may have created a function, nothing is known.
         session.sending_change();
         assert!(!session.calls_are_builtins(&calls(&["count"])));
-        // Nor where the catalog could not be read.
+        // Nor where the catalog could not be read, or its names not.
         let unread = Reading::new("hidden-h").read(None);
         assert!(!unread.calls_are_builtins(&calls(&["count"])));
+        let unnamed = Reading::new("hidden-i").read(Some(Catalog::default()));
+        assert!(unnamed.none() && !unnamed.calls_are_builtins(&calls(&["count"])));
     }
 }
