@@ -89,12 +89,21 @@ SELECT EXISTS (
       -- such a default does beyond giving a value is a sequence moving on.
       AND NOT (paths.column_default AND p.oid < 16384)
       AND (paths.classid, paths.objid) NOT IN (SELECT m.classid, m.objid FROM member m)
-),
-(SELECT pg_catalog.json_agg(DISTINCT pg_catalog.lower(p.proname::pg_catalog.text))
- FROM pg_catalog.pg_proc p
- WHERE p.oid >= 16384 OR p.prokind = 'p'
-    OR p.proname OPERATOR(pg_catalog.~) '^(query|cursor|table|schema|database)_to_xml'
-    OR p.proname IN ('ts_rewrite', 'ts_stat')),
-(SELECT pg_catalog.json_agg(DISTINCT pg_catalog.lower(p.proname::pg_catalog.text))
- FROM pg_catalog.pg_proc p
- WHERE p.oid < 16384 AND p.provolatile = 'v')
+), names.creating_code, names.volatile
+-- Both lists of names, from one scan of pg_proc.
+FROM (
+    SELECT pg_catalog.json_agg(DISTINCT pg_catalog.lower(p.proname::pg_catalog.text))
+               FILTER (WHERE p.oid >= 16384 OR p.prokind = 'p'
+                          OR p.proname IN ('query_to_xml', 'query_to_xmlschema',
+                                           'query_to_xml_and_xmlschema', 'cursor_to_xml',
+                                           'cursor_to_xmlschema', 'table_to_xml',
+                                           'table_to_xmlschema', 'table_to_xml_and_xmlschema',
+                                           'schema_to_xml', 'schema_to_xmlschema',
+                                           'schema_to_xml_and_xmlschema', 'database_to_xml',
+                                           'database_to_xmlschema',
+                                           'database_to_xml_and_xmlschema', 'ts_rewrite',
+                                           'ts_stat')),
+           pg_catalog.json_agg(DISTINCT pg_catalog.lower(p.proname::pg_catalog.text))
+               FILTER (WHERE p.oid < 16384 AND p.provolatile = 'v')
+    FROM pg_catalog.pg_proc p
+) AS names (creating_code, volatile)
