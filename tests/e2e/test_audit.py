@@ -719,6 +719,42 @@ def test_fail_closed_read_through_an_operator_with_side_effects(audit_cluster):
             REVOKE CREATE ON SCHEMA public FROM fraud_agent;""")
 
 
+def test_fail_closed_read_through_a_function_named_as_a_column(audit_cluster):
+    """`SELECT t.an_bump FROM an_t t` names a column, yet calls an_bump(t)
+    (attribute notation), and an_bump writes a table. The catalog reading
+    finds functions that take a row: with the store down, the read is
+    refused and the function never runs (before, the read ran while its
+    record was written, and its insert committed)."""
+    cluster, base = audit_cluster
+    cluster.psql("payments", """
+        CREATE TABLE public.an_t (id int);
+        INSERT INTO public.an_t VALUES (1);
+        CREATE TABLE public.an_log (n int);
+        GRANT SELECT ON public.an_t TO fraud_agent;
+        GRANT INSERT ON public.an_log TO fraud_agent;
+        CREATE FUNCTION public.an_bump(t public.an_t) RETURNS int LANGUAGE plpgsql AS
+            $f$ BEGIN INSERT INTO public.an_log VALUES (t.id); RETURN t.id; END $f$;""")
+    gateway = start_gateway(cluster, base, "gw-fc-attribute")
+    try:
+        with psycopg.connect(dsn(gateway, "agent-attribute"), autocommit=True) as conn:
+            marker = "an-marker"
+            with store_locked(gateway), pytest.raises(psycopg.Error) as err:
+                conn.execute(f"SELECT t.an_bump, '{marker}' FROM an_t t").fetchall()
+            assert err.value.sqlstate == "58000", (err.value.sqlstate, str(err.value))
+            log = (cluster.dir / "log").read_text(errors="replace")
+            assert not [l for l in log.splitlines() if marker in l and "statement:" in l], \
+                "the refused read reached Postgres"
+        assert cluster.psql("payments", "SELECT count(*) FROM an_log").strip() == "0", \
+            "the function ran for a read whose record failed"
+        # The store is back: the read calls the function, as it did not then.
+        with psycopg.connect(dsn(gateway, "agent-attribute-again"), autocommit=True) as conn:
+            assert conn.execute("SELECT t.an_bump FROM an_t t").fetchall() == [(1,)]
+        assert cluster.psql("payments", "SELECT count(*) FROM an_log").strip() == "1"
+    finally:
+        gateway.stop()
+        cluster.psql("payments", "DROP FUNCTION IF EXISTS public.an_bump(public.an_t)")
+
+
 def test_calls_of_builtin_functions_leave_early_runs_alone(audit_cluster):
     """A read calling built-in functions (`count`, `lower`) creates no code
     and changes nothing: it runs while its record is written, and the
@@ -827,6 +863,11 @@ def test_the_catalog_reading_finds_code_a_statement_runs_unnamed(audit_cluster):
         ("CREATE POLICY p ON a USING (pos(v))", True, "DROP POLICY p ON a"),
         ("CREATE TRIGGER tr BEFORE INSERT ON a FOR EACH ROW EXECUTE FUNCTION trg()", True,
          "DROP TRIGGER tr ON a"),
+        # `SELECT a.twice FROM a` calls twice(a) (attribute notation).
+        ("CREATE FUNCTION twice(a) RETURNS int LANGUAGE sql AS 'SELECT 2 * $1.v'", True,
+         "DROP FUNCTION twice(a)"),
+        ("CREATE FUNCTION any_twice(anyelement, n int DEFAULT 2) RETURNS int LANGUAGE sql "
+         "AS 'SELECT $2'", True, "DROP FUNCTION any_twice(anyelement, int)"),
     ]:
         cluster.psql("hidden_code", sql)
         assert found() == expected, sql

@@ -78,6 +78,16 @@ paths (classid, objid, fn, column_default) AS (
     -- Triggers (a write fires them).
     SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, t.tgrelid, t.tgfoid, false
     FROM pg_catalog.pg_trigger t WHERE NOT t.tgisinternal
+    UNION ALL
+    -- Functions that take a row: `t.f` (attribute notation) calls f(t)
+    -- while naming a column, for a function of one argument of a composite
+    -- type (or one a row can be passed as: a domain, a pseudo-type such as
+    -- `record` or `anyelement`).
+    SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid, p.oid, false
+    FROM pg_catalog.pg_proc p
+    JOIN pg_catalog.pg_type a ON a.oid = p.proargtypes[0]
+    WHERE p.oid >= 16384 AND p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1
+      AND a.typtype IN ('c', 'd', 'p')
 )
 SELECT EXISTS (
     SELECT FROM paths
