@@ -449,9 +449,11 @@ pub async fn hidden_code(
 }
 
 /// The row of `hidden_code.sql`: `t` or `f`, then two JSON arrays of
-/// names (or NULL, for none). The names come in the client's encoding;
-/// a list that is not UTF-8 JSON is not known (the calls it would have
-/// cleared are weighed as any), not an error: the boolean is what matters.
+/// names (or NULL, for none), lowercased here as the policy lowercases the
+/// names a statement calls (so a name matches however the server would
+/// lowercase it). The names come in the client's encoding; a list that is
+/// not UTF-8 JSON is not known (the calls it would have cleared are
+/// weighed as any), not an error: the boolean is what matters.
 fn catalog_from_row(body: &[u8]) -> Option<crate::relay::hidden::Catalog> {
     let (count, mut rest) = protocol::take_i16(body)?;
     if count != 3 {
@@ -470,7 +472,8 @@ fn catalog_from_row(body: &[u8]) -> Option<crate::relay::hidden::Catalog> {
     }
     let names = |field: Option<&[u8]>| -> Option<std::collections::HashSet<String>> {
         field.map_or(Some(Default::default()), |json| {
-            serde_json::from_slice(json).ok()
+            let names: Vec<String> = serde_json::from_slice(json).ok()?;
+            Some(names.iter().map(|name| name.to_lowercase()).collect())
         })
     };
     let found = match fields[0]? {
@@ -564,11 +567,20 @@ mod tests {
 
     #[test]
     fn the_catalog_reading_is_read_as_far_as_it_can_be() {
-        let read = catalog_from_row(&row(&[Some(b"f"), None, Some(br#"["nextval","random"]"#)]))
-            .expect("a well-formed row");
+        let read = catalog_from_row(&row(&[
+            Some(b"f"),
+            None,
+            Some("[\"nextval\",\"random\",\"Odd\",\"\u{212A}elvin\"]".as_bytes()),
+        ]))
+        .expect("a well-formed row");
         assert!(!read.found);
         assert_eq!(read.creating_code, Some(Default::default()), "NULL: none");
-        assert!(read.volatile.is_some_and(|names| names.contains("random")));
+        // Lowercased as the policy lowercases calls: the Kelvin sign's
+        // lowercase is an ASCII k.
+        let volatile = read.volatile.expect("read");
+        for name in ["random", "odd", "kelvin"] {
+            assert!(volatile.contains(name), "{name}");
+        }
         // Names in a client encoding other than UTF-8 are not known; the
         // boolean still is.
         let latin1 = catalog_from_row(&row(&[Some(b"t"), Some(b"[\"caf\xe9\"]"), Some(b"[]")]))

@@ -4,7 +4,7 @@
 -- what no rollback undoes, namely a volatile one, or any user-defined one
 -- not written in C (SQL, PL/pgSQL and the other languages, whose author may
 -- be anyone allowed to create a function). One row: that boolean, then
--- the names (lowercased, as a JSON array) a called function may have and
+-- the names (a JSON array, with repeats) a called function may have and
 -- be one that can create code (any not built in, a procedure, a built-in
 -- one that runs SQL text it is given), then those of volatile built-in
 -- ones: a call naming neither is one of a built-in function that is not
@@ -102,7 +102,7 @@ SELECT EXISTS (
 ), names.creating_code, names.volatile
 -- Both lists of names, from one scan of pg_proc.
 FROM (
-    SELECT pg_catalog.json_agg(DISTINCT pg_catalog.lower(p.proname::pg_catalog.text))
+    SELECT pg_catalog.json_agg(p.proname)
                FILTER (WHERE p.oid >= 16384 OR p.prokind = 'p'
                           OR p.proname IN ('query_to_xml', 'query_to_xmlschema',
                                            'query_to_xml_and_xmlschema', 'cursor_to_xml',
@@ -113,7 +113,7 @@ FROM (
                                            'database_to_xmlschema',
                                            'database_to_xml_and_xmlschema', 'ts_rewrite',
                                            'ts_stat')),
-           pg_catalog.json_agg(DISTINCT pg_catalog.lower(p.proname::pg_catalog.text))
+           pg_catalog.json_agg(p.proname)
                FILTER (WHERE p.oid < 16384 AND p.provolatile = 'v')
     FROM pg_catalog.pg_proc p
 ) AS names (creating_code, volatile)
