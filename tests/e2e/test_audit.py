@@ -863,6 +863,10 @@ def test_the_catalog_reading_finds_code_a_statement_runs_unnamed(audit_cluster):
         ("CREATE POLICY p ON a USING (pos(v))", True, "DROP POLICY p ON a"),
         ("CREATE TRIGGER tr BEFORE INSERT ON a FOR EACH ROW EXECUTE FUNCTION trg()", True,
          "DROP TRIGGER tr ON a"),
+        ("CREATE INDEX ia ON a (abs(v))", False, "DROP INDEX ia"),
+        ("CREATE INDEX ib ON a ((pos(v)))", True, "DROP INDEX ib"),
+        ("CREATE INDEX ic ON a (v) WHERE pos(v)", True, "DROP INDEX ic"),
+        ("CREATE TABLE pt (v int) PARTITION BY LIST ((pos(v)))", True, "DROP TABLE pt"),
         # `SELECT a.twice FROM a` calls twice(a) (attribute notation).
         ("CREATE FUNCTION twice(a) RETURNS int LANGUAGE sql AS 'SELECT 2 * $1.v'", True,
          "DROP FUNCTION twice(a)"),

@@ -6,8 +6,8 @@
 //! it: the function behind a user-defined operator or cast, a type's
 //! output function, a view's or a row security policy's expression, a
 //! domain's check, a function of one row called as `t.f` (attribute
-//! notation); a plain write also fires triggers and evaluates column
-//! defaults. A statement only runs early when nothing of it outlasts its
+//! notation), a partition key; a plain write also fires triggers and
+//! evaluates column defaults and index expressions. A statement only runs early when nothing of it outlasts its
 //! transaction unless that commits; a function called that way could write
 //! a table, move a sequence, take an advisory lock or call out of the
 //! database, and an autocommit read would commit it even when its record

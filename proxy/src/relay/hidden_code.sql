@@ -18,7 +18,7 @@ trees (classid, objid, tree, column_default) AS (
     -- Expressions stored with user-defined objects: views and rules, row
     -- security policies, check constraints of tables and domains (a cast
     -- to a domain checks it), column and domain defaults, trigger
-    -- conditions. Calls of built-in functions leave no trace in
+    -- conditions, index expressions and predicates, partition keys. Calls of built-in functions leave no trace in
     -- pg_depend, so the functions are read from the trees themselves.
     SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, r.ev_class,
            pg_catalog.concat(r.ev_action::pg_catalog.text, r.ev_qual::pg_catalog.text), false
@@ -42,6 +42,16 @@ trees (classid, objid, tree, column_default) AS (
     UNION ALL
     SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, t.tgrelid, t.tgqual::pg_catalog.text, false
     FROM pg_catalog.pg_trigger t WHERE NOT t.tgisinternal AND t.tgqual IS NOT NULL
+    UNION ALL
+    -- Index expressions and predicates (a write computes them) and
+    -- partition keys (a write routes by them, a read prunes by them).
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, i.indrelid,
+           pg_catalog.concat(i.indexprs::pg_catalog.text, i.indpred::pg_catalog.text), false
+    FROM pg_catalog.pg_index i
+    WHERE i.indexrelid >= 16384 AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
+    UNION ALL
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, p.partrelid, p.partexprs::pg_catalog.text, false
+    FROM pg_catalog.pg_partitioned_table p WHERE p.partexprs IS NOT NULL
 ),
 paths (classid, objid, fn, column_default) AS (
     -- Operators (`a === b`), casts (`x::t`), a type's input, output,
