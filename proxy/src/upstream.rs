@@ -450,41 +450,29 @@ pub async fn hidden_code(
 
 /// The row of `hidden_code.sql`: `t` or `f`, then two JSON arrays of
 /// names (or NULL, for none), lowercased here as the policy lowercases the
-/// names a statement calls (so a name matches however the server would
-/// lowercase it). The names come in the client's encoding; a list that is
+/// names a statement calls (so a name matches however the policy will see
+/// a call of it). The names come in the client's encoding; a list that is
 /// not UTF-8 JSON is not known (the calls it would have cleared are
 /// weighed as any), not an error: the boolean is what matters.
 fn catalog_from_row(body: &[u8]) -> Option<crate::relay::hidden::Catalog> {
-    let (count, mut rest) = protocol::take_i16(body)?;
-    if count != 3 {
+    let [found, creating_code, volatile] = row_fields(body)?[..] else {
         return None;
-    }
-    let mut fields = [None, None, None];
-    for field in &mut fields {
-        let (len, tail) = take_i32(rest)?;
-        if len < 0 {
-            rest = tail;
-            continue;
-        }
-        let len = usize::try_from(len).ok()?;
-        *field = Some(tail.get(..len)?);
-        rest = &tail[len..];
-    }
+    };
     let names = |field: Option<&[u8]>| -> Option<std::collections::HashSet<String>> {
         field.map_or(Some(Default::default()), |json| {
             let names: Vec<String> = serde_json::from_slice(json).ok()?;
             Some(names.iter().map(|name| name.to_lowercase()).collect())
         })
     };
-    let found = match fields[0]? {
+    let found = match found? {
         b"t" => true,
         b"f" => false,
         _ => return None,
     };
     Some(crate::relay::hidden::Catalog {
         found,
-        creating_code: names(fields[1]),
-        volatile: names(fields[2]),
+        creating_code: names(creating_code),
+        volatile: names(volatile),
     })
 }
 
@@ -519,15 +507,28 @@ async fn simple_query(up: &mut Upstream, sql: &str) -> Result<Vec<Bytes>, Upstre
 
 /// A DataRow's values as text (`None`: malformed, or a NULL).
 fn row_values(body: &[u8]) -> Option<Vec<String>> {
+    row_fields(body)?
+        .into_iter()
+        .map(|field| Some(std::str::from_utf8(field?).ok()?.to_owned()))
+        .collect()
+}
+
+/// A DataRow's fields as bytes (`None` within: a NULL; `None`: malformed).
+fn row_fields(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
     let (count, mut rest) = protocol::take_i16(body)?;
-    let mut values = Vec::with_capacity(usize::try_from(count).ok()?);
+    let mut fields = Vec::with_capacity(usize::try_from(count).ok()?);
     for _ in 0..count {
         let (len, tail) = take_i32(rest)?;
+        if len == -1 {
+            fields.push(None);
+            rest = tail;
+            continue;
+        }
         let len = usize::try_from(len).ok()?;
-        values.push(std::str::from_utf8(tail.get(..len)?).ok()?.to_owned());
+        fields.push(Some(tail.get(..len)?));
         rest = &tail[len..];
     }
-    Some(values)
+    Some(fields)
 }
 
 fn masked_column_from_row(body: &[u8]) -> Result<hoop_policy::MaskedColumn, UpstreamError> {

@@ -18,8 +18,9 @@ trees (classid, objid, tree, column_default) AS (
     -- Expressions stored with user-defined objects: views and rules, row
     -- security policies, check constraints of tables and domains (a cast
     -- to a domain checks it), column and domain defaults, trigger
-    -- conditions, index expressions and predicates, partition keys. Calls of built-in functions leave no trace in
-    -- pg_depend, so the functions are read from the trees themselves.
+    -- conditions, index expressions and predicates, partition keys. Calls
+    -- of built-in functions leave no trace in pg_depend, so the functions
+    -- are read from the trees themselves.
     SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, r.ev_class,
            pg_catalog.concat(r.ev_action::pg_catalog.text, r.ev_qual::pg_catalog.text), false
     FROM pg_catalog.pg_rewrite r WHERE r.oid >= 16384
