@@ -455,7 +455,7 @@ pub async fn hidden_code(
 /// not UTF-8 JSON is not known (the calls it would have cleared are
 /// weighed as any), not an error: the boolean is what matters.
 fn catalog_from_row(body: &[u8]) -> Option<crate::relay::hidden::Catalog> {
-    let [found, creating_code, volatile] = row_fields(body)?[..] else {
+    let [found, creating_code, volatile, builtin] = row_fields(body)?[..] else {
         return None;
     };
     let names = |field: Option<&[u8]>| -> Option<std::collections::HashSet<String>> {
@@ -473,6 +473,7 @@ fn catalog_from_row(body: &[u8]) -> Option<crate::relay::hidden::Catalog> {
         found,
         creating_code: names(creating_code),
         volatile: names(volatile),
+        builtin: names(builtin),
     })
 }
 
@@ -572,6 +573,7 @@ mod tests {
             Some(b"f"),
             None,
             Some("[\"nextval\",\"random\",\"Odd\",\"\u{212A}elvin\"]".as_bytes()),
+            Some(b"[\"count\",\"nextval\",\"count\"]"),
         ]))
         .expect("a well-formed row");
         assert!(!read.found);
@@ -582,14 +584,22 @@ mod tests {
         for name in ["random", "odd", "kelvin"] {
             assert!(volatile.contains(name), "{name}");
         }
+        let builtin = read.builtin.expect("read");
+        assert!(builtin.contains("count") && builtin.contains("nextval"));
         // Names in a client encoding other than UTF-8 are not known; the
         // boolean still is.
-        let latin1 = catalog_from_row(&row(&[Some(b"t"), Some(b"[\"caf\xe9\"]"), Some(b"[]")]))
-            .expect("the boolean reads");
+        let latin1 = catalog_from_row(&row(&[
+            Some(b"t"),
+            Some(b"[\"caf\xe9\"]"),
+            Some(b"[]"),
+            Some(b"[]"),
+        ]))
+        .expect("the boolean reads");
         assert!(latin1.found && latin1.creating_code.is_none());
         for malformed in [
-            row(&[Some(b"yes"), None, None]),
-            row(&[None, None, None]),
+            row(&[Some(b"yes"), None, None, None]),
+            row(&[None, None, None, None]),
+            row(&[Some(b"t"), None, None]),
             row(&[Some(b"t")]),
         ] {
             assert!(catalog_from_row(&malformed).is_none());

@@ -810,6 +810,46 @@ def test_calls_of_builtin_functions_leave_early_runs_alone(audit_cluster):
         cluster.psql("payments", "DROP FUNCTION IF EXISTS public.upper(int)")
 
 
+def test_fail_closed_call_of_a_function_created_outside_the_gateway(audit_cluster):
+    """A DBA creates a function directly in Postgres after a session's login,
+    so the session's catalog reading does not list it. Its name is no
+    built-in function's, so a read calling it is recorded before it is sent
+    (before, a name missing from the reading was taken for a built-in
+    function's and the read ran while its record was written): with the
+    store down it never runs, and the write the function makes never
+    commits."""
+    cluster, base = audit_cluster
+    cluster.psql("payments", """
+        CREATE TABLE public.ol_t (id int);
+        INSERT INTO public.ol_t VALUES (1);
+        CREATE TABLE public.ol_log (n int);
+        GRANT SELECT ON public.ol_t TO fraud_agent;
+        GRANT INSERT, SELECT ON public.ol_log TO fraud_agent;""")
+    gateway = start_gateway(cluster, base, "gw-outside-fn")
+    try:
+        with psycopg.connect(dsn(gateway, "agent-ol"), autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM ol_t").fetchall() == [(1,)]
+            cluster.psql("payments", """
+                CREATE FUNCTION public.ol_bump(n int) RETURNS int LANGUAGE plpgsql AS
+                    $f$ BEGIN INSERT INTO public.ol_log VALUES (n); RETURN n; END $f$;""")
+            marker = "ol-outside-fn"
+            with store_locked(gateway), pytest.raises(psycopg.Error) as err:
+                conn.execute(f"SELECT ol_bump(id), '{marker}' FROM ol_t").fetchall()
+            assert err.value.sqlstate == "58000", (err.value.sqlstate, str(err.value))
+            log = (cluster.dir / "log").read_text(errors="replace")
+            assert not [l for l in log.splitlines() if marker in l and "statement:" in l], \
+                "a call of a function created outside the gateway ran before its record"
+            assert cluster.psql("payments", "SELECT count(*) FROM ol_log").strip() == "0", \
+                "the function's write committed for a statement whose record failed"
+        # The store is back: the call reaches the function.
+        with psycopg.connect(dsn(gateway, "agent-ol-again"), autocommit=True) as again:
+            assert again.execute("SELECT ol_bump(id) FROM ol_t").fetchall() == [(1,)]
+        assert cluster.psql("payments", "SELECT count(*) FROM ol_log").strip() == "1"
+    finally:
+        gateway.stop()
+        cluster.psql("payments", "DROP FUNCTION IF EXISTS public.ol_bump(int)")
+
+
 def test_the_catalog_reading_finds_code_a_statement_runs_unnamed(audit_cluster):
     """The query the gateway runs at login (proxy/src/relay/hidden_code.sql)
     against a scratch database, object by object: what leads a statement
@@ -822,19 +862,22 @@ def test_the_catalog_reading_finds_code_a_statement_runs_unnamed(audit_cluster):
     cluster.psql("postgres", "CREATE DATABASE hidden_code")
 
     def reading():
-        found, creating_code, volatile = cluster.psql("hidden_code", query).strip().split("|")
-        return {"t": True, "f": False}[found], set(json.loads(creating_code)), set(json.loads(volatile))
+        found, *lists = cluster.psql("hidden_code", query).strip().split("|")
+        return ({"t": True, "f": False}[found], *(set(json.loads(names)) for names in lists))
 
     def found():
         return reading()[0]
 
     # The names calls are weighed by: functions not built in, and built-in
-    # ones that run SQL text; volatile built-in ones apart.
-    _, creating_code, volatile = reading()
+    # ones that run SQL text; volatile built-in ones apart; every built-in
+    # one.
+    _, creating_code, volatile, builtin = reading()
     assert {"query_to_xml", "table_to_xml", "ts_rewrite"} <= creating_code
     assert not {"count", "lower", "now", "nextval"} & creating_code
     assert {"nextval", "random", "pg_advisory_lock", "set_config"} <= volatile
     assert not {"count", "lower", "now"} & volatile
+    assert {"count", "lower", "now", "nextval", "query_to_xml"} <= builtin
+    assert len(builtin) > 1000
     assert not found()
     for sql, expected, undo in [
         ("""CREATE TABLE a (id serial PRIMARY KEY, v int DEFAULT 3 CHECK (v > 0),

@@ -23,17 +23,20 @@
 //! A statement that calls functions by name is weighed with what the same
 //! reading says of those names: a call can only be of a built-in function
 //! that is neither volatile nor runs SQL text it is given (`count`,
-//! `lower`, `now`) when no other function of that name exists; such a call
-//! creates no code and changes nothing, so the statement is weighed as if it
-//! made none (see [`crate::relay::gate::StatementInfo::weigh_calls`]). A
-//! function created later is a change, and the session then runs nothing
-//! early anyway.
+//! `lower`, `now`) when its name is a built-in function's and no other
+//! function of that name exists; such a call creates no code and changes
+//! nothing, so the statement is weighed as if it made none (see
+//! [`crate::relay::gate::StatementInfo::weigh_calls`]). A function created
+//! later through this gateway is a change, and the session then runs
+//! nothing early anyway; one created outside it (by a DBA directly) has a
+//! name the reading did not list as built-in, so its calls are weighed as
+//! a user-written function's all the same.
 //!
 //! What this does not see: a change made outside this gateway after a
 //! session's login (by a DBA directly, or through another gateway) until
-//! the session logs in again; that includes a function created so, whose
-//! calls are weighed as a built-in one's until then if no function of its
-//! name existed at the reading.
+//! the session logs in again. For calls, that is only a function created
+//! so under a built-in function's name (an overload such as
+//! `public.lower(int)`), weighed as the built-in one until then.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +60,8 @@ pub(crate) struct Catalog {
     /// Names (lowercased) of volatile built-in functions (`None`: not
     /// known).
     pub volatile: Option<HashSet<String>>,
+    /// Names (lowercased) of every built-in function (`None`: not known).
+    pub builtin: Option<HashSet<String>>,
 }
 
 impl Catalog {
@@ -69,6 +74,20 @@ impl Catalog {
             names.iter().all(|name| {
                 let last = name.rsplit('.').next().unwrap_or(name);
                 name.is_ascii() && !set.contains(name.as_str()) && !set.contains(last)
+            })
+        })
+    }
+
+    /// Whether each of `names` (as a statement calls them) is a built-in
+    /// function's name, unqualified or in `pg_catalog` (a call naming
+    /// another schema cannot reach one there), and ASCII as built-in names
+    /// are. A name that is none, such as that of a function created after
+    /// the reading, may only be a user-written function's.
+    fn all_builtin(&self, names: &[String]) -> bool {
+        self.builtin.as_ref().is_some_and(|set| {
+            names.iter().all(|name| {
+                let function = name.strip_prefix("pg_catalog.").unwrap_or(name);
+                name.is_ascii() && !function.contains('.') && set.contains(function)
             })
         })
     }
@@ -182,10 +201,10 @@ impl HiddenCode {
     /// function since the reading.
     pub(crate) fn calls_are_builtins(&self, names: &[String]) -> bool {
         self.reading_holds()
-            && self
-                .catalog
-                .as_ref()
-                .is_some_and(|catalog| Catalog::none_in(catalog.creating_code.as_ref(), names))
+            && self.catalog.as_ref().is_some_and(|catalog| {
+                catalog.all_builtin(names)
+                    && Catalog::none_in(catalog.creating_code.as_ref(), names)
+            })
     }
 
     /// [`HiddenCode::calls_are_builtins`], and none is volatile: calling
@@ -349,8 +368,17 @@ mod tests {
         let names = |list: &[&str]| list.iter().map(|name| name.to_string()).collect();
         let catalog = Catalog {
             found: false,
-            creating_code: Some(names(&["audit_me", "query_to_xml", "my.func"])),
+            creating_code: Some(names(&["audit_me", "query_to_xml", "my.func", "upper"])),
             volatile: Some(names(&["nextval", "random"])),
+            builtin: Some(names(&[
+                "count",
+                "lower",
+                "upper",
+                "nextval",
+                "random",
+                "query_to_xml",
+                "func",
+            ])),
         };
         let mut session = match HiddenCode::at_login("hidden-g") {
             Err(reading) => reading.read(Some(catalog)),
@@ -360,10 +388,16 @@ mod tests {
         assert!(session.calls_are_stable_builtins(&calls(&["count", "pg_catalog.lower"])));
         assert!(session.calls_are_builtins(&calls(&["nextval"])));
         assert!(!session.calls_are_stable_builtins(&calls(&["count", "nextval"])));
+        // A built-in name that a user-written function also has.
+        assert!(!session.calls_are_builtins(&calls(&["upper"])));
+        // A name no function had at the reading: one created since.
+        assert!(!session.calls_are_builtins(&calls(&["count", "made_later"])));
+        // A schema other than pg_catalog holds no built-in function.
+        assert!(!session.calls_are_builtins(&calls(&["public.lower"])));
         // A qualified name is weighed by its last part too, and a name with
         // a dot in it by the whole.
         assert!(!session.calls_are_builtins(&calls(&["public.audit_me"])));
-        assert!(!session.calls_are_builtins(&calls(&["my.func"])));
+        assert!(!session.calls_are_builtins(&calls(&["pg_catalog.my.func"])));
         assert!(!session.calls_are_builtins(&calls(&["lower", "query_to_xml"])));
         assert!(
             !session.calls_are_builtins(&calls(&["cöunt"])),
@@ -377,5 +411,11 @@ mod tests {
         assert!(!unread.calls_are_builtins(&calls(&["count"])));
         let unnamed = Reading::new("hidden-i").read(Some(Catalog::default()));
         assert!(unnamed.none() && !unnamed.calls_are_builtins(&calls(&["count"])));
+        let no_builtins = Reading::new("hidden-j").read(Some(Catalog {
+            creating_code: Some(names(&["audit_me"])),
+            volatile: Some(names(&["random"])),
+            ..Catalog::default()
+        }));
+        assert!(!no_builtins.calls_are_builtins(&calls(&["count"])));
     }
 }

@@ -4,11 +4,15 @@
 -- what no rollback undoes, namely a volatile one, or any user-defined one
 -- not written in C (SQL, PL/pgSQL and the other languages, whose author may
 -- be anyone allowed to create a function). One row: that boolean, then
--- the names (a JSON array, with repeats) a called function may have and
--- be one that can create code (any not built in, a procedure, a built-in
--- one that runs SQL text it is given), then those of volatile built-in
--- ones: a call naming neither is one of a built-in function that is not
--- volatile and runs no SQL of its own, whatever the search path.
+-- three lists of names (JSON arrays, with repeats): those a called
+-- function may have and be one that can create code (any not built in, a
+-- procedure, a built-in one that runs SQL text it is given), those of
+-- volatile built-in functions, and those of every built-in function. A
+-- call whose name is in the last list and not in the first can only be of
+-- a built-in function that runs no SQL of its own, whatever the search
+-- path; one not in the second either changes nothing. A function created
+-- after this reading has a name in none of them (unless it takes a
+-- built-in one), so its calls are weighed as a user-written function's.
 WITH member AS (
     -- Objects an extension installed (trusted as the extension is).
     SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
@@ -110,8 +114,8 @@ SELECT EXISTS (
       -- such a default does beyond giving a value is a sequence moving on.
       AND NOT (paths.column_default AND p.oid < 16384)
       AND (paths.classid, paths.objid) NOT IN (SELECT m.classid, m.objid FROM member m)
-), names.creating_code, names.volatile
--- Both lists of names, from one scan of pg_proc.
+), names.creating_code, names.volatile, names.builtin
+-- The lists of names, from one scan of pg_proc.
 FROM (
     SELECT pg_catalog.json_agg(p.proname)
                FILTER (WHERE p.oid >= 16384 OR p.prokind = 'p'
@@ -125,6 +129,7 @@ FROM (
                                            'database_to_xml_and_xmlschema', 'ts_rewrite',
                                            'ts_stat')),
            pg_catalog.json_agg(p.proname)
-               FILTER (WHERE p.oid < 16384 AND p.provolatile = 'v')
+               FILTER (WHERE p.oid < 16384 AND p.provolatile = 'v'),
+           pg_catalog.json_agg(p.proname) FILTER (WHERE p.oid < 16384)
     FROM pg_catalog.pg_proc p
-) AS names (creating_code, volatile)
+) AS names (creating_code, volatile, builtin)
