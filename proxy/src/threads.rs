@@ -45,6 +45,7 @@ impl SessionThreads {
                 .spawn(move || {
                     runtime.block_on(async move {
                         hoop_audit::answers::install();
+                        hoop_audit::keeper::start();
                         drop(stopped.await)
                     })
                 })?;

@@ -41,6 +41,9 @@ mod writer;
 /// One hand-off per caller thread for a commit's answers.
 pub mod answers;
 
+/// A timer kept due on a runtime, so that long timeouts do not wake it.
+pub mod keeper;
+
 /// The writing side: [`AuditStore`].
 mod store;
 

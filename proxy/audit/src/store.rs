@@ -391,6 +391,7 @@ fn run_writer(
         }
     };
     runtime.block_on(async move {
+        crate::keeper::start();
         let backend = match backend::open_writer(&config).await {
             Ok(backend) => backend,
             Err(error) => {

@@ -217,6 +217,9 @@ pub struct Gate {
     sequence: u64,
     /// Counts CancelRequests carrying this session's key.
     cancel: watch::Receiver<u64>,
+    /// Outcomes to record, not yet handed to the store (see
+    /// [`Gate::complete`]).
+    finished: Vec<(StatementHandle, StatementOutcome)>,
 }
 
 /// Everything a record needs, owned by the future that writes it.
@@ -255,6 +258,7 @@ impl Gate {
             ids,
             sequence: 0,
             cancel,
+            finished: Vec::new(),
         }
     }
 
@@ -279,6 +283,9 @@ impl Gate {
         if !self.record_statements && info.decision == Decision::Allow {
             return None;
         }
+        // Outcomes go to the store before the next statement's record, as
+        // they were reached.
+        self.send_finished();
         self.sequence += 1;
         let pending = Pending {
             audit: self.audit.clone(),
@@ -352,8 +359,28 @@ impl Gate {
     /// begin record is already durable) gets it again with its next
     /// batches, for about half a minute, before an alert gives up on it
     /// (see `hoop_audit`'s writer).
-    pub fn complete(&self, handle: StatementHandle, outcome: StatementOutcome) {
-        self.audit.complete_statement_nowait(&handle, &outcome);
+    ///
+    /// Handed to the store by [`Gate::send_finished`], which the relay
+    /// calls once what the client is owed has gone out: handing a record
+    /// over wakes the writer's thread, which would otherwise delay the
+    /// answer it completes. The next statement's admission, and the gate's
+    /// drop, send whatever is left.
+    pub fn complete(&mut self, handle: StatementHandle, outcome: StatementOutcome) {
+        self.finished.push((handle, outcome));
+    }
+
+    /// Hands the outcomes [`Gate::complete`] took to the store.
+    pub fn send_finished(&mut self) {
+        for (handle, outcome) in self.finished.drain(..) {
+            self.audit.complete_statement_nowait(&handle, &outcome);
+        }
+    }
+}
+
+impl Drop for Gate {
+    /// No outcome taken is lost, however the session ends.
+    fn drop(&mut self) {
+        self.send_finished();
     }
 }
 

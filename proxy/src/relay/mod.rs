@@ -318,6 +318,9 @@ impl Relay {
         }
 
         while end.is_none() {
+            // What the last turn owed the client has gone out (or waits for
+            // the socket): the outcomes it completed go to the store.
+            self.gate.send_finished();
             if draining && flow.is_quiet() {
                 fatal(
                     &mut flow.to_client,
@@ -462,7 +465,7 @@ impl Relay {
     /// Ends the session: completes what is open in the audit trail, cancels
     /// a statement the client left running, and says goodbye to both sides.
     async fn close<SW, CW>(
-        self,
+        mut self,
         mut flow: Flow,
         end: RelayEnd,
         (mut server_wr, mut client_wr): (SW, CW),
@@ -499,6 +502,7 @@ impl Relay {
         for (handle, outcome) in flow.recorder.abandon(Instant::now(), why) {
             self.gate.complete(handle, outcome);
         }
+        self.gate.send_finished();
 
         if let RelayEnd::ClientGone {
             mid_statement: true,
