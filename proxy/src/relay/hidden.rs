@@ -368,7 +368,12 @@ mod tests {
         let names = |list: &[&str]| list.iter().map(|name| name.to_string()).collect();
         let catalog = Catalog {
             found: false,
-            creating_code: Some(names(&["audit_me", "query_to_xml", "my.func", "upper"])),
+            creating_code: Some(names(&[
+                "audit_me",
+                "query_to_xml",
+                "pg_catalog.func",
+                "upper",
+            ])),
             volatile: Some(names(&["nextval", "random"])),
             builtin: Some(names(&[
                 "count",
@@ -395,8 +400,10 @@ mod tests {
         // A schema other than pg_catalog holds no built-in function.
         assert!(!session.calls_are_builtins(&calls(&["public.lower"])));
         // A qualified name is weighed by its last part too, and a name with
-        // a dot in it by the whole.
-        assert!(!session.calls_are_builtins(&calls(&["public.audit_me"])));
+        // a dot in it (a quoted `"pg_catalog.func"`) by the whole.
+        assert!(!session.calls_are_builtins(&calls(&["pg_catalog.upper"])));
+        assert!(!session.calls_are_builtins(&calls(&["pg_catalog.func"])));
+        assert!(session.calls_are_builtins(&calls(&["func"])));
         assert!(!session.calls_are_builtins(&calls(&["pg_catalog.my.func"])));
         assert!(!session.calls_are_builtins(&calls(&["lower", "query_to_xml"])));
         assert!(
