@@ -639,6 +639,19 @@ def store_locked(gateway):
         lock.close()
 
 
+def reached_postgres_when_refused(cluster, gateway, conn, sql, marker):
+    """Runs `sql` (which holds `marker`, found nowhere else in the server
+    log) while the store is locked: the client gets 58000. Returns whether
+    the statement reached Postgres all the same (it ran while its record
+    was written). One statement per outage: after a failed commit, later
+    ones may go to the store's commit log, which needs no lock."""
+    with store_locked(gateway), pytest.raises(psycopg.Error) as err:
+        conn.execute(sql).fetchall()
+    assert err.value.sqlstate == "58000", (err.value.sqlstate, str(err.value))
+    log = (cluster.dir / "log").read_text(errors="replace")
+    return bool([l for l in log.splitlines() if marker in l and "statement:" in l])
+
+
 def test_fail_closed_sqlite_store_locked(audit_cluster):
     """Another process holds the SQLite write lock (busy past the writer's
     timeout): statements are refused, then run again once it lets go."""
@@ -738,11 +751,8 @@ def test_fail_closed_read_through_a_function_named_as_a_column(audit_cluster):
     try:
         with psycopg.connect(dsn(gateway, "agent-attribute"), autocommit=True) as conn:
             marker = "an-marker"
-            with store_locked(gateway), pytest.raises(psycopg.Error) as err:
-                conn.execute(f"SELECT t.an_bump, '{marker}' FROM an_t t").fetchall()
-            assert err.value.sqlstate == "58000", (err.value.sqlstate, str(err.value))
-            log = (cluster.dir / "log").read_text(errors="replace")
-            assert not [l for l in log.splitlines() if marker in l and "statement:" in l], \
+            assert not reached_postgres_when_refused(
+                cluster, gateway, conn, f"SELECT t.an_bump, '{marker}' FROM an_t t", marker), \
                 "the refused read reached Postgres"
         assert cluster.psql("payments", "SELECT count(*) FROM an_log").strip() == "0", \
             "the function ran for a read whose record failed"
@@ -781,14 +791,9 @@ def test_calls_of_builtin_functions_leave_early_runs_alone(audit_cluster):
 
         def refused(conn, sql, marker):
             """Whether `sql`, refused while the store is locked, reached
-            Postgres (ran early). One statement per outage: after a failed
-            commit, later ones may go to the store's commit log, which needs
-            no lock."""
-            with store_locked(gateway), pytest.raises(psycopg.Error) as err:
-                conn.execute(sql.format(marker=marker)).fetchall()
-            assert err.value.sqlstate == "58000", (err.value.sqlstate, str(err.value))
-            log = (cluster.dir / "log").read_text(errors="replace")
-            return bool([l for l in log.splitlines() if marker in l and "statement:" in l])
+            Postgres (ran early)."""
+            return reached_postgres_when_refused(
+                cluster, gateway, conn, sql.format(marker=marker), marker)
 
         assert refused(reader, "SELECT id, '{marker}' FROM bf_t WHERE id = 1", "bf-read"), \
             "a plain read stopped running early after another session called count()"
@@ -833,11 +838,8 @@ def test_fail_closed_call_of_a_function_created_outside_the_gateway(audit_cluste
                 CREATE FUNCTION public.ol_bump(n int) RETURNS int LANGUAGE plpgsql AS
                     $f$ BEGIN INSERT INTO public.ol_log VALUES (n); RETURN n; END $f$;""")
             marker = "ol-outside-fn"
-            with store_locked(gateway), pytest.raises(psycopg.Error) as err:
-                conn.execute(f"SELECT ol_bump(id), '{marker}' FROM ol_t").fetchall()
-            assert err.value.sqlstate == "58000", (err.value.sqlstate, str(err.value))
-            log = (cluster.dir / "log").read_text(errors="replace")
-            assert not [l for l in log.splitlines() if marker in l and "statement:" in l], \
+            assert not reached_postgres_when_refused(
+                cluster, gateway, conn, f"SELECT ol_bump(id), '{marker}' FROM ol_t", marker), \
                 "a call of a function created outside the gateway ran before its record"
             assert cluster.psql("payments", "SELECT count(*) FROM ol_log").strip() == "0", \
                 "the function's write committed for a statement whose record failed"
