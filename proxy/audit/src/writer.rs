@@ -36,14 +36,18 @@
 //! batch queued; a gateway runs out of CPU long before the store's
 //! ceiling, so the writer takes the saving.
 //!
-//! While the store is busy, a SQLite store's commits go to its commit log
-//! (`backend::log`): one small write each, whose fsync runs on the
-//! writer's thread whenever fsyncs are fast and none is in flight.
-//! `pgbench -c 8` on the same VM, CPU µs per transaction, the log with
-//! every single-caller commit's fsync on the fsync threads against this:
-//! simple 60.5/62.3 → 52.4/52.5, prepared 52.7/54.8 → 44.7/50.4, TPC-B
-//! 448.5/437.0 → 370.9/377.6. Commits needing different files fsynced are
-//! answered in commit order.
+//! A SQLite store's commits go to its commit log (`backend::log`): one
+//! small write each. While the store is busy (several callers wait for a
+//! commit), its fsync runs on the writer's thread whenever fsyncs are fast
+//! and none is in flight. `pgbench -c 8` on the same VM, CPU µs per
+//! transaction, the log with every single-caller commit's fsync on the
+//! fsync threads against this: simple 60.5/62.3 → 52.4/52.5, prepared
+//! 52.7/54.8 → 44.7/50.4, TPC-B 448.5/437.0 → 370.9/377.6. Commits
+//! needing different files fsynced are answered in commit order.
+//!
+//! A lone caller's commit (an idle store, a single client) goes to the log
+//! too, its fsync to an fsync thread, and the writer moves the log's
+//! entries into the tables a few commits at a time (see [`LONE_CALLERS`]).
 //!
 //! Records nobody waits for (`complete_statement_nowait`) do not start a
 //! commit of their own: they wait, at most [`DETACHED_LINGER`], for one
@@ -95,21 +99,42 @@ const SYNC_THREADS: usize = MAX_UNSYNCED;
 /// the last one took less than this; see the module docs.
 const INLINE_FSYNC_UNDER: Duration = Duration::from_millis(1);
 
-/// ... and at least this many callers wait for the commit (a commit to the
-/// commit log, made only while the store is busy, needs none). With one caller
-/// the fsync threads answer sooner: measured with one `pgbench -S` client,
-/// p50 284–319 µs through the fsync threads, 368–389 µs inline, with the
-/// fsync itself taking as long (p50 ~190 µs) either way. The cause is not
-/// known; a single caller means an idle store, where the hand-off's CPU
-/// does not matter.
+/// ... and at least this many callers wait for the commit (fewer: see
+/// [`LONE_CALLERS`]). When lone callers' commits went into the tables,
+/// the fsync threads answered them sooner: measured with one `pgbench -S`
+/// client, p50 284–319 µs through the fsync threads, 368–389 µs inline,
+/// with the fsync itself taking as long (p50 ~190 µs) either way.
 const INLINE_FSYNC_CALLERS: usize = 2;
 
-/// A batch at least this many callers wait for goes to the store's commit
-/// log where it has one (see `backend::sqlite`): commits are following one
-/// another. A lone caller's goes into the tables at once, as an idle
-/// store's always did, so a reader sees it as soon as it is answered;
-/// unless the log holds entries not yet settled (the store is busy).
-const LOG_CALLERS: usize = 2;
+/// A commit fewer callers wait for is a lone caller's (the store is idle,
+/// or one client runs statements one by one). It goes to the commit log
+/// like any other, its fsync to an fsync thread; such commits used to go
+/// into the tables directly (about five b-tree pages, each written into
+/// SQLite's WAL with two `pwrite`s, then an fsync of all of it) before
+/// anyone was answered, where the log takes one write.
+///
+/// Once [`SETTLE_LONE_AT`] entries wait in the log, the writer settles
+/// them after such a commit, unless a request already waits, instead of
+/// leaving them for the settle timers (`backend::sqlite`). Those fire
+/// every 20 ms under one client and settle 64 entries at a time, a pause
+/// the next statement waits for. One `pgbench -S -c 1` client (`-l`, 8 s
+/// runs, each variant alternated twice with lone commits into the tables:
+/// tables → variant, µs):
+///
+/// | variant | prepared p50 | p99.9 | simple p50 | p99.9 |
+/// |---|---|---|---|---|
+/// | settled by the timers | 317, 312 → 290, 299 | 2,028, 1,917 → 4,312, 4,578 | 360, 364 → 301, 304 | 2,856, 1,939 → 4,484, 4,953 |
+/// | settled after each commit | 315, 286 → 332, 326 | 2,766, 1,823 → 1,849, 1,890 | 371, 370 → 356, 365 | 1,812, 1,848 → 1,961, 1,941 |
+/// | 16 entries at a time | 316, 285 → 261, 290 | 1,609, 1,658 → 1,852, 2,182 | 371, 341 → 309, 287 | 2,567, 1,766 → 2,282, 2,145 |
+///
+/// p99 was within noise or lower in every variant. Settling after each
+/// commit costs as much as the tables did: on two cores the settle does
+/// not overlap the fsync for free.
+const LONE_CALLERS: usize = 2;
+
+/// See [`LONE_CALLERS`]: about eight statements' entries (a begin and an
+/// outcome each).
+const SETTLE_LONE_AT: usize = 16;
 
 /// How long records nobody waits for (`complete_statement_nowait`) may
 /// wait for company before they are committed on their own.
@@ -244,6 +269,9 @@ pub(crate) struct Writer<B> {
     /// Records nobody waits for whose commit failed, with the time of
     /// their first failure: written first in the next batch.
     retry: Vec<(Pending, Reply, Instant)>,
+    /// The last commit was a lone caller's: settle the log's entries if
+    /// enough wait and no request does (see [`LONE_CALLERS`]).
+    settle_soon: bool,
 }
 
 impl<B: Backend> Writer<B> {
@@ -264,6 +292,7 @@ impl<B: Backend> Writer<B> {
             last_checkpoint: 0,
             interval,
             retry: Vec::new(),
+            settle_soon: false,
         }
     }
 
@@ -272,16 +301,18 @@ impl<B: Backend> Writer<B> {
         loop {
             let retry_due = !self.retry.is_empty();
             let settle_at = self.backend.settle_at().map(Instant::from_std);
+            let settle_now =
+                std::mem::take(&mut self.settle_soon) && self.backend.unsettled() >= SETTLE_LONE_AT;
             let first = tokio::select! {
+                // A request waiting goes before a settle (see LONE_CALLERS).
+                biased;
                 request = requests.recv() => request,
+                () = std::future::ready(()), if settle_now => {
+                    self.settle().await;
+                    continue;
+                }
                 () = sleep_until(settle_at.unwrap_or_else(Instant::now)), if settle_at.is_some() => {
-                    if let Err(error) = self.backend.settle().await {
-                        tracing::error!(
-                            instance = %self.instance,
-                            %error,
-                            "ALERT: logged audit entries cannot be moved into the store's tables; commits go to the tables until they can"
-                        );
-                    }
+                    self.settle().await;
                     continue;
                 }
                 () = tokio::time::sleep(RETRY_DELAY), if retry_due => {
@@ -356,6 +387,18 @@ impl<B: Backend> Writer<B> {
                 }
                 return;
             }
+        }
+    }
+
+    /// Moves logged entries into the tables (some of them: see
+    /// [`Backend::settle`]).
+    async fn settle(&mut self) {
+        if let Err(error) = self.backend.settle().await {
+            tracing::error!(
+                instance = %self.instance,
+                %error,
+                "ALERT: logged audit entries cannot be moved into the store's tables; commits go to the tables until they can"
+            );
         }
     }
 
@@ -438,17 +481,14 @@ impl<B: Backend> Writer<B> {
             .iter()
             .filter(|reply| matches!(reply, Reply::Waiting { .. }))
             .count();
-        // Once commits go to the log, they stay there until its entries are
-        // settled: each commit's file is then the one before's, and one
-        // fsync covers several of them.
-        let logged = callers >= LOG_CALLERS || self.backend.settle_at().is_some();
-        let mut result = self.write_entries(&pending, logged).await;
+        let lone = callers < LONE_CALLERS;
+        let mut result = self.write_entries(&pending).await;
         if matches!(result, Err(AuditError::Conflict { .. })) {
             // Someone else appended to our chain (a second process with the
             // same instance id, or a commit we saw fail but that landed):
             // the head was reloaded; try once more on top of it.
             tracing::warn!(instance = %self.instance, "audit chain moved underneath the writer; retrying");
-            result = self.write_entries(&pending, logged).await;
+            result = self.write_entries(&pending).await;
         }
         match result {
             Ok(first_seq) => {
@@ -470,15 +510,16 @@ impl<B: Backend> Writer<B> {
                     )),
                     Err(error) => refuse_appends(replies, &error),
                 });
-                // A logged commit's fsync may run here whatever the number
-                // of callers: INLINE_FSYNC_CALLERS is about a lone caller on
-                // an idle store, whose commits go into the tables.
-                let counted = if logged {
-                    callers.max(self.inline_callers)
-                } else {
+                // A busy store's logged commit may be fsynced here whatever
+                // the number of callers; a lone caller's goes to an fsync
+                // thread while the writer settles (see LONE_CALLERS).
+                let counted = if lone {
                     callers
+                } else {
+                    callers.max(self.inline_callers)
                 };
                 self.acknowledge(answer, counted, permit).await;
+                self.settle_soon = lone;
             }
             Err(error) => {
                 tracing::error!(
@@ -506,9 +547,9 @@ impl<B: Backend> Writer<B> {
         }
     }
 
-    /// Seals and writes entries after the current head (`logged`: see
-    /// [`Backend::append_logged`]); returns the first seq.
-    async fn write_entries(&mut self, pending: &[Pending], logged: bool) -> Result<u64> {
+    /// Seals entries after the current head and writes them through
+    /// [`Backend::append_logged`]; returns the first seq.
+    async fn write_entries(&mut self, pending: &[Pending]) -> Result<u64> {
         let head = self.current_head().await?;
         let time = Timestamp::now().max(head.last_time);
         let mut prev = head.head;
@@ -529,11 +570,7 @@ impl<B: Backend> Writer<B> {
                 entry
             })
             .collect();
-        if logged {
-            self.write_logged(&entries).await?;
-        } else {
-            self.write(&entries, &[]).await?;
-        }
+        self.write_logged(&entries).await?;
         let recovered = self.head.is_none();
         self.head = Some(ChainHead {
             last_seq: head.last_seq + entries.len() as u64,
@@ -619,6 +656,13 @@ impl<B: Backend> Writer<B> {
         self.write(&[], std::slice::from_ref(&checkpoint)).await?;
         self.head = Some(head);
         self.last_checkpoint = head.last_seq;
+        if kind == CheckpointKind::Shutdown {
+            if let Err(error) = self.backend.empty_log().await {
+                // The log then still holds entries the tables hold too:
+                // readers skip those, and the next start moves the rest.
+                tracing::warn!(instance = %self.instance, %error, "the audit commit log could not be emptied at shutdown");
+            }
+        }
         Ok(checkpoint)
     }
 

@@ -224,14 +224,7 @@ mod suite {
         // read-only / locked file would): nothing can be appended.
         let blocker = rusqlite::Connection::open(path).expect("blocker");
         blocker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
-        let refused = store
-            .begin_statement(&support::statement("s1", 10, "SELECT 'refused-marker'"))
-            .await;
-        assert!(
-            refused.is_err(),
-            "a statement must be refused while the store cannot be written"
-        );
-        let message = refused.expect_err("refused").to_string();
+        let (landed, message) = refused_once_the_tables_fail(&store).await;
         assert!(message.contains("audit store unavailable"), "{message}");
         drop(blocker);
 
@@ -247,11 +240,58 @@ mod suite {
         let report = verify(&harness).await;
         assert!(report.is_ok(), "{report}");
         // 1 + (2*2 + 5) + 2 + 1 acknowledged, nothing lost and no gap.
-        assert_eq!(report.chains[0].last_seq, 13, "{report}");
-        let refused_count = harness
-            .query_i64("SELECT count(*) FROM audit_entries WHERE payload LIKE '%refused-marker%'")
-            .await;
-        assert_eq!(refused_count, 0, "the refused statement left no record");
+        assert_eq!(report.chains[0].last_seq, 13 + landed, "{report}");
+        assert_markers(&harness, landed).await;
+    }
+
+    /// Statements begun, a few ms apart, while the store's tables cannot be
+    /// written. Records may still be acknowledged from the commit log
+    /// (another file: durable, and moved into the tables once they take
+    /// them), until the writer next tries to move them there (the settle
+    /// timers: 2 ms idle); once that has failed, every statement is
+    /// refused. Returns how many were acknowledged (they come first) and
+    /// the last refusal.
+    async fn refused_once_the_tables_fail(store: &hoop_audit::AuditStore) -> (u64, String) {
+        let mut landed = 0;
+        let mut refusal = None;
+        for attempt in 0..ATTEMPTS {
+            let sql = format!("SELECT 'marker-{attempt}'");
+            match store
+                .begin_statement(&support::statement("s1", 30 + attempt, &sql))
+                .await
+            {
+                Ok(_) => {
+                    assert!(
+                        refusal.is_none(),
+                        "attempt {attempt} acknowledged after a refusal"
+                    );
+                    landed += 1;
+                }
+                Err(error) => refusal = Some(error.to_string()),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            landed < ATTEMPTS - 1,
+            "{landed} statements acknowledged while the tables refuse writes"
+        );
+        let refusal =
+            refusal.expect("statements must be refused while the store cannot be written");
+        (landed, refusal)
+    }
+
+    const ATTEMPTS: u64 = 4;
+
+    /// Every acknowledged attempt's record is in the chain, no refused one's.
+    async fn assert_markers(harness: &Harness, landed: u64) {
+        for attempt in 0..ATTEMPTS {
+            let count = harness
+                .query_i64(&format!(
+                    "SELECT count(*) FROM audit_entries WHERE payload LIKE '%marker-{attempt}%'"
+                ))
+                .await;
+            assert_eq!(count, i64::from(attempt < landed), "marker-{attempt}");
+        }
     }
 
     /// The SQLite file (and its WAL) made read-only, even for root.
@@ -265,19 +305,7 @@ mod suite {
             eprintln!("skipped: chattr +i is not permitted here");
             return;
         };
-        for attempt in 0..2 {
-            let refused = store
-                .begin_statement(&support::statement(
-                    "s1",
-                    10 + attempt,
-                    "SELECT 'refused-marker'",
-                ))
-                .await;
-            assert!(
-                refused.is_err(),
-                "attempt {attempt}: a read-only store must refuse statements"
-            );
-        }
+        let (landed, _) = refused_once_the_tables_fail(&store).await;
         drop(guard);
         let handle = store
             .begin_statement(&support::statement("s1", 20, "SELECT 2"))
@@ -291,11 +319,8 @@ mod suite {
         let report = verify(&harness).await;
         assert!(report.is_ok(), "{report}");
         // #1 started, 7 workload entries, 2 for the statement, stopped.
-        assert_eq!(report.chains[0].last_seq, 11, "{report}");
-        let refused = harness
-            .query_i64("SELECT count(*) FROM audit_entries WHERE payload LIKE '%refused-marker%'")
-            .await;
-        assert_eq!(refused, 0);
+        assert_eq!(report.chains[0].last_seq, 11 + landed, "{report}");
+        assert_markers(&harness, landed).await;
     }
 
     /// The Postgres server stopped and started again under a live store.

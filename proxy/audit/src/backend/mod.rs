@@ -50,6 +50,19 @@ pub(crate) trait Backend: Sized {
         Ok(())
     }
 
+    /// How many logged entries wait to be settled.
+    fn unsettled(&self) -> usize {
+        0
+    }
+
+    /// Makes the tables hold every logged entry durably, then empties the
+    /// log: at shutdown, so that a closed store's tables are its whole
+    /// chain (and rows deleted from them show as missing, not as entries
+    /// still to be settled).
+    async fn empty_log(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Last entry of `instance` older than `before`.
     async fn last_before(
         &mut self,
@@ -137,6 +150,20 @@ impl Backend for AnyBackend {
     async fn settle(&mut self) -> Result<()> {
         match self {
             AnyBackend::Sqlite(b) => b.settle().await,
+            AnyBackend::Postgres(_) => Ok(()),
+        }
+    }
+
+    fn unsettled(&self) -> usize {
+        match self {
+            AnyBackend::Sqlite(b) => b.unsettled(),
+            AnyBackend::Postgres(_) => 0,
+        }
+    }
+
+    async fn empty_log(&mut self) -> Result<()> {
+        match self {
+            AnyBackend::Sqlite(b) => b.empty_log().await,
             AnyBackend::Postgres(_) => Ok(()),
         }
     }

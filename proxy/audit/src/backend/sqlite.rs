@@ -19,14 +19,16 @@
 //! cumulative checksums), so records are lost, if ever, from the tail and
 //! never from the middle of a chain.
 //!
-//! While commits follow one another closely (a batch that several
-//! callers wait for), a commit is made durable in the store's commit log
-//! instead (`backend::log`: one write and one fsync), and its entries go
+//! A commit is made durable in the store's commit log instead
+//! (`backend::log`: one write and one fsync). While commits follow one
+//! another closely (a batch that several callers wait for), its entries go
 //! into the tables later, many commits' at once ([`Backend::settle`],
 //! starting at most [`SETTLE_AFTER`] later, [`SETTLE_CHUNK`] at a time, and
-//! before anything reads or checkpoints the chain). A commit only one caller waits for (an idle gateway, a
-//! single client) goes into the tables at once, as before, taking the
-//! logged entries with it. Opening the store moves whatever the log holds
+//! before anything reads or checkpoints the chain); after a commit only
+//! one caller waits for (an idle gateway, a single client), sooner (see
+//! `writer::LONE_CALLERS`). Where the
+//! log cannot take a commit (the last settle failed), it goes into the
+//! tables, taking the logged entries with it. Opening the store moves whatever the log holds
 //! into the tables first. Readers (`hoop audit`) see the tables and,
 //! read from the logs without their locks, the logged entries that
 //! continue the tables' chains (`log::read_logs`): every acknowledged
@@ -464,6 +466,22 @@ impl Backend for SqliteBackend {
                 self.first_logged = None;
                 Err(error)
             }
+        }
+    }
+
+    fn unsettled(&self) -> usize {
+        self.pending.len()
+    }
+
+    async fn empty_log(&mut self) -> Result<()> {
+        if self.log.is_none() {
+            return Ok(());
+        }
+        self.settle_all()?;
+        self.sync_tables()?;
+        match self.log.as_mut() {
+            Some(log) => log.restart(),
+            None => Ok(()),
         }
     }
 
