@@ -625,15 +625,20 @@ def assert_refused_then_recovers(cluster, gateway, t, outage, restore, marker):
 @contextlib.contextmanager
 def store_locked(gateway):
     """Another process holds the SQLite store's write lock (past the
-    writer's timeout) while the block runs. Taken once the writer has moved
-    what its commit log holds into the tables (at most 20 ms after a busy
-    spell), since a commit to the log needs no lock: the store is not down
-    while it takes commits."""
+    writer's timeout) while the block runs. A commit to the store's commit
+    log needs no lock, and the log takes every commit while the tables take
+    what it holds: the store is not down while it takes commits. So, with
+    the lock taken (once the writer has moved what the log holds into the
+    tables), a login's records go to the log, and the block starts once
+    the writer has failed to move them into the tables (its busy timeout,
+    2 s): from then on commits go to the tables, and are refused there."""
     time.sleep(0.5)
     lock = sqlite3.connect(gateway.dir / "audit.db", timeout=5, isolation_level=None)
     lock.execute("BEGIN IMMEDIATE")
     try:
-        yield
+        with psycopg.connect(dsn(gateway, "agent-store-lock"), autocommit=True):
+            time.sleep(2.5)
+            yield
     finally:
         lock.execute("ROLLBACK")
         lock.close()
