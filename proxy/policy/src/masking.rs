@@ -1670,6 +1670,12 @@ pub struct CopyMasker {
 /// number of its own, and the boundary bytes on either side.
 const BOUNDARY_CONTEXT: usize = 64;
 
+/// How far from a message boundary a card number found in the window
+/// around it may lie and still be masked there: the bytes that decide
+/// whether digits are a number of their own (a run of 13 digits and a
+/// separator, a letter glued to it) reach at most this far.
+const BOUNDARY_REACH: usize = 24;
+
 impl CopyMasker {
     /// `binary`: CopyOutResponse's overall format is 1.
     pub fn new(policy: &ColumnPolicy, binary: bool) -> CopyMasker {
@@ -1871,12 +1877,16 @@ fn mask_boundary(masker: &Masker, messages: &mut [Vec<u8>]) -> bool {
     }
     let split = window.len();
     window.extend_from_slice(&last[..head_len]);
-    // Only a number crossing the boundary is this function's business; the
-    // rest of the window was judged with its own message.
-    let crosses = pan::find_pans(&window)
+    // Only a number at the boundary is this function's business: one
+    // crossing it, or one beside it that the other side's bytes may make a
+    // card number (`4000000000000002 4000|000000000002 4000 0000 0000
+    // 0002` without the first space: a run of 13 or more digits before a
+    // grouped number makes it one of its own, and the right message alone
+    // holds 12). The rest of the window was judged with its own message.
+    let at_boundary = pan::find_pans(&window)
         .iter()
-        .any(|m| m.start < split && m.end > split);
-    if !crosses {
+        .any(|m| m.start < split + BOUNDARY_REACH && m.end + BOUNDARY_REACH > split);
+    if !at_boundary {
         return false;
     }
     let Cow::Owned(masked) = masker.mask_bytes(&window) else {

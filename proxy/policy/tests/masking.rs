@@ -1075,3 +1075,23 @@ fn geometric_types_and_xids_are_masked_in_their_type() {
         assert_eq!(out[0].as_deref(), Some(expected.as_bytes()), "{type_oid}");
     }
 }
+
+/// A grouped card number right after a 32-digit run is a number of its own
+/// (the run is too long to be its head); cut inside the run, the message
+/// holding the number has only the run's tail before it, 12 digits, and
+/// alone would read the number as that run's continuation. Found by
+/// `copy_output_keeps_no_pan_wherever_messages_split`.
+#[test]
+fn copy_output_masks_a_number_that_the_previous_message_makes_one() {
+    let text = b"40000000000000024000000000000002 4000 0000 0000 0002";
+    assert!(pan::contains_pan(text));
+    for cut in 1..text.len() {
+        let mut masker = CopyMasker::new(&policy(), false);
+        let out = copy_all(&mut masker, &[&text[..cut], &text[cut..]]).concat();
+        assert!(
+            !pan::contains_pan(&out),
+            "cut at {cut}: {}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+}
