@@ -26,13 +26,14 @@
 //! starting at most [`SETTLE_AFTER`] later, [`SETTLE_CHUNK`] at a time, and
 //! before anything reads or checkpoints the chain); after a commit only
 //! one caller waits for (an idle gateway, a single client), sooner (see
-//! `writer::LONE_CALLERS`). Where the
-//! log cannot take a commit (the last settle failed), it goes into the
-//! tables, taking the logged entries with it. Opening the store moves whatever the log holds
-//! into the tables first. Readers (`hoop audit`) see the tables and,
-//! read from the logs without their locks, the logged entries that
-//! continue the tables' chains (`log::read_logs`): every acknowledged
-//! record, also after a crash before the gateway starts again.
+//! `writer::LONE_CALLERS`). Where the log cannot take a commit (the last
+//! settle failed), it goes into the tables, taking the logged entries with
+//! it. Opening the store moves whatever the log holds into the tables
+//! first, and a clean shutdown empties the log. Readers (`hoop audit`)
+//! see the tables and, read from the logs without their locks, the logged
+//! entries that continue the tables' chains (`log::read_logs`): every
+//! acknowledged record, also after a crash before the gateway starts
+//! again.
 //!
 //! `NORMAL` is available for slow disks (see [`SqliteSync`]).
 
