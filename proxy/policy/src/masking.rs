@@ -1879,10 +1879,10 @@ fn mask_boundary(masker: &Masker, messages: &mut [Vec<u8>]) -> bool {
     window.extend_from_slice(&last[..head_len]);
     // Only a number at the boundary is this function's business: one
     // crossing it, or one beside it that the other side's bytes may make a
-    // card number (`4000000000000002 4000|000000000002 4000 0000 0000
-    // 0002` without the first space: a run of 13 or more digits before a
-    // grouped number makes it one of its own, and the right message alone
-    // holds 12). The rest of the window was judged with its own message.
+    // card number (`…00024000|000000000002 4000 0000 0000 0002`, a 32-digit
+    // run cut after 20: a run of 13 or more digits before a grouped number
+    // makes it one of its own, and the right message alone holds 12). The
+    // rest of the window was judged with its own message.
     let at_boundary = pan::find_pans(&window)
         .iter()
         .any(|m| m.start < split + BOUNDARY_REACH && m.end + BOUNDARY_REACH > split);
