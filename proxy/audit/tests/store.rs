@@ -239,12 +239,13 @@ mod suite {
         store.close("test").await.expect("close");
         let report = verify(&harness).await;
         assert!(report.is_ok(), "{report}");
-        // 1 + (2*2 + 5) + 2 + 1 acknowledged, nothing lost and no gap.
+        // 1 + (2*2 + 5) + 2 + 1, and the attempts acknowledged from the
+        // log: nothing lost and no gap.
         assert_eq!(report.chains[0].last_seq, 13 + landed, "{report}");
         assert_markers(&harness, landed).await;
     }
 
-    /// Statements begun, a few ms apart, while the store's tables cannot be
+    /// Statements begun, 20 ms apart, while the store's tables cannot be
     /// written. Records may still be acknowledged from the commit log
     /// (another file: durable, and moved into the tables once they take
     /// them), until the writer next tries to move them there (the settle
@@ -318,7 +319,8 @@ mod suite {
         store.close("test").await.expect("close");
         let report = verify(&harness).await;
         assert!(report.is_ok(), "{report}");
-        // #1 started, 7 workload entries, 2 for the statement, stopped.
+        // #1 started, 7 workload entries, 2 for the statement, stopped, and
+        // the attempts acknowledged from the log.
         assert_eq!(report.chains[0].last_seq, 11 + landed, "{report}");
         assert_markers(&harness, landed).await;
     }
