@@ -570,10 +570,11 @@ impl<B: Backend> Writer<B> {
                 entry
             })
             .collect();
-        self.write_logged(&entries).await?;
+        let count = entries.len() as u64;
+        self.write_logged(entries).await?;
         let recovered = self.head.is_none();
         self.head = Some(ChainHead {
-            last_seq: head.last_seq + entries.len() as u64,
+            last_seq: head.last_seq + count,
             head: prev,
             last_time: time,
         });
@@ -612,7 +613,7 @@ impl<B: Backend> Writer<B> {
     }
 
     /// [`Writer::write`] through [`Backend::append_logged`].
-    async fn write_logged(&mut self, entries: &[Entry]) -> Result<()> {
+    async fn write_logged(&mut self, entries: Vec<Entry>) -> Result<()> {
         let outcome = timeout(WRITE_TIMEOUT, self.backend.append_logged(entries)).await;
         self.written(outcome)
     }

@@ -35,8 +35,10 @@ pub(crate) trait Backend: Sized {
     /// commits follow one another (the SQLite store's commit log); durable
     /// once [`Backend::unsynced_file`] is fsynced, in the tables after
     /// [`Backend::settle`]. Elsewhere the same as `append`.
-    async fn append_logged(&mut self, entries: &[Entry]) -> Result<()> {
-        self.append(entries, &[]).await
+    /// The entries are the backend's from here: kept, not copied, until
+    /// they are settled.
+    async fn append_logged(&mut self, entries: Vec<Entry>) -> Result<()> {
+        self.append(&entries, &[]).await
     }
 
     /// When logged entries are due to go into the tables (`None`: none
@@ -133,10 +135,10 @@ impl Backend for AnyBackend {
         }
     }
 
-    async fn append_logged(&mut self, entries: &[Entry]) -> Result<()> {
+    async fn append_logged(&mut self, entries: Vec<Entry>) -> Result<()> {
         match self {
             AnyBackend::Sqlite(b) => b.append_logged(entries).await,
-            AnyBackend::Postgres(b) => b.append(entries, &[]).await,
+            AnyBackend::Postgres(b) => b.append(&entries, &[]).await,
         }
     }
 

@@ -37,6 +37,7 @@
 //!
 //! `NORMAL` is available for slow disks (see [`SqliteSync`]).
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -93,7 +94,7 @@ pub(crate) struct SqliteBackend {
     logging: bool,
     log: Option<CommitLog>,
     /// Entries durable in the log and not yet in the tables, in order.
-    pending: Vec<Entry>,
+    pending: VecDeque<Entry>,
     /// When the first of `pending` and the last commit were logged.
     first_logged: Option<Instant>,
     last_logged: Option<Instant>,
@@ -135,7 +136,7 @@ impl SqliteBackend {
             instance: config.instance_id.clone(),
             logging: false,
             log: None,
-            pending: Vec::new(),
+            pending: VecDeque::new(),
             first_logged: None,
             last_logged: None,
             settle_failed: false,
@@ -251,7 +252,7 @@ impl SqliteBackend {
 
     fn try_commit_tables(
         &mut self,
-        pending: &[Entry],
+        pending: &VecDeque<Entry>,
         entries: &[Entry],
         checkpoints: &[Checkpoint],
     ) -> Result<()> {
@@ -404,15 +405,15 @@ impl Backend for SqliteBackend {
 
     /// Into the commit log while it is open and the tables take what it
     /// holds; else into the tables.
-    async fn append_logged(&mut self, entries: &[Entry]) -> Result<()> {
+    async fn append_logged(&mut self, entries: Vec<Entry>) -> Result<()> {
         self.connection()?;
         if self.settle_failed {
-            return self.commit_tables(entries, &[]);
+            return self.commit_tables(&entries, &[]);
         }
         let Some(log) = self.log.as_mut() else {
-            return self.commit_tables(entries, &[]);
+            return self.commit_tables(&entries, &[]);
         };
-        if !log.append(entries)? {
+        if !log.append(&entries)? {
             // The log is full: its entries go into the tables, durably,
             // and it starts again.
             self.settle_all()?;
@@ -422,7 +423,7 @@ impl Backend for SqliteBackend {
                 .as_mut()
                 .ok_or_else(|| AuditError::Unavailable("audit commit log lost".into()))?;
             log.restart()?;
-            if !log.append(entries)? {
+            if !log.append(&entries)? {
                 return Err(AuditError::Unavailable(
                     "an audit commit does not fit its log".into(),
                 ));
@@ -431,7 +432,7 @@ impl Backend for SqliteBackend {
         let now = Instant::now();
         self.first_logged.get_or_insert(now);
         self.last_logged = Some(now);
-        self.pending.extend_from_slice(entries);
+        self.pending.extend(entries);
         self.last_commit = Commit::Log;
         Ok(())
     }
@@ -446,7 +447,7 @@ impl Backend for SqliteBackend {
     /// what waits in between.
     async fn settle(&mut self) -> Result<()> {
         let take = self.pending.len().min(SETTLE_CHUNK);
-        let chunk: Vec<Entry> = self.pending.drain(..take).collect();
+        let chunk: VecDeque<Entry> = self.pending.drain(..take).collect();
         match self.try_commit_tables(&chunk, &[], &[]) {
             Ok(()) => {
                 if let Some(wal) = &self.wal {
@@ -819,7 +820,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let mut store = writer(&dir);
         let first = entries(1, 3, ChainHash::GENESIS, 10);
-        block_on(store.append_logged(&first)).expect("logged");
+        block_on(store.append_logged(first.clone())).expect("logged");
         assert!(matches!(store.last_commit, Commit::Log));
         assert!(store.settle_at().is_some());
         assert_eq!(
@@ -834,7 +835,7 @@ mod tests {
         // Logged, then the process dies before they are settled: the next
         // writer moves them into the tables, once.
         let second = entries(4, 2, first[2].hash, 10);
-        block_on(store.append_logged(&second)).expect("logged");
+        block_on(store.append_logged(second.clone())).expect("logged");
         drop(store);
         assert_eq!(stored_seqs(&dir), [1, 2, 3]);
         let mut store = writer(&dir);
@@ -853,11 +854,11 @@ mod tests {
         let a = entries(1, 3, ChainHash::GENESIS, 10);
         let b = entries(4, 2, a[2].hash, 10);
         let c = entries(6, 2, b[1].hash, 10);
-        block_on(store.append_logged(&a)).expect("a");
+        block_on(store.append_logged(a.clone())).expect("a");
         block_on(store.append(&b, &[])).expect("b");
         assert!(matches!(store.last_commit, Commit::Tables));
         assert_eq!(stored_seqs(&dir), [1, 2, 3, 4, 5], "a went in with b");
-        block_on(store.append_logged(&c)).expect("c");
+        block_on(store.append_logged(c.clone())).expect("c");
         drop(store);
         // As if b's transaction (not yet fsynced) were lost in a crash: the
         // log still holds a and c, and c does not follow a. c was never
@@ -883,7 +884,7 @@ mod tests {
         let a = entries(1, 3, ChainHash::GENESIS, 10);
         let b = entries(4, 2, a[2].hash, 10);
         block_on(store.append(&a, &[])).expect("a");
-        block_on(store.append_logged(&b)).expect("b");
+        block_on(store.append_logged(b.clone())).expect("b");
         assert_eq!(stored_seqs(&dir), [1, 2, 3], "b only logged");
         let found = read(&all);
         assert_eq!(seqs(found.clone()), [1, 2, 3, 4, 5]);
@@ -926,10 +927,10 @@ mod tests {
         // Once settled, nothing is shown twice.
         let mut store = writer(&dir);
         let c = entries(4, 2, a[2].hash, 10);
-        block_on(store.append_logged(&c)).expect("c");
+        block_on(store.append_logged(c.clone())).expect("c");
         block_on(store.settle()).expect("settle");
         let d = entries(6, 1, c[1].hash, 10);
-        block_on(store.append_logged(&d)).expect("d");
+        block_on(store.append_logged(d.clone())).expect("d");
         assert_eq!(seqs(read(&all)), [1, 2, 3, 4, 5, 6]);
     }
 
@@ -938,19 +939,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let mut store = writer(&dir);
         let a = entries(1, 2, ChainHash::GENESIS, 10);
-        block_on(store.append_logged(&a)).expect("logged");
+        block_on(store.append_logged(a.clone())).expect("logged");
         let blocker = Connection::open(dir.path().join("audit.db")).expect("blocker");
         blocker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
         assert!(block_on(store.settle()).is_err());
         // The next commit goes to the tables, and fails there.
         let b = entries(3, 1, a[1].hash, 10);
-        assert!(block_on(store.append_logged(&b)).is_err());
+        assert!(block_on(store.append_logged(b.clone())).is_err());
         drop(blocker);
-        block_on(store.append_logged(&b)).expect("writable again");
+        block_on(store.append_logged(b.clone())).expect("writable again");
         assert!(matches!(store.last_commit, Commit::Tables));
         assert_eq!(stored_seqs(&dir), [1, 2, 3]);
         // And the log is used again.
-        block_on(store.append_logged(&entries(4, 1, b[0].hash, 10))).expect("logged");
+        block_on(store.append_logged(entries(4, 1, b[0].hash, 10))).expect("logged");
         assert!(matches!(store.last_commit, Commit::Log));
     }
 
@@ -982,7 +983,7 @@ mod tests {
             let size = if random(20) == 0 { 300_000 } else { 200 };
             let batch = entries(head.0 + 1, count, head.1, size as usize);
             match random(10) {
-                0..=5 => block_on(store.append_logged(&batch)).expect("logged"),
+                0..=5 => block_on(store.append_logged(batch.clone())).expect("logged"),
                 6 => block_on(store.append(&batch, &[])).expect("tables"),
                 7 => {
                     block_on(store.settle()).expect("settle");
@@ -990,7 +991,7 @@ mod tests {
                 }
                 _ => {
                     // A crash, after a last commit that may be torn.
-                    block_on(store.append_logged(&batch)).expect("logged");
+                    block_on(store.append_logged(batch.clone())).expect("logged");
                     let torn_at = store.log.as_ref().expect("log").last_frame_at();
                     let torn = random(2) == 0;
                     if torn {
@@ -1061,7 +1062,7 @@ mod tests {
         for seq in 1..=commits as u64 {
             let entry = entries(seq, 1, prev, size);
             prev = entry[0].hash;
-            block_on(store.append_logged(&entry)).expect("logged");
+            block_on(store.append_logged(entry.clone())).expect("logged");
         }
         // The log took at most LOG_SIZE; the rest went into the tables.
         let settled = stored_seqs(&dir).len();
