@@ -5,10 +5,10 @@
 //! current-thread runtime (the gateway's session threads) that is a push
 //! onto the runtime's injection queue and a write to its eventfd, for every
 //! caller. A thread that runs one current-thread runtime for its whole life
-//! may [`install`] an answer home on it instead: a task there to which the
-//! writer hands all of a commit's answers for that thread in one message,
-//! and which completes their oneshots locally. Callers on other threads are
-//! answered directly.
+//! may [`install`](crate::answers::install) an answer home on it instead: a
+//! task there to which the writer hands all of a commit's answers for that
+//! thread in one message, and which completes their oneshots locally.
+//! Callers on other threads are answered directly.
 //!
 //! `pgbench -S -c 8` through the gateway (one session thread, every
 //! statement recorded): the writer's eventfd writes went from about one per

@@ -9,7 +9,7 @@
 //! `DURABLE_WITHIN` (15 s) for every statement, and the writer
 //! `WRITE_TIMEOUT` (10 s) for every commit; on a runtime where no other
 //! timer is due sooner (one client: none) each of them did. With a timer
-//! always due within [`PERIOD`], theirs never come first.
+//! always due within `PERIOD`, theirs never come first.
 //!
 //! One client running `pgbench -S -M prepared` through the gateway, write
 //! calls counted (`perf record -e syscalls:sys_enter_write`, with the

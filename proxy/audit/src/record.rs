@@ -3,7 +3,7 @@
 //! canonical JSON that is hashed (see [`crate::chain`]).
 //!
 //! Callers pass text that is already masked; the store masks every string
-//! again before writing ([`crate::payload`]).
+//! again before writing (`payload`).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,6 @@
 //! Recomputes every chain and checks it against the signed checkpoints.
 //! Pure: the store, the reader and the offline export check all call
-//! [`verify_chains`] on what they loaded.
+//! [`verify_chains`](crate::verify::verify_chains) on what they loaded.
 //!
 //! Per instance it reports the FIRST problem in chain order (after a break
 //! nothing later can be trusted anyway), plus every checkpoint whose
