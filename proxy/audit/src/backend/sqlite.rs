@@ -64,23 +64,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 /// file is large.
 const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
-/// Page size of a store the writer creates (an existing store keeps its
-/// own: SQLite fixes it when the file is created). A settle of 64 records
-/// (about 40 KB) dirties the last leaves of the table and of its time
-/// index; with 4 KiB pages that was 14–18 WAL frames, each written with
-/// two `pwrite`s. `pgbench -S -c 8` with defaults, 16 KiB against 4 KiB
-/// pages (`perf stat`, per transaction): 0.76 against 1.36 `pwrite`s and
-/// 0.07 against 0.23 `pread`s on the writer's thread; gateway CPU per
-/// transaction, eight alternated pairs (prepared and simple): 1.9 µs lower
-/// on average (−0.7 to 5.1); one client (`-M prepared`, two pairs) p50
-/// 273 / 279 against 290 / 299 µs.
-const NEW_STORE_PAGE_SIZE: i64 = 16 * 1024;
-
-/// The WAL is checkpointed into the database once it holds this much
-/// (SQLite's default, 1,000 pages, taken as 4 KiB ones): with larger pages
-/// a checkpoint then copies no more at once than it did.
-const CHECKPOINT_BYTES: i64 = 4000 * 1024;
-
 /// Logged entries start going into the tables at most this long after the
 /// first of them was logged ...
 const SETTLE_AFTER: Duration = Duration::from_millis(20);
@@ -297,8 +280,6 @@ impl SqliteBackend {
     /// fsyncs itself.
     fn connect_writer(&self) -> Result<(Connection, Option<File>)> {
         let connection = Connection::open(&self.path)?;
-        // Before anything else: it only takes on a file not yet written.
-        connection.pragma_update(None, "page_size", NEW_STORE_PAGE_SIZE)?;
         let mode: String =
             connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         let in_wal = mode.eq_ignore_ascii_case("wal");
@@ -315,12 +296,6 @@ impl SqliteBackend {
         connection.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         connection.busy_timeout(BUSY_TIMEOUT)?;
         connection.execute_batch(SCHEMA)?;
-        let page_size: i64 = connection.pragma_query_value(None, "page_size", |row| row.get(0))?;
-        connection.pragma_update(
-            None,
-            "wal_autocheckpoint",
-            CHECKPOINT_BYTES / page_size.max(512),
-        )?;
         let wal = if in_wal && self.synchronous == SqliteSync::Full {
             Some(self.open_wal()?)
         } else {
@@ -840,44 +815,6 @@ mod tests {
             .block_on(future)
     }
 
-    /// The page size and WAL checkpoint threshold the writer's connection
-    /// runs with.
-    fn pages(store: &mut SqliteBackend) -> (i64, i64) {
-        let connection = store.connection().expect("connection");
-        let get = |pragma| {
-            connection
-                .pragma_query_value(None, pragma, |row| row.get::<_, i64>(0))
-                .expect(pragma)
-        };
-        (get("page_size"), get("wal_autocheckpoint"))
-    }
-
-    #[test]
-    fn a_new_store_gets_large_pages_and_an_existing_one_keeps_its_own() {
-        let dir = tempfile::tempdir().expect("dir");
-        let mut store = writer(&dir);
-        assert_eq!(pages(&mut store), (NEW_STORE_PAGE_SIZE, 250));
-        let a = entries(1, 100, ChainHash::GENESIS, 300);
-        block_on(store.append(&a, &[])).expect("appended");
-        drop(store);
-        assert_eq!(pages(&mut writer(&dir)), (NEW_STORE_PAGE_SIZE, 250));
-
-        // A store created with SQLite's default pages (as before) keeps
-        // them, checkpoints as often as it did, and takes records.
-        let old = tempfile::tempdir().expect("dir");
-        let created = Connection::open(old.path().join("audit.db")).expect("open");
-        created
-            .execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;")
-            .expect("created");
-        created.execute_batch(SCHEMA).expect("schema");
-        drop(created);
-        let mut store = writer(&old);
-        assert_eq!(pages(&mut store), (4096, 1000));
-        block_on(store.append(&a, &[])).expect("appended");
-        drop(store);
-        assert_eq!(stored_seqs(&old), (1..=100).collect::<Vec<u64>>());
-    }
-
     #[test]
     fn logged_commits_reach_the_tables_when_settled_or_when_the_store_reopens() {
         let dir = tempfile::tempdir().expect("dir");
@@ -993,7 +930,7 @@ mod tests {
         block_on(store.append_logged(c.clone())).expect("c");
         block_on(store.settle()).expect("settle");
         let d = entries(6, 1, c[1].hash, 10);
-        block_on(store.append_logged(d)).expect("d");
+        block_on(store.append_logged(d.clone())).expect("d");
         assert_eq!(seqs(read(&all)), [1, 2, 3, 4, 5, 6]);
     }
 
@@ -1125,7 +1062,7 @@ mod tests {
         for seq in 1..=commits as u64 {
             let entry = entries(seq, 1, prev, size);
             prev = entry[0].hash;
-            block_on(store.append_logged(entry)).expect("logged");
+            block_on(store.append_logged(entry.clone())).expect("logged");
         }
         // The log took at most LOG_SIZE; the rest went into the tables.
         let settled = stored_seqs(&dir).len();
