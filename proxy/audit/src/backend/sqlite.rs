@@ -930,7 +930,7 @@ mod tests {
         block_on(store.append_logged(c.clone())).expect("c");
         block_on(store.settle()).expect("settle");
         let d = entries(6, 1, c[1].hash, 10);
-        block_on(store.append_logged(d.clone())).expect("d");
+        block_on(store.append_logged(d)).expect("d");
         assert_eq!(seqs(read(&all)), [1, 2, 3, 4, 5, 6]);
     }
 
@@ -1062,7 +1062,7 @@ mod tests {
         for seq in 1..=commits as u64 {
             let entry = entries(seq, 1, prev, size);
             prev = entry[0].hash;
-            block_on(store.append_logged(entry.clone())).expect("logged");
+            block_on(store.append_logged(entry)).expect("logged");
         }
         // The log took at most LOG_SIZE; the rest went into the tables.
         let settled = stored_seqs(&dir).len();
