@@ -210,10 +210,16 @@ impl<'m> Json<'m> {
         self.comma = true;
     }
 
-    fn key(&mut self, key: &str) {
+    /// A key: one of the record's own names, which need no escaping.
+    fn key(&mut self, key: &'static str) {
+        debug_assert!(
+            key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "{key}"
+        );
         self.separate();
-        self.escaped(key);
-        self.out.push(b':');
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
         self.comma = false;
     }
 
@@ -262,7 +268,9 @@ impl<'m> Json<'m> {
 
     fn number(&mut self, number: u64) {
         self.separate();
-        self.out.extend_from_slice(number.to_string().as_bytes());
+        use std::io::Write as _;
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.out, "{number}");
         self.comma = true;
     }
 

@@ -1959,25 +1959,49 @@ impl ClassifyCache {
     /// is classified each time (the shapes assume standard strings); any
     /// other reads alike either way.
     pub fn classify_in(&mut self, sql: &str, strings: StringLiterals) -> Arc<Classified> {
+        self.classify_text(sql, strings, false)
+    }
+
+    /// [`ClassifyCache::classify_in`] for the text of a prepared
+    /// statement, which comes again with each of its executions: kept
+    /// under its own text even when its shape is known, so the next one
+    /// costs a hash lookup.
+    pub fn classify_prepared(&mut self, sql: &str, strings: StringLiterals) -> Arc<Classified> {
+        self.classify_text(sql, strings, true)
+    }
+
+    fn classify_text(
+        &mut self,
+        sql: &str,
+        strings: StringLiterals,
+        repeats: bool,
+    ) -> Arc<Classified> {
         if strings == StringLiterals::Escaped && sql.contains('\\') {
             return Arc::new(classify_in(sql, strings));
         }
-        self.classify(sql)
+        self.classify_keeping(sql, repeats)
     }
 
     /// The classification of `sql`, from the cache or freshly made.
     pub fn classify(&mut self, sql: &str) -> Arc<Classified> {
+        self.classify_keeping(sql, false)
+    }
+
+    /// The classification of `sql`. `repeats`: the very text is expected
+    /// again, so it is kept under its text even when its shape is known.
+    /// Otherwise a statement of a known shape is not: statements of a
+    /// shape mostly differ in their literals (`… WHERE aid = 48213`), and
+    /// each would push one that does repeat out of the exact texts.
+    fn classify_keeping(&mut self, sql: &str, repeats: bool) -> Arc<Classified> {
         if let Some(hit) = self.exact.get(sql) {
             return hit;
         }
         let keep = sql.len() <= self.max_statement_len;
-        let shape: Option<Arc<str>> = if keep {
-            shape_key(sql).map(Arc::from)
-        } else {
-            None
-        };
+        let shape = if keep { shape_key(sql) } else { None };
         if let Some(hit) = shape.as_deref().and_then(|shape| self.shapes.get(shape)) {
-            self.exact.insert(Arc::from(sql), Arc::clone(&hit));
+            if repeats {
+                self.exact.insert(Arc::from(sql), Arc::clone(&hit));
+            }
             return hit;
         }
         let classified = classify(sql);
@@ -1987,7 +2011,7 @@ impl ClassifyCache {
         let classified = match shape {
             Some(shape) if self.shape_independent(&classified) => {
                 let shared = Arc::new(without_bounds(classified));
-                self.shapes.insert(shape, Arc::clone(&shared));
+                self.shapes.insert(Arc::from(shape), Arc::clone(&shared));
                 shared
             }
             _ => Arc::new(classified),

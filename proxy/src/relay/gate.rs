@@ -42,16 +42,15 @@ const SQLSTATE_INSUFFICIENT_PRIVILEGE: &str = "42501";
 /// What the inspector knows about a statement the client wants run.
 #[derive(Debug)]
 pub struct StatementInfo {
-    /// The text as sent. Never logged; masked before it is recorded.
-    pub sql: String,
+    /// The text as the server reads it (UTF-8, but for a text the gateway
+    /// could not decode: as sent). Never logged; masked before it is
+    /// recorded.
+    pub sql: Bytes,
     /// How the server reads its string literals (a review grant is for the
     /// text read so).
     pub strings: hoop_policy::StringLiterals,
-    /// Bind parameters in text form (binary ones described, not decoded);
-    /// `None` is NULL. Masked before they are recorded.
-    pub params: Vec<Option<String>>,
-    pub kind: String,
-    pub tables: Vec<String>,
+    pub kind: Arc<str>,
+    pub tables: Arc<[String]>,
     pub decision: Decision,
     /// Whether it may run while its record is written, its results held
     /// back until the record is durable.
@@ -68,7 +67,8 @@ pub struct StatementInfo {
     /// the row shape).
     pub describe_portal: Option<(Vec<u8>, u64)>,
     /// Execute only: the Bind body of the portal, so a reviewer's
-    /// replacement runs with the same parameters and result formats.
+    /// replacement runs with the same parameters and result formats, and
+    /// the record has them (see [`StatementInfo::params`]).
     pub bind: Option<Bytes>,
 }
 
@@ -153,6 +153,22 @@ impl Calls {
 }
 
 impl StatementInfo {
+    /// The text, as [`StatementInfo::sql`] says.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.sql)
+    }
+
+    /// The Execute's parameters in text form (binary ones described, not
+    /// decoded), read in `encoding`; `None` is NULL. Masked before they are
+    /// recorded. Made only for the record and for a review: a statement
+    /// that is neither forwards without them.
+    pub fn params(&self, encoding: &str) -> Vec<Option<String>> {
+        self.bind
+            .as_deref()
+            .map(|body| super::inspect::bind_params(body, encoding))
+            .unwrap_or_default()
+    }
+
     /// Weighs the functions the statement names as the session's catalog
     /// reading knows them: calls of built-in functions create no code, and
     /// those of built-in ones that are not volatile change nothing, so the
@@ -231,8 +247,8 @@ struct Pending {
     received_at: Timestamp,
     sql: String,
     params: Vec<Option<String>>,
-    kind: String,
-    tables: Vec<String>,
+    kind: Arc<str>,
+    tables: Arc<[String]>,
     record: bool,
     masker: Masker,
 }
@@ -279,7 +295,9 @@ impl Gate {
 
     /// What must happen before `info`'s statement may run. `None`: forward
     /// it now, nothing to record or wait for.
-    pub fn admit(&mut self, info: StatementInfo) -> Option<AdmissionFuture> {
+    /// `encoding`: the client encoding in force (the Execute's
+    /// parameters are read in it).
+    pub fn admit(&mut self, info: StatementInfo, encoding: &str) -> Option<AdmissionFuture> {
         if !self.record_statements && info.decision == Decision::Allow {
             return None;
         }
@@ -293,11 +311,11 @@ impl Gate {
             ids: self.ids.clone(),
             sequence: self.sequence,
             received_at: Timestamp::now(),
-            sql: self.masker.mask_text(&info.sql).into_owned(),
+            sql: self.masker.mask_text(&info.text()).into_owned(),
             params: info
-                .params
-                .iter()
-                .map(|p| p.as_deref().map(|p| self.masker.mask_text(p).into_owned()))
+                .params(encoding)
+                .into_iter()
+                .map(|p| p.map(|p| self.masker.mask_text(&p).into_owned()))
                 .collect(),
             kind: info.kind,
             tables: info.tables,
@@ -338,10 +356,10 @@ impl Gate {
                     session_id: self.session.session_id.clone(),
                     role: self.session.role.clone(),
                     sql_masked: pending.sql.clone(),
-                    normalized_sql: normalize(&info.sql, info.strings),
+                    normalized_sql: normalize(&String::from_utf8_lossy(&info.sql), info.strings),
                     rule,
                     reason: message,
-                    tables: pending.tables.clone(),
+                    tables: pending.tables.to_vec(),
                     client_addr: self.session.client_addr.clone(),
                 };
                 // Cancels from now on end this hold (earlier ones do not:
@@ -417,8 +435,8 @@ impl Pending {
             received_at: self.received_at,
             sql: self.sql,
             params: self.params,
-            kind: self.kind,
-            tables: self.tables,
+            kind: self.kind.to_string(),
+            tables: self.tables.to_vec(),
             decision,
             executed_sql,
         };

@@ -64,6 +64,8 @@ pub struct Inspector {
     /// nothing but the classification are kept (no `EXECUTE`, `PREPARE` or
     /// `DEALLOCATE`, whose verdicts read the session's prepared statements).
     verdicts: HashMap<usize, (Arc<Classified>, Judged)>,
+    /// Row shapes made this session (see [`Shapes`]).
+    shapes: Shapes,
     // What the session holds (statements, portals, their descriptions and
     // shapes) is the connection state's, read and changed through it.
 
@@ -196,6 +198,7 @@ impl Inspector {
             columns,
             cache,
             verdicts: HashMap::default(),
+            shapes: Shapes::default(),
             copy: None,
             suppressing: false,
         }
@@ -255,15 +258,20 @@ impl Inspector {
                             hoop_policy::UNPARSED_RULE
                         ),
                     ),
-                    kind: "unparsed".to_owned(),
-                    tables: Vec::new(),
+                    kind: "unparsed".into(),
+                    tables: Arc::new([]),
                     runs_early: RunsEarly::Never,
                     changes_code: false,
                     calls: None,
                 };
             }
         };
-        let classified = self.cache.classify_in(sql, state.reading.strings);
+        // A Parse's text comes again with each Execute of it.
+        let classified = if matches!(binds, Binds::Later) {
+            self.cache.classify_prepared(sql, state.reading.strings)
+        } else {
+            self.cache.classify_in(sql, state.reading.strings)
+        };
         self.judge(&classified, state, runs, binds)
     }
 
@@ -370,7 +378,12 @@ impl Inspector {
             Prepared::Sql(facts) => Some(vec![facts.as_ref().clone()]),
             Prepared::Parse { sql, strings, .. } => {
                 let sql = std::str::from_utf8(sql).ok()?;
-                Some(self.cache.classify_in(sql, *strings).statements.clone())
+                Some(
+                    self.cache
+                        .classify_prepared(sql, *strings)
+                        .statements
+                        .clone(),
+                )
             }
         }
     }
@@ -408,10 +421,11 @@ impl Inspector {
         };
         let (sql, judged) = match &executed.prepared {
             Some(Prepared::Parse { sql, strings, .. }) => {
-                let text = String::from_utf8_lossy(sql).into_owned();
-                let classified = self.cache.classify_in(&text, *strings);
+                let classified = self
+                    .cache
+                    .classify_prepared(&String::from_utf8_lossy(sql), *strings);
                 let binds = Binds::Portal(executed.bind.as_deref());
-                (text, self.judge(&classified, state, true, binds))
+                (sql.clone(), self.judge(&classified, state, true, binds))
             }
             // A portal bound to a statement prepared in SQL (`PREPARE name
             // AS …`, judged then): judged again on what it runs, as
@@ -424,7 +438,7 @@ impl Inspector {
                 // Its kind and tables are the prepared statement's.
                 let runs = facts.inner.as_deref().unwrap_or(facts.as_ref());
                 (
-                    format!("-- Execute of statement \"{name}\" (prepared in SQL)"),
+                    format!("-- Execute of statement \"{name}\" (prepared in SQL)").into(),
                     Judged::of(decision, std::slice::from_ref(runs)),
                 )
             }
@@ -434,11 +448,12 @@ impl Inspector {
                 format!(
                     "-- Execute of portal \"{}\"",
                     String::from_utf8_lossy(portal)
-                ),
+                )
+                .into(),
                 Judged {
                     decision: Decision::Allow,
-                    kind: "fetch".to_owned(),
-                    tables: Vec::new(),
+                    kind: "fetch".into(),
+                    tables: Arc::new([]),
                     runs_early: RunsEarly::Never,
                     // What it runs was judged when it was opened.
                     changes_code: false,
@@ -449,11 +464,6 @@ impl Inspector {
         let describe_portal = (!executed.described).then(|| (portal.to_vec(), executed.portal));
         let info = StatementInfo {
             strings,
-            params: executed
-                .bind
-                .as_deref()
-                .map(|body| bind_params(body, state.reading.encoding()))
-                .unwrap_or_default(),
             sql,
             kind: judged.kind,
             tables: judged.tables,
@@ -512,26 +522,24 @@ impl Inspector {
     /// formats), made once and kept in the connection state. `None`: not
     /// known (a row then cannot be masked, and is not sent).
     fn current_shape<'s>(
-        &self,
+        &mut self,
         state: &'s mut ConnectionState,
     ) -> Result<Option<&'s RowShape>, MaskFailure> {
         if let Some(Pending::Query(_)) = state.front() {
             if state.simple_shape.is_none() {
                 if let Some(raw) = &state.simple_row_description {
-                    state.simple_shape = Some(RowShape::from_row_description(raw, &self.columns)?);
+                    state.simple_shape = Some(self.shapes.shape(raw, None, &self.columns)?);
                 }
             }
-            return Ok(state.simple_shape.as_ref());
+            return Ok(state.simple_shape.as_deref());
         }
-        let columns = &self.columns;
+        let (columns, shapes) = (&self.columns, &mut self.shapes);
         state.execute_shape(|description, formats| match description {
-            PortalDescription::Own(raw) => raw
-                .map(|raw| RowShape::from_row_description(raw, columns))
-                .transpose(),
+            PortalDescription::Own(raw) => {
+                raw.map(|raw| shapes.shape(raw, None, columns)).transpose()
+            }
             PortalDescription::Statement(raw) => raw
-                .map(|raw| {
-                    RowShape::from_row_description(raw, columns)?.with_result_formats(formats)
-                })
+                .map(|raw| shapes.shape(raw, Some(formats), columns))
                 .transpose(),
         })
     }
@@ -619,14 +627,72 @@ fn rewritten(put: fn(&mut BytesMut, &[u8]), body: Option<Vec<u8>>) -> ServerVerd
     }
 }
 
+/// The row shapes made lately, by the RowDescription they were read from
+/// (and the portal's result formats, for a statement's description): a
+/// statement run again, as a simple Query or in a new portal, answers with
+/// the same description, and its shape is not read again. The session's
+/// column policy does not change, so a description always makes the same
+/// shape. A description that cannot be read is not kept (it fails again).
+#[derive(Default)]
+struct Shapes {
+    made: Vec<MadeShape>,
+    /// Where the next shape goes once `made` is full.
+    next: usize,
+}
+
+struct MadeShape {
+    description: Bytes,
+    /// `None`: the description carries the formats (a portal's own).
+    formats: Option<Vec<i16>>,
+    shape: Arc<RowShape>,
+}
+
+impl Shapes {
+    /// Enough for the statements a session runs in turn; a scan of a few
+    /// short byte strings costs less than reading one description.
+    const KEPT: usize = 8;
+
+    fn shape(
+        &mut self,
+        description: &Bytes,
+        formats: Option<&[i16]>,
+        columns: &ColumnPolicy,
+    ) -> Result<Arc<RowShape>, MaskFailure> {
+        let kept = self
+            .made
+            .iter()
+            .find(|made| made.description == description && made.formats.as_deref() == formats);
+        if let Some(made) = kept {
+            return Ok(Arc::clone(&made.shape));
+        }
+        let shape = RowShape::from_row_description(description, columns)?;
+        let shape = Arc::new(match formats {
+            Some(formats) => shape.with_result_formats(formats)?,
+            None => shape,
+        });
+        let made = MadeShape {
+            description: description.clone(),
+            formats: formats.map(<[i16]>::to_vec),
+            shape: Arc::clone(&shape),
+        };
+        if self.made.len() < Self::KEPT {
+            self.made.push(made);
+        } else {
+            self.made[self.next] = made;
+            self.next = (self.next + 1) % Self::KEPT;
+        }
+        Ok(shape)
+    }
+}
+
 /// A decision with what the record says about the statement.
 #[derive(Clone)]
 struct Judged {
     decision: Decision,
     /// Most specific kind of each statement, `;`-separated.
-    kind: String,
+    kind: Arc<str>,
     /// Every table named, `schema.table`, first appearance first.
-    tables: Vec<String>,
+    tables: Arc<[String]>,
     /// See [`StatementInfo::runs_early`].
     runs_early: RunsEarly,
     /// See [`StatementInfo::changes_code`].
@@ -644,8 +710,8 @@ impl Judged {
             .join(";");
         let mut judged = Judged {
             decision,
-            kind,
-            tables: Vec::new(),
+            kind: kind.into(),
+            tables: Arc::new([]),
             runs_early: RunsEarly::of(statements),
             changes_code: statements.iter().any(StatementFacts::may_change_code),
             calls: Calls::of(statements),
@@ -657,20 +723,25 @@ impl Judged {
     /// Adds the tables `statements` read or write that the record does not
     /// name yet.
     fn add_tables(&mut self, statements: &[StatementFacts]) {
+        if statements.is_empty() {
+            return;
+        }
+        let mut tables = self.tables.to_vec();
         for table in statements.iter().flat_map(|facts| &facts.tables) {
             let table = table.to_string();
-            if !self.tables.contains(&table) {
-                self.tables.push(table);
+            if !tables.contains(&table) {
+                tables.push(table);
             }
         }
+        self.tables = tables.into();
     }
 
     /// A refusal of something that is no statement of its own (a Bind).
     fn refused(decision: Decision) -> Judged {
         Judged {
             decision,
-            kind: "bind".to_owned(),
-            tables: Vec::new(),
+            kind: "bind".into(),
+            tables: Arc::new([]),
             runs_early: RunsEarly::Never,
             changes_code: false,
             calls: None,
@@ -680,8 +751,7 @@ impl Judged {
     fn into_info(self, sql: &[u8], strings: StringLiterals) -> StatementInfo {
         StatementInfo {
             strings,
-            sql: String::from_utf8_lossy(sql).into_owned(),
-            params: Vec::new(),
+            sql: Bytes::copy_from_slice(sql),
             kind: self.kind,
             tables: self.tables,
             decision: self.decision,
@@ -697,7 +767,7 @@ impl Judged {
 /// Bind parameters for the record: text ones as text, binary ones only
 /// described (their type is not known here, and decoding guesses could
 /// print a card number stored as a number).
-fn bind_params(body: &[u8], encoding: &str) -> Vec<Option<String>> {
+pub(super) fn bind_params(body: &[u8], encoding: &str) -> Vec<Option<String>> {
     let Some(parameters) = Bind::from_body(body).and_then(|bind| bind.parameters()) else {
         return vec![Some("<malformed Bind>".to_owned())];
     };

@@ -64,6 +64,13 @@ const HIGH_WATER: usize = 256 * 1024;
 /// How long the final messages to a leaving client may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often (in turns of a session's loop) the token's expiry and a
+/// shutdown are checked besides their own wake-ups.
+const TIMER_CHECK_TURNS: u32 = 64;
+
+const TOKEN_EXPIRED: &str =
+    "terminating connection: the login token has expired; log in again with a fresh token";
+
 pub(crate) struct RelaySession {
     pub mapped_role: String,
     /// How the server reported it reads the client's text, at login.
@@ -317,10 +324,23 @@ impl Relay {
             end = Some(stop);
         }
 
+        let mut turns: u32 = 0;
         while end.is_none() {
             // What the last turn owed the client has gone out (or waits for
             // the socket): the outcomes it completed go to the store.
             self.gate.send_finished();
+            // The branches below are polled in order, the token's expiry and
+            // shutdown last; so that a session always busy cannot outrun
+            // them, they are also checked here now and then.
+            turns = turns.wrapping_add(1);
+            if turns.is_multiple_of(TIMER_CHECK_TURNS) {
+                if Instant::now() >= expiry.deadline().into_std() {
+                    fatal(&mut flow.to_client, "28000", TOKEN_EXPIRED);
+                    end = Some(RelayEnd::TokenExpired);
+                    break;
+                }
+                draining |= *self.shutdown.borrow();
+            }
             if draining && flow.is_quiet() {
                 fatal(
                     &mut flow.to_client,
@@ -336,6 +356,20 @@ impl Relay {
             let client_readable = flow.client_readable();
             let server_readable = flow.to_client.len() + flow.withheld.len() < HIGH_WATER;
             tokio::select! {
+                // Fixed order (no random draw per turn): what is ready is
+                // served every turn; a busy side is bounded by the high
+                // water marks that turn its reads off.
+                biased;
+                read = server_rd.read_buf(&mut flow.from_server), if server_readable => {
+                    end = match read {
+                        Ok(0) | Err(_) if flow.client_done => Some(RelayEnd::ClientTerminated),
+                        Ok(0) | Err(_) => Some(RelayEnd::ServerClosed),
+                        Ok(n) => {
+                            down_bytes.inc_by(n as u64);
+                            self.on_server_bytes(&mut flow, early, &mut server_wr, &mut client_wr).await
+                        }
+                    };
+                }
                 read = client_rd.read_buf(&mut flow.from_client), if client_readable => {
                     end = match read {
                         Ok(0) | Err(_) => Some(flow.client_gone()),
@@ -348,16 +382,6 @@ impl Relay {
                 admitted = admission(&mut flow.held) => {
                     end = self.on_admission(&mut flow, admitted, early, &mut server_wr, &mut client_wr).await;
                 }
-                read = server_rd.read_buf(&mut flow.from_server), if server_readable => {
-                    end = match read {
-                        Ok(0) | Err(_) if flow.client_done => Some(RelayEnd::ClientTerminated),
-                        Ok(0) | Err(_) => Some(RelayEnd::ServerClosed),
-                        Ok(n) => {
-                            down_bytes.inc_by(n as u64);
-                            self.on_server_bytes(&mut flow, early, &mut server_wr, &mut client_wr).await
-                        }
-                    };
-                }
                 written = server_wr.write(&flow.to_server), if !flow.to_server.is_empty() => {
                     if !wrote(&mut server_wr, &mut flow.to_server, written).await {
                         end = Some(RelayEnd::ServerClosed);
@@ -369,7 +393,7 @@ impl Relay {
                     }
                 }
                 _ = &mut expiry => {
-                    fatal(&mut flow.to_client, "28000", "terminating connection: the login token has expired; log in again with a fresh token");
+                    fatal(&mut flow.to_client, "28000", TOKEN_EXPIRED);
                     end = Some(RelayEnd::TokenExpired);
                 }
                 _ = &mut stop_requested, if !draining => {
@@ -677,7 +701,7 @@ impl Relay {
             && self.gate.records()
             && flow.deferred.is_empty()
             && self.session.hidden.none();
-        let admission = self.gate.admit(info);
+        let admission = self.gate.admit(info, state.reading.encoding());
         if admission.is_none() || early {
             if changes_code {
                 self.session.hidden.sending_change();

@@ -127,7 +127,7 @@ pub(crate) struct Portal {
     /// applied): a RowDescription body, or `None` for NoData.
     description: Option<Option<Bytes>>,
     /// The shape of its rows, once the masker made it; `None` inside: no rows.
-    shape: Option<Option<RowShape>>,
+    shape: Option<Option<Arc<RowShape>>>,
     /// Id of the request that made it, once sent: a transaction's end
     /// (ReadyForQuery idle) closes the portals made before it.
     sent: Option<u64>,
@@ -526,7 +526,7 @@ pub(crate) struct ConnectionState {
     /// RowDescription of the simple-query result currently streaming.
     pub simple_row_description: Option<Bytes>,
     /// Its shape, once the masker made it.
-    pub simple_shape: Option<RowShape>,
+    pub simple_shape: Option<Arc<RowShape>>,
     /// After a refused extended-protocol message: client messages are
     /// dropped until the next Sync (as the server would skip them after an
     /// error), so nothing of the refused statement reaches the server.
@@ -1582,7 +1582,7 @@ impl ConnectionState {
     /// known. Called for every DataRow: one lookup once the shape is made.
     pub fn execute_shape<E>(
         &mut self,
-        make: impl FnOnce(PortalDescription<'_>, &[i16]) -> Result<Option<RowShape>, E>,
+        make: impl FnOnce(PortalDescription<'_>, &[i16]) -> Result<Option<Arc<RowShape>>, E>,
     ) -> Result<Option<&RowShape>, E> {
         let Some(Pending::Execute(Some(id))) = self.front() else {
             return Ok(None);
@@ -1604,7 +1604,7 @@ impl ConnectionState {
             .portals
             .get(id)
             .and_then(|p| p.shape.as_ref())
-            .and_then(Option::as_ref))
+            .and_then(Option::as_deref))
     }
 
     /// The row description that applies to the rows of the Execute at the
