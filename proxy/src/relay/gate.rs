@@ -30,6 +30,7 @@ use hoop_reviews::{ReviewHub, ReviewOutcome, ReviewRequest, ReviewTicket};
 use tokio::sync::watch;
 
 use super::refusal::Refusal;
+use crate::protocol::frontend::Bind;
 
 /// SQLSTATE when the audit trail cannot take a statement's record.
 const SQLSTATE_AUDIT_UNAVAILABLE: &str = "58000";
@@ -165,7 +166,7 @@ impl StatementInfo {
     pub fn params(&self, encoding: &str) -> Vec<Option<String>> {
         self.bind
             .as_deref()
-            .map(|body| super::inspect::bind_params(body, encoding))
+            .map(|body| bind_params(body, encoding))
             .unwrap_or_default()
     }
 
@@ -631,6 +632,33 @@ async fn await_decision(
 /// Literals stay: a grant covers the same statement, not the same shape.
 fn normalize(sql: &str, strings: hoop_policy::StringLiterals) -> String {
     hoop_policy::statement_key_in(sql, strings)
+}
+
+/// Bind parameters for the record: text ones as text, binary ones only
+/// described (their type is not known here, and decoding guesses could
+/// print a card number stored as a number).
+fn bind_params(body: &[u8], encoding: &str) -> Vec<Option<String>> {
+    let Some(parameters) = Bind::from_body(body).and_then(|bind| bind.parameters()) else {
+        return vec![Some("<malformed Bind>".to_owned())];
+    };
+    parameters
+        .into_iter()
+        .map(|(format, value)| {
+            value.map(|value| {
+                if format == 0 {
+                    // As the server reads it (the encoding is the one
+                    // in force at the Execute; the server converted it
+                    // at the Bind).
+                    crate::encoding::decode(encoding, value).map_or_else(
+                        |_| String::from_utf8_lossy(value).into_owned(),
+                        |text| text.into_owned(),
+                    )
+                } else {
+                    format!("<binary, {} bytes>", value.len())
+                }
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -764,33 +764,6 @@ impl Judged {
     }
 }
 
-/// Bind parameters for the record: text ones as text, binary ones only
-/// described (their type is not known here, and decoding guesses could
-/// print a card number stored as a number).
-pub(super) fn bind_params(body: &[u8], encoding: &str) -> Vec<Option<String>> {
-    let Some(parameters) = Bind::from_body(body).and_then(|bind| bind.parameters()) else {
-        return vec![Some("<malformed Bind>".to_owned())];
-    };
-    parameters
-        .into_iter()
-        .map(|(format, value)| {
-            value.map(|value| {
-                if format == 0 {
-                    // As the server reads it (the encoding is the one
-                    // in force at the Execute; the server converted it
-                    // at the Bind).
-                    crate::encoding::decode(encoding, value).map_or_else(
-                        |_| String::from_utf8_lossy(value).into_owned(),
-                        |text| text.into_owned(),
-                    )
-                } else {
-                    format!("<binary, {} bytes>", value.len())
-                }
-            })
-        })
-        .collect()
-}
-
 /// The more restrictive of two decisions (the first of equals).
 fn worse(a: Decision, b: Decision) -> Decision {
     fn rank(d: &Decision) -> u8 {
