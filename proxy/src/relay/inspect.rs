@@ -15,6 +15,7 @@
 //! shape is unknown or cannot be masked ends the request with an error and
 //! everything up to ReadyForQuery is suppressed: nothing unmasked is sent.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -421,9 +422,7 @@ impl Inspector {
         };
         let (sql, judged) = match &executed.prepared {
             Some(Prepared::Parse { sql, strings, .. }) => {
-                let classified = self
-                    .cache
-                    .classify_prepared(&String::from_utf8_lossy(sql), *strings);
+                let classified = self.cache.classify_prepared(&text_of(sql), *strings);
                 let binds = Binds::Portal(executed.bind.as_deref());
                 (sql.clone(), self.judge(&classified, state, true, binds))
             }
@@ -549,7 +548,7 @@ impl Inspector {
             .copy
             .get_or_insert_with(|| CopyMasker::new(&self.columns, false));
         let chunks = copy.mask_copy_data(data);
-        if chunks.len() == 1 && matches!(chunks[0], std::borrow::Cow::Borrowed(_)) {
+        if chunks.len() == 1 && matches!(chunks[0], Cow::Borrowed(_)) {
             return ServerVerdict::Forward;
         }
         let mut out = BytesMut::new();
@@ -762,6 +761,12 @@ impl Judged {
             bind: None,
         }
     }
+}
+
+/// A prepared statement's text, kept as the server reads it: UTF-8 (the
+/// fast check) unless the gateway could not decode it when it was sent.
+fn text_of(sql: &[u8]) -> Cow<'_, str> {
+    std::str::from_utf8(sql).map_or_else(|_| String::from_utf8_lossy(sql), Cow::Borrowed)
 }
 
 /// The more restrictive of two decisions (the first of equals).

@@ -1116,7 +1116,9 @@ impl ConnectionState {
         Executed {
             portal: id,
             prepared: statement.map(|s| s.prepared.clone()),
-            statement_name: statement.map(|s| s.name.clone()),
+            statement_name: statement
+                .filter(|s| matches!(s.prepared, Prepared::Sql(_)))
+                .map(|s| s.name.clone()),
             bind: p.bind.clone(),
             described,
         }
