@@ -1420,3 +1420,24 @@ fn statements_that_end_a_failed_transaction() {
         );
     }
 }
+
+#[test]
+fn a_statement_of_a_known_shape_is_kept_under_its_text_only_when_prepared() {
+    let mut cache = ClassifyCache::new(64).with_predicate_columns(["amount"]);
+    let first = cache.classify("SELECT id FROM t WHERE id = 1");
+    assert_eq!((cache.len(), cache.shapes()), (1, 1));
+    // Another literal: the shape's classification, and no entry of its own.
+    let other = cache.classify("SELECT id FROM t WHERE id = 2");
+    assert!(std::sync::Arc::ptr_eq(&first, &other));
+    assert_eq!(cache.len(), 1);
+    // A prepared statement's text comes again with every Execute: kept.
+    let prepared = cache.classify_prepared(
+        "SELECT id FROM t WHERE id = 3",
+        hoop_policy::StringLiterals::Standard,
+    );
+    assert!(std::sync::Arc::ptr_eq(&first, &prepared));
+    assert_eq!((cache.len(), cache.shapes()), (2, 1));
+    // A text without a shape is kept under its text either way.
+    cache.classify_in("SELECT id FROM t", hoop_policy::StringLiterals::Standard);
+    assert_eq!(cache.len(), 3);
+}

@@ -1023,3 +1023,82 @@ impl Inspector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+    use hoop_common::mask::{Masker, Strategy};
+
+    fn columns() -> ColumnPolicy {
+        let content = Masker::new(Strategy::PanLast4, None).expect("pan_last4 needs no key");
+        ColumnPolicy::new(&[], &[], content, None).expect("no columns")
+    }
+
+    /// A RowDescription body: one text column per name, of type `text`.
+    fn description(names: &[&str]) -> Bytes {
+        let mut body = BytesMut::new();
+        body.put_i16(names.len() as i16);
+        for name in names {
+            body.put_slice(name.as_bytes());
+            body.put_u8(0);
+            body.put_u32(0); // table
+            body.put_i16(0); // column
+            body.put_u32(25); // text
+            body.put_i16(-1);
+            body.put_i32(-1);
+            body.put_i16(0); // text format
+        }
+        body.freeze()
+    }
+
+    #[test]
+    fn a_description_seen_before_gives_back_the_shape_made_of_it() {
+        let columns = columns();
+        let mut shapes = Shapes::default();
+        let one = description(&["a"]);
+        let made = shapes.shape(&one, None, &columns).expect("readable");
+        let again = shapes
+            .shape(&one.clone(), None, &columns)
+            .expect("readable");
+        assert!(Arc::ptr_eq(&made, &again));
+        // Another portal's formats make another shape of the same description.
+        let text = shapes.shape(&one, Some(&[]), &columns).expect("readable");
+        let binary = shapes.shape(&one, Some(&[1]), &columns).expect("readable");
+        assert!(!Arc::ptr_eq(&made, &text) && !Arc::ptr_eq(&text, &binary));
+        assert!(Arc::ptr_eq(
+            &binary,
+            &shapes.shape(&one, Some(&[1]), &columns).expect("readable")
+        ));
+        let two = description(&["a", "b"]);
+        assert_eq!(
+            shapes.shape(&two, None, &columns).expect("readable").len(),
+            2
+        );
+    }
+
+    #[test]
+    fn the_oldest_shape_makes_room_and_a_bad_description_is_not_kept() {
+        let columns = columns();
+        let mut shapes = Shapes::default();
+        let first = description(&["c0"]);
+        let made = shapes.shape(&first, None, &columns).expect("readable");
+        for i in 1..=Shapes::KEPT {
+            let name = format!("c{i}");
+            shapes
+                .shape(&description(&[&name]), None, &columns)
+                .expect("readable");
+        }
+        assert_eq!(shapes.made.len(), Shapes::KEPT);
+        let remade = shapes.shape(&first, None, &columns).expect("readable");
+        assert!(!Arc::ptr_eq(&made, &remade), "made again once pushed out");
+        // Two format codes for one column: refused each time, never kept.
+        for _ in 0..2 {
+            assert!(shapes.shape(&first, Some(&[0, 0]), &columns).is_err());
+        }
+        assert!(shapes
+            .made
+            .iter()
+            .all(|m| m.formats.as_deref() != Some(&[0, 0][..])));
+    }
+}
