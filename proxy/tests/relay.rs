@@ -441,6 +441,40 @@ async fn token_expiry_ends_the_session_with_fatal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_kept_busy_still_ends_when_its_token_expires() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let token = gw.mint("busy", &["fraud-agents"], Duration::from_secs(2));
+    let (mut raw, _) = Raw::login(gw.addr, "busy", &token).await;
+    // Batches of pipelined statements, the next sent as soon as the last
+    // answer is in: the session always has something to read or write.
+    let batch: Vec<u8> = (0..100).flat_map(|_| query("select 1")).collect();
+    let started = std::time::Instant::now();
+    let ended = 'session: loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the session outlived its token"
+        );
+        raw.send(&batch).await;
+        let mut answered = 0;
+        while answered < 100 {
+            let Some(m) = raw.recv().await else {
+                panic!("closed without a FATAL");
+            };
+            match m.tag {
+                b'Z' => answered += 1,
+                b'E' => break 'session m,
+                _ => {}
+            }
+        }
+    };
+    assert_eq!(ended.field(b'S').as_deref(), Some("FATAL"), "{ended:?}");
+    assert_eq!(ended.error_code().as_deref(), Some("28000"));
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(raw.recv().await.is_none());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_the_running_statement_finish() {
     let gw = start_gateway(GatewayOptions::default()).await;
     let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
