@@ -15,6 +15,7 @@
 //! The relay keeps relaying server messages while a statement is held: the
 //! gate hands it owned futures ([`AdmissionFuture`]) to poll in its loop.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -155,8 +156,8 @@ impl Calls {
 
 impl StatementInfo {
     /// The text, as [`StatementInfo::sql`] says.
-    pub fn text(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.sql)
+    pub fn text(&self) -> Cow<'_, str> {
+        sql_text(&self.sql)
     }
 
     /// The Execute's parameters in text form (binary ones described, not
@@ -357,7 +358,7 @@ impl Gate {
                     session_id: self.session.session_id.clone(),
                     role: self.session.role.clone(),
                     sql_masked: pending.sql.clone(),
-                    normalized_sql: normalize(&String::from_utf8_lossy(&info.sql), info.strings),
+                    normalized_sql: normalize(&sql_text(&info.sql), info.strings),
                     rule,
                     reason: message,
                     tables: pending.tables.to_vec(),
@@ -632,6 +633,12 @@ async fn await_decision(
 /// Literals stay: a grant covers the same statement, not the same shape.
 fn normalize(sql: &str, strings: hoop_policy::StringLiterals) -> String {
     hoop_policy::statement_key_in(sql, strings)
+}
+
+/// A statement's text as the gateway keeps it: UTF-8 (the fast check),
+/// but for a text it could not decode when it was sent (then read lossily).
+pub(super) fn sql_text(sql: &[u8]) -> Cow<'_, str> {
+    std::str::from_utf8(sql).map_or_else(|_| String::from_utf8_lossy(sql), Cow::Borrowed)
 }
 
 /// Bind parameters for the record: text ones as text, binary ones only

@@ -26,7 +26,7 @@ use hoop_policy::{
     RuleSet, StatementFacts, StringLiterals,
 };
 
-use super::gate::{Calls, RunsEarly, StatementInfo};
+use super::gate::{sql_text, Calls, RunsEarly, StatementInfo};
 use super::refusal::Refusal;
 use super::state::{About, ConnectionState, Pending, PortalDescription, Prepared, TextProblem};
 use super::verdict::{ClientVerdict, ServerVerdict};
@@ -422,7 +422,7 @@ impl Inspector {
         };
         let (sql, judged) = match &executed.prepared {
             Some(Prepared::Parse { sql, strings, .. }) => {
-                let classified = self.cache.classify_prepared(&text_of(sql), *strings);
+                let classified = self.cache.classify_prepared(&sql_text(sql), *strings);
                 let binds = Binds::Portal(executed.bind.as_deref());
                 (sql.clone(), self.judge(&classified, state, true, binds))
             }
@@ -761,12 +761,6 @@ impl Judged {
             bind: None,
         }
     }
-}
-
-/// A prepared statement's text, kept as the server reads it: UTF-8 (the
-/// fast check) unless the gateway could not decode it when it was sent.
-fn text_of(sql: &[u8]) -> Cow<'_, str> {
-    std::str::from_utf8(sql).map_or_else(|_| String::from_utf8_lossy(sql), Cow::Borrowed)
 }
 
 /// The more restrictive of two decisions (the first of equals).
