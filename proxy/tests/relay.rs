@@ -312,6 +312,100 @@ async fn malformed_and_oversized_messages_end_cleanly() {
     gw.stop().await;
 }
 
+/// A well-framed message whose fields PostgreSQL cannot read gets
+/// PostgreSQL's answer (each batch below sent to PostgreSQL 15 directly
+/// gave the same messages and statuses: ERROR 08P01, and the session goes
+/// on), and never reaches the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_refused_as_postgres_refuses_them_and_the_session_goes_on() {
+    let gw = start_gateway(GatewayOptions::default()).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let refused = |msgs: &[Msg], status: &[u8]| {
+        assert_eq!(
+            msgs[0].error_code().as_deref(),
+            Some("08P01"),
+            "{}",
+            msgs[0].text()
+        );
+        assert_eq!(msgs[0].field(b'S').as_deref(), Some("ERROR"));
+        assert_eq!(msgs.last().unwrap().body, status);
+    };
+
+    // A Query without its terminating NUL, and one with bytes after it:
+    // refused, without effect.
+    raw.send(&msg(
+        b'Q',
+        b"SELECT set_config('application_name', 'malformed', false)",
+    ))
+    .await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "EZ");
+    refused(&msgs, b"I");
+    raw.send(&msg(
+        b'Q',
+        b"SELECT set_config('application_name', 'malformed', false)\0;",
+    ))
+    .await;
+    refused(&raw.until(b'Z').await, b"I");
+    raw.send(&query("SHOW application_name")).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "TDCZ");
+    assert!(!msgs[1].text().contains("malformed"), "{}", msgs[1].text());
+
+    // In a transaction block: it fails the transaction, as any error does.
+    raw.send(&query("BEGIN")).await;
+    assert_eq!(tags(&raw.until(b'Z').await), "CZ");
+    raw.send(&msg(b'Q', b"SELECT 1")).await;
+    refused(&raw.until(b'Z').await, b"E");
+    raw.send(&query("SELECT 1")).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(msgs[0].error_code().as_deref(), Some("25P02"));
+    raw.send(&query("ROLLBACK")).await;
+    assert_eq!(tags(&raw.until(b'Z').await), "CZ");
+
+    // Extended protocol: a Parse cut short; what follows it up to Sync is
+    // skipped unread (a malformed Bind too).
+    let mut batch = msg(b'P', b"\0SELECT 1\0\0\x05");
+    batch.extend(msg(b'B', b"\0"));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "EZ");
+    refused(&msgs, b"I");
+
+    // Behind statements already sent: answered in order, after theirs.
+    let mut batch = parse("", "SELECT 7");
+    batch.extend(bind("", "", None));
+    batch.extend(execute("", 0));
+    batch.extend(msg(b'E', b"\0\0\0\0\0extra"));
+    batch.extend(parse("", "SELECT 8"));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "12DCEZ");
+    refused(&msgs[4..], b"I");
+
+    // A Sync with a body: refused, and it still ends the batch.
+    raw.send(&msg(b'S', b"x")).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "EZ");
+    refused(&msgs, b"I");
+
+    // A Sync with a body ending a skip: it ends the skip first, then is
+    // refused itself.
+    let mut batch = msg(b'P', b"\0SELECT 1\0\0\x05");
+    batch.extend(msg(b'S', b"x"));
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "EEZ");
+    refused(&msgs[1..], b"I");
+
+    // The session is whole.
+    raw.send(&query("SELECT 9")).await;
+    assert_eq!(tags(&raw.until(b'Z').await), "TDCZ");
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_pipelined_before_tls_are_refused() {
     let gw = start_gateway(GatewayOptions {

@@ -3,8 +3,9 @@
 //! [`Frontend::read`] checks a message's layout the way PostgreSQL's
 //! `PostgresMain` does (`pq_getmsg*` then `pq_getmsgend`): a message whose
 //! fields run past its end, or leave bytes over, is [`Malformed`], which
-//! the server answers with FATAL 08P01 and so does the gateway, before the
-//! message can be judged on a reading the server would not share. The
+//! the server answers with ERROR 08P01 without acting on it, and so does
+//! the gateway (`relay::Relay::malformed`), which never sends it on: it is
+//! not judged on a reading the server would not share. The
 //! fields borrow the frame, which is what the gateway forwards, byte for
 //! byte. The messages the gateway writes to the server have constructors
 //! here ([`describe`], [`sync`], …).

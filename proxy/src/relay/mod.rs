@@ -209,9 +209,10 @@ async fn wrote<W: AsyncWrite + Unpin>(
     }
 }
 
-/// After the client's messages were read (`pumped`): a message PostgreSQL
-/// would refuse as malformed ends the session with FATAL 08P01; otherwise
-/// what is queued for the server goes out now.
+/// After the client's messages were read (`pumped`): a message the relay
+/// cannot go on after (a frame that is not one, a malformed COPY message or
+/// Terminate: see [`Relay::malformed`]) ends the session with FATAL 08P01;
+/// otherwise what is queued for the server goes out now.
 async fn to_server<W: AsyncWrite + Unpin>(
     flow: &mut Flow,
     pumped: Result<(), String>,
@@ -577,10 +578,13 @@ impl Relay {
                 },
             };
             // Each message is read once, here; a layout PostgreSQL would
-            // refuse ends the session before anything judges it.
+            // refuse is refused before anything judges it.
             let message = match Frontend::read(&frame) {
                 Ok(message) => message,
-                Err(e) => return Err(e.to_string()),
+                Err(e) => match self.malformed(flow, frame, e, early, now)? {
+                    AfterMalformed::Refused => continue,
+                    AfterMalformed::Waits => break,
+                },
             };
             if early && !matches!(message, Frontend::Sync | Frontend::Flush) {
                 flow.waiting = Some(frame);
@@ -669,6 +673,68 @@ impl Relay {
             }
         }
         Ok(())
+    }
+
+    /// A client message whose layout PostgreSQL refuses (a field that runs
+    /// past the end of the message, bytes left over): PostgreSQL answers
+    /// ERROR 08P01 and goes on, the message without effect (a transaction
+    /// in progress fails; after an extended-protocol message it skips to
+    /// Sync, and a Sync ends such a skip before it is found malformed), and
+    /// so does the gateway, which never sends the message on. COPY
+    /// messages and Terminate, which PostgreSQL reads without these checks
+    /// (it ends the session on any Terminate), still end the session with
+    /// FATAL 08P01 (`Err`).
+    fn malformed(
+        &mut self,
+        flow: &mut Flow,
+        frame: Frame,
+        error: crate::protocol::Malformed,
+        early: bool,
+        now: Instant,
+    ) -> Result<AfterMalformed, String> {
+        let request = match frame.tag() {
+            b'Q' => Request::Query,
+            b'F' => Request::FunctionCall { binary: false },
+            b'P' => Request::Parse,
+            b'B' => Request::Bind,
+            b'D' => Request::Describe(None),
+            b'E' => Request::Execute,
+            b'C' => Request::Close,
+            b'H' => Request::Flush,
+            b'S' => Request::Sync,
+            _ => return Err(error.to_string()),
+        };
+        // As any message behind an early read's record (see `pump_client`).
+        if early {
+            flow.waiting = Some(frame);
+            return Ok(AfterMalformed::Waits);
+        }
+        let state = &mut flow.state;
+        if state.discarding_until_sync {
+            if request != Request::Sync {
+                // PostgreSQL does not read what it skips.
+                return Ok(AfterMalformed::Refused);
+            }
+            state.discarding_until_sync = false;
+            if let Some(status) = state.sync_answered_here.take() {
+                // The gateway answered the refusal that began the skip:
+                // the server has nothing to answer, and the status is the
+                // one that refusal left.
+                let refusal = Refusal::new("08P01", error.to_string());
+                refusal.put(&mut flow.to_client, state.reading.encoding());
+                put_ready_for_query(&mut flow.to_client, status);
+                return Ok(AfterMalformed::Refused);
+            }
+        }
+        tracing::warn!(%error, "a malformed client message was refused");
+        self.refuse(
+            request,
+            Refusal::new("08P01", error.to_string()),
+            (&mut flow.to_server, &mut flow.to_client),
+            state,
+            now,
+        );
+        Ok(AfterMalformed::Refused)
     }
 
     /// A statement the inspector judged goes to the gate: sent now when
@@ -1015,7 +1081,11 @@ impl Relay {
         now: Instant,
     ) {
         self.count_refused(request, state);
-        let ends_batch = matches!(request, Request::Query | Request::FunctionCall { .. });
+        // (A Sync is refused only when malformed: answered as the Sync.)
+        let ends_batch = matches!(
+            request,
+            Request::Query | Request::FunctionCall { .. } | Request::Sync
+        );
         if state.is_idle() && state.at_sync_point {
             let status = match state.transaction_status {
                 IDLE => IDLE,
@@ -1500,6 +1570,14 @@ fn refuse_in_failed_transaction(info: &mut StatementInfo) {
             position: None,
         };
     }
+}
+
+/// What became of a malformed client message (see [`Relay::malformed`]).
+enum AfterMalformed {
+    /// Answered with an error (or skipped, as PostgreSQL skips to Sync).
+    Refused,
+    /// Behind an early read's record, like any other message.
+    Waits,
 }
 
 /// One connection's buffers and session model, which the relay's steps
