@@ -403,6 +403,9 @@ async fn malformed_messages_are_refused_as_postgres_refuses_them_and_the_session
     // The session is whole.
     raw.send(&query("SELECT 9")).await;
     assert_eq!(tags(&raw.until(b'Z').await), "TDCZ");
+    // A Terminate with a body ends it without a word, as PostgreSQL ends it.
+    raw.send(&msg(b'X', b"x")).await;
+    assert!(raw.recv().await.is_none());
     gw.stop().await;
 }
 

@@ -210,8 +210,8 @@ async fn wrote<W: AsyncWrite + Unpin>(
 }
 
 /// After the client's messages were read (`pumped`): a message the relay
-/// cannot go on after (a frame that is not one, a malformed COPY message or
-/// Terminate: see [`Relay::malformed`]) ends the session with FATAL 08P01;
+/// cannot go on after (a frame that is not one, a malformed COPY message:
+/// see [`Relay::malformed`]) ends the session with FATAL 08P01;
 /// otherwise what is queued for the server goes out now.
 async fn to_server<W: AsyncWrite + Unpin>(
     flow: &mut Flow,
@@ -582,7 +582,7 @@ impl Relay {
             let message = match Frontend::read(&frame) {
                 Ok(message) => message,
                 Err(e) => match self.malformed(flow, frame, e, early, now)? {
-                    AfterMalformed::Refused => continue,
+                    AfterMalformed::Done => continue,
                     AfterMalformed::Waits => break,
                 },
             };
@@ -680,10 +680,10 @@ impl Relay {
     /// ERROR 08P01 and goes on, the message without effect (a transaction
     /// in progress fails; after an extended-protocol message it skips to
     /// Sync, and a Sync ends such a skip before it is found malformed), and
-    /// so does the gateway, which never sends the message on. COPY
-    /// messages and Terminate, which PostgreSQL reads without these checks
-    /// (it ends the session on any Terminate), still end the session with
-    /// FATAL 08P01 (`Err`).
+    /// so does the gateway, which never sends the message on. A Terminate
+    /// with a body ends the session, as PostgreSQL ends it on any. COPY
+    /// messages, which PostgreSQL reads without these checks, still end
+    /// the session with FATAL 08P01 (`Err`).
     fn malformed(
         &mut self,
         flow: &mut Flow,
@@ -702,6 +702,7 @@ impl Relay {
             b'C' => Request::Close,
             b'H' => Request::Flush,
             b'S' => Request::Sync,
+            b'X' => Request::Terminate,
             _ => return Err(error.to_string()),
         };
         // As any message behind an early read's record (see `pump_client`).
@@ -709,11 +710,26 @@ impl Relay {
             flow.waiting = Some(frame);
             return Ok(AfterMalformed::Waits);
         }
+        if request == Request::Terminate {
+            // PostgreSQL ends the session on any Terminate; the server gets
+            // a well-formed one.
+            flow.client_done = true;
+            let (out, state) = (&mut flow.to_server, &mut flow.state);
+            self.send_client_frame(
+                frontend::terminate(),
+                request,
+                About::Nothing,
+                out,
+                state,
+                now,
+            );
+            return Ok(AfterMalformed::Done);
+        }
         let state = &mut flow.state;
         if state.discarding_until_sync {
             if request != Request::Sync {
                 // PostgreSQL does not read what it skips.
-                return Ok(AfterMalformed::Refused);
+                return Ok(AfterMalformed::Done);
             }
             state.discarding_until_sync = false;
             if let Some(status) = state.sync_answered_here.take() {
@@ -723,7 +739,7 @@ impl Relay {
                 let refusal = Refusal::new("08P01", error.to_string());
                 refusal.put(&mut flow.to_client, state.reading.encoding());
                 put_ready_for_query(&mut flow.to_client, status);
-                return Ok(AfterMalformed::Refused);
+                return Ok(AfterMalformed::Done);
             }
         }
         tracing::warn!(%error, "a malformed client message was refused");
@@ -734,7 +750,7 @@ impl Relay {
             state,
             now,
         );
-        Ok(AfterMalformed::Refused)
+        Ok(AfterMalformed::Done)
     }
 
     /// A statement the inspector judged goes to the gate: sent now when
@@ -1574,8 +1590,9 @@ fn refuse_in_failed_transaction(info: &mut StatementInfo) {
 
 /// What became of a malformed client message (see [`Relay::malformed`]).
 enum AfterMalformed {
-    /// Answered with an error (or skipped, as PostgreSQL skips to Sync).
-    Refused,
+    /// Answered with an error (or skipped, as PostgreSQL skips to Sync),
+    /// or a Terminate taken as one.
+    Done,
     /// Behind an early read's record, like any other message.
     Waits,
 }
