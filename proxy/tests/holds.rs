@@ -630,3 +630,26 @@ async fn a_name_prepared_with_parse_in_sql_goes_to_review_each_time_it_runs() {
     drop(raw);
     gw.stop().await;
 }
+
+/// Messages held back with a statement that goes to review (its Parse and
+/// Bind) go on when a malformed message ends the batch, as at a Sync
+/// without an Execute: the client gets their answers, then the error, in
+/// order, as PostgreSQL would answer the same batch; nothing is run and
+/// nothing waits for a reviewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_after_a_held_back_parse_is_answered_in_order() {
+    let gw = start_gateway(options("60s")).await;
+    let (mut raw, _) = Raw::login(gw.addr, "a", &gw.agent_token()).await;
+    let mut batch = parse("", "SELECT id FROM payments LIMIT 1");
+    batch.extend(bind("", "", None));
+    batch.extend(msg(b'E', b"\0\0\0\0\0extra"));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "12EZ");
+    assert_eq!(msgs[2].error_code().as_deref(), Some("08P01"));
+    assert_eq!(msgs[3].body, b"I");
+    raw.send(&query("SELECT 1")).await;
+    assert_eq!(tags(&raw.until(b'Z').await), "TDCZ");
+    gw.stop().await;
+}

@@ -743,6 +743,10 @@ impl Relay {
             }
         }
         tracing::warn!(%error, "a malformed client message was refused");
+        // Messages held back with a statement that goes to review go first,
+        // as at a Sync that ends their batch without an Execute: PostgreSQL
+        // answers them before it finds this one malformed.
+        self.send_deferred(&mut flow.deferred, &mut flow.to_server, state, now);
         self.refuse(
             request,
             Refusal::new("08P01", error.to_string()),
