@@ -400,6 +400,18 @@ async fn malformed_messages_are_refused_as_postgres_refuses_them_and_the_session
     assert_eq!(tags(&msgs), "EEZ");
     refused(&msgs[1..], b"I");
 
+    // The same inside a transaction block: it fails there and stays failed.
+    raw.send(&query("BEGIN")).await;
+    assert_eq!(tags(&raw.until(b'Z').await), "CZ");
+    let mut batch = msg(b'P', b"\0SELECT 1\0\0\x05");
+    batch.extend(msg(b'S', b"x"));
+    raw.send(&batch).await;
+    let msgs = raw.until(b'Z').await;
+    assert_eq!(tags(&msgs), "EEZ");
+    refused(&msgs[1..], b"E");
+    raw.send(&query("ROLLBACK")).await;
+    assert_eq!(tags(&raw.until(b'Z').await), "CZ");
+
     // The session is whole.
     raw.send(&query("SELECT 9")).await;
     assert_eq!(tags(&raw.until(b'Z').await), "TDCZ");

@@ -731,16 +731,11 @@ impl Relay {
                 // PostgreSQL does not read what it skips.
                 return Ok(AfterMalformed::Done);
             }
+            // The skip ends here; the refusal below answers this Sync
+            // (where the gateway answered the one that began the skip, the
+            // session is still idle and its status the one that left).
             state.discarding_until_sync = false;
-            if let Some(status) = state.sync_answered_here.take() {
-                // The gateway answered the refusal that began the skip:
-                // the server has nothing to answer, and the status is the
-                // one that refusal left.
-                let refusal = Refusal::new("08P01", error.to_string());
-                refusal.put(&mut flow.to_client, state.reading.encoding());
-                put_ready_for_query(&mut flow.to_client, status);
-                return Ok(AfterMalformed::Done);
-            }
+            state.sync_answered_here = None;
         }
         tracing::warn!(%error, "a malformed client message was refused");
         // Messages held back with a statement that goes to review go first,
